@@ -1,0 +1,92 @@
+"""Typed errors of tradeloop. The whole tree, written once::
+
+    TradeloopError
+    ├── ConfigError            invalid configuration (field path and reason)
+    ├── PluginLoadError        strategy or model plugin could not be resolved or validated
+    ├── DataError              bad tick data (file, row, column, reason)
+    ├── BadMessage             undecodable or invalid message (raw bytes, source, reason)
+    ├── OrderStateError        illegal order transition, unknown order id, overfill
+    ├── StrategyError          a strategy hook raised; the engine halts trading
+    ├── ModelError             model file or manifest rejected (hash, features, format)
+    └── AdapterError           failure at an I/O boundary (broker, venue, file system)
+
+Third-party exceptions are translated where they enter, with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+
+class TradeloopError(Exception):
+    """Root of every error tradeloop raises on purpose."""
+
+
+class ConfigError(TradeloopError):
+    """The configuration is invalid.
+
+    Args:
+        where: dotted path of the offending field (``risk.max_order_qty``) or the file.
+        reason: what is wrong, in words a user can act on.
+    """
+
+    def __init__(self, where: str, reason: str) -> None:
+        self.where = where
+        self.reason = reason
+        super().__init__(f"config {where}: {reason}")
+
+
+class PluginLoadError(TradeloopError):
+    """A strategy or model plugin could not be loaded or failed validation."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"plugin {name!r}: {reason}")
+
+
+class DataError(TradeloopError):
+    """Bad market data in a file: names the file, the row (0-based data row) and the column."""
+
+    def __init__(
+        self, file: str, reason: str, *, row: int | None = None, column: str | None = None
+    ) -> None:
+        self.file = file
+        self.row = row
+        self.column = column
+        self.reason = reason
+        where = file
+        if row is not None:
+            where += f", row {row}"
+        if column is not None:
+            where += f", column {column!r}"
+        super().__init__(f"{where}: {reason}")
+
+
+class BadMessage(TradeloopError):
+    """A message could not be decoded or is invalid."""
+
+    def __init__(self, raw: bytes, source: str, reason: str) -> None:
+        self.raw = raw
+        self.source = source
+        self.reason = reason
+        super().__init__(f"bad message from {source}: {reason}")
+
+
+class OrderStateError(TradeloopError):
+    """Illegal order transition, unknown client order id, or a fill beyond the order quantity."""
+
+
+class StrategyError(TradeloopError):
+    """A strategy hook raised; the event that caused it is attached."""
+
+    def __init__(self, strategy: str, event: object, cause: BaseException) -> None:
+        self.strategy = strategy
+        self.event = event
+        super().__init__(f"strategy {strategy!r} raised {cause!r} on {event!r}")
+
+
+class ModelError(TradeloopError):
+    """A model file or its manifest was refused."""
+
+
+class AdapterError(TradeloopError):
+    """A failure at an I/O boundary."""

@@ -1,0 +1,180 @@
+"""Every event that crosses a stage boundary, as one tagged ``msgspec.Struct`` union.
+
+The same codec serves the journal and the wire, so what was recorded is exactly what
+was received. Times are integer nanoseconds since the epoch (UTC): ``ts_event`` is when
+it happened at the venue (or in the engine, for events the engine makes), ``ts_recv``
+when tradeloop received or made it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+Side = Literal["buy", "sell"]
+OrderType = Literal["market", "limit"]
+TimeInForce = Literal["gtc", "ioc"]
+Liquidity = Literal["maker", "taker"]
+TradingStateName = Literal["ACTIVE", "REDUCE_ONLY", "HALTED"]
+CommandAction = Literal["kill", "reduce_only", "resume", "reload_model"]
+Severity = Literal["info", "warning", "critical"]
+
+
+def side_sign(side: Side) -> int:
+    """+1 for a buy, -1 for a sell."""
+    return 1 if side == "buy" else -1
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Base of every event; ``type`` on the wire is the class tag."""
+
+    ts_event: int
+    ts_recv: int
+
+
+class Quote(Event, tag="quote", gc=False):
+    instrument: str
+    bid: float
+    ask: float
+    bid_size: float
+    ask_size: float
+
+
+class Trade(Event, tag="trade", gc=False):
+    instrument: str
+    price: float
+    size: float
+    side: Side  # aggressor side
+
+
+class Bar(Event, tag="bar", gc=False):
+    instrument: str
+    interval_ns: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+
+
+class Signal(Event, tag="signal"):
+    """A model score moved into another zone of the strategy's thresholds.
+
+    ``zone`` counts the thresholds at or below the score (0 .. len(thresholds));
+    -1 means the score is not defined yet (a feature still warming up).
+    """
+
+    instrument: str
+    model: str
+    score: float
+    zone: int
+    previous_zone: int
+
+
+class OrderRequest(Event, tag="order_request"):
+    client_order_id: str
+    instrument: str
+    side: Side
+    qty: float
+    order_type: OrderType = "market"
+    limit_price: float | None = None
+    time_in_force: TimeInForce = "gtc"
+    reduce_only: bool = False
+    strategy: str = ""
+
+
+class CancelRequest(Event, tag="cancel_request"):
+    client_order_id: str
+    instrument: str
+    reason: str = ""
+
+
+class OrderAccepted(Event, tag="order_accepted"):
+    client_order_id: str
+    venue_order_id: str
+
+
+class OrderRejected(Event, tag="order_rejected"):
+    client_order_id: str
+    reason: str
+
+
+class Fill(Event, tag="fill"):
+    client_order_id: str
+    fill_id: str
+    instrument: str
+    side: Side
+    qty: float
+    price: float
+    fee: float
+    liquidity: Liquidity
+
+
+class OrderCancelled(Event, tag="order_cancelled"):
+    client_order_id: str
+    reason: str = ""
+
+
+class RiskRejected(Event, tag="risk_rejected"):
+    """A pre-trade check refused an order: which check, its limit and the value that broke it."""
+
+    client_order_id: str
+    instrument: str
+    check: str
+    limit: float
+    value: float
+    reason: str
+
+
+class TradingState(Event, tag="trading_state"):
+    state: TradingStateName
+    previous: TradingStateName
+    reason: str
+
+
+class Command(Event, tag="command"):
+    action: CommandAction
+    reason: str = ""
+    issuer: str = ""
+
+
+class Alarm(Event, tag="alarm"):
+    source: str
+    severity: Severity
+    message: str
+
+
+AnyEvent = (
+    Quote
+    | Trade
+    | Bar
+    | Signal
+    | OrderRequest
+    | CancelRequest
+    | OrderAccepted
+    | OrderRejected
+    | Fill
+    | OrderCancelled
+    | RiskRejected
+    | TradingState
+    | Command
+    | Alarm
+)
+
+EVENT_TYPES: tuple[type[Event], ...] = (
+    Quote,
+    Trade,
+    Bar,
+    Signal,
+    OrderRequest,
+    CancelRequest,
+    OrderAccepted,
+    OrderRejected,
+    Fill,
+    OrderCancelled,
+    RiskRejected,
+    TradingState,
+    Command,
+    Alarm,
+)

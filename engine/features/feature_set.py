@@ -1,0 +1,367 @@
+"""``FeatureSet``: features declared in config, validated, fused into one jitted update.
+
+The set compiles to a small op table run by ``kernels.run_program``: a single compiled
+function (cached on disk by numba) serves every feature set, so neither a replay nor a
+daemon restart compiles anything for a new config. The column order and the
+``fingerprint`` are what a model's manifest pins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+
+from engine.errors import ConfigError
+from engine.features import kernels as k
+from engine.ticks import QUOTE, TRADE, TickBatch
+from engine.units import parse_duration_ns
+
+# bump when a kernel's arithmetic changes: models trained on old values must not load
+KERNEL_VERSION = 1
+DEFAULT_CAPACITY = 4096
+
+RAW_KINDS = ("mid", "spread_bps", "microprice", "book_imbalance", "last_price",
+             "time_since_trade")  # fmt: skip
+
+
+class FeatureSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One feature as declared in ``[[features]]``.
+
+    ``window``/``lag`` take an int (ticks) or a duration string (time); ``ema`` takes
+    ``span`` (ticks) or ``half_life`` (duration).
+    """
+
+    name: str
+    kind: str
+    input: str | None = None
+    span: int | None = None
+    half_life: str | int | None = None
+    lag: int | str | None = None
+    window: int | str | None = None
+    capacity: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Op:
+    opcode: int
+    input: int
+    fsize: int
+    isize: int
+    cap: int
+    iparam: int
+    warmup: str
+    canonical: dict[str, Any]
+
+
+_PARAMS = ("input", "span", "half_life", "lag", "window", "capacity")
+
+_WARMUP_NOTES = {
+    "mid": "first quote", "spread_bps": "first quote", "microprice": "first quote",
+    "book_imbalance": "first quote", "last_price": "first trade",
+    "time_since_trade": "first trade",
+}  # fmt: skip
+
+
+def _bad(spec: FeatureSpec, reason: str) -> ConfigError:
+    return ConfigError(f"features.{spec.name}", reason)
+
+
+def _allowed(spec: FeatureSpec, allowed: set[str]) -> None:
+    for p in _PARAMS:
+        if getattr(spec, p) is not None and p not in allowed:
+            raise _bad(spec, f"kind {spec.kind!r} takes no parameter {p!r} "
+                             f"(it takes: {', '.join(sorted(allowed)) or 'none'})")  # fmt: skip
+
+
+def _positive_int(spec: FeatureSpec, name: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise _bad(spec, f"{name} must be an int >= 1, got {value!r}")
+    return value
+
+
+def _duration(spec: FeatureSpec, name: str, value: object) -> int:
+    try:
+        ns = parse_duration_ns(value)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise _bad(spec, f"{name}: {exc}") from exc
+    if ns <= 0:
+        raise _bad(spec, f"{name} must be > 0")
+    return ns
+
+
+def _capacity(spec: FeatureSpec) -> int:
+    cap = spec.capacity if spec.capacity is not None else DEFAULT_CAPACITY
+    return _positive_int(spec, "capacity", cap)
+
+
+def _compile_op(spec: FeatureSpec, input_index: int) -> _Op:  # noqa: C901 - one table
+    kind = spec.kind
+    canon: dict[str, Any] = {"name": spec.name, "kind": kind}
+    if kind in RAW_KINDS:
+        _allowed(spec, set())
+        opcode = {"mid": k.OP_MID, "spread_bps": k.OP_SPREAD_BPS,
+                  "microprice": k.OP_MICROPRICE, "book_imbalance": k.OP_BOOK_IMBALANCE,
+                  "last_price": k.OP_LAST_PRICE, "time_since_trade": k.OP_TIME_SINCE_TRADE}[kind]  # fmt: skip
+        return _Op(opcode, -1, 0, 2, 0, 0, _WARMUP_NOTES[kind], canon)
+    if kind in ("trade_flow_imbalance", "vwap"):
+        _allowed(spec, {"window", "capacity"})
+        w = _duration(spec, "window", spec.window)
+        cap = _capacity(spec)
+        canon |= {"window_ns": w, "capacity": cap}
+        op = k.OP_TRADE_FLOW_IMBALANCE if kind == "trade_flow_imbalance" else k.OP_VWAP
+        return _Op(op, -1, 2 + 2 * cap, 4 + cap, cap, w, f"{w} ns after the first tick", canon)
+    # every kind below reads another feature
+    if spec.input is None:
+        raise _bad(spec, f"kind {kind!r} needs an input feature (e.g. input = \"mid\")")
+    canon["input"] = spec.input
+    if kind == "vwap_distance":
+        _allowed(spec, {"input", "window", "capacity"})
+        w = _duration(spec, "window", spec.window)
+        cap = _capacity(spec)
+        canon |= {"window_ns": w, "capacity": cap}
+        return _Op(k.OP_VWAP_DISTANCE_BPS, input_index, 2 + 2 * cap, 4 + cap, cap, w,
+                   f"{w} ns after the first trade, and a trade in the window", canon)  # fmt: skip
+    if kind == "ema":
+        _allowed(spec, {"input", "span", "half_life"})
+        if (spec.span is None) == (spec.half_life is None):
+            raise _bad(spec, "ema takes exactly one of span (ticks) or half_life (duration)")
+        if spec.span is not None:
+            span = _positive_int(spec, "span", spec.span)
+            canon["span"] = span
+            return _Op(k.OP_EMA, input_index, 1, 1, 0, span, f"{span} input updates", canon)
+        hl = _duration(spec, "half_life", spec.half_life)
+        canon["half_life_ns"] = hl
+        return _Op(k.OP_EMA_TIME, input_index, 1, 3, 0, hl, f"{hl} ns of input history", canon)
+    if kind == "log_return":
+        _allowed(spec, {"input", "lag", "capacity"})
+        if isinstance(spec.lag, int) and not isinstance(spec.lag, bool):
+            if spec.capacity is not None:
+                raise _bad(spec, "capacity applies to a time lag only")
+            lag = _positive_int(spec, "lag", spec.lag)
+            canon["lag"] = lag
+            return _Op(k.OP_LOG_RETURN, input_index, lag + 1, 2, 0, lag,
+                       f"{lag + 1} input updates", canon)  # fmt: skip
+        lag_ns = _duration(spec, "lag", spec.lag)
+        cap = _capacity(spec)
+        canon |= {"lag_ns": lag_ns, "capacity": cap}
+        return _Op(k.OP_LOG_RETURN_TIME, input_index, cap, 3 + cap, cap, lag_ns,
+                   f"{lag_ns} ns of input history", canon)  # fmt: skip
+    if kind in ("rolling_mean", "rolling_std", "zscore"):
+        _allowed(spec, {"input", "window", "capacity"})
+        if isinstance(spec.window, int) and not isinstance(spec.window, bool):
+            if spec.capacity is not None:
+                raise _bad(spec, "capacity applies to a time window only")
+            n = _positive_int(spec, "window", spec.window)
+            if kind != "rolling_mean" and n < 2:
+                raise _bad(spec, f"{kind} needs window >= 2")
+            canon["window"] = n
+            op = {"rolling_mean": k.OP_ROLLING_MEAN, "rolling_std": k.OP_ROLLING_STD,
+                  "zscore": k.OP_ZSCORE}[kind]  # fmt: skip
+            return _Op(op, input_index, 3 + n, 5 + n, n, n, f"{n} input updates", canon)
+        w = _duration(spec, "window", spec.window)
+        cap = _capacity(spec)
+        canon |= {"window_ns": w, "capacity": cap}
+        op = {"rolling_mean": k.OP_ROLLING_MEAN_TIME, "rolling_std": k.OP_ROLLING_STD_TIME,
+              "zscore": k.OP_ZSCORE_TIME}[kind]  # fmt: skip
+        return _Op(op, input_index, 3 + cap, 5 + cap, cap, w, f"{w} ns of input history", canon)
+    if kind == "realized_vol":
+        _allowed(spec, {"input", "window", "capacity"})
+        w = _duration(spec, "window", spec.window)
+        cap = _capacity(spec)
+        canon |= {"window_ns": w, "capacity": cap}
+        return _Op(k.OP_REALIZED_VOL_TIME, input_index, 1 + 2 + 2 * cap, 1 + 4 + cap, cap, w,
+                   f"{w} ns of input history", canon)  # fmt: skip
+    raise _bad(spec, f"unknown kind {kind!r}; known: {', '.join(KINDS)}")
+
+
+KINDS = (*RAW_KINDS, "trade_flow_imbalance", "vwap", "vwap_distance", "ema", "log_return",
+         "rolling_mean", "rolling_std", "zscore", "realized_vol")  # fmt: skip
+
+
+@dataclass(slots=True)
+class FeatureState:
+    """Mutable per-instrument kernel state; carried across micro-batches."""
+
+    fstate: npt.NDArray[np.float64]
+    istate: npt.NDArray[np.int64]
+    values: npt.NDArray[np.float64]
+
+    def copy(self) -> FeatureState:
+        return FeatureState(self.fstate.copy(), self.istate.copy(), self.values.copy())
+
+
+class FeatureSet:
+    """An ordered, validated set of features, fused into one kernel call per batch.
+
+    Args:
+        specs: feature declarations, in output column order. An ``input`` may name any
+            feature of the set (declared earlier or later); the set is evaluated in
+            dependency order but its columns keep the declared order.
+
+    Raises:
+        ConfigError: unknown kind, bad parameter, duplicate name, unknown or cyclic input.
+    """
+
+    def __init__(self, specs: list[FeatureSpec]) -> None:
+        if not specs:
+            raise ConfigError("features", "at least one feature is required")
+        names = [s.name for s in specs]
+        for s in specs:
+            if not s.name or not s.name.replace("_", "").isalnum():
+                raise ConfigError("features", f"bad feature name {s.name!r} (letters, digits, _)")
+            if names.count(s.name) > 1:
+                raise ConfigError(f"features.{s.name}", "duplicate feature name")
+        by_name = {s.name: s for s in specs}
+        order = self._dependency_order(specs, by_name)
+        position = {name: idx for idx, name in enumerate(order)}
+        self.specs: tuple[FeatureSpec, ...] = tuple(specs)
+        self.names: tuple[str, ...] = tuple(names)
+        self._program_order = tuple(order)
+        ops = [_compile_op(by_name[n], position.get(by_name[n].input or "", -1)) for n in order]
+        self._ops = ops
+        table = np.zeros((len(ops), k.N_OPCOLS), np.int64)
+        fofs = iofs = 0
+        for j, op in enumerate(ops):
+            table[j] = (op.opcode, op.input, fofs, iofs, op.cap, op.iparam)
+            fofs += op.fsize
+            iofs += op.isize
+        self._table = table
+        self._fsize = max(fofs, 1)
+        self._isize = max(iofs, 1)
+        # program order -> declared column order
+        self._columns = np.array([position[n] for n in names], np.int64)
+        self._identity = bool(np.array_equal(self._columns, np.arange(len(names))))
+        canonical = {"kernel_version": KERNEL_VERSION,
+                     "features": [op.canonical for op in sorted(ops, key=lambda o: names.index(o.canonical["name"]))]}  # fmt: skip
+        self.fingerprint: str = hashlib.sha256(
+            json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()
+        ).hexdigest()
+
+    @staticmethod
+    def _dependency_order(specs: list[FeatureSpec], by_name: Mapping[str, FeatureSpec]) -> list[str]:
+        order: list[str] = []
+        state: dict[str, int] = {}  # 1 = visiting, 2 = done
+
+        def visit(name: str, path: list[str]) -> None:
+            if state.get(name) == 2:
+                return
+            if state.get(name) == 1:
+                raise ConfigError(f"features.{name}", "cyclic input: " + " -> ".join([*path, name]))
+            state[name] = 1
+            spec = by_name[name]
+            if spec.input is not None:
+                if spec.input not in by_name:
+                    raise ConfigError(f"features.{name}",
+                                      f"input {spec.input!r} is not a feature of this set "
+                                      f"(declare e.g. a 'mid' feature first)")  # fmt: skip
+                visit(spec.input, [*path, name])
+            state[name] = 2
+            order.append(name)
+
+        for s in specs:
+            visit(s.name, [])
+        return order
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def warmup(self) -> dict[str, str]:
+        """Each feature's warm-up, in words; before it the value is NaN."""
+        return {op.canonical["name"]: op.warmup for op in self._ops}
+
+    def new_state(self, n_instruments: int) -> FeatureState:
+        return FeatureState(
+            np.zeros((n_instruments, self._fsize)),
+            np.zeros((n_instruments, self._isize), np.int64),
+            np.full((n_instruments, len(self._ops)), np.nan),
+        )
+
+    def overflow_counts(self, state: FeatureState) -> dict[str, int]:
+        """Ring-buffer overflows per time-window feature (values then span a shorter window)."""
+        counts: dict[str, int] = {}
+        for j, op in enumerate(self._ops):
+            io = int(self._table[j, k.C_IOFS])
+            slot = {k.OP_TRADE_FLOW_IMBALANCE: 2, k.OP_VWAP: 2, k.OP_VWAP_DISTANCE_BPS: 2,
+                    k.OP_LOG_RETURN_TIME: 2, k.OP_ROLLING_MEAN_TIME: k.R_OVERFLOW,
+                    k.OP_ROLLING_STD_TIME: k.R_OVERFLOW, k.OP_ZSCORE_TIME: k.R_OVERFLOW,
+                    k.OP_REALIZED_VOL_TIME: 3}.get(op.opcode)  # fmt: skip
+            if slot is not None:
+                counts[op.canonical["name"]] = int(state.istate[:, io + slot].sum())
+        return counts
+
+    def update(self, batch: TickBatch, state: FeatureState) -> npt.NDArray[np.float64]:
+        """Advance ``state`` over ``batch``; return the feature row after each tick, [n, k]."""
+        n = len(batch)
+        out = np.empty((n, len(self._ops)))
+        if n:
+            k.run_program(
+                batch.ts_event, batch.instrument, batch.kind, batch.bid, batch.ask,
+                batch.bid_size, batch.ask_size, batch.price, batch.size, batch.side,
+                self._table, state.fstate, state.istate, state.values, out,
+            )  # fmt: skip
+        return out if self._identity else out[:, self._columns]
+
+    def compute(self, frame: Any, n_instruments: int | None = None) -> npt.NDArray[np.float64]:
+        """Batch path for training and analysis: features of every row of a tick frame.
+
+        ``frame`` is any column container (a polars or pandas DataFrame, a dict of arrays)
+        with ``ts_event`` and ``bid, ask, bid_size, ask_size`` for quotes and/or
+        ``price, size, side`` for trades, in time order; an ``instrument`` column of dense
+        indices is optional (default: one instrument); ``kind`` (0 quote, 1 trade) is
+        needed when both kinds are present. Fresh state, same kernels as the live loop.
+        """
+        batch = batch_from_columns(frame)
+        n_inst = n_instruments or (int(batch.instrument.max()) + 1 if len(batch) else 1)
+        return self.update(batch, self.new_state(n_inst))
+
+
+def _column(frame: Any, name: str) -> npt.NDArray[Any] | None:
+    try:
+        col = frame[name]
+    except (KeyError, IndexError, TypeError, ValueError, LookupError):
+        return None
+    except Exception:  # polars raises its own ColumnNotFoundError; engine does not import polars
+        return None
+    return np.asarray(col)
+
+
+def batch_from_columns(frame: Any) -> TickBatch:
+    """Build a ``TickBatch`` from named columns (see ``FeatureSet.compute``)."""
+    ts = _column(frame, "ts_event")
+    if ts is None:
+        raise ConfigError("frame", "missing column 'ts_event'")
+    n = ts.shape[0]
+    inst = _column(frame, "instrument")
+    inst = np.zeros(n, np.int32) if inst is None else inst.astype(np.int32)
+    kind = _column(frame, "kind")
+    has_quotes = _column(frame, "bid") is not None
+    has_trades = _column(frame, "price") is not None
+    if kind is None:
+        if has_quotes and has_trades:
+            raise ConfigError("frame", "both quote and trade columns but no 'kind' column")
+        kind = np.full(n, QUOTE if has_quotes else TRADE, np.int8)
+
+    def col(name: str) -> npt.NDArray[np.float64]:
+        c = _column(frame, name)
+        return np.full(n, np.nan) if c is None else np.ascontiguousarray(c, np.float64)
+
+    side = _column(frame, "side")
+    if side is None:
+        side_arr = np.zeros(n, np.int8)
+    elif side.dtype.kind in "OUS":
+        side_arr = np.where(side == "buy", 1, np.where(side == "sell", -1, 0)).astype(np.int8)
+    else:
+        side_arr = side.astype(np.int8)
+    return TickBatch(
+        np.ascontiguousarray(ts, np.int64), np.ascontiguousarray(ts, np.int64),
+        np.ascontiguousarray(inst), np.ascontiguousarray(kind, np.int8),
+        col("bid"), col("ask"), col("bid_size"), col("ask_size"),
+        col("price"), col("size"), np.ascontiguousarray(side_arr),
+    )  # fmt: skip
