@@ -30,6 +30,7 @@ class Clock(Protocol):
     def cancel_timer(self, name: str) -> None: ...
     def next_timer_ns(self) -> int | None: ...
     def pop_due(self, ts_ns: int) -> list[TimerFired]: ...
+    def advance(self, ts_ns: int) -> None: ...
 
 
 class _TimerQueue:
@@ -105,3 +106,6 @@ class LiveClock(_TimerQueue):
 
     def now_ns(self) -> int:
         return time.time_ns()
+
+    def advance(self, ts_ns: int) -> None:
+        """Wall time moves by itself; the engine's calls are accepted and ignored."""

@@ -116,6 +116,13 @@ class OrderCancelled(Event, tag="order_cancelled"):
     reason: str = ""
 
 
+class CancelRejected(Event, tag="cancel_rejected"):
+    """A cancel could not be applied (order unknown to the venue, or already closed)."""
+
+    client_order_id: str
+    reason: str
+
+
 class RiskRejected(Event, tag="risk_rejected"):
     """A pre-trade check refused an order: which check, its limit and the value that broke it."""
 
@@ -156,6 +163,7 @@ AnyEvent = (
     | OrderRejected
     | Fill
     | OrderCancelled
+    | CancelRejected
     | RiskRejected
     | TradingState
     | Command
@@ -173,6 +181,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     OrderRejected,
     Fill,
     OrderCancelled,
+    CancelRejected,
     RiskRejected,
     TradingState,
     Command,

@@ -296,6 +296,11 @@ class FeatureSet:
                 counts[op.canonical["name"]] = int(state.istate[:, io + slot].sum())
         return counts
 
+    def current(self, state: FeatureState, instrument: int) -> dict[str, float]:
+        """The latest value of every feature for one instrument, by name."""
+        row = state.values[instrument]
+        return {name: float(row[self._columns[c]]) for c, name in enumerate(self.names)}
+
     def update(self, batch: TickBatch, state: FeatureState) -> npt.NDArray[np.float64]:
         """Advance ``state`` over ``batch``; return the feature row after each tick, [n, k]."""
         n = len(batch)

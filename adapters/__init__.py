@@ -1,0 +1,1 @@
+"""Live I/O and the simulated venue: everything that talks to the world outside the engine."""

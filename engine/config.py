@@ -1,0 +1,149 @@
+"""One config file for every mode, loaded from TOML into a frozen msgspec tree.
+
+Validated in full before any I/O: an unknown key, a wrong type or a bad value is a
+``ConfigError`` naming the field. Secrets are never in the file, only the names of the
+environment variables that hold them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from engine.errors import ConfigError
+from engine.features import FeatureSet, FeatureSpec
+from engine.instruments import Instrument
+from engine.risk import RiskConfig
+from engine.units import parse_duration_ns
+
+Mode = Literal["replay", "shadow", "paper", "live"]
+
+
+class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class ModelConfig(_Strict):
+    """``[model]``: a built-in or plugin model. ``kind`` is an entry-point name of group
+    ``tradeloop.models`` or a ``module:Class`` path; ``params`` go to the plugin;
+    ``path`` is a model folder (file + manifest) for file-based models."""
+
+    kind: str = "linear"
+    name: str = "model"
+    path: str | None = None
+    params: dict[str, Any] = {}
+
+
+class StrategyConfig(_Strict):
+    name: str = "ema_cross"
+    params: dict[str, Any] = {}
+
+
+class SimVenueConfig(_Strict):
+    latency: str | int = "250us"
+    fee_bps: float = 1.0
+    maker_fee_bps: float | None = None
+
+    @property
+    def latency_ns(self) -> int:
+        return parse_duration_ns(self.latency)
+
+
+class VenueConfig(_Strict):
+    sim: SimVenueConfig = SimVenueConfig()
+
+
+class ReplayConfig(_Strict):
+    batch_size: int = 65_536
+    on_bad_row: Literal["raise", "skip"] = "raise"
+    equity_interval: str | int = "1s"
+    initial_cash: float = 100_000.0
+
+    @property
+    def equity_interval_ns(self) -> int:
+        return parse_duration_ns(self.equity_interval)
+
+
+class MqttConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = 1883
+    topic_prefix: str = ""
+    username_env: str | None = None
+    password_env: str | None = None
+
+
+class JournalConfig(_Strict):
+    dir: str = "journal/"
+    fsync: Literal["always", "batch", "never"] = "batch"
+
+
+class Config(_Strict):
+    mode: Mode = "replay"
+    instruments: list[Instrument] = []
+    features: list[FeatureSpec] = []
+    model: ModelConfig | None = None
+    strategy: StrategyConfig = StrategyConfig()
+    risk: RiskConfig = RiskConfig()
+    venue: VenueConfig = VenueConfig()
+    replay: ReplayConfig = ReplayConfig()
+    mqtt: MqttConfig = MqttConfig()
+    journal: JournalConfig = JournalConfig()
+
+
+def _validate(cfg: Config) -> None:
+    if not cfg.instruments:
+        raise ConfigError("instruments", "at least one [[instruments]] entry is required")
+    FeatureSet(list(cfg.features))  # raises ConfigError with the feature's name
+    for where, value in (("venue.sim.latency", cfg.venue.sim.latency),
+                         ("replay.equity_interval", cfg.replay.equity_interval)):  # fmt: skip
+        try:
+            parse_duration_ns(value)
+        except ValueError as exc:
+            raise ConfigError(where, str(exc)) from exc
+    if cfg.replay.batch_size < 1:
+        raise ConfigError("replay.batch_size", "must be >= 1")
+    symbols = {i.symbol for i in cfg.instruments}
+    unknown = set(cfg.risk.instruments) - symbols
+    if unknown:
+        raise ConfigError("risk.instruments", f"limits for unknown instruments {sorted(unknown)}")
+
+
+def config_from_dict(data: dict[str, Any], where: str = "<config>") -> Config:
+    """Build and validate a config from parsed TOML.
+
+    Raises:
+        ConfigError: unknown key, wrong type, or invalid value.
+    """
+    try:
+        cfg = msgspec.convert(data, Config)
+    except msgspec.ValidationError as exc:
+        # msgspec says "... - at `$.risk.max_order_qty`": keep the path, drop the '$.'
+        msg = str(exc)
+        path = msg.rsplit("at `", 1)[-1].rstrip("`").removeprefix("$.") if "at `" in msg else where
+        raise ConfigError(path, msg.split(" - at ")[0]) from exc
+    except ValueError as exc:  # raised by __post_init__ checks (e.g. instrument grids)
+        raise ConfigError(where, str(exc)) from exc
+    _validate(cfg)
+    return cfg
+
+
+def load_config(path: str | Path) -> tuple[Config, str]:
+    """Load a TOML config file; returns the config and the sha256 of the file's bytes.
+
+    Raises:
+        ConfigError: the file is missing, not TOML, or invalid.
+    """
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(str(p), f"cannot read config: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(raw.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(p), f"not valid TOML: {exc}") from exc
+    return config_from_dict(data, str(p)), hashlib.sha256(raw).hexdigest()

@@ -1,0 +1,108 @@
+"""The engine's view of the market: last quote and trade per instrument, and equity sampling.
+
+``update_market`` is the numba scan the loop runs over each segment of a micro-batch. It
+also samples the account's equity on a fixed event-time grid, so the equity curve costs
+no Python per sample and does not depend on how ticks were split into batches.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+from numba import njit
+
+from engine.ticks import TickBatch
+
+# columns of MarketState.book
+BID = 0
+ASK = 1
+BID_SIZE = 2
+ASK_SIZE = 3
+MID = 4
+LAST_PRICE = 5
+N_BOOK = 6
+
+
+@njit(cache=True)
+def _update_market(  # type: ignore[no-untyped-def]
+    ts, inst, kind, bid, ask, bid_size, ask_size, price, start, stop,
+    book, quote_ts, positions, cash, sampler, out_ts, out_equity, out_n,
+):  # fmt: skip
+    n_inst = book.shape[0]
+    interval = sampler[1]
+    for t in range(start, stop):
+        now = ts[t]
+        if interval > 0 and now >= sampler[0]:
+            # sample at the grid point, with the state just before this tick
+            eq = cash[0]
+            for i in range(n_inst):
+                if positions[i] != 0.0:
+                    eq += positions[i] * book[i, MID]
+            out_ts[out_n[0]] = sampler[0]
+            out_equity[out_n[0]] = eq
+            out_n[0] += 1
+            sampler[0] = (now // interval + 1) * interval
+        i = inst[t]
+        if kind[t] == 0:
+            book[i, BID] = bid[t]
+            book[i, ASK] = ask[t]
+            book[i, BID_SIZE] = bid_size[t]
+            book[i, ASK_SIZE] = ask_size[t]
+            book[i, MID] = 0.5 * (bid[t] + ask[t])
+            quote_ts[i] = now
+        else:
+            book[i, LAST_PRICE] = price[t]
+
+
+class MarketState:
+    """Last known market per instrument (dense index), plus the equity sampler.
+
+    Attributes:
+        book: float64[n, 6]: bid, ask, bid_size, ask_size, mid, last trade price (NaN
+            until seen).
+        quote_ts: int64[n]: ``ts_event`` of the last quote, 0 if none.
+    """
+
+    def __init__(self, n_instruments: int, equity_interval_ns: int = 0) -> None:
+        self.book = np.full((n_instruments, N_BOOK), np.nan)
+        self.quote_ts = np.zeros(n_instruments, np.int64)
+        self._sampler = np.array([0, equity_interval_ns], np.int64)
+        self._buf_ts = np.empty(0, np.int64)
+        self._buf_eq = np.empty(0)
+        self._n = np.zeros(1, np.int64)
+        self.sample_ts: list[npt.NDArray[np.int64]] = []
+        self.sample_equity: list[npt.NDArray[np.float64]] = []
+
+    def begin_batch(self, n: int) -> None:
+        if self._buf_ts.shape[0] < n:
+            self._buf_ts = np.empty(n, np.int64)
+            self._buf_eq = np.empty(n)
+        self._n[0] = 0
+
+    def update(
+        self,
+        batch: TickBatch,
+        start: int,
+        stop: int,
+        positions: npt.NDArray[np.float64],
+        cash: npt.NDArray[np.float64],
+    ) -> None:
+        if stop > start:
+            _update_market(
+                batch.ts_event, batch.instrument, batch.kind, batch.bid, batch.ask,
+                batch.bid_size, batch.ask_size, batch.price, start, stop, self.book,
+                self.quote_ts, positions, cash, self._sampler, self._buf_ts, self._buf_eq,
+                self._n,
+            )  # fmt: skip
+
+    def end_batch(self) -> None:
+        n = int(self._n[0])
+        if n:
+            self.sample_ts.append(self._buf_ts[:n].copy())
+            self.sample_equity.append(self._buf_eq[:n].copy())
+
+    def mid(self, instrument: int) -> float:
+        return float(self.book[instrument, MID])
+
+    def mids(self) -> npt.NDArray[np.float64]:
+        return self.book[:, MID]

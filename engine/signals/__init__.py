@@ -1,0 +1,7 @@
+"""Signal models: ``predict(features[n, k]) -> scores[n]``, and threshold-zone signals."""
+
+from engine.signals.base import SignalModel, select_columns
+from engine.signals.linear import LinearModel, LinearParams
+from engine.signals.zones import ZoneTracker
+
+__all__ = ["LinearModel", "LinearParams", "SignalModel", "ZoneTracker", "select_columns"]

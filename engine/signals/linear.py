@@ -1,0 +1,48 @@
+"""The transparent baseline: a linear score ``w . x + b``, optionally through a logistic link."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+
+from engine.errors import PluginLoadError
+
+
+class LinearParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    features: list[str]
+    weights: list[float]
+    bias: float = 0.0
+    link: Literal["identity", "logistic"] = "identity"
+
+
+class LinearModel:
+    """score = link(sum_i w_i x_i + b); NaN if any input is NaN.
+
+    Raises:
+        PluginLoadError: weights and features differ in length or a weight is not finite.
+    """
+
+    def __init__(self, name: str, params: LinearParams) -> None:
+        if len(params.features) != len(params.weights) or not params.features:
+            raise PluginLoadError(name, "linear model needs one weight per feature")
+        if not all(math.isfinite(w) for w in [*params.weights, params.bias]):
+            raise PluginLoadError(name, "linear model weights must be finite")
+        self.name = name
+        self.params = params
+        self.feature_names: tuple[str, ...] = tuple(params.features)
+        self._w = np.asarray(params.weights, np.float64)
+        self._b = float(params.bias)
+
+    def predict(self, features: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        # explicit sum in fixed order: a BLAS dot may change summation order with the
+        # batch shape, and scores must not depend on how ticks were batched
+        score = np.full(features.shape[0], self._b)
+        for j in range(self._w.shape[0]):
+            score += self._w[j] * features[:, j]
+        if self.params.link == "logistic":
+            score = 1.0 / (1.0 + np.exp(-score))
+        return score

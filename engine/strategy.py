@@ -1,0 +1,109 @@
+"""The strategy plugin base class and the context through which it acts.
+
+A strategy never talks to the router: it asks its context for orders, which go through
+the risk gates first. It cannot tell whether it runs live or in replay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar, Protocol
+
+import msgspec
+
+from engine.clock import TimerFired
+from engine.events import (
+    CancelRejected,
+    Fill,
+    OrderAccepted,
+    OrderCancelled,
+    OrderRejected,
+    Quote,
+    RiskRejected,
+    Side,
+    Signal,
+    TimeInForce,
+    Trade,
+    TradingState,
+)
+from engine.instruments import Instrument
+
+
+class NoParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class StrategyContext(Protocol):
+    """What a strategy may see and do. Implemented by the engine."""
+
+    def now_ns(self) -> int: ...
+    def instrument(self, symbol: str) -> Instrument: ...
+    def position(self, symbol: str) -> float: ...
+    def open_qty(self, symbol: str) -> float: ...
+    def last_quote(self, symbol: str) -> Quote | None: ...
+    def features(self, symbol: str) -> dict[str, float]: ...
+    def submit_market(self, symbol: str, side: Side, qty: float, *, reduce_only: bool = False) -> str: ...
+    def submit_limit(self, symbol: str, side: Side, qty: float, price: float, *,
+                     time_in_force: TimeInForce = "gtc", reduce_only: bool = False) -> str: ...  # fmt: skip
+    def cancel(self, client_order_id: str) -> None: ...
+    def set_timer(self, name: str, ts_ns: int, interval_ns: int = 0) -> None: ...
+    def cancel_timer(self, name: str) -> None: ...
+    @property
+    def trading_state(self) -> str: ...
+
+
+class Strategy:
+    """Base class of strategy plugins.
+
+    Subclasses set ``Params`` to their own ``msgspec.Struct`` (with
+    ``forbid_unknown_fields=True``); the config's ``[strategy].params`` is validated into
+    it at start-up. Orders go out through ``self.ctx``.
+
+    Hooks, all optional: ``on_start``, ``on_signal`` (the fast path), ``on_quote`` and
+    ``on_trade`` (per tick: the slow path, only called when overridden), ``on_fill``,
+    ``on_order`` (accepted, cancelled, rejected), ``on_reject`` (risk refusals),
+    ``on_state`` (trading state changes), ``on_timer``, ``on_stop``.
+    """
+
+    name: ClassVar[str] = "strategy"
+    Params: ClassVar[type[msgspec.Struct]] = NoParams
+
+    def __init__(self, params: msgspec.Struct) -> None:
+        self.params = params
+        self._ctx: StrategyContext | None = None
+
+    @property
+    def ctx(self) -> StrategyContext:
+        if self._ctx is None:
+            raise RuntimeError("strategy is not bound to an engine yet")
+        return self._ctx
+
+    def bind(self, ctx: StrategyContext) -> None:
+        self._ctx = ctx
+
+    def thresholds(self) -> Sequence[float]:
+        """Score levels whose crossing emits a ``Signal``; none means no signals."""
+        return ()
+
+    def required_features(self) -> Sequence[str]:
+        """Features that must be warm before this strategy may trade (risk warm-up gate)."""
+        return ()
+
+    def on_start(self) -> None: ...
+    def on_signal(self, signal: Signal) -> None: ...
+    def on_quote(self, quote: Quote) -> None: ...
+    def on_trade(self, trade: Trade) -> None: ...
+    def on_fill(self, fill: Fill) -> None: ...
+    def on_order(self, event: OrderAccepted | OrderCancelled | OrderRejected | CancelRejected) -> None: ...
+    def on_reject(self, rejected: RiskRejected) -> None: ...
+    def on_state(self, state: TradingState) -> None: ...
+    def on_timer(self, timer: TimerFired) -> None: ...
+    def on_stop(self) -> None: ...
+
+    def wants_quotes(self) -> bool:
+        return type(self).on_quote is not Strategy.on_quote
+
+    def wants_trades(self) -> bool:
+        return type(self).on_trade is not Strategy.on_trade
+
+

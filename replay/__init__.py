@@ -1,0 +1,1 @@
+"""The historical driver: tick files, replay runner, backtest report, datasets and training."""

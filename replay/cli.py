@@ -1,0 +1,118 @@
+"""The ``tradeloop`` command line.
+
+The CLI lives in ``replay`` because it is the one package allowed to import every other
+(engine, adapters, strategies through plugins). A user's mistake prints one line and
+exits non-zero; a traceback means a bug of ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+from engine.config import Config, config_from_dict, load_config
+from engine.errors import TradeloopError
+
+
+def _default_config_path() -> Path:
+    return Path(str(resources.files("replay") / "default_config.toml"))
+
+
+def _load(path: str | None, strategy: str | None) -> tuple[Config, str]:
+    cfg, digest = load_config(path or _default_config_path())
+    if strategy and strategy != cfg.strategy.name:
+        import msgspec
+
+        data = msgspec.to_builtins(cfg)
+        data["strategy"] = {"name": strategy, "params": cfg.strategy.params if path else {}}
+        cfg = config_from_dict(data)
+    return cfg, digest
+
+
+def cmd_sample_data(args: argparse.Namespace) -> int:
+    from replay.sample_data import generate
+
+    t0 = time.perf_counter()
+    q, t = generate(args.out, symbols=args.symbols, hours=args.hours,
+                    quote_interval_ms=args.quote_interval_ms, seed=args.seed)  # fmt: skip
+    print(f"wrote {q} and {t} in {time.perf_counter() - t0:.1f}s")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from replay.report import write_report
+    from replay.runner import run_replay
+
+    cfg, digest = _load(args.config, args.strategy)
+    t0 = time.perf_counter()
+    run = run_replay(cfg, args.data, batch_size=args.batch_size)
+    elapsed = time.perf_counter() - t0
+    metrics = write_report(run, args.out, digest)
+    ticks = metrics["ticks"]
+    print(f"replayed {ticks:,} ticks in {elapsed:.2f}s ({ticks / max(elapsed, 1e-9):,.0f} ticks/s); "
+          f"{metrics['num_trades']} fills, pnl {metrics['pnl']:,.2f}, "
+          f"sharpe {metrics['sharpe'] if metrics['sharpe'] == metrics['sharpe'] else float('nan'):.2f}")  # fmt: skip
+    print(f"report: {Path(args.out) / 'report.html'}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    data = out / "data"
+    ns = argparse.Namespace(out=str(data), symbols=3, hours=args.hours, quote_interval_ms=50.0, seed=7)
+    cmd_sample_data(ns)
+    return cmd_replay(argparse.Namespace(config=None, strategy=None, data=str(data),
+                                         out=str(out / "replay"), batch_size=None))  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tradeloop", description="ML signals into a real trading loop: replay and live.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("sample-data", help="write a deterministic synthetic tick set")
+    s.add_argument("out", help="output folder")
+    s.add_argument("--symbols", type=int, default=3)
+    s.add_argument("--hours", type=float, default=24.0)
+    s.add_argument("--quote-interval-ms", type=float, default=50.0, help="mean gap between quotes per symbol")
+    s.add_argument("--seed", type=int, default=7)
+    s.set_defaults(func=cmd_sample_data)
+
+    r = sub.add_parser("replay", help="replay tick files through a strategy and write a report")
+    r.add_argument("data", help="folder of *quotes*/*trades* parquet|csv files, or one file")
+    r.add_argument("--strategy", help="entry-point name or module:Class (overrides the config)")
+    r.add_argument("--config", help="TOML config (default: the bundled one)")
+    r.add_argument("--out", required=True, help="run folder to write")
+    r.add_argument("--batch-size", type=int, help="micro-batch size (results do not depend on it)")
+    r.set_defaults(func=cmd_replay)
+
+    d = sub.add_parser("demo", help="sample data, then a replay with a report")
+    d.add_argument("--out", default="tradeloop-demo", help="folder for data and report")
+    d.add_argument("--hours", type=float, default=24.0)
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    try:
+        return int(args.func(args))
+    except TradeloopError as exc:
+        print(f"tradeloop: error: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:
+        print(f"tradeloop: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tradeloop: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Strategy plugins shipped as examples. They import ``engine`` only."""
