@@ -128,12 +128,16 @@ class Engine:
     # ---- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
+        """Bind and start the strategy. Replay calls this on its first tick, with the
+        clock already at that tick's time, so ``on_start`` sees a real time."""
         self.strategy.bind(self._context)
         self._started = True
         self._call(self.strategy.on_start, None)
 
     def finish(self) -> None:
         """End of data: handle what is due at the last tick's time, stop the strategy."""
+        if not self._started:
+            self.start()
         self._advance_external(self._last_ts)
         self._call(self.strategy.on_stop, None)
         self.counters["orders_open_at_end"] = len(self.orders.open_orders())
@@ -152,6 +156,9 @@ class Engine:
         ts = batch.ts_event
         if ts[0] < self._last_ts or (n > 1 and bool(np.any(ts[1:] < ts[:-1]))):
             raise DataError("<batch>", "timestamps go backwards inside the engine's input")
+        if not self._started:
+            self.clock.advance(int(ts[0]))
+            self.start()
         self.counters["ticks"] += n
         feats = self.features.update(batch, self.feature_state)
         sig_idx = sig_zone = sig_prev = _EMPTY

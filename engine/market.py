@@ -32,6 +32,8 @@ def _update_market(  # type: ignore[no-untyped-def]
     interval = sampler[1]
     for t in range(start, stop):
         now = ts[t]
+        if interval > 0 and sampler[0] == 0:
+            sampler[0] = now - now % interval  # first grid point at or before the first tick
         if interval > 0 and now >= sampler[0]:
             # sample at the grid point, with the state just before this tick
             eq = cash[0]

@@ -159,11 +159,12 @@ def plot_png(equity: pl.DataFrame, fills: pl.DataFrame, title: str) -> bytes:
     t0 = equity["ts_event"][0] if equity.height else 0
     for sym in sorted(set(fills["instrument"].to_list())):
         f = fills.filter(pl.col("instrument") == sym)
-        axes[2].step((f["ts_event"].to_numpy() - t0) / 3.6e12, f["position_after"].to_numpy(),
+        notional = f["position_after"].to_numpy() * f["price"].to_numpy()
+        axes[2].step((f["ts_event"].to_numpy() - t0) / 3.6e12, notional,
                      where="post", lw=0.8, label=sym)  # fmt: skip
     if fills.height:
         axes[2].legend(loc="upper left", fontsize=8)
-    axes[2].set_ylabel("position")
+    axes[2].set_ylabel("position notional")
     axes[2].set_xlabel("hours since start")
     for ax in axes:
         ax.grid(alpha=0.3)

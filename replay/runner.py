@@ -18,6 +18,7 @@ from engine.features import FeatureSet
 from engine.instruments import InstrumentTable
 from engine.plugins import load_model, load_strategy
 from engine.risk import RiskEngine
+from engine.strategy import Strategy
 from engine.ticks import TickBatch
 from replay.readers import BadRowCounts, TickFileReader, discover, merge_streams, rebatch, row_count
 
@@ -55,8 +56,11 @@ class ReplayRun:
     config: Config
 
 
-def build_engine(config: Config, *, strict: bool = True) -> tuple[Engine, Recorder]:
+def build_engine(config: Config, *, strict: bool = True,
+                 strategy: Strategy | None = None) -> tuple[Engine, Recorder]:  # fmt: skip
     """Build the engine a config describes, for replay (sim venue, replay clock).
+
+    ``strategy`` replaces the configured one with an instance (notebooks, tests).
 
     Raises:
         ConfigError, PluginLoadError: before any data is read.
@@ -64,7 +68,7 @@ def build_engine(config: Config, *, strict: bool = True) -> tuple[Engine, Record
     instruments = InstrumentTable(list(config.instruments))
     features = FeatureSet(list(config.features))
     model = load_model(config.model) if config.model is not None else None
-    strategy = load_strategy(config.strategy)
+    strategy = strategy if strategy is not None else load_strategy(config.strategy)
     sim = config.venue.sim
     venue = SimulatedVenue(sim.latency_ns, sim.fee_bps, sim.maker_fee_bps)
     engine = Engine(
@@ -92,7 +96,7 @@ def tick_batches(config: Config, data: str | Path, instruments: InstrumentTable,
 
 
 def run_replay(config: Config, data: str | Path, *, batch_size: int | None = None,
-               progress: bool | None = None) -> ReplayRun:  # fmt: skip
+               progress: bool | None = None, strategy: Strategy | None = None) -> ReplayRun:  # fmt: skip
     """Replay tick files through the engine.
 
     Args:
@@ -101,17 +105,17 @@ def run_replay(config: Config, data: str | Path, *, batch_size: int | None = Non
         batch_size: micro-batch size (default ``config.replay.batch_size``); any size gives
             the same result.
         progress: show a progress bar (None: only on a terminal).
+        strategy: a strategy instance to use instead of the configured one.
 
     Raises:
         DataError: bad data under ``on_bad_row="raise"``.
         StrategyError: the strategy raised (replay is strict).
     """
-    engine, recorder = build_engine(config)
+    engine, recorder = build_engine(config, strategy=strategy)
     bad_rows = BadRowCounts()
     batches, files = tick_batches(config, data, engine.instruments, bad_rows, batch_size)
     counts = [row_count(p) for p in files]
     total = sum(c for c in counts if c is not None) if all(c is not None for c in counts) else None
-    engine.start()
     with tqdm(total=total, unit="tick", unit_scale=True, disable=None if progress is None else not progress,
               desc="replay", leave=False) as bar:  # fmt: skip
         for batch in batches:

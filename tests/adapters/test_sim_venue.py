@@ -1,0 +1,168 @@
+"""The simulated venue, driven through the real engine by a scripted strategy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from adapters.sim_venue import SimulatedVenue
+from engine.clock import ReplayClock, TimerFired
+from engine.engine import Engine
+from engine.events import CancelRejected, Event, Fill, OrderAccepted, OrderCancelled, OrderRejected
+from engine.features import FeatureSet, FeatureSpec
+from engine.instruments import Instrument, InstrumentTable
+from engine.risk import RiskConfig, RiskEngine
+from engine.strategy import NoParams, Strategy
+from engine.ticks import TickBatch
+
+
+class Scripted(Strategy):
+    """Runs ``actions[name](ctx)`` when timer ``name`` fires; records what comes back."""
+
+    name = "scripted"
+
+    def __init__(self, at: dict[int, Callable[[Scripted], None]]) -> None:
+        super().__init__(NoParams())
+        self.at = at
+        self.seen: list[Event] = []
+        self.ids: list[str] = []
+
+    def on_start(self) -> None:
+        for ts in self.at:
+            self.ctx.set_timer(f"t{ts}", ts)
+
+    def on_timer(self, timer: TimerFired) -> None:
+        self.at[timer.ts_event](self)
+
+    def on_fill(self, fill: Fill) -> None:
+        self.seen.append(fill)
+
+    def on_order(self, event: OrderAccepted | OrderCancelled | OrderRejected | CancelRejected) -> None:
+        self.seen.append(event)
+
+
+def quotes(rows: list[tuple[int, float, float, float, float]]) -> TickBatch:
+    a = np.array(rows, dtype=float)
+    ts = a[:, 0].astype(np.int64)
+    return TickBatch.quotes(ts, ts, np.zeros(len(rows), np.int32), a[:, 1], a[:, 2], a[:, 3], a[:, 4])
+
+
+def trades(rows: list[tuple[int, float, float, int]]) -> TickBatch:
+    a = np.array(rows, dtype=float)
+    ts = a[:, 0].astype(np.int64)
+    return TickBatch.trades(ts, ts, np.zeros(len(rows), np.int32), a[:, 1], a[:, 2], a[:, 3].astype(np.int8))
+
+
+def run(batch: TickBatch, at: dict[int, Callable[[Scripted], None]], *, latency: int = 0,
+        fee_bps: float = 0.0, maker_fee_bps: float | None = None) -> tuple[Scripted, Engine]:
+    strat = Scripted(at)
+    inst = InstrumentTable([Instrument(symbol="X", tick_size=0.5, lot_size=0.1)])
+    engine = Engine(instruments=inst, clock=ReplayClock(), router=SimulatedVenue(latency, fee_bps, maker_fee_bps),
+                    features=FeatureSet([FeatureSpec(name="mid", kind="mid")]), model=None, strategy=strat,
+                    risk=RiskEngine(RiskConfig(), inst.symbols), equity_interval_ns=0)
+    engine.start()
+    engine.process_batch(batch)
+    engine.finish()
+    return strat, engine
+
+
+def fills(s: Scripted) -> list[tuple[int, str, float, float, str]]:
+    return [(f.ts_event, f.side, f.qty, f.price, f.liquidity) for f in s.seen if isinstance(f, Fill)]
+
+
+BOOK = [(100, 99.0, 101.0, 5.0, 5.0), (200, 99.5, 100.5, 5.0, 5.0), (300, 98.0, 100.0, 5.0, 5.0)]
+
+
+def test_market_order_fills_at_opposite_touch_after_latency() -> None:
+    # sent at 150, arrives at 250: the quote in force is the one stamped 200
+    s, _ = run(quotes(BOOK), {150: lambda s: s.ids.append(s.ctx.submit_market("X", "buy", 1.0))}, latency=100)
+    assert fills(s) == [(250, "buy", 1.0, 100.5, "taker")]
+    # the fill waits for latency: with none, the quote stamped 100 is used
+    s, _ = run(quotes(BOOK), {150: lambda s: s.ctx.submit_market("X", "sell", 1.0)}, latency=0)
+    assert fills(s) == [(150, "sell", 1.0, 99.0, "taker")]
+
+
+def test_order_arriving_at_a_tick_stamp_sees_that_tick() -> None:
+    s, _ = run(quotes(BOOK), {150: lambda s: s.ctx.submit_market("X", "buy", 1.0)}, latency=50)
+    assert fills(s) == [(200, "buy", 1.0, 100.5, "taker")]
+
+
+def test_market_order_partial_fills_by_displayed_size() -> None:
+    book = [(100, 99.0, 101.0, 5.0, 2.0), (200, 99.0, 101.5, 5.0, 3.0), (300, 99.0, 102.0, 5.0, 10.0)]
+    s, e = run(quotes(book), {150: lambda s: s.ctx.submit_market("X", "buy", 6.0)})
+    assert fills(s) == [(150, "buy", 2.0, 101.0, "taker"), (200, "buy", 3.0, 101.5, "taker"),
+                        (300, "buy", 1.0, 102.0, "taker")]
+    assert e.portfolio.positions[0] == pytest.approx(6.0)
+
+
+def test_limit_order_rests_then_fills_at_limit_when_quote_touches() -> None:
+    s, _ = run(quotes(BOOK), {150: lambda s: s.ctx.submit_limit("X", "buy", 1.0, 100.0)})
+    # ask 100.5 at 200 does not reach 100.0; ask 100.0 at 300 touches it
+    assert fills(s) == [(300, "buy", 1.0, 100.0, "maker")]
+    assert isinstance(s.seen[0], OrderAccepted)
+
+
+def test_limit_order_fills_on_trade_at_or_through_limit_up_to_trade_size() -> None:
+    q = quotes([(100, 99.0, 101.0, 5.0, 5.0)])
+    t = trades([(200, 100.5, 0.3, -1), (300, 99.5, 0.4, -1), (400, 98.0, 10.0, -1)])
+    s, _ = run(TickBatch.merge(q, t), {150: lambda s: s.ctx.submit_limit("X", "buy", 1.0, 99.5)})
+    # 100.5 is above the limit: no fill; 99.5 touches (0.4 of it); 98 trades through
+    assert fills(s) == [(300, "buy", 0.4, 99.5, "maker"), (400, "buy", 0.6, 99.5, "maker")]
+
+
+def test_marketable_limit_takes_at_touch_never_worse_than_limit() -> None:
+    s, _ = run(quotes(BOOK), {150: lambda s: s.ctx.submit_limit("X", "buy", 1.0, 102.0)})
+    assert fills(s) == [(150, "buy", 1.0, 101.0, "taker")]
+
+
+def test_ioc_limit_cancels_unfilled_remainder() -> None:
+    book = [(100, 99.0, 101.0, 5.0, 0.5), (200, 99.0, 100.0, 5.0, 5.0)]
+    s, _ = run(quotes(book), {150: lambda s: s.ctx.submit_limit("X", "buy", 2.0, 101.0, time_in_force="ioc")})
+    assert fills(s) == [(150, "buy", 0.5, 101.0, "taker")]
+    assert any(isinstance(e, OrderCancelled) and e.reason == "ioc remainder" for e in s.seen)
+
+
+def test_cancel_removes_resting_order_and_late_cancel_is_answered() -> None:
+    def place(s: Scripted) -> None:
+        s.ids.append(s.ctx.submit_limit("X", "buy", 1.0, 90.0))
+
+    s, e = run(quotes(BOOK), {110: place, 120: lambda s: s.ctx.cancel(s.ids[0])}, latency=5)
+    assert [type(x).__name__ for x in s.seen] == ["OrderAccepted", "OrderCancelled"]
+    assert e.orders.open_orders() == []
+    # a cancel that reaches the venue after the order filled is refused, not lost
+    s, e = run(quotes(BOOK), {110: lambda s: s.ids.append(s.ctx.submit_market("X", "buy", 1.0)),
+                              120: lambda s: s.ctx.cancel(s.ids[0])}, latency=50)
+    assert [type(x).__name__ for x in s.seen] == ["OrderAccepted", "Fill", "CancelRejected"]
+    assert e.counters["cancels_rejected"] == 1
+
+
+def test_market_order_without_quote_is_rejected() -> None:
+    s, e = run(quotes([(300, 99.0, 101.0, 5.0, 5.0)]), {100: lambda s: s.ctx.submit_market("X", "buy", 1.0)})
+    assert isinstance(s.seen[0], OrderRejected)
+    assert "no quote" in s.seen[0].reason
+    assert e.counters["orders_rejected"] == 1
+
+
+def test_fees_taker_and_maker_in_bps_of_notional() -> None:
+    s, e = run(quotes(BOOK), {150: lambda s: s.ctx.submit_market("X", "buy", 2.0),
+                              160: lambda s: s.ctx.submit_limit("X", "sell", 2.0, 99.5)},
+               fee_bps=10.0, maker_fee_bps=2.0)
+    fs = [f for f in s.seen if isinstance(f, Fill)]
+    assert fs[0].fee == pytest.approx(2.0 * 101.0 * 10e-4)
+    # the sell limit at 99.5 rests (bid 99.0) and fills when the bid touches it at 200
+    assert (fs[1].ts_event, fs[1].price, fs[1].liquidity) == (200, 99.5, "maker")
+    assert fs[1].fee == pytest.approx(2.0 * 99.5 * 2e-4)
+    assert e.portfolio.fees[0] == pytest.approx(sum(f.fee for f in fs))
+
+
+def test_liquidity_at_one_tick_is_shared_in_arrival_order() -> None:
+    book = [(100, 99.0, 101.0, 5.0, 5.0), (200, 99.0, 100.0, 5.0, 1.5)]
+
+    def both(s: Scripted) -> None:
+        s.ctx.submit_limit("X", "buy", 1.0, 100.0)
+        s.ctx.submit_limit("X", "buy", 1.0, 100.0)
+
+    s, _ = run(quotes(book), {150: both})
+    assert [(f.client_order_id, f.qty) for f in s.seen if isinstance(f, Fill)] == [("O-00000001", 1.0), ("O-00000002", 0.5)]
