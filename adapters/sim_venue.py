@@ -126,7 +126,9 @@ class SimulatedVenue:
         maker_fee_bps: fee for resting fills; defaults to ``fee_bps``.
     """
 
-    def __init__(self, latency_ns: int = 0, fee_bps: float = 0.0, maker_fee_bps: float | None = None) -> None:
+    def __init__(
+        self, latency_ns: int = 0, fee_bps: float = 0.0, maker_fee_bps: float | None = None
+    ) -> None:
         if latency_ns < 0:
             raise ValueError("latency_ns must be >= 0")
         self.latency_ns = latency_ns
@@ -177,7 +179,9 @@ class SimulatedVenue:
                       self._next_slot, self._fills)  # fmt: skip
         for k in range(n):
             slot, qty, px, maker, tick = self._fills[k]
-            self._book_fill(int(slot), float(qty), float(px), bool(maker), int(batch.ts_event[int(tick)]))
+            self._book_fill(
+                int(slot), float(qty), float(px), bool(maker), int(batch.ts_event[int(tick)])
+            )
         return int(j)
 
     def drain_reports(self) -> list[ExecutionReport]:
@@ -203,7 +207,9 @@ class SimulatedVenue:
             reason = f"unknown instrument {req.instrument!r}"
         elif not (req.qty > 0 and math.isfinite(req.qty)):
             reason = f"bad quantity {req.qty}"
-        elif req.order_type == "limit" and (req.limit_price is None or not math.isfinite(req.limit_price)):
+        elif req.order_type == "limit" and (
+            req.limit_price is None or not math.isfinite(req.limit_price)
+        ):
             reason = "limit order without a finite limit price"
         elif req.client_order_id in self._slot_of or req.client_order_id in self._closed:
             reason = "duplicate client order id"
@@ -232,7 +238,9 @@ class SimulatedVenue:
         if not math.isnan(book[BID]):
             touch = book[ASK] if sign > 0 else book[BID]
             shown = book[ASK_SIZE] if sign > 0 else book[BID_SIZE]
-            marketable = req.order_type == "market" or (touch <= limit if sign > 0 else touch >= limit)
+            marketable = req.order_type == "market" or (
+                touch <= limit if sign > 0 else touch >= limit
+            )
             if marketable and shown > 0:
                 self._book_fill(slot, min(req.qty, float(shown)), float(touch), False, now)
         if req.time_in_force == "ioc" and self._orders[slot, O_ACTIVE] == 1.0:

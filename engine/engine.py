@@ -47,8 +47,8 @@ from engine.features import FeatureSet
 from engine.instruments import Instrument, InstrumentTable
 from engine.market import ASK, ASK_SIZE, BID, BID_SIZE, MarketState
 from engine.orders import OrderBook, OrderStatus
-from engine.ports import ExecutionReport, OrderRouter
 from engine.portfolio import Portfolio
+from engine.ports import ExecutionReport, OrderRouter
 from engine.risk import AccountView, RiskEngine
 from engine.signals import SignalModel, ZoneTracker, select_columns
 from engine.strategy import Strategy
@@ -228,7 +228,11 @@ class Engine:
         while True:
             t_timer = self.clock.next_timer_ns()
             t_router = self.router.next_event_ns()
-            if t_router is not None and t_router <= until_ns and (t_timer is None or t_router <= t_timer):
+            if (
+                t_router is not None
+                and t_router <= until_ns
+                and (t_timer is None or t_router <= t_timer)
+            ):
                 self.clock.advance(max(t_router, self.clock.now_ns()))
                 self.router.advance_to(t_router)
                 self._handle_reports()
@@ -258,19 +262,27 @@ class Engine:
                 case Fill():
                     order = self.orders.fill(report)
                     signed = side_sign(report.side) * report.qty
-                    self.portfolio.apply_fill(order.instrument_index, signed, report.price, report.fee)
+                    self.portfolio.apply_fill(
+                        order.instrument_index, signed, report.price, report.fee
+                    )
                     self._fill_count += 1
                     self.counters["fills"] += 1
                     self._call(self.strategy.on_fill, report)
                 case OrderAccepted():
-                    self.orders.update(self.orders.get(report.client_order_id), OrderStatus.ACCEPTED)
+                    self.orders.update(
+                        self.orders.get(report.client_order_id), OrderStatus.ACCEPTED
+                    )
                     self._call(self.strategy.on_order, report)
                 case OrderRejected():
-                    self.orders.update(self.orders.get(report.client_order_id), OrderStatus.REJECTED)
+                    self.orders.update(
+                        self.orders.get(report.client_order_id), OrderStatus.REJECTED
+                    )
                     self.counters["orders_rejected"] += 1
                     self._call(self.strategy.on_order, report)
                 case OrderCancelled():
-                    self.orders.update(self.orders.get(report.client_order_id), OrderStatus.CANCELLED)
+                    self.orders.update(
+                        self.orders.get(report.client_order_id), OrderStatus.CANCELLED
+                    )
                     self.counters["orders_cancelled"] += 1
                     self._call(self.strategy.on_order, report)
                 case CancelRejected():
@@ -336,7 +348,9 @@ class Engine:
                            reduce_only=reduce_only, strategy=self.strategy.name)  # fmt: skip
         self._emit(req)
         self.counters["orders_requested"] += 1
-        view = AccountView(inst, float(self.portfolio.positions[index]), self.orders.open_qty(index))
+        view = AccountView(
+            inst, float(self.portfolio.positions[index]), self.orders.open_qty(index)
+        )
         rejected = self.risk.check(req, view, now)
         if rejected is not None:
             self.counters["risk_rejected"] += 1
@@ -432,7 +446,9 @@ class EngineContext:
         i = self._e.instruments.index[symbol]
         return self._e.features.current(self._e.feature_state, i)
 
-    def submit_market(self, symbol: str, side: Side, qty: float, *, reduce_only: bool = False) -> str:
+    def submit_market(
+        self, symbol: str, side: Side, qty: float, *, reduce_only: bool = False
+    ) -> str:
         return self._e.submit(symbol, side, qty, "market", None, "gtc", reduce_only)
 
     def submit_limit(self, symbol: str, side: Side, qty: float, price: float, *,

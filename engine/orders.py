@@ -35,13 +35,21 @@ class OrderStatus(Enum):
 
 
 _TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
-    OrderStatus.NEW: frozenset({OrderStatus.ACCEPTED, OrderStatus.REJECTED,
-                                OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED,
-                                OrderStatus.CANCELLED}),  # fmt: skip
-    OrderStatus.ACCEPTED: frozenset({OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED,
-                                     OrderStatus.CANCELLED}),  # fmt: skip
-    OrderStatus.PARTIALLY_FILLED: frozenset({OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED,
-                                             OrderStatus.CANCELLED}),  # fmt: skip
+    OrderStatus.NEW: frozenset(
+        {
+            OrderStatus.ACCEPTED,
+            OrderStatus.REJECTED,
+            OrderStatus.PARTIALLY_FILLED,
+            OrderStatus.FILLED,
+            OrderStatus.CANCELLED,
+        }
+    ),
+    OrderStatus.ACCEPTED: frozenset(
+        {OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED, OrderStatus.CANCELLED}
+    ),
+    OrderStatus.PARTIALLY_FILLED: frozenset(
+        {OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED, OrderStatus.CANCELLED}
+    ),
     OrderStatus.FILLED: frozenset(),
     OrderStatus.CANCELLED: frozenset(),
     OrderStatus.REJECTED: frozenset(),
@@ -100,7 +108,9 @@ class Order:
             )
         done = total >= self.request.qty - _QTY_EPS
         self.transition(OrderStatus.FILLED if done else OrderStatus.PARTIALLY_FILLED)
-        self.avg_fill_price = (self.avg_fill_price * self.filled_qty + fill.price * fill.qty) / total
+        self.avg_fill_price = (
+            self.avg_fill_price * self.filled_qty + fill.price * fill.qty
+        ) / total
         self.filled_qty = total
 
 

@@ -63,14 +63,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     data = out / "data"
-    ns = argparse.Namespace(out=str(data), symbols=3, hours=args.hours, quote_interval_ms=50.0, seed=7)
+    ns = argparse.Namespace(
+        out=str(data), symbols=3, hours=args.hours, quote_interval_ms=50.0, seed=7
+    )
     cmd_sample_data(ns)
     return cmd_replay(argparse.Namespace(config=None, strategy=None, data=str(data),
                                          out=str(out / "replay"), batch_size=None))  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tradeloop", description="ML signals into a real trading loop: replay and live.")
+    p = argparse.ArgumentParser(
+        prog="tradeloop", description="ML signals into a real trading loop: replay and live."
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -78,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("out", help="output folder")
     s.add_argument("--symbols", type=int, default=3)
     s.add_argument("--hours", type=float, default=24.0)
-    s.add_argument("--quote-interval-ms", type=float, default=50.0, help="mean gap between quotes per symbol")
+    s.add_argument(
+        "--quote-interval-ms", type=float, default=50.0, help="mean gap between quotes per symbol"
+    )
     s.add_argument("--seed", type=int, default=7)
     s.set_defaults(func=cmd_sample_data)
 

@@ -104,7 +104,9 @@ def _ts_expr(schema: pl.Schema, name: str) -> pl.Expr:
     return (
         pl.when(text.str.contains(r"^\s*-?\d+\s*$"))
         .then(text.str.strip_chars().cast(pl.Int64, strict=False))
-        .otherwise(text.str.to_datetime(time_unit="ns", time_zone="UTC", strict=False).dt.epoch("ns"))
+        .otherwise(
+            text.str.to_datetime(time_unit="ns", time_zone="UTC", strict=False).dt.epoch("ns")
+        )
     )
 
 
@@ -146,7 +148,10 @@ class TickFileReader:
                      else pl.col("ts_event").alias("ts_recv"))  # fmt: skip
         exprs.append(pl.col("symbol").cast(pl.String))
         if self.kind == "quotes":
-            exprs += [pl.col(c).cast(pl.Float64, strict=False) for c in ("bid", "ask", "bid_size", "ask_size")]
+            exprs += [
+                pl.col(c).cast(pl.Float64, strict=False)
+                for c in ("bid", "ask", "bid_size", "ask_size")
+            ]
         else:
             exprs += [pl.col(c).cast(pl.Float64, strict=False) for c in ("price", "size")]
             side = pl.col("side").cast(pl.String).str.to_lowercase().str.strip_chars()
@@ -176,8 +181,12 @@ class TickFileReader:
         ts_null = df["ts_event"].is_null().to_numpy()
         ts = np.where(ts_null, 0, ts).astype(np.int64)
         ts_recv_s = df["ts_recv"]
-        ts_recv = np.where(ts_recv_s.is_null().to_numpy(), ts, ts_recv_s.fill_null(0).to_numpy()).astype(np.int64)
-        sym_codes = df["symbol"].replace_strict(self.instruments.index, default=-1, return_dtype=pl.Int32)
+        ts_recv = np.where(
+            ts_recv_s.is_null().to_numpy(), ts, ts_recv_s.fill_null(0).to_numpy()
+        ).astype(np.int64)
+        sym_codes = df["symbol"].replace_strict(
+            self.instruments.index, default=-1, return_dtype=pl.Int32
+        )
         inst = sym_codes.to_numpy()
         checks: list[tuple[str, str, npt.NDArray[np.bool_]]] = [
             ("ts_event", "timestamp missing or not int ns / ISO-8601", ts_null),
@@ -188,10 +197,16 @@ class TickFileReader:
             for c in ("bid", "ask", "bid_size", "ask_size"):
                 cols[c] = df[c].fill_null(np.nan).to_numpy().astype(np.float64)
             for c in ("bid", "ask"):
-                checks.append((c, "price is NaN, missing or not > 0", ~(cols[c] > 0) | ~np.isfinite(cols[c])))
+                checks.append(
+                    (c, "price is NaN, missing or not > 0", ~(cols[c] > 0) | ~np.isfinite(cols[c]))
+                )
             for c in ("bid_size", "ask_size"):
-                checks.append((c, "size is negative, NaN or missing", ~(cols[c] >= 0) | ~np.isfinite(cols[c])))
-            checks.append(("ask", "crossed or locked quote (bid >= ask)", cols["bid"] >= cols["ask"]))
+                checks.append(
+                    (c, "size is negative, NaN or missing", ~(cols[c] >= 0) | ~np.isfinite(cols[c]))
+                )
+            checks.append(
+                ("ask", "crossed or locked quote (bid >= ask)", cols["bid"] >= cols["ask"])
+            )
         else:
             for c in ("price", "size"):
                 cols[c] = df[c].fill_null(np.nan).to_numpy().astype(np.float64)
@@ -228,7 +243,9 @@ class TickFileReader:
             if self.kind == "trades":
                 side = side[keep]
         if self.kind == "quotes":
-            return TickBatch.quotes(ts, ts_recv, inst, cols["bid"], cols["ask"], cols["bid_size"], cols["ask_size"])
+            return TickBatch.quotes(
+                ts, ts_recv, inst, cols["bid"], cols["ask"], cols["bid_size"], cols["ask_size"]
+            )
         return TickBatch.trades(ts, ts_recv, inst, cols["price"], cols["size"], side)
 
 
@@ -260,7 +277,9 @@ def merge_streams(streams: list[Iterator[TickBatch]]) -> Iterator[TickBatch]:
             if rest:
                 yield _merge_sorted(rest)
             return
-        watermark = min(int(b.ts_event[-1]) for k, b in enumerate(buffers) if open_[k] and b is not None)
+        watermark = min(
+            int(b.ts_event[-1]) for k, b in enumerate(buffers) if open_[k] and b is not None
+        )
         out: list[TickBatch] = []
         for k, buf in enumerate(buffers):
             if buf is None or len(buf) == 0:

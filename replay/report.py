@@ -39,7 +39,9 @@ def fills_frame(run: ReplayRun) -> pl.DataFrame:
     positions = np.zeros(len(index))
     after = []
     for f in fills:
-        positions[index[f.instrument]] = round(positions[index[f.instrument]] + side_sign(f.side) * f.qty, 10)
+        positions[index[f.instrument]] = round(
+            positions[index[f.instrument]] + side_sign(f.side) * f.qty, 10
+        )
         after.append(float(positions[index[f.instrument]]))
     return pl.DataFrame(
         {
@@ -111,7 +113,7 @@ def compute_metrics(run: ReplayRun, equity: pl.DataFrame, fills: pl.DataFrame) -
         "sharpe": sharpe,
         "sortino": sortino,
         "annualisation": f"returns on a {interval / 1e9:g} s equity grid; x sqrt({periods:.0f}) "
-                         "periods per year (365 days, 24/7); no risk-free rate",
+        "periods per year (365 days, 24/7); no risk-free rate",
         "max_drawdown": float(-equity["drawdown"].min()) if equity.height else 0.0,
         "num_trades": fills.height,
         "num_orders": e.counters["orders_requested"],
@@ -124,8 +126,10 @@ def compute_metrics(run: ReplayRun, equity: pl.DataFrame, fills: pl.DataFrame) -
         "ticks": e.counters["ticks"],
         "signals": e.counters["signals"],
         "risk_rejections": dict(sorted(e.risk.rejections.items())),
-        "trading_states": [{"ts_event": s.ts_event, "state": s.state, "previous": s.previous,
-                            "reason": s.reason} for s in run.recorder.states],  # fmt: skip
+        "trading_states": [
+            {"ts_event": s.ts_event, "state": s.state, "previous": s.previous, "reason": s.reason}
+            for s in run.recorder.states
+        ],
         "bad_rows_skipped": dict(sorted(run.bad_rows.by_reason.items())),
         "feature_overflows": e.features.overflow_counts(e.feature_state),
         "counters": dict(sorted(e.counters.items())),
@@ -154,7 +158,9 @@ def plot_png(equity: pl.DataFrame, fills: pl.DataFrame, title: str) -> bytes:
     axes[0].plot(t, equity["equity"].to_numpy(), lw=1.0, color="#1f5fa8")
     axes[0].set_ylabel("equity")
     axes[0].set_title(title)
-    axes[1].fill_between(t, equity["drawdown"].to_numpy() * 100, 0, color="#c0392b", alpha=0.6, lw=0)
+    axes[1].fill_between(
+        t, equity["drawdown"].to_numpy() * 100, 0, color="#c0392b", alpha=0.6, lw=0
+    )
     axes[1].set_ylabel("drawdown %")
     t0 = equity["ts_event"][0] if equity.height else 0
     for sym in sorted(set(fills["instrument"].to_list())):
@@ -187,7 +193,8 @@ def _html(metrics: dict[str, Any], png: bytes, fills: pl.DataFrame, config_hash:
         rows.append(f"<tr><th>{html.escape(key)}</th><td>{shown}</td></tr>")
     head = fills.head(50)
     trade_rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r) + "</tr>" for r in head.iter_rows()
+        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r) + "</tr>"
+        for r in head.iter_rows()
     )
     cols = "".join(f"<th>{html.escape(c)}</th>" for c in head.columns)
     img = base64.b64encode(png).decode()
@@ -212,7 +219,9 @@ def write_report(run: ReplayRun, out_dir: str | Path, config_hash: str = "") -> 
     metrics["data_files"] = [{"file": str(p), "bytes": p.stat().st_size} for p in run.files]
     fills.write_parquet(out / "trades.parquet")
     equity.write_parquet(out / "equity.parquet")
-    (out / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=2, sort_keys=False) + "\n")
+    (out / "metrics.json").write_text(
+        json.dumps(_json_safe(metrics), indent=2, sort_keys=False) + "\n"
+    )
     png = plot_png(equity, fills, f"replay: {run.config.strategy.name}")
     (out / "report.png").write_bytes(png)
     (out / "report.html").write_text(_html(metrics, png, fills, config_hash))

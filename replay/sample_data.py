@@ -47,7 +47,7 @@ def _ar1(eps, phi):  # type: ignore[no-untyped-def]
 
 
 def _decimals(step: float) -> int:
-    return max(0, int(round(-np.log10(step))) + 1)
+    return max(0, round(-np.log10(step)) + 1)
 
 
 def generate_symbol(spec: SampleSymbol, index: int, hours: float, quote_interval_ms: float,
@@ -57,7 +57,9 @@ def generate_symbol(spec: SampleSymbol, index: int, hours: float, quote_interval
     # bursty arrivals: exponential gaps scaled by a slow log-normal regime
     regime = np.exp(_ar1(rng.normal(0, 0.02, n), 0.999) * 1.0)
     gaps_ns = rng.exponential(quote_interval_ms * 1e6, n) * regime / regime.mean()
-    gaps_ns = np.maximum(np.round(gaps_ns / 1000.0) * 1000.0, 0.0)  # microsecond stamps, ties allowed
+    gaps_ns = np.maximum(
+        np.round(gaps_ns / 1000.0) * 1000.0, 0.0
+    )  # microsecond stamps, ties allowed
     ts = START_NS + np.cumsum(gaps_ns).astype(np.int64)
     # latent pressure, unit variance
     phi = 0.98
@@ -78,8 +80,12 @@ def generate_symbol(spec: SampleSymbol, index: int, hours: float, quote_interval
     base = np.exp(rng.normal(0.0, 0.6, n)) * (50_000.0 / spec.price)
     tilt = 0.5 * pressure
     lot_dec = _decimals(spec.lot_size)
-    bid_size = np.maximum(np.round(base * np.exp(tilt) * rng.uniform(0.5, 1.5, n), lot_dec), spec.lot_size)
-    ask_size = np.maximum(np.round(base * np.exp(-tilt) * rng.uniform(0.5, 1.5, n), lot_dec), spec.lot_size)
+    bid_size = np.maximum(
+        np.round(base * np.exp(tilt) * rng.uniform(0.5, 1.5, n), lot_dec), spec.lot_size
+    )
+    ask_size = np.maximum(
+        np.round(base * np.exp(-tilt) * rng.uniform(0.5, 1.5, n), lot_dec), spec.lot_size
+    )
     quotes = pl.DataFrame({
         "ts_event": ts, "ts_recv": ts + 150_000, "symbol": spec.symbol,
         "bid": bid, "ask": ask, "bid_size": bid_size, "ask_size": ask_size,
@@ -89,7 +95,9 @@ def generate_symbol(spec: SampleSymbol, index: int, hours: float, quote_interval
     k = np.flatnonzero(has_trade[:-1])
     p_buy = 1.0 / (1.0 + np.exp(-1.2 * pressure[k]))
     buy = rng.uniform(size=k.shape[0]) < p_buy
-    t_trade = ts[k] + np.minimum(rng.integers(1, 1000, k.shape[0]) * 1000, np.maximum(ts[k + 1] - ts[k], 0))
+    t_trade = ts[k] + np.minimum(
+        rng.integers(1, 1000, k.shape[0]) * 1000, np.maximum(ts[k + 1] - ts[k], 0)
+    )
     t_trade = np.minimum(t_trade, ts[k + 1])
     size = np.maximum(np.round(np.exp(rng.normal(-1.0, 1.0, k.shape[0])) * base[k] * 0.2, lot_dec),
                       spec.lot_size)  # fmt: skip
@@ -113,7 +121,10 @@ def generate(out_dir: str | Path, *, symbols: int = 3, hours: float = 24.0,
         raise ValueError("hours and quote_interval_ms must be > 0")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    parts = [generate_symbol(s, i, hours, quote_interval_ms, seed) for i, s in enumerate(SYMBOLS[:symbols])]
+    parts = [
+        generate_symbol(s, i, hours, quote_interval_ms, seed)
+        for i, s in enumerate(SYMBOLS[:symbols])
+    ]
     quotes = pl.concat([q for q, _ in parts]).sort("ts_event", maintain_order=True)
     trades = pl.concat([t for _, t in parts]).sort("ts_event", maintain_order=True)
     qp, tp = out / "quotes.parquet", out / "trades.parquet"
@@ -127,5 +138,3 @@ def instruments_toml(symbols: int = 3) -> str:
         f'[[instruments]]\nsymbol = "{s.symbol}"\nvenue = "SIM"\ntick_size = {s.tick_size}\nlot_size = {s.lot_size}\n\n'
         for s in SYMBOLS[:symbols]
     )
-
-

@@ -22,8 +22,11 @@ BASE_CONFIG: dict[str, Any] = {
         {"name": "ema_fast", "kind": "ema", "input": "mid", "span": 20},
         {"name": "ema_slow", "kind": "ema", "input": "mid", "span": 100},
     ],
-    "model": {"kind": "linear", "name": "ema_diff",
-              "params": {"features": ["ema_fast", "ema_slow"], "weights": [1.0, -1.0]}},
+    "model": {
+        "kind": "linear",
+        "name": "ema_diff",
+        "params": {"features": ["ema_fast", "ema_slow"], "weights": [1.0, -1.0]},
+    },
     "strategy": {"name": "ema_cross", "params": {"notional": 10_000.0}},
     "risk": {"max_order_qty": 1000.0},
     "venue": {"sim": {"latency": "250us", "fee_bps": 1.0}},
@@ -53,5 +56,7 @@ def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def real_data() -> Path:
     if not REAL_DATA.exists():
-        pytest.skip(f"real market data not present at {REAL_DATA} (only in the project's CI workspace)")
+        pytest.skip(
+            f"real market data not present at {REAL_DATA} (only in the project's CI workspace)"
+        )
     return REAL_DATA

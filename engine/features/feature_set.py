@@ -101,7 +101,7 @@ def _capacity(spec: FeatureSpec) -> int:
     return _positive_int(spec, "capacity", cap)
 
 
-def _compile_op(spec: FeatureSpec, input_index: int) -> _Op:  # noqa: C901 - one table
+def _compile_op(spec: FeatureSpec, input_index: int) -> _Op:
     kind = spec.kind
     canon: dict[str, Any] = {"name": spec.name, "kind": kind}
     if kind in RAW_KINDS:
@@ -119,7 +119,7 @@ def _compile_op(spec: FeatureSpec, input_index: int) -> _Op:  # noqa: C901 - one
         return _Op(op, -1, 2 + 2 * cap, 4 + cap, cap, w, f"{w} ns after the first tick", canon)
     # every kind below reads another feature
     if spec.input is None:
-        raise _bad(spec, f"kind {kind!r} needs an input feature (e.g. input = \"mid\")")
+        raise _bad(spec, f'kind {kind!r} needs an input feature (e.g. input = "mid")')
     canon["input"] = spec.input
     if kind == "vwap_distance":
         _allowed(spec, {"input", "window", "capacity"})
@@ -245,7 +245,9 @@ class FeatureSet:
         ).hexdigest()
 
     @staticmethod
-    def _dependency_order(specs: list[FeatureSpec], by_name: Mapping[str, FeatureSpec]) -> list[str]:
+    def _dependency_order(
+        specs: list[FeatureSpec], by_name: Mapping[str, FeatureSpec]
+    ) -> list[str]:
         order: list[str] = []
         state: dict[str, int] = {}  # 1 = visiting, 2 = done
 

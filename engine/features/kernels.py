@@ -334,7 +334,11 @@ def run_program(  # type: ignore[no-untyped-def]
                                     v = sd
                                 else:
                                     v = (x - _ring_mean(fs, fo, ist, io)) / sd if sd > 0.0 else 0.0
-                    elif op == OP_ROLLING_MEAN_TIME or op == OP_ROLLING_STD_TIME or op == OP_ZSCORE_TIME:
+                    elif (
+                        op == OP_ROLLING_MEAN_TIME
+                        or op == OP_ROLLING_STD_TIME
+                        or op == OP_ZSCORE_TIME
+                    ):
                         if rolling_time_update(fs, fo, ist, io, cap, ip, x, now):
                             if op == OP_ROLLING_MEAN_TIME:
                                 v = _ring_mean(fs, fo, ist, io)
@@ -355,7 +359,9 @@ def run_program(  # type: ignore[no-untyped-def]
                             r2 = r * r
                         fs[fo] = x
                         ist[io] = 1
-                        warm = window_sums_update(fs, fo + 1, ist, io + 1, cap, ip, now, r2, 1.0, have)
+                        warm = window_sums_update(
+                            fs, fo + 1, ist, io + 1, cap, ip, now, r2, 1.0, have
+                        )
                         if warm:
                             v = math.sqrt(fs[fo + 1])
                     elif op == OP_VWAP_DISTANCE_BPS:

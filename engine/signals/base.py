@@ -32,7 +32,9 @@ class SignalModel(Protocol):
         ...
 
 
-def select_columns(model_name: str, wanted: Sequence[str], available: Sequence[str]) -> npt.NDArray[np.int64]:
+def select_columns(
+    model_name: str, wanted: Sequence[str], available: Sequence[str]
+) -> npt.NDArray[np.int64]:
     """Indices of ``wanted`` in the running feature set's columns.
 
     Raises:

@@ -55,5 +55,7 @@ class ZoneTracker:
         idx = np.empty(n, np.int64)
         zone = np.empty(n, np.int64)
         prev = np.empty(n, np.int64)
-        k = _zone_changes(batch.instrument, scores, self.thresholds, self.last_zone, idx, zone, prev)
+        k = _zone_changes(
+            batch.instrument, scores, self.thresholds, self.last_zone, idx, zone, prev
+        )
         return idx[:k], zone[:k], prev[:k]

@@ -39,29 +39,48 @@ class Scripted(Strategy):
     def on_fill(self, fill: Fill) -> None:
         self.seen.append(fill)
 
-    def on_order(self, event: OrderAccepted | OrderCancelled | OrderRejected | CancelRejected) -> None:
+    def on_order(
+        self, event: OrderAccepted | OrderCancelled | OrderRejected | CancelRejected
+    ) -> None:
         self.seen.append(event)
 
 
 def quotes(rows: list[tuple[int, float, float, float, float]]) -> TickBatch:
     a = np.array(rows, dtype=float)
     ts = a[:, 0].astype(np.int64)
-    return TickBatch.quotes(ts, ts, np.zeros(len(rows), np.int32), a[:, 1], a[:, 2], a[:, 3], a[:, 4])
+    return TickBatch.quotes(
+        ts, ts, np.zeros(len(rows), np.int32), a[:, 1], a[:, 2], a[:, 3], a[:, 4]
+    )
 
 
 def trades(rows: list[tuple[int, float, float, int]]) -> TickBatch:
     a = np.array(rows, dtype=float)
     ts = a[:, 0].astype(np.int64)
-    return TickBatch.trades(ts, ts, np.zeros(len(rows), np.int32), a[:, 1], a[:, 2], a[:, 3].astype(np.int8))
+    return TickBatch.trades(
+        ts, ts, np.zeros(len(rows), np.int32), a[:, 1], a[:, 2], a[:, 3].astype(np.int8)
+    )
 
 
-def run(batch: TickBatch, at: dict[int, Callable[[Scripted], None]], *, latency: int = 0,
-        fee_bps: float = 0.0, maker_fee_bps: float | None = None) -> tuple[Scripted, Engine]:
+def run(
+    batch: TickBatch,
+    at: dict[int, Callable[[Scripted], None]],
+    *,
+    latency: int = 0,
+    fee_bps: float = 0.0,
+    maker_fee_bps: float | None = None,
+) -> tuple[Scripted, Engine]:
     strat = Scripted(at)
     inst = InstrumentTable([Instrument(symbol="X", tick_size=0.5, lot_size=0.1)])
-    engine = Engine(instruments=inst, clock=ReplayClock(), router=SimulatedVenue(latency, fee_bps, maker_fee_bps),
-                    features=FeatureSet([FeatureSpec(name="mid", kind="mid")]), model=None, strategy=strat,
-                    risk=RiskEngine(RiskConfig(), inst.symbols), equity_interval_ns=0)
+    engine = Engine(
+        instruments=inst,
+        clock=ReplayClock(),
+        router=SimulatedVenue(latency, fee_bps, maker_fee_bps),
+        features=FeatureSet([FeatureSpec(name="mid", kind="mid")]),
+        model=None,
+        strategy=strat,
+        risk=RiskEngine(RiskConfig(), inst.symbols),
+        equity_interval_ns=0,
+    )
     engine.start()
     engine.process_batch(batch)
     engine.finish()
@@ -69,7 +88,9 @@ def run(batch: TickBatch, at: dict[int, Callable[[Scripted], None]], *, latency:
 
 
 def fills(s: Scripted) -> list[tuple[int, str, float, float, str]]:
-    return [(f.ts_event, f.side, f.qty, f.price, f.liquidity) for f in s.seen if isinstance(f, Fill)]
+    return [
+        (f.ts_event, f.side, f.qty, f.price, f.liquidity) for f in s.seen if isinstance(f, Fill)
+    ]
 
 
 BOOK = [(100, 99.0, 101.0, 5.0, 5.0), (200, 99.5, 100.5, 5.0, 5.0), (300, 98.0, 100.0, 5.0, 5.0)]
@@ -77,7 +98,11 @@ BOOK = [(100, 99.0, 101.0, 5.0, 5.0), (200, 99.5, 100.5, 5.0, 5.0), (300, 98.0, 
 
 def test_market_order_fills_at_opposite_touch_after_latency() -> None:
     # sent at 150, arrives at 250: the quote in force is the one stamped 200
-    s, _ = run(quotes(BOOK), {150: lambda s: s.ids.append(s.ctx.submit_market("X", "buy", 1.0))}, latency=100)
+    s, _ = run(
+        quotes(BOOK),
+        {150: lambda s: s.ids.append(s.ctx.submit_market("X", "buy", 1.0))},
+        latency=100,
+    )
     assert fills(s) == [(250, "buy", 1.0, 100.5, "taker")]
     # the fill waits for latency: with none, the quote stamped 100 is used
     s, _ = run(quotes(BOOK), {150: lambda s: s.ctx.submit_market("X", "sell", 1.0)}, latency=0)
@@ -90,10 +115,17 @@ def test_order_arriving_at_a_tick_stamp_sees_that_tick() -> None:
 
 
 def test_market_order_partial_fills_by_displayed_size() -> None:
-    book = [(100, 99.0, 101.0, 5.0, 2.0), (200, 99.0, 101.5, 5.0, 3.0), (300, 99.0, 102.0, 5.0, 10.0)]
+    book = [
+        (100, 99.0, 101.0, 5.0, 2.0),
+        (200, 99.0, 101.5, 5.0, 3.0),
+        (300, 99.0, 102.0, 5.0, 10.0),
+    ]
     s, e = run(quotes(book), {150: lambda s: s.ctx.submit_market("X", "buy", 6.0)})
-    assert fills(s) == [(150, "buy", 2.0, 101.0, "taker"), (200, "buy", 3.0, 101.5, "taker"),
-                        (300, "buy", 1.0, 102.0, "taker")]
+    assert fills(s) == [
+        (150, "buy", 2.0, 101.0, "taker"),
+        (200, "buy", 3.0, 101.5, "taker"),
+        (300, "buy", 1.0, 102.0, "taker"),
+    ]
     assert e.portfolio.positions[0] == pytest.approx(6.0)
 
 
@@ -119,7 +151,10 @@ def test_marketable_limit_takes_at_touch_never_worse_than_limit() -> None:
 
 def test_ioc_limit_cancels_unfilled_remainder() -> None:
     book = [(100, 99.0, 101.0, 5.0, 0.5), (200, 99.0, 100.0, 5.0, 5.0)]
-    s, _ = run(quotes(book), {150: lambda s: s.ctx.submit_limit("X", "buy", 2.0, 101.0, time_in_force="ioc")})
+    s, _ = run(
+        quotes(book),
+        {150: lambda s: s.ctx.submit_limit("X", "buy", 2.0, 101.0, time_in_force="ioc")},
+    )
     assert fills(s) == [(150, "buy", 0.5, 101.0, "taker")]
     assert any(isinstance(e, OrderCancelled) and e.reason == "ioc remainder" for e in s.seen)
 
@@ -132,23 +167,38 @@ def test_cancel_removes_resting_order_and_late_cancel_is_answered() -> None:
     assert [type(x).__name__ for x in s.seen] == ["OrderAccepted", "OrderCancelled"]
     assert e.orders.open_orders() == []
     # a cancel that reaches the venue after the order filled is refused, not lost
-    s, e = run(quotes(BOOK), {110: lambda s: s.ids.append(s.ctx.submit_market("X", "buy", 1.0)),
-                              120: lambda s: s.ctx.cancel(s.ids[0])}, latency=50)
+    s, e = run(
+        quotes(BOOK),
+        {
+            110: lambda s: s.ids.append(s.ctx.submit_market("X", "buy", 1.0)),
+            120: lambda s: s.ctx.cancel(s.ids[0]),
+        },
+        latency=50,
+    )
     assert [type(x).__name__ for x in s.seen] == ["OrderAccepted", "Fill", "CancelRejected"]
     assert e.counters["cancels_rejected"] == 1
 
 
 def test_market_order_without_quote_is_rejected() -> None:
-    s, e = run(quotes([(300, 99.0, 101.0, 5.0, 5.0)]), {100: lambda s: s.ctx.submit_market("X", "buy", 1.0)})
+    s, e = run(
+        quotes([(300, 99.0, 101.0, 5.0, 5.0)]),
+        {100: lambda s: s.ctx.submit_market("X", "buy", 1.0)},
+    )
     assert isinstance(s.seen[0], OrderRejected)
     assert "no quote" in s.seen[0].reason
     assert e.counters["orders_rejected"] == 1
 
 
 def test_fees_taker_and_maker_in_bps_of_notional() -> None:
-    s, e = run(quotes(BOOK), {150: lambda s: s.ctx.submit_market("X", "buy", 2.0),
-                              160: lambda s: s.ctx.submit_limit("X", "sell", 2.0, 99.5)},
-               fee_bps=10.0, maker_fee_bps=2.0)
+    s, e = run(
+        quotes(BOOK),
+        {
+            150: lambda s: s.ctx.submit_market("X", "buy", 2.0),
+            160: lambda s: s.ctx.submit_limit("X", "sell", 2.0, 99.5),
+        },
+        fee_bps=10.0,
+        maker_fee_bps=2.0,
+    )
     fs = [f for f in s.seen if isinstance(f, Fill)]
     assert fs[0].fee == pytest.approx(2.0 * 101.0 * 10e-4)
     # the sell limit at 99.5 rests (bid 99.0) and fills when the bid touches it at 200
@@ -165,4 +215,7 @@ def test_liquidity_at_one_tick_is_shared_in_arrival_order() -> None:
         s.ctx.submit_limit("X", "buy", 1.0, 100.0)
 
     s, _ = run(quotes(book), {150: both})
-    assert [(f.client_order_id, f.qty) for f in s.seen if isinstance(f, Fill)] == [("O-00000001", 1.0), ("O-00000002", 0.5)]
+    assert [(f.client_order_id, f.qty) for f in s.seen if isinstance(f, Fill)] == [
+        ("O-00000001", 1.0),
+        ("O-00000002", 0.5),
+    ]

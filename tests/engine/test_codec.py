@@ -24,21 +24,58 @@ from engine.events import (
 
 T = {"ts_event": 1_723_161_254_087_891_268, "ts_recv": 1_723_161_254_087_991_268}
 EXAMPLES = [
-    Quote(**T, instrument="BTCUSDT", bid=61837.63, ask=61837.64, bid_size=3.78826, ask_size=1.54698),
+    Quote(
+        **T, instrument="BTCUSDT", bid=61837.63, ask=61837.64, bid_size=3.78826, ask_size=1.54698
+    ),
     Trade(**T, instrument="BTCUSDT", price=61837.63, size=0.02, side="sell"),
-    Bar(**T, instrument="X", interval_ns=60_000_000_000, open=1, high=2, low=0.5, close=1.5, volume=10),
+    Bar(
+        **T,
+        instrument="X",
+        interval_ns=60_000_000_000,
+        open=1,
+        high=2,
+        low=0.5,
+        close=1.5,
+        volume=10,
+    ),
     Signal(**T, instrument="X", model="m", score=0.61, zone=2, previous_zone=1),
-    OrderRequest(**T, client_order_id="O-1", instrument="X", side="buy", qty=0.5, order_type="limit",
-                 limit_price=100.25, time_in_force="ioc", reduce_only=True, strategy="s"),
+    OrderRequest(
+        **T,
+        client_order_id="O-1",
+        instrument="X",
+        side="buy",
+        qty=0.5,
+        order_type="limit",
+        limit_price=100.25,
+        time_in_force="ioc",
+        reduce_only=True,
+        strategy="s",
+    ),
     CancelRequest(**T, client_order_id="O-1", instrument="X", reason="r"),
     OrderAccepted(**T, client_order_id="O-1", venue_order_id="V-1"),
     OrderRejected(**T, client_order_id="O-1", reason="no"),
-    Fill(**T, client_order_id="O-1", fill_id="F-1", instrument="X", side="buy", qty=0.5, price=100.25,
-         fee=0.01, liquidity="maker"),
+    Fill(
+        **T,
+        client_order_id="O-1",
+        fill_id="F-1",
+        instrument="X",
+        side="buy",
+        qty=0.5,
+        price=100.25,
+        fee=0.01,
+        liquidity="maker",
+    ),
     OrderCancelled(**T, client_order_id="O-1", reason="halted"),
     CancelRejected(**T, client_order_id="O-1", reason="closed"),
-    RiskRejected(**T, client_order_id="O-1", instrument="X", check="max_order_qty", limit=1.0, value=2.0,
-                 reason="too big"),
+    RiskRejected(
+        **T,
+        client_order_id="O-1",
+        instrument="X",
+        check="max_order_qty",
+        limit=1.0,
+        value=2.0,
+        reason="too big",
+    ),
     TradingState(**T, state="HALTED", previous="ACTIVE", reason="kill"),
     Command(**T, action="kill", reason="test", issuer="ops"),
     Alarm(**T, source="feed", severity="critical", message="stale"),
@@ -63,8 +100,15 @@ def test_codec_json_carries_type_tag() -> None:
     assert msgspec.json.decode(raw)["type"] == "quote"
 
 
-@pytest.mark.parametrize("raw", [b"not json", b'{"type":"quote"}', b'{"type":"nope","ts_event":1,"ts_recv":1}',
-                                 b'{"type":"trade","ts_event":1,"ts_recv":1,"instrument":"X","price":1,"size":1,"side":"up"}'])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"not json",
+        b'{"type":"quote"}',
+        b'{"type":"nope","ts_event":1,"ts_recv":1}',
+        b'{"type":"trade","ts_event":1,"ts_recv":1,"instrument":"X","price":1,"size":1,"side":"up"}',
+    ],
+)
 def test_codec_bad_bytes_raise_bad_message_with_raw_and_source(raw: bytes) -> None:
     codec = EventCodec("json", source="md/SIM/X/quote")
     with pytest.raises(BadMessage) as info:

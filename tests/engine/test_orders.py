@@ -6,12 +6,24 @@ from engine.orders import OrderBook, OrderStatus
 
 
 def _req(cid: str = "O-1", qty: float = 1.0, side: str = "buy") -> OrderRequest:
-    return OrderRequest(ts_event=1, ts_recv=1, client_order_id=cid, instrument="X", side=side, qty=qty)  # type: ignore[arg-type]
+    return OrderRequest(
+        ts_event=1, ts_recv=1, client_order_id=cid, instrument="X", side=side, qty=qty
+    )  # type: ignore[arg-type]
 
 
 def _fill(qty: float, cid: str = "O-1", side: str = "buy", n: int = 1) -> Fill:
-    return Fill(ts_event=2, ts_recv=2, client_order_id=cid, fill_id=f"F-{n}", instrument="X", side=side,  # type: ignore[arg-type]
-                qty=qty, price=10.0, fee=0.0, liquidity="taker")
+    return Fill(
+        ts_event=2,
+        ts_recv=2,
+        client_order_id=cid,
+        fill_id=f"F-{n}",
+        instrument="X",
+        side=side,  # type: ignore[arg-type]
+        qty=qty,
+        price=10.0,
+        fee=0.0,
+        liquidity="taker",
+    )
 
 
 def test_order_partial_then_full_fill_walks_the_states() -> None:
@@ -26,13 +38,16 @@ def test_order_partial_then_full_fill_walks_the_states() -> None:
     assert book.open_orders() == []
 
 
-@pytest.mark.parametrize(("path", "bad"), [
-    ([OrderStatus.ACCEPTED, OrderStatus.CANCELLED], OrderStatus.ACCEPTED),
-    ([OrderStatus.REJECTED], OrderStatus.ACCEPTED),
-    ([OrderStatus.ACCEPTED], OrderStatus.REJECTED),
-    ([OrderStatus.ACCEPTED, OrderStatus.CANCELLED], OrderStatus.FILLED),
-    ([], OrderStatus.NEW),
-])
+@pytest.mark.parametrize(
+    ("path", "bad"),
+    [
+        ([OrderStatus.ACCEPTED, OrderStatus.CANCELLED], OrderStatus.ACCEPTED),
+        ([OrderStatus.REJECTED], OrderStatus.ACCEPTED),
+        ([OrderStatus.ACCEPTED], OrderStatus.REJECTED),
+        ([OrderStatus.ACCEPTED, OrderStatus.CANCELLED], OrderStatus.FILLED),
+        ([], OrderStatus.NEW),
+    ],
+)
 def test_order_illegal_transition_raises(path: list[OrderStatus], bad: OrderStatus) -> None:
     book = OrderBook(1)
     order = book.add(_req(), 0)

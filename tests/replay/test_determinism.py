@@ -69,13 +69,17 @@ def _outcome(run: ReplayRun) -> tuple[list[tuple], np.ndarray, np.ndarray]:  # t
 
 
 @pytest.mark.parametrize("strategy", ["ema_cross", "maker"])
-def test_batch_invariance_sizes_1_7_4096_give_identical_results(sample_dir: Path, strategy: str) -> None:
+def test_batch_invariance_sizes_1_7_4096_give_identical_results(
+    sample_dir: Path, strategy: str
+) -> None:
     cfg = make_config()
     outcomes = []
     for size in (4096, 7, 1):
         strat = Maker(MakerParams()) if strategy == "maker" else None
         run = run_replay(cfg, sample_dir, batch_size=size, progress=False, strategy=strat)
-        outcomes.append((_outcome(run), dict(run.engine.counters), run.engine.portfolio.positions.copy()))
+        outcomes.append(
+            (_outcome(run), dict(run.engine.counters), run.engine.portfolio.positions.copy())
+        )
     (fills, ts, eq), counters, _ = outcomes[0]
     assert len(fills) > 10
     if strategy == "maker":
@@ -89,7 +93,19 @@ def test_batch_invariance_sizes_1_7_4096_give_identical_results(sample_dir: Path
 
 def test_replay_twice_gives_byte_identical_files(sample_dir: Path, tmp_path: Path) -> None:
     for name in ("a", "b"):
-        assert main(["replay", str(sample_dir), "--strategy", "ema_cross", "--out", str(tmp_path / name)]) == 0
+        assert (
+            main(
+                [
+                    "replay",
+                    str(sample_dir),
+                    "--strategy",
+                    "ema_cross",
+                    "--out",
+                    str(tmp_path / name),
+                ]
+            )
+            == 0
+        )
     for f in ("trades.parquet", "equity.parquet", "metrics.json"):
         a, b = (tmp_path / "a" / f).read_bytes(), (tmp_path / "b" / f).read_bytes()
         assert a == b, f

@@ -24,17 +24,34 @@ def _write_data(root: Path, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
     spread = rng.choice([1, 2], n)
     bid = np.round((mid_ticks - spread) * 0.01 / 2 * 2, 2)
     ask = np.round(bid + spread * 0.01, 2)
-    quotes = pl.DataFrame({"ts_event": ts, "symbol": "BTC-USD", "bid": bid, "ask": ask,
-                           "bid_size": 1e6, "ask_size": 1e6})
+    quotes = pl.DataFrame(
+        {
+            "ts_event": ts,
+            "symbol": "BTC-USD",
+            "bid": bid,
+            "ask": ask,
+            "bid_size": 1e6,
+            "ask_size": 1e6,
+        }
+    )
     k = np.sort(rng.choice(n, 500, replace=False))
-    trades = pl.DataFrame({"ts_event": ts[k] + 50_000, "symbol": "BTC-USD", "price": ask[k],
-                           "size": 0.5, "side": "buy"}).sort("ts_event")
+    trades = pl.DataFrame(
+        {
+            "ts_event": ts[k] + 50_000,
+            "symbol": "BTC-USD",
+            "price": ask[k],
+            "size": 0.5,
+            "side": "buy",
+        }
+    ).sort("ts_event")
     quotes.write_parquet(root / "quotes.parquet")
     trades.write_csv(root / "trades.csv")
     return quotes, trades
 
 
-def _oracle(quotes: pl.DataFrame, last_tick_ts: int) -> tuple[list[tuple[int, str, float, float]], float]:
+def _oracle(
+    quotes: pl.DataFrame, last_tick_ts: int
+) -> tuple[list[tuple[int, str, float, float]], float]:
     ts = quotes["ts_event"].to_numpy()
     bid = quotes["bid"].to_numpy()
     ask = quotes["ask"].to_numpy()
@@ -77,9 +94,11 @@ def test_ema_cross_trades_and_pnl_equal_numpy_oracle(tmp_path: Path, seed: int) 
     quotes, trades = _write_data(tmp_path, seed)
     cfg = make_config(
         instruments=[{"symbol": "BTC-USD", "tick_size": 0.01, "lot_size": 1e-5}],
-        features=[{"name": "mid", "kind": "mid"},
-                  {"name": "ema_fast", "kind": "ema", "input": "mid", "span": FAST},
-                  {"name": "ema_slow", "kind": "ema", "input": "mid", "span": SLOW}],
+        features=[
+            {"name": "mid", "kind": "mid"},
+            {"name": "ema_fast", "kind": "ema", "input": "mid", "span": FAST},
+            {"name": "ema_slow", "kind": "ema", "input": "mid", "span": SLOW},
+        ],
         strategy={"name": "ema_cross", "params": {"qty": QTY}},
         venue={"sim": {"latency": LATENCY_NS, "fee_bps": FEE_BPS}},
         replay={"initial_cash": 0.0, "batch_size": 333},
@@ -87,7 +106,10 @@ def test_ema_cross_trades_and_pnl_equal_numpy_oracle(tmp_path: Path, seed: int) 
     run = run_replay(cfg, tmp_path, progress=False)
     last_tick = max(int(quotes["ts_event"].max()), int(trades["ts_event"].max()))
     expected_fills, expected_equity = _oracle(quotes, last_tick)
-    got = [(r["ts_event"], r["side"], r["qty"], r["price"]) for r in fills_frame(run).iter_rows(named=True)]
+    got = [
+        (r["ts_event"], r["side"], r["qty"], r["price"])
+        for r in fills_frame(run).iter_rows(named=True)
+    ]
     assert len(expected_fills) > 20  # the data must make the strategy trade
     assert got == expected_fills
     equity = run.engine.portfolio.equity(run.engine.market.mids())

@@ -15,11 +15,16 @@ INST = InstrumentTable([Instrument(symbol="X"), Instrument(symbol="Y")])
 
 
 def good_quotes(n: int = 6) -> pl.DataFrame:
-    return pl.DataFrame({
-        "ts_event": [1_000 + 10 * i for i in range(n)], "symbol": ["X"] * n,
-        "bid": [100.0 + i for i in range(n)], "ask": [100.5 + i for i in range(n)],
-        "bid_size": [1.0] * n, "ask_size": [2.0] * n,
-    })
+    return pl.DataFrame(
+        {
+            "ts_event": [1_000 + 10 * i for i in range(n)],
+            "symbol": ["X"] * n,
+            "bid": [100.0 + i for i in range(n)],
+            "ask": [100.5 + i for i in range(n)],
+            "bid_size": [1.0] * n,
+            "ask_size": [2.0] * n,
+        }
+    )
 
 
 def read(path: Path, kind: str = "quotes", **kw: object) -> TickBatch:
@@ -42,28 +47,88 @@ def test_reader_reads_valid_quotes(tmp_path: Path, fmt: str) -> None:
 
 
 def test_reader_accepts_iso_timestamps_in_csv(tmp_path: Path) -> None:
-    df = good_quotes(2).with_columns(pl.Series("ts_event", ["2024-08-08T10:00:00.000000001Z",
-                                                            "2024-08-08T12:00:01+02:00"]))
+    df = good_quotes(2).with_columns(
+        pl.Series("ts_event", ["2024-08-08T10:00:00.000000001Z", "2024-08-08T12:00:01+02:00"])
+    )
     b = read(write(df, tmp_path, "csv"))
     assert b.ts_event.tolist() == [1723111200000000001, 1723111201000000000]
 
 
-@pytest.mark.parametrize(("fmt", "mutate", "row", "column", "reason"), [
-    ("parquet", lambda d: d.drop("ask_size"), None, "ask_size", "missing column"),
-    ("parquet", lambda d: d.with_columns(pl.when(pl.int_range(6) == 3).then(float("nan")).otherwise(pl.col("bid")).alias("bid")),
-     3, "bid", "NaN"),
-    ("csv", lambda d: d.with_columns(pl.when(pl.int_range(6) == 2).then(None).otherwise(pl.col("ask")).alias("ask")),
-     2, "ask", "missing"),
-    ("parquet", lambda d: d.with_columns(pl.when(pl.int_range(6) == 4).then(200.0).otherwise(pl.col("bid")).alias("bid")),
-     4, "ask", "crossed"),
-    ("parquet", lambda d: d.with_columns(pl.when(pl.int_range(6) == 1).then(-1.0).otherwise(pl.col("bid_size")).alias("bid_size")),
-     1, "bid_size", "negative"),
-    ("parquet", lambda d: d.with_columns(pl.when(pl.int_range(6) == 5).then(1005).otherwise(pl.col("ts_event")).alias("ts_event")),
-     5, "ts_event", "backwards"),
-    ("csv", lambda d: d.with_columns(pl.when(pl.int_range(6) == 0).then(pl.lit("ZZZ")).otherwise(pl.col("symbol")).alias("symbol")),
-     0, "symbol", "unknown symbol"),
-])
-def test_reader_bad_input_names_file_row_and_column(tmp_path: Path, fmt: str, mutate, row, column, reason) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    ("fmt", "mutate", "row", "column", "reason"),
+    [
+        ("parquet", lambda d: d.drop("ask_size"), None, "ask_size", "missing column"),
+        (
+            "parquet",
+            lambda d: d.with_columns(
+                pl.when(pl.int_range(6) == 3)
+                .then(float("nan"))
+                .otherwise(pl.col("bid"))
+                .alias("bid")
+            ),
+            3,
+            "bid",
+            "NaN",
+        ),
+        (
+            "csv",
+            lambda d: d.with_columns(
+                pl.when(pl.int_range(6) == 2).then(None).otherwise(pl.col("ask")).alias("ask")
+            ),
+            2,
+            "ask",
+            "missing",
+        ),
+        (
+            "parquet",
+            lambda d: d.with_columns(
+                pl.when(pl.int_range(6) == 4).then(200.0).otherwise(pl.col("bid")).alias("bid")
+            ),
+            4,
+            "ask",
+            "crossed",
+        ),
+        (
+            "parquet",
+            lambda d: d.with_columns(
+                pl.when(pl.int_range(6) == 1)
+                .then(-1.0)
+                .otherwise(pl.col("bid_size"))
+                .alias("bid_size")
+            ),
+            1,
+            "bid_size",
+            "negative",
+        ),
+        (
+            "parquet",
+            lambda d: d.with_columns(
+                pl.when(pl.int_range(6) == 5)
+                .then(1005)
+                .otherwise(pl.col("ts_event"))
+                .alias("ts_event")
+            ),
+            5,
+            "ts_event",
+            "backwards",
+        ),
+        (
+            "csv",
+            lambda d: d.with_columns(
+                pl.when(pl.int_range(6) == 0)
+                .then(pl.lit("ZZZ"))
+                .otherwise(pl.col("symbol"))
+                .alias("symbol")
+            ),
+            0,
+            "symbol",
+            "unknown symbol",
+        ),
+    ],
+)
+def test_reader_bad_input_names_file_row_and_column(
+    tmp_path: Path, fmt: str, mutate, row, column, reason
+) -> None:  # type: ignore[no-untyped-def]
     path = write(mutate(good_quotes()), tmp_path, fmt)
     with pytest.raises(DataError, match=reason) as info:
         read(path)
@@ -96,14 +161,23 @@ def test_reader_skip_policy_drops_and_counts_by_reason(tmp_path: Path) -> None:
 
 
 def test_reader_trades_validate_side_and_size(tmp_path: Path) -> None:
-    df = pl.DataFrame({"ts_event": [1, 2, 3], "symbol": ["X", "X", "Y"], "price": [1.0, 2.0, 3.0],
-                       "size": [1.0, 0.0, 1.0], "side": ["buy", "sell", "SELL"]})
+    df = pl.DataFrame(
+        {
+            "ts_event": [1, 2, 3],
+            "symbol": ["X", "X", "Y"],
+            "price": [1.0, 2.0, 3.0],
+            "size": [1.0, 0.0, 1.0],
+            "side": ["buy", "sell", "SELL"],
+        }
+    )
     p = tmp_path / "trades.parquet"
     df.write_parquet(p)
     with pytest.raises(DataError) as info:
         read(p, "trades")
     assert (info.value.row, info.value.column) == (1, "size")
-    df.with_columns(pl.Series("side", ["buy", "up", "sell"]), pl.Series("size", [1.0, 1.0, 1.0])).write_parquet(p)
+    df.with_columns(
+        pl.Series("side", ["buy", "up", "sell"]), pl.Series("size", [1.0, 1.0, 1.0])
+    ).write_parquet(p)
     with pytest.raises(DataError, match="side"):
         read(p, "trades")
 
@@ -113,14 +187,31 @@ def test_merge_and_rebatch_do_not_depend_on_file_chunking(tmp_path: Path) -> Non
     n = 400
     ts_q = np.sort(rng.integers(0, 300, n))  # many equal stamps across files
     ts_t = np.sort(rng.integers(0, 300, n // 2))
-    pl.DataFrame({"ts_event": ts_q, "symbol": rng.choice(["X", "Y"], n), "bid": 1.0, "ask": 2.0,
-                  "bid_size": rng.uniform(1, 2, n), "ask_size": 1.0}).write_parquet(tmp_path / "quotes.parquet")
-    pl.DataFrame({"ts_event": ts_t, "symbol": "X", "price": 1.5, "size": rng.uniform(1, 2, n // 2),
-                  "side": "buy"}).write_parquet(tmp_path / "trades.parquet")
+    pl.DataFrame(
+        {
+            "ts_event": ts_q,
+            "symbol": rng.choice(["X", "Y"], n),
+            "bid": 1.0,
+            "ask": 2.0,
+            "bid_size": rng.uniform(1, 2, n),
+            "ask_size": 1.0,
+        }
+    ).write_parquet(tmp_path / "quotes.parquet")
+    pl.DataFrame(
+        {
+            "ts_event": ts_t,
+            "symbol": "X",
+            "price": 1.5,
+            "size": rng.uniform(1, 2, n // 2),
+            "side": "buy",
+        }
+    ).write_parquet(tmp_path / "trades.parquet")
 
     def merged(chunk: int, size: int) -> TickBatch:
-        streams = [iter(TickFileReader(tmp_path / "quotes.parquet", "quotes", INST, chunk_rows=chunk)),
-                   iter(TickFileReader(tmp_path / "trades.parquet", "trades", INST, chunk_rows=chunk))]
+        streams = [
+            iter(TickFileReader(tmp_path / "quotes.parquet", "quotes", INST, chunk_rows=chunk)),
+            iter(TickFileReader(tmp_path / "trades.parquet", "trades", INST, chunk_rows=chunk)),
+        ]
         parts = list(rebatch(merge_streams(streams), size))
         assert all(len(p) == size for p in parts[:-1])
         return TickBatch.concat(parts)

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from replay.cli import main
+
+
+def test_cli_sample_data_is_deterministic_and_valid(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        assert main(["sample-data", str(tmp_path / name), "--hours", "0.05", "--symbols", "3"]) == 0
+    for f in ("quotes.parquet", "trades.parquet"):
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
+    q = pl.read_parquet(tmp_path / "a" / "quotes.parquet")
+    assert set(q["symbol"].unique()) == {"BTC-USD", "ETH-USD", "SOL-USD"}
+    assert (q["bid"] < q["ask"]).all()
+    assert q["ts_event"].is_sorted()
+
+
+def test_cli_replay_writes_full_run_folder(
+    sample_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    assert main(["replay", str(sample_dir), "--strategy", "ema_cross", "--out", str(out)]) == 0
+    assert "report:" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in (
+        "total_return",
+        "sharpe",
+        "sortino",
+        "annualisation",
+        "max_drawdown",
+        "num_trades",
+        "hit_ratio",
+        "turnover",
+        "fees",
+    ):
+        assert key in metrics
+    trades = pl.read_parquet(out / "trades.parquet")
+    assert trades.height == metrics["num_trades"] > 0
+    equity = pl.read_parquet(out / "equity.parquet")
+    assert equity.height > 100 and equity["ts_event"].is_sorted()
+    assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (out / "report.html").read_text()
+    assert "data:image/png;base64," in page and "max_drawdown" in page
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["replay", "/nonexistent/data", "--out", "x"], "no such file or folder"),
+        (["replay", "{data}", "--strategy", "nope", "--out", "{tmp}/o"], "no entry point 'nope'"),
+        (["replay", "{data}", "--strategy", "os:path", "--out", "{tmp}/o"], "not a subclass"),
+        (
+            ["replay", "{data}", "--config", "{tmp}/missing.toml", "--out", "{tmp}/o"],
+            "cannot read config",
+        ),
+    ],
+)
+def test_cli_user_errors_print_one_line_and_exit_2(
+    sample_dir: Path, tmp_path: Path, args: list[str], needle: str
+) -> None:
+    argv = [a.format(data=sample_dir, tmp=tmp_path) for a in args]
+    proc = subprocess.run(
+        [sys.executable, "-m", "replay.cli", *argv], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("tradeloop: error:") and needle in lines[0]
+
+
+def test_cli_bad_config_value_names_the_field(
+    sample_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        '[[instruments]]\nsymbol = "BTC-USD"\n[[features]]\nname = "m"\nkind = "mid"\n'
+        '[risk]\nmax_order_qty = "lots"\n'
+    )
+    assert (
+        main(["replay", str(sample_dir), "--config", str(cfg), "--out", str(tmp_path / "o")]) == 2
+    )
+    assert "risk.max_order_qty" in capsys.readouterr().err
+
+
+def test_cli_bad_data_names_file_row_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "quotes.csv").write_text(
+        "ts_event,symbol,bid,ask,bid_size,ask_size\n1,BTC-USD,100,101,1,1\n2,BTC-USD,102,101,1,1\n"
+    )
+    assert main(["replay", str(tmp_path / "d"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "quotes.csv, row 1, column 'ask': crossed" in err
+
+
+def test_cli_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--hours", "0.1"]) == 0
+    assert (tmp_path / "demo" / "replay" / "report.html").exists()
+    assert "report:" in capsys.readouterr().out
