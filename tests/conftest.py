@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,19 @@ import pytest
 from engine.config import Config, config_from_dict
 from replay.sample_data import generate
 
-REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "binance"
+
+def _real_data_dir() -> Path:
+    candidates = (
+        [Path(os.environ["TRADELOOP_REAL_DATA"])] if "TRADELOOP_REAL_DATA" in os.environ else []
+    )
+    candidates += [
+        Path(__file__).resolve().parents[1].parent / "shared" / "data" / "binance",
+        Path("/work/shared/data/binance"),
+    ]
+    return next((c for c in candidates if c.exists()), candidates[0])
+
+
+REAL_DATA = _real_data_dir()
 
 BASE_CONFIG: dict[str, Any] = {
     "mode": "replay",
