@@ -103,6 +103,8 @@ def _capacity(spec: FeatureSpec) -> int:
 
 def _compile_op(spec: FeatureSpec, input_index: int) -> _Op:
     kind = spec.kind
+    if kind not in KINDS:
+        raise _bad(spec, f"unknown kind {kind!r}; known: {', '.join(KINDS)}")
     canon: dict[str, Any] = {"name": spec.name, "kind": kind}
     if kind in RAW_KINDS:
         _allowed(spec, set())
@@ -304,16 +306,19 @@ class FeatureSet:
         return {name: float(row[self._columns[c]]) for c, name in enumerate(self.names)}
 
     def update(self, batch: TickBatch, state: FeatureState) -> npt.NDArray[np.float64]:
-        """Advance ``state`` over ``batch``; return the feature row after each tick, [n, k]."""
+        """Advance ``state`` over ``batch``; return the feature row after each tick, [n, k].
+
+        The result is a column-major view (features are computed one column at a time).
+        """
         n = len(batch)
-        out = np.empty((n, len(self._ops)))
+        res = np.empty((len(self._ops), n))
         if n:
             k.run_program(
                 batch.ts_event, batch.instrument, batch.kind, batch.bid, batch.ask,
                 batch.bid_size, batch.ask_size, batch.price, batch.size, batch.side,
-                self._table, state.fstate, state.istate, state.values, out,
+                self._table, state.fstate, state.istate, state.values, res,
             )  # fmt: skip
-        return out if self._identity else out[:, self._columns]
+        return res.T if self._identity else res[self._columns].T
 
     def compute(self, frame: Any, n_instruments: int | None = None) -> npt.NDArray[np.float64]:
         """Batch path for training and analysis: features of every row of a tick frame.

@@ -70,129 +70,139 @@ RF_V0 = 3
 
 
 @njit(cache=True, inline="always")
-def _ring_recompute(fs, fo, ist, io, cap):  # type: ignore[no-untyped-def]
-    count = ist[io + R_COUNT]
-    head = ist[io + R_HEAD]
+def _wrap(x, cap):  # type: ignore[no-untyped-def]
+    # ring indices stay within one lap of [0, cap); a branch is far cheaper than an int %
+    if x >= cap:
+        return x - cap
+    if x < 0:
+        return x + cap
+    return x
+
+
+@njit(cache=True, inline="always")
+def _ring_recompute(fs, i, fo, ist, io, cap):  # type: ignore[no-untyped-def]
+    count = ist[i, io + R_COUNT]
+    head = ist[i, io + R_HEAD]
     # anchor on the newest value so the deviations stay small
-    newest = fs[fo + RF_V0 + (head - 1) % cap]
+    newest = fs[i, fo + RF_V0 + _wrap(head - 1, cap)]
     s = 0.0
     ss = 0.0
     for k in range(count):
-        d = fs[fo + RF_V0 + (head - count + k) % cap] - newest
+        d = fs[i, fo + RF_V0 + _wrap(head - count + k, cap)] - newest
         s += d
         ss += d * d
-    fs[fo + RF_ANCHOR] = newest
-    fs[fo + RF_SUM] = s
-    fs[fo + RF_SUMSQ] = ss
-    ist[io + R_SINCE] = 0
+    fs[i, fo + RF_ANCHOR] = newest
+    fs[i, fo + RF_SUM] = s
+    fs[i, fo + RF_SUMSQ] = ss
+    ist[i, io + R_SINCE] = 0
 
 
 @njit(cache=True, inline="always")
-def _ring_pop_oldest(fs, fo, ist, io, cap):  # type: ignore[no-untyped-def]
-    count = ist[io + R_COUNT]
-    tail = (ist[io + R_HEAD] - count) % cap
-    d = fs[fo + RF_V0 + tail] - fs[fo + RF_ANCHOR]
-    fs[fo + RF_SUM] -= d
-    fs[fo + RF_SUMSQ] -= d * d
-    ist[io + R_COUNT] = count - 1
+def _ring_pop_oldest(fs, i, fo, ist, io, cap):  # type: ignore[no-untyped-def]
+    count = ist[i, io + R_COUNT]
+    tail = _wrap(ist[i, io + R_HEAD] - count, cap)
+    d = fs[i, fo + RF_V0 + tail] - fs[i, fo + RF_ANCHOR]
+    fs[i, fo + RF_SUM] -= d
+    fs[i, fo + RF_SUMSQ] -= d * d
+    ist[i, io + R_COUNT] = count - 1
 
 
 @njit(cache=True, inline="always")
-def _ring_push(fs, fo, ist, io, cap, x, ts):  # type: ignore[no-untyped-def]
-    if ist[io + R_COUNT] == 0 and ist[io + R_SINCE] == 0:
-        fs[fo + RF_ANCHOR] = x
-    if ist[io + R_COUNT] == cap:
-        _ring_pop_oldest(fs, fo, ist, io, cap)
-    head = ist[io + R_HEAD]
-    fs[fo + RF_V0 + head] = x
-    ist[io + R_TS0 + head] = ts
-    ist[io + R_HEAD] = (head + 1) % cap
-    ist[io + R_COUNT] += 1
-    d = x - fs[fo + RF_ANCHOR]
-    fs[fo + RF_SUM] += d
-    fs[fo + RF_SUMSQ] += d * d
-    ist[io + R_SINCE] += 1
-    if ist[io + R_SINCE] >= cap:
-        _ring_recompute(fs, fo, ist, io, cap)
+def _ring_push(fs, i, fo, ist, io, cap, x, ts):  # type: ignore[no-untyped-def]
+    if ist[i, io + R_COUNT] == 0 and ist[i, io + R_SINCE] == 0:
+        fs[i, fo + RF_ANCHOR] = x
+    if ist[i, io + R_COUNT] == cap:
+        _ring_pop_oldest(fs, i, fo, ist, io, cap)
+    head = ist[i, io + R_HEAD]
+    fs[i, fo + RF_V0 + head] = x
+    ist[i, io + R_TS0 + head] = ts
+    ist[i, io + R_HEAD] = _wrap(head + 1, cap)
+    ist[i, io + R_COUNT] += 1
+    d = x - fs[i, fo + RF_ANCHOR]
+    fs[i, fo + RF_SUM] += d
+    fs[i, fo + RF_SUMSQ] += d * d
+    ist[i, io + R_SINCE] += 1
+    if ist[i, io + R_SINCE] >= cap:
+        _ring_recompute(fs, i, fo, ist, io, cap)
 
 
 @njit(cache=True, inline="always")
-def _ring_evict_older(fs, fo, ist, io, cap, cutoff):  # type: ignore[no-untyped-def]
+def _ring_evict_older(fs, i, fo, ist, io, cap, cutoff):  # type: ignore[no-untyped-def]
     """Drop values stamped at or before ``cutoff`` (the window is (t - W, t])."""
-    while ist[io + R_COUNT] > 0:
-        tail = (ist[io + R_HEAD] - ist[io + R_COUNT]) % cap
-        if ist[io + R_TS0 + tail] > cutoff:
+    while ist[i, io + R_COUNT] > 0:
+        tail = _wrap(ist[i, io + R_HEAD] - ist[i, io + R_COUNT], cap)
+        if ist[i, io + R_TS0 + tail] > cutoff:
             break
-        _ring_pop_oldest(fs, fo, ist, io, cap)
+        _ring_pop_oldest(fs, i, fo, ist, io, cap)
 
 
 @njit(cache=True, inline="always")
-def _ring_mean(fs, fo, ist, io):  # type: ignore[no-untyped-def]
-    n = ist[io + R_COUNT]
-    return fs[fo + RF_ANCHOR] + fs[fo + RF_SUM] / n
+def _ring_mean(fs, i, fo, ist, io):  # type: ignore[no-untyped-def]
+    n = ist[i, io + R_COUNT]
+    return fs[i, fo + RF_ANCHOR] + fs[i, fo + RF_SUM] / n
 
 
 @njit(cache=True, inline="always")
-def _ring_std(fs, fo, ist, io):  # type: ignore[no-untyped-def]
-    n = ist[io + R_COUNT]
+def _ring_std(fs, i, fo, ist, io):  # type: ignore[no-untyped-def]
+    n = ist[i, io + R_COUNT]
     if n < 2:
         return NAN
-    s = fs[fo + RF_SUM]
-    var = (fs[fo + RF_SUMSQ] - s * s / n) / (n - 1)
+    s = fs[i, fo + RF_SUM]
+    var = (fs[i, fo + RF_SUMSQ] - s * s / n) / (n - 1)
     return math.sqrt(var) if var > 0.0 else 0.0
 
 
 @njit(cache=True, inline="always")
-def ema_update(fs, fo, ist, io, span, x):  # type: ignore[no-untyped-def]
+def ema_update(fs, i, fo, ist, io, span, x):  # type: ignore[no-untyped-def]
     """EMA by tick count, alpha = 2 / (span + 1), seeded with the first value; warm after span."""
-    count = ist[io]
+    count = ist[i, io]
     if count == 0:
-        fs[fo] = x
+        fs[i, fo] = x
     else:
-        fs[fo] += 2.0 / (span + 1.0) * (x - fs[fo])
-    ist[io] = count + 1
-    return fs[fo] if count + 1 >= span else NAN
+        fs[i, fo] += 2.0 / (span + 1.0) * (x - fs[i, fo])
+    ist[i, io] = count + 1
+    return fs[i, fo] if count + 1 >= span else NAN
 
 
 @njit(cache=True, inline="always")
-def ema_time_update(fs, fo, ist, io, half_life_ns, x, ts):  # type: ignore[no-untyped-def]
+def ema_time_update(fs, i, fo, ist, io, half_life_ns, x, ts):  # type: ignore[no-untyped-def]
     """EMA with a time half-life: weight of the past decays by 2^(-dt/half_life) per gap.
 
     Irregular spacing is exact: a gap of 2h decays twice as much as a gap of h. Warm after
     one half-life of history.
     """
-    if ist[io] == 0:
-        fs[fo] = x
-        ist[io] = 1
-        ist[io + 1] = ts
-        ist[io + 2] = ts
+    if ist[i, io] == 0:
+        fs[i, fo] = x
+        ist[i, io] = 1
+        ist[i, io + 1] = ts
+        ist[i, io + 2] = ts
     else:
-        dt = ts - ist[io + 1]
+        dt = ts - ist[i, io + 1]
         decay = math.exp(-math.log(2.0) * dt / half_life_ns)
-        fs[fo] = decay * fs[fo] + (1.0 - decay) * x
-        ist[io + 1] = ts
-    return fs[fo] if ts - ist[io + 2] >= half_life_ns else NAN
+        fs[i, fo] = decay * fs[i, fo] + (1.0 - decay) * x
+        ist[i, io + 1] = ts
+    return fs[i, fo] if ts - ist[i, io + 2] >= half_life_ns else NAN
 
 
 @njit(cache=True, inline="always")
-def log_return_update(fs, fo, ist, io, lag, x):  # type: ignore[no-untyped-def]
+def log_return_update(fs, i, fo, ist, io, lag, x):  # type: ignore[no-untyped-def]
     """log(x_t / x_{t-lag}) over the input's own updates; warm after lag + 1 values."""
     cap = lag + 1
-    head = ist[io]
-    count = ist[io + 1]
-    fs[fo + head] = x
-    ist[io] = (head + 1) % cap
+    head = ist[i, io]
+    count = ist[i, io + 1]
+    fs[i, fo + head] = x
+    ist[i, io] = _wrap(head + 1, cap)
     if count < cap:
         count += 1
-        ist[io + 1] = count
+        ist[i, io + 1] = count
     if count < cap:
         return NAN
-    old = fs[fo + (head + 1) % cap]
+    old = fs[i, fo + _wrap(head + 1, cap)]
     return math.log(x / old)
 
 
 @njit(cache=True, inline="always")
-def log_return_time_update(fs, fo, ist, io, cap, lag_ns, x, ts):  # type: ignore[no-untyped-def]
+def log_return_time_update(fs, i, fo, ist, io, cap, lag_ns, x, ts):  # type: ignore[no-untyped-def]
     """log(x_t / x_s) with s the last update at or before t - lag; warm once such s exists.
 
     Keeps the values newer than t - lag plus the newest one at or before it; on ring
@@ -202,224 +212,304 @@ def log_return_time_update(fs, fo, ist, io, cap, lag_ns, x, ts):  # type: ignore
     # ist: [head, count, overflow, ring_ts...]; fs: [ring...]
     cutoff = ts - lag_ns
     # drop the oldest while the next-oldest is also at or before the cutoff
-    while ist[io + 1] >= 2:
-        tail = (ist[io] - ist[io + 1]) % cap
-        nxt = (tail + 1) % cap
-        if ist[io + 3 + nxt] <= cutoff:
-            ist[io + 1] -= 1
+    while ist[i, io + 1] >= 2:
+        tail = _wrap(ist[i, io] - ist[i, io + 1], cap)
+        nxt = _wrap(tail + 1, cap)
+        if ist[i, io + 3 + nxt] <= cutoff:
+            ist[i, io + 1] -= 1
         else:
             break
-    if ist[io + 1] == cap:
-        ist[io + 1] -= 1
-        ist[io + 2] += 1
-    head = ist[io]
-    fs[fo + head] = x
-    ist[io + 3 + head] = ts
-    ist[io] = (head + 1) % cap
-    ist[io + 1] += 1
-    tail = (ist[io] - ist[io + 1]) % cap
-    if ist[io + 3 + tail] <= cutoff:
-        return math.log(x / fs[fo + tail])
+    if ist[i, io + 1] == cap:
+        ist[i, io + 1] -= 1
+        ist[i, io + 2] += 1
+    head = ist[i, io]
+    fs[i, fo + head] = x
+    ist[i, io + 3 + head] = ts
+    ist[i, io] = _wrap(head + 1, cap)
+    ist[i, io + 1] += 1
+    tail = _wrap(ist[i, io] - ist[i, io + 1], cap)
+    if ist[i, io + 3 + tail] <= cutoff:
+        return math.log(x / fs[i, fo + tail])
     return NAN
 
 
 @njit(cache=True, inline="always")
-def rolling_update(fs, fo, ist, io, cap, x, ts):  # type: ignore[no-untyped-def]
+def rolling_update(fs, i, fo, ist, io, cap, x, ts):  # type: ignore[no-untyped-def]
     """Push one value into a ring of ``cap`` values (a window of N ticks)."""
-    _ring_push(fs, fo, ist, io, cap, x, ts)
-    return ist[io + R_COUNT] >= cap
+    _ring_push(fs, i, fo, ist, io, cap, x, ts)
+    return ist[i, io + R_COUNT] >= cap
 
 
 @njit(cache=True, inline="always")
-def rolling_time_update(fs, fo, ist, io, cap, window_ns, x, ts):  # type: ignore[no-untyped-def]
+def rolling_time_update(fs, i, fo, ist, io, cap, window_ns, x, ts):  # type: ignore[no-untyped-def]
     """Push one value into a time window (t - W, t]; warm once the history spans W."""
-    if ist[io + R_COUNT] == 0 and ist[io + R_FIRST_TS] == 0:
-        ist[io + R_FIRST_TS] = ts
-    _ring_evict_older(fs, fo, ist, io, cap, ts - window_ns)
-    if ist[io + R_COUNT] == cap:
-        ist[io + R_OVERFLOW] += 1
-    _ring_push(fs, fo, ist, io, cap, x, ts)
-    return ts - ist[io + R_FIRST_TS] >= window_ns
+    if ist[i, io + R_COUNT] == 0 and ist[i, io + R_FIRST_TS] == 0:
+        ist[i, io + R_FIRST_TS] = ts
+    _ring_evict_older(fs, i, fo, ist, io, cap, ts - window_ns)
+    if ist[i, io + R_COUNT] == cap:
+        ist[i, io + R_OVERFLOW] += 1
+    _ring_push(fs, i, fo, ist, io, cap, x, ts)
+    return ts - ist[i, io + R_FIRST_TS] >= window_ns
 
 
 @njit(cache=True, inline="always")
-def window_sums_update(fs, fo, ist, io, cap, window_ns, ts, a, b, add):  # type: ignore[no-untyped-def]
+def window_sums_update(fs, i, fo, ist, io, cap, window_ns, ts, a, b, add):  # type: ignore[no-untyped-def]
     """Two running sums over a time window of events (trade flow, VWAP).
 
     fs: [sum_a, sum_b, ring_a..., ring_b...]; ist: [head, count, overflow, first_ts, ring_ts...].
     Sums of trade quantities are well conditioned, so no anchor is needed; they are
     recomputed whenever the window empties, which resets rounding drift.
     """
-    if ist[io + 3] == 0:
-        ist[io + 3] = ts
+    if ist[i, io + 3] == 0:
+        ist[i, io + 3] = ts
     cutoff = ts - window_ns
-    while ist[io + 1] > 0:
-        tail = (ist[io] - ist[io + 1]) % cap
-        if ist[io + 4 + tail] > cutoff:
+    while ist[i, io + 1] > 0:
+        tail = _wrap(ist[i, io] - ist[i, io + 1], cap)
+        if ist[i, io + 4 + tail] > cutoff:
             break
-        fs[fo] -= fs[fo + 2 + tail]
-        fs[fo + 1] -= fs[fo + 2 + cap + tail]
-        ist[io + 1] -= 1
-    if ist[io + 1] == 0:
-        fs[fo] = 0.0
-        fs[fo + 1] = 0.0
+        fs[i, fo] -= fs[i, fo + 2 + tail]
+        fs[i, fo + 1] -= fs[i, fo + 2 + cap + tail]
+        ist[i, io + 1] -= 1
+    if ist[i, io + 1] == 0:
+        fs[i, fo] = 0.0
+        fs[i, fo + 1] = 0.0
     if add:
-        if ist[io + 1] == cap:
-            tail = (ist[io] - ist[io + 1]) % cap
-            fs[fo] -= fs[fo + 2 + tail]
-            fs[fo + 1] -= fs[fo + 2 + cap + tail]
-            ist[io + 1] -= 1
-            ist[io + 2] += 1
-        head = ist[io]
-        fs[fo + 2 + head] = a
-        fs[fo + 2 + cap + head] = b
-        ist[io + 4 + head] = ts
-        ist[io] = (head + 1) % cap
-        ist[io + 1] += 1
-        fs[fo] += a
-        fs[fo + 1] += b
-    return ts - ist[io + 3] >= window_ns
+        if ist[i, io + 1] == cap:
+            tail = _wrap(ist[i, io] - ist[i, io + 1], cap)
+            fs[i, fo] -= fs[i, fo + 2 + tail]
+            fs[i, fo + 1] -= fs[i, fo + 2 + cap + tail]
+            ist[i, io + 1] -= 1
+            ist[i, io + 2] += 1
+        head = ist[i, io]
+        fs[i, fo + 2 + head] = a
+        fs[i, fo + 2 + cap + head] = b
+        ist[i, io + 4 + head] = ts
+        ist[i, io] = _wrap(head + 1, cap)
+        ist[i, io + 1] += 1
+        fs[i, fo] += a
+        fs[i, fo + 1] += b
+    return ts - ist[i, io + 3] >= window_ns
 
 
 @njit(cache=True)
 def run_program(  # type: ignore[no-untyped-def]
     ts, inst, kind, bid, ask, bid_size, ask_size, price, size, side,
-    ops, fstate, istate, values, out,
+    ops, fstate, istate, values, res,
 ):  # fmt: skip
-    """Apply every op to every tick, in order; write the feature row of each tick to ``out``.
+    """Apply every op of a feature set to a batch (see ``_program``)."""
+    upd = np.zeros((ops.shape[0], ts.shape[0]), np.bool_)
+    _program(ts, inst, kind, bid, ask, bid_size, ask_size, price, size, side,
+             ops, fstate, istate, values, res, upd)  # fmt: skip
 
-    ``values[i]`` holds the current feature values of instrument ``i`` (carried across
-    batches); the row written for a tick is that instrument's row after the tick.
+
+@njit(cache=True)
+def _program(  # type: ignore[no-untyped-def]
+    ts, inst, kind, bid, ask, bid_size, ask_size, price, size, side,
+    ops, fstate, istate, values, res, upd,
+):  # fmt: skip
+    """Apply every op, in program order, to every tick; ``res[j, t]`` is feature ``j``
+    of tick ``t``'s instrument after that tick.
+
+    Op-major: each op runs a tight loop of its own over the batch, reading its input's
+    column and update flags, so the dispatch happens once per op per batch, not per tick.
+    ``values[i, j]`` carries each instrument's latest values across batches.
     """
+    n = ts.shape[0]
     m = ops.shape[0]
-    updated = np.zeros(m, np.bool_)
-    for t in range(ts.shape[0]):
-        i = inst[t]
-        fs = fstate[i]
-        ist = istate[i]
-        vals = values[i]
-        is_quote = kind[t] == 0
-        now = ts[t]
-        for j in range(m):
-            op = ops[j, C_OPCODE]
-            fo = ops[j, C_FOFS]
-            io = ops[j, C_IOFS]
-            cap = ops[j, C_CAP]
-            ip = ops[j, C_IPARAM]
-            src = ops[j, C_INPUT]
-            upd = False
-            v = NAN
-            if op == OP_VWAP_DISTANCE_BPS and not is_quote:
-                # the distance is evaluated on its input's updates; trades only feed its VWAP
-                window_sums_update(fs, fo, ist, io, cap, ip, now, price[t] * size[t], size[t], True)
-            if src >= 0:
-                x = vals[src]
-                if updated[src] and not math.isnan(x):
-                    upd = True
-                    if op == OP_EMA:
-                        v = ema_update(fs, fo, ist, io, ip, x)
-                    elif op == OP_EMA_TIME:
-                        v = ema_time_update(fs, fo, ist, io, ip, x, now)
-                    elif op == OP_LOG_RETURN:
-                        v = log_return_update(fs, fo, ist, io, ip, x)
-                    elif op == OP_LOG_RETURN_TIME:
-                        v = log_return_time_update(fs, fo, ist, io, cap, ip, x, now)
-                    elif op == OP_ROLLING_MEAN or op == OP_ROLLING_STD or op == OP_ZSCORE:
-                        if rolling_update(fs, fo, ist, io, cap, x, now):
-                            if op == OP_ROLLING_MEAN:
-                                v = _ring_mean(fs, fo, ist, io)
-                            else:
-                                sd = _ring_std(fs, fo, ist, io)
-                                if op == OP_ROLLING_STD:
-                                    v = sd
-                                else:
-                                    v = (x - _ring_mean(fs, fo, ist, io)) / sd if sd > 0.0 else 0.0
-                    elif (
-                        op == OP_ROLLING_MEAN_TIME
-                        or op == OP_ROLLING_STD_TIME
-                        or op == OP_ZSCORE_TIME
-                    ):
-                        if rolling_time_update(fs, fo, ist, io, cap, ip, x, now):
-                            if op == OP_ROLLING_MEAN_TIME:
-                                v = _ring_mean(fs, fo, ist, io)
-                            else:
-                                sd = _ring_std(fs, fo, ist, io)
-                                if op == OP_ROLLING_STD_TIME:
-                                    v = sd
-                                else:
-                                    v = (x - _ring_mean(fs, fo, ist, io)) / sd if sd > 0.0 else 0.0
-                    elif op == OP_REALIZED_VOL_TIME:
-                        # fs[fo] holds the previous input value; the squared log returns
-                        # go into a two-sum window (sum r^2, count)
-                        prev = fs[fo]
-                        r2 = 0.0
-                        have = ist[io] > 0
-                        if have:
-                            r = math.log(x / prev)
-                            r2 = r * r
-                        fs[fo] = x
-                        ist[io] = 1
-                        warm = window_sums_update(
-                            fs, fo + 1, ist, io + 1, cap, ip, now, r2, 1.0, have
+    for j in range(m):
+        upd[j, :n] = False
+        op = ops[j, C_OPCODE]
+        src = ops[j, C_INPUT]
+        fo = ops[j, C_FOFS]
+        io = ops[j, C_IOFS]
+        cap = ops[j, C_CAP]
+        ip = ops[j, C_IPARAM]
+        u = upd[j]
+        r = res[j]
+        if src >= 0:
+            xin = res[src]
+            uin = upd[src]
+            if op == OP_EMA:
+                alpha = 2.0 / (ip + 1.0)
+                for t in range(n):
+                    i = inst[t]
+                    x = xin[t]
+                    if uin[t] and not math.isnan(x):
+                        u[t] = True
+                        count = istate[i, io]
+                        if count == 0:
+                            fstate[i, fo] = x
+                        else:
+                            fstate[i, fo] += alpha * (x - fstate[i, fo])
+                        istate[i, io] = count + 1
+                        values[i, j] = fstate[i, fo] if count + 1 >= ip else NAN
+                    r[t] = values[i, j]
+            elif op == OP_VWAP_DISTANCE_BPS:
+                for t in range(n):
+                    i = inst[t]
+                    if kind[t] != 0:
+                        # trades feed its VWAP window; the distance moves with its input
+                        window_sums_update(
+                            fstate,
+                            i,
+                            fo,
+                            istate,
+                            io,
+                            cap,
+                            ip,
+                            ts[t],
+                            price[t] * size[t],
+                            size[t],
+                            True,
                         )
-                        if warm:
-                            v = math.sqrt(fs[fo + 1])
-                    elif op == OP_VWAP_DISTANCE_BPS:
-                        warm = window_sums_update(fs, fo, ist, io, cap, ip, now, 0.0, 0.0, False)
-                        if warm and fs[fo + 1] > 0.0:
-                            vwap = fs[fo] / fs[fo + 1]
+                    x = xin[t]
+                    if uin[t] and not math.isnan(x):
+                        u[t] = True
+                        v = NAN
+                        warm = window_sums_update(
+                            fstate, i, fo, istate, io, cap, ip, ts[t], 0.0, 0.0, False
+                        )
+                        if warm and fstate[i, fo + 1] > 0.0:
+                            vwap = fstate[i, fo] / fstate[i, fo + 1]
                             v = (x - vwap) / vwap * 1e4
-                else:
-                    v = vals[j]
-            elif op == OP_MID:
-                if is_quote:
-                    upd = True
-                    v = 0.5 * (bid[t] + ask[t])
-            elif op == OP_SPREAD_BPS:
-                if is_quote:
-                    upd = True
-                    v = (ask[t] - bid[t]) / (0.5 * (bid[t] + ask[t])) * 1e4
-            elif op == OP_MICROPRICE:
-                if is_quote:
-                    upd = True
+                        values[i, j] = v
+                    r[t] = values[i, j]
+            else:
+                for t in range(n):
+                    i = inst[t]
+                    x = xin[t]
+                    if uin[t] and not math.isnan(x):
+                        u[t] = True
+                        values[i, j] = _derived(op, fstate, i, fo, istate, io, cap, ip, x, ts[t])
+                    r[t] = values[i, j]
+        elif op == OP_MID:
+            for t in range(n):
+                i = inst[t]
+                if kind[t] == 0:
+                    u[t] = True
+                    values[i, j] = 0.5 * (bid[t] + ask[t])
+                r[t] = values[i, j]
+        elif op == OP_SPREAD_BPS:
+            for t in range(n):
+                i = inst[t]
+                if kind[t] == 0:
+                    u[t] = True
+                    values[i, j] = (ask[t] - bid[t]) / (0.5 * (bid[t] + ask[t])) * 1e4
+                r[t] = values[i, j]
+        elif op == OP_MICROPRICE:
+            for t in range(n):
+                i = inst[t]
+                if kind[t] == 0:
+                    u[t] = True
                     tot = bid_size[t] + ask_size[t]
                     if tot > 0.0:
-                        v = (bid[t] * ask_size[t] + ask[t] * bid_size[t]) / tot
+                        values[i, j] = (bid[t] * ask_size[t] + ask[t] * bid_size[t]) / tot
                     else:
-                        v = 0.5 * (bid[t] + ask[t])
-            elif op == OP_BOOK_IMBALANCE:
-                if is_quote:
-                    upd = True
+                        values[i, j] = 0.5 * (bid[t] + ask[t])
+                r[t] = values[i, j]
+        elif op == OP_BOOK_IMBALANCE:
+            for t in range(n):
+                i = inst[t]
+                if kind[t] == 0:
+                    u[t] = True
                     tot = bid_size[t] + ask_size[t]
-                    v = (bid_size[t] - ask_size[t]) / tot if tot > 0.0 else 0.0
-            elif op == OP_LAST_PRICE:
-                if not is_quote:
-                    upd = True
-                    v = price[t]
-            elif op == OP_TIME_SINCE_TRADE:
-                upd = True
-                if not is_quote:
-                    ist[io] = now
-                    ist[io + 1] = 1
-                v = (now - ist[io]) * 1e-9 if ist[io + 1] == 1 else NAN
-            elif op == OP_TRADE_FLOW_IMBALANCE:
-                upd = True
-                add = not is_quote
-                signed = side[t] * size[t] if add else 0.0
-                sz = size[t] if add else 0.0
-                warm = window_sums_update(fs, fo, ist, io, cap, ip, now, signed, sz, add)
+                    values[i, j] = (bid_size[t] - ask_size[t]) / tot if tot > 0.0 else 0.0
+                r[t] = values[i, j]
+        elif op == OP_LAST_PRICE:
+            for t in range(n):
+                i = inst[t]
+                if kind[t] != 0:
+                    u[t] = True
+                    values[i, j] = price[t]
+                r[t] = values[i, j]
+        elif op == OP_TIME_SINCE_TRADE:
+            for t in range(n):
+                i = inst[t]
+                u[t] = True
+                if kind[t] != 0:
+                    istate[i, io] = ts[t]
+                    istate[i, io + 1] = 1
+                values[i, j] = (ts[t] - istate[i, io]) * 1e-9 if istate[i, io + 1] == 1 else NAN
+                r[t] = values[i, j]
+        elif op == OP_TRADE_FLOW_IMBALANCE or op == OP_VWAP:
+            for t in range(n):
+                i = inst[t]
+                u[t] = True
+                add = kind[t] != 0
+                a = 0.0
+                b = 0.0
+                if add:
+                    b = size[t]
+                    a = side[t] * size[t] if op == OP_TRADE_FLOW_IMBALANCE else price[t] * size[t]
+                warm = window_sums_update(fstate, i, fo, istate, io, cap, ip, ts[t], a, b, add)
+                v = NAN
                 if warm:
-                    v = fs[fo] / fs[fo + 1] if fs[fo + 1] > 0.0 else 0.0
-            elif op == OP_VWAP:
-                upd = True
-                add = not is_quote
-                pv = price[t] * size[t] if add else 0.0
-                sz = size[t] if add else 0.0
-                warm = window_sums_update(fs, fo, ist, io, cap, ip, now, pv, sz, add)
-                if warm and fs[fo + 1] > 0.0:
-                    v = fs[fo] / fs[fo + 1]
-            if upd:
-                vals[j] = v
-            updated[j] = upd
-        for j in range(m):
-            out[t, j] = vals[j]
+                    if op == OP_TRADE_FLOW_IMBALANCE:
+                        v = fstate[i, fo] / fstate[i, fo + 1] if fstate[i, fo + 1] > 0.0 else 0.0
+                    elif fstate[i, fo + 1] > 0.0:
+                        v = fstate[i, fo] / fstate[i, fo + 1]
+                values[i, j] = v
+                r[t] = v
+
+
+@njit(cache=True, inline="always")
+def _derived(op, fs, i, fo, ist, io, cap, ip, x, now):  # type: ignore[no-untyped-def]
+    """One update of a derived kernel (input updated and not NaN); returns its value."""
+    v = NAN
+    if op == OP_EMA_TIME:
+        v = ema_time_update(fs, i, fo, ist, io, ip, x, now)
+    elif op == OP_LOG_RETURN:
+        v = log_return_update(fs, i, fo, ist, io, ip, x)
+    elif op == OP_LOG_RETURN_TIME:
+        v = log_return_time_update(fs, i, fo, ist, io, cap, ip, x, now)
+    elif op == OP_ROLLING_MEAN or op == OP_ROLLING_STD or op == OP_ZSCORE:
+        if rolling_update(fs, i, fo, ist, io, cap, x, now):
+            v = _window_value(op == OP_ROLLING_MEAN, op == OP_ROLLING_STD, fs, i, fo, ist, io, x)
+    elif op == OP_ROLLING_MEAN_TIME or op == OP_ROLLING_STD_TIME or op == OP_ZSCORE_TIME:
+        if rolling_time_update(fs, i, fo, ist, io, cap, ip, x, now):
+            v = _window_value(
+                op == OP_ROLLING_MEAN_TIME, op == OP_ROLLING_STD_TIME, fs, i, fo, ist, io, x
+            )
+    elif op == OP_REALIZED_VOL_TIME:
+        # fs[i, fo] holds the previous input; squared log returns go into a two-sum window
+        have = ist[i, io] > 0
+        r2 = 0.0
+        if have:
+            lr = math.log(x / fs[i, fo])
+            r2 = lr * lr
+        fs[i, fo] = x
+        ist[i, io] = 1
+        if window_sums_update(fs, i, fo + 1, ist, io + 1, cap, ip, now, r2, 1.0, have):
+            v = math.sqrt(fs[i, fo + 1])
+    return v
+
+
+@njit(cache=True, inline="always")
+def _window_value(want_mean, want_std, fs, i, fo, ist, io, x):  # type: ignore[no-untyped-def]
+    if want_mean:
+        return _ring_mean(fs, i, fo, ist, io)
+    sd = _ring_std(fs, i, fo, ist, io)
+    if want_std:
+        return sd
+    return (x - _ring_mean(fs, i, fo, ist, io)) / sd if sd > 0.0 else 0.0
+
+
+@njit(cache=True)
+def run_one(  # type: ignore[no-untyped-def]
+    ts, inst, kind, bid, ask, bid_size, ask_size, price, size, side,
+    scratch_i, scratch_f, ops, fstate, istate, values, res, upd,
+):  # fmt: skip
+    """``run_program`` for one tick given as scalars (the live path): the scalars go into
+    one-row scratch columns, so the arithmetic is exactly the batch path's."""
+    scratch_i[0, 0] = ts
+    scratch_i[1, 0] = inst
+    scratch_i[2, 0] = kind
+    scratch_i[3, 0] = side
+    scratch_f[0, 0] = bid
+    scratch_f[1, 0] = ask
+    scratch_f[2, 0] = bid_size
+    scratch_f[3, 0] = ask_size
+    scratch_f[4, 0] = price
+    scratch_f[5, 0] = size
+    _program(scratch_i[0], scratch_i[1], scratch_i[2], scratch_f[0], scratch_f[1], scratch_f[2],
+             scratch_f[3], scratch_f[4], scratch_f[5], scratch_i[3], ops, fstate, istate, values, res, upd)  # fmt: skip
