@@ -102,7 +102,24 @@ def main() -> None:
     print(
         f"streaming, StreamingFeatures.push (scalars): median {statistics.median(costs):.2f} us/tick"
     )
+    # marginal cost of each kernel on one instrument's quotes (mid alone is the baseline)
+    quotes_only = data.take(np.flatnonzero((data.kind == 0) & (data.instrument == 0))[:2_000_000].astype(np.int64))
+    base = None
+    for spec in [None, *SPECS[1:]]:
+        fs1 = FeatureSet([SPECS[0]] + ([spec] if spec else []))
+        fs1.update(quotes_only.slice(0, 10), fs1.new_state(3))
+        best = min(_timed(fs1, quotes_only) for _ in range(3)) / len(quotes_only) * 1e9
+        base = best if base is None else base
+        label = "mid alone" if spec is None else f"+ {spec.kind}"
+        print(f"kernel cost {label:>28}: {best:6.1f} ns/tick ({best - base:+.1f})")
     print(f"machine: {machine()}")
+
+
+def _timed(fs: FeatureSet, batch: TickBatch) -> float:
+    state = fs.new_state(3)
+    t0 = time.perf_counter()
+    fs.update(batch, state)
+    return time.perf_counter() - t0
 
 
 if __name__ == "__main__":
