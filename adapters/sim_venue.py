@@ -145,6 +145,8 @@ class SimulatedVenue:
         self._active = 0
         self._fills = np.zeros((16, 5))
         self._fill_seq = 0
+        self._staged = 0
+        self._staged_ts = np.empty(0, np.int64)
         self._market: MarketState | None = None
         self._instruments: InstrumentTable | None = None
 
@@ -172,17 +174,25 @@ class SimulatedVenue:
                 self._arrive_cancel(msg, arrival)
 
     def match(self, batch: TickBatch, start: int, stop: int) -> int:
+        """Scan for the first tick in [start, stop) at which resting orders fill; return the
+        index after it (or ``stop``). Its fills are staged until ``commit``: the engine may
+        stop earlier (a loss limit tripped before that tick) and scan again."""
+        self._staged = 0
         if self._active == 0:
             return stop
         j, n = _match(batch.instrument, batch.kind, batch.bid, batch.ask, batch.bid_size,
                       batch.ask_size, batch.price, batch.size, start, stop, self._orders,
                       self._next_slot, self._fills)  # fmt: skip
-        for k in range(n):
-            slot, qty, px, maker, tick = self._fills[k]
-            self._book_fill(
-                int(slot), float(qty), float(px), bool(maker), int(batch.ts_event[int(tick)])
-            )
+        self._staged = int(n)
+        self._staged_ts = batch.ts_event
         return int(j)
+
+    def commit(self) -> None:
+        """Book the fills staged by the last ``match``."""
+        for k in range(self._staged):
+            slot, qty, px, maker, tick = self._fills[k]
+            self._book_fill(int(slot), float(qty), float(px), bool(maker), int(self._staged_ts[int(tick)]))
+        self._staged = 0
 
     def drain_reports(self) -> list[ExecutionReport]:
         out = self._reports

@@ -45,11 +45,11 @@ from engine.events import (
 )
 from engine.features import FeatureSet
 from engine.instruments import Instrument, InstrumentTable
-from engine.market import ASK, ASK_SIZE, BID, BID_SIZE, MarketState
+from engine.market import ASK, ASK_SIZE, BID, BID_SIZE, L_BREACH, MarketState
 from engine.orders import OrderBook, OrderStatus
 from engine.portfolio import Portfolio
 from engine.ports import ExecutionReport, OrderRouter
-from engine.risk import AccountView, RiskEngine
+from engine.risk import RiskEngine
 from engine.signals import SignalModel, ZoneTracker, select_columns
 from engine.strategy import Strategy
 from engine.ticks import QUOTE, TRADE, TickBatch
@@ -122,6 +122,9 @@ class Engine:
         self._wants_quotes = strategy.wants_quotes()
         self._wants_trades = strategy.wants_trades()
         self._context = EngineContext(self)
+        self._warm_columns = self._warmup_columns()
+        risk.bind(instruments, self.market, self.portfolio, self.orders, self._is_warm)
+        self.market.arm_loss_monitor(risk.config.daily_loss_limit, risk.config.max_drawdown)
         router.bind(self.market, instruments)
         self._started = False
 
@@ -177,6 +180,7 @@ class Engine:
             events = np.union1d(sig_idx, np.flatnonzero(mask))
         self.market.begin_batch(n)
         positions, cash = self.portfolio.positions, self.portfolio.cash
+        loss = self.market.loss
         e = 0  # next entry of ``events``
         s = 0  # next entry of ``sig_idx``
         n_events = events.shape[0]
@@ -189,10 +193,15 @@ class Engine:
             if e < n_events and events[e] < end:
                 stop = int(events[e]) + 1
             j = self.router.match(batch, pos, stop)
-            self.market.update(batch, pos, j, positions, cash)
-            self.clock.advance(int(ts[j - 1]))
-            self._last_ts = int(ts[j - 1])
+            k = self.market.update(batch, pos, j, positions, cash)
+            if k == j:
+                self.router.commit()  # else a loss limit tripped before the fill tick
+            self.clock.advance(int(ts[k - 1]))
+            self._last_ts = int(ts[k - 1])
             self._handle_reports()
+            if loss[L_BREACH] != 0.0:
+                self._check_loss_breach()
+            j = k
             if e < n_events and events[e] == j - 1:
                 t = j - 1
                 if s < sig_idx.shape[0] and sig_idx[s] == t:
@@ -212,6 +221,41 @@ class Engine:
                 e += 1
             pos = j
         self.market.end_batch()
+
+    def _check_loss_breach(self) -> None:
+        breach = self.market.take_breach()
+        if breach is None:
+            return
+        code, equity = breach
+        start, peak = self.market.day_figures()
+        cfg = self.risk.config
+        if code == 1:
+            reason = (f"daily loss limit {cfg.daily_loss_limit:g} reached: equity {equity:.2f}, "
+                      f"day start {start:.2f}")  # fmt: skip
+        else:
+            reason = (f"max drawdown {cfg.max_drawdown:g} from the day's peak reached: equity "
+                      f"{equity:.2f}, peak {peak:.2f}")  # fmt: skip
+        self.counters["loss_limit_breaches"] += 1
+        self.set_trading_state("HALTED" if cfg.on_loss == "halted" else "REDUCE_ONLY", reason)
+
+    def market_data_lost(self, reason: str) -> None:
+        """The source lost market data (broker drop, feed gap): stop adding risk."""
+        self.counters["market_data_lost"] += 1
+        state = "HALTED" if self.risk.config.on_data_loss == "halted" else "REDUCE_ONLY"
+        self.set_trading_state(state, f"market data lost: {reason}")
+
+    def _warmup_columns(self) -> npt.NDArray[np.int64]:
+        wanted = list(self.strategy.required_features())
+        if not wanted and self.model is not None:
+            wanted = list(self.model.feature_names)
+        return self.features.state_columns(wanted)
+
+    def _is_warm(self, instrument: int) -> bool:
+        cols = self._warm_columns
+        if cols.shape[0] == 0:
+            return True
+        row = self.feature_state.values[instrument]
+        return not bool(np.isnan(row[cols]).any())
 
     def advance_to(self, ts_ns: int) -> None:
         """Handle timers and venue events due at or before ``ts_ns`` (live heartbeat)."""
@@ -321,6 +365,8 @@ class Engine:
         if event is None:
             return
         self._emit(event)
+        if state == "ACTIVE":
+            self.market.arm_loss_monitor(self.risk.config.daily_loss_limit, self.risk.config.max_drawdown)
         if state == "HALTED":
             for order in self.orders.open_orders():
                 self._send_cancel(order.client_order_id, order.request.instrument, "halted")
@@ -348,10 +394,7 @@ class Engine:
                            reduce_only=reduce_only, strategy=self.strategy.name)  # fmt: skip
         self._emit(req)
         self.counters["orders_requested"] += 1
-        view = AccountView(
-            inst, float(self.portfolio.positions[index]), self.orders.open_qty(index)
-        )
-        rejected = self.risk.check(req, view, now)
+        rejected = self.risk.check(req, index, now)
         if rejected is not None:
             self.counters["risk_rejected"] += 1
             self._emit(rejected)

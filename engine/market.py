@@ -23,13 +23,29 @@ LAST_PRICE = 5
 N_BOOK = 6
 
 
+# loss monitor slots (float64 array)
+L_ARMED = 0
+L_DAILY_LIMIT = 1
+L_DRAWDOWN_LIMIT = 2
+L_DAY_START = 3
+L_DAY_PEAK = 4
+L_DAY = 5
+L_BREACH = 6  # 0 none, 1 daily loss, 2 drawdown from the day's peak
+L_EQUITY = 7
+N_LOSS = 8
+DAY_NS = 86_400_000_000_000
+
+
 @njit(cache=True)
 def _update_market(  # type: ignore[no-untyped-def]
     ts, inst, kind, bid, ask, bid_size, ask_size, price, start, stop,
-    book, quote_ts, positions, cash, sampler, out_ts, out_equity, out_n,
+    book, quote_ts, positions, cash, sampler, out_ts, out_equity, out_n, loss,
 ):  # fmt: skip
+    """Apply ticks [start, stop); returns ``stop``, or the index after the first tick at
+    which the account breached a loss limit (then ``loss[L_BREACH]`` says which)."""
     n_inst = book.shape[0]
     interval = sampler[1]
+    monitor = loss[L_ARMED] != 0.0
     for t in range(start, stop):
         now = ts[t]
         if interval > 0 and sampler[0] == 0:
@@ -54,6 +70,28 @@ def _update_market(  # type: ignore[no-untyped-def]
             quote_ts[i] = now
         else:
             book[i, LAST_PRICE] = price[t]
+        if monitor and kind[t] == 0:
+            # realized + unrealized, marked at mids, after this quote
+            eq = cash[0]
+            for k in range(n_inst):
+                if positions[k] != 0.0:
+                    eq += positions[k] * book[k, MID]
+            day = now // DAY_NS
+            if day != loss[L_DAY]:
+                loss[L_DAY] = day
+                loss[L_DAY_START] = eq
+                loss[L_DAY_PEAK] = eq
+            if eq > loss[L_DAY_PEAK]:
+                loss[L_DAY_PEAK] = eq
+            if loss[L_DAY_START] - eq >= loss[L_DAILY_LIMIT]:
+                loss[L_BREACH] = 1.0
+            elif loss[L_DAY_PEAK] - eq >= loss[L_DRAWDOWN_LIMIT]:
+                loss[L_BREACH] = 2.0
+            if loss[L_BREACH] != 0.0:
+                loss[L_EQUITY] = eq
+                loss[L_ARMED] = 0.0
+                return t + 1
+    return stop
 
 
 class MarketState:
@@ -72,8 +110,29 @@ class MarketState:
         self._buf_ts = np.empty(0, np.int64)
         self._buf_eq = np.empty(0)
         self._n = np.zeros(1, np.int64)
+        self.loss = np.zeros(N_LOSS)
+        self.loss[L_DAY] = -1.0
         self.sample_ts: list[npt.NDArray[np.int64]] = []
         self.sample_equity: list[npt.NDArray[np.float64]] = []
+
+    def arm_loss_monitor(self, daily_loss_limit: float | None, max_drawdown: float | None) -> None:
+        """Watch realized + unrealized PnL per UTC day; a breach stops the scan at that tick."""
+        self.loss[L_DAILY_LIMIT] = np.inf if daily_loss_limit is None else daily_loss_limit
+        self.loss[L_DRAWDOWN_LIMIT] = np.inf if max_drawdown is None else max_drawdown
+        self.loss[L_BREACH] = 0.0
+        self.loss[L_ARMED] = 1.0 if (daily_loss_limit is not None or max_drawdown is not None) else 0.0
+
+    def take_breach(self) -> tuple[int, float] | None:
+        """The breach the last ``update`` stopped at (code, equity), once."""
+        code = int(self.loss[L_BREACH])
+        if code == 0:
+            return None
+        self.loss[L_BREACH] = 0.0
+        return code, float(self.loss[L_EQUITY])
+
+    def day_figures(self) -> tuple[float, float]:
+        """Equity at the start of the current UTC day and its peak so far."""
+        return float(self.loss[L_DAY_START]), float(self.loss[L_DAY_PEAK])
 
     def begin_batch(self, n: int) -> None:
         if self._buf_ts.shape[0] < n:
@@ -88,14 +147,16 @@ class MarketState:
         stop: int,
         positions: npt.NDArray[np.float64],
         cash: npt.NDArray[np.float64],
-    ) -> None:
-        if stop > start:
-            _update_market(
+    ) -> int:
+        """Apply ticks [start, stop); returns where it stopped (early on a loss breach)."""
+        if stop <= start:
+            return stop
+        return int(_update_market(
                 batch.ts_event, batch.instrument, batch.kind, batch.bid, batch.ask,
                 batch.bid_size, batch.ask_size, batch.price, start, stop, self.book,
                 self.quote_ts, positions, cash, self._sampler, self._buf_ts, self._buf_eq,
-                self._n,
-            )  # fmt: skip
+                self._n, self.loss,
+            ))  # fmt: skip
 
     def end_batch(self) -> None:
         n = int(self._n[0])

@@ -115,15 +115,32 @@ class Order:
 
 
 class OrderBook:
-    """All orders of the session by client order id, with open quantity per instrument."""
+    """All orders of the session by client order id, with open quantity per instrument.
+
+    Open counts and open quantity per side are kept up to date incrementally, because the
+    risk checks read them for every order.
+    """
 
     def __init__(self, n_instruments: int) -> None:
         self._orders: dict[str, Order] = {}
         self._open: dict[str, Order] = {}
-        self._n = n_instruments
+        self.open_count = [0] * n_instruments
+        self.open_buy_qty = [0.0] * n_instruments
+        self.open_sell_qty = [0.0] * n_instruments
 
     def __len__(self) -> int:
         return len(self._orders)
+
+    @property
+    def open_total(self) -> int:
+        return len(self._open)
+
+    def _track(self, order: Order, qty: float) -> None:
+        i = order.instrument_index
+        if order.request.side == "buy":
+            self.open_buy_qty[i] = round(self.open_buy_qty[i] + qty, 10)
+        else:
+            self.open_sell_qty[i] = round(self.open_sell_qty[i] + qty, 10)
 
     def add(self, request: OrderRequest, instrument_index: int) -> Order:
         if request.client_order_id in self._orders:
@@ -131,6 +148,8 @@ class OrderBook:
         order = Order(request, instrument_index)
         self._orders[request.client_order_id] = order
         self._open[request.client_order_id] = order
+        self.open_count[instrument_index] += 1
+        self._track(order, request.qty)
         return order
 
     def get(self, client_order_id: str) -> Order:
@@ -140,16 +159,23 @@ class OrderBook:
         except KeyError:
             raise OrderStateError(f"unknown client order id {client_order_id!r}") from None
 
+    def _closed(self, order: Order, remaining: float) -> None:
+        self._open.pop(order.client_order_id, None)
+        self.open_count[order.instrument_index] -= 1
+        self._track(order, -remaining)
+
     def update(self, order: Order, status: OrderStatus) -> None:
+        remaining = order.remaining_qty
         order.transition(status)
         if not order.is_open:
-            self._open.pop(order.client_order_id, None)
+            self._closed(order, remaining)
 
     def fill(self, fill: Fill) -> Order:
         order = self.get(fill.client_order_id)
         order.apply_fill(fill)
+        self._track(order, -fill.qty)
         if not order.is_open:
-            self._open.pop(order.client_order_id, None)
+            self._closed(order, order.remaining_qty)
         return order
 
     def open_orders(self, instrument_index: int | None = None) -> list[Order]:
@@ -158,5 +184,4 @@ class OrderBook:
 
     def open_qty(self, instrument_index: int) -> float:
         """Signed quantity still to fill on open orders of one instrument."""
-        return sum(side_sign(o.request.side) * o.remaining_qty
-                   for o in self._open.values() if o.instrument_index == instrument_index)  # fmt: skip
+        return round(self.open_buy_qty[instrument_index] - self.open_sell_qty[instrument_index], 10)

@@ -300,6 +300,17 @@ class FeatureSet:
                 counts[op.canonical["name"]] = int(state.istate[:, io + slot].sum())
         return counts
 
+    def state_columns(self, names: list[str]) -> npt.NDArray[np.int64]:
+        """Where the named features sit in ``FeatureState.values`` (program order).
+
+        Raises:
+            ConfigError: a name is not a feature of this set.
+        """
+        missing = [n for n in names if n not in self.names]
+        if missing:
+            raise ConfigError("features", f"features {missing} are required but not declared")
+        return np.array([self._columns[self.names.index(n)] for n in names], np.int64)
+
     def current(self, state: FeatureState, instrument: int) -> dict[str, float]:
         """The latest value of every feature for one instrument, by name."""
         row = state.values[instrument]

@@ -2,26 +2,35 @@
 
 A refusal is a ``RiskRejected`` event naming the check, its limit and the value that
 broke it; nothing is raised into the loop and nothing is dropped. Trading-state changes
-are ``TradingState`` events with a reason.
+are ``TradingState`` events with a reason. Checks run in a fixed order, cheapest and most
+fundamental first; the first failure is reported.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Callable
 
-from engine.events import OrderRequest, RiskRejected, TradingState, TradingStateName, side_sign
-from engine.instruments import Instrument
+import numpy as np
+
+from engine.events import OrderRequest, RiskRejected, TradingState, TradingStateName
+from engine.instruments import InstrumentTable
+from engine.market import ASK, BID, MID, MarketState
+from engine.orders import OrderBook
+from engine.portfolio import Portfolio
 from engine.risk.limits import RiskConfig, RiskLimits
+from engine.risk.rate import TokenBucket
 
+# orders and positions are lot multiples; comparisons allow for float dust only
+_EPS = 1e-9
 
-@dataclass(frozen=True, slots=True)
-class AccountView:
-    """What the checks may read about one instrument at the time of the order."""
-
-    instrument: Instrument
-    position: float
-    open_qty: float  # signed, on open orders
+CHECKS = (
+    "positive_qty", "trading_state", "reduce_only_order", "lot_size", "tick_size", "max_order_qty",
+    "max_order_notional", "stale_data", "no_quote", "price_collar", "max_position",
+    "max_gross_exposure", "max_open_orders", "account_max_open_orders", "warmup",
+    "orders_per_second", "account_orders_per_second",
+)  # fmt: skip
 
 
 class RiskEngine:
@@ -29,15 +38,35 @@ class RiskEngine:
 
     Args:
         config: the ``[risk]`` table.
-        symbols: instruments, to resolve per-instrument limits once.
+        symbols: instrument symbols in dense-index order.
     """
 
     def __init__(self, config: RiskConfig, symbols: tuple[str, ...]) -> None:
         self.config = config
-        self._limits: dict[str, RiskLimits] = {s: config.limits_for(s) for s in symbols}
+        self.limits: list[RiskLimits] = [config.limits_for(s) for s in symbols]
+        self._quote_age = [lim.max_quote_age_ns for lim in self.limits]
+        self._buckets = [TokenBucket(lim.orders_per_second) if lim.orders_per_second else None
+                         for lim in self.limits]  # fmt: skip
+        self._account_bucket = (TokenBucket(config.account_orders_per_second)
+                                if config.account_orders_per_second else None)  # fmt: skip
         self.state: TradingStateName = "ACTIVE"
         self.rejections: Counter[str] = Counter()
         self.passed = 0
+        self._instruments: InstrumentTable | None = None
+        self._market: MarketState | None = None
+        self._portfolio: Portfolio | None = None
+        self._orders: OrderBook | None = None
+        self._is_warm: Callable[[int], bool] = lambda _i: True
+
+    def bind(self, instruments: InstrumentTable, market: MarketState, portfolio: Portfolio,
+             orders: OrderBook, is_warm: Callable[[int], bool]) -> None:  # fmt: skip
+        """Give the checks read access to the engine's state (done once by the engine)."""
+        self._instruments = instruments
+        self._market = market
+        self._portfolio = portfolio
+        self._orders = orders
+        if self.config.warmup:
+            self._is_warm = is_warm
 
     def set_state(self, state: TradingStateName, reason: str, ts_ns: int) -> TradingState | None:
         """Change the trading state; returns the event, or None if already in ``state``."""
@@ -52,36 +81,99 @@ class RiskEngine:
                 ts_ns: int) -> RiskRejected:  # fmt: skip
         self.rejections[check] += 1
         return RiskRejected(ts_event=ts_ns, ts_recv=ts_ns, client_order_id=req.client_order_id,
-                            instrument=req.instrument, check=check, limit=limit, value=value,
-                            reason=reason)  # fmt: skip
+                            instrument=req.instrument, check=check, limit=float(limit),
+                            value=float(value), reason=reason)  # fmt: skip
 
-    def check(self, req: OrderRequest, view: AccountView, ts_ns: int) -> RiskRejected | None:
-        """Run every check in order; the first failure is returned as an event."""
-        signed = side_sign(req.side) * req.qty
-        if req.qty <= 0:
-            return self._reject(req, "positive_qty", 0.0, req.qty, "order quantity must be > 0",
-                                ts_ns)  # fmt: skip
+    def check(self, req: OrderRequest, i: int, now: int) -> RiskRejected | None:  # noqa: C901
+        """Run every check for order ``req`` on instrument index ``i`` at time ``now``."""
+        assert self._instruments is not None and self._market is not None
+        assert self._portfolio is not None and self._orders is not None
+        qty = req.qty
+        buy = req.side == "buy"
+        if not (qty > 0 and math.isfinite(qty)):
+            return self._reject(req, "positive_qty", 0.0, qty, "order quantity must be a finite number > 0", now)
         if self.state == "HALTED":
-            return self._reject(req, "trading_state", 0.0, req.qty, "trading is HALTED", ts_ns)
+            return self._reject(req, "trading_state", 0.0, qty, "trading is HALTED", now)
+        orders = self._orders
+        position = float(self._portfolio.positions[i])
+        same_side_open = orders.open_buy_qty[i] if buy else orders.open_sell_qty[i]
+        signed = qty if buy else -qty
+        # worst case if every open order on this side fills, then this one
+        worst = position + (same_side_open + qty if buy else -(same_side_open + qty))
         if self.state == "REDUCE_ONLY" or req.reduce_only:
-            exposure = view.position + view.open_qty
+            exposure = position + orders.open_qty(i)
             after = exposure + signed
-            if abs(after) > abs(exposure) + 1e-12 or (exposure != 0 and after * exposure < 0):
-                check = "reduce_only" if self.state == "REDUCE_ONLY" else "reduce_only_order"
+            if abs(after) > abs(exposure) + _EPS or exposure * after < -_EPS:
+                check = "trading_state" if self.state == "REDUCE_ONLY" else "reduce_only_order"
                 return self._reject(req, check, abs(exposure), abs(after),
-                                    "order would open or flip a position while reducing",
-                                    ts_ns)  # fmt: skip
-        limits = self._limits[req.instrument]
-        if limits.max_order_qty is not None and req.qty > limits.max_order_qty:
-            return self._reject(req, "max_order_qty", limits.max_order_qty, req.qty,
-                                "order quantity above limit", ts_ns)  # fmt: skip
-        inst = view.instrument
+                                    "order would open, grow or flip a position while reducing only", now)  # fmt: skip
+        inst = self._instruments.instruments[i]
+        limit_price = req.limit_price
         if not self.config.round_to_grid:
-            if not inst.is_on_lot(req.qty):
-                return self._reject(req, "lot_size", inst.lot_size, req.qty,
-                                    "quantity is not a multiple of the lot size", ts_ns)  # fmt: skip
-            if req.limit_price is not None and not inst.is_on_tick(req.limit_price):
-                return self._reject(req, "tick_size", inst.tick_size, req.limit_price,
-                                    "limit price is not on the tick grid", ts_ns)  # fmt: skip
+            if not inst.is_on_lot(qty):
+                return self._reject(req, "lot_size", inst.lot_size, qty, "quantity is not a multiple of the lot size", now)
+            if limit_price is not None and not inst.is_on_tick(limit_price):
+                return self._reject(req, "tick_size", inst.tick_size, limit_price, "limit price is not on the tick grid", now)
+        lim = self.limits[i]
+        if lim.max_order_qty is not None and qty > lim.max_order_qty + _EPS:
+            return self._reject(req, "max_order_qty", lim.max_order_qty, qty, "order quantity above limit", now)
+        book = self._market.book[i]
+        quote_ts = int(self._market.quote_ts[i])
+        age_limit = self._quote_age[i]
+        if age_limit is not None and quote_ts and now - quote_ts > age_limit:
+            return self._reject(req, "stale_data", age_limit, now - quote_ts, "last quote is too old (ns)", now)
+        mid = float(book[MID])
+        if req.order_type == "market" and (quote_ts == 0 or math.isnan(mid)):
+            return self._reject(req, "no_quote", 0.0, 0.0, "market order without a quote to price it", now)
+        ref_price = limit_price if limit_price is not None else float(book[ASK] if buy else book[BID])
+        if lim.max_order_notional is not None and not math.isnan(ref_price):
+            notional = qty * ref_price
+            if notional > lim.max_order_notional + _EPS:
+                return self._reject(req, "max_order_notional", lim.max_order_notional, notional,
+                                    "order notional above limit", now)  # fmt: skip
+        if lim.price_collar_bps is not None and limit_price is not None:
+            if math.isnan(mid):
+                return self._reject(req, "price_collar", lim.price_collar_bps, float("nan"),
+                                    "no mid to check the limit price against", now)  # fmt: skip
+            through_bps = (limit_price - mid) / mid * 1e4 if buy else (mid - limit_price) / mid * 1e4
+            if through_bps > lim.price_collar_bps + 1e-9:
+                return self._reject(req, "price_collar", lim.price_collar_bps, through_bps,
+                                    "limit price too far through the mid (bps)", now)  # fmt: skip
+        increases = abs(worst) > abs(position) + _EPS
+        if lim.max_position is not None and increases and abs(worst) > lim.max_position + _EPS:
+            return self._reject(req, "max_position", lim.max_position, abs(worst),
+                                "position after the order and open orders above limit", now)  # fmt: skip
+        if self.config.max_gross_exposure is not None and increases:
+            positions = self._portfolio.positions
+            mids = self._market.book[:, MID]
+            held = positions != 0.0
+            gross = float(np.abs(positions[held] * mids[held]).sum())
+            price = mid if not math.isnan(mid) else ref_price
+            gross_after = gross - abs(position) * (0.0 if math.isnan(mid) else mid) + abs(worst) * price
+            if gross_after > self.config.max_gross_exposure + _EPS:
+                return self._reject(req, "max_gross_exposure", self.config.max_gross_exposure, gross_after,
+                                    "gross exposure after the order above limit", now)  # fmt: skip
+        if lim.max_open_orders is not None and orders.open_count[i] + 1 > lim.max_open_orders:
+            return self._reject(req, "max_open_orders", lim.max_open_orders, orders.open_count[i] + 1,
+                                "too many open orders on the instrument", now)  # fmt: skip
+        acct_open = self.config.account_max_open_orders
+        if acct_open is not None and orders.open_total + 1 > acct_open:
+            return self._reject(req, "account_max_open_orders", acct_open, orders.open_total + 1,
+                                "too many open orders on the account", now)  # fmt: skip
+        if not self._is_warm(i):
+            return self._reject(req, "warmup", 0.0, 0.0, "a feature the strategy needs is still warming up (NaN)", now)
+        # rate buckets last: a refused order must not spend a token
+        bucket = self._buckets[i]
+        if bucket is not None and bucket.level(now) < 1.0:
+            return self._reject(req, "orders_per_second", bucket.rate, bucket.rate + 1,
+                                "instrument order rate above limit", now)  # fmt: skip
+        account = self._account_bucket
+        if account is not None and account.level(now) < 1.0:
+            return self._reject(req, "account_orders_per_second", account.rate, account.rate + 1,
+                                "account order rate above limit", now)  # fmt: skip
+        if bucket is not None:
+            bucket.take(now)
+        if account is not None:
+            account.take(now)
         self.passed += 1
         return None

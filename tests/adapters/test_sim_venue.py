@@ -179,14 +179,23 @@ def test_cancel_removes_resting_order_and_late_cancel_is_answered() -> None:
     assert e.counters["cancels_rejected"] == 1
 
 
-def test_market_order_without_quote_is_rejected() -> None:
-    s, e = run(
-        quotes([(300, 99.0, 101.0, 5.0, 5.0)]),
-        {100: lambda s: s.ctx.submit_market("X", "buy", 1.0)},
-    )
-    assert isinstance(s.seen[0], OrderRejected)
-    assert "no quote" in s.seen[0].reason
-    assert e.counters["orders_rejected"] == 1
+def test_market_order_without_quote_is_rejected_by_the_venue() -> None:
+    from engine.events import OrderRequest
+    from engine.market import MarketState
+
+    venue = SimulatedVenue(latency_ns=10)
+    venue.bind(MarketState(1), InstrumentTable([Instrument(symbol="X")]))
+    venue.submit(OrderRequest(ts_event=100, ts_recv=100, client_order_id="A", instrument="X", side="buy", qty=1.0))
+    assert venue.next_event_ns() == 110
+    venue.advance_to(110)
+    (report,) = venue.drain_reports()
+    assert isinstance(report, OrderRejected) and "no quote" in report.reason
+
+
+def test_market_order_without_quote_is_refused_by_risk_before_the_venue() -> None:
+    s, e = run(quotes([(300, 99.0, 101.0, 5.0, 5.0)]), {100: lambda s: s.ctx.submit_market("X", "buy", 1.0)})
+    assert s.seen == []
+    assert e.risk.rejections["no_quote"] == 1
 
 
 def test_fees_taker_and_maker_in_bps_of_notional() -> None:
