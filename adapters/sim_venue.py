@@ -191,7 +191,9 @@ class SimulatedVenue:
         """Book the fills staged by the last ``match``."""
         for k in range(self._staged):
             slot, qty, px, maker, tick = self._fills[k]
-            self._book_fill(int(slot), float(qty), float(px), bool(maker), int(self._staged_ts[int(tick)]))
+            self._book_fill(
+                int(slot), float(qty), float(px), bool(maker), int(self._staged_ts[int(tick)])
+            )
         self._staged = 0
 
     def drain_reports(self) -> list[ExecutionReport]:

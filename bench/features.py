@@ -103,7 +103,9 @@ def main() -> None:
         f"streaming, StreamingFeatures.push (scalars): median {statistics.median(costs):.2f} us/tick"
     )
     # marginal cost of each kernel on one instrument's quotes (mid alone is the baseline)
-    quotes_only = data.take(np.flatnonzero((data.kind == 0) & (data.instrument == 0))[:2_000_000].astype(np.int64))
+    quotes_only = data.take(
+        np.flatnonzero((data.kind == 0) & (data.instrument == 0))[:2_000_000].astype(np.int64)
+    )
     base = None
     for spec in [None, *SPECS[1:]]:
         fs1 = FeatureSet([SPECS[0]] + ([spec] if spec else []))

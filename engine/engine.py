@@ -244,18 +244,15 @@ class Engine:
         state = "HALTED" if self.risk.config.on_data_loss == "halted" else "REDUCE_ONLY"
         self.set_trading_state(state, f"market data lost: {reason}")
 
-    def _warmup_columns(self) -> npt.NDArray[np.int64]:
+    def _warmup_columns(self) -> list[int]:
         wanted = list(self.strategy.required_features())
         if not wanted and self.model is not None:
             wanted = list(self.model.feature_names)
-        return self.features.state_columns(wanted)
+        return self.features.state_columns(wanted).tolist()
 
     def _is_warm(self, instrument: int) -> bool:
-        cols = self._warm_columns
-        if cols.shape[0] == 0:
-            return True
         row = self.feature_state.values[instrument]
-        return not bool(np.isnan(row[cols]).any())
+        return all(row[c] == row[c] for c in self._warm_columns)  # NaN != NaN
 
     def advance_to(self, ts_ns: int) -> None:
         """Handle timers and venue events due at or before ``ts_ns`` (live heartbeat)."""
@@ -366,7 +363,9 @@ class Engine:
             return
         self._emit(event)
         if state == "ACTIVE":
-            self.market.arm_loss_monitor(self.risk.config.daily_loss_limit, self.risk.config.max_drawdown)
+            self.market.arm_loss_monitor(
+                self.risk.config.daily_loss_limit, self.risk.config.max_drawdown
+            )
         if state == "HALTED":
             for order in self.orders.open_orders():
                 self._send_cancel(order.client_order_id, order.request.instrument, "halted")

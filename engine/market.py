@@ -120,7 +120,9 @@ class MarketState:
         self.loss[L_DAILY_LIMIT] = np.inf if daily_loss_limit is None else daily_loss_limit
         self.loss[L_DRAWDOWN_LIMIT] = np.inf if max_drawdown is None else max_drawdown
         self.loss[L_BREACH] = 0.0
-        self.loss[L_ARMED] = 1.0 if (daily_loss_limit is not None or max_drawdown is not None) else 0.0
+        self.loss[L_ARMED] = (
+            1.0 if (daily_loss_limit is not None or max_drawdown is not None) else 0.0
+        )
 
     def take_breach(self) -> tuple[int, float] | None:
         """The breach the last ``update`` stopped at (code, equity), once."""

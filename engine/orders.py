@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from engine.errors import OrderStateError
-from engine.events import Fill, OrderRequest, side_sign
+from engine.events import Fill, OrderRequest
 
 # fills are summed in float; a residue below this counts as fully filled
 _QTY_EPS = 1e-9

@@ -146,7 +146,8 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-def plot_png(equity: pl.DataFrame, fills: pl.DataFrame, title: str) -> bytes:
+def plot_png(equity: pl.DataFrame, fills: pl.DataFrame, title: str,
+             states: list[tuple[int, str]] | None = None) -> bytes:  # fmt: skip
     import matplotlib
 
     matplotlib.use("Agg")
@@ -172,6 +173,13 @@ def plot_png(equity: pl.DataFrame, fills: pl.DataFrame, title: str) -> bytes:
         axes[2].legend(loc="upper left", fontsize=8)
     axes[2].set_ylabel("position notional")
     axes[2].set_xlabel("hours since start")
+    colours = {"HALTED": "#c0392b", "REDUCE_ONLY": "#e67e22", "ACTIVE": "#27ae60"}
+    for ts_state, state in states or []:
+        x = (ts_state - t0) / 3.6e12
+        for ax in axes:
+            ax.axvline(x, color=colours.get(state, "k"), lw=1.2, ls="--")
+        axes[0].annotate(state, (x, 1.0), xycoords=("data", "axes fraction"), fontsize=8,
+                         color=colours.get(state, "k"), rotation=90, va="top", ha="right")  # fmt: skip
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -198,11 +206,19 @@ def _html(metrics: dict[str, Any], png: bytes, fills: pl.DataFrame, config_hash:
     )
     cols = "".join(f"<th>{html.escape(c)}</th>" for c in head.columns)
     img = base64.b64encode(png).decode()
+    state_rows = (
+        "".join(
+            f"<tr><td>{s['ts_event']}</td><td>{html.escape(s['state'])}</td><td>{html.escape(s['reason'])}</td></tr>"
+            for s in metrics.get("trading_states", [])
+        )
+        or "<tr><td colspan=3>none: ACTIVE throughout</td></tr>"
+    )
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>tradeloop replay report</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;font-size:13px}}
 th,td{{border-bottom:1px solid #ddd;padding:3px 8px;text-align:left}}code{{font-size:12px}}</style></head><body>
 <h1>tradeloop replay report</h1><p>config sha256 <code>{config_hash}</code></p>
 <img alt="equity, drawdown and positions" src="data:image/png;base64,{img}" style="width:100%">
+<h2>Trading state changes</h2><table><tr><th>ts_event</th><th>state</th><th>reason</th></tr>{state_rows}</table>
 <h2>Metrics</h2><table>{"".join(rows)}</table>
 <h2>First {head.height} of {fills.height} fills</h2><table><tr>{cols}</tr>{trade_rows}</table>
 </body></html>"""
@@ -222,7 +238,8 @@ def write_report(run: ReplayRun, out_dir: str | Path, config_hash: str = "") -> 
     (out / "metrics.json").write_text(
         json.dumps(_json_safe(metrics), indent=2, sort_keys=False) + "\n"
     )
-    png = plot_png(equity, fills, f"replay: {run.config.strategy.name}")
+    states = [(e.ts_event, e.state) for e in run.recorder.states]
+    png = plot_png(equity, fills, f"replay: {run.config.strategy.name}", states)
     (out / "report.png").write_bytes(png)
     (out / "report.html").write_text(_html(metrics, png, fills, config_hash))
     return metrics

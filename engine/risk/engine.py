@@ -12,11 +12,9 @@ import math
 from collections import Counter
 from collections.abc import Callable
 
-import numpy as np
-
 from engine.events import OrderRequest, RiskRejected, TradingState, TradingStateName
 from engine.instruments import InstrumentTable
-from engine.market import ASK, BID, MID, MarketState
+from engine.market import MID, MarketState
 from engine.orders import OrderBook
 from engine.portfolio import Portfolio
 from engine.risk.limits import RiskConfig, RiskLimits
@@ -84,14 +82,16 @@ class RiskEngine:
                             instrument=req.instrument, check=check, limit=float(limit),
                             value=float(value), reason=reason)  # fmt: skip
 
-    def check(self, req: OrderRequest, i: int, now: int) -> RiskRejected | None:  # noqa: C901
+    def check(self, req: OrderRequest, i: int, now: int) -> RiskRejected | None:
         """Run every check for order ``req`` on instrument index ``i`` at time ``now``."""
         assert self._instruments is not None and self._market is not None
         assert self._portfolio is not None and self._orders is not None
         qty = req.qty
         buy = req.side == "buy"
         if not (qty > 0 and math.isfinite(qty)):
-            return self._reject(req, "positive_qty", 0.0, qty, "order quantity must be a finite number > 0", now)
+            return self._reject(
+                req, "positive_qty", 0.0, qty, "order quantity must be a finite number > 0", now
+            )
         if self.state == "HALTED":
             return self._reject(req, "trading_state", 0.0, qty, "trading is HALTED", now)
         orders = self._orders
@@ -111,21 +111,40 @@ class RiskEngine:
         limit_price = req.limit_price
         if not self.config.round_to_grid:
             if not inst.is_on_lot(qty):
-                return self._reject(req, "lot_size", inst.lot_size, qty, "quantity is not a multiple of the lot size", now)
+                return self._reject(
+                    req,
+                    "lot_size",
+                    inst.lot_size,
+                    qty,
+                    "quantity is not a multiple of the lot size",
+                    now,
+                )
             if limit_price is not None and not inst.is_on_tick(limit_price):
-                return self._reject(req, "tick_size", inst.tick_size, limit_price, "limit price is not on the tick grid", now)
+                return self._reject(
+                    req,
+                    "tick_size",
+                    inst.tick_size,
+                    limit_price,
+                    "limit price is not on the tick grid",
+                    now,
+                )
         lim = self.limits[i]
         if lim.max_order_qty is not None and qty > lim.max_order_qty + _EPS:
-            return self._reject(req, "max_order_qty", lim.max_order_qty, qty, "order quantity above limit", now)
-        book = self._market.book[i]
+            return self._reject(
+                req, "max_order_qty", lim.max_order_qty, qty, "order quantity above limit", now
+            )
+        bid, ask, _, _, mid, _ = self._market.book[i].tolist()
         quote_ts = int(self._market.quote_ts[i])
         age_limit = self._quote_age[i]
         if age_limit is not None and quote_ts and now - quote_ts > age_limit:
-            return self._reject(req, "stale_data", age_limit, now - quote_ts, "last quote is too old (ns)", now)
-        mid = float(book[MID])
+            return self._reject(
+                req, "stale_data", age_limit, now - quote_ts, "last quote is too old (ns)", now
+            )
         if req.order_type == "market" and (quote_ts == 0 or math.isnan(mid)):
-            return self._reject(req, "no_quote", 0.0, 0.0, "market order without a quote to price it", now)
-        ref_price = limit_price if limit_price is not None else float(book[ASK] if buy else book[BID])
+            return self._reject(
+                req, "no_quote", 0.0, 0.0, "market order without a quote to price it", now
+            )
+        ref_price = limit_price if limit_price is not None else (ask if buy else bid)
         if lim.max_order_notional is not None and not math.isnan(ref_price):
             notional = qty * ref_price
             if notional > lim.max_order_notional + _EPS:
@@ -135,7 +154,9 @@ class RiskEngine:
             if math.isnan(mid):
                 return self._reject(req, "price_collar", lim.price_collar_bps, float("nan"),
                                     "no mid to check the limit price against", now)  # fmt: skip
-            through_bps = (limit_price - mid) / mid * 1e4 if buy else (mid - limit_price) / mid * 1e4
+            through_bps = (
+                (limit_price - mid) / mid * 1e4 if buy else (mid - limit_price) / mid * 1e4
+            )
             if through_bps > lim.price_collar_bps + 1e-9:
                 return self._reject(req, "price_collar", lim.price_collar_bps, through_bps,
                                     "limit price too far through the mid (bps)", now)  # fmt: skip
@@ -144,12 +165,17 @@ class RiskEngine:
             return self._reject(req, "max_position", lim.max_position, abs(worst),
                                 "position after the order and open orders above limit", now)  # fmt: skip
         if self.config.max_gross_exposure is not None and increases:
-            positions = self._portfolio.positions
-            mids = self._market.book[:, MID]
-            held = positions != 0.0
-            gross = float(np.abs(positions[held] * mids[held]).sum())
+            # a plain loop: for a handful of instruments it is several times cheaper than
+            # building numpy masks per order
+            mids = self._market.book[:, MID].tolist()
+            gross = 0.0
+            for k, p in enumerate(self._portfolio.positions.tolist()):
+                if p != 0.0:
+                    gross += abs(p * mids[k])
             price = mid if not math.isnan(mid) else ref_price
-            gross_after = gross - abs(position) * (0.0 if math.isnan(mid) else mid) + abs(worst) * price
+            gross_after = (
+                gross - abs(position) * (0.0 if math.isnan(mid) else mid) + abs(worst) * price
+            )
             if gross_after > self.config.max_gross_exposure + _EPS:
                 return self._reject(req, "max_gross_exposure", self.config.max_gross_exposure, gross_after,
                                     "gross exposure after the order above limit", now)  # fmt: skip
@@ -161,7 +187,14 @@ class RiskEngine:
             return self._reject(req, "account_max_open_orders", acct_open, orders.open_total + 1,
                                 "too many open orders on the account", now)  # fmt: skip
         if not self._is_warm(i):
-            return self._reject(req, "warmup", 0.0, 0.0, "a feature the strategy needs is still warming up (NaN)", now)
+            return self._reject(
+                req,
+                "warmup",
+                0.0,
+                0.0,
+                "a feature the strategy needs is still warming up (NaN)",
+                now,
+            )
         # rate buckets last: a refused order must not spend a token
         bucket = self._buckets[i]
         if bucket is not None and bucket.level(now) < 1.0:
@@ -172,8 +205,8 @@ class RiskEngine:
             return self._reject(req, "account_orders_per_second", account.rate, account.rate + 1,
                                 "account order rate above limit", now)  # fmt: skip
         if bucket is not None:
-            bucket.take(now)
+            bucket.spend()
         if account is not None:
-            account.take(now)
+            account.spend()
         self.passed += 1
         return None

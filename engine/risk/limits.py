@@ -88,7 +88,10 @@ class RiskConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
         for where, value in [("max_quote_age", self.max_quote_age),
                              *((f"instruments.{s}.max_quote_age", o.max_quote_age) for s, o in self.instruments.items())]:  # fmt: skip
             if value is not None:
-                parse_duration_ns(value)  # raises ValueError naming the bad duration
+                try:
+                    parse_duration_ns(value)
+                except ValueError as exc:
+                    raise ValueError(f"risk.{where}: {exc}") from exc
 
     def limits_for(self, symbol: str) -> RiskLimits:
         """The instrument's limits: its own where set, the defaults elsewhere."""

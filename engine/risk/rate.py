@@ -21,10 +21,16 @@ class TokenBucket:
 
     def level(self, now_ns: int) -> float:
         if self._last_ns is not None and now_ns > self._last_ns:
-            self._tokens = min(self.burst, self._tokens + (now_ns - self._last_ns) * 1e-9 * self.rate)
+            self._tokens = min(
+                self.burst, self._tokens + (now_ns - self._last_ns) * 1e-9 * self.rate
+            )
         if self._last_ns is None or now_ns > self._last_ns:
             self._last_ns = now_ns
         return self._tokens
+
+    def spend(self) -> None:
+        """Spend one token after ``level`` showed there is one."""
+        self._tokens -= 1.0
 
     def take(self, now_ns: int) -> bool:
         if self.level(now_ns) >= 1.0:

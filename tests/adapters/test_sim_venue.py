@@ -4,83 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
 import pytest
 
 from adapters.sim_venue import SimulatedVenue
-from engine.clock import ReplayClock, TimerFired
 from engine.engine import Engine
-from engine.events import CancelRejected, Event, Fill, OrderAccepted, OrderCancelled, OrderRejected
-from engine.features import FeatureSet, FeatureSpec
+from engine.events import Fill, OrderAccepted, OrderCancelled, OrderRejected
 from engine.instruments import Instrument, InstrumentTable
-from engine.risk import RiskConfig, RiskEngine
-from engine.strategy import NoParams, Strategy
 from engine.ticks import TickBatch
+from tests.support import Scripted, make_engine, quotes, trades
 
 
-class Scripted(Strategy):
-    """Runs ``actions[name](ctx)`` when timer ``name`` fires; records what comes back."""
-
-    name = "scripted"
-
-    def __init__(self, at: dict[int, Callable[[Scripted], None]]) -> None:
-        super().__init__(NoParams())
-        self.at = at
-        self.seen: list[Event] = []
-        self.ids: list[str] = []
-
-    def on_start(self) -> None:
-        for ts in self.at:
-            self.ctx.set_timer(f"t{ts}", ts)
-
-    def on_timer(self, timer: TimerFired) -> None:
-        self.at[timer.ts_event](self)
-
-    def on_fill(self, fill: Fill) -> None:
-        self.seen.append(fill)
-
-    def on_order(
-        self, event: OrderAccepted | OrderCancelled | OrderRejected | CancelRejected
-    ) -> None:
-        self.seen.append(event)
-
-
-def quotes(rows: list[tuple[int, float, float, float, float]]) -> TickBatch:
-    a = np.array(rows, dtype=float)
-    ts = a[:, 0].astype(np.int64)
-    return TickBatch.quotes(
-        ts, ts, np.zeros(len(rows), np.int32), a[:, 1], a[:, 2], a[:, 3], a[:, 4]
-    )
-
-
-def trades(rows: list[tuple[int, float, float, int]]) -> TickBatch:
-    a = np.array(rows, dtype=float)
-    ts = a[:, 0].astype(np.int64)
-    return TickBatch.trades(
-        ts, ts, np.zeros(len(rows), np.int32), a[:, 1], a[:, 2], a[:, 3].astype(np.int8)
-    )
-
-
-def run(
-    batch: TickBatch,
-    at: dict[int, Callable[[Scripted], None]],
-    *,
-    latency: int = 0,
-    fee_bps: float = 0.0,
-    maker_fee_bps: float | None = None,
-) -> tuple[Scripted, Engine]:
+def run(batch: TickBatch, at: dict[int, Callable[[Scripted], object]], *, latency: int = 0,
+        fee_bps: float = 0.0, maker_fee_bps: float | None = None) -> tuple[Scripted, Engine]:  # fmt: skip
     strat = Scripted(at)
-    inst = InstrumentTable([Instrument(symbol="X", tick_size=0.5, lot_size=0.1)])
-    engine = Engine(
-        instruments=inst,
-        clock=ReplayClock(),
-        router=SimulatedVenue(latency, fee_bps, maker_fee_bps),
-        features=FeatureSet([FeatureSpec(name="mid", kind="mid")]),
-        model=None,
-        strategy=strat,
-        risk=RiskEngine(RiskConfig(), inst.symbols),
-        equity_interval_ns=0,
-    )
+    engine = make_engine(strat, latency=latency, fee_bps=fee_bps, maker_fee_bps=maker_fee_bps)
     engine.start()
     engine.process_batch(batch)
     engine.finish()
@@ -185,7 +122,11 @@ def test_market_order_without_quote_is_rejected_by_the_venue() -> None:
 
     venue = SimulatedVenue(latency_ns=10)
     venue.bind(MarketState(1), InstrumentTable([Instrument(symbol="X")]))
-    venue.submit(OrderRequest(ts_event=100, ts_recv=100, client_order_id="A", instrument="X", side="buy", qty=1.0))
+    venue.submit(
+        OrderRequest(
+            ts_event=100, ts_recv=100, client_order_id="A", instrument="X", side="buy", qty=1.0
+        )
+    )
     assert venue.next_event_ns() == 110
     venue.advance_to(110)
     (report,) = venue.drain_reports()
@@ -193,8 +134,13 @@ def test_market_order_without_quote_is_rejected_by_the_venue() -> None:
 
 
 def test_market_order_without_quote_is_refused_by_risk_before_the_venue() -> None:
-    s, e = run(quotes([(300, 99.0, 101.0, 5.0, 5.0)]), {100: lambda s: s.ctx.submit_market("X", "buy", 1.0)})
-    assert s.seen == []
+    s, e = run(
+        quotes([(300, 99.0, 101.0, 5.0, 5.0)]),
+        {100: lambda s: s.ctx.submit_market("X", "buy", 1.0)},
+    )
+    assert [(type(x).__name__, getattr(x, "check", "")) for x in s.seen] == [
+        ("RiskRejected", "no_quote")
+    ]
     assert e.risk.rejections["no_quote"] == 1
 
 

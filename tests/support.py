@@ -1,0 +1,90 @@
+"""Small real parts for tests: a scripted strategy and tick builders."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from adapters.sim_venue import SimulatedVenue
+from engine.clock import ReplayClock, TimerFired
+from engine.engine import Engine
+from engine.events import (
+    CancelRejected,
+    Event,
+    Fill,
+    OrderAccepted,
+    OrderCancelled,
+    OrderRejected,
+    RiskRejected,
+)
+from engine.features import FeatureSet, FeatureSpec
+from engine.instruments import Instrument, InstrumentTable
+from engine.risk import RiskConfig, RiskEngine
+from engine.strategy import NoParams, Strategy
+from engine.ticks import TickBatch
+
+
+class Scripted(Strategy):
+    """Runs ``at[ts](self)`` when the timer set for ``ts`` fires; records what comes back."""
+
+    name = "scripted"
+
+    def __init__(
+        self, at: dict[int, Callable[[Scripted], Any]] | None = None, needs: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(NoParams())
+        self.at = at or {}
+        self.needs = needs
+        self.seen: list[Event] = []
+        self.ids: list[str] = []
+
+    def required_features(self) -> tuple[str, ...]:
+        return self.needs
+
+    def on_start(self) -> None:
+        for ts in self.at:
+            self.ctx.set_timer(f"t{ts}", ts)
+
+    def on_timer(self, timer: TimerFired) -> None:
+        self.at[timer.ts_event](self)
+
+    def on_fill(self, fill: Fill) -> None:
+        self.seen.append(fill)
+
+    def on_order(
+        self, event: OrderAccepted | OrderCancelled | OrderRejected | CancelRejected
+    ) -> None:
+        self.seen.append(event)
+
+    def on_reject(self, rejected: RiskRejected) -> None:
+        self.seen.append(rejected)
+
+
+def quotes(rows: list[tuple[int, float, float, float, float]], instrument: int = 0) -> TickBatch:
+    a = np.array(rows, dtype=float)
+    ts = np.array([r[0] for r in rows], np.int64)  # not via float: ns stamps need all 64 bits
+    inst = np.full(len(rows), instrument, np.int32)
+    return TickBatch.quotes(ts, ts, inst, a[:, 1], a[:, 2], a[:, 3], a[:, 4])
+
+
+def trades(rows: list[tuple[int, float, float, int]]) -> TickBatch:
+    a = np.array(rows, dtype=float)
+    ts = np.array([r[0] for r in rows], np.int64)
+    return TickBatch.trades(
+        ts, ts, np.zeros(len(rows), np.int32), a[:, 1], a[:, 2], a[:, 3].astype(np.int8)
+    )
+
+
+def make_engine(strategy: Strategy, *, risk: RiskConfig | None = None, latency: int = 0, fee_bps: float = 0.0,
+                maker_fee_bps: float | None = None, symbols: tuple[str, ...] = ("X",),
+                features: list[FeatureSpec] | None = None, tick_size: float = 0.5,
+                lot_size: float = 0.1) -> Engine:  # fmt: skip
+    inst = InstrumentTable(
+        [Instrument(symbol=s, tick_size=tick_size, lot_size=lot_size) for s in symbols]
+    )
+    fs = FeatureSet(features or [FeatureSpec(name="mid", kind="mid")])
+    return Engine(instruments=inst, clock=ReplayClock(), router=SimulatedVenue(latency, fee_bps, maker_fee_bps),
+                  features=fs, model=None, strategy=strategy, risk=RiskEngine(risk or RiskConfig(), inst.symbols),
+                  equity_interval_ns=0)  # fmt: skip
