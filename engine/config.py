@@ -68,6 +68,45 @@ class ReplayConfig(_Strict):
         return parse_duration_ns(self.equity_interval)
 
 
+class TrainConfig(_Strict):
+    """``[train]``: dataset, label, walk-forward split and model for ``tradeloop train``.
+
+    ``features``: the model's inputs (default: every feature of the set). Rows are the
+    first quote of each instrument in every ``sample_interval``. The label is the forward
+    mid log-return over ``horizon``; ``embargo`` defaults to the horizon and may not be
+    shorter.
+    """
+
+    model: Literal["lightgbm", "logistic"] = "lightgbm"
+    features: list[str] = []
+    horizon: str | int = "2s"
+    label: Literal["classification", "regression"] = "classification"
+    dead_zone_bps: float = 0.0
+    sample_interval: str | int = "250ms"
+    folds: int = 4
+    validation_fraction: float = 0.2
+    embargo: str | int | None = None
+    num_leaves: int = 15
+    learning_rate: float = 0.05
+    max_rounds: int = 300
+    early_stopping_rounds: int = 30
+    min_data_in_leaf: int = 200
+    seed: int = 7
+    suspicious_auc: float = 0.9
+
+    @property
+    def horizon_ns(self) -> int:
+        return parse_duration_ns(self.horizon)
+
+    @property
+    def embargo_ns(self) -> int:
+        return self.horizon_ns if self.embargo is None else parse_duration_ns(self.embargo)
+
+    @property
+    def sample_interval_ns(self) -> int:
+        return parse_duration_ns(self.sample_interval)
+
+
 class MqttConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = 1883
@@ -90,6 +129,7 @@ class Config(_Strict):
     risk: RiskConfig = RiskConfig()
     venue: VenueConfig = VenueConfig()
     replay: ReplayConfig = ReplayConfig()
+    train: TrainConfig = TrainConfig()
     mqtt: MqttConfig = MqttConfig()
     journal: JournalConfig = JournalConfig()
 
@@ -104,6 +144,22 @@ def _validate(cfg: Config) -> None:
             parse_duration_ns(value)
         except ValueError as exc:
             raise ConfigError(where, str(exc)) from exc
+    train = cfg.train
+    for where, value in (("train.horizon", train.horizon), ("train.sample_interval", train.sample_interval),
+                         ("train.embargo", train.embargo if train.embargo is not None else 0)):  # fmt: skip
+        try:
+            parse_duration_ns(value)
+        except ValueError as exc:
+            raise ConfigError(where, str(exc)) from exc
+    if train.embargo is not None and train.embargo_ns < train.horizon_ns:
+        raise ConfigError(
+            "train.embargo", "must be at least the label horizon, or test labels leak into training"
+        )
+    if train.folds < 1 or not 0.0 < train.validation_fraction < 0.9:
+        raise ConfigError("train", "folds must be >= 1 and 0 < validation_fraction < 0.9")
+    unknown = [f for f in train.features if f not in {s.name for s in cfg.features}]
+    if unknown:
+        raise ConfigError("train.features", f"not features of the set: {unknown}")
     if cfg.replay.batch_size < 1:
         raise ConfigError("replay.batch_size", "must be >= 1")
     symbols = {i.symbol for i in cfg.instruments}

@@ -51,6 +51,7 @@ from engine.portfolio import Portfolio
 from engine.ports import ExecutionReport, OrderRouter
 from engine.risk import RiskEngine
 from engine.signals import SignalModel, ZoneTracker, select_columns
+from engine.signals.manifest import check_against_features
 from engine.strategy import Strategy
 from engine.ticks import QUOTE, TRADE, TickBatch
 
@@ -116,6 +117,9 @@ class Engine:
         self._zones: ZoneTracker | None = None
         thresholds = strategy.thresholds()
         if model is not None:
+            manifest = getattr(model, "manifest", None)
+            if manifest is not None:
+                check_against_features(manifest, features.names, features.fingerprint)
             self._model_columns = select_columns(model.name, model.feature_names, features.names)
             if thresholds:
                 self._zones = ZoneTracker(thresholds, n)

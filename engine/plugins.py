@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 
 from engine.config import ModelConfig, StrategyConfig
-from engine.errors import PluginLoadError
+from engine.errors import ModelError, PluginLoadError
 from engine.signals import LinearModel, LinearParams, SignalModel
 from engine.strategy import Strategy
 
@@ -66,6 +66,11 @@ def load_model(config: ModelConfig) -> SignalModel:
     Raises:
         PluginLoadError: not found, bad params, or not a ``SignalModel``.
     """
+    if config.kind == "linear" and config.path:
+        try:
+            return LinearModel.load(config.path, config.name if config.name != "model" else None)
+        except ModelError as exc:
+            raise PluginLoadError(config.name, str(exc)) from exc
     if config.kind == "linear":
         try:
             params = msgspec.convert(config.params, LinearParams)
@@ -77,6 +82,8 @@ def load_model(config: ModelConfig) -> SignalModel:
         model = factory.from_config(config)
     except PluginLoadError:
         raise
+    except ModelError as exc:
+        raise PluginLoadError(config.kind, str(exc)) from exc
     except Exception as exc:
         raise PluginLoadError(config.kind, f"failed to build model: {exc!r}") from exc
     if not isinstance(model, SignalModel):

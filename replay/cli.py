@@ -22,6 +22,10 @@ def _default_config_path() -> Path:
     return Path(str(resources.files("replay") / "default_config.toml"))
 
 
+def _ml_config_path() -> Path:
+    return Path(str(resources.files("replay") / "ml_config.toml"))
+
+
 def _load(path: str | None, strategy: str | None) -> tuple[Config, str]:
     cfg, digest = load_config(path or _default_config_path())
     if strategy and strategy != cfg.strategy.name:
@@ -60,15 +64,48 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from replay.training import train
+
+    cfg, _ = load_config(args.config or _ml_config_path())
+    t0 = time.perf_counter()
+    result = train(cfg, args.data, args.out)
+    m = result.manifest.metrics
+    line = (f"trained {result.manifest.kind} in {time.perf_counter() - t0:.1f}s on {len(result.manifest.folds)} "
+            f"walk-forward folds: out-of-sample AUC {m['oos_auc']:.3f}, IC {m['oos_ic']:.4f}, "
+            f"accuracy {m['oos_accuracy']:.3f}")  # fmt: skip
+    if "baseline_logistic_oos_auc" in m:
+        line += f" (logistic baseline: AUC {m['baseline_logistic_oos_auc']:.3f}, IC {m['baseline_logistic_oos_ic']:.4f})"
+    print(line)
+    for w in result.manifest.warnings:
+        print(f"warning: {w}")
+    print(f"model: {result.folder} (report: {result.folder / 'training_report.html'})")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    """Sample data -> EMA-cross baseline replay -> train on the first two thirds ->
+    replay the held-out third with the model."""
+    from replay.sample_data import split_by_time
+
     out = Path(args.out)
     data = out / "data"
-    ns = argparse.Namespace(
-        out=str(data), symbols=3, hours=args.hours, quote_interval_ms=50.0, seed=7
+    cmd_sample_data(
+        argparse.Namespace(
+            out=str(data), symbols=3, hours=args.hours, quote_interval_ms=50.0, seed=7
+        )
     )
-    cmd_sample_data(ns)
-    return cmd_replay(argparse.Namespace(config=None, strategy=None, data=str(data),
-                                         out=str(out / "replay"), batch_size=None))  # fmt: skip
+    cmd_replay(argparse.Namespace(config=None, strategy=None, data=str(data), out=str(out / "replay"),
+                                  batch_size=None))  # fmt: skip
+    cut = split_by_time(data, out / "train", out / "holdout", 2 / 3)
+    print(f"split at ts {cut}: {out / 'train'} for training, {out / 'holdout'} held out")
+    cmd_train(argparse.Namespace(config=None, data=str(out / "train"), out=str(out / "model")))
+    text = _ml_config_path().read_text()
+    model_dir = (out / "model").resolve()
+    ml_cfg = out / "ml_replay.toml"
+    ml_cfg.write_text(text.replace("[model]\n", f'[model]\npath = "{model_dir.as_posix()}"\n', 1))
+    return cmd_replay(argparse.Namespace(config=str(ml_cfg), strategy=None, data=str(out / "holdout"),
+                                         out=str(out / "ml_replay"), batch_size=None))  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,7 +133,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=int, help="micro-batch size (results do not depend on it)")
     r.set_defaults(func=cmd_replay)
 
-    d = sub.add_parser("demo", help="sample data, then a replay with a report")
+    t = sub.add_parser(
+        "train", help="train a model on tick files (walk-forward, purged) and write a model folder"
+    )
+    t.add_argument("data", help="folder of *quotes*/*trades* files, or one file")
+    t.add_argument(
+        "--config",
+        help="TOML config with [[features]] and [train] (default: the bundled ML config)",
+    )
+    t.add_argument("--out", required=True, help="model folder to write")
+    t.set_defaults(func=cmd_train)
+
+    d = sub.add_parser(
+        "demo",
+        help="sample data -> baseline replay -> train -> replay held-out data with the model",
+    )
     d.add_argument("--out", default="tradeloop-demo", help="folder for data and report")
     d.add_argument("--hours", type=float, default=24.0)
     d.set_defaults(func=cmd_demo)

@@ -3,7 +3,8 @@ one self-contained HTML page.
 
 Metric definitions (also written into metrics.json):
 
-- returns are simple returns of account equity on the equity sampling grid;
+- returns are changes of account equity on the equity sampling grid over the initial
+  cash (well defined at any drawdown);
 - Sharpe = mean / std (ddof 1) of those returns x sqrt(periods per year), Sortino uses the
   downside deviation sqrt(mean(min(r, 0)^2)); periods per year = 365 days / grid
   interval (markets trading 24/7, no risk-free rate);
@@ -83,7 +84,9 @@ def compute_metrics(run: ReplayRun, equity: pl.DataFrame, fills: pl.DataFrame) -
     initial = run.config.replay.initial_cash
     interval = run.config.replay.equity_interval_ns
     periods = YEAR_NS / interval if interval else float("nan")
-    rets = np.diff(eq) / eq[:-1] if eq.shape[0] > 1 else np.empty(0)
+    # returns on the capital committed (initial cash), not on running equity: well
+    # defined however deep the drawdown, and additive like the PnL they come from
+    rets = np.diff(eq) / initial if eq.shape[0] > 1 and initial > 0 else np.empty(0)
     sharpe = sortino = float("nan")
     if rets.shape[0] > 1 and np.std(rets, ddof=1) > 0:
         sharpe = float(np.mean(rets) / np.std(rets, ddof=1) * math.sqrt(periods))

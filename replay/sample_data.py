@@ -138,3 +138,23 @@ def instruments_toml(symbols: int = 3) -> str:
         f'[[instruments]]\nsymbol = "{s.symbol}"\nvenue = "SIM"\ntick_size = {s.tick_size}\nlot_size = {s.lot_size}\n\n'
         for s in SYMBOLS[:symbols]
     )
+
+
+def split_by_time(
+    src: str | Path, train_dir: str | Path, holdout_dir: str | Path, fraction: float
+) -> int:
+    """Split a sample folder in time: the first ``fraction`` of its span for training, the
+    rest held out. Returns the cut time (ns); rows at or after it are held out."""
+    src = Path(src)
+    quotes = pl.read_parquet(src / "quotes.parquet")
+    trades = pl.read_parquet(src / "trades.parquet")
+    t0, t1 = int(quotes["ts_event"].min()), int(quotes["ts_event"].max())
+    cut = t0 + int((t1 - t0) * fraction)
+    for folder, keep in (
+        (Path(train_dir), pl.col("ts_event") < cut),
+        (Path(holdout_dir), pl.col("ts_event") >= cut),
+    ):
+        folder.mkdir(parents=True, exist_ok=True)
+        quotes.filter(keep).write_parquet(folder / "quotes.parquet")
+        trades.filter(keep).write_parquet(folder / "trades.parquet")
+    return cut

@@ -9,7 +9,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from engine.errors import PluginLoadError
+from engine.errors import ModelError, PluginLoadError
 
 
 class LinearParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -36,6 +36,28 @@ class LinearModel:
         self.feature_names: tuple[str, ...] = tuple(params.features)
         self._w = np.asarray(params.weights, np.float64)
         self._b = float(params.bias)
+        self.manifest: object | None = None
+
+    @classmethod
+    def load(cls, folder: str, name: str | None = None) -> LinearModel:
+        """Load a model folder written by ``tradeloop train`` with ``model = "logistic"``.
+
+        Raises:
+            ModelError: missing or tampered file, or a manifest of another kind.
+        """
+        from engine.signals.manifest import read_manifest, verified_model_path
+
+        manifest = read_manifest(folder)
+        if manifest.kind != "linear":
+            raise ModelError(f"{folder}: manifest kind is {manifest.kind!r}, not 'linear'")
+        path = verified_model_path(folder, manifest)
+        try:
+            params = msgspec.json.decode(path.read_bytes(), type=LinearParams)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise ModelError(f"{path}: invalid linear model: {exc}") from exc
+        model = cls(name or manifest.name, params)
+        model.manifest = manifest
+        return model
 
     def predict(self, features: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         # explicit sum in fixed order: a BLAS dot may change summation order with the

@@ -101,7 +101,18 @@ def test_cli_bad_data_names_file_row_column(
     assert "quotes.csv, row 1, column 'ask': crossed" in err
 
 
-def test_cli_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--hours", "0.1"]) == 0
-    assert (tmp_path / "demo" / "replay" / "report.html").exists()
-    assert "report:" in capsys.readouterr().out
+def test_cli_demo_runs_end_to_end_with_a_model_that_learned_something(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--hours", "0.5"]) == 0
+    demo = tmp_path / "demo"
+    assert (demo / "replay" / "report.html").exists()
+    manifest = json.loads((demo / "model" / "manifest.json").read_text())
+    assert manifest["metrics"]["oos_ic"] > 0.0
+    ml = json.loads((demo / "ml_replay" / "metrics.json").read_text())
+    assert ml["signals"] > 0 and ml["num_trades"] > 0
+    # the held-out replay starts after the training data ends
+    holdout_start = pl.read_parquet(demo / "holdout" / "quotes.parquet")["ts_event"].min()
+    assert manifest["train_range"]["end_ns"] < holdout_start
+    out = capsys.readouterr().out
+    assert "out-of-sample AUC" in out and str(demo / "ml_replay" / "report.html") in out
