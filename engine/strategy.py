@@ -104,6 +104,33 @@ class Strategy:
     def on_timer(self, timer: TimerFired) -> None: ...
     def on_stop(self) -> None: ...
 
+    # ---- helpers shared by position-targeting strategies -----------------------------
+
+    def size_for(
+        self, symbol: str, *, qty: float | None = None, notional: float | None = None
+    ) -> float:
+        """A position size: ``qty`` as given, or ``notional`` at the last mid, rounded
+        down to the lot. 0.0 when sizing by notional before the first quote."""
+        if qty is not None:
+            return qty
+        quote = self.ctx.last_quote(symbol)
+        if quote is None or notional is None:
+            return 0.0
+        inst = self.ctx.instrument(symbol)
+        lots = int(notional / (0.5 * (quote.bid + quote.ask)) / inst.lot_size)
+        return inst.round_qty(lots * inst.lot_size)
+
+    def trade_to(self, symbol: str, target: float) -> str | None:
+        """Send the market order that takes position plus open orders to ``target``;
+        returns its client order id, or None when already there."""
+        have = self.ctx.position(symbol) + self.ctx.open_qty(symbol)
+        delta = round(target - have, 10)
+        if delta > 0:
+            return self.ctx.submit_market(symbol, "buy", delta)
+        if delta < 0:
+            return self.ctx.submit_market(symbol, "sell", -delta)
+        return None
+
     def wants_quotes(self) -> bool:
         return type(self).on_quote is not Strategy.on_quote
 

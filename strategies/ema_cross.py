@@ -41,27 +41,10 @@ class EmaCross(Strategy):
     def thresholds(self) -> Sequence[float]:
         return (0.0,)
 
-    def _size(self, symbol: str) -> float:
-        if self.p.qty is not None:
-            return self.p.qty
-        quote = self.ctx.last_quote(symbol)
-        if quote is None:
-            return 0.0
-        inst = self.ctx.instrument(symbol)
-        assert self.p.notional is not None
-        lots = int(self.p.notional / (0.5 * (quote.bid + quote.ask)) / inst.lot_size)
-        return inst.round_qty(lots * inst.lot_size)
-
     def on_signal(self, signal: Signal) -> None:
-        symbol = signal.instrument
-        size = self._size(symbol)
+        size = self.size_for(signal.instrument, qty=self.p.qty, notional=self.p.notional)
         if signal.zone == 1:
             target = size
         else:
             target = -size if self.p.allow_short else 0.0
-        have = self.ctx.position(symbol) + self.ctx.open_qty(symbol)
-        delta = round(target - have, 10)
-        if delta > 0:
-            self.ctx.submit_market(symbol, "buy", delta)
-        elif delta < 0:
-            self.ctx.submit_market(symbol, "sell", -delta)
+        self.trade_to(signal.instrument, target)

@@ -45,21 +45,9 @@ class MlThreshold(Strategy):
             return (self.p.lower, self.p.upper)
         return (self.p.lower, self.p.exit, self.p.upper)
 
-    def _size(self, symbol: str) -> float:
-        if self.p.qty is not None:
-            return self.p.qty
-        quote = self.ctx.last_quote(symbol)
-        if quote is None:
-            return 0.0
-        inst = self.ctx.instrument(symbol)
-        assert self.p.notional is not None
-        return inst.round_qty(
-            int(self.p.notional / (0.5 * (quote.bid + quote.ask)) / inst.lot_size) * inst.lot_size
-        )
-
     def on_signal(self, signal: Signal) -> None:
         have = self.ctx.position(signal.instrument) + self.ctx.open_qty(signal.instrument)
-        size = self._size(signal.instrument)
+        size = self.size_for(signal.instrument, qty=self.p.qty, notional=self.p.notional)
         top = len(self.thresholds())
         if signal.zone == top:  # at or above upper
             target = size
@@ -71,8 +59,4 @@ class MlThreshold(Strategy):
             target = min(have, 0.0)
         else:  # between exit and upper: a short exits, a long holds
             target = max(have, 0.0)
-        delta = round(target - have, 10)
-        if delta > 0:
-            self.ctx.submit_market(signal.instrument, "buy", delta)
-        elif delta < 0:
-            self.ctx.submit_market(signal.instrument, "sell", -delta)
+        self.trade_to(signal.instrument, target)

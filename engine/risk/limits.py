@@ -41,26 +41,19 @@ class RiskLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 _LIMIT_FIELDS = RiskLimits.__struct_fields__
 
 
-class RiskConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class RiskConfig(RiskLimits, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The ``[risk]`` table.
 
-    Per-instrument defaults (same names as ``RiskLimits``) apply to every instrument
-    unless ``[risk.instruments.SYMBOL]`` overrides them. Account-wide:
-    ``max_gross_exposure`` (sum of |position| x mid, after the order),
-    ``account_orders_per_second``, ``account_max_open_orders``, ``daily_loss_limit``
-    and ``max_drawdown`` (currency amounts, realized + unrealized, per UTC day) which
-    switch the state to ``on_loss``; ``on_data_loss`` is the state when market data is
-    lost; ``warmup`` refuses orders while a feature the strategy needs is NaN;
-    ``round_to_grid`` rounds quantities and prices to the grid instead of refusing.
+    The inherited ``RiskLimits`` fields are the defaults of every instrument, overridden
+    per field by ``[risk.instruments.SYMBOL]``. Account-wide: ``max_gross_exposure`` (sum
+    of |position| x mid, after the order), ``account_orders_per_second``,
+    ``account_max_open_orders``, ``daily_loss_limit`` and ``max_drawdown`` (currency
+    amounts, realized + unrealized, per UTC day) which switch the state to ``on_loss``;
+    ``on_data_loss`` is the state when market data is lost; ``warmup`` refuses orders
+    while a feature the strategy needs is NaN; ``round_to_grid`` rounds quantities and
+    prices to the grid instead of refusing.
     """
 
-    max_order_qty: float | None = None
-    max_order_notional: float | None = None
-    max_position: float | None = None
-    price_collar_bps: float | None = None
-    max_quote_age: str | int | None = None
-    orders_per_second: float | None = None
-    max_open_orders: int | None = None
     max_gross_exposure: float | None = None
     account_orders_per_second: float | None = None
     account_max_open_orders: int | None = None
