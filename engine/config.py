@@ -27,7 +27,7 @@ class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     pass
 
 
-class ModelConfig(_Strict):
+class ModelConfig(_Strict, frozen=True):
     """``[model]``: a built-in or plugin model. ``kind`` is an entry-point name of group
     ``tradeloop.models`` or a ``module:Class`` path; ``params`` go to the plugin;
     ``path`` is a model folder (file + manifest) for file-based models."""
@@ -38,12 +38,12 @@ class ModelConfig(_Strict):
     params: dict[str, Any] = {}
 
 
-class StrategyConfig(_Strict):
+class StrategyConfig(_Strict, frozen=True):
     name: str = "ema_cross"
     params: dict[str, Any] = {}
 
 
-class SimVenueConfig(_Strict):
+class SimVenueConfig(_Strict, frozen=True):
     latency: str | int = "250us"
     fee_bps: float = 1.0
     maker_fee_bps: float | None = None
@@ -53,11 +53,11 @@ class SimVenueConfig(_Strict):
         return parse_duration_ns(self.latency)
 
 
-class VenueConfig(_Strict):
+class VenueConfig(_Strict, frozen=True):
     sim: SimVenueConfig = SimVenueConfig()
 
 
-class ReplayConfig(_Strict):
+class ReplayConfig(_Strict, frozen=True):
     batch_size: int = 65_536
     on_bad_row: Literal["raise", "skip"] = "raise"
     equity_interval: str | int = "1s"
@@ -68,7 +68,7 @@ class ReplayConfig(_Strict):
         return parse_duration_ns(self.equity_interval)
 
 
-class TrainConfig(_Strict):
+class TrainConfig(_Strict, frozen=True):
     """``[train]``: dataset, label, walk-forward split and model for ``tradeloop train``.
 
     ``features``: the model's inputs (default: every feature of the set). Rows are the
@@ -107,7 +107,7 @@ class TrainConfig(_Strict):
         return parse_duration_ns(self.sample_interval)
 
 
-class MqttConfig(_Strict):
+class MqttConfig(_Strict, frozen=True):
     host: str = "127.0.0.1"
     port: int = 1883
     topic_prefix: str = ""
@@ -115,12 +115,12 @@ class MqttConfig(_Strict):
     password_env: str | None = None
 
 
-class JournalConfig(_Strict):
+class JournalConfig(_Strict, frozen=True):
     dir: str = "journal/"
     fsync: Literal["always", "batch", "never"] = "batch"
 
 
-class Config(_Strict):
+class Config(_Strict, frozen=True):
     mode: Mode = "replay"
     instruments: list[Instrument] = []
     features: list[FeatureSpec] = []
@@ -157,9 +157,9 @@ def _validate(cfg: Config) -> None:
         )
     if train.folds < 1 or not 0.0 < train.validation_fraction < 0.9:
         raise ConfigError("train", "folds must be >= 1 and 0 < validation_fraction < 0.9")
-    unknown = [f for f in train.features if f not in {s.name for s in cfg.features}]
-    if unknown:
-        raise ConfigError("train.features", f"not features of the set: {unknown}")
+    not_declared = [f for f in train.features if f not in {s.name for s in cfg.features}]
+    if not_declared:
+        raise ConfigError("train.features", f"not features of the set: {not_declared}")
     if cfg.replay.batch_size < 1:
         raise ConfigError("replay.batch_size", "must be >= 1")
     symbols = {i.symbol for i in cfg.instruments}

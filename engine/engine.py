@@ -245,14 +245,16 @@ class Engine:
     def market_data_lost(self, reason: str) -> None:
         """The source lost market data (broker drop, feed gap): stop adding risk."""
         self.counters["market_data_lost"] += 1
-        state = "HALTED" if self.risk.config.on_data_loss == "halted" else "REDUCE_ONLY"
+        state: TradingStateName = (
+            "HALTED" if self.risk.config.on_data_loss == "halted" else "REDUCE_ONLY"
+        )
         self.set_trading_state(state, f"market data lost: {reason}")
 
     def _warmup_columns(self) -> list[int]:
         wanted = list(self.strategy.required_features())
         if not wanted and self.model is not None:
             wanted = list(self.model.feature_names)
-        return self.features.state_columns(wanted).tolist()
+        return [int(c) for c in self.features.state_columns(wanted)]
 
     def _is_warm(self, instrument: int) -> bool:
         row = self.feature_state.values[instrument]

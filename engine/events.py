@@ -33,7 +33,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     ts_recv: int
 
 
-class Quote(Event, tag="quote", gc=False):
+class Quote(Event, frozen=True, tag="quote", gc=False):
     instrument: str
     bid: float
     ask: float
@@ -41,14 +41,14 @@ class Quote(Event, tag="quote", gc=False):
     ask_size: float
 
 
-class Trade(Event, tag="trade", gc=False):
+class Trade(Event, frozen=True, tag="trade", gc=False):
     instrument: str
     price: float
     size: float
     side: Side  # aggressor side
 
 
-class Bar(Event, tag="bar", gc=False):
+class Bar(Event, frozen=True, tag="bar", gc=False):
     instrument: str
     interval_ns: int
     open: float
@@ -58,7 +58,7 @@ class Bar(Event, tag="bar", gc=False):
     volume: float
 
 
-class Signal(Event, tag="signal"):
+class Signal(Event, frozen=True, tag="signal"):
     """A model score moved into another zone of the strategy's thresholds.
 
     ``zone`` counts the thresholds at or below the score (0 .. len(thresholds));
@@ -72,7 +72,7 @@ class Signal(Event, tag="signal"):
     previous_zone: int
 
 
-class OrderRequest(Event, tag="order_request"):
+class OrderRequest(Event, frozen=True, tag="order_request"):
     client_order_id: str
     instrument: str
     side: Side
@@ -84,23 +84,23 @@ class OrderRequest(Event, tag="order_request"):
     strategy: str = ""
 
 
-class CancelRequest(Event, tag="cancel_request"):
+class CancelRequest(Event, frozen=True, tag="cancel_request"):
     client_order_id: str
     instrument: str
     reason: str = ""
 
 
-class OrderAccepted(Event, tag="order_accepted"):
+class OrderAccepted(Event, frozen=True, tag="order_accepted"):
     client_order_id: str
     venue_order_id: str
 
 
-class OrderRejected(Event, tag="order_rejected"):
+class OrderRejected(Event, frozen=True, tag="order_rejected"):
     client_order_id: str
     reason: str
 
 
-class Fill(Event, tag="fill"):
+class Fill(Event, frozen=True, tag="fill"):
     client_order_id: str
     fill_id: str
     instrument: str
@@ -111,19 +111,19 @@ class Fill(Event, tag="fill"):
     liquidity: Liquidity
 
 
-class OrderCancelled(Event, tag="order_cancelled"):
+class OrderCancelled(Event, frozen=True, tag="order_cancelled"):
     client_order_id: str
     reason: str = ""
 
 
-class CancelRejected(Event, tag="cancel_rejected"):
+class CancelRejected(Event, frozen=True, tag="cancel_rejected"):
     """A cancel could not be applied (order unknown to the venue, or already closed)."""
 
     client_order_id: str
     reason: str
 
 
-class RiskRejected(Event, tag="risk_rejected"):
+class RiskRejected(Event, frozen=True, tag="risk_rejected"):
     """A pre-trade check refused an order: which check, its limit and the value that broke it."""
 
     client_order_id: str
@@ -134,19 +134,19 @@ class RiskRejected(Event, tag="risk_rejected"):
     reason: str
 
 
-class TradingState(Event, tag="trading_state"):
+class TradingState(Event, frozen=True, tag="trading_state"):
     state: TradingStateName
     previous: TradingStateName
     reason: str
 
 
-class Command(Event, tag="command"):
+class Command(Event, frozen=True, tag="command"):
     action: CommandAction
     reason: str = ""
     issuer: str = ""
 
 
-class Alarm(Event, tag="alarm"):
+class Alarm(Event, frozen=True, tag="alarm"):
     source: str
     severity: Severity
     message: str

@@ -42,7 +42,7 @@ class StreamingFeatures:
         # types of 18 arguments on every tick, a quarter of the whole cost of a push.
         run_one(0, 0, -1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, *self._probe_args())
         signature = next(s for s in run_one.signatures if len(s) == 18 and str(s[0]) == "int64")
-        self._entry = run_one.overloads[signature].entry_point
+        self._entry = run_one.overloads[signature].entry_point  # type: ignore[attr-defined]
 
     def _probe_args(self) -> tuple[object, ...]:
         # a no-op tick (kind -1 matches no kernel) on an empty copy of the state, so the
