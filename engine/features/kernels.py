@@ -292,6 +292,222 @@ def window_sums_update(fs, i, fo, ist, io, cap, window_ns, ts, a, b, add):  # ty
 
 
 @njit(cache=True)
+def _rolling_run(op, fs, ist, i, fo, io, cap, window, idx, ts, xin, uin, u, r, values, j):  # type: ignore[no-untyped-def]
+    """Rolling mean / std / z-score (tick or time window) over one instrument's ticks.
+
+    The ring's scalars live in locals for the whole run and are written back at the end:
+    kept in the state row, every push was a chain of dependent loads and stores (66 ns
+    per tick measured; 14 ns in locals). Same arithmetic, in the same order.
+    """
+    is_time = op == OP_ROLLING_MEAN_TIME or op == OP_ROLLING_STD_TIME or op == OP_ZSCORE_TIME
+    want_mean = op == OP_ROLLING_MEAN or op == OP_ROLLING_MEAN_TIME
+    want_std = op == OP_ROLLING_STD or op == OP_ROLLING_STD_TIME
+    head = ist[i, io + R_HEAD]
+    count = ist[i, io + R_COUNT]
+    since = ist[i, io + R_SINCE]
+    overflow = ist[i, io + R_OVERFLOW]
+    first = ist[i, io + R_FIRST_TS]
+    s = fs[i, fo + RF_SUM]
+    ss = fs[i, fo + RF_SUMSQ]
+    anchor = fs[i, fo + RF_ANCHOR]
+    rv = fo + RF_V0
+    rt = io + R_TS0
+    cur = values[i, j]
+    for t in idx:
+        x = xin[t]
+        if uin[t] and not math.isnan(x):
+            u[t] = True
+            now = ts[t]
+            if is_time:
+                if count == 0 and first == 0:
+                    first = now
+                cutoff = now - window
+                while count > 0:
+                    tail = head - count
+                    if tail < 0:
+                        tail += cap
+                    if ist[i, rt + tail] > cutoff:
+                        break
+                    d = fs[i, rv + tail] - anchor
+                    s -= d
+                    ss -= d * d
+                    count -= 1
+                if count == cap:
+                    overflow += 1
+            if count == 0 and since == 0:
+                anchor = x
+            if count == cap:
+                tail = head - count
+                if tail < 0:
+                    tail += cap
+                d = fs[i, rv + tail] - anchor
+                s -= d
+                ss -= d * d
+                count -= 1
+            fs[i, rv + head] = x
+            ist[i, rt + head] = now
+            head += 1
+            if head == cap:
+                head = 0
+            count += 1
+            d = x - anchor
+            s += d
+            ss += d * d
+            since += 1
+            if since >= cap:
+                # re-anchor on the newest value and resum, so rounding drift cannot build up
+                s = 0.0
+                ss = 0.0
+                for k in range(count):
+                    q = head - count + k
+                    if q < 0:
+                        q += cap
+                    dd = fs[i, rv + q] - x
+                    s += dd
+                    ss += dd * dd
+                anchor = x
+                since = 0
+            warm = (now - first >= window) if is_time else (count >= cap)
+            v = NAN
+            if warm:
+                mean = anchor + s / count
+                if want_mean:
+                    v = mean
+                else:
+                    sd = NAN
+                    if count >= 2:
+                        var = (ss - s * s / count) / (count - 1)
+                        sd = math.sqrt(var) if var > 0.0 else 0.0
+                    if want_std:
+                        v = sd
+                    else:
+                        v = (x - mean) / sd if sd > 0.0 else 0.0
+            cur = v
+        r[t] = cur
+    ist[i, io + R_HEAD] = head
+    ist[i, io + R_COUNT] = count
+    ist[i, io + R_SINCE] = since
+    ist[i, io + R_OVERFLOW] = overflow
+    ist[i, io + R_FIRST_TS] = first
+    fs[i, fo + RF_SUM] = s
+    fs[i, fo + RF_SUMSQ] = ss
+    fs[i, fo + RF_ANCHOR] = anchor
+    values[i, j] = cur
+
+
+@njit(cache=True)
+def _trade_window_run(  # type: ignore[no-untyped-def]
+    op, fs, ist, i, fo, io, cap, window, idx, ts, kind, price, size, side, u, r, values, j
+):
+    """Trade-flow imbalance or VWAP over one instrument's ticks, with the window's
+    scalars in locals (the same arithmetic as ``window_sums_update``)."""
+    flow = op == OP_TRADE_FLOW_IMBALANCE
+    head = ist[i, io]
+    count = ist[i, io + 1]
+    overflow = ist[i, io + 2]
+    first = ist[i, io + 3]
+    sa = fs[i, fo]
+    sb = fs[i, fo + 1]
+    ra = fo + 2
+    rb = fo + 2 + cap
+    rt = io + 4
+    v = values[i, j]
+    for t in idx:
+        now = ts[t]
+        u[t] = True
+        if first == 0:
+            first = now
+        cutoff = now - window
+        while count > 0:
+            tail = head - count
+            if tail < 0:
+                tail += cap
+            if ist[i, rt + tail] > cutoff:
+                break
+            sa -= fs[i, ra + tail]
+            sb -= fs[i, rb + tail]
+            count -= 1
+        if count == 0:
+            sa = 0.0
+            sb = 0.0
+        if kind[t] != 0:
+            b = size[t]
+            a = side[t] * b if flow else price[t] * b
+            if count == cap:
+                tail = head - count
+                if tail < 0:
+                    tail += cap
+                sa -= fs[i, ra + tail]
+                sb -= fs[i, rb + tail]
+                count -= 1
+                overflow += 1
+            fs[i, ra + head] = a
+            fs[i, rb + head] = b
+            ist[i, rt + head] = now
+            head += 1
+            if head == cap:
+                head = 0
+            count += 1
+            sa += a
+            sb += b
+        v = NAN
+        if now - first >= window:
+            if flow:
+                v = sa / sb if sb > 0.0 else 0.0
+            elif sb > 0.0:
+                v = sa / sb
+        r[t] = v
+    ist[i, io] = head
+    ist[i, io + 1] = count
+    ist[i, io + 2] = overflow
+    ist[i, io + 3] = first
+    fs[i, fo] = sa
+    fs[i, fo + 1] = sb
+    values[i, j] = v
+
+
+@njit(cache=True)
+def _log_return_run(fs, ist, i, fo, io, lag, idx, xin, uin, u, r, values, j):  # type: ignore[no-untyped-def]
+    """``log_return_update`` over one instrument's ticks with head and count in locals."""
+    cap = lag + 1
+    head = ist[i, io]
+    count = ist[i, io + 1]
+    cur = values[i, j]
+    for t in idx:
+        x = xin[t]
+        if uin[t] and not math.isnan(x):
+            u[t] = True
+            fs[i, fo + head] = x
+            head += 1
+            if head == cap:
+                head = 0
+            if count < cap:
+                count += 1
+            # after the push, ``head`` points at the value ``lag`` updates back
+            cur = math.log(x / fs[i, fo + head]) if count == cap else NAN
+        r[t] = cur
+    ist[i, io] = head
+    ist[i, io + 1] = count
+    values[i, j] = cur
+
+
+@njit(cache=True)
+def _group_by_instrument(inst, n_inst):  # type: ignore[no-untyped-def]
+    """Tick indices grouped by instrument, each group in time order (a counting sort)."""
+    starts = np.zeros(n_inst + 1, np.int64)
+    for t in range(inst.shape[0]):
+        starts[inst[t] + 1] += 1
+    for k in range(n_inst):
+        starts[k + 1] += starts[k]
+    fill = starts[:-1].copy()
+    order = np.empty(inst.shape[0], np.int64)
+    for t in range(inst.shape[0]):
+        order[fill[inst[t]]] = t
+        fill[inst[t]] += 1
+    return order, starts
+
+
+@njit(cache=True)
 def run_program(  # type: ignore[no-untyped-def]
     ts, inst, kind, bid, ask, bid_size, ask_size, price, size, side,
     ops, fstate, istate, values, res,
@@ -299,13 +515,13 @@ def run_program(  # type: ignore[no-untyped-def]
     """Apply every op of a feature set to a batch (see ``_program``)."""
     upd = np.zeros((ops.shape[0], ts.shape[0]), np.bool_)
     _program(ts, inst, kind, bid, ask, bid_size, ask_size, price, size, side,
-             ops, fstate, istate, values, res, upd)  # fmt: skip
+             ops, fstate, istate, values, res, upd, np.empty(0, np.int64), np.zeros(1, np.int64), False)  # fmt: skip
 
 
 @njit(cache=True)
 def _program(  # type: ignore[no-untyped-def]
     ts, inst, kind, bid, ask, bid_size, ask_size, price, size, side,
-    ops, fstate, istate, values, res, upd,
+    ops, fstate, istate, values, res, upd, order, starts, grouped,
 ):  # fmt: skip
     """Apply every op, in program order, to every tick; ``res[j, t]`` is feature ``j``
     of tick ``t``'s instrument after that tick.
@@ -316,6 +532,8 @@ def _program(  # type: ignore[no-untyped-def]
     """
     n = ts.shape[0]
     m = ops.shape[0]
+    # grouping ticks by instrument costs ~4 ns per tick: done once, only if an op needs it
+    # (the one-tick live path passes it precomputed)
     for j in range(m):
         upd[j, :n] = False
         op = ops[j, C_OPCODE]
@@ -344,6 +562,23 @@ def _program(  # type: ignore[no-untyped-def]
                         istate[i, io] = count + 1
                         values[i, j] = fstate[i, fo] if count + 1 >= ip else NAN
                     r[t] = values[i, j]
+            elif (op == OP_ROLLING_MEAN or op == OP_ROLLING_STD or op == OP_ZSCORE or op == OP_ROLLING_MEAN_TIME
+                  or op == OP_ROLLING_STD_TIME or op == OP_ZSCORE_TIME):  # fmt: skip
+                if not grouped:
+                    order, starts = _group_by_instrument(inst, values.shape[0])
+                    grouped = True
+                for i in range(values.shape[0]):
+                    if starts[i + 1] > starts[i]:
+                        _rolling_run(op, fstate, istate, i, fo, io, cap, ip, order[starts[i] : starts[i + 1]],
+                                     ts, xin, uin, u, r, values, j)  # fmt: skip
+            elif op == OP_LOG_RETURN:
+                if not grouped:
+                    order, starts = _group_by_instrument(inst, values.shape[0])
+                    grouped = True
+                for i in range(values.shape[0]):
+                    if starts[i + 1] > starts[i]:
+                        _log_return_run(fstate, istate, i, fo, io, ip, order[starts[i] : starts[i + 1]],
+                                        xin, uin, u, r, values, j)  # fmt: skip
             elif op == OP_VWAP_DISTANCE_BPS:
                 for t in range(n):
                     i = inst[t]
@@ -432,24 +667,13 @@ def _program(  # type: ignore[no-untyped-def]
                 values[i, j] = (ts[t] - istate[i, io]) * 1e-9 if istate[i, io + 1] == 1 else NAN
                 r[t] = values[i, j]
         elif op == OP_TRADE_FLOW_IMBALANCE or op == OP_VWAP:
-            for t in range(n):
-                i = inst[t]
-                u[t] = True
-                add = kind[t] != 0
-                a = 0.0
-                b = 0.0
-                if add:
-                    b = size[t]
-                    a = side[t] * size[t] if op == OP_TRADE_FLOW_IMBALANCE else price[t] * size[t]
-                warm = window_sums_update(fstate, i, fo, istate, io, cap, ip, ts[t], a, b, add)
-                v = NAN
-                if warm:
-                    if op == OP_TRADE_FLOW_IMBALANCE:
-                        v = fstate[i, fo] / fstate[i, fo + 1] if fstate[i, fo + 1] > 0.0 else 0.0
-                    elif fstate[i, fo + 1] > 0.0:
-                        v = fstate[i, fo] / fstate[i, fo + 1]
-                values[i, j] = v
-                r[t] = v
+            if not grouped:
+                order, starts = _group_by_instrument(inst, values.shape[0])
+                grouped = True
+            for i in range(values.shape[0]):
+                if starts[i + 1] > starts[i]:
+                    _trade_window_run(op, fstate, istate, i, fo, io, cap, ip, order[starts[i] : starts[i + 1]],
+                                      ts, kind, price, size, side, u, r, values, j)  # fmt: skip
 
 
 @njit(cache=True, inline="always")
@@ -497,7 +721,7 @@ def _window_value(want_mean, want_std, fs, i, fo, ist, io, x):  # type: ignore[n
 @njit(cache=True)
 def run_one(  # type: ignore[no-untyped-def]
     ts, inst, kind, bid, ask, bid_size, ask_size, price, size, side,
-    scratch_i, scratch_f, ops, fstate, istate, values, res, upd,
+    scratch_i, scratch_f, ops, fstate, istate, values, res, upd, order, starts,
 ):  # fmt: skip
     """``run_program`` for one tick given as scalars (the live path): the scalars go into
     one-row scratch columns, so the arithmetic is exactly the batch path's."""
@@ -511,5 +735,9 @@ def run_one(  # type: ignore[no-untyped-def]
     scratch_f[3, 0] = ask_size
     scratch_f[4, 0] = price
     scratch_f[5, 0] = size
+    # one tick: order = [0]; starts[k] = 0 up to its instrument, 1 after it
+    for k in range(starts.shape[0]):
+        starts[k] = 1 if k > inst else 0
     _program(scratch_i[0], scratch_i[1], scratch_i[2], scratch_f[0], scratch_f[1], scratch_f[2],
-             scratch_f[3], scratch_f[4], scratch_f[5], scratch_i[3], ops, fstate, istate, values, res, upd)  # fmt: skip
+             scratch_f[3], scratch_f[4], scratch_f[5], scratch_i[3], ops, fstate, istate, values, res, upd,
+             order, starts, True)  # fmt: skip

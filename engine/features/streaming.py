@@ -37,11 +37,12 @@ class StreamingFeatures:
         self._table = feature_set._table
         self._columns = None if feature_set._identity else feature_set._columns
         self._args = (self._scratch_i, self._scratch_f, self._table, self.state.fstate, self.state.istate,
-                      self.state.values, self._res, self._upd)  # fmt: skip
+                      self.state.values, self._res, self._upd, np.zeros(1, np.int64),
+                      np.zeros(self.state.values.shape[0] + 1, np.int64))  # fmt: skip
         # Call the compiled entry point directly: numba's dispatcher would re-resolve the
         # types of 18 arguments on every tick, a quarter of the whole cost of a push.
         run_one(0, 0, -1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, *self._probe_args())
-        signature = next(s for s in run_one.signatures if len(s) == 18 and str(s[0]) == "int64")
+        signature = next(s for s in run_one.signatures if len(s) == 20 and str(s[0]) == "int64")
         self._entry = run_one.overloads[signature].entry_point  # type: ignore[attr-defined]
 
     def _probe_args(self) -> tuple[object, ...]:
@@ -49,7 +50,7 @@ class StreamingFeatures:
         # signature gets compiled/loaded without touching the real state
         return (np.zeros((4, 1), np.int64), np.zeros((6, 1)), self._table[:0], self.state.fstate[:1].copy(),
                 self.state.istate[:1].copy(), self.state.values[:1].copy(), np.empty((0, 1)),
-                np.zeros((0, 1), np.bool_))  # fmt: skip
+                np.zeros((0, 1), np.bool_), np.zeros(1, np.int64), np.zeros(2, np.int64))  # fmt: skip
 
     def push(self, ts_event: int, instrument: int, kind: int, bid: float, ask: float, bid_size: float,
              ask_size: float, price: float, size: float, side: int) -> npt.NDArray[np.float64]:  # fmt: skip
