@@ -54,7 +54,7 @@ F_MAKER = 3
 F_TICK = 4
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _match(  # type: ignore[no-untyped-def]
     inst, kind, bid, ask, bid_size, ask_size, price, size, start, stop, orders, n_slots, fills
 ):  # fmt: skip

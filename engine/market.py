@@ -36,7 +36,7 @@ N_LOSS = 8
 DAY_NS = 86_400_000_000_000
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _update_market(  # type: ignore[no-untyped-def]
     ts, inst, kind, bid, ask, bid_size, ask_size, price, start, stop,
     book, quote_ts, positions, cash, sampler, out_ts, out_equity, out_n, loss,

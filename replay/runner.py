@@ -20,7 +20,15 @@ from engine.plugins import load_model, load_strategy
 from engine.risk import RiskEngine
 from engine.strategy import Strategy
 from engine.ticks import TickBatch
-from replay.readers import BadRowCounts, TickFileReader, discover, merge_streams, rebatch, row_count
+from replay.readers import (
+    BadRowCounts,
+    TickFileReader,
+    discover,
+    merge_streams,
+    prefetch,
+    rebatch,
+    row_count,
+)
 
 
 @dataclass
@@ -92,7 +100,7 @@ def tick_batches(config: Config, data: str | Path, instruments: InstrumentTable,
     readers += [iter(TickFileReader(p, "trades", instruments, on_bad_row=policy, bad_rows=bad_rows))
                 for p in trades]  # fmt: skip
     size = batch_size or config.replay.batch_size
-    return rebatch(merge_streams(readers), size), [*quotes, *trades]
+    return prefetch(rebatch(merge_streams(readers), size)), [*quotes, *trades]
 
 
 def run_replay(config: Config, data: str | Path, *, batch_size: int | None = None,

@@ -291,7 +291,7 @@ def window_sums_update(fs, i, fo, ist, io, cap, window_ns, ts, a, b, add):  # ty
     return ts - ist[i, io + 3] >= window_ns
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _rolling_run(op, fs, ist, i, fo, io, cap, window, idx, ts, xin, uin, u, r, values, j):  # type: ignore[no-untyped-def]
     """Rolling mean / std / z-score (tick or time window) over one instrument's ticks.
 
@@ -395,7 +395,7 @@ def _rolling_run(op, fs, ist, i, fo, io, cap, window, idx, ts, xin, uin, u, r, v
     values[i, j] = cur
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _trade_window_run(  # type: ignore[no-untyped-def]
     op, fs, ist, i, fo, io, cap, window, idx, ts, kind, price, size, side, u, r, values, j
 ):
@@ -466,7 +466,7 @@ def _trade_window_run(  # type: ignore[no-untyped-def]
     values[i, j] = v
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _log_return_run(fs, ist, i, fo, io, lag, idx, xin, uin, u, r, values, j):  # type: ignore[no-untyped-def]
     """``log_return_update`` over one instrument's ticks with head and count in locals."""
     cap = lag + 1
@@ -491,7 +491,7 @@ def _log_return_run(fs, ist, i, fo, io, lag, idx, xin, uin, u, r, values, j):  #
     values[i, j] = cur
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _group_by_instrument(inst, n_inst):  # type: ignore[no-untyped-def]
     """Tick indices grouped by instrument, each group in time order (a counting sort)."""
     starts = np.zeros(n_inst + 1, np.int64)
@@ -507,7 +507,7 @@ def _group_by_instrument(inst, n_inst):  # type: ignore[no-untyped-def]
     return order, starts
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def run_program(  # type: ignore[no-untyped-def]
     ts, inst, kind, bid, ask, bid_size, ask_size, price, size, side,
     ops, fstate, istate, values, res,
@@ -518,7 +518,7 @@ def run_program(  # type: ignore[no-untyped-def]
              ops, fstate, istate, values, res, upd, np.empty(0, np.int64), np.zeros(1, np.int64), False)  # fmt: skip
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _program(  # type: ignore[no-untyped-def]
     ts, inst, kind, bid, ask, bid_size, ask_size, price, size, side,
     ops, fstate, istate, values, res, upd, order, starts, grouped,
@@ -718,7 +718,7 @@ def _window_value(want_mean, want_std, fs, i, fo, ist, io, x):  # type: ignore[n
     return (x - _ring_mean(fs, i, fo, ist, io)) / sd if sd > 0.0 else 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def run_one(  # type: ignore[no-untyped-def]
     ts, inst, kind, bid, ask, bid_size, ask_size, price, size, side,
     scratch_i, scratch_f, ops, fstate, istate, values, res, upd, order, starts,

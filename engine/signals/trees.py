@@ -52,7 +52,7 @@ def _tree_value(X, r, node, nodes, threshold, leaf_value):  # type: ignore[no-un
     return leaf_value[~node]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def predict_rows(X, roots, nodes, threshold, leaf_value, sigmoid, out):  # type: ignore[no-untyped-def]
     """Scores of rows of ``X`` (float64[n, k]): the sum over trees, in tree order, then
     ``1 / (1 + exp(-sigmoid * raw))`` when ``sigmoid > 0`` (binary probability)."""

@@ -11,7 +11,7 @@ from numba import njit
 from engine.ticks import TickBatch
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _zone_changes(inst, scores, thresholds, last_zone, out_idx, out_zone, out_prev):  # type: ignore[no-untyped-def]
     n_out = 0
     m = thresholds.shape[0]
