@@ -11,9 +11,10 @@ matches first, then the strategy sees the tick's signal.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import AsyncIterable, Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -259,6 +260,24 @@ class Engine:
     def _is_warm(self, instrument: int) -> bool:
         row = self.feature_state.values[instrument]
         return all(row[c] == row[c] for c in self._warm_columns)  # NaN != NaN
+
+    async def run(self, source: AsyncIterable[TickBatch] | Iterable[TickBatch]) -> None:
+        """The loop: feed every batch of ``source`` through the stages, then finish.
+
+        Runs on the caller's asyncio loop (uvloop where the entry point installed it) and
+        yields to it after every batch, so a live driver's other tasks (broker I/O,
+        heartbeats, commands) interleave with market data; a replay drives the very same
+        coroutine with a file source.
+        """
+        if isinstance(source, AsyncIterable):
+            async for batch in source:
+                self.process_batch(batch)
+                await asyncio.sleep(0)
+        else:
+            for batch in source:
+                self.process_batch(batch)
+                await asyncio.sleep(0)
+        self.finish()
 
     def advance_to(self, ts_ns: int) -> None:
         """Handle timers and venue events due at or before ``ts_ns`` (live heartbeat)."""

@@ -3,9 +3,11 @@ files as the source and the simulated venue as the router."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -126,8 +128,21 @@ def run_replay(config: Config, data: str | Path, *, batch_size: int | None = Non
     total = sum(c for c in counts if c is not None) if all(c is not None for c in counts) else None
     with tqdm(total=total, unit="tick", unit_scale=True, disable=None if progress is None else not progress,
               desc="replay", leave=False) as bar:  # fmt: skip
-        for batch in batches:
-            engine.process_batch(batch)
-            bar.update(len(batch))
-    engine.finish()
+
+        def counted() -> Iterator[TickBatch]:
+            for batch in batches:
+                yield batch
+                bar.update(len(batch))
+
+        run_loop(engine.run(counted()))
     return ReplayRun(engine, recorder, bad_rows, files, config)
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run a coroutine on uvloop where it is installed, else on asyncio's default loop."""
+    try:
+        import uvloop
+    except ImportError:  # e.g. Windows: uvloop does not exist there
+        asyncio.run(main)
+        return
+    uvloop.run(main)
