@@ -8,6 +8,7 @@ from typing import Literal
 import msgspec
 import numpy as np
 import numpy.typing as npt
+from numba import njit
 
 from engine.errors import ModelError, PluginLoadError
 
@@ -60,11 +61,17 @@ class LinearModel:
         return model
 
     def predict(self, features: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        # explicit sum in fixed order: a BLAS dot may change summation order with the
-        # batch shape, and scores must not depend on how ticks were batched
-        score = np.full(features.shape[0], self._b)
-        for j in range(self._w.shape[0]):
-            score += self._w[j] * features[:, j]
-        if self.params.link == "logistic":
-            score = 1.0 / (1.0 + np.exp(-score))
-        return score
+        out = np.empty(features.shape[0])
+        _linear_scores(features, self._w, self._b, self.params.link == "logistic", out)
+        return out
+
+
+@njit(cache=True, nogil=True)
+def _linear_scores(X, w, b, logistic, out):  # type: ignore[no-untyped-def]
+    # an explicit sum in a fixed order: a BLAS dot may change the summation order with
+    # the batch shape, and scores must not depend on how ticks were batched
+    for r in range(X.shape[0]):
+        s = b
+        for j in range(w.shape[0]):
+            s += w[j] * X[r, j]
+        out[r] = 1.0 / (1.0 + math.exp(-s)) if logistic else s
