@@ -104,6 +104,10 @@ def test_train_then_replay_round_trip_uses_the_compiled_model(
     np.testing.assert_allclose(
         run.engine.model.predict(rows), booster.predict(rows), rtol=0, atol=1e-9
     )
+    # and the decisions the model drives do not depend on batching either
+    other = run_replay(cfg, sample_dir, batch_size=7, progress=False)
+    key = [(f.ts_event, f.side, f.qty, f.price) for f in run.recorder.fills]
+    assert [(f.ts_event, f.side, f.qty, f.price) for f in other.recorder.fills] == key
 
 
 def test_tampered_model_file_is_refused(trained: Path, tmp_path: Path) -> None:
