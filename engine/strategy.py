@@ -122,8 +122,17 @@ class Strategy:
 
     def trade_to(self, symbol: str, target: float) -> str | None:
         """Send the market order that takes position plus open orders to ``target``;
-        returns its client order id, or None when already there."""
+        returns its client order id, or None when there is nothing to do.
+
+        Honours the trading state: under REDUCE_ONLY the target is clamped between the
+        current exposure and flat (a flip becomes a close), under HALTED nothing is sent.
+        """
+        state = self.ctx.trading_state
+        if state == "HALTED":
+            return None
         have = self.ctx.position(symbol) + self.ctx.open_qty(symbol)
+        if state == "REDUCE_ONLY":
+            target = min(max(target, 0.0), have) if have >= 0 else max(min(target, 0.0), have)
         delta = round(target - have, 10)
         if delta > 0:
             return self.ctx.submit_market(symbol, "buy", delta)
