@@ -1,9 +1,11 @@
 """Streaming feature kernels: numba updates on small per-instrument state rows.
 
-Each kernel ``<name>_update`` advances its state by one observation and returns the new
-value. ``run_program`` is the one fused loop that applies a whole feature set, in order,
-to every tick of a micro-batch; the batch path for training is the same function over a
-whole file, so streaming and batch values are identical bit for bit.
+``run_program`` is the one fused call that applies a whole feature set, op by op, to
+every tick of a micro-batch; the batch path for training is the same function over a
+whole file and the live path (``run_one``) the same function over one tick, so
+streaming and batch values are identical bit for bit. Kernels come either as a per-tick
+``<name>_update`` or, for the ones whose state is a ring buffer, as a ``_<name>_run``
+loop over one instrument's ticks that keeps the ring's scalars in locals.
 
 State lives in two rows per instrument: ``fs`` (float64) and ``ist`` (int64, for
 timestamps and counters, because ns timestamps do not fit a float64 exactly). Each op
@@ -80,91 +82,6 @@ def _wrap(x, cap):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, inline="always")
-def _ring_recompute(fs, i, fo, ist, io, cap):  # type: ignore[no-untyped-def]
-    count = ist[i, io + R_COUNT]
-    head = ist[i, io + R_HEAD]
-    # anchor on the newest value so the deviations stay small
-    newest = fs[i, fo + RF_V0 + _wrap(head - 1, cap)]
-    s = 0.0
-    ss = 0.0
-    for k in range(count):
-        d = fs[i, fo + RF_V0 + _wrap(head - count + k, cap)] - newest
-        s += d
-        ss += d * d
-    fs[i, fo + RF_ANCHOR] = newest
-    fs[i, fo + RF_SUM] = s
-    fs[i, fo + RF_SUMSQ] = ss
-    ist[i, io + R_SINCE] = 0
-
-
-@njit(cache=True, inline="always")
-def _ring_pop_oldest(fs, i, fo, ist, io, cap):  # type: ignore[no-untyped-def]
-    count = ist[i, io + R_COUNT]
-    tail = _wrap(ist[i, io + R_HEAD] - count, cap)
-    d = fs[i, fo + RF_V0 + tail] - fs[i, fo + RF_ANCHOR]
-    fs[i, fo + RF_SUM] -= d
-    fs[i, fo + RF_SUMSQ] -= d * d
-    ist[i, io + R_COUNT] = count - 1
-
-
-@njit(cache=True, inline="always")
-def _ring_push(fs, i, fo, ist, io, cap, x, ts):  # type: ignore[no-untyped-def]
-    if ist[i, io + R_COUNT] == 0 and ist[i, io + R_SINCE] == 0:
-        fs[i, fo + RF_ANCHOR] = x
-    if ist[i, io + R_COUNT] == cap:
-        _ring_pop_oldest(fs, i, fo, ist, io, cap)
-    head = ist[i, io + R_HEAD]
-    fs[i, fo + RF_V0 + head] = x
-    ist[i, io + R_TS0 + head] = ts
-    ist[i, io + R_HEAD] = _wrap(head + 1, cap)
-    ist[i, io + R_COUNT] += 1
-    d = x - fs[i, fo + RF_ANCHOR]
-    fs[i, fo + RF_SUM] += d
-    fs[i, fo + RF_SUMSQ] += d * d
-    ist[i, io + R_SINCE] += 1
-    if ist[i, io + R_SINCE] >= cap:
-        _ring_recompute(fs, i, fo, ist, io, cap)
-
-
-@njit(cache=True, inline="always")
-def _ring_evict_older(fs, i, fo, ist, io, cap, cutoff):  # type: ignore[no-untyped-def]
-    """Drop values stamped at or before ``cutoff`` (the window is (t - W, t])."""
-    while ist[i, io + R_COUNT] > 0:
-        tail = _wrap(ist[i, io + R_HEAD] - ist[i, io + R_COUNT], cap)
-        if ist[i, io + R_TS0 + tail] > cutoff:
-            break
-        _ring_pop_oldest(fs, i, fo, ist, io, cap)
-
-
-@njit(cache=True, inline="always")
-def _ring_mean(fs, i, fo, ist, io):  # type: ignore[no-untyped-def]
-    n = ist[i, io + R_COUNT]
-    return fs[i, fo + RF_ANCHOR] + fs[i, fo + RF_SUM] / n
-
-
-@njit(cache=True, inline="always")
-def _ring_std(fs, i, fo, ist, io):  # type: ignore[no-untyped-def]
-    n = ist[i, io + R_COUNT]
-    if n < 2:
-        return NAN
-    s = fs[i, fo + RF_SUM]
-    var = (fs[i, fo + RF_SUMSQ] - s * s / n) / (n - 1)
-    return math.sqrt(var) if var > 0.0 else 0.0
-
-
-@njit(cache=True, inline="always")
-def ema_update(fs, i, fo, ist, io, span, x):  # type: ignore[no-untyped-def]
-    """EMA by tick count, alpha = 2 / (span + 1), seeded with the first value; warm after span."""
-    count = ist[i, io]
-    if count == 0:
-        fs[i, fo] = x
-    else:
-        fs[i, fo] += 2.0 / (span + 1.0) * (x - fs[i, fo])
-    ist[i, io] = count + 1
-    return fs[i, fo] if count + 1 >= span else NAN
-
-
-@njit(cache=True, inline="always")
 def ema_time_update(fs, i, fo, ist, io, half_life_ns, x, ts):  # type: ignore[no-untyped-def]
     """EMA with a time half-life: weight of the past decays by 2^(-dt/half_life) per gap.
 
@@ -182,23 +99,6 @@ def ema_time_update(fs, i, fo, ist, io, half_life_ns, x, ts):  # type: ignore[no
         fs[i, fo] = decay * fs[i, fo] + (1.0 - decay) * x
         ist[i, io + 1] = ts
     return fs[i, fo] if ts - ist[i, io + 2] >= half_life_ns else NAN
-
-
-@njit(cache=True, inline="always")
-def log_return_update(fs, i, fo, ist, io, lag, x):  # type: ignore[no-untyped-def]
-    """log(x_t / x_{t-lag}) over the input's own updates; warm after lag + 1 values."""
-    cap = lag + 1
-    head = ist[i, io]
-    count = ist[i, io + 1]
-    fs[i, fo + head] = x
-    ist[i, io] = _wrap(head + 1, cap)
-    if count < cap:
-        count += 1
-        ist[i, io + 1] = count
-    if count < cap:
-        return NAN
-    old = fs[i, fo + _wrap(head + 1, cap)]
-    return math.log(x / old)
 
 
 @njit(cache=True, inline="always")
@@ -231,25 +131,6 @@ def log_return_time_update(fs, i, fo, ist, io, cap, lag_ns, x, ts):  # type: ign
     if ist[i, io + 3 + tail] <= cutoff:
         return math.log(x / fs[i, fo + tail])
     return NAN
-
-
-@njit(cache=True, inline="always")
-def rolling_update(fs, i, fo, ist, io, cap, x, ts):  # type: ignore[no-untyped-def]
-    """Push one value into a ring of ``cap`` values (a window of N ticks)."""
-    _ring_push(fs, i, fo, ist, io, cap, x, ts)
-    return ist[i, io + R_COUNT] >= cap
-
-
-@njit(cache=True, inline="always")
-def rolling_time_update(fs, i, fo, ist, io, cap, window_ns, x, ts):  # type: ignore[no-untyped-def]
-    """Push one value into a time window (t - W, t]; warm once the history spans W."""
-    if ist[i, io + R_COUNT] == 0 and ist[i, io + R_FIRST_TS] == 0:
-        ist[i, io + R_FIRST_TS] = ts
-    _ring_evict_older(fs, i, fo, ist, io, cap, ts - window_ns)
-    if ist[i, io + R_COUNT] == cap:
-        ist[i, io + R_OVERFLOW] += 1
-    _ring_push(fs, i, fo, ist, io, cap, x, ts)
-    return ts - ist[i, io + R_FIRST_TS] >= window_ns
 
 
 @njit(cache=True, inline="always")
@@ -468,7 +349,8 @@ def _trade_window_run(  # type: ignore[no-untyped-def]
 
 @njit(cache=True, nogil=True)
 def _log_return_run(fs, ist, i, fo, io, lag, idx, xin, uin, u, r, values, j):  # type: ignore[no-untyped-def]
-    """``log_return_update`` over one instrument's ticks with head and count in locals."""
+    """log(x_t / x_{t-lag}) over the input's own updates, for one instrument's ticks;
+    warm after lag + 1 values. State: ring of lag + 1 values; head and count in locals."""
     cap = lag + 1
     head = ist[i, io]
     count = ist[i, io + 1]
@@ -682,18 +564,8 @@ def _derived(op, fs, i, fo, ist, io, cap, ip, x, now):  # type: ignore[no-untype
     v = NAN
     if op == OP_EMA_TIME:
         v = ema_time_update(fs, i, fo, ist, io, ip, x, now)
-    elif op == OP_LOG_RETURN:
-        v = log_return_update(fs, i, fo, ist, io, ip, x)
     elif op == OP_LOG_RETURN_TIME:
         v = log_return_time_update(fs, i, fo, ist, io, cap, ip, x, now)
-    elif op == OP_ROLLING_MEAN or op == OP_ROLLING_STD or op == OP_ZSCORE:
-        if rolling_update(fs, i, fo, ist, io, cap, x, now):
-            v = _window_value(op == OP_ROLLING_MEAN, op == OP_ROLLING_STD, fs, i, fo, ist, io, x)
-    elif op == OP_ROLLING_MEAN_TIME or op == OP_ROLLING_STD_TIME or op == OP_ZSCORE_TIME:
-        if rolling_time_update(fs, i, fo, ist, io, cap, ip, x, now):
-            v = _window_value(
-                op == OP_ROLLING_MEAN_TIME, op == OP_ROLLING_STD_TIME, fs, i, fo, ist, io, x
-            )
     elif op == OP_REALIZED_VOL_TIME:
         # fs[i, fo] holds the previous input; squared log returns go into a two-sum window
         have = ist[i, io] > 0
@@ -706,16 +578,6 @@ def _derived(op, fs, i, fo, ist, io, cap, ip, x, now):  # type: ignore[no-untype
         if window_sums_update(fs, i, fo + 1, ist, io + 1, cap, ip, now, r2, 1.0, have):
             v = math.sqrt(fs[i, fo + 1])
     return v
-
-
-@njit(cache=True, inline="always")
-def _window_value(want_mean, want_std, fs, i, fo, ist, io, x):  # type: ignore[no-untyped-def]
-    if want_mean:
-        return _ring_mean(fs, i, fo, ist, io)
-    sd = _ring_std(fs, i, fo, ist, io)
-    if want_std:
-        return sd
-    return (x - _ring_mean(fs, i, fo, ist, io)) / sd if sd > 0.0 else 0.0
 
 
 @njit(cache=True, nogil=True)
