@@ -316,15 +316,21 @@ class FeatureSet:
         row = state.values[instrument]
         return {name: float(row[self._columns[c]]) for c, name in enumerate(self.names)}
 
-    def update(self, batch: TickBatch, state: FeatureState) -> npt.NDArray[np.float64]:
+    def update(
+        self, batch: TickBatch, state: FeatureState, *, parallel: bool = False
+    ) -> npt.NDArray[np.float64]:
         """Advance ``state`` over ``batch``; return the feature row after each tick, [n, k].
 
         The result is a column-major view (features are computed one column at a time).
+        ``parallel`` spreads instruments over all cores (same values; for batch work, not
+        for the live loop, whose other core is busy reading).
         """
         n = len(batch)
         res = np.empty((len(self._ops), n))
         if n:
-            k.run_program(
+            run = (k.run_program_parallel
+                   if parallel and n >= k.PARALLEL_MIN_TICKS and state.values.shape[0] > 1 else k.run_program)  # fmt: skip
+            run(
                 batch.ts_event, batch.instrument, batch.kind, batch.bid, batch.ask,
                 batch.bid_size, batch.ask_size, batch.price, batch.size, batch.side,
                 self._table, state.fstate, state.istate, state.values, res,
@@ -342,7 +348,7 @@ class FeatureSet:
         """
         batch = batch_from_columns(frame)
         n_inst = n_instruments or (int(batch.instrument.max()) + 1 if len(batch) else 1)
-        return self.update(batch, self.new_state(n_inst))
+        return self.update(batch, self.new_state(n_inst), parallel=True)
 
 
 def _column(frame: Any, name: str) -> npt.NDArray[Any] | None:

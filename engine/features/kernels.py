@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 # opcodes (stable: fingerprints and cached programs refer to them)
 OP_MID = 1
@@ -389,81 +389,107 @@ def _group_by_instrument(inst, n_inst):  # type: ignore[no-untyped-def]
     return order, starts
 
 
+# below this many ticks a parallel region costs more than it saves
+PARALLEL_MIN_TICKS = 65_536
+
+
 @njit(cache=True, nogil=True)
 def run_program(  # type: ignore[no-untyped-def]
-    ts, inst, kind, bid, ask, bid_size, ask_size, price, size, side,
-    ops, fstate, istate, values, res,
+    ts, inst, kind, bid, ask, bid_size, ask_size, price, size, side, ops, fstate, istate, values, res,
 ):  # fmt: skip
-    """Apply every op of a feature set to a batch (see ``_program``)."""
+    """Apply every op of a feature set to a batch; ``res[j, t]`` is feature ``j`` of tick
+    ``t``'s instrument after that tick. One compiled call per batch."""
     upd = np.zeros((ops.shape[0], ts.shape[0]), np.bool_)
-    _program(ts, inst, kind, bid, ask, bid_size, ask_size, price, size, side,
-             ops, fstate, istate, values, res, upd, np.empty(0, np.int64), np.zeros(1, np.int64), False)  # fmt: skip
+    order, starts = _group_by_instrument(inst, values.shape[0])
+    _program(ts, kind, bid, ask, bid_size, ask_size, price, size, side, ops, fstate, istate, values, res, upd,
+             order, starts)  # fmt: skip
+
+
+@njit(cache=True, nogil=True)
+def run_program_parallel(  # type: ignore[no-untyped-def]
+    ts, inst, kind, bid, ask, bid_size, ask_size, price, size, side, ops, fstate, istate, values, res,
+):  # fmt: skip
+    """``run_program`` with instruments spread over all cores. Instruments are
+    independent and each is computed by the same code, so the values are identical; for
+    batch work only (the live loop's other core is busy reading the next batch)."""
+    upd = np.zeros((ops.shape[0], ts.shape[0]), np.bool_)
+    order, starts = _group_by_instrument(inst, values.shape[0])
+    _program_parallel(ts, kind, bid, ask, bid_size, ask_size, price, size, side, ops, fstate, istate, values,
+                      res, upd, order, starts)  # fmt: skip
 
 
 @njit(cache=True, nogil=True)
 def _program(  # type: ignore[no-untyped-def]
-    ts, inst, kind, bid, ask, bid_size, ask_size, price, size, side,
-    ops, fstate, istate, values, res, upd, order, starts, grouped,
+    ts, kind, bid, ask, bid_size, ask_size, price, size, side,
+    ops, fstate, istate, values, res, upd, order, starts,
 ):  # fmt: skip
-    """Apply every op, in program order, to every tick; ``res[j, t]`` is feature ``j``
-    of tick ``t``'s instrument after that tick.
+    for i in range(values.shape[0]):
+        if starts[i + 1] > starts[i]:
+            _instrument_ops(i, order[starts[i] : starts[i + 1]], ts, kind, bid, ask, bid_size, ask_size,
+                            price, size, side, ops, fstate, istate, values, res, upd)  # fmt: skip
 
-    Op-major: each op runs a tight loop of its own over the batch, reading its input's
-    column and update flags, so the dispatch happens once per op per batch, not per tick.
-    ``values[i, j]`` carries each instrument's latest values across batches.
+
+@njit(cache=True, nogil=True, parallel=True)
+def _program_parallel(  # type: ignore[no-untyped-def]
+    ts, kind, bid, ask, bid_size, ask_size, price, size, side,
+    ops, fstate, istate, values, res, upd, order, starts,
+):  # fmt: skip
+    for i in prange(values.shape[0]):
+        if starts[i + 1] > starts[i]:
+            _instrument_ops(i, order[starts[i] : starts[i + 1]], ts, kind, bid, ask, bid_size, ask_size,
+                            price, size, side, ops, fstate, istate, values, res, upd)  # fmt: skip
+
+
+@njit(cache=True, nogil=True)
+def _instrument_ops(  # type: ignore[no-untyped-def]
+    i, idx, ts, kind, bid, ask, bid_size, ask_size, price, size, side,
+    ops, fstate, istate, values, res, upd,
+):  # fmt: skip
+    """Every op, in program order, over one instrument's ticks ``idx`` (in time order).
+
+    Each op runs a tight loop of its own, reading its input's column and update flags,
+    with its current value carried in a local; ``values[i, j]`` carries it across batches.
+    Only this instrument's entries of ``res`` and ``upd`` are written (``upd`` comes in
+    cleared).
     """
-    n = ts.shape[0]
     m = ops.shape[0]
-    # grouping ticks by instrument costs ~4 ns per tick: done once, only if an op needs it
-    # (the one-tick live path passes it precomputed)
     for j in range(m):
-        upd[j, :n] = False
         op = ops[j, C_OPCODE]
         src = ops[j, C_INPUT]
         fo = ops[j, C_FOFS]
         io = ops[j, C_IOFS]
         cap = ops[j, C_CAP]
         ip = ops[j, C_IPARAM]
-        u = upd[j]
+        u = upd[j]  # arrives all False: set where this op updated
         r = res[j]
+        cur = values[i, j]
         if src >= 0:
             xin = res[src]
             uin = upd[src]
             if op == OP_EMA:
                 alpha = 2.0 / (ip + 1.0)
-                for t in range(n):
-                    i = inst[t]
+                e = fstate[i, fo]
+                count = istate[i, io]
+                for t in idx:
                     x = xin[t]
                     if uin[t] and not math.isnan(x):
                         u[t] = True
-                        count = istate[i, io]
-                        if count == 0:
-                            fstate[i, fo] = x
-                        else:
-                            fstate[i, fo] += alpha * (x - fstate[i, fo])
-                        istate[i, io] = count + 1
-                        values[i, j] = fstate[i, fo] if count + 1 >= ip else NAN
-                    r[t] = values[i, j]
+                        e = x if count == 0 else e + alpha * (x - e)
+                        count += 1
+                        cur = e if count >= ip else NAN
+                    r[t] = cur
+                fstate[i, fo] = e
+                istate[i, io] = count
+                values[i, j] = cur
             elif (op == OP_ROLLING_MEAN or op == OP_ROLLING_STD or op == OP_ZSCORE or op == OP_ROLLING_MEAN_TIME
                   or op == OP_ROLLING_STD_TIME or op == OP_ZSCORE_TIME):  # fmt: skip
-                if not grouped:
-                    order, starts = _group_by_instrument(inst, values.shape[0])
-                    grouped = True
-                for i in range(values.shape[0]):
-                    if starts[i + 1] > starts[i]:
-                        _rolling_run(op, fstate, istate, i, fo, io, cap, ip, order[starts[i] : starts[i + 1]],
-                                     ts, xin, uin, u, r, values, j)  # fmt: skip
+                _rolling_run(
+                    op, fstate, istate, i, fo, io, cap, ip, idx, ts, xin, uin, u, r, values, j
+                )
             elif op == OP_LOG_RETURN:
-                if not grouped:
-                    order, starts = _group_by_instrument(inst, values.shape[0])
-                    grouped = True
-                for i in range(values.shape[0]):
-                    if starts[i + 1] > starts[i]:
-                        _log_return_run(fstate, istate, i, fo, io, ip, order[starts[i] : starts[i + 1]],
-                                        xin, uin, u, r, values, j)  # fmt: skip
+                _log_return_run(fstate, istate, i, fo, io, ip, idx, xin, uin, u, r, values, j)
             elif op == OP_VWAP_DISTANCE_BPS:
-                for t in range(n):
-                    i = inst[t]
+                for t in idx:
                     if kind[t] != 0:
                         # trades feed its VWAP window; the distance moves with its input
                         window_sums_update(
@@ -489,73 +515,69 @@ def _program(  # type: ignore[no-untyped-def]
                         if warm and fstate[i, fo + 1] > 0.0:
                             vwap = fstate[i, fo] / fstate[i, fo + 1]
                             v = (x - vwap) / vwap * 1e4
-                        values[i, j] = v
-                    r[t] = values[i, j]
+                        cur = v
+                    r[t] = cur
+                values[i, j] = cur
             else:
-                for t in range(n):
-                    i = inst[t]
+                for t in idx:
                     x = xin[t]
                     if uin[t] and not math.isnan(x):
                         u[t] = True
-                        values[i, j] = _derived(op, fstate, i, fo, istate, io, cap, ip, x, ts[t])
-                    r[t] = values[i, j]
+                        cur = _derived(op, fstate, i, fo, istate, io, cap, ip, x, ts[t])
+                    r[t] = cur
+                values[i, j] = cur
         elif op == OP_MID:
-            for t in range(n):
-                i = inst[t]
+            for t in idx:
                 if kind[t] == 0:
                     u[t] = True
-                    values[i, j] = 0.5 * (bid[t] + ask[t])
-                r[t] = values[i, j]
+                    cur = 0.5 * (bid[t] + ask[t])
+                r[t] = cur
+            values[i, j] = cur
         elif op == OP_SPREAD_BPS:
-            for t in range(n):
-                i = inst[t]
+            for t in idx:
                 if kind[t] == 0:
                     u[t] = True
-                    values[i, j] = (ask[t] - bid[t]) / (0.5 * (bid[t] + ask[t])) * 1e4
-                r[t] = values[i, j]
+                    cur = (ask[t] - bid[t]) / (0.5 * (bid[t] + ask[t])) * 1e4
+                r[t] = cur
+            values[i, j] = cur
         elif op == OP_MICROPRICE:
-            for t in range(n):
-                i = inst[t]
+            for t in idx:
                 if kind[t] == 0:
                     u[t] = True
                     tot = bid_size[t] + ask_size[t]
                     if tot > 0.0:
-                        values[i, j] = (bid[t] * ask_size[t] + ask[t] * bid_size[t]) / tot
+                        cur = (bid[t] * ask_size[t] + ask[t] * bid_size[t]) / tot
                     else:
-                        values[i, j] = 0.5 * (bid[t] + ask[t])
-                r[t] = values[i, j]
+                        cur = 0.5 * (bid[t] + ask[t])
+                r[t] = cur
+            values[i, j] = cur
         elif op == OP_BOOK_IMBALANCE:
-            for t in range(n):
-                i = inst[t]
+            for t in idx:
                 if kind[t] == 0:
                     u[t] = True
                     tot = bid_size[t] + ask_size[t]
-                    values[i, j] = (bid_size[t] - ask_size[t]) / tot if tot > 0.0 else 0.0
-                r[t] = values[i, j]
+                    cur = (bid_size[t] - ask_size[t]) / tot if tot > 0.0 else 0.0
+                r[t] = cur
+            values[i, j] = cur
         elif op == OP_LAST_PRICE:
-            for t in range(n):
-                i = inst[t]
+            for t in idx:
                 if kind[t] != 0:
                     u[t] = True
-                    values[i, j] = price[t]
-                r[t] = values[i, j]
+                    cur = price[t]
+                r[t] = cur
+            values[i, j] = cur
         elif op == OP_TIME_SINCE_TRADE:
-            for t in range(n):
-                i = inst[t]
+            for t in idx:
                 u[t] = True
                 if kind[t] != 0:
                     istate[i, io] = ts[t]
                     istate[i, io + 1] = 1
-                values[i, j] = (ts[t] - istate[i, io]) * 1e-9 if istate[i, io + 1] == 1 else NAN
-                r[t] = values[i, j]
+                cur = (ts[t] - istate[i, io]) * 1e-9 if istate[i, io + 1] == 1 else NAN
+                r[t] = cur
+            values[i, j] = cur
         elif op == OP_TRADE_FLOW_IMBALANCE or op == OP_VWAP:
-            if not grouped:
-                order, starts = _group_by_instrument(inst, values.shape[0])
-                grouped = True
-            for i in range(values.shape[0]):
-                if starts[i + 1] > starts[i]:
-                    _trade_window_run(op, fstate, istate, i, fo, io, cap, ip, order[starts[i] : starts[i + 1]],
-                                      ts, kind, price, size, side, u, r, values, j)  # fmt: skip
+            _trade_window_run(op, fstate, istate, i, fo, io, cap, ip, idx, ts, kind, price, size, side, u, r,
+                              values, j)  # fmt: skip
 
 
 @njit(cache=True, inline="always")
@@ -597,9 +619,9 @@ def run_one(  # type: ignore[no-untyped-def]
     scratch_f[3, 0] = ask_size
     scratch_f[4, 0] = price
     scratch_f[5, 0] = size
+    upd[:, 0] = False
     # one tick: order = [0]; starts[k] = 0 up to its instrument, 1 after it
     for k in range(starts.shape[0]):
         starts[k] = 1 if k > inst else 0
-    _program(scratch_i[0], scratch_i[1], scratch_i[2], scratch_f[0], scratch_f[1], scratch_f[2],
-             scratch_f[3], scratch_f[4], scratch_f[5], scratch_i[3], ops, fstate, istate, values, res, upd,
-             order, starts, True)  # fmt: skip
+    _program(scratch_i[0], scratch_i[2], scratch_f[0], scratch_f[1], scratch_f[2], scratch_f[3],
+             scratch_f[4], scratch_f[5], scratch_i[3], ops, fstate, istate, values, res, upd, order, starts)  # fmt: skip
