@@ -15,6 +15,10 @@ Rolling sums are kept on deviations from an anchor (a recent value) and recomput
 the ring buffer every ``capacity`` pushes: with prices near 1e5 and moves near 1e-4 the
 naive sum of squares loses every significant digit of the variance; the anchored sums
 keep it, and the periodic recompute stops rounding drift from accumulating.
+
+Kernels compile with numpy's error model: a division by zero yields inf or NaN (and a
+NaN feature yields no signal) instead of raising inside the loop; it also drops the
+zero checks from the hot loops.
 """
 
 from __future__ import annotations
@@ -71,7 +75,7 @@ RF_ANCHOR = 2
 RF_V0 = 3
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def _wrap(x, cap):  # type: ignore[no-untyped-def]
     # ring indices stay within one lap of [0, cap); a branch is far cheaper than an int %
     if x >= cap:
@@ -81,7 +85,7 @@ def _wrap(x, cap):  # type: ignore[no-untyped-def]
     return x
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def ema_time_update(fs, i, fo, ist, io, half_life_ns, x, ts):  # type: ignore[no-untyped-def]
     """EMA with a time half-life: weight of the past decays by 2^(-dt/half_life) per gap.
 
@@ -101,7 +105,7 @@ def ema_time_update(fs, i, fo, ist, io, half_life_ns, x, ts):  # type: ignore[no
     return fs[i, fo] if ts - ist[i, io + 2] >= half_life_ns else NAN
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def log_return_time_update(fs, i, fo, ist, io, cap, lag_ns, x, ts):  # type: ignore[no-untyped-def]
     """log(x_t / x_s) with s the last update at or before t - lag; warm once such s exists.
 
@@ -133,7 +137,7 @@ def log_return_time_update(fs, i, fo, ist, io, cap, lag_ns, x, ts):  # type: ign
     return NAN
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def window_sums_update(fs, i, fo, ist, io, cap, window_ns, ts, a, b, add):  # type: ignore[no-untyped-def]
     """Two running sums over a time window of events (trade flow, VWAP).
 
@@ -172,7 +176,7 @@ def window_sums_update(fs, i, fo, ist, io, cap, window_ns, ts, a, b, add):  # ty
     return ts - ist[i, io + 3] >= window_ns
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _rolling_run(op, fs, ist, i, fo, io, cap, window, idx, ts, xin, uin, u, r, values, j):  # type: ignore[no-untyped-def]
     """Rolling mean / std / z-score (tick or time window) over one instrument's ticks.
 
@@ -276,7 +280,7 @@ def _rolling_run(op, fs, ist, i, fo, io, cap, window, idx, ts, xin, uin, u, r, v
     values[i, j] = cur
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _trade_window_run(  # type: ignore[no-untyped-def]
     op, fs, ist, i, fo, io, cap, window, idx, ts, kind, price, size, side, u, r, values, j
 ):
@@ -347,7 +351,7 @@ def _trade_window_run(  # type: ignore[no-untyped-def]
     values[i, j] = v
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _log_return_run(fs, ist, i, fo, io, lag, idx, xin, uin, u, r, values, j):  # type: ignore[no-untyped-def]
     """log(x_t / x_{t-lag}) over the input's own updates, for one instrument's ticks;
     warm after lag + 1 values. State: ring of lag + 1 values; head and count in locals."""
@@ -373,7 +377,7 @@ def _log_return_run(fs, ist, i, fo, io, lag, idx, xin, uin, u, r, values, j):  #
     values[i, j] = cur
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _group_by_instrument(inst, n_inst):  # type: ignore[no-untyped-def]
     """Tick indices grouped by instrument, each group in time order (a counting sort)."""
     starts = np.zeros(n_inst + 1, np.int64)
@@ -393,7 +397,7 @@ def _group_by_instrument(inst, n_inst):  # type: ignore[no-untyped-def]
 PARALLEL_MIN_TICKS = 65_536
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def run_program(  # type: ignore[no-untyped-def]
     ts, inst, kind, bid, ask, bid_size, ask_size, price, size, side, ops, fstate, istate, values, res,
 ):  # fmt: skip
@@ -405,7 +409,7 @@ def run_program(  # type: ignore[no-untyped-def]
              order, starts)  # fmt: skip
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def run_program_parallel(  # type: ignore[no-untyped-def]
     ts, inst, kind, bid, ask, bid_size, ask_size, price, size, side, ops, fstate, istate, values, res,
 ):  # fmt: skip
@@ -418,7 +422,7 @@ def run_program_parallel(  # type: ignore[no-untyped-def]
                       res, upd, order, starts)  # fmt: skip
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _program(  # type: ignore[no-untyped-def]
     ts, kind, bid, ask, bid_size, ask_size, price, size, side,
     ops, fstate, istate, values, res, upd, order, starts,
@@ -429,7 +433,7 @@ def _program(  # type: ignore[no-untyped-def]
                             price, size, side, ops, fstate, istate, values, res, upd)  # fmt: skip
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
 def _program_parallel(  # type: ignore[no-untyped-def]
     ts, kind, bid, ask, bid_size, ask_size, price, size, side,
     ops, fstate, istate, values, res, upd, order, starts,
@@ -440,7 +444,7 @@ def _program_parallel(  # type: ignore[no-untyped-def]
                             price, size, side, ops, fstate, istate, values, res, upd)  # fmt: skip
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _instrument_ops(  # type: ignore[no-untyped-def]
     i, idx, ts, kind, bid, ask, bid_size, ask_size, price, size, side,
     ops, fstate, istate, values, res, upd,
@@ -580,7 +584,7 @@ def _instrument_ops(  # type: ignore[no-untyped-def]
                               values, j)  # fmt: skip
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def _derived(op, fs, i, fo, ist, io, cap, ip, x, now):  # type: ignore[no-untyped-def]
     """One update of a derived kernel (input updated and not NaN); returns its value."""
     v = NAN
@@ -602,7 +606,7 @@ def _derived(op, fs, i, fo, ist, io, cap, ip, x, now):  # type: ignore[no-untype
     return v
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def run_one(  # type: ignore[no-untyped-def]
     ts, inst, kind, bid, ask, bid_size, ask_size, price, size, side,
     scratch_i, scratch_f, ops, fstate, istate, values, res, upd, order, starts,
