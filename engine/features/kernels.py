@@ -177,7 +177,7 @@ def window_sums_update(fs, i, fo, ist, io, cap, window_ns, ts, a, b, add):  # ty
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _rolling_run(op, fs, ist, i, fo, io, cap, window, idx, ts, xin, uin, u, r, values, j):  # type: ignore[no-untyped-def]
+def _rolling_run(op, fs, ist, i, fo, io, cap, window, idx, ts, res, upd, src, values, j):  # type: ignore[no-untyped-def]
     """Rolling mean / std / z-score (tick or time window) over one instrument's ticks.
 
     The ring's scalars live in locals for the whole run and are written back at the end:
@@ -199,9 +199,9 @@ def _rolling_run(op, fs, ist, i, fo, io, cap, window, idx, ts, xin, uin, u, r, v
     rt = io + R_TS0
     cur = values[i, j]
     for t in idx:
-        x = xin[t]
-        if uin[t] and not math.isnan(x):
-            u[t] = True
+        x = res[src, t]
+        if upd[src, t] and not math.isnan(x):
+            upd[j, t] = True
             now = ts[t]
             if is_time:
                 if count == 0 and first == 0:
@@ -268,7 +268,7 @@ def _rolling_run(op, fs, ist, i, fo, io, cap, window, idx, ts, xin, uin, u, r, v
                     else:
                         v = (x - mean) / sd if sd > 0.0 else 0.0
             cur = v
-        r[t] = cur
+        res[j, t] = cur
     ist[i, io + R_HEAD] = head
     ist[i, io + R_COUNT] = count
     ist[i, io + R_SINCE] = since
@@ -282,7 +282,7 @@ def _rolling_run(op, fs, ist, i, fo, io, cap, window, idx, ts, xin, uin, u, r, v
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _trade_window_run(  # type: ignore[no-untyped-def]
-    op, fs, ist, i, fo, io, cap, window, idx, ts, kind, price, size, side, u, r, values, j
+    op, fs, ist, i, fo, io, cap, window, idx, ts, kind, price, size, side, res, upd, values, j
 ):
     """Trade-flow imbalance or VWAP over one instrument's ticks, with the window's
     scalars in locals (the same arithmetic as ``window_sums_update``)."""
@@ -299,7 +299,7 @@ def _trade_window_run(  # type: ignore[no-untyped-def]
     v = values[i, j]
     for t in idx:
         now = ts[t]
-        u[t] = True
+        upd[j, t] = True
         if first == 0:
             first = now
         cutoff = now - window
@@ -341,7 +341,7 @@ def _trade_window_run(  # type: ignore[no-untyped-def]
                 v = sa / sb if sb > 0.0 else 0.0
             elif sb > 0.0:
                 v = sa / sb
-        r[t] = v
+        res[j, t] = v
     ist[i, io] = head
     ist[i, io + 1] = count
     ist[i, io + 2] = overflow
@@ -352,7 +352,7 @@ def _trade_window_run(  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _log_return_run(fs, ist, i, fo, io, lag, idx, xin, uin, u, r, values, j):  # type: ignore[no-untyped-def]
+def _log_return_run(fs, ist, i, fo, io, lag, idx, res, upd, src, values, j):  # type: ignore[no-untyped-def]
     """log(x_t / x_{t-lag}) over the input's own updates, for one instrument's ticks;
     warm after lag + 1 values. State: ring of lag + 1 values; head and count in locals."""
     cap = lag + 1
@@ -360,9 +360,9 @@ def _log_return_run(fs, ist, i, fo, io, lag, idx, xin, uin, u, r, values, j):  #
     count = ist[i, io + 1]
     cur = values[i, j]
     for t in idx:
-        x = xin[t]
-        if uin[t] and not math.isnan(x):
-            u[t] = True
+        x = res[src, t]
+        if upd[src, t] and not math.isnan(x):
+            upd[j, t] = True
             fs[i, fo + head] = x
             head += 1
             if head == cap:
@@ -371,7 +371,7 @@ def _log_return_run(fs, ist, i, fo, io, lag, idx, xin, uin, u, r, values, j):  #
                 count += 1
             # after the push, ``head`` points at the value ``lag`` updates back
             cur = math.log(x / fs[i, fo + head]) if count == cap else NAN
-        r[t] = cur
+        res[j, t] = cur
     ist[i, io] = head
     ist[i, io + 1] = count
     values[i, j] = cur
@@ -464,34 +464,30 @@ def _instrument_ops(  # type: ignore[no-untyped-def]
         io = ops[j, C_IOFS]
         cap = ops[j, C_CAP]
         ip = ops[j, C_IPARAM]
-        u = upd[j]  # arrives all False: set where this op updated
-        r = res[j]
         cur = values[i, j]
         if src >= 0:
-            xin = res[src]
-            uin = upd[src]
             if op == OP_EMA:
                 alpha = 2.0 / (ip + 1.0)
                 e = fstate[i, fo]
                 count = istate[i, io]
                 for t in idx:
-                    x = xin[t]
-                    if uin[t] and not math.isnan(x):
-                        u[t] = True
+                    x = res[src, t]
+                    if upd[src, t] and not math.isnan(x):
+                        upd[j, t] = True
                         e = x if count == 0 else e + alpha * (x - e)
                         count += 1
                         cur = e if count >= ip else NAN
-                    r[t] = cur
+                    res[j, t] = cur
                 fstate[i, fo] = e
                 istate[i, io] = count
                 values[i, j] = cur
             elif (op == OP_ROLLING_MEAN or op == OP_ROLLING_STD or op == OP_ZSCORE or op == OP_ROLLING_MEAN_TIME
                   or op == OP_ROLLING_STD_TIME or op == OP_ZSCORE_TIME):  # fmt: skip
                 _rolling_run(
-                    op, fstate, istate, i, fo, io, cap, ip, idx, ts, xin, uin, u, r, values, j
+                    op, fstate, istate, i, fo, io, cap, ip, idx, ts, res, upd, src, values, j
                 )
             elif op == OP_LOG_RETURN:
-                _log_return_run(fstate, istate, i, fo, io, ip, idx, xin, uin, u, r, values, j)
+                _log_return_run(fstate, istate, i, fo, io, ip, idx, res, upd, src, values, j)
             elif op == OP_VWAP_DISTANCE_BPS:
                 for t in idx:
                     if kind[t] != 0:
@@ -509,9 +505,9 @@ def _instrument_ops(  # type: ignore[no-untyped-def]
                             size[t],
                             True,
                         )
-                    x = xin[t]
-                    if uin[t] and not math.isnan(x):
-                        u[t] = True
+                    x = res[src, t]
+                    if upd[src, t] and not math.isnan(x):
+                        upd[j, t] = True
                         v = NAN
                         warm = window_sums_update(
                             fstate, i, fo, istate, io, cap, ip, ts[t], 0.0, 0.0, False
@@ -520,67 +516,67 @@ def _instrument_ops(  # type: ignore[no-untyped-def]
                             vwap = fstate[i, fo] / fstate[i, fo + 1]
                             v = (x - vwap) / vwap * 1e4
                         cur = v
-                    r[t] = cur
+                    res[j, t] = cur
                 values[i, j] = cur
             else:
                 for t in idx:
-                    x = xin[t]
-                    if uin[t] and not math.isnan(x):
-                        u[t] = True
+                    x = res[src, t]
+                    if upd[src, t] and not math.isnan(x):
+                        upd[j, t] = True
                         cur = _derived(op, fstate, i, fo, istate, io, cap, ip, x, ts[t])
-                    r[t] = cur
+                    res[j, t] = cur
                 values[i, j] = cur
         elif op == OP_MID:
             for t in idx:
                 if kind[t] == 0:
-                    u[t] = True
+                    upd[j, t] = True
                     cur = 0.5 * (bid[t] + ask[t])
-                r[t] = cur
+                res[j, t] = cur
             values[i, j] = cur
         elif op == OP_SPREAD_BPS:
             for t in idx:
                 if kind[t] == 0:
-                    u[t] = True
+                    upd[j, t] = True
                     cur = (ask[t] - bid[t]) / (0.5 * (bid[t] + ask[t])) * 1e4
-                r[t] = cur
+                res[j, t] = cur
             values[i, j] = cur
         elif op == OP_MICROPRICE:
             for t in idx:
                 if kind[t] == 0:
-                    u[t] = True
+                    upd[j, t] = True
                     tot = bid_size[t] + ask_size[t]
                     if tot > 0.0:
                         cur = (bid[t] * ask_size[t] + ask[t] * bid_size[t]) / tot
                     else:
                         cur = 0.5 * (bid[t] + ask[t])
-                r[t] = cur
+                res[j, t] = cur
             values[i, j] = cur
         elif op == OP_BOOK_IMBALANCE:
             for t in idx:
                 if kind[t] == 0:
-                    u[t] = True
+                    upd[j, t] = True
                     tot = bid_size[t] + ask_size[t]
                     cur = (bid_size[t] - ask_size[t]) / tot if tot > 0.0 else 0.0
-                r[t] = cur
+                res[j, t] = cur
             values[i, j] = cur
         elif op == OP_LAST_PRICE:
             for t in idx:
                 if kind[t] != 0:
-                    u[t] = True
+                    upd[j, t] = True
                     cur = price[t]
-                r[t] = cur
+                res[j, t] = cur
             values[i, j] = cur
         elif op == OP_TIME_SINCE_TRADE:
             for t in idx:
-                u[t] = True
+                upd[j, t] = True
                 if kind[t] != 0:
                     istate[i, io] = ts[t]
                     istate[i, io + 1] = 1
                 cur = (ts[t] - istate[i, io]) * 1e-9 if istate[i, io + 1] == 1 else NAN
-                r[t] = cur
+                res[j, t] = cur
             values[i, j] = cur
         elif op == OP_TRADE_FLOW_IMBALANCE or op == OP_VWAP:
-            _trade_window_run(op, fstate, istate, i, fo, io, cap, ip, idx, ts, kind, price, size, side, u, r,
+            _trade_window_run(op, fstate, istate, i, fo, io, cap, ip, idx, ts, kind, price, size, side, res, upd,
                               values, j)  # fmt: skip
 
 
