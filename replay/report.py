@@ -16,7 +16,6 @@ Metric definitions (also written into metrics.json):
 from __future__ import annotations
 
 import base64
-import hashlib
 import html
 import io
 import json
@@ -246,11 +245,3 @@ def write_report(run: ReplayRun, out_dir: str | Path, config_hash: str = "") -> 
     (out / "report.png").write_bytes(png)
     (out / "report.html").write_text(_html(metrics, png, fills, config_hash))
     return metrics
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
