@@ -232,3 +232,23 @@ def test_cli_train_prints_oos_metrics(
     )
     out = capsys.readouterr().out
     assert "out-of-sample AUC" in out and "logistic baseline" in out
+
+
+def test_regression_label_trains_a_raw_score_model(sample_dir: Path, tmp_path: Path) -> None:
+    result = train(ml_config(label="regression"), sample_dir, tmp_path / "reg", progress=False)
+    m = result.manifest
+    assert m.output == "raw" and m.label.kind == "regression"
+    assert m.metrics["oos_ic"] > 0.0
+    model = LightGBMModel.load(tmp_path / "reg")
+    rows = np.random.default_rng(0).normal(size=(50, len(m.feature_names)))
+    booster = lgb.Booster(model_file=str(tmp_path / "reg" / "model.txt"))
+    np.testing.assert_allclose(
+        model.predict(rows), booster.predict(rows, raw_score=True), rtol=0, atol=1e-9
+    )
+
+
+def test_embargo_shorter_than_the_label_horizon_is_refused() -> None:
+    from engine.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="train.embargo"):
+        ml_config(horizon="5s", embargo="1s")
