@@ -250,5 +250,5 @@ def test_regression_label_trains_a_raw_score_model(sample_dir: Path, tmp_path: P
 def test_embargo_shorter_than_the_label_horizon_is_refused() -> None:
     from engine.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="train.embargo"):
+    with pytest.raises(ConfigError, match=r"train\.embargo"):
         ml_config(horizon="5s", embargo="1s")
