@@ -119,3 +119,29 @@ def test_every_kernel_in_the_parity_set_produces_values() -> None:
     assert dict(zip(fs.names, finite)) == {
         name: c for name, c in zip(fs.names, finite) if c > n // 2
     }
+
+
+def test_long_batches_walked_in_blocks_and_in_parallel_equal_small_batches() -> None:
+    from engine.features import kernels
+
+    rng = np.random.default_rng(3)
+    n = 2 * kernels.PARALLEL_BLOCK_TICKS + 1234  # several blocks on both paths
+    ts = 1_700_000_000_000_000_000 + np.cumsum(rng.choice([0, 1_000, 2_000_000], n)).astype(
+        np.int64
+    )
+    inst = rng.integers(0, 3, n).astype(np.int32)
+    kind = (rng.uniform(size=n) < 0.2).astype(np.int8)
+    mid = 100 * np.exp(np.cumsum(rng.normal(0, 1e-4, n)))
+    q = kind == 0
+    nan = np.full(n, np.nan)
+    b = TickBatch(ts, ts, inst, kind, np.where(q, mid - 0.01, nan), np.where(q, mid + 0.01, nan),
+                  np.where(q, rng.uniform(0, 3, n), nan), np.where(q, 2.0, nan), np.where(q, nan, mid),
+                  np.where(q, nan, 0.5), np.where(q, 0, rng.choice([-1, 1], n)).astype(np.int8))  # fmt: skip
+    fs = FeatureSet(ALL_KINDS)
+    serial = fs.update(b, fs.new_state(3))
+    parallel = fs.update(b, fs.new_state(3), parallel=True)
+    state = fs.new_state(3)
+    pieces = np.vstack([fs.update(b.slice(a, min(n, a + 997)), state) for a in range(0, n, 997)])
+    assert np.array_equal(serial, parallel, equal_nan=True)
+    assert np.array_equal(serial, pieces, equal_nan=True)
+    assert np.isfinite(serial).sum() > serial.size // 2
