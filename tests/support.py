@@ -22,6 +22,7 @@ from engine.events import (
 from engine.features import FeatureSet, FeatureSpec
 from engine.instruments import Instrument, InstrumentTable
 from engine.risk import RiskConfig, RiskEngine
+from engine.signals import SignalModel
 from engine.strategy import NoParams, Strategy
 from engine.ticks import TickBatch
 
@@ -80,11 +81,11 @@ def trades(rows: list[tuple[int, float, float, int]]) -> TickBatch:
 def make_engine(strategy: Strategy, *, risk: RiskConfig | None = None, latency: int = 0, fee_bps: float = 0.0,
                 maker_fee_bps: float | None = None, symbols: tuple[str, ...] = ("X",),
                 features: list[FeatureSpec] | None = None, tick_size: float = 0.5,
-                lot_size: float = 0.1) -> Engine:  # fmt: skip
+                lot_size: float = 0.1, model: SignalModel | None = None) -> Engine:  # fmt: skip
     inst = InstrumentTable(
         [Instrument(symbol=s, tick_size=tick_size, lot_size=lot_size) for s in symbols]
     )
     fs = FeatureSet(features or [FeatureSpec(name="mid", kind="mid")])
     return Engine(instruments=inst, clock=ReplayClock(), router=SimulatedVenue(latency, fee_bps, maker_fee_bps),
-                  features=fs, model=None, strategy=strategy, risk=RiskEngine(risk or RiskConfig(), inst.symbols),
+                  features=fs, model=model, strategy=strategy, risk=RiskEngine(risk or RiskConfig(), inst.symbols),
                   equity_interval_ns=0)  # fmt: skip

@@ -102,3 +102,37 @@ def test_trade_to_under_reduce_only_closes_instead_of_flipping_and_halted_sends_
     assert engine.risk.rejections.total() == 0  # type: ignore[attr-defined]
     engine.on_command(Command(ts_event=T, ts_recv=T, action="kill"))  # type: ignore[attr-defined]
     assert strat.trade_to("X", 1.0) is None
+
+
+class MeanModel:
+    """A user's model plugin, as in the README."""
+
+    def __init__(self, name: str, features: list[str]) -> None:
+        self.name, self.feature_names = name, tuple(features)
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> MeanModel:
+        return cls(config.name, config.params["features"])
+
+    def predict(self, features):  # type: ignore[no-untyped-def]
+        return features.mean(axis=1)
+
+
+def test_model_plugin_by_module_path_runs_in_the_engine() -> None:
+    import numpy as np
+
+    from engine.features import FeatureSpec
+
+    model = load_model(ModelConfig(kind="tests.strategies.test_strategies:MeanModel", name="mean",
+                                   params={"features": ["imb", "mid"]}))  # fmt: skip
+    assert isinstance(model, MeanModel)
+    np.testing.assert_array_equal(
+        model.predict(np.array([[1.0, 3.0], [np.nan, 1.0]])), [2.0, np.nan]
+    )
+    strat = MlThreshold(
+        msgspec.convert({"qty": 1.0, "upper": 50.5, "lower": 49.5}, MlThresholdParams)
+    )
+    feats = [FeatureSpec(name="mid", kind="mid"), FeatureSpec(name="imb", kind="book_imbalance")]
+    engine = make_engine(strat, features=feats, model=model)
+    engine.process_batch(quotes([(T, 99.0, 101.0, 1.0, 1.0), (T + 1, 101.0, 103.0, 1.0, 1.0)]))
+    assert engine.counters["signals"] == 2  # score (imb + mid) / 2: 50 then 51
