@@ -201,10 +201,6 @@ class SimulatedVenue:
         self._reports = []
         return out
 
-    @property
-    def open_orders(self) -> int:
-        return self._active
-
     # ---- internals ---------------------------------------------------------------------
 
     def _enqueue(self, msg: OrderRequest | CancelRequest) -> None:

@@ -110,7 +110,6 @@ class Engine:
         self.counters: Counter[str] = Counter()
         self.sinks: list[EventSink] = []
         self._order_seq = 0
-        self._fill_count = 0
         self._id_prefix = order_id_prefix
         self._last_ts = 0
         self._notify: deque[Event] = deque()
@@ -331,7 +330,6 @@ class Engine:
                     self.portfolio.apply_fill(
                         order.instrument_index, signed, report.price, report.fee
                     )
-                    self._fill_count += 1
                     self.counters["fills"] += 1
                     self._call(self.strategy.on_fill, report)
                 case OrderAccepted():

@@ -166,8 +166,5 @@ class MarketState:
             self.sample_ts.append(self._buf_ts[:n].copy())
             self.sample_equity.append(self._buf_eq[:n].copy())
 
-    def mid(self, instrument: int) -> float:
-        return float(self.book[instrument, MID])
-
     def mids(self) -> npt.NDArray[np.float64]:
         return self.book[:, MID]

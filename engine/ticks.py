@@ -72,13 +72,6 @@ class TickBatch:
         return TickBatch(*(np.concatenate([getattr(b, c) for b in batches]) for c in _COLUMNS))
 
     @staticmethod
-    def empty() -> TickBatch:
-        return TickBatch.quotes(
-            np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int32),
-            *(np.empty(0) for _ in range(4)),
-        )  # fmt: skip
-
-    @staticmethod
     def quotes(
         ts_event: I64,
         ts_recv: I64,
@@ -130,8 +123,9 @@ class TickBatch:
         )
 
     @staticmethod
-    def merge(quotes: TickBatch, trades: TickBatch) -> TickBatch:
-        """Interleave by ``ts_event``; on equal stamps quotes come first, then file order."""
-        both = TickBatch.concat([quotes, trades])
+    def merge(*batches: TickBatch) -> TickBatch:
+        """Interleave by ``ts_event``; on equal stamps quotes come first, then the order of
+        ``batches``, then row order (the sort is stable)."""
+        both = TickBatch.concat(batches)
         order = np.lexsort((both.kind, both.ts_event)).astype(np.int64)
         return both.take(order)

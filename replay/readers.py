@@ -305,7 +305,7 @@ def merge_streams(streams: list[Iterator[TickBatch]]) -> Iterator[TickBatch]:
         if not any(open_):
             rest = [b for b in buffers if b is not None and len(b)]
             if rest:
-                yield _merge_sorted(rest)
+                yield TickBatch.merge(*rest)
             return
         watermark = min(
             int(b.ts_event[-1]) for k, b in enumerate(buffers) if open_[k] and b is not None
@@ -319,18 +319,12 @@ def merge_streams(streams: list[Iterator[TickBatch]]) -> Iterator[TickBatch]:
                 out.append(buf.slice(0, cut))
                 buffers[k] = buf.slice(cut, len(buf))
         if out:
-            yield _merge_sorted(out)
+            yield TickBatch.merge(*out)
         else:
             # every open stream's buffer starts at the watermark: read further in those
             for k, buf in enumerate(buffers):
                 if open_[k] and buf is not None and int(buf.ts_event[-1]) == watermark:
                     refill(k)
-
-
-def _merge_sorted(parts: list[TickBatch]) -> TickBatch:
-    both = TickBatch.concat(parts)
-    order = np.lexsort((both.kind, both.ts_event)).astype(np.int64)
-    return both.take(order)
 
 
 def rebatch(chunks: Iterator[TickBatch], size: int) -> Iterator[TickBatch]:

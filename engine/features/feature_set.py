@@ -352,13 +352,11 @@ class FeatureSet:
 
 
 def _column(frame: Any, name: str) -> npt.NDArray[Any] | None:
-    try:
-        col = frame[name]
-    except (KeyError, IndexError, TypeError, ValueError, LookupError):
+    # membership, not a caught lookup error: polars, pandas and dicts all answer ``in``
+    # for column names, and a real error inside a frame must not read as "no column"
+    if name not in frame:
         return None
-    except Exception:  # polars raises its own ColumnNotFoundError; engine does not import polars
-        return None
-    return np.asarray(col)
+    return np.asarray(frame[name])
 
 
 def batch_from_columns(frame: Any) -> TickBatch:

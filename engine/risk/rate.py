@@ -6,7 +6,8 @@ from __future__ import annotations
 class TokenBucket:
     """``rate`` tokens per second, holding at most ``burst`` (default: one second's worth).
 
-    Starts full. ``take`` spends one token if there is one.
+    Starts full. ``level`` refills by elapsed time and says how many tokens there are;
+    ``spend`` takes one (checked separately, so a refused order spends nothing).
     """
 
     __slots__ = ("_last_ns", "_tokens", "burst", "rate")
@@ -31,9 +32,3 @@ class TokenBucket:
     def spend(self) -> None:
         """Spend one token after ``level`` showed there is one."""
         self._tokens -= 1.0
-
-    def take(self, now_ns: int) -> bool:
-        if self.level(now_ns) >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
