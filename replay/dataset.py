@@ -21,7 +21,7 @@ from engine.errors import DataError
 from engine.features import FeatureSet
 from engine.instruments import InstrumentTable
 from engine.ticks import QUOTE
-from replay.readers import BadRowCounts, row_count
+from replay.readers import BadRowCounts, total_rows
 from replay.runner import tick_batches
 
 
@@ -95,10 +95,8 @@ def build_dataset(config: Config, data: str | Path, *, extra_columns: dict[str, 
     last_bucket = np.full(len(instruments), -1, np.int64)
     bad = BadRowCounts()
     batches, files = tick_batches(config, data, instruments, bad)
-    counts = [row_count(p) for p in files]
-    total = sum(c for c in counts if c is not None) if None not in counts else None
     xs, ts_rows, inst_rows, q_ts, q_inst, q_mid = [], [], [], [], [], []
-    with tqdm(total=total, unit="tick", unit_scale=True, desc="features",
+    with tqdm(total=total_rows(files), unit="tick", unit_scale=True, desc="features",
               disable=None if progress is None else not progress, leave=False) as bar:  # fmt: skip
         for batch in batches:
             feats = fs.update(batch, state)

@@ -73,13 +73,14 @@ def discover(data: str | Path) -> tuple[list[Path], list[Path]]:
     return quotes, trades
 
 
-def row_count(path: Path) -> int | None:
-    """Rows in a file without reading it (parquet metadata); None for CSV."""
-    if path.suffix.lower() == ".parquet":
-        import pyarrow.parquet as pq
+def total_rows(paths: list[Path]) -> int | None:
+    """Rows in all files without reading them (parquet metadata), for progress bars;
+    None when any file is CSV (its length is unknown until read)."""
+    import pyarrow.parquet as pq
 
-        return int(pq.ParquetFile(path).metadata.num_rows)
-    return None
+    if any(p.suffix.lower() != ".parquet" for p in paths):
+        return None
+    return sum(int(pq.ParquetFile(p).metadata.num_rows) for p in paths)
 
 
 def _raw_chunks(path: Path, chunk_rows: int) -> tuple[pl.Schema, Iterator[pl.DataFrame]]:

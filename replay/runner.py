@@ -29,7 +29,7 @@ from replay.readers import (
     merge_streams,
     prefetch,
     rebatch,
-    row_count,
+    total_rows,
 )
 
 
@@ -124,9 +124,7 @@ def run_replay(config: Config, data: str | Path, *, batch_size: int | None = Non
     engine, recorder = build_engine(config, strategy=strategy)
     bad_rows = BadRowCounts()
     batches, files = tick_batches(config, data, engine.instruments, bad_rows, batch_size)
-    counts = [row_count(p) for p in files]
-    total = sum(c for c in counts if c is not None) if all(c is not None for c in counts) else None
-    with tqdm(total=total, unit="tick", unit_scale=True, disable=None if progress is None else not progress,
+    with tqdm(total=total_rows(files), unit="tick", unit_scale=True, disable=None if progress is None else not progress,
               desc="replay", leave=False) as bar:  # fmt: skip
 
         def counted() -> Iterator[TickBatch]:
