@@ -13,7 +13,7 @@ from typing import Protocol
 
 import msgspec
 
-from engine.errors import TradeloopError
+from engine.errors import ClockError
 
 
 class TimerFired(msgspec.Struct, frozen=True, kw_only=True):
@@ -74,10 +74,6 @@ class _TimerQueue:
                 heapq.heappush(self._heap, (due + interval, self._seq, name, interval))
             else:
                 self._live.pop(name, None)
-
-
-class ClockError(TradeloopError):
-    """The replay clock was asked to move backwards."""
 
 
 class ReplayClock(_TimerQueue):

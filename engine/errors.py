@@ -4,8 +4,10 @@
     ├── ConfigError            invalid configuration (field path and reason)
     ├── PluginLoadError        strategy or model plugin could not be resolved or validated
     ├── DataError              bad tick data (file, row, column, reason)
+    │   └── LeakageError       a dataset column looks ahead of its row's time
     ├── BadMessage             undecodable or invalid message (raw bytes, source, reason)
     ├── OrderStateError        illegal order transition, unknown order id, overfill
+    ├── ClockError             the replay clock was asked to move backwards
     ├── StrategyError          a strategy hook raised; the engine halts trading
     ├── ModelError             model file or manifest rejected (hash, features, format)
     └── AdapterError           failure at an I/O boundary (broker, venue, file system)
@@ -71,8 +73,16 @@ class BadMessage(TradeloopError):
         super().__init__(f"bad message from {source}: {reason}")
 
 
+class LeakageError(DataError):
+    """A dataset column depends on data from after its row's time."""
+
+
 class OrderStateError(TradeloopError):
     """Illegal order transition, unknown client order id, or a fill beyond the order quantity."""
+
+
+class ClockError(TradeloopError):
+    """The replay clock was asked to move backwards."""
 
 
 class StrategyError(TradeloopError):

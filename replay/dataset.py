@@ -17,16 +17,11 @@ import numpy.typing as npt
 from tqdm import tqdm
 
 from engine.config import Config
-from engine.errors import DataError
 from engine.features import FeatureSet
 from engine.instruments import InstrumentTable
 from engine.ticks import QUOTE
 from replay.readers import BadRowCounts, total_rows
 from replay.runner import tick_batches
-
-
-class LeakageError(DataError):
-    """A dataset column depends on data from after its row's time."""
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ import numpy.typing as npt
 from tqdm import tqdm
 
 from engine.config import Config
-from engine.errors import ModelError
+from engine.errors import LeakageError, ModelError
 from engine.features import FeatureSet
 from engine.signals.manifest import (
     DataFile,
@@ -39,7 +39,7 @@ from engine.signals.manifest import (
     sha256_file,
     write_manifest,
 )
-from replay.dataset import Dataset, ExtraColumn, LeakageError, build_dataset
+from replay.dataset import Dataset, ExtraColumn, build_dataset
 
 F64 = npt.NDArray[np.float64]
 

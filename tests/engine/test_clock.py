@@ -1,6 +1,7 @@
 import pytest
 
-from engine.clock import ClockError, LiveClock, ReplayClock
+from engine.clock import LiveClock, ReplayClock
+from engine.errors import ClockError
 
 
 def test_timers_fire_in_time_order_ties_in_set_order() -> None:

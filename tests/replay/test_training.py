@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from engine.config import Config, config_from_dict
-from engine.errors import ModelError, PluginLoadError
+from engine.errors import LeakageError, ModelError, PluginLoadError
 from engine.signals.lightgbm_model import LightGBMModel
 from engine.signals.manifest import read_manifest, sha256_file
-from replay.dataset import LeakageError, QuoteHistory, build_dataset, forward_returns
+from replay.dataset import QuoteHistory, build_dataset, forward_returns
 from replay.runner import run_replay
 from replay.training import auc, spearman, train
 
