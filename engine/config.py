@@ -1,26 +1,33 @@
 """One config file for every mode, loaded from TOML into a frozen msgspec tree.
 
 Validated in full before any I/O: an unknown key, a wrong type or a bad value is a
-``ConfigError`` naming the field. Secrets are never in the file, only the names of the
-environment variables that hold them.
+``ConfigError`` naming the field by its dotted path (``risk.instruments.BTCUSDT.
+max_order_qty``). Numbers are bounded in the schema (``msgspec.Meta``): NaN fails every
+bound, so each bound also means "finite". Durations are parsed and range-checked by the
+loader. Secrets are never in the file, only the names of the environment variables that
+hold them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
+import msgspec.inspect as mi
 
 from engine.errors import ConfigError
 from engine.features import FeatureSet, FeatureSpec
 from engine.instruments import Instrument
 from engine.risk import RiskConfig
-from engine.units import parse_duration_ns
+from engine.risk.limits import RiskLimits
+from engine.units import MAX_AMOUNT, parse_duration_ns
 
 Mode = Literal["replay", "shadow", "paper", "live"]
+T = TypeVar("T")
 
 
 class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -44,9 +51,15 @@ class StrategyConfig(_Strict, frozen=True):
 
 
 class SimVenueConfig(_Strict, frozen=True):
+    """``[venue.sim]``: latency (a duration, may be 0) and fees in bps of notional.
+
+    Fees above 1000 bps (10 %) are a unit mistake; a maker fee may be negative (a rebate),
+    down to -100 bps, far beyond any venue's rebate.
+    """
+
     latency: str | int = "250us"
-    fee_bps: float = 1.0
-    maker_fee_bps: float | None = None
+    fee_bps: Annotated[float, msgspec.Meta(ge=0.0, le=1000.0)] = 1.0
+    maker_fee_bps: Annotated[float, msgspec.Meta(ge=-100.0, le=1000.0)] | None = None
 
     @property
     def latency_ns(self) -> int:
@@ -58,10 +71,13 @@ class VenueConfig(_Strict, frozen=True):
 
 
 class ReplayConfig(_Strict, frozen=True):
-    batch_size: int = 65_536
+    """``[replay]``. ``batch_size`` is at most 2**24 ticks: results do not depend on it
+    and a larger batch only costs memory (its feature matrix alone is gigabytes)."""
+
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=2**24)] = 65_536
     on_bad_row: Literal["raise", "skip"] = "raise"
     equity_interval: str | int = "1s"
-    initial_cash: float = 100_000.0
+    initial_cash: Annotated[float, msgspec.Meta(gt=0.0, le=MAX_AMOUNT)] = 100_000.0
 
     @property
     def equity_interval_ns(self) -> int:
@@ -74,25 +90,28 @@ class TrainConfig(_Strict, frozen=True):
     ``features``: the model's inputs (default: every feature of the set). Rows are the
     first quote of each instrument in every ``sample_interval``. The label is the forward
     mid log-return over ``horizon``; ``embargo`` defaults to the horizon and may not be
-    shorter.
+    shorter. The LightGBM bounds are LightGBM's own (``1 < num_leaves <= 131072``, a
+    32-bit seed) or where a value stops making sense: a dead zone of 1000 bps (10 %)
+    drops every row at any trading horizon, and 0.9 of the rows for validation leaves
+    too few to fit on.
     """
 
     model: Literal["lightgbm", "logistic"] = "lightgbm"
     features: list[str] = []
     horizon: str | int = "2s"
     label: Literal["classification", "regression"] = "classification"
-    dead_zone_bps: float = 0.0
+    dead_zone_bps: Annotated[float, msgspec.Meta(ge=0.0, le=1000.0)] = 0.0
     sample_interval: str | int = "250ms"
-    folds: int = 4
-    validation_fraction: float = 0.2
+    folds: Annotated[int, msgspec.Meta(ge=2, le=100)] = 4
+    validation_fraction: Annotated[float, msgspec.Meta(gt=0.0, lt=0.9)] = 0.2
     embargo: str | int | None = None
-    num_leaves: int = 15
-    learning_rate: float = 0.05
-    max_rounds: int = 300
-    early_stopping_rounds: int = 30
-    min_data_in_leaf: int = 200
-    seed: int = 7
-    suspicious_auc: float = 0.9
+    num_leaves: Annotated[int, msgspec.Meta(ge=2, le=131_072)] = 15
+    learning_rate: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 0.05
+    max_rounds: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 300
+    early_stopping_rounds: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 30
+    min_data_in_leaf: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 200
+    seed: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)] = 7
+    suspicious_auc: Annotated[float, msgspec.Meta(ge=0.5, le=1.0)] = 0.9
 
     @property
     def horizon_ns(self) -> int:
@@ -109,7 +128,7 @@ class TrainConfig(_Strict, frozen=True):
 
 class MqttConfig(_Strict, frozen=True):
     host: str = "127.0.0.1"
-    port: int = 1883
+    port: Annotated[int, msgspec.Meta(ge=1, le=65_535)] = 1883
     topic_prefix: str = ""
     username_env: str | None = None
     password_env: str | None = None
@@ -134,55 +153,185 @@ class Config(_Strict, frozen=True):
     journal: JournalConfig = JournalConfig()
 
 
+def _durations(cfg: Config) -> list[tuple[str, str | int | None, bool]]:
+    """Every duration of the config: (dotted path, value, whether zero is allowed)."""
+    risk = cfg.risk
+    return [
+        ("venue.sim.latency", cfg.venue.sim.latency, True),
+        ("replay.equity_interval", cfg.replay.equity_interval, False),
+        ("train.horizon", cfg.train.horizon, False),
+        ("train.sample_interval", cfg.train.sample_interval, False),
+        ("train.embargo", cfg.train.embargo, False),
+        ("risk.max_quote_age", risk.max_quote_age, False),
+        *(
+            (f"risk.instruments.{symbol}.max_quote_age", own.max_quote_age, False)
+            for symbol, own in risk.instruments.items()
+        ),
+    ]
+
+
 def _validate(cfg: Config) -> None:
     if not cfg.instruments:
         raise ConfigError("instruments", "at least one [[instruments]] entry is required")
     FeatureSet(list(cfg.features))  # raises ConfigError with the feature's name
-    for where, value in (("venue.sim.latency", cfg.venue.sim.latency),
-                         ("replay.equity_interval", cfg.replay.equity_interval)):  # fmt: skip
+    for where, value, zero_allowed in _durations(cfg):
+        if value is None:
+            continue
         try:
-            parse_duration_ns(value)
+            ns = parse_duration_ns(value)
         except ValueError as exc:
             raise ConfigError(where, str(exc)) from exc
+        if ns == 0 and not zero_allowed:
+            raise ConfigError(where, f"must be a duration > 0, got {value!r}")
     train = cfg.train
-    for where, value in (("train.horizon", train.horizon), ("train.sample_interval", train.sample_interval),
-                         ("train.embargo", train.embargo if train.embargo is not None else 0)):  # fmt: skip
-        try:
-            parse_duration_ns(value)
-        except ValueError as exc:
-            raise ConfigError(where, str(exc)) from exc
     if train.embargo is not None and train.embargo_ns < train.horizon_ns:
         raise ConfigError(
             "train.embargo", "must be at least the label horizon, or test labels leak into training"
         )
-    if train.folds < 1 or not 0.0 < train.validation_fraction < 0.9:
-        raise ConfigError("train", "folds must be >= 1 and 0 < validation_fraction < 0.9")
     not_declared = [f for f in train.features if f not in {s.name for s in cfg.features}]
     if not_declared:
         raise ConfigError("train.features", f"not features of the set: {not_declared}")
-    if cfg.replay.batch_size < 1:
-        raise ConfigError("replay.batch_size", "must be >= 1")
     symbols = {i.symbol for i in cfg.instruments}
     unknown = set(cfg.risk.instruments) - symbols
     if unknown:
         raise ConfigError("risk.instruments", f"limits for unknown instruments {sorted(unknown)}")
 
 
+# msgspec ends a ValidationError with "- at `$.a[0].b`" (or "- at `key` in `$.a`" for a
+# bad mapping key); "[...]" stands for a mapping value whose key it does not say.
+_AT = re.compile(r"^(?P<reason>.*) - at (?:`key` in )?`\$(?P<path>[^`]*)`$", re.DOTALL)
+_SEGMENT = re.compile(r"\.([^.\[]+)|\[(\d+)\]|\[\.\.\.\]")
+_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<key>.*)`$", re.DOTALL)
+_MISSING = object()
+
+
+def _segments(path: str) -> list[str | int | None]:
+    """``.a[0].b`` -> ``["a", 0, "b"]``; ``None`` for a mapping value of unknown key."""
+    out: list[str | int | None] = []
+    for m in _SEGMENT.finditer(path):
+        out.append(
+            m.group(1)
+            if m.group(1) is not None
+            else None
+            if m.group(2) is None
+            else int(m.group(2))
+        )
+    return out
+
+
+def _dotted(prefix: str, segments: list[str | int | None]) -> str:
+    text = prefix
+    for seg in segments:
+        if isinstance(seg, int):
+            text += f"[{seg}]"
+        else:
+            text += ("." if text else "") + ("[...]" if seg is None else seg)
+    return text
+
+
+def _value_at(data: object, segments: list[str | int | None]) -> object:
+    for seg in segments:
+        found = (isinstance(data, dict) and seg in data) or (
+            isinstance(data, list) and isinstance(seg, int) and seg < len(data)
+        )
+        if not found:
+            return _MISSING
+        data = data[seg]  # type: ignore[index]
+    return data
+
+
+def _type_at(t: mi.Type, segments: list[str | int | None]) -> mi.Type | None:
+    for seg in segments:
+        t = _without_none(t)
+        if isinstance(t, mi.StructType) and isinstance(seg, str):
+            found = [f.type for f in t.fields if f.name == seg]
+            if not found:
+                return None
+            t = found[0]
+        elif isinstance(t, mi.ListType) and isinstance(seg, int):
+            t = t.item_type
+        elif isinstance(t, mi.DictType):
+            t = t.value_type
+        else:
+            return None
+    return t
+
+
+def _without_none(t: mi.Type) -> mi.Type:
+    if isinstance(t, mi.UnionType):
+        kept = [u for u in t.types if not isinstance(u, mi.NoneType)]
+        if len(kept) == 1:
+            return kept[0]
+    return t
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+def _expected(t: mi.Type | None) -> str | None:
+    """What a field takes, in words, for the kinds of field whose msgspec message is unclear."""
+    t = None if t is None else _without_none(t)
+    if isinstance(t, mi.IntType | mi.FloatType):
+        bounds = [
+            f"{op} {bound:g}" if isinstance(bound, float) else f"{op} {bound}"
+            for op, bound in ((">", t.gt), (">=", t.ge), ("<", t.lt), ("<=", t.le))
+            if bound is not None
+        ]
+        what = "an integer" if isinstance(t, mi.IntType) else "a finite number"
+        return f"must be {what} {' and '.join(bounds)}".rstrip()
+    if isinstance(t, mi.UnionType) and {type(u) for u in t.types} >= {mi.StrType, mi.IntType}:
+        return "must be a duration like '250us', '5s', '2m' or an int of ns"
+    return None
+
+
+def _config_error(
+    exc: msgspec.ValidationError, data: object, root: Any, prefix: str, file: str
+) -> ConfigError:
+    """The ``ConfigError`` for a msgspec error met while converting ``data`` to ``root``,
+    which sits at dotted path ``prefix`` of the config read from ``file``."""
+    text = str(exc)
+    m = _AT.match(text)
+    reason, segments = (m.group("reason"), _segments(m.group("path"))) if m else (text, [])
+    unknown = _UNKNOWN.match(reason)
+    if unknown is not None:
+        container = _without_none(_type_at(mi.type_info(root), segments) or mi.AnyType())
+        known = [f.name for f in container.fields] if isinstance(container, mi.StructType) else []
+        hint = f" (known keys: {', '.join(known)})" if known else ""
+        return ConfigError(_dotted(prefix, [*segments, unknown.group("key")]), f"unknown key{hint}")
+    where = _dotted(prefix, segments) or file
+    value = _value_at(data, segments)
+    expected = _expected(_type_at(mi.type_info(root), segments))
+    if expected is not None:
+        reason = expected
+    elif "got" in reason or not reason.startswith("Expected"):
+        return ConfigError(where, reason)
+    return ConfigError(where, reason if value is _MISSING else f"{reason}, got {_shown(value)}")
+
+
+def _convert(data: object, root: type[T], prefix: str, file: str) -> T:
+    try:
+        return msgspec.convert(data, root)
+    except msgspec.ValidationError as exc:
+        raise _config_error(exc, data, root, prefix, file) from exc
+
+
 def config_from_dict(data: dict[str, Any], where: str = "<config>") -> Config:
     """Build and validate a config from parsed TOML.
 
     Raises:
-        ConfigError: unknown key, wrong type, or invalid value.
+        ConfigError: unknown key, wrong type, or invalid value; names the field by its
+            dotted path.
     """
-    try:
-        cfg = msgspec.convert(data, Config)
-    except msgspec.ValidationError as exc:
-        # msgspec says "... - at `$.risk.max_order_qty`": keep the path, drop the '$.'
-        msg = str(exc)
-        path = msg.rsplit("at `", 1)[-1].rstrip("`").removeprefix("$.") if "at `" in msg else where
-        raise ConfigError(path, msg.split(" - at ")[0]) from exc
-    except ValueError as exc:  # raised by __post_init__ checks (e.g. instrument grids)
-        raise ConfigError(where, str(exc)) from exc
+    # msgspec names a bad mapping value "[...]", not by its key: check each instrument's
+    # limits on their own first, so the error says which symbol.
+    risk = data.get("risk")
+    own_limits = risk.get("instruments") if isinstance(risk, dict) else None
+    if isinstance(own_limits, dict):
+        for symbol, limits in own_limits.items():
+            _convert(limits, RiskLimits, f"risk.instruments.{symbol}", where)
+    cfg = _convert(data, Config, "", where)
     _validate(cfg)
     return cfg
 
@@ -200,6 +349,9 @@ def load_config(path: str | Path) -> tuple[Config, str]:
         raise ConfigError(str(p), f"cannot read config: {exc.strerror}") from exc
     try:
         data = tomllib.loads(raw.decode())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(p), f"not UTF-8 text (byte {exc.start}): {exc.reason}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib's message ends with "(at line L, column C)"
         raise ConfigError(str(p), f"not valid TOML: {exc}") from exc
     return config_from_dict(data, str(p)), hashlib.sha256(raw).hexdigest()

@@ -1,13 +1,26 @@
 """Risk limits as configured in ``[risk]``: account-wide settings and per-instrument
-defaults, with per-instrument overrides under ``[risk.instruments.SYMBOL]``."""
+defaults, with per-instrument overrides under ``[risk.instruments.SYMBOL]``.
+
+Every number is bounded in the schema, so a value that is NaN, infinite, zero, negative
+or absurd is refused when the config is loaded; leaving a key out is the only way to
+turn a check off. ``max_quote_age`` is a duration, checked by the config loader.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
-from engine.units import parse_duration_ns
+from engine.units import MAX_AMOUNT, parse_duration_ns
+
+# NaN fails every bound, so each of these also means "a finite number".
+Amount = Annotated[float, msgspec.Meta(gt=0.0, le=MAX_AMOUNT)]
+# A collar 100 % through the mid no longer bounds a sell price at all.
+CollarBps = Annotated[float, msgspec.Meta(gt=0.0, le=10_000.0)]
+# A million orders a second is beyond any venue's rate limit.
+OrderRate = Annotated[float, msgspec.Meta(gt=0.0, le=1_000_000.0)]
+OrderCount = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
 
 
 class RiskLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -25,13 +38,13 @@ class RiskLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
         max_open_orders: open orders on the instrument.
     """
 
-    max_order_qty: float | None = None
-    max_order_notional: float | None = None
-    max_position: float | None = None
-    price_collar_bps: float | None = None
+    max_order_qty: Amount | None = None
+    max_order_notional: Amount | None = None
+    max_position: Amount | None = None
+    price_collar_bps: CollarBps | None = None
     max_quote_age: str | int | None = None
-    orders_per_second: float | None = None
-    max_open_orders: int | None = None
+    orders_per_second: OrderRate | None = None
+    max_open_orders: OrderCount | None = None
 
     @property
     def max_quote_age_ns(self) -> int | None:
@@ -54,37 +67,16 @@ class RiskConfig(RiskLimits, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     prices to the grid instead of refusing.
     """
 
-    max_gross_exposure: float | None = None
-    account_orders_per_second: float | None = None
-    account_max_open_orders: int | None = None
-    daily_loss_limit: float | None = None
-    max_drawdown: float | None = None
+    max_gross_exposure: Amount | None = None
+    account_orders_per_second: OrderRate | None = None
+    account_max_open_orders: OrderCount | None = None
+    daily_loss_limit: Amount | None = None
+    max_drawdown: Amount | None = None
     on_loss: Literal["reduce_only", "halted"] = "reduce_only"
     on_data_loss: Literal["reduce_only", "halted"] = "halted"
     warmup: bool = True
     round_to_grid: bool = False
     instruments: dict[str, RiskLimits] = {}
-
-    def __post_init__(self) -> None:
-        for name in (*_LIMIT_FIELDS, "max_gross_exposure", "account_orders_per_second",
-                     "account_max_open_orders", "daily_loss_limit", "max_drawdown"):  # fmt: skip
-            value = getattr(self, name)
-            if name == "max_quote_age" or value is None:
-                continue
-            if value <= 0:
-                raise ValueError(f"risk.{name} must be > 0, got {value}")
-        for symbol, own in self.instruments.items():
-            for name in _LIMIT_FIELDS:
-                value = getattr(own, name)
-                if value is not None and name != "max_quote_age" and value <= 0:
-                    raise ValueError(f"risk.instruments.{symbol}.{name} must be > 0, got {value}")
-        for where, value in [("max_quote_age", self.max_quote_age),
-                             *((f"instruments.{s}.max_quote_age", o.max_quote_age) for s, o in self.instruments.items())]:  # fmt: skip
-            if value is not None:
-                try:
-                    parse_duration_ns(value)
-                except ValueError as exc:
-                    raise ValueError(f"risk.{where}: {exc}") from exc
 
     def limits_for(self, symbol: str) -> RiskLimits:
         """The instrument's limits: its own where set, the defaults elsewhere."""
