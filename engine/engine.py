@@ -20,34 +20,25 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from engine.clock import Clock, TimerFired
-from engine.errors import DataError, OrderStateError, StrategyError
+from engine.clock import Clock
+from engine.context import EngineContext
+from engine.errors import DataError, StrategyError
 from engine.events import (
     Alarm,
-    CancelRejected,
-    CancelRequest,
     Command,
     Event,
-    Fill,
-    OrderAccepted,
-    OrderCancelled,
-    OrderRejected,
-    OrderRequest,
-    OrderType,
     Quote,
     RiskRejected,
-    Side,
     Signal,
-    TimeInForce,
     Trade,
     TradingState,
     TradingStateName,
-    side_sign,
 )
 from engine.features import FeatureSet
-from engine.instruments import Instrument, InstrumentTable
-from engine.market import ASK, ASK_SIZE, BID, BID_SIZE, L_BREACH, MarketState
-from engine.orders import OrderBook, OrderStatus
+from engine.instruments import InstrumentTable
+from engine.market import L_BREACH, MarketState
+from engine.order_desk import OrderDesk
+from engine.orders import OrderBook
 from engine.portfolio import Portfolio
 from engine.ports import ExecutionReport, OrderRouter
 from engine.risk import RiskEngine
@@ -55,6 +46,7 @@ from engine.signals import SignalModel, ZoneTracker, select_columns
 from engine.signals.manifest import check_against_features
 from engine.strategy import Strategy
 from engine.ticks import QUOTE, TRADE, TickBatch
+from engine.trading_state import Source
 
 log = logging.getLogger("tradeloop.engine")
 
@@ -74,8 +66,8 @@ class Engine:
         risk: pre-trade checks and trading state.
         equity_interval_ns: event-time grid of the equity curve (0: off).
         initial_cash: starting cash.
-        strict: re-raise strategy and order-state errors (replay, tests) instead of
-            halting and carrying on (live).
+        strict: re-raise strategy errors (replay, tests) instead of halting and carrying
+            on (live).
         order_id_prefix: prefix of client order ids (unique per session in live).
     """
 
@@ -109,8 +101,7 @@ class Engine:
         self.feature_state = features.new_state(n)
         self.counters: Counter[str] = Counter()
         self.sinks: list[EventSink] = []
-        self._order_seq = 0
-        self._id_prefix = order_id_prefix
+        self.desk = OrderDesk(self, order_id_prefix)
         self._last_ts = 0
         self._notify: deque[Event] = deque()
         self._model_columns: npt.NDArray[np.int64] | None = None
@@ -132,24 +123,20 @@ class Engine:
         router.bind(self.market, instruments)
         self._started = False
 
-    # ---- lifecycle -------------------------------------------------------------------
-
     def start(self) -> None:
         """Bind and start the strategy. Replay calls this on its first tick, with the
         clock already at that tick's time, so ``on_start`` sees a real time."""
         self.strategy.bind(self._context)
         self._started = True
-        self._call(self.strategy.on_start, None)
+        self.call_strategy(self.strategy.on_start, None)
 
     def finish(self) -> None:
         """End of data: handle what is due at the last tick's time, stop the strategy."""
         if not self._started:
             self.start()
         self._advance_external(self._last_ts)
-        self._call(self.strategy.on_stop, None)
+        self.call_strategy(self.strategy.on_stop, None)
         self.counters["orders_open_at_end"] = len(self.orders.open_orders())
-
-    # ---- the loop --------------------------------------------------------------------
 
     def process_batch(self, batch: TickBatch) -> None:
         """Run one micro-batch through every stage.
@@ -202,7 +189,7 @@ class Engine:
                 self.router.commit()  # else a loss limit tripped before the fill tick
             self.clock.advance(int(ts[k - 1]))
             self._last_ts = int(ts[k - 1])
-            self._handle_reports()
+            self.desk.handle_reports()
             if loss[L_BREACH] != 0.0:
                 self._check_loss_breach()
             j = k
@@ -216,15 +203,21 @@ class Engine:
                                  zone=int(sig_zone[s]), previous_zone=int(sig_prev[s]))  # fmt: skip
                     s += 1
                     self.counters["signals"] += 1
-                    self._emit(sig)
-                    self._call(self.strategy.on_signal, sig)
+                    self.emit(sig)
+                    self.call_strategy(self.strategy.on_signal, sig)
                 if batch.kind[t] == QUOTE and self._wants_quotes:
-                    self._call(self.strategy.on_quote, _quote_at(batch, t, self.instruments))
+                    self.call_strategy(
+                        self.strategy.on_quote, _quote_at(batch, t, self.instruments)
+                    )
                 elif batch.kind[t] == TRADE and self._wants_trades:
-                    self._call(self.strategy.on_trade, _trade_at(batch, t, self.instruments))
+                    self.call_strategy(
+                        self.strategy.on_trade, _trade_at(batch, t, self.instruments)
+                    )
                 e += 1
             pos = j
         self.market.end_batch()
+        if self.desk.flattening:
+            self.desk.flatten_step()
 
     def _check_loss_breach(self) -> None:
         breach = self.market.take_breach()
@@ -240,15 +233,21 @@ class Engine:
             reason = (f"max drawdown {cfg.max_drawdown:g} from the day's peak reached: equity "
                       f"{equity:.2f}, peak {peak:.2f}")  # fmt: skip
         self.counters["loss_limit_breaches"] += 1
-        self.set_trading_state("HALTED" if cfg.on_loss == "halted" else "REDUCE_ONLY", reason)
+        self.request_state("loss_limit", "HALTED" if cfg.on_loss == "halted" else "REDUCE_ONLY",
+                           reason)  # fmt: skip
 
     def market_data_lost(self, reason: str) -> None:
-        """The source lost market data (broker drop, feed gap): stop adding risk."""
+        """The source lost market data (broker drop, stale feed): stop adding risk."""
         self.counters["market_data_lost"] += 1
         state: TradingStateName = (
             "HALTED" if self.risk.config.on_data_loss == "halted" else "REDUCE_ONLY"
         )
-        self.set_trading_state(state, f"market data lost: {reason}")
+        self.request_state("data_loss", state, f"market data lost: {reason}")
+
+    def market_data_restored(self, reason: str) -> None:
+        """Market data is back (fresh quotes for every instrument): lift the data-loss
+        claim; other claims (an operator's kill, a loss limit) stay."""
+        self.request_state("data_loss", "ACTIVE", f"market data restored: {reason}")
 
     def _warmup_columns(self) -> list[int]:
         wanted = list(self.strategy.required_features())
@@ -300,152 +299,81 @@ class Engine:
             ):
                 self.clock.advance(max(t_router, self.clock.now_ns()))
                 self.router.advance_to(t_router)
-                self._handle_reports()
+                self.desk.handle_reports()
             elif t_timer is not None and t_timer <= until_ns:
                 self.clock.advance(max(t_timer, self.clock.now_ns()))
                 for fired in self.clock.pop_due(t_timer):
                     self.counters["timers"] += 1
-                    self._call(self.strategy.on_timer, fired)
+                    self.call_strategy(self.strategy.on_timer, fired)
             else:
                 return
 
-    # ---- execution reports -------------------------------------------------------------
-
-    def _handle_reports(self) -> None:
-        for report in self.router.drain_reports():
-            self.on_report(report)
-
     def on_report(self, report: ExecutionReport) -> None:
-        """Apply one execution report (from the simulated venue or the OMS).
-
-        A report the order state machine refuses (unknown id, overfill) is counted,
-        logged and turned into an ``Alarm``; under ``strict`` it is re-raised.
-        """
-        self._emit(report)
-        try:
-            match report:
-                case Fill():
-                    order = self.orders.fill(report)
-                    signed = side_sign(report.side) * report.qty
-                    self.portfolio.apply_fill(
-                        order.instrument_index, signed, report.price, report.fee
-                    )
-                    self.counters["fills"] += 1
-                    self._call(self.strategy.on_fill, report)
-                case OrderAccepted():
-                    self.orders.update(
-                        self.orders.get(report.client_order_id), OrderStatus.ACCEPTED
-                    )
-                    self._call(self.strategy.on_order, report)
-                case OrderRejected():
-                    self.orders.update(
-                        self.orders.get(report.client_order_id), OrderStatus.REJECTED
-                    )
-                    self.counters["orders_rejected"] += 1
-                    self._call(self.strategy.on_order, report)
-                case OrderCancelled():
-                    self.orders.update(
-                        self.orders.get(report.client_order_id), OrderStatus.CANCELLED
-                    )
-                    self.counters["orders_cancelled"] += 1
-                    self._call(self.strategy.on_order, report)
-                case CancelRejected():
-                    self.counters["cancels_rejected"] += 1
-                    self._call(self.strategy.on_order, report)
-        except OrderStateError as exc:
-            self.counters["bad_reports"] += 1
-            log.error("execution report refused: %s (%r)", exc, report)
-            self._emit(Alarm(ts_event=self.clock.now_ns(), ts_recv=self.clock.now_ns(),
-                             source="orders", severity="critical", message=str(exc)))  # fmt: skip
-            if self.strict:
-                raise
-
-    # ---- commands and trading state ----------------------------------------------------
+        """Apply one execution report (from the simulated venue or the OMS)."""
+        self.desk.on_report(report)
 
     def on_command(self, command: Command) -> None:
-        """Apply an operator command: kill switch, reduce-only, resume."""
-        self._emit(command)
+        """Apply an operator command: kill, reduce_only, resume, flatten.
+
+        A kill is left only by ``resume``; ``reduce_only`` during a kill is refused with an
+        Alarm. ``flatten`` cancels every open order and closes every position with
+        reducing orders (also while HALTED), and keeps the state at least REDUCE_ONLY.
+        """
+        self.emit(command)
         reason = f"command {command.action} from {command.issuer or 'operator'}: {command.reason}"
+        killed = self.risk.trading.is_killed()
         match command.action:
             case "kill":
-                self.set_trading_state("HALTED", reason)
+                self.desk.stop_flatten()
+                self.request_state("operator", "HALTED", reason)
+                self.desk.enforce_state()  # also a flatten's orders still working
             case "reduce_only":
-                self.set_trading_state("REDUCE_ONLY", reason)
+                if killed:
+                    self._refuse(command, "a kill is in force; only resume leaves it")
+                else:
+                    self.request_state("operator", "REDUCE_ONLY", reason)
             case "resume":
-                self.set_trading_state("ACTIVE", reason)
+                self.desk.stop_flatten()
+                self._state_changed(self.risk.trading.resume(reason, self.clock.now_ns()))
+                if not self.market.is_loss_monitor_armed():
+                    self.market.rearm_loss_monitor(
+                        self.portfolio.equity(self.market.mids()), self.clock.now_ns()
+                    )
+            case "flatten":
+                if not killed:
+                    self.request_state("operator", "REDUCE_ONLY", reason)
+                self.desk.start_flatten()
             case "reload_model":
-                self._emit(Alarm(ts_event=command.ts_event, ts_recv=command.ts_recv,
-                                 source="engine", severity="warning",
-                                 message="model reload is handled by the daemon, not the engine"))  # fmt: skip
+                self._refuse(command, "model reload is handled by the daemon, not the engine")
 
-    def set_trading_state(self, state: TradingStateName, reason: str) -> None:
-        """Change the trading state; HALTED also cancels every open order."""
-        now = self.clock.now_ns()
-        event = self.risk.set_state(state, reason, now)
+    def _refuse(self, command: Command, why: str) -> None:
+        self.counters["commands_refused"] += 1
+        self.emit(Alarm(ts_event=command.ts_event, ts_recv=command.ts_recv, source="engine",
+                        severity="warning", message=f"command {command.action} refused: {why}"))  # fmt: skip
+
+    def request_state(self, source: Source, state: TradingStateName, reason: str) -> None:
+        """Set ``source``'s claim on the trading state (see ``engine.trading_state``)."""
+        self._state_changed(self.risk.trading.request(source, state, reason, self.clock.now_ns()))
+
+    def _state_changed(self, event: TradingState | None) -> None:
         if event is None:
             return
-        self._emit(event)
-        if state == "ACTIVE":
-            self.market.arm_loss_monitor(
-                self.risk.config.daily_loss_limit, self.risk.config.max_drawdown
-            )
-        if state == "HALTED":
-            for order in self.orders.open_orders():
-                self._send_cancel(order.client_order_id, order.request.instrument, "halted")
+        self.counters["state_changes"] += 1
+        self.emit(event)
+        self.desk.enforce_state()
         if self._started:
-            self._call(self.strategy.on_state, event)
+            self.call_strategy(self.strategy.on_state, event)
 
-    # ---- orders (called through the strategy context) ---------------------------------
-
-    def submit(self, symbol: str, side: Side, qty: float, order_type: OrderType,
-               limit_price: float | None, time_in_force: TimeInForce, reduce_only: bool) -> str:  # fmt: skip
-        index = self.instruments.index.get(symbol)
-        if index is None:
-            raise KeyError(f"unknown instrument {symbol!r}")
-        inst = self.instruments.instruments[index]
-        if self.risk.config.round_to_grid:
-            qty = inst.round_qty(qty)
-            if limit_price is not None:
-                limit_price = inst.round_price(limit_price)
-        self._order_seq += 1
-        now = self.clock.now_ns()
-        req = OrderRequest(ts_event=now, ts_recv=now,
-                           client_order_id=f"{self._id_prefix}-{self._order_seq:08d}",
-                           instrument=symbol, side=side, qty=float(qty), order_type=order_type,
-                           limit_price=limit_price, time_in_force=time_in_force,
-                           reduce_only=reduce_only, strategy=self.strategy.name)  # fmt: skip
-        self._emit(req)
-        self.counters["orders_requested"] += 1
-        rejected = self.risk.check(req, index, now)
-        if rejected is not None:
-            self.counters["risk_rejected"] += 1
-            self._emit(rejected)
-            self._notify.append(rejected)
-            return req.client_order_id
-        self.orders.add(req, index)
-        self.counters["orders_sent"] += 1
-        self.router.submit(req)
-        return req.client_order_id
-
-    def cancel(self, client_order_id: str) -> None:
-        order = self.orders.get(client_order_id)
-        if order.is_open:
-            self._send_cancel(client_order_id, order.request.instrument, "strategy")
-
-    def _send_cancel(self, client_order_id: str, symbol: str, reason: str) -> None:
-        now = self.clock.now_ns()
-        req = CancelRequest(ts_event=now, ts_recv=now, client_order_id=client_order_id,
-                            instrument=symbol, reason=reason)  # fmt: skip
-        self._emit(req)
-        self.router.cancel(req)
-
-    # ---- plumbing ---------------------------------------------------------------------
-
-    def _emit(self, event: Event) -> None:
+    def emit(self, event: Event) -> None:
         for sink in self.sinks:
             sink(event)
 
-    def _call(self, hook: Callable[[Any], None] | Callable[[], None], event: Any) -> None:
+    def notify(self, rejected: RiskRejected) -> None:
+        """Tell the strategy about a refusal once its current hook has returned."""
+        self._notify.append(rejected)
+
+    def call_strategy(self, hook: Callable[[Any], None] | Callable[[], None], event: Any) -> None:
+        """Run a strategy hook; a raise halts trading (and is re-raised under ``strict``)."""
         try:
             if event is None:
                 hook()  # type: ignore[call-arg]
@@ -454,13 +382,15 @@ class Engine:
         except Exception as exc:
             self.counters["strategy_errors"] += 1
             log.exception("strategy %s raised on %r; trading halted", self.strategy.name, event)
-            self.set_trading_state("HALTED", f"strategy raised {type(exc).__name__}: {exc}")
+            self.request_state(
+                "automatic", "HALTED", f"strategy raised {type(exc).__name__}: {exc}"
+            )
             if self.strict:
                 raise StrategyError(self.strategy.name, event, exc) from exc
         while self._notify:
             note = self._notify.popleft()
             if isinstance(note, RiskRejected):
-                self._call(self.strategy.on_reject, note)
+                self.call_strategy(self.strategy.on_reject, note)
 
 
 _EMPTY = np.empty(0, np.int64)
@@ -480,58 +410,4 @@ def _trade_at(batch: TickBatch, t: int, instruments: InstrumentTable) -> Trade:
                  side="buy" if batch.side[t] > 0 else "sell")  # fmt: skip
 
 
-class EngineContext:
-    """The ``StrategyContext`` the engine hands to its strategy."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._e = engine
-
-    def now_ns(self) -> int:
-        return self._e.clock.now_ns()
-
-    def instrument(self, symbol: str) -> Instrument:
-        return self._e.instruments.by_symbol(symbol)
-
-    def position(self, symbol: str) -> float:
-        return float(self._e.portfolio.positions[self._e.instruments.index[symbol]])
-
-    def open_qty(self, symbol: str) -> float:
-        return self._e.orders.open_qty(self._e.instruments.index[symbol])
-
-    def last_quote(self, symbol: str) -> Quote | None:
-        i = self._e.instruments.index[symbol]
-        ts = int(self._e.market.quote_ts[i])
-        if ts == 0:
-            return None
-        b = self._e.market.book[i]
-        return Quote(ts_event=ts, ts_recv=ts, instrument=symbol, bid=float(b[BID]),
-                     ask=float(b[ASK]), bid_size=float(b[BID_SIZE]), ask_size=float(b[ASK_SIZE]))  # fmt: skip
-
-    def features(self, symbol: str) -> dict[str, float]:
-        i = self._e.instruments.index[symbol]
-        return self._e.features.current(self._e.feature_state, i)
-
-    def submit_market(
-        self, symbol: str, side: Side, qty: float, *, reduce_only: bool = False
-    ) -> str:
-        return self._e.submit(symbol, side, qty, "market", None, "gtc", reduce_only)
-
-    def submit_limit(self, symbol: str, side: Side, qty: float, price: float, *,
-                     time_in_force: TimeInForce = "gtc", reduce_only: bool = False) -> str:  # fmt: skip
-        return self._e.submit(symbol, side, qty, "limit", price, time_in_force, reduce_only)
-
-    def cancel(self, client_order_id: str) -> None:
-        self._e.cancel(client_order_id)
-
-    def set_timer(self, name: str, ts_ns: int, interval_ns: int = 0) -> None:
-        self._e.clock.set_timer(name, ts_ns, interval_ns)
-
-    def cancel_timer(self, name: str) -> None:
-        self._e.clock.cancel_timer(name)
-
-    @property
-    def trading_state(self) -> str:
-        return self._e.risk.state
-
-
-__all__ = ["Engine", "EngineContext", "EventSink", "TimerFired", "TradingState"]
+__all__ = ["Engine", "EngineContext", "EventSink"]

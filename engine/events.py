@@ -17,7 +17,7 @@ OrderType = Literal["market", "limit"]
 TimeInForce = Literal["gtc", "ioc"]
 Liquidity = Literal["maker", "taker"]
 TradingStateName = Literal["ACTIVE", "REDUCE_ONLY", "HALTED"]
-CommandAction = Literal["kill", "reduce_only", "resume", "reload_model"]
+CommandAction = Literal["kill", "reduce_only", "resume", "flatten", "reload_model"]
 Severity = Literal["info", "warning", "critical"]
 
 
@@ -135,9 +135,13 @@ class RiskRejected(Event, frozen=True, tag="risk_rejected"):
 
 
 class TradingState(Event, frozen=True, tag="trading_state"):
+    """The effective trading state changed; ``source`` is the claim that now decides it
+    (operator, loss_limit, data_loss, automatic; see ``engine.trading_state``)."""
+
     state: TradingStateName
     previous: TradingStateName
     reason: str
+    source: str = ""
 
 
 class Command(Event, frozen=True, tag="command"):

@@ -49,6 +49,10 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     def round_qty(self, qty: float) -> float:
         return round(round(qty / self.lot_size) * self.lot_size, 12)
 
+    def floor_qty(self, qty: float) -> float:
+        """``qty`` rounded down to whole lots (never more than asked, e.g. to close)."""
+        return round(math.floor(qty / self.lot_size + _GRID_TOLERANCE) * self.lot_size, 12)
+
 
 class InstrumentTable:
     """Instruments by symbol and by dense index (the index is what numba kernels see)."""

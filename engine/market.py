@@ -116,13 +116,33 @@ class MarketState:
         self.sample_equity: list[npt.NDArray[np.float64]] = []
 
     def arm_loss_monitor(self, daily_loss_limit: float | None, max_drawdown: float | None) -> None:
-        """Watch realized + unrealized PnL per UTC day; a breach stops the scan at that tick."""
+        """Watch realized + unrealized PnL per UTC day; a breach stops the scan at that tick.
+
+        The monitor only reports a breach (``take_breach``); what to do about it is the
+        trading state's business. The day's start and peak are set by the first quote of
+        each UTC day.
+        """
         self.loss[L_DAILY_LIMIT] = np.inf if daily_loss_limit is None else daily_loss_limit
         self.loss[L_DRAWDOWN_LIMIT] = np.inf if max_drawdown is None else max_drawdown
         self.loss[L_BREACH] = 0.0
         self.loss[L_ARMED] = (
             1.0 if (daily_loss_limit is not None or max_drawdown is not None) else 0.0
         )
+
+    def rearm_loss_monitor(self, equity: float, now_ns: int) -> None:
+        """Watch again after a breach, measuring from ``equity`` now: the day's start and
+        peak are reset to it, so a loss already taken does not trip the monitor again at
+        the next quote (an operator's ``resume`` accepted it)."""
+        if self.loss[L_DAILY_LIMIT] == np.inf and self.loss[L_DRAWDOWN_LIMIT] == np.inf:
+            return
+        self.loss[L_DAY] = float(now_ns // DAY_NS)
+        self.loss[L_DAY_START] = equity
+        self.loss[L_DAY_PEAK] = equity
+        self.loss[L_BREACH] = 0.0
+        self.loss[L_ARMED] = 1.0
+
+    def is_loss_monitor_armed(self) -> bool:
+        return bool(self.loss[L_ARMED] != 0.0)
 
     def take_breach(self) -> tuple[int, float] | None:
         """The breach the last ``update`` stopped at (code, equity), once."""

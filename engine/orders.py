@@ -7,10 +7,15 @@
      │         │   └────────────┘  └──► CANCELLED
      │         └──────────────────────► CANCELLED
      ├──► REJECTED
+     ├──► UNKNOWN   (no answer in time; any report from the venue settles it)
      └──► PARTIALLY_FILLED / FILLED   (a venue may report a fill before its ack)
 
-Anything else raises ``OrderStateError``: a report for an unknown id, a fill on a closed
-order, a fill beyond the order quantity.
+Reports arrive the way a real OMS sends them over MQTT QoS 1: duplicated, reordered, an
+ack after a fill, a fill after the cancel confirmation. The venue's fills are the truth:
+every fill is applied exactly once (idempotent by ``fill_id``) whatever the order's status,
+and a status report that is late or repeated changes nothing. ``OrderBook.fill`` and
+``OrderBook.report`` say what happened as an outcome instead of raising, so the engine
+can count, alarm and book each case.
 """
 
 from __future__ import annotations
@@ -32,6 +37,27 @@ class OrderStatus(Enum):
     FILLED = "filled"
     CANCELLED = "cancelled"
     REJECTED = "rejected"
+    UNKNOWN = "unknown"
+
+
+class FillOutcome(Enum):
+    """What ``OrderBook.fill`` did with a fill (the portfolio books all but DUPLICATE)."""
+
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"  # this fill_id was applied before: nothing to do
+    ON_CLOSED_ORDER = "on_closed_order"  # the order was cancelled or rejected already
+    UNKNOWN_ORDER = "unknown_order"  # no such client order id in this session
+    OVERFILL = "overfill"  # more than the order's quantity in total
+    MISMATCH = "mismatch"  # side or instrument differ from the order's
+
+
+class ReportOutcome(Enum):
+    """What ``OrderBook.report`` did with a status report."""
+
+    APPLIED = "applied"
+    REDUNDANT = "redundant"  # a repeat, or late (an ack after a fill, a cancel after FILLED)
+    UNKNOWN_ORDER = "unknown_order"
+    ILLEGAL = "illegal"  # contradicts what the venue said before (a reject after a fill)
 
 
 _TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
@@ -42,20 +68,58 @@ _TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
             OrderStatus.PARTIALLY_FILLED,
             OrderStatus.FILLED,
             OrderStatus.CANCELLED,
+            OrderStatus.UNKNOWN,
         }
     ),
     OrderStatus.ACCEPTED: frozenset(
-        {OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED, OrderStatus.CANCELLED}
+        {
+            OrderStatus.PARTIALLY_FILLED,
+            OrderStatus.FILLED,
+            OrderStatus.CANCELLED,
+            OrderStatus.UNKNOWN,
+        }
     ),
     OrderStatus.PARTIALLY_FILLED: frozenset(
-        {OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED, OrderStatus.CANCELLED}
+        {
+            OrderStatus.PARTIALLY_FILLED,
+            OrderStatus.FILLED,
+            OrderStatus.CANCELLED,
+            OrderStatus.UNKNOWN,
+        }
+    ),
+    # the venue answered: whatever it says is the truth
+    OrderStatus.UNKNOWN: frozenset(
+        {
+            OrderStatus.ACCEPTED,
+            OrderStatus.REJECTED,
+            OrderStatus.PARTIALLY_FILLED,
+            OrderStatus.FILLED,
+            OrderStatus.CANCELLED,
+        }
     ),
     OrderStatus.FILLED: frozenset(),
     OrderStatus.CANCELLED: frozenset(),
     OrderStatus.REJECTED: frozenset(),
 }
 
-OPEN_STATUSES = frozenset({OrderStatus.NEW, OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED})
+OPEN_STATUSES = frozenset(
+    {OrderStatus.NEW, OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED, OrderStatus.UNKNOWN}
+)
+
+# a status report that arrives after a state it cannot change any more is redundant, not
+# an error: the order already went further (an ack after a fill, a cancel after FILLED)
+_REDUNDANT: dict[OrderStatus, frozenset[OrderStatus]] = {
+    OrderStatus.ACCEPTED: frozenset(
+        {
+            OrderStatus.ACCEPTED,
+            OrderStatus.PARTIALLY_FILLED,
+            OrderStatus.FILLED,
+            OrderStatus.CANCELLED,
+        }
+    ),
+    OrderStatus.CANCELLED: frozenset({OrderStatus.CANCELLED, OrderStatus.FILLED}),
+    OrderStatus.REJECTED: frozenset({OrderStatus.REJECTED}),
+}
 
 
 @dataclass(slots=True)
@@ -65,6 +129,7 @@ class Order:
     status: OrderStatus = OrderStatus.NEW
     filled_qty: float = 0.0
     avg_fill_price: float = 0.0
+    cancel_sent: bool = False
 
     @property
     def client_order_id(self) -> str:
@@ -91,26 +156,9 @@ class Order:
             )
         self.status = new
 
-    def apply_fill(self, fill: Fill) -> None:
-        """Account a fill and move to PARTIALLY_FILLED or FILLED.
-
-        Raises:
-            OrderStateError: closed order, wrong side or instrument, or overfill.
-        """
-        if fill.side != self.request.side or fill.instrument != self.request.instrument:
-            raise OrderStateError(f"order {self.client_order_id}: fill {fill.fill_id} does not "
-                                  "match the order's side or instrument")  # fmt: skip
-        total = self.filled_qty + fill.qty
-        if fill.qty <= 0 or total > self.request.qty + _QTY_EPS:
-            raise OrderStateError(
-                f"order {self.client_order_id}: fill {fill.qty} would fill {total} of "
-                f"{self.request.qty}"
-            )
-        done = total >= self.request.qty - _QTY_EPS
-        self.transition(OrderStatus.FILLED if done else OrderStatus.PARTIALLY_FILLED)
-        self.avg_fill_price = (
-            self.avg_fill_price * self.filled_qty + fill.price * fill.qty
-        ) / total
+    def record_fill(self, qty: float, price: float) -> None:
+        total = self.filled_qty + qty
+        self.avg_fill_price = (self.avg_fill_price * self.filled_qty + price * qty) / total
         self.filled_qty = total
 
 
@@ -123,6 +171,7 @@ class OrderBook:
 
     def __init__(self, n_instruments: int) -> None:
         self._orders: dict[str, Order] = {}
+        self._fill_ids: set[str] = set()
         self._open: dict[str, Order] = {}
         self.open_count = [0] * n_instruments
         self.open_buy_qty = [0.0] * n_instruments
@@ -159,24 +208,68 @@ class OrderBook:
         except KeyError:
             raise OrderStateError(f"unknown client order id {client_order_id!r}") from None
 
+    def find(self, client_order_id: str) -> Order | None:
+        return self._orders.get(client_order_id)
+
     def _closed(self, order: Order, remaining: float) -> None:
         self._open.pop(order.client_order_id, None)
         self.open_count[order.instrument_index] -= 1
         self._track(order, -remaining)
 
     def update(self, order: Order, status: OrderStatus) -> None:
+        """Move ``order`` to ``status`` and keep the open figures right.
+
+        Raises:
+            OrderStateError: the transition is not allowed.
+        """
         remaining = order.remaining_qty
         order.transition(status)
         if not order.is_open:
             self._closed(order, remaining)
 
-    def fill(self, fill: Fill) -> Order:
-        order = self.get(fill.client_order_id)
-        order.apply_fill(fill)
-        self._track(order, -fill.qty)
-        if not order.is_open:
-            self._closed(order, order.remaining_qty)
-        return order
+    def report(
+        self, client_order_id: str, status: OrderStatus
+    ) -> tuple[ReportOutcome, Order | None]:
+        """Apply a status report (accepted, cancelled, rejected) from the venue."""
+        order = self._orders.get(client_order_id)
+        if order is None:
+            return ReportOutcome.UNKNOWN_ORDER, None
+        if order.status in _REDUNDANT.get(status, frozenset()):
+            return ReportOutcome.REDUNDANT, order
+        if status not in _TRANSITIONS[order.status]:
+            return ReportOutcome.ILLEGAL, order
+        self.update(order, status)
+        return ReportOutcome.APPLIED, order
+
+    def fill(self, fill: Fill) -> tuple[FillOutcome, Order | None]:
+        """Apply a fill to its order, once per ``fill_id``.
+
+        Every outcome but DUPLICATE means the fill happened and must be booked: a fill on
+        a closed order still adds to its filled quantity (the cancel raced the fill), an
+        overfill closes the order as FILLED.
+        """
+        if fill.fill_id in self._fill_ids:
+            return FillOutcome.DUPLICATE, self._orders.get(fill.client_order_id)
+        self._fill_ids.add(fill.fill_id)
+        order = self._orders.get(fill.client_order_id)
+        if order is None:
+            return FillOutcome.UNKNOWN_ORDER, None
+        if fill.side != order.request.side or fill.instrument != order.request.instrument:
+            return FillOutcome.MISMATCH, order
+        if not order.is_open and order.status is not OrderStatus.FILLED:
+            order.record_fill(fill.qty, fill.price)
+            return FillOutcome.ON_CLOSED_ORDER, order
+        total = order.filled_qty + fill.qty
+        overfill = total > order.request.qty + _QTY_EPS
+        if order.is_open:
+            remaining = order.remaining_qty
+            done = total >= order.request.qty - _QTY_EPS
+            order.transition(OrderStatus.FILLED if done else OrderStatus.PARTIALLY_FILLED)
+            self._track(order, -min(fill.qty, remaining))
+            if done:
+                self._closed(order, 0.0)
+        order.record_fill(fill.qty, fill.price)
+        return (FillOutcome.OVERFILL if overfill else FillOutcome.APPLIED), order
 
     def open_orders(self, instrument_index: int | None = None) -> list[Order]:
         return [o for o in self._open.values()

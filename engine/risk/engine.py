@@ -12,13 +12,14 @@ import math
 from collections import Counter
 from collections.abc import Callable
 
-from engine.events import OrderRequest, RiskRejected, TradingState, TradingStateName
+from engine.events import OrderRequest, RiskRejected, TradingStateName
 from engine.instruments import InstrumentTable
 from engine.market import MID, MarketState
 from engine.orders import OrderBook
 from engine.portfolio import Portfolio
 from engine.risk.limits import RiskConfig, RiskLimits
 from engine.risk.rate import TokenBucket
+from engine.trading_state import TradingStateMachine
 
 # orders and positions are lot multiples; comparisons allow for float dust only
 _EPS = 1e-9
@@ -32,7 +33,7 @@ CHECKS = (
 
 
 class RiskEngine:
-    """Runs the pre-trade checks and owns the trading state.
+    """Runs the pre-trade checks; reads the trading state (``engine.trading_state`` owns it).
 
     Args:
         config: the ``[risk]`` table.
@@ -47,7 +48,7 @@ class RiskEngine:
                          for lim in self.limits]  # fmt: skip
         self._account_bucket = (TokenBucket(config.account_orders_per_second)
                                 if config.account_orders_per_second else None)  # fmt: skip
-        self.state: TradingStateName = "ACTIVE"
+        self.trading = TradingStateMachine()
         self.rejections: Counter[str] = Counter()
         self.passed = 0
         self._instruments: InstrumentTable | None = None
@@ -66,14 +67,9 @@ class RiskEngine:
         if self.config.warmup:
             self._is_warm = is_warm
 
-    def set_state(self, state: TradingStateName, reason: str, ts_ns: int) -> TradingState | None:
-        """Change the trading state; returns the event, or None if already in ``state``."""
-        if state == self.state:
-            return None
-        event = TradingState(ts_event=ts_ns, ts_recv=ts_ns, state=state, previous=self.state,
-                             reason=reason)  # fmt: skip
-        self.state = state
-        return event
+    @property
+    def state(self) -> TradingStateName:
+        return self.trading.state
 
     def _reject(self, req: OrderRequest, check: str, limit: float, value: float, reason: str,
                 ts_ns: int) -> RiskRejected:  # fmt: skip
@@ -82,8 +78,15 @@ class RiskEngine:
                             instrument=req.instrument, check=check, limit=float(limit),
                             value=float(value), reason=reason)  # fmt: skip
 
-    def check(self, req: OrderRequest, i: int, now: int) -> RiskRejected | None:
-        """Run every check for order ``req`` on instrument index ``i`` at time ``now``."""
+    def check(
+        self, req: OrderRequest, i: int, now: int, *, flatten: bool = False
+    ) -> RiskRejected | None:
+        """Run every check for order ``req`` on instrument index ``i`` at time ``now``.
+
+        ``flatten`` marks an order the engine sends for an operator's ``flatten``: it may
+        pass while HALTED and skips the warm-up gate, but must reduce like any
+        reduce-only order.
+        """
         assert self._instruments is not None and self._market is not None
         assert self._portfolio is not None and self._orders is not None
         qty = req.qty
@@ -92,21 +95,20 @@ class RiskEngine:
             return self._reject(
                 req, "positive_qty", 0.0, qty, "order quantity must be a finite number > 0", now
             )
-        if self.state == "HALTED":
+        state = self.trading.state
+        if state == "HALTED" and not flatten:
             return self._reject(req, "trading_state", 0.0, qty, "trading is HALTED", now)
         orders = self._orders
         position = float(self._portfolio.positions[i])
         same_side_open = orders.open_buy_qty[i] if buy else orders.open_sell_qty[i]
-        signed = qty if buy else -qty
-        # worst case if every open order on this side fills, then this one
+        # worst case: this order and every open order on its side fill (the other side's
+        # orders may never fill, so they do not count as reducing)
         worst = position + (same_side_open + qty if buy else -(same_side_open + qty))
-        if self.state == "REDUCE_ONLY" or req.reduce_only:
-            exposure = position + orders.open_qty(i)
-            after = exposure + signed
-            if abs(after) > abs(exposure) + _EPS or exposure * after < -_EPS:
-                check = "trading_state" if self.state == "REDUCE_ONLY" else "reduce_only_order"
-                return self._reject(req, check, abs(exposure), abs(after),
-                                    "order would open, grow or flip a position while reducing only", now)  # fmt: skip
+        reduces = abs(worst) <= abs(position) + _EPS and position * worst >= -_EPS
+        if (state != "ACTIVE" or req.reduce_only or flatten) and not reduces:
+            check = "trading_state" if state != "ACTIVE" else "reduce_only_order"
+            return self._reject(req, check, abs(position), worst,
+                                "order would open, grow or flip a position while reducing only", now)  # fmt: skip
         inst = self._instruments.instruments[i]
         limit_price = req.limit_price
         if not self.config.round_to_grid:
@@ -160,7 +162,7 @@ class RiskEngine:
             if through_bps > lim.price_collar_bps + 1e-9:
                 return self._reject(req, "price_collar", lim.price_collar_bps, through_bps,
                                     "limit price too far through the mid (bps)", now)  # fmt: skip
-        increases = abs(worst) > abs(position) + _EPS
+        increases = not reduces
         if lim.max_position is not None and increases and abs(worst) > lim.max_position + _EPS:
             return self._reject(req, "max_position", lim.max_position, abs(worst),
                                 "position after the order and open orders above limit", now)  # fmt: skip
@@ -186,7 +188,7 @@ class RiskEngine:
         if acct_open is not None and orders.open_total + 1 > acct_open:
             return self._reject(req, "account_max_open_orders", acct_open, orders.open_total + 1,
                                 "too many open orders on the account", now)  # fmt: skip
-        if not self._is_warm(i):
+        if not flatten and not self._is_warm(i):
             return self._reject(
                 req,
                 "warmup",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.errors import DataError, OrderStateError, StrategyError
+from engine.errors import DataError, StrategyError
 from engine.events import Alarm, Event, Fill, TradingState
 from tests.support import Scripted, make_engine, quotes
 
@@ -36,20 +36,21 @@ def test_raising_strategy_halts_trading_and_the_loop_keeps_running_in_live_mode(
     assert state.state == "HALTED" and "RuntimeError: strategy bug" in state.reason
 
 
-def test_unknown_order_id_in_a_report_is_counted_and_alarmed_not_fatal_live() -> None:
+def test_fill_on_unknown_order_is_booked_once_alarmed_and_reduces_only() -> None:
+    """The venue's fills are the truth: a fill on an order we do not know happened."""
     engine = make_engine(Scripted())
-    engine.strict = False
     events: list[Event] = []
     engine.sinks.append(events.append)
-    bogus = Fill(ts_event=T, ts_recv=T, client_order_id="NOPE", fill_id="F", instrument="X", side="buy",
-                 qty=1.0, price=100.0, fee=0.0, liquidity="taker")  # fmt: skip
+    bogus = Fill(ts_event=T, ts_recv=T, client_order_id="NOPE", fill_id="F", instrument="X",
+                 side="buy", qty=1.0, price=100.0, fee=0.0, liquidity="taker")  # fmt: skip
     engine.on_report(bogus)
-    assert engine.counters["bad_reports"] == 1
-    assert engine.portfolio.positions[0] == 0.0  # nothing booked on a report we cannot match
+    engine.on_report(bogus)  # QoS 1 redelivery
+    assert engine.counters["fills_unknown_order"] == 1
+    assert engine.counters["fills_duplicate"] == 1
+    assert engine.portfolio.positions[0] == 1.0
     assert any(isinstance(e, Alarm) and "NOPE" in e.message for e in events)
-    engine.strict = True
-    with pytest.raises(OrderStateError):
-        engine.on_report(bogus)
+    assert engine.risk.state == "REDUCE_ONLY"
+    assert engine.risk.trading.source == "automatic"
 
 
 def test_batch_going_back_in_time_is_refused() -> None:

@@ -1,0 +1,304 @@
+"""Order entry and execution reports: the engine's side of the conversation with a venue.
+
+Orders from the strategy (and the operator's ``flatten``) pass the risk gates here before
+they reach the router. Execution reports come back here and are applied the way the
+venue means them: fills are the truth and are booked once by ``fill_id``, whatever the
+order's status; late and repeated status reports change nothing. Whenever the trading
+state is restricted, open orders that could add risk are cancelled here.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from engine.events import (
+    Alarm,
+    CancelRejected,
+    CancelRequest,
+    Fill,
+    OrderAccepted,
+    OrderCancelled,
+    OrderRejected,
+    OrderRequest,
+    OrderType,
+    Severity,
+    Side,
+    TimeInForce,
+    side_sign,
+)
+from engine.orders import FillOutcome, Order, OrderStatus, ReportOutcome
+from engine.ports import ExecutionReport
+
+if TYPE_CHECKING:
+    from engine.engine import Engine
+
+log = logging.getLogger("tradeloop.orders")
+
+# the ``strategy`` field of orders the engine sends for an operator's flatten
+FLATTEN = "operator:flatten"
+
+# quantities are lot multiples; below this a position or a quantity is zero
+_EPS = 1e-9
+
+
+class OrderDesk:
+    """Sends orders and cancels, applies execution reports, enforces the trading state.
+
+    Args:
+        engine: the engine it works for (events, counters, state, strategy hooks).
+        order_id_prefix: prefix of client order ids (unique per session in live).
+    """
+
+    def __init__(self, engine: Engine, order_id_prefix: str) -> None:
+        self._e = engine
+        self._prefix = order_id_prefix
+        self._seq = 0
+        self.flattening = False
+
+    # order entry
+
+    def submit(
+        self,
+        symbol: str,
+        side: Side,
+        qty: float,
+        order_type: OrderType,
+        limit_price: float | None,
+        time_in_force: TimeInForce,
+        reduce_only: bool,
+        *,
+        flatten: bool = False,
+    ) -> str:
+        """Pass one order through the risk gates and, if they agree, to the router.
+
+        Returns the client order id (also of a refused order: the refusal is a
+        ``RiskRejected`` event the strategy hears in ``on_reject``).
+
+        Raises:
+            KeyError: ``symbol`` is not an instrument of the engine.
+        """
+        e = self._e
+        index = e.instruments.index.get(symbol)
+        if index is None:
+            raise KeyError(f"unknown instrument {symbol!r}")
+        inst = e.instruments.instruments[index]
+        if e.risk.config.round_to_grid:
+            qty = inst.round_qty(qty)
+            if limit_price is not None:
+                limit_price = inst.round_price(limit_price)
+        self._seq += 1
+        now = e.clock.now_ns()
+        req = OrderRequest(
+            ts_event=now,
+            ts_recv=now,
+            client_order_id=f"{self._prefix}-{self._seq:08d}",
+            instrument=symbol,
+            side=side,
+            qty=float(qty),
+            order_type=order_type,
+            limit_price=limit_price,
+            time_in_force=time_in_force,
+            reduce_only=reduce_only or flatten,
+            strategy=FLATTEN if flatten else e.strategy.name,
+        )
+        e.emit(req)
+        e.counters["orders_requested"] += 1
+        rejected = e.risk.check(req, index, now, flatten=flatten)
+        if rejected is not None:
+            e.counters["risk_rejected"] += 1
+            e.emit(rejected)
+            if not flatten:
+                e.notify(rejected)
+            return req.client_order_id
+        e.orders.add(req, index)
+        e.counters["orders_sent"] += 1
+        e.router.submit(req)
+        return req.client_order_id
+
+    def cancel(self, client_order_id: str) -> None:
+        """The strategy's cancel: sent once per open order, ignored for closed ones."""
+        order = self._e.orders.get(client_order_id)
+        if order.is_open:
+            self._send_cancel(order, "strategy")
+
+    def _send_cancel(self, order: Order, reason: str) -> None:
+        if order.cancel_sent:
+            return
+        order.cancel_sent = True
+        now = self._e.clock.now_ns()
+        req = CancelRequest(
+            ts_event=now,
+            ts_recv=now,
+            client_order_id=order.client_order_id,
+            instrument=order.request.instrument,
+            reason=reason,
+        )
+        self._e.emit(req)
+        self._e.router.cancel(req)
+
+    # execution reports
+
+    def handle_reports(self) -> None:
+        for report in self._e.router.drain_reports():
+            self.on_report(report)
+
+    def on_report(self, report: ExecutionReport) -> None:
+        """Apply one execution report (from the simulated venue or the OMS).
+
+        Nothing here raises on what a venue may send: duplicates, late acks and fills on
+        closed or unknown orders are counted, alarmed where they matter, and (fills)
+        booked once.
+        """
+        self._e.emit(report)
+        match report:
+            case Fill():
+                self._on_fill(report)
+            case OrderAccepted():
+                self._on_status(report, OrderStatus.ACCEPTED)
+            case OrderRejected():
+                self._on_status(report, OrderStatus.REJECTED)
+            case OrderCancelled():
+                self._on_status(report, OrderStatus.CANCELLED)
+            case CancelRejected():
+                self._e.counters["cancels_rejected"] += 1
+                order = self._e.orders.find(report.client_order_id)
+                if order is not None and order.is_open:
+                    order.cancel_sent = False  # still open: a later sweep may cancel again
+                self._e.call_strategy(self._e.strategy.on_order, report)
+        if self._e.risk.state != "ACTIVE":
+            self.enforce_state()
+        if self.flattening:
+            self.flatten_step()
+
+    def _on_status(
+        self, report: OrderAccepted | OrderRejected | OrderCancelled, status: OrderStatus
+    ) -> None:
+        e = self._e
+        outcome, _order = e.orders.report(report.client_order_id, status)
+        match outcome:
+            case ReportOutcome.APPLIED:
+                if status is OrderStatus.REJECTED:
+                    e.counters["orders_rejected"] += 1
+                elif status is OrderStatus.CANCELLED:
+                    e.counters["orders_cancelled"] += 1
+                e.call_strategy(e.strategy.on_order, report)
+            case ReportOutcome.REDUNDANT:
+                e.counters["reports_redundant"] += 1
+            case ReportOutcome.UNKNOWN_ORDER:
+                e.counters["reports_unknown_order"] += 1
+                self._alarm("warning", f"{status.value} report for unknown order "
+                            f"{report.client_order_id!r}")  # fmt: skip
+            case ReportOutcome.ILLEGAL:
+                e.counters["reports_illegal"] += 1
+                self._alarm("critical", f"{status.value} report for order "
+                            f"{report.client_order_id!r} contradicts its history; reducing only")  # fmt: skip
+                e.request_state("automatic", "REDUCE_ONLY", "contradictory execution report")
+
+    def _on_fill(self, fill: Fill) -> None:
+        e = self._e
+        outcome, order = e.orders.fill(fill)
+        if outcome is FillOutcome.DUPLICATE:
+            e.counters["fills_duplicate"] += 1
+            return
+        if order is not None and outcome is not FillOutcome.MISMATCH:
+            index: int | None = order.instrument_index
+        else:
+            index = e.instruments.index.get(fill.instrument)
+        if index is None:
+            e.counters["fills_unknown_instrument"] += 1
+            self._alarm("critical", f"fill {fill.fill_id} on unknown instrument "
+                        f"{fill.instrument!r} cannot be booked; halting")  # fmt: skip
+            e.request_state(
+                "automatic", "HALTED", f"fill on unknown instrument {fill.instrument!r}"
+            )
+            return
+        e.portfolio.apply_fill(index, side_sign(fill.side) * fill.qty, fill.price, fill.fee)
+        e.counters["fills"] += 1
+        if outcome is not FillOutcome.APPLIED:
+            e.counters[f"fills_{outcome.value}"] += 1
+            what = {
+                FillOutcome.ON_CLOSED_ORDER: "on a closed order",
+                FillOutcome.UNKNOWN_ORDER: "on an unknown order",
+                FillOutcome.OVERFILL: "beyond the order's quantity",
+                FillOutcome.MISMATCH: "whose side or instrument differ from its order's",
+            }[outcome]
+            message = (f"fill {fill.fill_id} {what} {fill.client_order_id!r}: booked "
+                       f"{fill.side} {fill.qty:g} {fill.instrument} @ {fill.price:g}")  # fmt: skip
+            if outcome is FillOutcome.ON_CLOSED_ORDER:
+                self._alarm("warning", message)
+            else:
+                self._alarm("critical", message + "; reducing only")
+                e.request_state("automatic", "REDUCE_ONLY", f"fill {what}")
+        e.call_strategy(e.strategy.on_fill, fill)
+
+    def _alarm(self, severity: Severity, message: str) -> None:
+        now = self._e.clock.now_ns()
+        log.log(logging.ERROR if severity == "critical" else logging.WARNING, message)
+        self._e.emit(Alarm(ts_event=now, ts_recv=now, source="orders", severity=severity,
+                           message=message))  # fmt: skip
+
+    # the trading state applied to open orders
+
+    def enforce_state(self) -> None:
+        """Cancel every open order the current state does not allow.
+
+        HALTED: all of them, except a flatten's orders that still reduce. REDUCE_ONLY:
+        every order that adds risk if it and the older orders on its side fill: the
+        whole side that grows |position| (both sides when flat), and on the reducing
+        side the younger orders beyond what would take the position to zero.
+        """
+        e = self._e
+        state = e.risk.state
+        if state == "ACTIVE":
+            return
+        positions = e.portfolio.positions
+        for i in range(len(e.instruments)):
+            orders = e.orders.open_orders(i)
+            if not orders:
+                continue
+            position = float(positions[i])
+            room = abs(position)  # what the reducing side may still take
+            for order in orders:
+                reducing = position != 0.0 and (order.request.side == "sell") == (position > 0)
+                flattening = self.flattening and order.request.strategy == FLATTEN
+                allowed = reducing and (state == "REDUCE_ONLY" or flattening)
+                if allowed and order.remaining_qty <= room + _EPS:
+                    room -= order.remaining_qty
+                    continue
+                self._send_cancel(order, state.lower())
+
+    def start_flatten(self) -> None:
+        """The operator's ``flatten``: cancel every open order, then close every position
+        with reducing market orders until flat (retried after reports and batches)."""
+        self.flattening = True
+        for order in self._e.orders.open_orders():
+            if order.request.strategy != FLATTEN:
+                self._send_cancel(order, "flatten")
+        self.flatten_step()
+
+    def stop_flatten(self) -> None:
+        self.flattening = False
+
+    def flatten_step(self) -> None:
+        e = self._e
+        flat = True
+        for i, position in enumerate(e.portfolio.positions.tolist()):
+            if abs(position) < _EPS:
+                continue
+            flat = False
+            sell = position > 0
+            closing_open = e.orders.open_sell_qty[i] if sell else e.orders.open_buy_qty[i]
+            qty = abs(position) - closing_open
+            cap = e.risk.limits[i].max_order_qty
+            if cap is not None:
+                qty = min(qty, cap)
+            inst = e.instruments.instruments[i]
+            qty = inst.floor_qty(qty)
+            if qty <= _EPS:
+                continue
+            e.counters["flatten_orders"] += 1
+            self.submit(inst.symbol, "sell" if sell else "buy", qty, "market", None, "gtc",
+                        True, flatten=True)  # fmt: skip
+        if flat:
+            self.flattening = False
