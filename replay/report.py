@@ -1,16 +1,9 @@
 """The run folder of a replay: trades and equity (parquet), metrics (JSON), a PNG plot and
 one self-contained HTML page.
 
-Metric definitions (also written into metrics.json):
-
-- returns are changes of account equity on the equity sampling grid over the initial
-  cash (well defined at any drawdown);
-- Sharpe = mean / std (ddof 1) of those returns x sqrt(periods per year), Sortino uses the
-  downside deviation sqrt(mean(min(r, 0)^2)); periods per year = 365 days / grid
-  interval (markets trading 24/7, no risk-free rate);
-- max drawdown = largest fall from a running peak of equity, as a fraction of the peak;
-- hit ratio = share of position-reducing fills whose realized PnL before fees is > 0;
-- turnover = traded notional / initial cash.
+The figures and their definitions live in ``replay/metrics.py``; metrics.json carries
+the definitions (``definitions``) next to the numbers, and says whether and how Sharpe
+and Sortino were annualised.
 """
 
 from __future__ import annotations
@@ -27,10 +20,8 @@ import numpy as np
 import polars as pl
 
 from engine.events import side_sign
-from engine.portfolio import Portfolio
+from replay import metrics as fig
 from replay.runner import ReplayRun
-
-YEAR_NS = 365 * 86_400 * 10**9
 
 
 def fills_frame(run: ReplayRun) -> pl.DataFrame:
@@ -63,47 +54,53 @@ def fills_frame(run: ReplayRun) -> pl.DataFrame:
 
 
 def equity_frame(run: ReplayRun) -> pl.DataFrame:
+    """Equity and drawdown on every point of the equity grid (see ``metrics.complete_grid``)."""
     m = run.engine.market
     ts = np.concatenate(m.sample_ts) if m.sample_ts else np.empty(0, np.int64)
     eq = np.concatenate(m.sample_equity) if m.sample_equity else np.empty(0)
-    # close the curve at the last tick, marked at the last mids
-    final_ts = run.engine.clock.now_ns()
-    final_eq = run.engine.portfolio.equity(m.mids())
-    if final_ts and (ts.shape[0] == 0 or final_ts > ts[-1]):
-        ts = np.append(ts, final_ts)
-        eq = np.append(eq, final_eq)
-    peak = np.maximum.accumulate(eq) if eq.shape[0] else eq
-    dd = np.where(peak > 0, eq / np.where(peak > 0, peak, 1.0) - 1.0, 0.0)
-    return pl.DataFrame({"ts_event": ts.astype(np.int64), "equity": eq, "drawdown": dd})
+    ts, eq = fig.complete_grid(
+        ts,
+        eq,
+        run.config.replay.equity_interval_ns,
+        run.engine.clock.now_ns(),
+        run.engine.portfolio.equity(m.mids()),
+    )
+    dd = fig.drawdown(eq, run.config.replay.initial_cash)
+    return pl.DataFrame({"ts_event": ts, "equity": eq, "drawdown": dd})
 
 
-def compute_metrics(run: ReplayRun, equity: pl.DataFrame, fills: pl.DataFrame) -> dict[str, Any]:
+def compute_metrics(
+    run: ReplayRun,
+    equity: pl.DataFrame,
+    fills: pl.DataFrame,
+    *,
+    min_annualise_span_ns: int = fig.DAY_NS,
+) -> dict[str, Any]:
+    """The run's figures; Sharpe and Sortino are annualised only over a span of at least
+    ``min_annualise_span_ns`` (else null, with the per-period figures and their count)."""
     e = run.engine
     eq = equity["equity"].to_numpy()
+    ts = equity["ts_event"].to_numpy()
     initial = run.config.replay.initial_cash
     interval = run.config.replay.equity_interval_ns
-    periods = YEAR_NS / interval if interval else float("nan")
-    # returns on the capital committed (initial cash), not on running equity: well
-    # defined however deep the drawdown, and additive like the PnL they come from
-    rets = np.diff(eq) / initial if eq.shape[0] > 1 and initial > 0 else np.empty(0)
-    sharpe = sortino = float("nan")
-    if rets.shape[0] > 1 and np.std(rets, ddof=1) > 0:
-        sharpe = float(np.mean(rets) / np.std(rets, ddof=1) * math.sqrt(periods))
-    downside = math.sqrt(float(np.mean(np.minimum(rets, 0.0) ** 2))) if rets.shape[0] else 0.0
-    if downside > 0:
-        sortino = float(np.mean(rets) / downside * math.sqrt(periods))
-    # hit ratio from an independent pass over the fills
-    book = Portfolio(len(e.instruments))
-    wins = closes = 0
-    for row in fills.iter_rows(named=True):
-        i = e.instruments.index[row["instrument"]]
-        before_pos = float(book.positions[i])
-        realized_before = float(book.realized[i])
-        signed = side_sign(row["side"]) * row["qty"]
-        book.apply_fill(i, signed, row["price"], 0.0)
-        if before_pos != 0.0 and (before_pos > 0) != (signed > 0):
-            closes += 1
-            wins += float(book.realized[i]) - realized_before > 0
+    rets = fig.period_returns(eq, initial) if interval > 0 else np.empty(0)
+    span_ns = int(ts[-1] - ts[0]) if rets.shape[0] else 0
+    sharpe = fig.sharpe_ratio(rets)
+    sortino = fig.sortino_ratio(rets)
+    skew, kurt = fig.skewness_kurtosis(rets)
+    factor = fig.annualisation_factor(rets.shape[0], span_ns, min_annualise_span_ns)
+    if factor is None:
+        annualisation = (
+            f"not annualised: {rets.shape[0]} periods of {interval / 1e9:g} s span "
+            f"{span_ns / 3.6e12:.4g} h, below the minimum of {min_annualise_span_ns / 3.6e12:.4g} h; "
+            "see sharpe_per_period"
+        )
+    else:
+        annualisation = (
+            f"{rets.shape[0]} periods of {interval / 1e9:g} s over {span_ns / fig.DAY_NS:.4g} days: "
+            f"x sqrt({factor**2:.0f}) periods per year (365 days, 24/7); no risk-free rate"
+        )
+    trips, trips_open = fig.round_trip_pnls(fills)
     final_eq = float(eq[-1]) if eq.shape[0] else initial
     mids = e.market.mids()
     positions = {s: float(e.portfolio.positions[i]) for s, i in e.instruments.index.items()}
@@ -112,15 +109,26 @@ def compute_metrics(run: ReplayRun, equity: pl.DataFrame, fills: pl.DataFrame) -
         "pnl": final_eq - initial,
         "realized_pnl": float(e.portfolio.realized.sum()),
         "unrealized_pnl": float(e.portfolio.unrealized(mids).sum()),
-        "sharpe": sharpe,
-        "sortino": sortino,
-        "annualisation": f"returns on a {interval / 1e9:g} s equity grid; x sqrt({periods:.0f}) "
-        "periods per year (365 days, 24/7); no risk-free rate",
+        "sharpe": sharpe * factor if factor is not None else float("nan"),
+        "sortino": sortino * factor if factor is not None else float("nan"),
+        "annualised": factor is not None,
+        "annualisation": annualisation,
+        "sharpe_per_period": sharpe,
+        "sortino_per_period": sortino,
+        "periods": int(rets.shape[0]),
+        "period_ns": interval,
+        "span_ns": span_ns,
+        "probabilistic_sharpe": fig.probabilistic_sharpe(sharpe, rets.shape[0], skew, kurt),
+        "returns_skewness": skew,
+        "returns_kurtosis": kurt,
         "max_drawdown": float(-equity["drawdown"].min()) if equity.height else 0.0,
+        "max_drawdown_cash": fig.max_drawdown_cash(eq, initial),
         "num_trades": fills.height,
         "num_orders": e.counters["orders_requested"],
-        "hit_ratio": wins / closes if closes else float("nan"),
-        "turnover": float(e.portfolio.traded_notional.sum()) / initial if initial else float("nan"),
+        "round_trips": int(trips.shape[0]),
+        "round_trips_open": trips_open,
+        "hit_ratio": float(np.mean(trips > 0)) if trips.shape[0] else float("nan"),
+        "turnover": fig.turnover(fills, initial),
         "fees": float(e.portfolio.fees.sum()),
         "initial_cash": initial,
         "final_equity": final_eq,
@@ -135,6 +143,7 @@ def compute_metrics(run: ReplayRun, equity: pl.DataFrame, fills: pl.DataFrame) -
         "bad_rows_skipped": dict(sorted(run.bad_rows.by_reason.items())),
         "feature_overflows": e.features.overflow_counts(e.feature_state),
         "counters": dict(sorted(e.counters.items())),
+        "definitions": {**fig.DEFINITIONS, "min_annualise_span_ns": min_annualise_span_ns},
     }
 
 
@@ -226,13 +235,26 @@ th,td{{border-bottom:1px solid #ddd;padding:3px 8px;text-align:left}}code{{font-
 </body></html>"""
 
 
-def write_report(run: ReplayRun, out_dir: str | Path, config_hash: str = "") -> dict[str, Any]:
-    """Write trades.parquet, equity.parquet, metrics.json, report.png and report.html."""
+def write_report(
+    run: ReplayRun,
+    out_dir: str | Path,
+    config_hash: str = "",
+    *,
+    min_annualise_span_ns: int = fig.DAY_NS,
+) -> dict[str, Any]:
+    """Write trades.parquet, equity.parquet, metrics.json, report.png and report.html.
+
+    Args:
+        run: a finished replay.
+        out_dir: the run folder (created).
+        config_hash: sha256 of the config, recorded in metrics.json.
+        min_annualise_span_ns: shortest span over which Sharpe and Sortino are annualised.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fills = fills_frame(run)
     equity = equity_frame(run)
-    metrics = compute_metrics(run, equity, fills)
+    metrics = compute_metrics(run, equity, fills, min_annualise_span_ns=min_annualise_span_ns)
     metrics["config_sha256"] = config_hash
     metrics["data_files"] = [{"file": str(p), "bytes": p.stat().st_size} for p in run.files]
     fills.write_parquet(out / "trades.parquet")
