@@ -11,6 +11,7 @@ hold them.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -164,7 +165,7 @@ def _durations(cfg: Config) -> list[tuple[str, str | int | None, bool]]:
         ("train.embargo", cfg.train.embargo, False),
         ("risk.max_quote_age", risk.max_quote_age, False),
         *(
-            (f"risk.instruments.{symbol}.max_quote_age", own.max_quote_age, False)
+            (f"risk.instruments.{_key(symbol)}.max_quote_age", own.max_quote_age, False)
             for symbol, own in risk.instruments.items()
         ),
     ]
@@ -173,7 +174,6 @@ def _durations(cfg: Config) -> list[tuple[str, str | int | None, bool]]:
 def _validate(cfg: Config) -> None:
     if not cfg.instruments:
         raise ConfigError("instruments", "at least one [[instruments]] entry is required")
-    FeatureSet(list(cfg.features))  # raises ConfigError with the feature's name
     for where, value, zero_allowed in _durations(cfg):
         if value is None:
             continue
@@ -183,6 +183,7 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(where, str(exc)) from exc
         if ns == 0 and not zero_allowed:
             raise ConfigError(where, f"must be a duration > 0, got {value!r}")
+    FeatureSet(list(cfg.features))  # raises ConfigError with the feature's name
     train = cfg.train
     if train.embargo is not None and train.embargo_ns < train.horizon_ns:
         raise ConfigError(
@@ -202,6 +203,7 @@ def _validate(cfg: Config) -> None:
 _AT = re.compile(r"^(?P<reason>.*) - at (?:`key` in )?`\$(?P<path>[^`]*)`$", re.DOTALL)
 _SEGMENT = re.compile(r"\.([^.\[]+)|\[(\d+)\]|\[\.\.\.\]")
 _UNKNOWN = re.compile(r"^Object contains unknown field `(?P<key>.*)`$", re.DOTALL)
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 _MISSING = object()
 
 
@@ -209,14 +211,15 @@ def _segments(path: str) -> list[str | int | None]:
     """``.a[0].b`` -> ``["a", 0, "b"]``; ``None`` for a mapping value of unknown key."""
     out: list[str | int | None] = []
     for m in _SEGMENT.finditer(path):
-        out.append(
-            m.group(1)
-            if m.group(1) is not None
-            else None
-            if m.group(2) is None
-            else int(m.group(2))
-        )
+        name, index = m.groups()
+        out.append(name if name is not None else int(index) if index is not None else None)
     return out
+
+
+def _key(name: str) -> str:
+    """A key as TOML writes it in a dotted path: bare if it can be, quoted otherwise (which
+    also keeps a newline in a key from splitting the one-line error)."""
+    return name if _BARE_KEY.match(name) else json.dumps(name)
 
 
 def _dotted(prefix: str, segments: list[str | int | None]) -> str:
@@ -225,7 +228,7 @@ def _dotted(prefix: str, segments: list[str | int | None]) -> str:
         if isinstance(seg, int):
             text += f"[{seg}]"
         else:
-            text += ("." if text else "") + ("[...]" if seg is None else seg)
+            text += ("." if text else "") + ("[...]" if seg is None else _key(seg))
     return text
 
 
@@ -294,20 +297,21 @@ def _config_error(
     text = str(exc)
     m = _AT.match(text)
     reason, segments = (m.group("reason"), _segments(m.group("path"))) if m else (text, [])
+    field_type = _type_at(mi.type_info(root), segments)
     unknown = _UNKNOWN.match(reason)
     if unknown is not None:
-        container = _without_none(_type_at(mi.type_info(root), segments) or mi.AnyType())
+        container = None if field_type is None else _without_none(field_type)
         known = [f.name for f in container.fields] if isinstance(container, mi.StructType) else []
-        hint = f" (known keys: {', '.join(known)})" if known else ""
-        return ConfigError(_dotted(prefix, [*segments, unknown.group("key")]), f"unknown key{hint}")
-    where = _dotted(prefix, segments) or file
-    value = _value_at(data, segments)
-    expected = _expected(_type_at(mi.type_info(root), segments))
-    if expected is not None:
-        reason = expected
-    elif "got" in reason or not reason.startswith("Expected"):
-        return ConfigError(where, reason)
-    return ConfigError(where, reason if value is _MISSING else f"{reason}, got {_shown(value)}")
+        segments = [*segments, unknown.group("key")]
+        reason = "unknown key" + (f" (known keys: {', '.join(known)})" if known else "")
+    else:
+        expected = _expected(field_type)
+        reason = expected or reason
+        value = _value_at(data, segments)
+        if value is not _MISSING and (expected or reason.startswith("Expected")):
+            reason = f"{reason.split(', got ')[0]}, got {_shown(value)}"
+    # a struct's own check may quote a user's string: the CLI's error stays one line
+    return ConfigError(_dotted(prefix, segments) or file, reason.replace("\n", "\\n"))
 
 
 def _convert(data: object, root: type[T], prefix: str, file: str) -> T:
@@ -330,7 +334,7 @@ def config_from_dict(data: dict[str, Any], where: str = "<config>") -> Config:
     own_limits = risk.get("instruments") if isinstance(risk, dict) else None
     if isinstance(own_limits, dict):
         for symbol, limits in own_limits.items():
-            _convert(limits, RiskLimits, f"risk.instruments.{symbol}", where)
+            _convert(limits, RiskLimits, f"risk.instruments.{_key(symbol)}", where)
     cfg = _convert(data, Config, "", where)
     _validate(cfg)
     return cfg
