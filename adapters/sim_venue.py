@@ -1,18 +1,35 @@
 """The simulated venue: paper fills for replay and paper trading. Deterministic.
 
-Rules (documented in the README):
+Rules (the README's "Simulated venue" section says the same in short):
 
 - An order or cancel reaches the venue ``latency_ns`` after it was sent; it is handled
   after every tick stamped at or before its arrival time.
-- A market order fills at the opposite touch of the last quote, up to the displayed
-  size; the remainder fills on later quote updates, each offering its displayed size
-  once. No quote yet: rejected.
-- A limit order that is marketable on arrival takes liquidity like a market order at
-  the touch (never worse than its limit); otherwise it rests and fills at its limit price
-  when a quote touches or crosses it (up to the displayed size) or a trade prints at or
-  through it (up to the trade's size). ``ioc`` orders cancel their remainder on arrival.
-- Fees: ``fee_bps`` of notional for taking, ``maker_fee_bps`` (default the same) for
-  resting fills. Liquidity at one tick is shared by orders in arrival order.
+- Displayed size is a finite resource. Each side of a quote offers its displayed size
+  once: every fill that draws on that quote, whether an arriving order taking at the touch
+  or a resting order filled when the quote came in, takes from the same amount, in
+  arrival order. Only a new quote of the instrument brings fresh size (its own displayed
+  size); a trade neither adds to it nor draws on it.
+- A market order takes at the opposite touch, up to the displayed size still left there;
+  its remainder rests and takes at the touch of each later quote (taker). With no quote
+  yet it is rejected.
+- A limit order that is marketable on arrival (touch at or through its limit) takes like
+  a market order, at the touch, taker. Its remainder, like any limit order that is not
+  marketable, rests at its limit. ``ioc`` orders cancel their remainder on arrival.
+- A new quote whose opposite touch is at or through a resting limit fills it, up to the
+  displayed size left, in one of two ways, decided by the quote before it:
+  - the previous quote was also at or through the limit (the order was already crossing,
+    as the remainder of a marketable order is): the order takes the new size, at the new
+    touch, taker;
+  - otherwise the market moved onto the resting order: it fills at its limit, maker.
+  Either way the price is never better for us than the quote allowed, and a fill that
+  took liquidity is never maker.
+- A trade fills resting limit orders only when its aggressor is on the other side: a
+  resting buy by a sell-aggressor trade at or below its limit, a resting sell by a
+  buy-aggressor trade at or above it (an unknown aggressor fills nothing). Fills are at
+  the limit, maker, and share the trade's size in arrival order. Market orders do not fill
+  on trades.
+- Fees: ``fee_bps`` of notional for taker fills, ``maker_fee_bps`` (default the same) for
+  maker fills.
 """
 
 from __future__ import annotations
@@ -21,6 +38,7 @@ import heapq
 import math
 
 import numpy as np
+import numpy.typing as npt
 from numba import njit
 
 from engine.events import (
@@ -52,22 +70,49 @@ F_QTY = 1
 F_PRICE = 2
 F_MAKER = 3
 F_TICK = 4
+F_FROM_QUOTE = 5  # 1.0: drew on the quote's displayed size; 0.0: on a trade's size
+N_FCOLS = 6
+
+# columns of the displayed size our orders took from each instrument's current quote
+TAKEN_ASK = 0  # by buys
+TAKEN_BID = 1  # by sells
 
 
 @njit(cache=True, nogil=True)
 def _match(  # type: ignore[no-untyped-def]
-    inst, kind, bid, ask, bid_size, ask_size, price, size, start, stop, orders, n_slots, fills
+    inst, kind, bid, ask, bid_size, ask_size, price, size, aggressor, start, stop,
+    orders, n_slots, book, first_quote, last_quote, fills,
 ):  # fmt: skip
-    """Scan ticks until one produces fills; return (index after that tick, fill count)."""
+    """Scan ticks until one produces fills; return (index after that tick, fill count).
+
+    Reads state, writes only its outputs, so a scan the engine abandons leaves nothing to
+    undo: ``fills``, and per instrument the first and last quote tick of the scan in
+    ``first_quote`` / ``last_quote`` (-1: none). ``book`` is the market before ``start``.
+    """
+    first_quote[:] = -1
+    last_quote[:] = -1
     for t in range(start, stop):
         i = inst[t]
         n_fills = 0
-        if kind[t] == 0:
-            avail_buy = ask_size[t]  # liquidity our buys can take
-            avail_sell = bid_size[t]
+        is_quote = kind[t] == 0
+        if is_quote:
+            # the quote before this one decides whether a resting limit was crossing
+            if last_quote[i] < 0:
+                prev_bid = book[i, BID]
+                prev_ask = book[i, ASK]
+            else:
+                prev_bid = bid[last_quote[i]]
+                prev_ask = ask[last_quote[i]]
+            if first_quote[i] < 0:
+                first_quote[i] = t
+            last_quote[i] = t
+            avail_buy = ask_size[t] if ask[t] == ask[t] else 0.0  # NaN side: nothing shown
+            avail_sell = bid_size[t] if bid[t] == bid[t] else 0.0
         else:
-            avail_buy = size[t]
-            avail_sell = size[t]
+            prev_bid = prev_ask = math.nan
+            # only the other side's orders were hit by this trade
+            avail_buy = size[t] if aggressor[t] < 0 else 0.0
+            avail_sell = size[t] if aggressor[t] > 0 else 0.0
         for o in range(n_slots):
             if orders[o, O_ACTIVE] == 0.0 or orders[o, O_INST] != i:
                 continue
@@ -77,40 +122,51 @@ def _match(  # type: ignore[no-untyped-def]
             q = 0.0
             px = 0.0
             maker = 1.0
-            if kind[t] == 0:
-                if side > 0:
+            if side > 0:
+                if avail_buy <= 0.0:
+                    continue
+                if is_quote:
                     if math.isnan(limit):
                         q = min(rem, avail_buy)
                         px = ask[t]
                         maker = 0.0
                     elif ask[t] <= limit:
                         q = min(rem, avail_buy)
-                        px = limit
-                    avail_buy -= q
-                else:
+                        if prev_ask <= limit:  # already crossing: takes the fresh size
+                            px = ask[t]
+                            maker = 0.0
+                        else:  # the market moved onto it
+                            px = limit
+                elif not math.isnan(limit) and price[t] <= limit:
+                    q = min(rem, avail_buy)
+                    px = limit
+                avail_buy -= q
+            else:
+                if avail_sell <= 0.0:
+                    continue
+                if is_quote:
                     if math.isnan(limit):
                         q = min(rem, avail_sell)
                         px = bid[t]
                         maker = 0.0
                     elif bid[t] >= limit:
                         q = min(rem, avail_sell)
-                        px = limit
-                    avail_sell -= q
-            elif not math.isnan(limit):
-                if side > 0 and price[t] <= limit:
-                    q = min(rem, avail_buy)
-                    px = limit
-                    avail_buy -= q
-                elif side < 0 and price[t] >= limit:
+                        if prev_bid >= limit:
+                            px = bid[t]
+                            maker = 0.0
+                        else:
+                            px = limit
+                elif not math.isnan(limit) and price[t] >= limit:
                     q = min(rem, avail_sell)
                     px = limit
-                    avail_sell -= q
+                avail_sell -= q
             if q > 0.0:
                 fills[n_fills, F_SLOT] = o
                 fills[n_fills, F_QTY] = q
                 fills[n_fills, F_PRICE] = px
                 fills[n_fills, F_MAKER] = maker
                 fills[n_fills, F_TICK] = t
+                fills[n_fills, F_FROM_QUOTE] = 1.0 if is_quote else 0.0
                 n_fills += 1
         if n_fills > 0:
             return t + 1, n_fills
@@ -123,7 +179,10 @@ class SimulatedVenue:
     Args:
         latency_ns: one-way delay from send to the venue, for orders and cancels.
         fee_bps: taker fee in basis points of notional.
-        maker_fee_bps: fee for resting fills; defaults to ``fee_bps``.
+        maker_fee_bps: fee for maker fills; defaults to ``fee_bps``.
+
+    Raises:
+        ValueError: ``latency_ns`` is negative.
     """
 
     def __init__(
@@ -143,18 +202,30 @@ class SimulatedVenue:
         self._next_slot = 0  # slots are handed out in arrival order; see _take_slot
         self._closed: set[str] = set()
         self._active = 0
-        self._fills = np.zeros((16, 5))
+        self._fills = np.zeros((16, N_FCOLS))
         self._fill_seq = 0
         self._staged = 0
         self._staged_ts = np.empty(0, np.int64)
         self._market: MarketState | None = None
         self._instruments: InstrumentTable | None = None
+        # Displayed size our orders took from each instrument's current quote; a new quote
+        # zeroes its row. Kept here, not in the kernel, because a quote only counts as
+        # current once the engine has applied it (see _settle).
+        self._taken = np.zeros((0, 2))
+        self._taken_any = False  # spares the common case (nothing taken) any numpy work
+        self._first_quote = np.empty(0, np.int64)
+        self._last_quote = np.empty(0, np.int64)
+        self._scan: tuple[npt.NDArray[np.int64], int, int] | None = (
+            None  # (ts, start, end) to settle
+        )
 
     def bind(self, market: MarketState, instruments: InstrumentTable) -> None:
         self._market = market
         self._instruments = instruments
-
-    # ---- router port -------------------------------------------------------------------
+        n = market.book.shape[0]
+        self._taken = np.zeros((n, 2))
+        self._first_quote = np.full(n, -1, np.int64)
+        self._last_quote = np.full(n, -1, np.int64)
 
     def submit(self, order: OrderRequest) -> None:
         self._enqueue(order)
@@ -166,6 +237,13 @@ class SimulatedVenue:
         return self._pending[0][0] if self._pending else None
 
     def advance_to(self, ts_ns: int) -> None:
+        if self._scan is not None:
+            # The last scan was abandoned (a loss limit stopped the market before its end):
+            # the engine handles an arrival at ``ts_ns`` once every tick stamped at or
+            # before it, and none after, has been applied.
+            ts, start, end = self._scan
+            self._settle(start + int(np.searchsorted(ts[start:end], ts_ns, side="right")))
+            self._staged = 0  # its fills were never booked
         while self._pending and self._pending[0][0] <= ts_ns:
             arrival, _, msg = heapq.heappop(self._pending)
             if isinstance(msg, OrderRequest):
@@ -177,20 +255,30 @@ class SimulatedVenue:
         """Scan for the first tick in [start, stop) at which resting orders fill; return the
         index after it (or ``stop``). Its fills are staged until ``commit``: the engine may
         stop earlier (a loss limit tripped before that tick) and scan again."""
+        if self._scan is not None:
+            ts, scan_start, end = self._scan
+            # an abandoned scan of this batch is taken up again where the market stopped
+            self._settle(start if ts is batch.ts_event and scan_start <= start else end)
         self._staged = 0
-        if self._active == 0:
-            return stop
+        if self._active == 0 and not self._taken_any:
+            return stop  # nothing rests and no quote has size to give back
         j, n = _match(batch.instrument, batch.kind, batch.bid, batch.ask, batch.bid_size,
-                      batch.ask_size, batch.price, batch.size, start, stop, self._orders,
-                      self._next_slot, self._fills)  # fmt: skip
+                      batch.ask_size, batch.price, batch.size, batch.side, start, stop,
+                      self._orders, self._next_slot, self._market_book(), self._first_quote,
+                      self._last_quote, self._fills)  # fmt: skip
         self._staged = int(n)
         self._staged_ts = batch.ts_event
+        self._scan = (batch.ts_event, start, int(j))
         return int(j)
 
     def commit(self) -> None:
         """Book the fills staged by the last ``match``."""
+        if self._scan is not None:
+            self._settle(self._scan[2])
         for k in range(self._staged):
-            slot, qty, px, maker, tick = self._fills[k]
+            slot, qty, px, maker, tick, from_quote = self._fills[k]
+            if from_quote:
+                self._take_displayed(int(slot), float(qty))
             self._book_fill(
                 int(slot), float(qty), float(px), bool(maker), int(self._staged_ts[int(tick)])
             )
@@ -201,40 +289,65 @@ class SimulatedVenue:
         self._reports = []
         return out
 
-    # ---- internals ---------------------------------------------------------------------
+    def _market_book(self) -> npt.NDArray[np.float64]:
+        assert self._market is not None
+        return self._market.book
+
+    def _settle(self, applied: int) -> None:
+        # ticks [start, applied) of the last scan reached the market: their quotes are
+        # current now and bring fresh displayed size
+        self._scan = None
+        if self._taken_any:
+            fresh = (self._first_quote >= 0) & (self._first_quote < applied)
+            self._taken[fresh] = 0.0
+            self._taken_any = bool(self._taken.any())
+
+    def _take_displayed(self, slot: int, qty: float) -> None:
+        index = int(self._orders[slot, O_INST])
+        col = TAKEN_ASK if self._orders[slot, O_SIDE] > 0 else TAKEN_BID
+        self._taken[index, col] += qty
+        self._taken_any = True
 
     def _enqueue(self, msg: OrderRequest | CancelRequest) -> None:
         self._seq += 1
         heapq.heappush(self._pending, (msg.ts_event + self.latency_ns, self._seq, msg))
 
+    def _reject(self, req: OrderRequest, now: int, reason: str) -> None:
+        self._reports.append(
+            OrderRejected(
+                ts_event=now, ts_recv=now, client_order_id=req.client_order_id, reason=reason
+            )
+        )
+
     def _arrive(self, req: OrderRequest, now: int) -> None:
         assert self._market is not None and self._instruments is not None
         index = self._instruments.index.get(req.instrument)
-        reason = None
         if index is None:
-            reason = f"unknown instrument {req.instrument!r}"
-        elif not (req.qty > 0 and math.isfinite(req.qty)):
-            reason = f"bad quantity {req.qty}"
-        elif req.order_type == "limit" and (
+            self._reject(req, now, f"unknown instrument {req.instrument!r}")
+            return
+        if not (req.qty > 0 and math.isfinite(req.qty)):
+            self._reject(req, now, f"bad quantity {req.qty}")
+            return
+        if req.order_type == "limit" and (
             req.limit_price is None or not math.isfinite(req.limit_price)
         ):
-            reason = "limit order without a finite limit price"
-        elif req.client_order_id in self._slot_of or req.client_order_id in self._closed:
-            reason = "duplicate client order id"
-        if reason is not None or index is None:
-            self._reports.append(OrderRejected(ts_event=now, ts_recv=now,
-                                               client_order_id=req.client_order_id,
-                                               reason=reason or "rejected"))  # fmt: skip
+            self._reject(req, now, "limit order without a finite limit price")
+            return
+        if req.client_order_id in self._slot_of or req.client_order_id in self._closed:
+            self._reject(req, now, "duplicate client order id")
             return
         book = self._market.book[index]
         if req.order_type == "market" and math.isnan(book[BID]):
-            self._reports.append(OrderRejected(ts_event=now, ts_recv=now,
-                                               client_order_id=req.client_order_id,
-                                               reason="no quote for the instrument yet"))  # fmt: skip
+            self._reject(req, now, "no quote for the instrument yet")
             return
-        self._reports.append(OrderAccepted(ts_event=now, ts_recv=now,
-                                           client_order_id=req.client_order_id,
-                                           venue_order_id=f"SIM-{req.client_order_id}"))  # fmt: skip
+        self._reports.append(
+            OrderAccepted(
+                ts_event=now,
+                ts_recv=now,
+                client_order_id=req.client_order_id,
+                venue_order_id=f"SIM-{req.client_order_id}",
+            )
+        )
         slot = self._take_slot()
         sign = side_sign(req.side)
         limit = math.nan if req.limit_price is None else req.limit_price
@@ -242,32 +355,49 @@ class SimulatedVenue:
         self._slot_of[req.client_order_id] = slot
         self._request_of[slot] = req
         self._active += 1
-        # take liquidity at the touch if marketable now
-        if not math.isnan(book[BID]):
-            touch = book[ASK] if sign > 0 else book[BID]
+        # take what the current quote still shows at the touch, if marketable now
+        touch = book[ASK] if sign > 0 else book[BID]
+        if not math.isnan(touch):
             shown = book[ASK_SIZE] if sign > 0 else book[BID_SIZE]
+            left = round(
+                float(shown) - self._taken[index, TAKEN_ASK if sign > 0 else TAKEN_BID], 12
+            )
             marketable = req.order_type == "market" or (
                 touch <= limit if sign > 0 else touch >= limit
             )
-            if marketable and shown > 0:
-                self._book_fill(slot, min(req.qty, float(shown)), float(touch), False, now)
+            if marketable and left > 0:
+                qty = min(req.qty, left)
+                self._take_displayed(slot, qty)
+                self._book_fill(slot, qty, float(touch), False, now)
         if req.time_in_force == "ioc" and self._orders[slot, O_ACTIVE] == 1.0:
             self._close(slot)
-            self._reports.append(OrderCancelled(ts_event=now, ts_recv=now,
-                                                client_order_id=req.client_order_id,
-                                                reason="ioc remainder"))  # fmt: skip
+            self._reports.append(
+                OrderCancelled(
+                    ts_event=now,
+                    ts_recv=now,
+                    client_order_id=req.client_order_id,
+                    reason="ioc remainder",
+                )
+            )
 
     def _arrive_cancel(self, req: CancelRequest, now: int) -> None:
         slot = self._slot_of.get(req.client_order_id)
         if slot is None:
-            self._reports.append(CancelRejected(ts_event=now, ts_recv=now,
-                                                client_order_id=req.client_order_id,
-                                                reason="order unknown or already closed"))  # fmt: skip
+            self._reports.append(
+                CancelRejected(
+                    ts_event=now,
+                    ts_recv=now,
+                    client_order_id=req.client_order_id,
+                    reason="order unknown or already closed",
+                )
+            )
             return
         self._close(slot)
-        self._reports.append(OrderCancelled(ts_event=now, ts_recv=now,
-                                            client_order_id=req.client_order_id,
-                                            reason=req.reason))  # fmt: skip
+        self._reports.append(
+            OrderCancelled(
+                ts_event=now, ts_recv=now, client_order_id=req.client_order_id, reason=req.reason
+            )
+        )
 
     def _book_fill(self, slot: int, qty: float, price: float, maker: bool, ts: int) -> None:
         req = self._request_of[slot]
@@ -275,10 +405,20 @@ class SimulatedVenue:
         self._orders[slot, O_REMAINING] = rem
         fee = qty * price * (self.maker_fee_bps if maker else self.fee_bps) * 1e-4
         self._fill_seq += 1
-        self._reports.append(Fill(ts_event=ts, ts_recv=ts, client_order_id=req.client_order_id,
-                                  fill_id=f"F-{self._fill_seq:08d}", instrument=req.instrument,
-                                  side=req.side, qty=qty, price=price, fee=fee,
-                                  liquidity="maker" if maker else "taker"))  # fmt: skip
+        self._reports.append(
+            Fill(
+                ts_event=ts,
+                ts_recv=ts,
+                client_order_id=req.client_order_id,
+                fill_id=f"F-{self._fill_seq:08d}",
+                instrument=req.instrument,
+                side=req.side,
+                qty=qty,
+                price=price,
+                fee=fee,
+                liquidity="maker" if maker else "taker",
+            )
+        )
         if rem <= 1e-12:
             self._close(slot)
 
@@ -297,7 +437,7 @@ class SimulatedVenue:
             self._request_of = requests
             self._next_slot = len(keep)
             if self._fills.shape[0] < table.shape[0]:
-                self._fills = np.zeros((table.shape[0], 5))
+                self._fills = np.zeros((table.shape[0], N_FCOLS))
         slot = self._next_slot
         self._next_slot += 1
         return slot
