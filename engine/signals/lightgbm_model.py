@@ -1,5 +1,7 @@
 """The LightGBM signal-model plugin: a model folder (LightGBM text file + manifest),
-verified, then scored by the compiled tree evaluator (never LightGBM at run time)."""
+verified, parsed and validated by our own reader, then scored by the compiled tree
+evaluator. LightGBM itself is never called: its loader crashes the process on damaged
+text, and scoring does not need it."""
 
 from __future__ import annotations
 
@@ -10,52 +12,52 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.errors import ModelError, PluginLoadError
-from engine.signals.manifest import Manifest, read_manifest, verified_model_path
+from engine.signals.lightgbm_text import OutputTransform, parse_model_text
+from engine.signals.manifest import Manifest, read_manifest, read_verified_model
 from engine.signals.trees import CompiledTrees
+
+_PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 
 
 class LightGBMModel:
-    """Scores with a LightGBM booster compiled to numba.
+    """Scores with a LightGBM model compiled to numba.
 
-    ``predict`` returns the probability for a binary objective (``output =
-    "probability"`` in the manifest) or the raw score; a row with a NaN feature scores NaN
-    (warm-up), even though the trees could route missing values, so no decision is ever
-    taken on an unwarmed feature.
+    ``predict`` returns what ``Booster.predict`` would: the probability for a ``binary``
+    objective (manifest ``output = "probability"``), the objective's output otherwise
+    (``output = "raw"``; ``reg_sqrt`` squared back, log links exponentiated). A row with
+    a NaN feature scores NaN (warm-up), even though the trees could route missing values,
+    so no decision is ever taken on an unwarmed feature.
     """
 
     def __init__(self, name: str, manifest: Manifest, trees: CompiledTrees) -> None:
-        if trees.n_features != len(manifest.feature_names):
-            raise ModelError(f"model {name!r}: booster has {trees.n_features} features, manifest lists "
-                             f"{len(manifest.feature_names)}")  # fmt: skip
+        if list(trees.feature_names) != list(manifest.feature_names):
+            raise ModelError(f"{trees.source}: model features {list(trees.feature_names)} differ from the "
+                             f"manifest's {manifest.feature_names}")  # fmt: skip
+        is_probability = trees.objective.transform == OutputTransform.SIGMOID
+        if is_probability != (manifest.output == "probability"):
+            raise ModelError(f"{trees.source}: objective {trees.objective.text!r} does not give "
+                             f"manifest output {manifest.output!r}")  # fmt: skip
         self.name = name
         self.manifest = manifest
         self.trees = trees
         self.feature_names: tuple[str, ...] = tuple(manifest.feature_names)
-        self._raw = manifest.output == "raw"
 
     @classmethod
     def load(cls, folder: str | Path, name: str | None = None) -> LightGBMModel:
-        """Load a model folder: manifest, sha256 check, LightGBM text file, compile.
+        """Load a model folder: manifest and its hash, model sha256, text format, compile.
 
         Raises:
-            ModelError: missing/tampered file, unsupported model, manifest mismatch.
+            ModelError: missing/tampered file, damaged or unsupported model text (names
+                the line), manifest mismatch.
         """
-        import lightgbm as lgb  # loading only: scoring never calls LightGBM
-
         manifest = read_manifest(folder)
         if manifest.kind != "lightgbm":
             raise ModelError(f"{folder}: manifest kind is {manifest.kind!r}, not 'lightgbm'")
-        path = verified_model_path(folder, manifest)
-        if path.suffix in (".pkl", ".pickle", ".joblib"):
-            raise ModelError(f"{path}: pickled models are refused; save LightGBM's text format")
-        try:
-            booster = lgb.Booster(model_file=str(path))
-        except lgb.basic.LightGBMError as exc:
-            raise ModelError(f"{path}: not a LightGBM text model: {exc}") from exc
-        trees = CompiledTrees(booster.dump_model())
-        if trees.feature_names and list(trees.feature_names) != list(manifest.feature_names):
-            raise ModelError(f"{path}: booster features {trees.feature_names} differ from the manifest's "
-                             f"{manifest.feature_names}")  # fmt: skip
+        if Path(manifest.model_file).suffix in _PICKLE_SUFFIXES:
+            raise ModelError(f"{Path(folder) / manifest.model_file}: pickled models are refused; "
+                             "save LightGBM's text format")  # fmt: skip
+        path, data = read_verified_model(folder, manifest)
+        trees = CompiledTrees(parse_model_text(data, str(path)))
         return cls(name or manifest.name, manifest, trees)
 
     @classmethod
@@ -66,6 +68,6 @@ class LightGBMModel:
         return cls.load(config.path, config.name if config.name != "model" else None)
 
     def predict(self, features: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        out = self.trees.predict(features, raw_score=self._raw)
+        out = self.trees.predict(features)
         out[np.isnan(features).any(axis=1)] = np.nan
         return out

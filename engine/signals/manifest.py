@@ -1,73 +1,120 @@
 """Model manifests: what a model was trained on, pinned so it cannot be run on anything else.
 
-A model folder holds the model file and ``manifest.json``. Loading checks the file's
-sha256 against the manifest before parsing it, and the engine checks the manifest's
-feature fingerprint and names against the running ``FeatureSet`` before any data flows.
+A model folder holds the model file, ``manifest.json`` and ``manifest.sha256``:
+
+- ``manifest.sha256`` covers the manifest's exact bytes, one line in ``sha256sum`` format
+  (``<64 hex>  manifest.json``), so ``sha256sum -c manifest.sha256`` checks a folder by
+  hand too. It is checked before the manifest is decoded: an edited or damaged manifest
+  is refused as such, not half-read. Write both with :func:`write_manifest`.
+- ``manifest.json`` is decoded strictly (unknown fields refused) and every field
+  validated: ``kind`` and ``output`` are literals, hashes are 64 lowercase hex digits,
+  ``model_file`` is a plain file name in the folder, numbers are finite and counts
+  non-negative. A metric that was undefined (one class in a fold) is ``null``.
+- ``model_sha256`` covers the model file, checked before its bytes are parsed; the
+  engine then checks the manifest's feature fingerprint and names against the running
+  ``FeatureSet`` before any data flows.
+
+The hashes catch damage and edits after training; they are not a signature.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 from engine.errors import ModelError
 
 MANIFEST_FILE = "manifest.json"
+MANIFEST_HASH_FILE = "manifest.sha256"
+
+_MAX = sys.float_info.max
+Finite = Annotated[float, msgspec.Meta(ge=-_MAX, le=_MAX)]
+NonNegative = Annotated[float, msgspec.Meta(ge=0.0, le=_MAX)]
+Count = Annotated[int, msgspec.Meta(ge=0)]
+TimeNs = Annotated[int, msgspec.Meta(ge=0)]
+Sha256 = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+Text = Annotated[str, msgspec.Meta(min_length=1)]
+FileName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", max_length=255)]
+# None: the metric is undefined on that data (one class, no predictions, constant score)
+Metric = Finite | None
+
+_HASH_LINE = re.compile(rb"([0-9a-f]{64})  " + re.escape(MANIFEST_FILE.encode()) + rb"\n")
 
 
 class LabelSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Forward mid log-return over ``horizon_ns``; ``classification``: 1 above
     ``dead_zone_bps``, 0 below minus it, rows inside dropped from training."""
 
-    kind: str = "classification"
-    horizon_ns: int = 5_000_000_000
-    dead_zone_bps: float = 0.0
+    kind: Literal["classification", "regression"] = "classification"
+    horizon_ns: Annotated[int, msgspec.Meta(gt=0)] = 5_000_000_000
+    dead_zone_bps: NonNegative = 0.0
 
 
-class TimeRange(msgspec.Struct, frozen=True, kw_only=True):
-    start_ns: int
-    end_ns: int
+class TimeRange(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    start_ns: TimeNs
+    end_ns: TimeNs
+
+    def __post_init__(self) -> None:
+        if self.end_ns < self.start_ns:
+            raise ValueError(f"time range ends ({self.end_ns}) before it starts ({self.start_ns})")
 
 
-class FoldReport(msgspec.Struct, frozen=True, kw_only=True):
-    fold: int
+class FoldReport(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    fold: Count
     train: TimeRange
     validation: TimeRange
     test: TimeRange
-    train_rows: int
-    test_rows: int
-    best_iteration: int
-    metrics: dict[str, float]
+    train_rows: Count
+    test_rows: Count
+    best_iteration: Count
+    metrics: dict[str, Metric]
 
 
-class DataFile(msgspec.Struct, frozen=True, kw_only=True):
-    path: str
-    sha256: str
-    bytes: int
+class DataFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    path: Text
+    sha256: Sha256
+    bytes: Count
 
 
 class Manifest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Everything needed to check that a model runs on what it was trained on."""
+    """Everything needed to check that a model runs on what it was trained on.
 
-    name: str
-    kind: str  # "lightgbm" | "linear"
-    model_file: str
-    model_sha256: str
-    output: str  # "probability" | "raw"
-    feature_names: list[str]
-    feature_fingerprint: str
+    ``output``: ``"probability"`` for a model whose scores are probabilities (LightGBM
+    ``binary``, the logistic baseline), ``"raw"`` for scores in the label's units (what
+    ``Booster.predict`` returns for a regression objective, its transform applied).
+    """
+
+    name: Text
+    kind: Literal["lightgbm", "linear"]
+    model_file: FileName
+    model_sha256: Sha256
+    output: Literal["probability", "raw"]
+    feature_names: Annotated[list[Text], msgspec.Meta(min_length=1)]
+    feature_fingerprint: Text
     feature_specs: list[dict[str, Any]]
     label: LabelSpec
     train_range: TimeRange
     folds: list[FoldReport] = []
-    metrics: dict[str, float] = {}
-    feature_importance: dict[str, float] = {}
+    metrics: dict[str, Metric] = {}
+    feature_importance: dict[str, NonNegative] = {}
     data_files: list[DataFile] = []
     library_versions: dict[str, str] = {}
     warnings: list[str] = []
+
+    def __post_init__(self) -> None:
+        if len(set(self.feature_names)) != len(self.feature_names):
+            raise ValueError("feature_names repeats a name")
+        if self.model_file in (MANIFEST_FILE, MANIFEST_HASH_FILE):
+            raise ValueError(f"model_file may not be {self.model_file!r}")
+
+
+_decoder = msgspec.json.Decoder(Manifest)
+_encoder = msgspec.json.Encoder()
 
 
 def sha256_file(path: Path) -> str:
@@ -78,21 +125,75 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_manifest(folder: str | Path) -> Manifest:
-    """Raises: ModelError: missing or invalid manifest."""
-    path = Path(folder) / MANIFEST_FILE
+def _decode(data: bytes, where: Path) -> Manifest:
     try:
-        return msgspec.json.decode(path.read_bytes(), type=Manifest)
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot read manifest: {exc.strerror}") from exc
+        return _decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ModelError(f"{path}: invalid manifest: {exc}") from exc
+        raise ModelError(f"{where}: invalid manifest: {exc}") from exc
+
+
+def read_manifest(folder: str | Path) -> Manifest:
+    """The folder's manifest, after checking its bytes against ``manifest.sha256``.
+
+    Raises:
+        ModelError: manifest or its hash file missing or unreadable, hash mismatch, or an
+            invalid field (names the JSON path).
+    """
+    path = Path(folder) / MANIFEST_FILE
+    hash_path = Path(folder) / MANIFEST_HASH_FILE
+    try:
+        data = path.read_bytes()
+        recorded = hash_path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"{exc.filename}: cannot read: {exc.strerror} (a model folder holds "
+                         f"{MANIFEST_FILE} and {MANIFEST_HASH_FILE}, written by write_manifest)") from exc  # fmt: skip
+    line = _HASH_LINE.fullmatch(recorded)
+    if line is None:
+        raise ModelError(f"{hash_path}: expected one line '<64 lowercase hex>  {MANIFEST_FILE}'")
+    digest = hashlib.sha256(data).hexdigest()
+    if digest.encode() != line.group(1):
+        raise ModelError(f"{path}: sha256 {digest[:12]}... does not match {MANIFEST_HASH_FILE} "
+                         f"({line.group(1)[:12].decode()}...): the manifest was changed after it was written")  # fmt: skip
+    return _decode(data, path)
 
 
 def write_manifest(folder: str | Path, manifest: Manifest) -> Path:
+    """Write ``manifest.json`` and its ``manifest.sha256``; the manifest is validated by the
+    same decoder the loader uses first, so a folder this writes always loads.
+
+    NaN and infinite metrics are written as ``null`` (undefined).
+
+    Raises:
+        ModelError: a field is invalid (``output = "banana"``, a negative count, ...).
+    """
     path = Path(folder) / MANIFEST_FILE
-    path.write_bytes(msgspec.json.format(msgspec.json.encode(manifest), indent=2) + b"\n")
+    data = msgspec.json.format(_encoder.encode(manifest), indent=2) + b"\n"
+    _decode(data, path)
+    path.write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    (Path(folder) / MANIFEST_HASH_FILE).write_bytes(f"{digest}  {MANIFEST_FILE}\n".encode())
     return path
+
+
+def read_verified_model(folder: str | Path, manifest: Manifest) -> tuple[Path, bytes]:
+    """The model file's path and bytes, after checking them against ``model_sha256``. The
+    bytes returned are the bytes checked: parse these, do not read the file again.
+
+    Raises:
+        ModelError: the file is missing or its bytes differ from what was trained.
+    """
+    path = Path(folder) / manifest.model_file
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise ModelError(f"{path}: model file missing") from exc
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read model file: {exc.strerror}") from exc
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != manifest.model_sha256:
+        raise ModelError(f"{path}: sha256 {digest[:12]}... does not match the manifest's "
+                         f"{manifest.model_sha256[:12]}...: the file was changed after training")  # fmt: skip
+    return path, data
 
 
 def verified_model_path(folder: str | Path, manifest: Manifest) -> Path:
@@ -101,14 +202,7 @@ def verified_model_path(folder: str | Path, manifest: Manifest) -> Path:
     Raises:
         ModelError: the file is missing or its bytes differ from what was trained.
     """
-    path = Path(folder) / manifest.model_file
-    if not path.is_file():
-        raise ModelError(f"{path}: model file missing")
-    digest = sha256_file(path)
-    if digest != manifest.model_sha256:
-        raise ModelError(f"{path}: sha256 {digest[:12]}... does not match the manifest's "
-                         f"{manifest.model_sha256[:12]}...: the file was changed after training")  # fmt: skip
-    return path
+    return read_verified_model(folder, manifest)[0]
 
 
 def check_against_features(manifest: Manifest, names: tuple[str, ...], fingerprint: str) -> None:

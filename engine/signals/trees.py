@@ -1,149 +1,144 @@
-"""LightGBM boosters compiled to flat arrays and evaluated in numba.
+"""LightGBM models compiled to flat arrays and evaluated in numba, from our own parse.
 
-Matches ``Booster.predict`` (raw score and probability) to 1e-9: the same decision rule
-(missing values by each node's missing type and default direction, ``fval <= threshold``
-in double), trees summed in the same order. Categorical splits, linear trees, multiclass
-and averaged (random forest) outputs are refused with a ``ModelError``.
+The arrays come from :mod:`engine.signals.lightgbm_text` (validated text), never from a
+``Booster``: scoring needs no LightGBM at all. The evaluator matches ``Booster.predict`` to
+1e-9 by following LightGBM's own rules:
+
+- a dense row passes through LightGBM's predictor as (index, value) pairs that drop every
+  ``|value| <= kZeroThreshold``, so the trees see 0.0 there;
+- ``Tree::NumericalDecision``: NaN becomes 0.0 unless the node's missing type is NaN; a
+  missing value (zero for type Zero, NaN for type NaN) goes the node's default way;
+  otherwise ``value <= threshold`` (in double) goes left;
+- trees are summed in file order from 0.0, then the objective's output transform.
 """
 
 from __future__ import annotations
 
 import math
-import re
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from numba import njit
 
 from engine.errors import ModelError
+from engine.signals.lightgbm_text import (
+    DEFAULT_LEFT_BIT,
+    MISSING_NAN,
+    MISSING_ZERO,
+    Objective,
+    OutputTransform,
+    TextModel,
+    parse_model_text,
+)
 
-MISSING_NONE = 0
-MISSING_ZERO = 1
-MISSING_NAN = 2
-_MISSING = {"None": MISSING_NONE, "Zero": MISSING_ZERO, "NaN": MISSING_NAN}
-# LightGBM's kZeroThreshold: |x| <= 1e-35 counts as zero for missing_type Zero
-K_ZERO = 1e-35
+# LightGBM declares ``const double kZeroThreshold = 1e-35f``: the float literal widened to
+# double is 1.0000000180025095e-35, not the double 1e-35; values between the two are zero to it.
+K_ZERO = float(np.float32(1e-35))
 
-
-# rows of the int node table
-N_FEATURE = 0
-N_LEFT = 1
-N_RIGHT = 2
-N_DEFAULT_LEFT = 3
-N_MISSING = 4
+_SIGMOID = int(OutputTransform.SIGMOID)
+_SIGNED_SQUARE = int(OutputTransform.SIGNED_SQUARE)
+_EXP = int(OutputTransform.EXP)
 
 
 @njit(cache=True, inline="always")
-def _tree_value(X, r, node, nodes, threshold, leaf_value):  # type: ignore[no-untyped-def]
+def _leaf_index(row, node, feature, threshold, left, right, default_child, missing):  # type: ignore[no-untyped-def]
     while node >= 0:
-        fval = X[r, nodes[N_FEATURE, node]]
-        mt = nodes[N_MISSING, node]
+        fval = row[feature[node]]
+        mt = missing[node]
         if math.isnan(fval) and mt != MISSING_NAN:
             fval = 0.0
-        if (mt == MISSING_ZERO and -K_ZERO < fval <= K_ZERO) or (
+        if (mt == MISSING_ZERO and -K_ZERO <= fval <= K_ZERO) or (
             mt == MISSING_NAN and math.isnan(fval)
         ):
-            node = nodes[N_LEFT, node] if nodes[N_DEFAULT_LEFT, node] else nodes[N_RIGHT, node]
+            node = default_child[node]
         elif fval <= threshold[node]:
-            node = nodes[N_LEFT, node]
+            node = left[node]
         else:
-            node = nodes[N_RIGHT, node]
-    return leaf_value[~node]
+            node = right[node]
+    return ~node
+
+
+@njit(cache=True, inline="always")
+def _output(score, transform, parameter):  # type: ignore[no-untyped-def]
+    if transform == _SIGMOID:
+        return 1.0 / (1.0 + math.exp(-parameter * score))
+    if transform == _SIGNED_SQUARE:
+        # Common::Sign(s) * s * s, as LightGBM's RegressionL2loss::ConvertOutput writes it
+        sign = 1.0 if score > 0.0 else (-1.0 if score < 0.0 else 0.0)
+        return sign * score * score
+    if transform == _EXP:
+        return math.exp(score)
+    return score
 
 
 @njit(cache=True, nogil=True)
-def predict_rows(X, roots, nodes, threshold, leaf_value, sigmoid, out):  # type: ignore[no-untyped-def]
-    """Scores of rows of ``X`` (float64[n, k]): the sum over trees, in tree order, then
-    ``1 / (1 + exp(-sigmoid * raw))`` when ``sigmoid > 0`` (binary probability)."""
+def predict_rows(X, roots, feature, threshold, left, right, default_child, missing, leaf_value,  # type: ignore[no-untyped-def]
+                 transform, parameter, out):  # fmt: skip
+    """Scores of the rows of ``X`` (float64[n, k]) into ``out``: the sum of the trees'
+    leaves in tree order, then the output transform (``transform`` < 0: none, raw score)."""
+    row = np.empty(X.shape[1])
     for r in range(X.shape[0]):
+        for j in range(X.shape[1]):
+            v = X[r, j]
+            row[j] = 0.0 if -K_ZERO <= v <= K_ZERO else v  # NaN compares false: kept
         s = 0.0
         for t in range(roots.shape[0]):
-            s += _tree_value(X, r, roots[t], nodes, threshold, leaf_value)
-        out[r] = 1.0 / (1.0 + math.exp(-sigmoid * s)) if sigmoid > 0.0 else s
+            s += leaf_value[
+                _leaf_index(row, roots[t], feature, threshold, left, right, default_child, missing)
+            ]
+        out[r] = s if transform < 0 else _output(s, transform, parameter)
 
 
 class CompiledTrees:
-    """A booster's trees as arrays. Internal nodes are indices >= 0; leaf ``j`` is ``~j``.
+    """A validated LightGBM text model as arrays. Node ``i >= 0``; leaf ``j`` is ``~j``.
 
     Args:
-        dump: ``Booster.dump_model()``.
-
-    Raises:
-        ModelError: a feature the evaluator does not support.
+        model: the parse of the model text (:func:`parse_model_text`).
     """
 
-    def __init__(self, dump: dict[str, Any]) -> None:
-        if dump.get("num_class", 1) != 1 or dump.get("num_tree_per_iteration", 1) != 1:
-            raise ModelError("multiclass LightGBM models are not supported")
-        if dump.get("average_output"):
-            raise ModelError("random-forest (average_output) LightGBM models are not supported")
-        objective = str(dump.get("objective", ""))
-        self.objective = objective.split()[0] if objective else "regression"
-        self.sigmoid = 1.0
-        if self.objective == "binary":
-            m = re.search(r"sigmoid:([0-9.eE+-]+)", objective)
-            self.sigmoid = float(m.group(1)) if m else 1.0
-        elif self.objective not in (
-            "regression",
-            "regression_l1",
-            "huber",
-            "fair",
-            "quantile",
-            "mape",
-        ):
-            raise ModelError(
-                f"objective {self.objective!r} is not supported (binary and regression are)"
-            )
-        self.feature_names: list[str] = list(dump.get("feature_names", []))
-        self.n_features = int(dump.get("max_feature_idx", len(self.feature_names) - 1)) + 1
-        feature: list[int] = []
-        threshold: list[float] = []
-        left: list[int] = []
-        right: list[int] = []
-        default_left: list[bool] = []
-        missing: list[int] = []
-        leaves: list[float] = []
-        roots: list[int] = []
+    def __init__(self, model: TextModel) -> None:
+        self.source = model.source
+        self.objective: Objective = model.objective
+        self.feature_names: tuple[str, ...] = model.feature_names
+        self.n_features = model.max_feature_idx + 1
+        n_nodes = sum(t.num_leaves - 1 for t in model.trees)
+        n_leaves = sum(t.num_leaves for t in model.trees)
+        self.feature = np.zeros(max(n_nodes, 1), np.int32)
+        self.threshold = np.zeros(max(n_nodes, 1), np.float64)
+        self.left = np.zeros(max(n_nodes, 1), np.int32)
+        self.right = np.zeros(max(n_nodes, 1), np.int32)
+        self.default_child = np.zeros(max(n_nodes, 1), np.int32)
+        self.missing = np.zeros(max(n_nodes, 1), np.int8)
+        self.leaf_value = np.empty(n_leaves, np.float64)
+        self.roots = np.empty(len(model.trees), np.int32)
+        node0 = leaf0 = 0
+        for t, tree in enumerate(model.trees):
+            m = tree.num_leaves - 1
+            nodes = slice(node0, node0 + m)
 
-        def walk(node: dict[str, Any]) -> int:
-            if "leaf_value" in node and "split_feature" not in node:
-                leaves.append(float(node["leaf_value"]))
-                return ~(len(leaves) - 1)
-            if node.get("decision_type", "<=") != "<=":
-                raise ModelError(
-                    "categorical splits are not supported: train with numerical features only"
-                )
-            idx = len(feature)
-            feature.append(int(node["split_feature"]))
-            threshold.append(float(node["threshold"]))
-            default_left.append(bool(node.get("default_left", True)))
-            missing.append(_MISSING[node.get("missing_type", "None")])
-            left.append(0)
-            right.append(0)
-            left[idx] = walk(node["left_child"])
-            right[idx] = walk(node["right_child"])
-            return idx
+            def shift(child: npt.NDArray[np.int64], n0: int = node0, l0: int = leaf0) -> npt.NDArray[np.int64]:  # fmt: skip
+                return np.where(child >= 0, child + n0, ~(~child + l0))
 
-        for tree in dump["tree_info"]:
-            if tree.get("num_cat", 0):
-                raise ModelError(
-                    "categorical splits are not supported: train with numerical features only"
-                )
-            if "leaf_coeff" in str(tree.get("tree_structure", {}))[:2000] or tree.get("is_linear"):
-                raise ModelError("linear trees are not supported")
-            roots.append(walk(tree["tree_structure"]))
-        self.roots = np.array(roots, np.int64)
-        n = max(len(feature), 1)
-        self.nodes = np.zeros((5, n), np.int64)
-        if feature:
-            self.nodes[N_FEATURE] = feature
-            self.nodes[N_LEFT] = left
-            self.nodes[N_RIGHT] = right
-            self.nodes[N_DEFAULT_LEFT] = default_left
-            self.nodes[N_MISSING] = missing
-        self.threshold = np.array(threshold or [0.0], np.float64)
-        self.leaf_value = np.array(leaves, np.float64)
+            left, right = shift(tree.left), shift(tree.right)
+            self.feature[nodes] = tree.split_feature
+            self.threshold[nodes] = tree.threshold
+            self.left[nodes] = left
+            self.right[nodes] = right
+            self.default_child[nodes] = np.where(tree.decision_type & DEFAULT_LEFT_BIT, left, right)
+            self.missing[nodes] = (tree.decision_type >> 2) & 3
+            self.leaf_value[leaf0 : leaf0 + tree.num_leaves] = tree.leaf_value
+            self.roots[t] = node0 if m > 0 else ~leaf0
+            node0 += m
+            leaf0 += tree.num_leaves
+
+    @classmethod
+    def from_text(cls, text: str | bytes, source: str = "<model text>") -> CompiledTrees:
+        """Compile LightGBM model text (``save_model``/``model_to_string`` output).
+
+        Raises:
+            ModelError: the text breaks a rule of the format; names ``source`` and the line.
+        """
+        return cls(parse_model_text(text, source))
 
     @property
     def n_trees(self) -> int:
@@ -152,7 +147,8 @@ class CompiledTrees:
     def predict(
         self, X: npt.NDArray[np.float64], raw_score: bool = False
     ) -> npt.NDArray[np.float64]:
-        """Probability (binary objective) or raw score of each row of ``X``.
+        """What ``Booster.predict`` returns for each row of ``X`` (the objective's output:
+        a probability for ``binary``), or the summed tree score with ``raw_score``.
 
         Raises:
             ModelError: ``X`` is not float64[n, n_features].
@@ -164,6 +160,8 @@ class CompiledTrees:
                 f"expected float64[n, {self.n_features}] features, got shape {X.shape}"
             )
         out = np.empty(X.shape[0])
-        sigmoid = self.sigmoid if (self.objective == "binary" and not raw_score) else 0.0
-        predict_rows(X, self.roots, self.nodes, self.threshold, self.leaf_value, sigmoid, out)
+        transform = -1 if raw_score else int(self.objective.transform)
+        predict_rows(X, self.roots, self.feature, self.threshold, self.left, self.right,
+                     self.default_child, self.missing, self.leaf_value, transform,
+                     self.objective.parameter, out)  # fmt: skip
         return out
