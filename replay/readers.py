@@ -1,12 +1,18 @@
-"""Tick files (parquet, CSV) read in chunks with polars, validated row by row.
+"""Tick files (parquet, CSV) read in chunks, validated row by row, merged in time order.
 
 Schema (see README): quotes ``ts_event, symbol, bid, ask, bid_size, ask_size``; trades
 ``ts_event, symbol, price, size, side``; ``ts_recv`` is optional (defaults to
-``ts_event``); ``ts_event`` is int ns since the epoch (UTC) or an ISO-8601 string.
+``ts_event``). Column types: timestamps int64 ns since the epoch (UTC), an arrow
+timestamp or ISO-8601 text; prices and sizes float or int (never bool or text, except
+in CSV, where every cell is text: surrounding spaces are ignored); symbol text; side
+text or int. A wrong type, a missing or repeated column, an empty file or one with no
+valid row is a ``DataError`` for the whole file.
 
-Bad rows (missing or non-numeric values, NaN prices, crossed quotes, negative sizes,
-unknown symbols, timestamps going backwards) raise ``DataError`` naming file, row and
-column, or, with ``on_bad_row="skip"``, are dropped and counted by reason.
+Rows are checked against the plausibility policy of ``replay.plausibility``. A bad row
+raises ``DataError`` naming file, row and column, or, with ``on_bad_row="skip"``, is
+dropped and counted once, by the first reason it fails in this order: text encoding,
+timestamps, symbol, prices, sizes, crossed quote, side, price band, time order. A CSV
+row whose field count differs from the header's is a bad row like any other.
 """
 
 from __future__ import annotations
@@ -24,18 +30,61 @@ import polars as pl
 from engine.errors import DataError
 from engine.instruments import InstrumentTable
 from engine.ticks import TickBatch
+from replay.plausibility import (
+    PRICE_MAX,
+    PRICE_MIN,
+    SIZE_MAX,
+    TS_MAX_NS,
+    TS_MIN_NS,
+    UNIT_GUESSES,
+    WINDOW,
+    PriceBand,
+    TimeOrder,
+)
+from replay.raw_files import RaggedRow, RawChunk, RawFile, TypeClass, total_rows
+
+__all__ = [
+    "BadRowCounts",
+    "TickFileReader",
+    "discover",
+    "file_kind",
+    "merge_streams",
+    "prefetch",
+    "rebatch",
+    "total_rows",
+]
 
 Kind = Literal["quotes", "trades"]
 BadRowPolicy = Literal["raise", "skip"]
 
 QUOTE_COLUMNS = ("ts_event", "symbol", "bid", "ask", "bid_size", "ask_size")
 TRADE_COLUMNS = ("ts_event", "symbol", "price", "size", "side")
-_ROW = "__row"
+_TS_COLUMNS = ("ts_event", "ts_recv")
+
+NOT_UTF8 = "not UTF-8 text"
+TS_MISSING = "timestamp missing or not int ns / ISO-8601"
+TS_RANGE = "timestamp outside 2000-01-01 .. 2100-01-01"
+TS_UNIT = "timestamp looks like {unit}, expected ns since the epoch"
+UNKNOWN_SYMBOL = "unknown symbol (not in [[instruments]])"
+PRICE_BAD = "price is NaN, missing or not > 0"
+PRICE_RANGE = f"price outside {PRICE_MIN:g} .. {PRICE_MAX:g}"
+QUOTE_SIZE_BAD = "size is negative, NaN or missing"
+TRADE_SIZE_BAD = "size is not > 0, NaN or missing"
+SIZE_RANGE = f"size above {SIZE_MAX:g}"
+CROSSED = "crossed or locked quote (bid >= ask)"
+SIDE_BAD = "side is not buy/sell"
+PRICE_BAND = f"price more than 50% away from the median of the symbol's last {WINDOW} prices"
+BACKWARDS = "timestamp goes backwards"
+JUMPS = "timestamp jumps forward (the rows after it are earlier)"
+RAGGED = "ragged row (field count differs from the header)"
+
+# timestamp status from _timestamps -> reason
+_TS_REASONS = (TS_MISSING, TS_RANGE, *(TS_UNIT.format(unit=u) for u, _ in UNIT_GUESSES))
 
 
 @dataclass
 class BadRowCounts:
-    """Rows dropped under ``on_bad_row="skip"``, by reason."""
+    """Rows dropped under ``on_bad_row="skip"``, by reason (each row once)."""
 
     by_reason: Counter[str] = field(default_factory=Counter)
 
@@ -68,81 +117,41 @@ def discover(data: str | Path) -> tuple[list[Path], list[Path]]:
     quotes = [p for p in files if file_kind(p) == "quotes"]
     trades = [p for p in files if file_kind(p) == "trades"]
     if not quotes and not trades:
-        raise DataError(str(root), "no tick files found: expected *quotes*.parquet|csv "
-                                   "and/or *trades*.parquet|csv")  # fmt: skip
+        raise DataError(
+            str(root),
+            "no tick files found: expected *quotes*.parquet|csv and/or *trades*.parquet|csv",
+        )
     return quotes, trades
 
 
-def total_rows(paths: list[Path]) -> int | None:
-    """Rows in all files without reading them (parquet metadata), for progress bars;
-    None when any file is CSV (its length is unknown until read)."""
-    import pyarrow.parquet as pq
-
-    if any(p.suffix.lower() != ".parquet" for p in paths):
-        return None
-    return sum(int(pq.ParquetFile(p).metadata.num_rows) for p in paths)
+@dataclass(frozen=True)
+class _Check:
+    column: str
+    reason: str
 
 
-def _raw_chunks(path: Path, chunk_rows: int) -> tuple[pl.Schema, Iterator[pl.DataFrame]]:
-    """The file's schema and an iterator of raw chunks, read lazily by pyarrow so at most
-    one chunk (one parquet row group or CSV block) is in memory; polars' own streaming
-    collect reads ahead without bound."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
+class _Rows:
+    """Typed columns of rows not yet released, with each row's first failed check
+    (0: none yet)."""
 
-    try:
-        if path.suffix.lower() == ".parquet":
-            # one row group at a time, no read-ahead: pyarrow's default pre-buffering
-            # held ~400 MiB on a 15 M-row file; this holds one row group (measured)
-            pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
-            schema = pl.Schema(pl.from_arrow(pf.schema_arrow.empty_table()).schema)  # type: ignore[union-attr]
-            batches = (rb for k in range(pf.num_row_groups)
-                       for rb in pf.iter_batches(batch_size=chunk_rows, row_groups=[k]))  # fmt: skip
-        else:
-            with path.open("r", newline="") as f:
-                header = f.readline().strip().split(",")
-            # every CSV column as text, converted with strict=False later, so a bad cell
-            # becomes a reported bad row instead of a parser exception
-            names = [h.strip().strip('"') for h in header]
-            reader = pacsv.open_csv(
-                path,
-                read_options=pacsv.ReadOptions(block_size=max(1 << 20, chunk_rows * 64)),
-                convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
-                                                     strings_can_be_null=True),
-            )  # fmt: skip
-            schema = pl.Schema({n: pl.String for n in names})
-            batches = iter(reader)
-    except (OSError, pa.ArrowException) as exc:
-        raise DataError(str(path), f"cannot open: {exc}") from exc
+    NAMES = ("row", "ts", "ts_recv", "inst", "a", "b", "c", "d", "side", "ref", "code")
 
-    def frames() -> Iterator[pl.DataFrame]:
-        try:
-            for rb in batches:
-                frame = pl.from_arrow(rb)
-                assert isinstance(frame, pl.DataFrame)
-                yield frame
-        except (OSError, pa.ArrowException) as exc:
-            raise DataError(str(path), f"cannot read: {exc}") from exc
+    def __init__(self, **columns: npt.NDArray[np.generic]) -> None:
+        self.columns = columns
 
-    return schema, frames()
+    def __len__(self) -> int:
+        return int(self.columns["row"].shape[0])
 
+    def __getitem__(self, name: str) -> npt.NDArray[np.generic]:
+        return self.columns[name]
 
-def _ts_expr(schema: pl.Schema, name: str) -> pl.Expr:
-    col = pl.col(name)
-    dtype = schema[name]
-    if dtype.is_integer():
-        return col.cast(pl.Int64)
-    if isinstance(dtype, pl.Datetime):
-        return col.dt.epoch("ns")
-    text = col.cast(pl.String)
-    return (
-        pl.when(text.str.contains(r"^\s*-?\d+\s*$"))
-        .then(text.str.strip_chars().cast(pl.Int64, strict=False))
-        .otherwise(
-            text.str.to_datetime(time_unit="ns", time_zone="UTC", strict=False).dt.epoch("ns")
-        )
-    )
+    def slice(self, start: int, stop: int | None = None) -> _Rows:
+        return _Rows(**{k: v[start:stop] for k, v in self.columns.items()})
+
+    def append(self, other: _Rows) -> _Rows:
+        if len(self) == 0:
+            return other
+        return _Rows(**{k: np.concatenate([v, other.columns[k]]) for k, v in self.columns.items()})
 
 
 class TickFileReader:
@@ -153,7 +162,14 @@ class TickFileReader:
         kind: ``"quotes"`` or ``"trades"``.
         instruments: symbols to accept; their dense index goes into the batch.
         on_bad_row: ``"raise"`` (default) or ``"skip"`` (drop and count).
-        chunk_rows: rows per chunk read from disk (bounds memory).
+        chunk_rows: rows per chunk read from disk (bounds memory; results do not
+            depend on it).
+        bad_rows: where skipped rows are counted (shared by the readers of a run).
+
+    Raises:
+        DataError: when iterated: the file cannot be read, a column is missing, repeated
+            or of the wrong type, the file has no (valid) data row, or a row is bad under
+            ``on_bad_row="raise"`` (names file, row and column).
     """
 
     def __init__(self, path: str | Path, kind: Kind, instruments: InstrumentTable, *,
@@ -165,26 +181,185 @@ class TickFileReader:
         self.on_bad_row: BadRowPolicy = on_bad_row
         self.chunk_rows = chunk_rows
         self.bad_rows = bad_rows if bad_rows is not None else BadRowCounts()
-        self._last_ts = np.iinfo(np.int64).min
+        self._counts: Counter[str] = Counter()
+        self._first_ragged: RaggedRow | None = None
+        self._ragged = 0
 
-    def _exprs(self, schema: pl.Schema) -> list[pl.Expr]:
+    # checks, in the order that decides a row's one reason
+
+    def _checks(self) -> list[_Check]:
         needed = QUOTE_COLUMNS if self.kind == "quotes" else TRADE_COLUMNS
-        for col in needed:
-            if col not in schema:
-                raise DataError(str(self.path), f"missing column (has {list(schema.names())})",
-                                column=col)  # fmt: skip
-        exprs = [pl.col(_ROW), _ts_expr(schema, "ts_event").alias("ts_event")]
-        exprs.append(_ts_expr(schema, "ts_recv").alias("ts_recv") if "ts_recv" in schema
-                     else _ts_expr(schema, "ts_event").alias("ts_recv"))  # fmt: skip
-        exprs.append(pl.col("symbol").cast(pl.String))
+        checks = [_Check(c, NOT_UTF8) for c in (*needed, "ts_recv")]
+        checks += [_Check(c, r) for c in _TS_COLUMNS for r in _TS_REASONS]
+        checks.append(_Check("symbol", UNKNOWN_SYMBOL))
         if self.kind == "quotes":
-            exprs += [
-                pl.col(c).cast(pl.Float64, strict=False)
-                for c in ("bid", "ask", "bid_size", "ask_size")
+            checks += [_Check(c, r) for c in ("bid", "ask") for r in (PRICE_BAD, PRICE_RANGE)]
+            checks += [
+                _Check(c, r) for c in ("bid_size", "ask_size") for r in (QUOTE_SIZE_BAD, SIZE_RANGE)
             ]
+            checks.append(_Check("ask", CROSSED))
+            checks += [_Check("bid", PRICE_BAND), _Check("ask", PRICE_BAND)]
         else:
-            exprs += [pl.col(c).cast(pl.Float64, strict=False) for c in ("price", "size")]
-            side = pl.col("side").cast(pl.String).str.to_lowercase().str.strip_chars()
+            checks += [_Check("price", PRICE_BAD), _Check("price", PRICE_RANGE)]
+            checks += [_Check("size", TRADE_SIZE_BAD), _Check("size", SIZE_RANGE)]
+            checks += [_Check("side", SIDE_BAD), _Check("price", PRICE_BAND)]
+        checks += [_Check("ts_event", BACKWARDS), _Check("ts_event", JUMPS)]
+        return checks
+
+    def _code(self, column: str, reason: str) -> int:
+        return self._table.index(_Check(column, reason)) + 1
+
+    # the file
+
+    def _open(self) -> RawFile:
+        needed = QUOTE_COLUMNS if self.kind == "quotes" else TRADE_COLUMNS
+        raw = RawFile(self.path, (*needed, "ts_recv"), self.chunk_rows, self._on_ragged)
+        for col in needed:
+            if col not in raw.types:
+                raise DataError(str(self.path), f"missing column (has {raw.names})", column=col)
+        for col in (*needed, "ts_recv"):
+            if col in raw.types:
+                self._check_type(col, raw.types[col], csv=raw.is_csv)
+        self._types = raw.types
+        self._unit_ns = raw.ts_unit_ns
+        return raw
+
+    def _check_type(self, col: str, cls: TypeClass, *, csv: bool) -> None:
+        if col in _TS_COLUMNS:
+            allowed: tuple[TypeClass, ...] = ("int64", "timestamp", "text")
+            rule = "timestamps must be int64 ns since the epoch, a timestamp or ISO-8601 text"
+            if cls == "int":
+                rule += " (a narrower int cannot hold ns; seconds?)"
+        elif col == "symbol":
+            allowed, rule = ("text",), "symbols must be text"
+        elif col == "side":
+            allowed, rule = ("text", "int64", "int"), "side must be text (buy/sell) or int (1/-1)"
+        else:
+            allowed = ("int64", "int", "float", "text") if csv else ("int64", "int", "float")
+            rule = "prices and sizes must be float or int"
+        if cls not in allowed:
+            raise DataError(str(self.path), f"column is {cls}: {rule}", column=col)
+
+    def _on_ragged(self, ragged: RaggedRow) -> None:
+        self._ragged += 1
+        if self.on_bad_row == "skip":
+            self._counts[RAGGED] += 1
+        elif self._first_ragged is None:
+            self._first_ragged = ragged
+
+    def _ragged_error(self, ragged: RaggedRow) -> DataError:
+        return DataError(
+            str(self.path),
+            f"{RAGGED}: {ragged.fields} fields, the header has {ragged.expected}",
+            row=ragged.row,
+        )
+
+    def __iter__(self) -> Iterator[TickBatch]:
+        self._table = self._checks()
+        raw = self._open()
+        self._exprs = self._conversions()
+        band = PriceBand(len(self.instruments))
+        order = TimeOrder()
+        pending: _Rows | None = None
+        band_done = 0
+        seen = 0
+        released = 0
+        chunks = raw.chunks()
+        eof = False
+        while not eof:
+            chunk = next(chunks, None)
+            if chunk is None:
+                eof = True
+            else:
+                seen += chunk.frame.height
+                rows = self._convert(chunk)
+                pending = rows if pending is None else pending.append(rows)
+            if pending is None:
+                continue
+            n = len(pending)
+            band_done = band.run(
+                pending["inst"], pending["a"], pending["b"], pending["ref"], pending["code"],  # type: ignore[arg-type]
+                band_done, eof, self._code(*self._band_columns[0]), self._code(*self._band_columns[1]),
+            )  # fmt: skip
+            decided = order.run(
+                pending["ts"], pending["code"], 0, band_done, eof and band_done == n,  # type: ignore[arg-type]
+                self._code("ts_event", BACKWARDS), self._code("ts_event", JUMPS),
+            )  # fmt: skip
+            batch = self._release(pending.slice(0, decided), eof and decided == n)
+            pending = pending.slice(decided)
+            band_done -= decided
+            if batch is not None and len(batch):
+                released += len(batch)
+                yield batch
+        if self._first_ragged is not None:
+            raise self._ragged_error(self._first_ragged)
+        self.bad_rows.by_reason.update(self._counts)
+        if seen + self._ragged == 0:
+            raise DataError(str(self.path), "no data rows")
+        if released == 0:
+            top = ", ".join(f"{n} x {r}" for r, n in self._counts.most_common(3))
+            raise DataError(
+                str(self.path),
+                f"no valid rows: all {seen + self._ragged} data rows are bad ({top})",
+            )
+
+    @property
+    def _band_columns(self) -> tuple[tuple[str, str], tuple[str, str]]:
+        if self.kind == "quotes":
+            return ("bid", PRICE_BAND), ("ask", PRICE_BAND)
+        return ("price", PRICE_BAND), ("price", PRICE_BAND)
+
+    def _release(self, rows: _Rows, last: bool) -> TickBatch | None:
+        code = rows["code"]
+        ragged = self._first_ragged
+        if self.on_bad_row == "raise":
+            bad = np.flatnonzero(code)
+            first_row = int(rows["row"][bad[0]]) if bad.shape[0] else None
+            if ragged is not None and ragged.row is not None and (
+                (first_row is not None and ragged.row < first_row)
+                or (len(rows) and ragged.row < int(rows["row"][-1]))
+                or last
+            ):  # fmt: skip
+                raise self._ragged_error(ragged)
+            if first_row is not None:
+                check = self._table[int(code[bad[0]]) - 1]
+                raise DataError(str(self.path), check.reason, row=first_row, column=check.column)
+        if len(rows) == 0:
+            return None
+        counts = np.bincount(code, minlength=len(self._table) + 1)
+        if counts[0] < len(rows):
+            for k in np.flatnonzero(counts[1:]):
+                self._counts[self._table[int(k)].reason] += int(counts[k + 1])
+            rows = _Rows(**{k: v[code == 0] for k, v in rows.columns.items()})
+        if self.kind == "quotes":
+            return TickBatch.quotes(rows["ts"], rows["ts_recv"], rows["inst"], rows["a"],  # type: ignore[arg-type]
+                                    rows["b"], rows["c"], rows["d"])  # type: ignore[arg-type]  # fmt: skip
+        return TickBatch.trades(rows["ts"], rows["ts_recv"], rows["inst"], rows["a"],  # type: ignore[arg-type]
+                                rows["c"], rows["side"])  # type: ignore[arg-type]  # fmt: skip
+
+    # conversion of one chunk
+
+    def _conversions(self) -> list[pl.Expr]:
+        exprs: list[pl.Expr] = []
+        for name in _TS_COLUMNS:
+            if name in self._types:
+                exprs += _ts_exprs(name, self._types[name])
+        text = pl.col("symbol").cast(pl.String).str.strip_chars()
+        exprs.append(
+            text.replace_strict(self.instruments.index, default=-1, return_dtype=pl.Int32)
+            .fill_null(-1)
+            .alias("symbol")
+        )
+        numbers = (
+            ("bid", "ask", "bid_size", "ask_size") if self.kind == "quotes" else ("price", "size")
+        )
+        for c in numbers:
+            col = pl.col(c)
+            if self._types[c] == "text":  # CSV: spaces around a number are not an error
+                col = col.str.strip_chars()
+            exprs.append(col.cast(pl.Float64, strict=False).fill_null(np.nan).alias(c))
+        if self.kind == "trades":
+            side = pl.col("side").cast(pl.String).str.strip_chars().str.to_lowercase()
             exprs.append(
                 pl.when(side.is_in(["buy", "b", "1"])).then(1)
                 .when(side.is_in(["sell", "s", "-1"])).then(-1)
@@ -192,92 +367,110 @@ class TickFileReader:
             )  # fmt: skip
         return exprs
 
-    def __iter__(self) -> Iterator[TickBatch]:
-        schema, frames = _raw_chunks(self.path, self.chunk_rows)
-        exprs = self._exprs(schema)
-        offset = 0
+    def _convert(self, chunk: RawChunk) -> _Rows:
         try:
-            for raw in frames:
-                chunk = raw.with_row_index(_ROW, offset=offset).select(exprs)
-                offset += raw.height
-                batch = self._validate(chunk)
-                if len(batch):
-                    yield batch
-        except pl.exceptions.PolarsError as exc:
-            raise DataError(str(self.path), f"cannot read: {exc}") from exc
-
-    def _validate(self, df: pl.DataFrame) -> TickBatch:
-        rows = df[_ROW].to_numpy()
-        ts = df["ts_event"].to_numpy(allow_copy=True)
-        ts_null = df["ts_event"].is_null().to_numpy()
-        ts = np.where(ts_null, 0, ts).astype(np.int64)
-        ts_recv_s = df["ts_recv"]
-        ts_recv = np.where(
-            ts_recv_s.is_null().to_numpy(), ts, ts_recv_s.fill_null(0).to_numpy()
-        ).astype(np.int64)
-        sym_codes = df["symbol"].replace_strict(
-            self.instruments.index, default=-1, return_dtype=pl.Int32
-        )
-        inst = sym_codes.to_numpy()
-        checks: list[tuple[str, str, npt.NDArray[np.bool_]]] = [
-            ("ts_event", "timestamp missing or not int ns / ISO-8601", ts_null),
-            ("symbol", "unknown symbol (not in [[instruments]])", inst < 0),
-        ]
-        cols: dict[str, npt.NDArray[np.float64]] = {}
-        if self.kind == "quotes":
-            for c in ("bid", "ask", "bid_size", "ask_size"):
-                cols[c] = df[c].fill_null(np.nan).to_numpy().astype(np.float64)
-            for c in ("bid", "ask"):
-                checks.append(
-                    (c, "price is NaN, missing or not > 0", ~(cols[c] > 0) | ~np.isfinite(cols[c]))
-                )
-            for c in ("bid_size", "ask_size"):
-                checks.append(
-                    (c, "size is negative, NaN or missing", ~(cols[c] >= 0) | ~np.isfinite(cols[c]))
-                )
-            checks.append(
-                ("ask", "crossed or locked quote (bid >= ask)", cols["bid"] >= cols["ask"])
-            )
+            df = chunk.frame.select(self._exprs)
+        except pl.exceptions.PolarsError as exc:  # a value polars cannot convert at all
+            detail = " ".join(str(exc).split())
+            raise DataError(str(self.path), f"cannot read: {detail}") from exc
+        n = df.height
+        masks: dict[_Check, npt.NDArray[np.bool_]] = {}
+        for col, bad in chunk.not_utf8.items():
+            masks[_Check(col, NOT_UTF8)] = bad
+        ts, status = _timestamps(df, "ts_event", self._types["ts_event"], self._unit_ns)
+        for k, reason in enumerate(_TS_REASONS, start=1):
+            masks[_Check("ts_event", reason)] = status == k
+        if "ts_recv" in self._types:
+            ts_recv, status = _timestamps(df, "ts_recv", self._types["ts_recv"], self._unit_ns)
+            absent = df["ts_recv__absent"].to_numpy()
+            ts_recv = np.where(absent, ts, ts_recv)
+            status = np.where(absent, 0, status)
+            for k, reason in enumerate(_TS_REASONS, start=1):
+                masks[_Check("ts_recv", reason)] = status == k
         else:
-            for c in ("price", "size"):
-                cols[c] = df[c].fill_null(np.nan).to_numpy().astype(np.float64)
-            checks.append(("price", "price is NaN, missing or not > 0",
-                           ~(cols["price"] > 0) | ~np.isfinite(cols["price"])))  # fmt: skip
-            checks.append(("size", "size is not > 0, NaN or missing",
-                           ~(cols["size"] > 0) | ~np.isfinite(cols["size"])))  # fmt: skip
-            side = df["side"].to_numpy()
-            checks.append(("side", "side is not buy/sell", side == 0))
-        bad = np.zeros(len(df), np.bool_)
-        for _, _, mask in checks:
-            bad |= mask
-        # order check on rows that are otherwise valid: a row earlier than any valid row
-        # before it (in this file) is out of order
-        valid_ts = np.where(bad, np.iinfo(np.int64).min, ts)
-        running = np.maximum.accumulate(np.concatenate([[self._last_ts], valid_ts]))
-        backwards = ~bad & (ts < running[:-1])
-        checks.append(("ts_event", "timestamp goes backwards", backwards))
-        bad |= backwards
-        self._last_ts = int(running[-1])
-        if bad.any():
-            first = int(np.argmax(bad))
-            if self.on_bad_row == "raise":
-                for column, reason, mask in checks:
-                    if mask[first]:
-                        raise DataError(str(self.path), reason, row=int(rows[first]), column=column)
-            for _, reason, mask in checks:
-                n_bad = int(mask.sum())
-                if n_bad:
-                    self.bad_rows.by_reason[reason] += n_bad
-            keep = ~bad
-            ts, ts_recv, inst = ts[keep], ts_recv[keep], inst[keep]
-            cols = {c: v[keep] for c, v in cols.items()}
-            if self.kind == "trades":
-                side = side[keep]
+            ts_recv = ts
+        inst = df["symbol"].to_numpy().astype(np.int32, copy=False)
+        masks[_Check("symbol", UNKNOWN_SYMBOL)] = inst < 0
+        cols = {c: df[c].to_numpy() for c in df.columns if c not in ("symbol", "side")
+                and not c.startswith("ts_")}  # fmt: skip
         if self.kind == "quotes":
-            return TickBatch.quotes(
-                ts, ts_recv, inst, cols["bid"], cols["ask"], cols["bid_size"], cols["ask_size"]
-            )
-        return TickBatch.trades(ts, ts_recv, inst, cols["price"], cols["size"], side)
+            a, b, c, d = cols["bid"], cols["ask"], cols["bid_size"], cols["ask_size"]
+            for name, v in (("bid", a), ("ask", b)):
+                masks[_Check(name, PRICE_BAD)] = ~(v > 0) | ~np.isfinite(v)
+                masks[_Check(name, PRICE_RANGE)] = ~((v >= PRICE_MIN) & (v <= PRICE_MAX))
+            for name, v in (("bid_size", c), ("ask_size", d)):
+                masks[_Check(name, QUOTE_SIZE_BAD)] = ~(v >= 0) | ~np.isfinite(v)
+                masks[_Check(name, SIZE_RANGE)] = v > SIZE_MAX
+            masks[_Check("ask", CROSSED)] = a >= b
+            ref = 0.5 * (a + b)
+            side = np.zeros(n, np.int8)
+        else:
+            a = b = ref = cols["price"]
+            c = d = cols["size"]
+            masks[_Check("price", PRICE_BAD)] = ~(a > 0) | ~np.isfinite(a)
+            masks[_Check("price", PRICE_RANGE)] = ~((a >= PRICE_MIN) & (a <= PRICE_MAX))
+            masks[_Check("size", TRADE_SIZE_BAD)] = ~(c > 0) | ~np.isfinite(c)
+            masks[_Check("size", SIZE_RANGE)] = c > SIZE_MAX
+            side = df["side"].to_numpy()
+            masks[_Check("side", SIDE_BAD)] = side == 0
+        code = np.zeros(n, np.int8)
+        for k, check in enumerate(self._table, start=1):
+            mask = masks.get(check)
+            if mask is not None and mask.any():
+                code[(code == 0) & mask] = k
+        return _Rows(row=chunk.rows, ts=ts, ts_recv=ts_recv, inst=inst, a=a, b=b, c=c, d=d,
+                     side=side, ref=ref, code=code)  # fmt: skip
+
+
+def _ts_exprs(name: str, cls: TypeClass) -> list[pl.Expr]:
+    """Columns ``name`` (Int64: ns for ISO text, else the stored value), and for text
+    ``name__iso`` (parsed as ISO-8601) and ``name__us`` (the same instant in us, whose
+    range shows an ISO date that ns overflow wrapped); ``name__absent`` (no value)."""
+    col = pl.col(name)
+    if cls != "text":
+        return [
+            col.cast(pl.Int64, strict=False).alias(name),
+            col.is_null().alias(f"{name}__absent"),
+        ]
+    text = col.str.strip_chars()
+    is_int = text.str.contains(r"^-?\d+$")
+    iso_ns = text.str.to_datetime(time_unit="ns", time_zone="UTC", strict=False).dt.epoch("ns")
+    iso_us = text.str.to_datetime(time_unit="us", time_zone="UTC", strict=False).dt.epoch("us")
+    return [
+        pl.when(is_int).then(text.cast(pl.Int64, strict=False)).otherwise(iso_ns).alias(name),
+        (~is_int & text.is_not_null()).alias(f"{name}__iso"),
+        pl.when(is_int).then(None).otherwise(iso_us).alias(f"{name}__us"),
+        (text.is_null() | (text == "")).alias(f"{name}__absent"),
+    ]
+
+
+def _timestamps(df: pl.DataFrame, name: str, cls: TypeClass,
+                unit_ns: dict[str, int]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int8]]:  # fmt: skip
+    """ns values and a status per row: 0 ok, then the index in ``_TS_REASONS`` + 1."""
+    s = df[name]
+    missing = s.is_null().to_numpy()
+    v = s.fill_null(0).to_numpy().astype(np.int64, copy=False)
+    status = np.where(missing, 1, 0).astype(np.int8)
+    factor = unit_ns.get(name, 1) if cls == "timestamp" else 1
+    lo, hi = -(-TS_MIN_NS // factor), -(-TS_MAX_NS // factor)
+    ok = ~missing & (v >= lo) & (v < hi)
+    if cls == "text":
+        iso = df[f"{name}__iso"].to_numpy()
+        if iso.any():
+            us = df[f"{name}__us"].fill_null(0).to_numpy()
+            iso_ok = ~missing & (us >= TS_MIN_NS // 1000) & (us < TS_MAX_NS // 1000)
+            ok = np.where(iso, iso_ok, ok)
+    out_of_range = ~missing & ~ok
+    if out_of_range.any():
+        status[out_of_range] = 2
+        if cls != "timestamp":  # a declared unit needs no guess
+            guessable = out_of_range & ~(df[f"{name}__iso"].to_numpy() if cls == "text" else False)
+            for k, (_, per) in enumerate(UNIT_GUESSES, start=3):
+                looks = guessable & (v >= -(-TS_MIN_NS // per)) & (v < -(-TS_MAX_NS // per))
+                status[looks] = k
+    if factor != 1:
+        v = np.where(ok, v * factor, 0)
+    return v, status
 
 
 def merge_streams(streams: list[Iterator[TickBatch]]) -> Iterator[TickBatch]:

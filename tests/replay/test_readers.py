@@ -12,12 +12,13 @@ from engine.ticks import TickBatch
 from replay.readers import BadRowCounts, TickFileReader, merge_streams, rebatch
 
 INST = InstrumentTable([Instrument(symbol="X"), Instrument(symbol="Y")])
+T0 = 1_723_111_200_000_000_000  # 2024-08-08T10:00:00Z
 
 
 def good_quotes(n: int = 6) -> pl.DataFrame:
     return pl.DataFrame(
         {
-            "ts_event": [1_000 + 10 * i for i in range(n)],
+            "ts_event": [T0 + 10 * i for i in range(n)],
             "symbol": ["X"] * n,
             "bid": [100.0 + i for i in range(n)],
             "ask": [100.5 + i for i in range(n)],
@@ -41,7 +42,7 @@ def write(df: pl.DataFrame, tmp_path: Path, fmt: str) -> Path:
 def test_reader_reads_valid_quotes(tmp_path: Path, fmt: str) -> None:
     b = read(write(good_quotes(), tmp_path, fmt))
     assert len(b) == 6
-    assert b.ts_event.tolist() == [1000, 1010, 1020, 1030, 1040, 1050]
+    assert b.ts_event.tolist() == [T0 + 10 * i for i in range(6)]
     assert np.array_equal(b.ts_recv, b.ts_event)  # ts_recv defaults to ts_event
     assert b.bid[2] == 102.0
 
@@ -104,7 +105,7 @@ def test_reader_accepts_iso_timestamps_in_csv(tmp_path: Path) -> None:
             "parquet",
             lambda d: d.with_columns(
                 pl.when(pl.int_range(6) == 5)
-                .then(1005)
+                .then(T0 + 5)
                 .otherwise(pl.col("ts_event"))
                 .alias("ts_event")
             ),
@@ -141,7 +142,9 @@ def test_reader_bad_input_names_file_row_and_column(
 
 def test_reader_csv_non_numeric_cell_is_a_bad_row_not_a_crash(tmp_path: Path) -> None:
     p = tmp_path / "quotes.csv"
-    p.write_text("ts_event,symbol,bid,ask,bid_size,ask_size\n1,X,100,101,1,1\n2,X,abc,101,1,1\n")
+    p.write_text(
+        f"ts_event,symbol,bid,ask,bid_size,ask_size\n{T0},X,100,101,1,1\n{T0},X,abc,101,1,1\n"
+    )
     with pytest.raises(DataError) as info:
         read(p)
     assert (info.value.row, info.value.column) == (1, "bid")
@@ -150,11 +153,11 @@ def test_reader_csv_non_numeric_cell_is_a_bad_row_not_a_crash(tmp_path: Path) ->
 def test_reader_skip_policy_drops_and_counts_by_reason(tmp_path: Path) -> None:
     df = good_quotes(8).with_columns(
         pl.Series("bid", [100.0, float("nan"), 102.0, 200.0, 104.0, 105.0, 106.0, 107.0]),
-        pl.Series("ts_event", [1000, 1010, 1020, 1030, 1040, 1005, 1060, 1070]),
+        pl.Series("ts_event", [T0 + t for t in (0, 10, 20, 30, 40, 5, 60, 70)]),
     )
     counts = BadRowCounts()
     b = read(write(df, tmp_path, "parquet"), on_bad_row="skip", bad_rows=counts, chunk_rows=3)
-    assert b.ts_event.tolist() == [1000, 1020, 1040, 1060, 1070]
+    assert b.ts_event.tolist() == [T0 + t for t in (0, 20, 40, 60, 70)]
     assert counts.total == 3
     assert counts.by_reason["timestamp goes backwards"] == 1
     assert counts.by_reason["crossed or locked quote (bid >= ask)"] == 1
@@ -163,7 +166,7 @@ def test_reader_skip_policy_drops_and_counts_by_reason(tmp_path: Path) -> None:
 def test_reader_trades_validate_side_and_size(tmp_path: Path) -> None:
     df = pl.DataFrame(
         {
-            "ts_event": [1, 2, 3],
+            "ts_event": [T0 + 1, T0 + 2, T0 + 3],
             "symbol": ["X", "X", "Y"],
             "price": [1.0, 2.0, 3.0],
             "size": [1.0, 0.0, 1.0],
@@ -185,8 +188,8 @@ def test_reader_trades_validate_side_and_size(tmp_path: Path) -> None:
 def test_merge_and_rebatch_do_not_depend_on_file_chunking(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     n = 400
-    ts_q = np.sort(rng.integers(0, 300, n))  # many equal stamps across files
-    ts_t = np.sort(rng.integers(0, 300, n // 2))
+    ts_q = T0 + np.sort(rng.integers(0, 300, n))  # many equal stamps across files
+    ts_t = T0 + np.sort(rng.integers(0, 300, n // 2))
     pl.DataFrame(
         {
             "ts_event": ts_q,
