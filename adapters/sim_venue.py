@@ -359,9 +359,8 @@ class SimulatedVenue:
         touch = book[ASK] if sign > 0 else book[BID]
         if not math.isnan(touch):
             shown = book[ASK_SIZE] if sign > 0 else book[BID_SIZE]
-            left = round(
-                float(shown) - self._taken[index, TAKEN_ASK if sign > 0 else TAKEN_BID], 12
-            )
+            taken = self._taken[index, TAKEN_ASK if sign > 0 else TAKEN_BID]
+            left = round(float(shown - taken), 12)  # a Python float: it goes into the Fill
             marketable = req.order_type == "market" or (
                 touch <= limit if sign > 0 else touch >= limit
             )
