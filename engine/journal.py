@@ -60,6 +60,7 @@ FRAME_HEADER_BYTES: Final = 8
 _PREFIX = struct.Struct("<8sI")
 _FRAME = struct.Struct("<II")
 _SCAN_WINDOW = 1 << 20
+_TAG_KEY = msgspec.msgpack.encode("record")
 
 
 class JournalError(DataError):
@@ -481,6 +482,7 @@ def _find_valid_frame(
     """Position of the first frame at or after ``start`` that passes its CRC and decodes to a
     record with ``seq >= min_seq``; ``None`` if there is none."""
     data = np.frombuffer(buffer, np.uint8)
+    view = memoryview(buffer)
     end = len(buffer)
     window_start = start
     while window_start <= end - FRAME_HEADER_BYTES - 1:
@@ -491,9 +493,14 @@ def _find_valid_frame(
         lengths = b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24)
         positions = np.arange(window_start, window_stop, dtype=np.int64)
         fits = (lengths > 0) & (positions + FRAME_HEADER_BYTES + lengths <= end)
-        for pos in np.flatnonzero(fits) + window_start:
-            length, crc = _FRAME.unpack_from(buffer, int(pos))
-            payload = buffer[int(pos) + FRAME_HEADER_BYTES : int(pos) + FRAME_HEADER_BYTES + length]
+        for pos in (np.flatnonzero(fits) + window_start).tolist():
+            start_payload = pos + FRAME_HEADER_BYTES
+            # Every payload this module writes opens with its tag key (msgspec writes the
+            # tag first): a cheap test before paying for a CRC over up to the whole tail.
+            if buffer[start_payload + 1 : start_payload + 1 + len(_TAG_KEY)] != _TAG_KEY:
+                continue
+            length, crc = _FRAME.unpack_from(buffer, pos)
+            payload = view[start_payload : start_payload + length]
             if zlib.crc32(payload) != crc:
                 continue
             try:
@@ -501,6 +508,6 @@ def _find_valid_frame(
             except (msgspec.DecodeError, msgspec.ValidationError):
                 continue
             if min_seq is None or record.seq >= min_seq:
-                return int(pos)
+                return pos
         window_start = window_stop
     return None
