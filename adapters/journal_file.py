@@ -1,0 +1,374 @@
+"""The input journal on disk: one file per UTC day, appended before the engine acts.
+
+Files are ``journal-YYYY-MM-DD.tlj`` in one folder; the day is that of the record's
+``ts_recv``, and a file only ever rotates forward (a receive time that steps back over
+midnight stays in the current file). The byte format is ``engine/journal.py``'s.
+
+Every ``append`` hands the frame to the kernel with ``os.write`` before it returns, so a
+record survives the death of the process (``kill -9``) as soon as it is appended. The fsync
+policy only decides when it also survives the machine (power loss, kernel panic):
+
+- ``"always"``: fdatasync after every record.
+- ``"batch"`` (the default): records are synced in groups. Reports, commands, timer firings
+  and clock readings ("control" records) are synced by ``commit()``, which the daemon calls
+  once per turn of its loop before acting, or as soon as 16 are pending or the oldest pending
+  one is 1 ms older (by ``ts_recv``) than the newest record. Market data is synced when 1000
+  batches are pending or the oldest is 100 ms older than the newest record. The limits are
+  ``FsyncLimits``.
+- ``"never"``: the kernel writes back when it likes; ``sync()`` and ``close()`` still sync.
+
+Delays are measured on the records' ``ts_recv``, never on a clock of the writer's own, so
+they are checked when a record is appended or ``commit()`` is called; a daemon that goes
+idle calls ``sync()`` from a timer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Literal
+
+import msgspec
+
+from engine.errors import AdapterError
+from engine.journal import (
+    AnyRecord,
+    ClockRecord,
+    JournalDecoder,
+    JournalError,
+    JournalHeader,
+    MarketDataRecord,
+    RecordBody,
+    RecordEncoder,
+    TornTail,
+    encode_header,
+    make_record,
+)
+
+log = logging.getLogger("tradeloop.journal")
+
+FsyncMode = Literal["always", "batch", "never"]
+WriterState = Literal["new", "open", "failed", "closed"]
+
+NS_PER_DAY: Final = 86_400 * 1_000_000_000
+FILE_PREFIX: Final = "journal-"
+FILE_SUFFIX: Final = ".tlj"
+_CHUNK_BYTES: Final = 1 << 20
+_EPOCH: Final = dt.date(1970, 1, 1)
+_sync = getattr(os, "fdatasync", os.fsync)  # fdatasync skips the mtime update
+
+
+class FsyncLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Group sizes of the ``"batch"`` policy.
+
+    A control record (report, command, timer, clock reading) decides orders, so it waits for
+    at most a small group; a market-data batch is re-sent by the feed's next quote anyway,
+    so it is synced in larger groups where an fsync (~0.1-10 ms) is amortised.
+    """
+
+    control_records: int = 16
+    control_delay_ns: int = 1_000_000
+    market_data_records: int = 1000
+    market_data_delay_ns: int = 100_000_000
+
+
+def journal_files(directory: Path) -> list[Path]:
+    """The journal files of ``directory``, oldest day first."""
+    return sorted(
+        p for p in directory.glob(f"{FILE_PREFIX}*{FILE_SUFFIX}") if _day_of_path(p) is not None
+    )
+
+
+def day_file(directory: Path, ts_ns: int) -> Path:
+    """The file that holds records received at ``ts_ns`` (UTC day)."""
+    day = _EPOCH + dt.timedelta(days=ts_ns // NS_PER_DAY)
+    return directory / f"{FILE_PREFIX}{day.isoformat()}{FILE_SUFFIX}"
+
+
+def _day_of_path(path: Path) -> int | None:
+    stem = path.name.removeprefix(FILE_PREFIX).removesuffix(FILE_SUFFIX)
+    try:
+        return (dt.date.fromisoformat(stem) - _EPOCH).days
+    except ValueError:
+        return None
+
+
+class FileJournalWriter:
+    """Appends sequenced records to the journal in ``directory``.
+
+    On ``open`` it continues an existing journal: the newest file is scanned, a torn last
+    record (a write cut short by a crash) is cut off, counted and logged, and the sequence
+    goes on from the last good record. Use as a context manager.
+
+    Args:
+        directory: the journal folder (created if missing).
+        session_id: written into the header of each file this writer creates.
+        fsync: ``"always"``, ``"batch"`` or ``"never"`` (see the module docstring).
+        limits: group sizes of ``"batch"``.
+        first_seq: the sequence number of the first record of a new journal.
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        session_id: str,
+        fsync: FsyncMode = "batch",
+        limits: FsyncLimits | None = None,
+        first_seq: int = 1,
+    ) -> None:
+        if fsync not in ("always", "batch", "never"):
+            raise ValueError(f"unknown fsync policy {fsync!r}")
+        self.directory = Path(directory)
+        self.session_id = session_id
+        self.fsync: FsyncMode = fsync
+        self.limits = limits or FsyncLimits()
+        self.state: WriterState = "new"
+        self.next_seq = first_seq
+        self.path: Path | None = None
+        self.records_written = 0
+        self.fsyncs = 0
+        self.torn_tails_cut = 0
+        self.torn_bytes_cut = 0
+        self._fd = -1
+        self._day = -1
+        self._encoder = RecordEncoder()
+        self._control_pending = 0
+        self._control_first_ns = 0
+        self._market_pending = 0
+        self._market_first_ns = 0
+
+    def __enter__(self) -> FileJournalWriter:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def open(self) -> None:
+        """Open the journal for append, recovering from a crash if the last write was torn.
+
+        Raises:
+            JournalError: the newest file is corrupt before its tail (an operator decides).
+            AdapterError: the file system refused.
+        """
+        if self.state != "new":
+            raise AdapterError(f"journal writer is {self.state}, cannot open")
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            files = journal_files(self.directory)
+            if files:
+                self._resume(files[-1])
+        except OSError as exc:
+            raise AdapterError(f"journal {self.directory}: {exc}") from exc
+        self.state = "open"
+
+    def append(self, ts_recv_ns: int, body: RecordBody) -> AnyRecord:
+        """Journal one input under the next sequence number; returns its record.
+
+        Raises:
+            AdapterError: the write failed; the writer is then ``failed`` and refuses more.
+        """
+        record = make_record(self.next_seq, ts_recv_ns, body)
+        self._write(record)
+        return record
+
+    def append_clock(self, ts_ns: int) -> ClockRecord:
+        """Journal a clock reading the core took."""
+        record = ClockRecord(seq=self.next_seq, ts_recv=ts_ns)
+        self._write(record)
+        return record
+
+    def commit(self) -> None:
+        """Make the records appended so far as durable as the policy asks before acting.
+
+        ``"batch"`` syncs here if a control record is pending; market data waits for its
+        own limits.
+        """
+        self._check_open()
+        if self.fsync == "batch" and self._control_pending:
+            self._fsync()
+
+    def sync(self) -> None:
+        """fdatasync everything appended, whatever the policy."""
+        self._check_open()
+        if self._control_pending or self._market_pending:
+            self._fsync()
+
+    def close(self) -> None:
+        """Sync (unless the policy is ``"never"``) and close. Safe to call twice."""
+        if self.state == "open" and self.fsync != "never" and self._fd >= 0:
+            self._fsync()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self.state != "failed":
+            self.state = "closed"
+
+    def _resume(self, path: Path) -> None:
+        decoder = JournalDecoder(str(path))
+        with path.open("rb") as f:
+            while chunk := f.read(_CHUNK_BYTES):
+                decoder.skim(chunk)
+        torn = decoder.finish()
+        if torn is not None:
+            self._cut(path, torn)
+        assert decoder.header is not None and decoder.next_seq is not None
+        self.next_seq = decoder.next_seq
+        self._day = _day_of_path(path) or 0
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        self.path = path
+        log.info("journal %s: resumed at seq %d", path, self.next_seq)
+
+    def _cut(self, path: Path, torn: TornTail) -> None:
+        with path.open("r+b") as f:
+            f.truncate(torn.offset)
+            f.flush()
+            os.fsync(f.fileno())
+        self.torn_tails_cut += 1
+        self.torn_bytes_cut += torn.length
+        log.warning(
+            "journal %s: cut a torn last record, %d bytes at byte %d (%s)",
+            path,
+            torn.length,
+            torn.offset,
+            torn.reason,
+        )
+
+    def _write(self, record: AnyRecord) -> None:
+        self._check_open()
+        ts = record.ts_recv
+        try:
+            if ts // NS_PER_DAY > self._day:
+                self._rotate(ts)
+            view = self._encoder.encode_into(record)
+            with view:
+                written = os.write(self._fd, view)
+                while written < len(view):  # a regular file only writes short on error
+                    written += os.write(self._fd, view[written:])
+        except OSError as exc:
+            self.state = "failed"
+            raise AdapterError(f"journal {self.path}: append of seq {record.seq}: {exc}") from exc
+        self.next_seq += 1
+        self.records_written += 1
+        if self.fsync == "never":
+            return
+        if self.fsync == "always":
+            self._fsync()
+            return
+        limits = self.limits
+        if isinstance(record, MarketDataRecord):
+            if not self._market_pending:
+                self._market_first_ns = ts
+            self._market_pending += 1
+        else:
+            if not self._control_pending:
+                self._control_first_ns = ts
+            self._control_pending += 1
+        if (
+            self._control_pending >= limits.control_records
+            or (self._control_pending and ts - self._control_first_ns >= limits.control_delay_ns)
+            or self._market_pending >= limits.market_data_records
+            or (self._market_pending and ts - self._market_first_ns >= limits.market_data_delay_ns)
+        ):
+            self._fsync()
+
+    def _rotate(self, ts_ns: int) -> None:
+        if self._fd >= 0:
+            if self.fsync != "never":
+                self._fsync()
+            os.close(self._fd)
+            self._fd = -1
+        path = day_file(self.directory, ts_ns)
+        # Built aside and renamed into place, so a journal file always has a whole header.
+        tmp = path.with_name(f".{path.name}.tmp")
+        header = JournalHeader(
+            session_id=self.session_id, created_ns=ts_ns, first_seq=self.next_seq
+        )
+        with tmp.open("wb") as f:
+            f.write(encode_header(header))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        self._day = ts_ns // NS_PER_DAY
+        self.path = path
+
+    def _fsync(self) -> None:
+        try:
+            _sync(self._fd)
+        except OSError as exc:
+            # After a failed fsync the kernel may have dropped the dirty pages: retrying
+            # would report success for data that is gone, so the writer stops here.
+            self.state = "failed"
+            raise AdapterError(f"journal {self.path}: fsync: {exc}") from exc
+        self.fsyncs += 1
+        self._control_pending = 0
+        self._market_pending = 0
+
+    def _check_open(self) -> None:
+        if self.state != "open":
+            raise AdapterError(f"journal writer is {self.state}")
+
+
+class FileJournalReader:
+    """Every record of a journal folder, in sequence order across the day files.
+
+    Iterating checks framing, CRCs and that sequence numbers run on without a gap from one
+    file to the next. A torn last record of the newest file ends the iteration and is left
+    in ``torn`` (the writer cuts it on its next open); damage anywhere else raises.
+
+    Args:
+        directory: the journal folder.
+    """
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        self.torn: TornTail | None = None
+
+    @property
+    def files(self) -> list[Path]:
+        return journal_files(self.directory)
+
+    def __iter__(self) -> Iterator[AnyRecord]:
+        """Yield every record.
+
+        Raises:
+            JournalError: a file is corrupt, or the sequence has a gap between files.
+            AdapterError: the folder or a file cannot be read.
+        """
+        self.torn = None
+        if not self.directory.is_dir():
+            raise AdapterError(f"journal {self.directory}: not a folder")
+        files = self.files
+        expected: int | None = None
+        for index, path in enumerate(files):
+            decoder = JournalDecoder(str(path), expected_seq=expected)
+            try:
+                with path.open("rb") as f:
+                    while chunk := f.read(_CHUNK_BYTES):
+                        yield from decoder.feed(chunk)
+            except OSError as exc:
+                raise AdapterError(f"journal {path}: {exc}") from exc
+            torn = decoder.finish()
+            if torn is not None:
+                if index != len(files) - 1:
+                    raise JournalError(
+                        str(path), torn.offset, f"{torn.reason}, and a later day's file follows"
+                    )
+                self.torn = torn
+            expected = decoder.next_seq
