@@ -1,12 +1,37 @@
 """``tradeloop train``: walk-forward training with purging and an embargo, out-of-sample
 metrics, and a model folder the engine can load (model file + manifest + report).
 
-Split: the sampled rows' time span is cut into ``folds + 1`` equal blocks; fold k tests
-on block k+1 and trains on everything before it (expanding window). A training row's
-label looks ``horizon`` ahead, so rows whose label window reaches into the test block
-are purged, and rows within ``embargo`` after an earlier test block are dropped. The last
-``validation_fraction`` of each training window (purged the same way) drives LightGBM's
-early stopping. The final model is fit the same way on every row.
+Labels: a row at time ``t`` is labelled with the forward mid return read at the first
+quote at or after ``t + horizon``; that quote's time is the row's label end ``L``. Rows
+whose forward quote is later than ``t + horizon + label_tolerance`` are dropped in
+``build_dataset`` (counted; the default tolerance is ``max(sample_interval, horizon /
+10)``), so a "2 s" label never measures a 100 s return across a data gap.
+
+Split: the usable rows' time span is cut into ``folds + 1`` equal blocks; fold k tests on
+block k+1 ``[start, end)`` and trains on rows before it (expanding window).
+
+Purge and embargo (López de Prado, *Advances in Financial Machine Learning*, 7.4), one
+rule for every block a model is evaluated on (a test block, and the early-stopping
+validation block inside each training window): a row ``(t, L)`` may be fit on only if
+``L < start - embargo`` or ``t >= end + embargo``. So no training label reads a price
+within ``embargo`` before the block or inside it (purging by the *actual* label end, not
+``t + horizon``), and no training row starts within ``embargo`` after the block ends. In
+this expanding walk-forward every training row precedes its block, so only the first
+condition removes rows; the second keeps the rule the textbook one for any split.
+``embargo`` defaults to the horizon (and may not be shorter).
+
+Validation: the last ``validation_fraction`` of a fold's fit rows (rows with a label;
+for classification, outside the dead zone), with the rows before it purged against it as
+above. LightGBM stops early on it; the fold records its best iteration.
+
+Final model: refit on every usable row (all fit rows, no validation hold-out) for the
+median of the folds' best iterations; ``train_range`` in the manifest is the first and
+last time of the rows it was fit on.
+
+Degenerate folds: a metric that is undefined on a fold (no labelled rows, one class, no
+"up" prediction, a constant score) is ``None``, never NaN. A fold that cannot be fit
+(too few rows, one class in its training window) is skipped with a warning in the
+manifest.
 """
 
 from __future__ import annotations
@@ -15,7 +40,6 @@ import base64
 import html
 import io
 import json
-import math
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,9 +66,13 @@ from engine.signals.manifest import (
 from replay.dataset import Dataset, ExtraColumn, build_dataset
 
 F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+Metrics = dict[str, float | None]
 
-
-# ---- metrics ---------------------------------------------------------------------------
+# below these a fold's fit or its scores say nothing; the fold is skipped with a warning
+MIN_TRAIN_ROWS = 50
+MIN_VALIDATION_ROWS = 10
+MIN_TEST_ROWS = 10
 
 
 def _ranks(x: F64) -> F64:
@@ -62,28 +90,37 @@ def _ranks(x: F64) -> F64:
     return ranks
 
 
-def auc(y: npt.NDArray[np.int64], score: F64) -> float:
+def auc(y: npt.NDArray[np.int64], score: F64) -> float | None:
+    """Area under the ROC curve (ties count half); None unless both classes occur."""
     pos = y == 1
     n_pos, n_neg = int(pos.sum()), int((~pos).sum())
     if n_pos == 0 or n_neg == 0:
-        return float("nan")
+        return None
     r = _ranks(score)
     return float((r[pos].sum() - n_pos * (n_pos - 1) / 2.0) / (n_pos * n_neg))
 
 
-def spearman(a: F64, b: F64) -> float:
+def spearman(a: F64, b: F64) -> float | None:
+    """Spearman rank correlation; None for fewer than 3 rows or a constant input."""
     if a.shape[0] < 3:
-        return float("nan")
+        return None
     ra, rb = _ranks(a), _ranks(b)
     if ra.std() == 0 or rb.std() == 0:
-        return float("nan")
+        return None
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def classification_metrics(
-    score: F64, fwd: F64, dead_zone: float, threshold: float
-) -> dict[str, float]:
-    """Accuracy, precision, recall, AUC on rows outside the dead zone; IC on all rows."""
+def _ratio(num: int, den: int) -> float | None:
+    return num / den if den else None
+
+
+def classification_metrics(score: F64, fwd: F64, dead_zone: float, threshold: float) -> Metrics:
+    """Accuracy, precision, recall, AUC on rows outside the dead zone; IC on all rows.
+
+    A metric undefined on these rows is None: accuracy with no labelled row, precision
+    with no "up" prediction, recall with no "up" label, AUC without both classes, IC with
+    fewer than 3 rows or a constant score or return. Row counts are always defined.
+    """
     labeled = np.abs(fwd) > dead_zone
     y = (fwd[labeled] > 0).astype(np.int64)
     pred = (score[labeled] >= threshold).astype(np.int64)
@@ -91,15 +128,12 @@ def classification_metrics(
     return {
         "rows": float(score.shape[0]),
         "labeled_rows": float(y.shape[0]),
-        "accuracy": float((pred == y).mean()) if y.shape[0] else float("nan"),
-        "precision": tp / int(pred.sum()) if pred.sum() else float("nan"),
-        "recall": tp / int(y.sum()) if y.sum() else float("nan"),
+        "accuracy": _ratio(int((pred == y).sum()), int(y.shape[0])),
+        "precision": _ratio(tp, int(pred.sum())),
+        "recall": _ratio(tp, int(y.sum())),
         "auc": auc(y, score[labeled]),
         "ic": spearman(score, fwd),
     }
-
-
-# ---- models ----------------------------------------------------------------------------
 
 
 def fit_logistic(
@@ -126,81 +160,162 @@ def fit_logistic(
     return weights, float(w[-1] - np.dot(weights, mu))
 
 
-def _lgb_params(cfg: Config, objective: str) -> dict[str, Any]:
+def lightgbm_params(cfg: Config, objective: str) -> dict[str, Any]:
+    """LightGBM parameters for every fit: single-threaded and deterministic, so the same
+    rows give the same model bytes."""
     t = cfg.train
-    return {"objective": objective, "num_leaves": t.num_leaves, "learning_rate": t.learning_rate,
-            "min_data_in_leaf": t.min_data_in_leaf, "feature_fraction": 0.9, "bagging_fraction": 0.8,
-            "bagging_freq": 1, "seed": t.seed, "deterministic": True, "force_row_wise": True,
-            "num_threads": 1, "verbose": -1}  # fmt: skip
+    return {
+        "objective": objective,
+        "num_leaves": t.num_leaves,
+        "learning_rate": t.learning_rate,
+        "min_data_in_leaf": t.min_data_in_leaf,
+        "feature_fraction": 0.9,
+        "bagging_fraction": 0.8,
+        "bagging_freq": 1,
+        "seed": t.seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        "num_threads": 1,
+        "verbose": -1,
+    }
 
 
-@dataclass
-class _Split:
-    train: npt.NDArray[np.int64]
-    valid: npt.NDArray[np.int64]
+def purge(ds: Dataset, rows: I64, start_ns: int, end_ns: int, embargo_ns: int) -> I64:
+    """The ``rows`` that may be fit on when a model is evaluated on ``[start_ns, end_ns)``:
+    a row ``(t, label end L)`` stays only if ``L < start_ns - embargo_ns`` or
+    ``t >= end_ns + embargo_ns``."""
+    before = ds.label_end_ns[rows] < start_ns - embargo_ns
+    after = ds.ts[rows] >= end_ns + embargo_ns
+    return rows[before | after]
 
 
-def _train_valid(
-    idx: npt.NDArray[np.int64], ts: npt.NDArray[np.int64], frac: float, horizon: int
-) -> _Split:
-    n_valid = max(1, int(idx.shape[0] * frac))
-    valid = idx[-n_valid:]
-    train = idx[:-n_valid]
-    train = train[ts[train] + horizon < ts[valid[0]]]  # purge labels reaching into validation
-    return _Split(train, valid)
+@dataclass(frozen=True)
+class FoldSplit:
+    """One walk-forward fold: the rows fit on, the early-stopping rows, the test rows."""
+
+    fold: int
+    test_start_ns: int
+    test_end_ns: int  # the test block is [test_start_ns, test_end_ns)
+    train: I64
+    validation: I64
+    test: I64
+    purged_rows: int  # fit rows before the test block removed by purge + embargo
+
+
+def _fit_rows(cfg: Config, ds: Dataset, rows: I64) -> I64:
+    """Rows a model learns from: a label, and for classification outside the dead zone."""
+    if cfg.train.label != "classification":
+        return rows
+    return rows[np.abs(ds.forward_return[rows]) > cfg.train.dead_zone_bps * 1e-4]
+
+
+def usable_rows(ds: Dataset) -> I64:
+    """Rows with every feature and a label (in time order)."""
+    return np.flatnonzero(~np.isnan(ds.X).any(axis=1) & ~np.isnan(ds.forward_return))
+
+
+def walk_forward_splits(cfg: Config, ds: Dataset) -> tuple[list[FoldSplit], list[str]]:
+    """The purged, embargoed walk-forward folds, and a reason for each fold skipped.
+
+    Raises:
+        ModelError: fewer than two usable rows.
+    """
+    t = cfg.train
+    usable = usable_rows(ds)
+    if usable.shape[0] < 2:
+        raise ModelError(f"{usable.shape[0]} usable rows: more data or a shorter sample_interval")
+    ts, embargo = ds.ts, t.embargo_ns
+    t0, t1 = int(ts[usable[0]]), int(ts[usable[-1]])
+    edges = [t0 + (t1 - t0) * k // (t.folds + 1) for k in range(t.folds + 2)]
+    edges[-1] = t1 + 1
+    splits: list[FoldSplit] = []
+    skipped: list[str] = []
+    for k in range(t.folds):
+        start, end = edges[k + 1], edges[k + 2]
+        test = usable[(ts[usable] >= start) & (ts[usable] < end)]
+        before = _fit_rows(cfg, ds, usable[ts[usable] < start])
+        candidates = purge(ds, before, start, end, embargo)
+        n_valid = max(1, int(candidates.shape[0] * t.validation_fraction))
+        validation = candidates[-n_valid:]
+        train = candidates[:-n_valid]
+        if validation.shape[0]:
+            block_end = int(ts[validation[-1]]) + 1
+            train = purge(ds, train, int(ts[validation[0]]), block_end, embargo)
+        reason = _unfit_reason(cfg, ds, train, validation, test)
+        if reason:
+            skipped.append(f"fold {k} skipped: {reason}")
+            continue
+        purged = int(before.shape[0] - candidates.shape[0])
+        splits.append(FoldSplit(k, start, end, train, validation, test, purged))
+    return splits, skipped
+
+
+def _unfit_reason(cfg: Config, ds: Dataset, train: I64, validation: I64, test: I64) -> str:
+    if test.shape[0] < MIN_TEST_ROWS:
+        return f"{test.shape[0]} test rows (< {MIN_TEST_ROWS})"
+    if validation.shape[0] < MIN_VALIDATION_ROWS:
+        return f"{validation.shape[0]} validation rows (< {MIN_VALIDATION_ROWS})"
+    return _train_problem(cfg, ds, train)
+
+
+def _train_problem(cfg: Config, ds: Dataset, train: I64) -> str:
+    if train.shape[0] < MIN_TRAIN_ROWS:
+        return f"{train.shape[0]} training rows after purging (< {MIN_TRAIN_ROWS})"
+    if cfg.train.label == "classification" and np.unique(ds.forward_return[train] > 0).shape[0] < 2:
+        return "one class in the training rows"
+    return ""
 
 
 class TrainedModel:
-    def __init__(self, kind: str, booster: lgb.Booster | None = None,
-                 linear: tuple[F64, float] | None = None, best_iteration: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        kind: str,
+        booster: lgb.Booster | None = None,
+        linear: tuple[F64, float] | None = None,
+        iterations: int = 0,
+    ) -> None:
         self.kind = kind
         self.booster = booster
         self.linear = linear
-        self.best_iteration = best_iteration
+        self.iterations = iterations
 
     def predict(self, X: F64) -> F64:
         if self.booster is not None:
-            return np.asarray(self.booster.predict(X, num_iteration=self.best_iteration or None))
+            return np.asarray(self.booster.predict(X, num_iteration=self.iterations or None))
         assert self.linear is not None
         w, b = self.linear
         return 1.0 / (1.0 + np.exp(-(X @ w + b)))
 
 
-def _fit(cfg: Config, ds: Dataset, split: _Split, kind: str) -> TrainedModel:
+def _target(cfg: Config, ds: Dataset, rows: I64) -> F64:
+    fwd = ds.forward_return[rows]
+    return (fwd > 0).astype(np.float64) if cfg.train.label == "classification" else fwd * 1e4
+
+
+def _fit(
+    cfg: Config, ds: Dataset, kind: str, train: I64, validation: I64 | None, rounds: int = 0
+) -> TrainedModel:
+    """Fit on ``train``; LightGBM stops early on ``validation``, or without one runs
+    ``rounds`` iterations."""
     t = cfg.train
-    dz = t.dead_zone_bps * 1e-4
     classify = t.label == "classification"
-
-    def rows(idx: npt.NDArray[np.int64]) -> tuple[F64, F64]:
-        fwd = ds.forward_return[idx]
-        use = idx[np.abs(fwd) > dz] if classify else idx
-        target = (
-            (ds.forward_return[use] > 0).astype(np.float64)
-            if classify
-            else ds.forward_return[use] * 1e4
-        )
-        return ds.X[use], target
-
-    Xtr, ytr = rows(split.train)
-    Xva, yva = rows(split.valid)
-    if Xtr.shape[0] < 50 or Xva.shape[0] < 10:
-        raise ModelError(f"too few training rows ({Xtr.shape[0]} train, {Xva.shape[0]} validation): "
-                         "more data or a shorter sample_interval")  # fmt: skip
+    Xtr, ytr = ds.X[train], _target(cfg, ds, train)
     if kind == "logistic":
         if not classify:
             raise ModelError("the logistic baseline needs label = 'classification'")
         return TrainedModel("logistic", linear=fit_logistic(Xtr, ytr.astype(np.int64)))
-    objective = "binary" if classify else "regression"
+    params = lightgbm_params(cfg, "binary" if classify else "regression")
     dtrain = lgb.Dataset(Xtr, ytr, feature_name=ds.feature_names, free_raw_data=False)
-    dvalid = lgb.Dataset(Xva, yva, reference=dtrain)
-    booster = lgb.train(_lgb_params(cfg, objective), dtrain, num_boost_round=t.max_rounds, valid_sets=[dvalid],
-                        callbacks=[lgb.early_stopping(t.early_stopping_rounds, verbose=False)])  # fmt: skip
-    return TrainedModel(
-        "lightgbm", booster=booster, best_iteration=int(booster.best_iteration or t.max_rounds)
+    if validation is None:
+        booster = lgb.train(params, dtrain, num_boost_round=rounds)
+        return TrainedModel("lightgbm", booster=booster, iterations=rounds)
+    dvalid = lgb.Dataset(ds.X[validation], _target(cfg, ds, validation), reference=dtrain)
+    stop = lgb.early_stopping(t.early_stopping_rounds, verbose=False)
+    booster = lgb.train(
+        params, dtrain, num_boost_round=t.max_rounds, valid_sets=[dvalid], callbacks=[stop]
     )
-
-
-# ---- the pipeline ----------------------------------------------------------------------
+    best = int(booster.best_iteration or t.max_rounds)
+    return TrainedModel("lightgbm", booster=booster, iterations=best)
 
 
 @dataclass
@@ -209,44 +324,43 @@ class TrainResult:
     folder: Path
     oos_score: F64
     oos_forward: F64
-    baseline_metrics: dict[str, float]
+    baseline_metrics: Metrics
 
 
-def walk_forward(cfg: Config, ds: Dataset, kind: str, progress: bool | None = None
-                 ) -> tuple[list[FoldReport], F64, F64]:  # fmt: skip
+def walk_forward(
+    cfg: Config, ds: Dataset, kind: str, splits: list[FoldSplit], progress: bool | None = None
+) -> tuple[list[FoldReport], F64, F64]:
+    """Fit and score every fold of ``splits``.
+
+    Raises:
+        ModelError: no fold could be fit.
+    """
     t = cfg.train
-    usable = np.flatnonzero(~np.isnan(ds.X).any(axis=1) & ~np.isnan(ds.forward_return))
     ts = ds.ts
-    horizon, embargo = t.horizon_ns, t.embargo_ns
-    t0, t1 = int(ts[usable[0]]), int(ts[usable[-1]])
-    edges = [t0 + (t1 - t0) * k // (t.folds + 1) for k in range(t.folds + 2)]
-    edges[-1] = t1 + 1
     folds: list[FoldReport] = []
     scores, forwards = [], []
     dz = t.dead_zone_bps * 1e-4
     threshold = 0.5 if t.label == "classification" else 0.0
-    for k in tqdm(range(t.folds), desc=f"walk-forward {kind}", disable=None if progress is None else not progress,
-                  leave=False):  # fmt: skip
-        test_start, test_end = edges[k + 1], edges[k + 2]
-        in_train = usable[ts[usable] + horizon < test_start]
-        for end in edges[2 : k + 1]:  # embargo after the end of every earlier test block
-            in_train = in_train[~((ts[in_train] >= end) & (ts[in_train] < end + embargo))]
-        test = usable[(ts[usable] >= test_start) & (ts[usable] < test_end)]
-        if in_train.shape[0] < 100 or test.shape[0] < 10:
-            continue
-        split = _train_valid(in_train, ts, t.validation_fraction, horizon)
-        model = _fit(cfg, ds, split, kind)
-        score = model.predict(ds.X[test])
-        metrics = classification_metrics(score, ds.forward_return[test], dz, threshold)
+    disable = None if progress is None else not progress
+    for s in tqdm(splits, desc=f"walk-forward {kind}", disable=disable, leave=False):
+        model = _fit(cfg, ds, kind, s.train, s.validation)
+        score = model.predict(ds.X[s.test])
+        metrics = classification_metrics(score, ds.forward_return[s.test], dz, threshold)
+        metrics["purged_rows"] = float(s.purged_rows)
         scores.append(score)
-        forwards.append(ds.forward_return[test])
-        folds.append(FoldReport(
-            fold=k, train=TimeRange(start_ns=int(ts[split.train[0]]), end_ns=int(ts[split.train[-1]])),
-            validation=TimeRange(start_ns=int(ts[split.valid[0]]), end_ns=int(ts[split.valid[-1]])),
-            test=TimeRange(start_ns=int(ts[test[0]]), end_ns=int(ts[test[-1]])),
-            train_rows=int(split.train.shape[0]), test_rows=int(test.shape[0]),
-            best_iteration=model.best_iteration, metrics=metrics,
-        ))  # fmt: skip
+        forwards.append(ds.forward_return[s.test])
+        folds.append(
+            FoldReport(
+                fold=s.fold,
+                train=_range(ts, s.train),
+                validation=_range(ts, s.validation),
+                test=_range(ts, s.test),
+                train_rows=int(s.train.shape[0]),
+                test_rows=int(s.test.shape[0]),
+                best_iteration=model.iterations,
+                metrics=metrics,
+            )
+        )
     if not folds:
         raise ModelError(
             "no walk-forward fold had enough rows: more data, fewer folds or a shorter sample_interval"
@@ -254,46 +368,85 @@ def walk_forward(cfg: Config, ds: Dataset, kind: str, progress: bool | None = No
     return folds, np.concatenate(scores), np.concatenate(forwards)
 
 
-def train(cfg: Config, data: str | Path, out: str | Path, *, extra_columns: dict[str, ExtraColumn] | None = None,
-          allow_lookahead: bool = False, progress: bool | None = None) -> TrainResult:  # fmt: skip
+def _range(ts: I64, rows: I64) -> TimeRange:
+    return TimeRange(start_ns=int(ts[rows[0]]), end_ns=int(ts[rows[-1]]))
+
+
+def final_iterations(folds: list[FoldReport]) -> int:
+    """The final model's LightGBM iterations: the median of the folds' early-stopped best
+    iterations (rounded half up), so the refit on all rows needs no hold-out of its own."""
+    return max(1, int(np.floor(np.median([f.best_iteration for f in folds]) + 0.5)))
+
+
+def train(
+    cfg: Config,
+    data: str | Path,
+    out: str | Path,
+    *,
+    extra_columns: dict[str, ExtraColumn] | None = None,
+    allow_lookahead: bool = False,
+    label_tolerance_ns: int | None = None,
+    progress: bool | None = None,
+) -> TrainResult:
     """Build the dataset, evaluate walk-forward, fit the final model, write the model folder.
+
+    Args:
+        label_tolerance_ns: how late a label's forward quote may be (default
+            ``max(sample_interval, horizon / 10)``); later rows are dropped and counted.
 
     Raises:
         LeakageError: an extra column looks ahead (unless ``allow_lookahead``).
-        ModelError: not enough data for the split.
+        ModelError: not enough data for the split, or one class in all the data.
     """
     t = cfg.train
-    ds = build_dataset(cfg, data, extra_columns=extra_columns, progress=progress)
+    ds = build_dataset(
+        cfg,
+        data,
+        extra_columns=extra_columns,
+        label_tolerance_ns=label_tolerance_ns,
+        progress=progress,
+    )
     if ds.lookahead and not allow_lookahead:
-        raise LeakageError(str(data), f"columns {ds.lookahead} change when future data is removed: they look "
-                                      "ahead and would score well in research and fail live")  # fmt: skip
+        raise LeakageError(
+            str(data),
+            f"columns {ds.lookahead} change when future data is removed: they look "
+            "ahead and would score well in research and fail live",
+        )
     warnings = [
         f"look-ahead column {c!r} (audit failed): results are not achievable live"
         for c in ds.lookahead
     ]
-    folds, oos_score, oos_fwd = walk_forward(cfg, ds, t.model, progress)
+    splits, skipped = walk_forward_splits(cfg, ds)
+    warnings += skipped
+    folds, oos_score, oos_fwd = walk_forward(cfg, ds, t.model, splits, progress)
     dz = t.dead_zone_bps * 1e-4
     threshold = 0.5 if t.label == "classification" else 0.0
     overall = classification_metrics(oos_score, oos_fwd, dz, threshold)
-    baseline: dict[str, float] = {}
+    baseline: Metrics = {}
     if t.model == "lightgbm" and t.label == "classification":
-        _, b_score, b_fwd = walk_forward(cfg, ds, "logistic", progress)
+        _, b_score, b_fwd = walk_forward(cfg, ds, "logistic", splits, progress)
         baseline = classification_metrics(b_score, b_fwd, dz, 0.5)
-    if overall["auc"] > t.suspicious_auc:
-        warnings.append(f"out-of-sample AUC {overall['auc']:.3f} > {t.suspicious_auc}: too good to be true for "
-                        "market data; check for leakage")  # fmt: skip
-    usable = np.flatnonzero(~np.isnan(ds.X).any(axis=1) & ~np.isnan(ds.forward_return))
-    final = _fit(cfg, ds, _train_valid(usable, ds.ts, t.validation_fraction, t.horizon_ns), t.model)
+    oos_auc = overall["auc"]
+    if oos_auc is not None and oos_auc > t.suspicious_auc:
+        warnings.append(
+            f"out-of-sample AUC {oos_auc:.3f} > {t.suspicious_auc}: too good to be true for "
+            "market data; check for leakage"
+        )
+    usable = usable_rows(ds)
+    fit_rows = _fit_rows(cfg, ds, usable)
+    problem = _train_problem(cfg, ds, fit_rows)
+    if problem:
+        raise ModelError(f"the final model cannot be fit: {problem}")
+    rounds = final_iterations(folds) if t.model == "lightgbm" else 0
+    final = _fit(cfg, ds, t.model, fit_rows, None, rounds)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     fs = FeatureSet(list(cfg.features))
     importance: dict[str, float] = {}
     if final.booster is not None:
         model_file = "model.txt"
-        final.booster.save_model(str(folder / model_file), num_iteration=final.best_iteration)
-        gain = final.booster.feature_importance(
-            importance_type="gain", iteration=final.best_iteration
-        )
+        final.booster.save_model(str(folder / model_file), num_iteration=final.iterations)
+        gain = final.booster.feature_importance(importance_type="gain", iteration=final.iterations)
         total = float(gain.sum()) or 1.0
         importance = {n: float(g) / total for n, g in zip(ds.feature_names, gain, strict=True)}
         output = "probability" if t.label == "classification" else "raw"
@@ -301,29 +454,58 @@ def train(cfg: Config, data: str | Path, out: str | Path, *, extra_columns: dict
         assert final.linear is not None
         model_file = "linear.json"
         w, b = final.linear
-        (folder / model_file).write_text(json.dumps({"features": ds.feature_names, "weights": w.tolist(),
-                                                     "bias": b, "link": "logistic"}, indent=2) + "\n")  # fmt: skip
-        scale = np.nanstd(ds.X[usable], axis=0)
+        linear = {
+            "features": ds.feature_names,
+            "weights": w.tolist(),
+            "bias": b,
+            "link": "logistic",
+        }
+        (folder / model_file).write_text(json.dumps(linear, indent=2) + "\n")
+        scale = np.nanstd(ds.X[fit_rows], axis=0)
         contrib = np.abs(w) * scale
         importance = {
             n: float(c / (contrib.sum() or 1.0))
             for n, c in zip(ds.feature_names, contrib, strict=True)
         }
         output = "probability"
+    # dataset and final-fit facts ride in ``metrics`` until the manifest has a home for them
+    facts: Metrics = {
+        "data_rows": float(len(ds)),
+        "data_usable_rows": float(usable.shape[0]),
+        "data_late_label_rows": float(ds.late_label_rows),
+        "data_label_tolerance_ns": float(ds.label_tolerance_ns),
+        "final_fit_rows": float(fit_rows.shape[0]),
+        "final_iterations": float(final.iterations),
+    }
     manifest = Manifest(
-        name=folder.name, kind="lightgbm" if final.booster is not None else "linear", model_file=model_file,
-        model_sha256=sha256_file(folder / model_file), output=output, feature_names=ds.feature_names,
-        feature_fingerprint=fs.fingerprint, feature_specs=[msgspec.to_builtins(s) for s in cfg.features],
+        name=folder.name,
+        kind="lightgbm" if final.booster is not None else "linear",
+        model_file=model_file,
+        model_sha256=sha256_file(folder / model_file),
+        output=output,
+        feature_names=ds.feature_names,
+        feature_fingerprint=fs.fingerprint,
+        feature_specs=[msgspec.to_builtins(s) for s in cfg.features],
         label=LabelSpec(kind=t.label, horizon_ns=t.horizon_ns, dead_zone_bps=t.dead_zone_bps),
-        train_range=TimeRange(start_ns=int(ds.ts[usable[0]]), end_ns=int(ds.ts[usable[-1]])),
-        folds=folds, metrics={**{f"oos_{k}": v for k, v in overall.items()},
-                              **{f"baseline_logistic_oos_{k}": v for k, v in baseline.items()}},
+        train_range=_range(ds.ts, fit_rows),
+        folds=folds,
+        metrics={
+            **{f"oos_{k}": v for k, v in overall.items()},
+            **{f"baseline_logistic_oos_{k}": v for k, v in baseline.items()},
+            **facts,
+        },
         feature_importance=importance,
-        data_files=[DataFile(path=p.name, sha256=sha256_file(p), bytes=p.stat().st_size) for p in ds.files],
-        library_versions={"lightgbm": lgb.__version__, "numpy": np.__version__, "python": platform.python_version(),
-                          "tradeloop": _version()},
+        data_files=[
+            DataFile(path=p.name, sha256=sha256_file(p), bytes=p.stat().st_size) for p in ds.files
+        ],
+        library_versions={
+            "lightgbm": lgb.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+            "tradeloop": _version(),
+        },
         warnings=warnings,
-    )  # fmt: skip
+    )
     write_manifest(folder, manifest)
     _write_report(folder, manifest, oos_score, oos_fwd)
     return TrainResult(manifest, folder, oos_score, oos_fwd, baseline)
@@ -355,7 +537,7 @@ def _write_report(folder: Path, m: Manifest, score: F64, fwd: F64) -> None:
     ]
     axes[1].bar(range(1, 11), mean_bps, color=["#c0392b" if v < 0 else "#27ae60" for v in mean_bps])
     axes[1].set_title(
-        f"out-of-sample forward return by score decile (IC {m.metrics.get('oos_ic', float('nan')):.3f})"
+        f"out-of-sample forward return by score decile (IC {_fmt(m.metrics.get('oos_ic'))})"
     )
     axes[1].set_xlabel("score decile")
     axes[1].set_ylabel(f"mean forward return over {m.label.horizon_ns / 1e9:g}s, bps")
@@ -366,18 +548,27 @@ def _write_report(folder: Path, m: Manifest, score: F64, fwd: F64) -> None:
     png = buf.getvalue()
     (folder / "training_report.png").write_bytes(png)
 
-    def fmt(v: float) -> str:
-        return "n/a" if isinstance(v, float) and math.isnan(v) else f"{v:.4f}"
-
-    keys = ["accuracy", "precision", "recall", "auc", "ic", "rows"]
+    keys = ["accuracy", "precision", "recall", "auc", "ic", "purged_rows"]
     fold_rows = "".join(
         f"<tr><td>{f.fold}</td><td>{f.train_rows}</td><td>{f.test_rows}</td><td>{f.best_iteration}</td>"
-        + "".join(f"<td>{fmt(f.metrics[k])}</td>" for k in keys[:-1])
+        + "".join(f"<td>{_fmt(f.metrics.get(k))}</td>" for k in keys)
         + "</tr>"
         for f in m.folds
     )
     overall = "".join(
-        f"<tr><th>{html.escape(k)}</th><td>{fmt(v)}</td></tr>" for k, v in m.metrics.items()
+        f"<tr><th>{html.escape(k)}</th><td>{_fmt(v)}</td></tr>"
+        for k, v in m.metrics.items()
+        if k.startswith(("oos_", "baseline_"))
+    )
+    mx = m.metrics
+    data = (
+        f"<p>{_count(mx.get('data_rows'))} sampled rows, {_count(mx.get('data_usable_rows'))} usable "
+        f"(every feature and a label); {_count(mx.get('data_late_label_rows'))} dropped because the "
+        f"label's forward quote came more than {_seconds(mx.get('data_label_tolerance_ns'))} after "
+        f"t + {m.label.horizon_ns / 1e9:g}s. Final model: refit on all "
+        f"{_count(mx.get('final_fit_rows'))} fit rows from {m.train_range.start_ns} to "
+        f"{m.train_range.end_ns} ns, {_count(mx.get('final_iterations'))} iterations (median of "
+        "the folds' early-stopped best iterations; 0 for the logistic model).</p>"
     )
     warn = "".join(f"<li><b>{html.escape(w)}</b></li>" for w in m.warnings) or "<li>none</li>"
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>training report {html.escape(m.name)}</title>
@@ -387,9 +578,24 @@ th,td{{border-bottom:1px solid #ddd;padding:3px 8px;text-align:left}}</style></h
 <p>label: {m.label.kind}, forward mid return over {m.label.horizon_ns / 1e9:g}s, dead zone {m.label.dead_zone_bps} bps;
 features {", ".join(m.feature_names)} (fingerprint <code>{m.feature_fingerprint[:16]}</code>);
 model sha256 <code>{m.model_sha256[:16]}</code></p>
+<h2>Data and final fit</h2>{data}
 <h2>Warnings</h2><ul>{warn}</ul>
 <img src="data:image/png;base64,{base64.b64encode(png).decode()}" style="width:100%">
-<h2>Walk-forward folds (purged, embargoed)</h2><table><tr><th>fold</th><th>train rows</th><th>test rows</th>
-<th>best iteration</th>{"".join(f"<th>{k}</th>" for k in keys[:-1])}</tr>{fold_rows}</table>
-<h2>Out-of-sample, all folds</h2><table>{overall}</table></body></html>"""
+<h2>Walk-forward folds (purged by label end, embargoed)</h2><table><tr><th>fold</th><th>train rows</th>
+<th>test rows</th><th>best iteration</th>{"".join(f"<th>{k}</th>" for k in keys)}</tr>{fold_rows}</table>
+<h2>Out-of-sample, all folds</h2><table>{overall}</table>
+<p>n/a: undefined on these rows (no labelled row, one class, no "up" prediction, or a constant score).</p>
+</body></html>"""
     (folder / "training_report.html").write_text(page)
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None or v != v else f"{v:.4f}"
+
+
+def _count(v: float | None) -> str:
+    return "n/a" if v is None else f"{int(v):,}"
+
+
+def _seconds(v: float | None) -> str:
+    return "n/a" if v is None else f"{v / 1e9:g}s"

@@ -27,10 +27,13 @@ SYMBOLS = [
 ]
 
 
-def ml_config(model_path: Path | None = None, **train: Any) -> Config:
+def ml_config(
+    model_path: Path | None = None, strategy: dict[str, Any] | None = None, **train: Any
+) -> Config:
     data = tomllib.loads((resources.files("replay") / "ml_config.toml").read_text())
     data["instruments"] = SYMBOLS
     data["train"] |= {"folds": 3, "sample_interval": "200ms", "min_data_in_leaf": 50, **train}
+    data["strategy"]["params"] |= strategy or {}
     if model_path is not None:
         data["model"]["path"] = str(model_path)
     return config_from_dict(data)
@@ -77,10 +80,12 @@ def test_train_writes_a_complete_model_folder(trained: Path, sample_dir: Path) -
 
 def test_walk_forward_folds_are_purged_and_ordered(trained: Path) -> None:
     m = read_manifest(trained)
+    embargo = ml_config().train.embargo_ns  # the horizon by default
     assert len(m.folds) == 3
     for f in m.folds:
-        assert f.train.end_ns + m.label.horizon_ns < f.validation.start_ns
-        assert f.validation.end_ns + m.label.horizon_ns < f.test.start_ns
+        # a label ends at or after t + horizon and must end before the block minus the embargo
+        assert f.train.end_ns + m.label.horizon_ns + embargo < f.validation.start_ns
+        assert f.validation.end_ns + m.label.horizon_ns + embargo < f.test.start_ns
         assert f.train.start_ns <= f.train.end_ns < f.test.start_ns <= f.test.end_ns
     assert [f.test.start_ns for f in m.folds] == sorted(f.test.start_ns for f in m.folds)
 
@@ -93,7 +98,9 @@ def test_training_is_deterministic(sample_dir: Path, trained: Path, tmp_path: Pa
 def test_train_then_replay_round_trip_uses_the_compiled_model(
     trained: Path, sample_dir: Path
 ) -> None:
-    cfg = ml_config(trained)
+    # thresholds inside the final model's range: refit for the folds' median best
+    # iteration (8 on this sample), its probabilities stay within about 0.40-0.58
+    cfg = ml_config(trained, strategy={"upper": 0.55, "lower": 0.45, "exit": 0.5})
     run = run_replay(cfg, sample_dir, progress=False)
     assert isinstance(run.engine.model, LightGBMModel)
     assert run.engine.counters["signals"] > 0 and run.engine.counters["fills"] > 0
@@ -203,6 +210,7 @@ def test_metric_helpers_match_definitions() -> None:
     y = np.array([0, 0, 1, 1])
     assert auc(y, np.array([0.1, 0.4, 0.35, 0.8])) == pytest.approx(0.75)
     assert auc(y, np.array([0.5, 0.5, 0.5, 0.5])) == pytest.approx(0.5)
+    assert auc(np.array([1, 1]), np.array([0.2, 0.7])) is None
     assert spearman(
         np.array([1.0, 2.0, 3.0, 4.0]), np.array([10.0, 20.0, 15.0, 40.0])
     ) == pytest.approx(0.8)
