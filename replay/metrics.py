@@ -25,7 +25,8 @@ DEFINITIONS = {
     "period": "one interval of the equity grid (replay.equity_interval); the grid is "
     "complete from the first grid point at or before the first tick to the first grid "
     "point after the last tick, equity at a grid point being the account after everything "
-    "stamped before it",
+    "stamped before it (a fill between two ticks of a quiet stretch shows from the "
+    "stretch's first grid point on: a limit of the engine's sampler)",
     "returns": "change of equity over one period / initial cash",
     "sharpe_per_period": "mean / standard deviation (ddof 1) of the period returns; no "
     "risk-free rate",

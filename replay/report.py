@@ -13,6 +13,7 @@ import html
 import io
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,21 +85,19 @@ def compute_metrics(
     initial = run.config.replay.initial_cash
     interval = run.config.replay.equity_interval_ns
     rets = fig.period_returns(eq, initial) if interval > 0 else np.empty(0)
-    span_ns = int(ts[-1] - ts[0]) if rets.shape[0] else 0
+    n = rets.shape[0]
+    span_ns = int(ts[-1] - ts[0]) if n else 0
     sharpe = fig.sharpe_ratio(rets)
     sortino = fig.sortino_ratio(rets)
     skew, kurt = fig.skewness_kurtosis(rets)
-    factor = fig.annualisation_factor(rets.shape[0], span_ns, min_annualise_span_ns)
+    factor = fig.annualisation_factor(n, span_ns, min_annualise_span_ns)
+    grid = f"{n} periods of {interval / 1e9:g} s spanning {span_ns / 3.6e12:.4g} h"
     if factor is None:
-        annualisation = (
-            f"not annualised: {rets.shape[0]} periods of {interval / 1e9:g} s span "
-            f"{span_ns / 3.6e12:.4g} h, below the minimum of {min_annualise_span_ns / 3.6e12:.4g} h; "
-            "see sharpe_per_period"
-        )
+        minimum = f"{min_annualise_span_ns / 3.6e12:.4g} h"
+        annualisation = f"not annualised: {grid}, below the minimum {minimum}; see *_per_period"
     else:
         annualisation = (
-            f"{rets.shape[0]} periods of {interval / 1e9:g} s over {span_ns / fig.DAY_NS:.4g} days: "
-            f"x sqrt({factor**2:.0f}) periods per year (365 days, 24/7); no risk-free rate"
+            f"{grid}: x sqrt({factor**2:.0f} periods per year) (365 days, 24/7); no risk-free rate"
         )
     trips, trips_open = fig.round_trip_pnls(fills)
     final_eq = float(eq[-1]) if eq.shape[0] else initial
@@ -115,13 +114,13 @@ def compute_metrics(
         "annualisation": annualisation,
         "sharpe_per_period": sharpe,
         "sortino_per_period": sortino,
-        "periods": int(rets.shape[0]),
+        "periods": n,
         "period_ns": interval,
         "span_ns": span_ns,
-        "probabilistic_sharpe": fig.probabilistic_sharpe(sharpe, rets.shape[0], skew, kurt),
+        "probabilistic_sharpe": fig.probabilistic_sharpe(sharpe, n, skew, kurt),
         "returns_skewness": skew,
         "returns_kurtosis": kurt,
-        "max_drawdown": float(-equity["drawdown"].min()) if equity.height else 0.0,
+        "max_drawdown": float(-np.min(equity["drawdown"].to_numpy())) if equity.height else 0.0,
         "max_drawdown_cash": fig.max_drawdown_cash(eq, initial),
         "num_trades": fills.height,
         "num_orders": e.counters["orders_requested"],
@@ -157,8 +156,12 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-def plot_png(equity: pl.DataFrame, fills: pl.DataFrame, title: str,
-             states: list[tuple[int, str]] | None = None) -> bytes:  # fmt: skip
+def plot_png(
+    equity: pl.DataFrame,
+    fills: pl.DataFrame,
+    title: str,
+    states: Sequence[tuple[int, str]] | None = None,
+) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
