@@ -260,12 +260,6 @@ class FileJournalWriter:
             raise AdapterError(f"journal {self.path}: append of seq {record.seq}: {exc}") from exc
         self.next_seq += 1
         self.records_written += 1
-        if self.fsync == "never":
-            return
-        if self.fsync == "always":
-            self._fsync()
-            return
-        limits = self.limits
         if isinstance(record, MarketDataRecord):
             if not self._market_pending:
                 self._market_first_ns = ts
@@ -274,13 +268,18 @@ class FileJournalWriter:
             if not self._control_pending:
                 self._control_first_ns = ts
             self._control_pending += 1
-        if (
-            self._control_pending >= limits.control_records
-            or (self._control_pending and ts - self._control_first_ns >= limits.control_delay_ns)
-            or self._market_pending >= limits.market_data_records
-            or (self._market_pending and ts - self._market_first_ns >= limits.market_data_delay_ns)
-        ):
+        if self.fsync == "always" or (self.fsync == "batch" and self._group_full(ts)):
             self._fsync()
+
+    def _group_full(self, ts_ns: int) -> bool:
+        limits = self.limits
+        control, market = self._control_pending, self._market_pending
+        return (
+            control >= limits.control_records
+            or (control > 0 and ts_ns - self._control_first_ns >= limits.control_delay_ns)
+            or market >= limits.market_data_records
+            or (market > 0 and ts_ns - self._market_first_ns >= limits.market_data_delay_ns)
+        )
 
     def _rotate(self, ts_ns: int) -> None:
         if self._fd >= 0:
