@@ -16,7 +16,7 @@ Policy:
   is an outlier. The reference is the lower median of the symbol's last ``WINDOW`` (64)
   prices in the file that passed the row checks (the mid for quotes; bid and ask are
   each checked). Outliers enter the window too, so one bad print cannot move the median,
-  while a real move that persists is followed after ``WINDOW / 2`` rows. The first
+  while a real move that persists is followed after ``WINDOW / 2 + 1`` (33) rows. The first
   ``WINDOW`` prices of a symbol are checked against the lower median of those first
   prices (found within ``SEED_HORIZON_ROWS`` rows of its first row), so a file that
   starts with a bad print is caught too.

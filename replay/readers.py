@@ -464,7 +464,9 @@ def _timestamps(df: pl.DataFrame, name: str, cls: TypeClass,
     if out_of_range.any():
         status[out_of_range] = 2
         if cls != "timestamp":  # a declared unit needs no guess
-            guessable = out_of_range & ~(df[f"{name}__iso"].to_numpy() if cls == "text" else False)
+            guessable = out_of_range
+            if cls == "text":
+                guessable = guessable & ~df[f"{name}__iso"].to_numpy()
             for k, (_, per) in enumerate(UNIT_GUESSES, start=3):
                 looks = guessable & (v >= -(-TS_MIN_NS // per)) & (v < -(-TS_MAX_NS // per))
                 status[looks] = k
