@@ -31,11 +31,13 @@ corruption and raises ``JournalError``: it is never skipped.
 from __future__ import annotations
 
 import struct
+import sys
 import zlib
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 
 from engine.clock import TimerFired
 from engine.errors import DataError
@@ -109,28 +111,69 @@ class TickColumns(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     size: bytes  # <f8
     side: bytes  # i1
 
-    def __post_init__(self) -> None:
-        # Runs on decode too, so a record whose columns disagree never becomes a batch.
+    @classmethod
+    def from_batch(cls, batch: TickBatch) -> TickColumns:
+        """Copy the columns of ``batch`` into bytes.
+
+        Raises:
+            TypeError: a column does not have the dtype ``TickBatch`` declares.
+        """
+        columns: tuple[npt.NDArray[Any], ...] = (
+            batch.ts_event,
+            batch.ts_recv,
+            batch.instrument,
+            batch.kind,
+            batch.bid,
+            batch.ask,
+            batch.bid_size,
+            batch.ask_size,
+            batch.price,
+            batch.size,
+            batch.side,
+        )
+        # Written out rather than looped over names: this runs once per live batch, and a
+        # 1-tick batch is all overhead.
+        if tuple(c.dtype for c in columns) != _NATIVE_DTYPES:
+            raise TypeError(
+                "TickBatch columns must be "
+                + ", ".join(f"{n} {d}" for n, d in zip(_COLUMN_NAMES, _NATIVE_DTYPES))
+            )
+        if _LITTLE_ENDIAN:
+            data = [c.tobytes() for c in columns]
+        else:  # pragma: no cover - the stored order is little-endian everywhere
+            data = [c.astype(d).tobytes() for c, (_, d) in zip(columns, _COLUMN_DTYPES)]
+        return cls(
+            count=len(batch),
+            ts_event=data[0],
+            ts_recv=data[1],
+            instrument=data[2],
+            kind=data[3],
+            bid=data[4],
+            ask=data[5],
+            bid_size=data[6],
+            ask_size=data[7],
+            price=data[8],
+            size=data[9],
+            side=data[10],
+        )
+
+    def length_error(self) -> str | None:
+        """What is wrong with the column lengths, or ``None`` when each holds ``count`` values."""
         for name, dtype in _COLUMN_DTYPES:
             got = len(getattr(self, name))
             if got != self.count * dtype.itemsize:
-                raise ValueError(
-                    f"column {name!r} has {got} bytes, expected {self.count} x {dtype.itemsize}"
-                )
-
-    @classmethod
-    def from_batch(cls, batch: TickBatch) -> TickColumns:
-        """Copy the columns of ``batch`` into bytes."""
-        return cls(
-            count=len(batch),
-            **{
-                name: getattr(batch, name).astype(dtype, copy=False).tobytes()
-                for name, dtype in _COLUMN_DTYPES
-            },
-        )
+                return f"column {name!r} has {got} bytes, expected {self.count} x {dtype.itemsize}"
+        return None
 
     def to_batch(self) -> TickBatch:
-        """A ``TickBatch`` of fresh, writable, native-order arrays equal to the stored ones."""
+        """A ``TickBatch`` of fresh, writable, native-order arrays equal to the stored ones.
+
+        Raises:
+            ValueError: the columns do not all hold ``count`` values.
+        """
+        error = self.length_error()
+        if error is not None:
+            raise ValueError(error)
         return TickBatch(
             *(
                 np.frombuffer(getattr(self, name), dtype).astype(dtype.newbyteorder("="))
@@ -155,6 +198,10 @@ _COLUMN_DTYPES: Final = tuple(
         ("side", "i1"),
     )
 )
+_COLUMN_NAMES: Final = tuple(name for name, _ in _COLUMN_DTYPES)
+# The canonical dtype objects, so the tuple comparison in from_batch is decided by identity.
+_NATIVE_DTYPES: Final = tuple(np.dtype(dtype.type) for _, dtype in _COLUMN_DTYPES)
+_LITTLE_ENDIAN: Final = sys.byteorder == "little"
 
 
 class Record(msgspec.Struct, frozen=True, kw_only=True, tag_field="record"):
@@ -441,9 +488,14 @@ class JournalDecoder:
 
     def _decode(self, payload: memoryview, offset: int) -> AnyRecord:
         try:
-            return self._decoder.decode(payload)
+            record = self._decoder.decode(payload)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise JournalError(self.source, offset, f"record passes its CRC but {exc}") from exc
+        if isinstance(record, MarketDataRecord):
+            error = record.ticks.length_error()
+            if error is not None:
+                raise JournalError(self.source, offset, f"record passes its CRC but {error}")
+        return record
 
     def _decode_stamp(self, payload: memoryview, offset: int) -> int:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import zlib
 
@@ -173,6 +174,13 @@ def test_journal_tick_columns_of_a_sliced_batch_are_its_rows() -> None:
     batch = mixed_batch(100)
     part = batch.slice(10, 20)
     assert_batches_identical(TickColumns.from_batch(part).to_batch(), part)
+
+
+def test_journal_tick_columns_refuse_a_column_of_the_wrong_dtype() -> None:
+    batch = mixed_batch(5)
+    wrong = dataclasses.replace(batch, instrument=batch.instrument.astype(np.int64))
+    with pytest.raises(TypeError, match="instrument int32"):
+        TickColumns.from_batch(wrong)
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 64, 4096])
