@@ -4,6 +4,12 @@ The set compiles to a small op table run by ``kernels.run_program``: a single co
 function (cached on disk by numba) serves every feature set, so neither a replay nor a
 daemon restart compiles anything for a new config. The column order and the
 ``fingerprint`` are what a model's manifest pins.
+
+Memory: a time window or time lag keeps its values in a ring that starts at
+``INITIAL_CAPACITY`` values and doubles as the data needs, up to the feature's
+``capacity`` (default ``DEFAULT_CAPACITY``); a tick window allocates its window up front.
+One instrument's state with every ring at its capacity must fit in ``MAX_ROW_BYTES``,
+checked when the set is built, so a config cannot ask for terabytes.
 """
 
 from __future__ import annotations
@@ -24,8 +30,15 @@ from engine.ticks import QUOTE, TRADE, TickBatch
 from engine.units import parse_duration_ns
 
 # bump when a kernel's arithmetic changes: models trained on old values must not load
-KERNEL_VERSION = 1
-DEFAULT_CAPACITY = 4096
+# (2: growing rings, NaN while a window is truncated, equal-timestamp EMA, resum schedule)
+KERNEL_VERSION = 2
+# the most values a time window or time lag holds per instrument unless ``capacity`` says
+# otherwise: 60 s at 1,092 updates/s; a full ring costs 1-1.5 MiB per instrument
+DEFAULT_CAPACITY = 65_536
+# rings start this small and double on demand: most windows never need more
+INITIAL_CAPACITY = 16
+# one instrument's feature state with every ring full may take at most this much memory
+MAX_ROW_BYTES = 256 * 2**20
 
 RAW_KINDS = ("mid", "spread_bps", "microprice", "book_imbalance", "last_price",
              "time_since_trade")  # fmt: skip
@@ -35,7 +48,8 @@ class FeatureSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     """One feature as declared in ``[[features]]``.
 
     ``window``/``lag`` take an int (ticks) or a duration string (time); ``ema`` takes
-    ``span`` (ticks) or ``half_life`` (duration).
+    ``span`` (ticks) or ``half_life`` (duration). ``capacity`` bounds how many values a
+    time window or time lag may hold per instrument (its ring grows up to it).
     """
 
     name: str
@@ -50,14 +64,32 @@ class FeatureSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 
 @dataclass(frozen=True, slots=True)
 class _Op:
+    """One op of the program; its state takes ``f0 + f1 * cap`` floats and
+    ``i0 + i1 * cap`` ints per instrument, ``cap`` growing up to ``capmax`` if ``ring``."""
+
     opcode: int
     input: int
-    fsize: int
-    isize: int
-    cap: int
+    f0: int
+    i0: int
     iparam: int
     warmup: str
     canonical: dict[str, Any]
+    f1: int = 0
+    i1: int = 0
+    capmax: int = 0
+    ring: int = k.RING_NONE
+
+    def initial_cap(self) -> int:
+        return min(self.capmax, INITIAL_CAPACITY) if self.ring != k.RING_NONE else self.capmax
+
+    def fsize(self, cap: int) -> int:
+        return self.f0 + self.f1 * cap
+
+    def isize(self, cap: int) -> int:
+        return self.i0 + self.i1 * cap
+
+    def full_bytes(self) -> int:
+        return 8 * (self.fsize(self.capmax) + self.isize(self.capmax))
 
 
 _PARAMS = ("input", "span", "half_life", "lag", "window", "capacity")
@@ -101,6 +133,19 @@ def _capacity(spec: FeatureSpec) -> int:
     return _positive_int(spec, "capacity", cap)
 
 
+def _bytes(n: int) -> str:
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+def _time_ring(opcode: int, input_index: int, n_rings: int, ring: int, window_ns: int, cap: int,
+               warmup: str, canon: dict[str, Any]) -> _Op:  # fmt: skip
+    return _Op(opcode, input_index, k.RF_V0, k.R_TS0, window_ns, warmup, canon,
+               f1=n_rings, i1=1, capmax=cap, ring=ring)  # fmt: skip
+
+
 def _compile_op(spec: FeatureSpec, input_index: int) -> _Op:
     kind = spec.kind
     if kind not in KINDS:
@@ -111,14 +156,14 @@ def _compile_op(spec: FeatureSpec, input_index: int) -> _Op:
         opcode = {"mid": k.OP_MID, "spread_bps": k.OP_SPREAD_BPS,
                   "microprice": k.OP_MICROPRICE, "book_imbalance": k.OP_BOOK_IMBALANCE,
                   "last_price": k.OP_LAST_PRICE, "time_since_trade": k.OP_TIME_SINCE_TRADE}[kind]  # fmt: skip
-        return _Op(opcode, -1, 0, 2, 0, 0, _WARMUP_NOTES[kind], canon)
+        return _Op(opcode, -1, 0, 2, 0, _WARMUP_NOTES[kind], canon)
     if kind in ("trade_flow_imbalance", "vwap"):
         _allowed(spec, {"window", "capacity"})
         w = _duration(spec, "window", spec.window)
         cap = _capacity(spec)
         canon |= {"window_ns": w, "capacity": cap}
         op = k.OP_TRADE_FLOW_IMBALANCE if kind == "trade_flow_imbalance" else k.OP_VWAP
-        return _Op(op, -1, 2 + 2 * cap, 4 + cap, cap, w, f"{w} ns after the first tick", canon)
+        return _time_ring(op, -1, 2, k.RING_TRADES, w, cap, f"{w} ns after the first tick", canon)
     # every kind below reads another feature
     if spec.input is None:
         raise _bad(spec, f'kind {kind!r} needs an input feature (e.g. input = "mid")')
@@ -128,8 +173,8 @@ def _compile_op(spec: FeatureSpec, input_index: int) -> _Op:
         w = _duration(spec, "window", spec.window)
         cap = _capacity(spec)
         canon |= {"window_ns": w, "capacity": cap}
-        return _Op(k.OP_VWAP_DISTANCE_BPS, input_index, 2 + 2 * cap, 4 + cap, cap, w,
-                   f"{w} ns after the first trade, and a trade in the window", canon)  # fmt: skip
+        return _time_ring(k.OP_VWAP_DISTANCE_BPS, input_index, 2, k.RING_TRADES, w, cap,
+                          f"{w} ns after the first trade, and a trade in the window", canon)  # fmt: skip
     if kind == "ema":
         _allowed(spec, {"input", "span", "half_life"})
         if (spec.span is None) == (spec.half_life is None):
@@ -137,10 +182,10 @@ def _compile_op(spec: FeatureSpec, input_index: int) -> _Op:
         if spec.span is not None:
             span = _positive_int(spec, "span", spec.span)
             canon["span"] = span
-            return _Op(k.OP_EMA, input_index, 1, 1, 0, span, f"{span} input updates", canon)
+            return _Op(k.OP_EMA, input_index, 1, 1, span, f"{span} input updates", canon)
         hl = _duration(spec, "half_life", spec.half_life)
         canon["half_life_ns"] = hl
-        return _Op(k.OP_EMA_TIME, input_index, 1, 3, 0, hl, f"{hl} ns of input history", canon)
+        return _Op(k.OP_EMA_TIME, input_index, 3, 3, hl, f"{hl} ns of input history", canon)
     if kind == "log_return":
         _allowed(spec, {"input", "lag", "capacity"})
         if isinstance(spec.lag, int) and not isinstance(spec.lag, bool):
@@ -148,13 +193,13 @@ def _compile_op(spec: FeatureSpec, input_index: int) -> _Op:
                 raise _bad(spec, "capacity applies to a time lag only")
             lag = _positive_int(spec, "lag", spec.lag)
             canon["lag"] = lag
-            return _Op(k.OP_LOG_RETURN, input_index, lag + 1, 2, 0, lag,
-                       f"{lag + 1} input updates", canon)  # fmt: skip
+            return _Op(k.OP_LOG_RETURN, input_index, lag + 1, 2, lag, f"{lag + 1} input updates",
+                       canon)  # fmt: skip
         lag_ns = _duration(spec, "lag", spec.lag)
         cap = _capacity(spec)
         canon |= {"lag_ns": lag_ns, "capacity": cap}
-        return _Op(k.OP_LOG_RETURN_TIME, input_index, cap, 3 + cap, cap, lag_ns,
-                   f"{lag_ns} ns of input history", canon)  # fmt: skip
+        return _time_ring(k.OP_LOG_RETURN_TIME, input_index, 1, k.RING_UPDATES, lag_ns, cap,
+                          f"{lag_ns} ns of input history", canon)  # fmt: skip
     if kind in ("rolling_mean", "rolling_std", "zscore"):
         _allowed(spec, {"input", "window", "capacity"})
         if isinstance(spec.window, int) and not isinstance(spec.window, bool):
@@ -166,20 +211,23 @@ def _compile_op(spec: FeatureSpec, input_index: int) -> _Op:
             canon["window"] = n
             op = {"rolling_mean": k.OP_ROLLING_MEAN, "rolling_std": k.OP_ROLLING_STD,
                   "zscore": k.OP_ZSCORE}[kind]  # fmt: skip
-            return _Op(op, input_index, 3 + n, 5 + n, n, n, f"{n} input updates", canon)
+            # the ring is the window; it has no timestamps to keep
+            return _Op(op, input_index, k.RF_V0 + n, k.R_TS0, n, f"{n} input updates", canon,
+                       capmax=n)  # fmt: skip
         w = _duration(spec, "window", spec.window)
         cap = _capacity(spec)
         canon |= {"window_ns": w, "capacity": cap}
         op = {"rolling_mean": k.OP_ROLLING_MEAN_TIME, "rolling_std": k.OP_ROLLING_STD_TIME,
               "zscore": k.OP_ZSCORE_TIME}[kind]  # fmt: skip
-        return _Op(op, input_index, 3 + cap, 5 + cap, cap, w, f"{w} ns of input history", canon)
+        return _time_ring(op, input_index, 1, k.RING_UPDATES, w, cap, f"{w} ns of input history",
+                          canon)  # fmt: skip
     if kind == "realized_vol":
         _allowed(spec, {"input", "window", "capacity"})
         w = _duration(spec, "window", spec.window)
         cap = _capacity(spec)
         canon |= {"window_ns": w, "capacity": cap}
-        return _Op(k.OP_REALIZED_VOL_TIME, input_index, 1 + 2 + 2 * cap, 1 + 4 + cap, cap, w,
-                   f"{w} ns of input history", canon)  # fmt: skip
+        return _time_ring(k.OP_REALIZED_VOL_TIME, input_index, 2, k.RING_UPDATES, w, cap,
+                          f"{w} ns of input history", canon)  # fmt: skip
     raise _bad(spec, f"unknown kind {kind!r}; known: {', '.join(KINDS)}")
 
 
@@ -189,14 +237,22 @@ KINDS = (*RAW_KINDS, "trade_flow_imbalance", "vwap", "vwap_distance", "ema", "lo
 
 @dataclass(slots=True)
 class FeatureState:
-    """Mutable per-instrument kernel state; carried across micro-batches."""
+    """Mutable per-instrument kernel state; carried across micro-batches.
+
+    ``ops`` is the program with this state's layout (ring sizes and offsets): rings grow,
+    so ``FeatureSet.grow`` may replace ``ops``, ``fstate`` and ``istate`` between calls.
+    ``need`` is where a kernel call says how big a ring must become.
+    """
 
     fstate: npt.NDArray[np.float64]
     istate: npt.NDArray[np.int64]
     values: npt.NDArray[np.float64]
+    ops: npt.NDArray[np.int64]
+    need: npt.NDArray[np.int64]
 
     def copy(self) -> FeatureState:
-        return FeatureState(self.fstate.copy(), self.istate.copy(), self.values.copy())
+        return FeatureState(self.fstate.copy(), self.istate.copy(), self.values.copy(),
+                            self.ops.copy(), self.need.copy())  # fmt: skip
 
 
 class FeatureSet:
@@ -208,7 +264,8 @@ class FeatureSet:
             dependency order but its columns keep the declared order.
 
     Raises:
-        ConfigError: unknown kind, bad parameter, duplicate name, unknown or cyclic input.
+        ConfigError: unknown kind, bad parameter, duplicate name, unknown or cyclic input;
+            one instrument's state with every ring at its capacity over ``MAX_ROW_BYTES``.
     """
 
     def __init__(self, specs: list[FeatureSpec]) -> None:
@@ -228,15 +285,7 @@ class FeatureSet:
         self._program_order = tuple(order)
         ops = [_compile_op(by_name[n], position.get(by_name[n].input or "", -1)) for n in order]
         self._ops = ops
-        table = np.zeros((len(ops), k.N_OPCOLS), np.int64)
-        fofs = iofs = 0
-        for j, op in enumerate(ops):
-            table[j] = (op.opcode, op.input, fofs, iofs, op.cap, op.iparam)
-            fofs += op.fsize
-            iofs += op.isize
-        self._table = table
-        self._fsize = max(fofs, 1)
-        self._isize = max(iofs, 1)
+        self._check_memory()
         # program order -> declared column order
         self._columns = np.array([position[n] for n in names], np.int64)
         self._identity = bool(np.array_equal(self._columns, np.arange(len(names))))
@@ -273,6 +322,34 @@ class FeatureSet:
             visit(s.name, [])
         return order
 
+    def _check_memory(self) -> None:
+        full = [op.full_bytes() for op in self._ops]
+        for op, size in zip(self._ops, full, strict=True):
+            if size > MAX_ROW_BYTES:
+                what = (f"capacity {op.capmax:,}" if op.ring != k.RING_NONE
+                        else f"a window or lag of {op.iparam:,} ticks")  # fmt: skip
+                raise ConfigError(f"features.{op.canonical['name']}",
+                                  f"{what} needs {_bytes(size)} of state per instrument; the bound "
+                                  f"is {_bytes(MAX_ROW_BYTES)} per instrument (MAX_ROW_BYTES)")  # fmt: skip
+        if sum(full) > MAX_ROW_BYTES:
+            largest = sorted(zip(full, (op.canonical["name"] for op in self._ops)), reverse=True)[
+                :3
+            ]
+            raise ConfigError("features",
+                              f"the set needs {_bytes(sum(full))} of state per instrument with every "
+                              f"ring at its capacity; the bound is {_bytes(MAX_ROW_BYTES)} "
+                              f"(MAX_ROW_BYTES); largest: "
+                              + ", ".join(f"{name} {_bytes(b)}" for b, name in largest))  # fmt: skip
+
+    def _layout(self, caps: list[int]) -> tuple[npt.NDArray[np.int64], int, int]:
+        table = np.zeros((len(self._ops), k.N_OPCOLS), np.int64)
+        fofs = iofs = 0
+        for j, (op, cap) in enumerate(zip(self._ops, caps, strict=True)):
+            table[j] = (op.opcode, op.input, fofs, iofs, cap, op.iparam, op.capmax, op.ring)
+            fofs += op.fsize(cap)
+            iofs += op.isize(cap)
+        return table, max(fofs, 1), max(iofs, 1)
+
     def __len__(self) -> int:
         return len(self.names)
 
@@ -281,24 +358,77 @@ class FeatureSet:
         return {op.canonical["name"]: op.warmup for op in self._ops}
 
     def new_state(self, n_instruments: int) -> FeatureState:
+        """Fresh state for ``n_instruments`` (dense indices), every ring at its initial size."""
+        table, fsize, isize = self._layout([op.initial_cap() for op in self._ops])
         return FeatureState(
-            np.zeros((n_instruments, self._fsize)),
-            np.zeros((n_instruments, self._isize), np.int64),
+            np.zeros((n_instruments, fsize)),
+            np.zeros((n_instruments, isize), np.int64),
             np.full((n_instruments, len(self._ops)), np.nan),
+            table,
+            np.zeros(len(self._ops), np.int64),
         )
 
+    def grow(self, state: FeatureState) -> None:
+        """Reallocate ``state`` with its rings as big as ``state.need`` asks (doubling at
+        least, never past a feature's capacity), keeping every value in time order.
+
+        The kernels call for this (``run_program`` stops early); no value depends on a
+        ring's size, so growing is invisible in the results.
+        """
+        old = state.ops
+        caps = [int(c) for c in old[:, k.C_CAP]]
+        for j, op in enumerate(self._ops):
+            need = int(state.need[j])
+            if op.ring != k.RING_NONE and need > caps[j]:
+                caps[j] = min(op.capmax, max(2 * caps[j], 1 << (need - 1).bit_length()))
+        if caps == [int(c) for c in old[:, k.C_CAP]]:
+            raise RuntimeError("feature state asked to grow but no ring can")  # a bug of ours
+        table, fsize, isize = self._layout(caps)
+        n = state.values.shape[0]
+        fnew = np.zeros((n, fsize))
+        inew = np.zeros((n, isize), np.int64)
+        rows = np.arange(n)[:, None]
+        for j, op in enumerate(self._ops):
+            fo, io, cap = (int(x) for x in old[j, [k.C_FOFS, k.C_IOFS, k.C_CAP]])
+            fo2, io2, cap2 = (int(x) for x in table[j, [k.C_FOFS, k.C_IOFS, k.C_CAP]])
+            if cap2 == cap:
+                fnew[:, fo2 : fo2 + op.fsize(cap)] = state.fstate[:, fo : fo + op.fsize(cap)]
+                inew[:, io2 : io2 + op.isize(cap)] = state.istate[:, io : io + op.isize(cap)]
+                continue
+            fnew[:, fo2 : fo2 + op.f0] = state.fstate[:, fo : fo + op.f0]
+            inew[:, io2 : io2 + op.i0] = state.istate[:, io : io + op.i0]
+            # unroll each ring oldest first into slots 0.. of the bigger ring
+            head = state.istate[:, io + k.R_HEAD]
+            count = state.istate[:, io + k.R_COUNT]
+            src = (head - count)[:, None] + np.arange(cap)[None, :]
+            src %= cap
+            for r in range(op.f1):
+                ring = state.fstate[:, fo + op.f0 + r * cap : fo + op.f0 + (r + 1) * cap]
+                fnew[:, fo2 + op.f0 + r * cap2 : fo2 + op.f0 + r * cap2 + cap] = ring[rows, src]
+            ring_ts = state.istate[:, io + op.i0 : io + op.i0 + cap]
+            inew[:, io2 + op.i0 : io2 + op.i0 + cap] = ring_ts[rows, src]
+            inew[:, io2 + k.R_HEAD] = count  # count <= cap < cap2
+        state.fstate, state.istate, state.ops = fnew, inew, table
+        state.need[:] = 0
+
     def overflow_counts(self, state: FeatureState) -> dict[str, int]:
-        """Ring-buffer overflows per time-window feature (values then span a shorter window)."""
+        """Values dropped per time-window feature because its ring was at its capacity
+        (the feature reads NaN while a dropped value would still be in its window)."""
         counts: dict[str, int] = {}
         for j, op in enumerate(self._ops):
-            io = int(self._table[j, k.C_IOFS])
-            slot = {k.OP_TRADE_FLOW_IMBALANCE: 2, k.OP_VWAP: 2, k.OP_VWAP_DISTANCE_BPS: 2,
-                    k.OP_LOG_RETURN_TIME: 2, k.OP_ROLLING_MEAN_TIME: k.R_OVERFLOW,
-                    k.OP_ROLLING_STD_TIME: k.R_OVERFLOW, k.OP_ZSCORE_TIME: k.R_OVERFLOW,
-                    k.OP_REALIZED_VOL_TIME: 3}.get(op.opcode)  # fmt: skip
-            if slot is not None:
-                counts[op.canonical["name"]] = int(state.istate[:, io + slot].sum())
+            if op.ring != k.RING_NONE:
+                io = int(state.ops[j, k.C_IOFS])
+                counts[op.canonical["name"]] = int(state.istate[:, io + k.R_OVERFLOW].sum())
         return counts
+
+    def capacities(self, state: FeatureState) -> dict[str, int]:
+        """Each time-window feature's current ring size (values per instrument) in ``state``."""
+        return {op.canonical["name"]: int(state.ops[j, k.C_CAP])
+                for j, op in enumerate(self._ops) if op.ring != k.RING_NONE}  # fmt: skip
+
+    def program_columns(self) -> npt.NDArray[np.int64] | None:
+        """Where each declared feature sits in a kernel result row, or None if in order."""
+        return None if self._identity else self._columns.copy()
 
     def state_columns(self, names: list[str]) -> npt.NDArray[np.int64]:
         """Where the named features sit in ``FeatureState.values`` (program order).
@@ -327,14 +457,18 @@ class FeatureSet:
         """
         n = len(batch)
         res = np.empty((len(self._ops), n))
-        if n:
-            run = (k.run_program_parallel
-                   if parallel and n >= k.PARALLEL_MIN_TICKS and state.values.shape[0] > 1 else k.run_program)  # fmt: skip
-            run(
+        run = (k.run_program_parallel
+               if parallel and n >= k.PARALLEL_MIN_TICKS and state.values.shape[0] > 1 else k.run_program)  # fmt: skip
+        done = 0
+        while True:
+            done = run(
                 batch.ts_event, batch.instrument, batch.kind, batch.bid, batch.ask,
                 batch.bid_size, batch.ask_size, batch.price, batch.size, batch.side,
-                self._table, state.fstate, state.istate, state.values, res,
+                state.ops, state.fstate, state.istate, state.values, res, state.need, done,
             )  # fmt: skip
+            if done == n:
+                break
+            self.grow(state)  # a ring must grow before tick ``done``; resume there
         return res.T if self._identity else res[self._columns].T
 
     def compute(self, frame: Any, n_instruments: int | None = None) -> npt.NDArray[np.float64]:

@@ -16,6 +16,17 @@ the ring buffer every ``capacity`` pushes: with prices near 1e5 and moves near 1
 naive sum of squares loses every significant digit of the variance; the anchored sums
 keep it, and the periodic recompute stops rounding drift from accumulating.
 
+Time windows and time lags keep their values in a ring that grows: before each block of
+ticks, ``_check_capacity`` bounds how many values every ring will hold (the values still in
+its window plus the block's ticks that may be pushed, expired as they would be) and, if a
+ring is too small, the call returns the tick it stopped at so the caller can reallocate the
+state with bigger rings (``FeatureSet.grow``) and resume there. Nothing in the arithmetic
+depends on a ring's current size (sums walk the ring in time order; a time window
+re-anchors on its own count), so growing changes no value and any batching gives the same
+result. A ring stops growing at its ``capacity``: there it drops its oldest value, counts
+the overflow and reads NaN until the dropped value has left the window, so a value never
+covers a shorter window than its name says.
+
 Kernels compile with numpy's error model: a division by zero yields inf or NaN (and a
 NaN feature yields no signal) instead of raising inside the loop; it also drops the
 zero checks from the hot loops.
@@ -57,22 +68,34 @@ C_FOFS = 2  # offset into the float state row
 C_IOFS = 3  # offset into the int state row
 C_CAP = 4  # ring capacity (ticks), 0 if none
 C_IPARAM = 5  # integer parameter (window or lag in ticks, or in ns)
-N_OPCOLS = 6
+C_CAPMAX = 6  # the most the ring may grow to (the feature's ``capacity``)
+C_RING = 7  # RING_NONE, or what may push into a growable ring: any input update or trades
+N_OPCOLS = 8
+
+RING_NONE = 0
+RING_UPDATES = 1
+RING_TRADES = 2
 
 NAN = np.nan
 
-# int state layout for ring kernels: [head, count, pushes_since_recompute, overflow, first_ts, ring_ts...]
+# int state layout of every ring kernel (the ts ring only for time windows):
+# [head, count, pushes_since_recompute, overflow, first_ts, lost_ts, flag, ring_ts...]
 R_HEAD = 0
 R_COUNT = 1
 R_SINCE = 2
 R_OVERFLOW = 3
 R_FIRST_TS = 4
-R_TS0 = 5
-# float state layout for ring kernels: [sum, sumsq, anchor, ring...]
+R_LOST_TS = 5  # timestamp of the newest value dropped by an overflow
+R_FLAG = 6
+R_TS0 = 7
+# float state layout: [sum (a), sumsq (b), anchor (or previous input), ring a..., ring b...]
 RF_SUM = 0
 RF_SUMSQ = 1
 RF_ANCHOR = 2
 RF_V0 = 3
+# a time window re-anchors and resums after max(count, RESUM_MIN_PUSHES) pushes: the cost
+# is amortised to O(1) a push, and the schedule depends on the data only, not on the ring
+RESUM_MIN_PUSHES = 64
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -89,100 +112,126 @@ def _wrap(x, cap):  # type: ignore[no-untyped-def]
 def ema_time_update(fs, i, fo, ist, io, half_life_ns, x, ts):  # type: ignore[no-untyped-def]
     """EMA with a time half-life: weight of the past decays by 2^(-dt/half_life) per gap.
 
-    Irregular spacing is exact: a gap of 2h decays twice as much as a gap of h. Warm after
-    one half-life of history.
+    Irregular spacing is exact: a gap of 2h decays twice as much as a gap of h. Equal
+    timestamps: the input's value at a time is its last update at that time, so a later
+    update at the same timestamp replaces the earlier one's contribution (the EMA is that
+    of the series with one value per timestamp, the last). Warm after one half-life of
+    history.
+
+    fs: [ema, ema before the current timestamp, decay of the current timestamp's gap];
+    ist: [started, current ts, first ts].
     """
     if ist[i, io] == 0:
-        fs[i, fo] = x
+        # decay 0 for the first timestamp: the EMA is its (last) value
+        fs[i, fo + 1] = 0.0
+        fs[i, fo + 2] = 0.0
         ist[i, io] = 1
         ist[i, io + 1] = ts
         ist[i, io + 2] = ts
-    else:
-        dt = ts - ist[i, io + 1]
-        decay = math.exp(-math.log(2.0) * dt / half_life_ns)
-        fs[i, fo] = decay * fs[i, fo] + (1.0 - decay) * x
+    elif ts != ist[i, io + 1]:
+        fs[i, fo + 1] = fs[i, fo]
+        fs[i, fo + 2] = math.exp(-math.log(2.0) * (ts - ist[i, io + 1]) / half_life_ns)
         ist[i, io + 1] = ts
+    decay = fs[i, fo + 2]
+    fs[i, fo] = decay * fs[i, fo + 1] + (1.0 - decay) * x
     return fs[i, fo] if ts - ist[i, io + 2] >= half_life_ns else NAN
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def log_return_time_update(fs, i, fo, ist, io, cap, lag_ns, x, ts):  # type: ignore[no-untyped-def]
+def log_return_time_update(fs, i, fo, ist, io, cap, capmax, lag_ns, x, ts):  # type: ignore[no-untyped-def]
     """log(x_t / x_s) with s the last update at or before t - lag; warm once such s exists.
 
-    Keeps the values newer than t - lag plus the newest one at or before it; on ring
-    overflow the oldest is dropped and counted (the return then spans a shorter time and
-    reads NaN until the history covers the lag again).
+    Keeps the values newer than t - lag plus the newest one at or before it (the ring grows
+    to hold them). At ``capmax`` the oldest is dropped and counted; the return then reads
+    NaN until the history covers the lag again (never a return over a shorter lag).
     """
-    # ist: [head, count, overflow, ring_ts...]; fs: [ring...]
     cutoff = ts - lag_ns
+    rv = fo + RF_V0
+    rt = io + R_TS0
     # drop the oldest while the next-oldest is also at or before the cutoff
-    while ist[i, io + 1] >= 2:
-        tail = _wrap(ist[i, io] - ist[i, io + 1], cap)
+    while ist[i, io + R_COUNT] >= 2:
+        tail = _wrap(ist[i, io + R_HEAD] - ist[i, io + R_COUNT], cap)
         nxt = _wrap(tail + 1, cap)
-        if ist[i, io + 3 + nxt] <= cutoff:
-            ist[i, io + 1] -= 1
+        if ist[i, rt + nxt] <= cutoff:
+            ist[i, io + R_COUNT] -= 1
         else:
             break
-    if ist[i, io + 1] == cap:
-        ist[i, io + 1] -= 1
-        ist[i, io + 2] += 1
-    head = ist[i, io]
-    fs[i, fo + head] = x
-    ist[i, io + 3 + head] = ts
-    ist[i, io] = _wrap(head + 1, cap)
-    ist[i, io + 1] += 1
-    tail = _wrap(ist[i, io] - ist[i, io + 1], cap)
-    if ist[i, io + 3 + tail] <= cutoff:
-        return math.log(x / fs[i, fo + tail])
+    if ist[i, io + R_COUNT] == cap:
+        if cap < capmax:
+            raise RuntimeError("feature ring full below its capacity (a missed growth)")
+        tail = _wrap(ist[i, io + R_HEAD] - cap, cap)
+        ist[i, io + R_LOST_TS] = ist[i, rt + tail]
+        ist[i, io + R_COUNT] -= 1
+        ist[i, io + R_OVERFLOW] += 1
+    head = ist[i, io + R_HEAD]
+    fs[i, rv + head] = x
+    ist[i, rt + head] = ts
+    ist[i, io + R_HEAD] = _wrap(head + 1, cap)
+    ist[i, io + R_COUNT] += 1
+    tail = _wrap(ist[i, io + R_HEAD] - ist[i, io + R_COUNT], cap)
+    if ist[i, rt + tail] <= cutoff:
+        return math.log(x / fs[i, rv + tail])
     return NAN
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def window_sums_update(fs, i, fo, ist, io, cap, window_ns, ts, a, b, add):  # type: ignore[no-untyped-def]
-    """Two running sums over a time window of events (trade flow, VWAP).
+def window_sums_update(fs, i, fo, ist, io, cap, capmax, window_ns, ts, a, b, add):  # type: ignore[no-untyped-def]
+    """Two running sums over a time window of events (trade flow, VWAP); True when warm.
 
-    fs: [sum_a, sum_b, ring_a..., ring_b...]; ist: [head, count, overflow, first_ts, ring_ts...].
-    Sums of trade quantities are well conditioned, so no anchor is needed; they are
-    recomputed whenever the window empties, which resets rounding drift.
+    fs: [sum_a, sum_b, -, ring_a..., ring_b...]; ist: the ring layout (``R_*``). Sums of
+    trade quantities are well conditioned, so no anchor is needed; they are recomputed
+    whenever the window empties, which resets rounding drift. Not warm while a value
+    dropped at ``capmax`` would still be in the window.
     """
-    if ist[i, io + 3] == 0:
-        ist[i, io + 3] = ts
+    if ist[i, io + R_FIRST_TS] == 0:
+        ist[i, io + R_FIRST_TS] = ts
+    ra = fo + RF_V0
+    rb = fo + RF_V0 + cap
+    rt = io + R_TS0
     cutoff = ts - window_ns
-    while ist[i, io + 1] > 0:
-        tail = _wrap(ist[i, io] - ist[i, io + 1], cap)
-        if ist[i, io + 4 + tail] > cutoff:
+    while ist[i, io + R_COUNT] > 0:
+        tail = _wrap(ist[i, io + R_HEAD] - ist[i, io + R_COUNT], cap)
+        if ist[i, rt + tail] > cutoff:
             break
-        fs[i, fo] -= fs[i, fo + 2 + tail]
-        fs[i, fo + 1] -= fs[i, fo + 2 + cap + tail]
-        ist[i, io + 1] -= 1
-    if ist[i, io + 1] == 0:
-        fs[i, fo] = 0.0
-        fs[i, fo + 1] = 0.0
+        fs[i, fo + RF_SUM] -= fs[i, ra + tail]
+        fs[i, fo + RF_SUMSQ] -= fs[i, rb + tail]
+        ist[i, io + R_COUNT] -= 1
+    if ist[i, io + R_COUNT] == 0:
+        fs[i, fo + RF_SUM] = 0.0
+        fs[i, fo + RF_SUMSQ] = 0.0
     if add:
-        if ist[i, io + 1] == cap:
-            tail = _wrap(ist[i, io] - ist[i, io + 1], cap)
-            fs[i, fo] -= fs[i, fo + 2 + tail]
-            fs[i, fo + 1] -= fs[i, fo + 2 + cap + tail]
-            ist[i, io + 1] -= 1
-            ist[i, io + 2] += 1
-        head = ist[i, io]
-        fs[i, fo + 2 + head] = a
-        fs[i, fo + 2 + cap + head] = b
-        ist[i, io + 4 + head] = ts
-        ist[i, io] = _wrap(head + 1, cap)
-        ist[i, io + 1] += 1
-        fs[i, fo] += a
-        fs[i, fo + 1] += b
-    return ts - ist[i, io + 3] >= window_ns
+        if ist[i, io + R_COUNT] == cap:
+            if cap < capmax:
+                raise RuntimeError("feature ring full below its capacity (a missed growth)")
+            tail = _wrap(ist[i, io + R_HEAD] - cap, cap)
+            fs[i, fo + RF_SUM] -= fs[i, ra + tail]
+            fs[i, fo + RF_SUMSQ] -= fs[i, rb + tail]
+            ist[i, io + R_LOST_TS] = ist[i, rt + tail]
+            ist[i, io + R_COUNT] -= 1
+            ist[i, io + R_OVERFLOW] += 1
+        head = ist[i, io + R_HEAD]
+        fs[i, ra + head] = a
+        fs[i, rb + head] = b
+        ist[i, rt + head] = ts
+        ist[i, io + R_HEAD] = _wrap(head + 1, cap)
+        ist[i, io + R_COUNT] += 1
+        fs[i, fo + RF_SUM] += a
+        fs[i, fo + RF_SUMSQ] += b
+    whole = ist[i, io + R_OVERFLOW] == 0 or ist[i, io + R_LOST_TS] <= cutoff
+    return ts - ist[i, io + R_FIRST_TS] >= window_ns and whole
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _rolling_run(op, fs, ist, i, fo, io, cap, window, idx, ts, res, upd, src, values, j):  # type: ignore[no-untyped-def]
+def _rolling_run(op, fs, ist, i, fo, io, cap, capmax, window, idx, ts, res, upd, src, values, j):  # type: ignore[no-untyped-def]
     """Rolling mean / std / z-score (tick or time window) over one instrument's ticks.
 
     The ring's scalars live in locals for the whole run and are written back at the end:
     kept in the state row, every push was a chain of dependent loads and stores (66 ns
     per tick measured; 14 ns in locals). Same arithmetic, in the same order.
+
+    A tick window's ring is the window (``cap`` values). A time window's ring grows (see
+    the module docstring); at ``capmax`` the oldest value is dropped and the value reads
+    NaN until that value would have left the window.
     """
     is_time = op == OP_ROLLING_MEAN_TIME or op == OP_ROLLING_STD_TIME or op == OP_ZSCORE_TIME
     want_mean = op == OP_ROLLING_MEAN or op == OP_ROLLING_MEAN_TIME
@@ -192,6 +241,7 @@ def _rolling_run(op, fs, ist, i, fo, io, cap, window, idx, ts, res, upd, src, va
     since = ist[i, io + R_SINCE]
     overflow = ist[i, io + R_OVERFLOW]
     first = ist[i, io + R_FIRST_TS]
+    lost = ist[i, io + R_LOST_TS]
     s = fs[i, fo + RF_SUM]
     ss = fs[i, fo + RF_SUMSQ]
     anchor = fs[i, fo + RF_ANCHOR]
@@ -218,6 +268,12 @@ def _rolling_run(op, fs, ist, i, fo, io, cap, window, idx, ts, res, upd, src, va
                     ss -= d * d
                     count -= 1
                 if count == cap:
+                    if cap < capmax:
+                        raise RuntimeError("feature ring full below its capacity (a missed growth)")
+                    tail = head - count
+                    if tail < 0:
+                        tail += cap
+                    lost = ist[i, rt + tail]
                     overflow += 1
             if count == 0 and since == 0:
                 anchor = x
@@ -230,7 +286,8 @@ def _rolling_run(op, fs, ist, i, fo, io, cap, window, idx, ts, res, upd, src, va
                 ss -= d * d
                 count -= 1
             fs[i, rv + head] = x
-            ist[i, rt + head] = now
+            if is_time:
+                ist[i, rt + head] = now
             head += 1
             if head == cap:
                 head = 0
@@ -239,7 +296,9 @@ def _rolling_run(op, fs, ist, i, fo, io, cap, window, idx, ts, res, upd, src, va
             s += d
             ss += d * d
             since += 1
-            if since >= cap:
+            # a tick window resums every ``cap`` pushes; a time window after as many pushes
+            # as it holds values, so the schedule does not depend on the ring's size
+            if since >= (max(count, RESUM_MIN_PUSHES) if is_time else cap):
                 # re-anchor on the newest value and resum, so rounding drift cannot build up
                 s = 0.0
                 ss = 0.0
@@ -252,7 +311,10 @@ def _rolling_run(op, fs, ist, i, fo, io, cap, window, idx, ts, res, upd, src, va
                     ss += dd * dd
                 anchor = x
                 since = 0
-            warm = (now - first >= window) if is_time else (count >= cap)
+            if is_time:
+                warm = now - first >= window and (overflow == 0 or lost <= now - window)
+            else:
+                warm = count >= cap
             v = NAN
             if warm:
                 mean = anchor + s / count
@@ -274,6 +336,7 @@ def _rolling_run(op, fs, ist, i, fo, io, cap, window, idx, ts, res, upd, src, va
     ist[i, io + R_SINCE] = since
     ist[i, io + R_OVERFLOW] = overflow
     ist[i, io + R_FIRST_TS] = first
+    ist[i, io + R_LOST_TS] = lost
     fs[i, fo + RF_SUM] = s
     fs[i, fo + RF_SUMSQ] = ss
     fs[i, fo + RF_ANCHOR] = anchor
@@ -282,20 +345,21 @@ def _rolling_run(op, fs, ist, i, fo, io, cap, window, idx, ts, res, upd, src, va
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _trade_window_run(  # type: ignore[no-untyped-def]
-    op, fs, ist, i, fo, io, cap, window, idx, ts, kind, price, size, side, res, upd, values, j
-):
+    op, fs, ist, i, fo, io, cap, capmax, window, idx, ts, kind, price, size, side, res, upd, values, j,
+):  # fmt: skip
     """Trade-flow imbalance or VWAP over one instrument's ticks, with the window's
     scalars in locals (the same arithmetic as ``window_sums_update``)."""
     flow = op == OP_TRADE_FLOW_IMBALANCE
-    head = ist[i, io]
-    count = ist[i, io + 1]
-    overflow = ist[i, io + 2]
-    first = ist[i, io + 3]
-    sa = fs[i, fo]
-    sb = fs[i, fo + 1]
-    ra = fo + 2
-    rb = fo + 2 + cap
-    rt = io + 4
+    head = ist[i, io + R_HEAD]
+    count = ist[i, io + R_COUNT]
+    overflow = ist[i, io + R_OVERFLOW]
+    first = ist[i, io + R_FIRST_TS]
+    lost = ist[i, io + R_LOST_TS]
+    sa = fs[i, fo + RF_SUM]
+    sb = fs[i, fo + RF_SUMSQ]
+    ra = fo + RF_V0
+    rb = fo + RF_V0 + cap
+    rt = io + R_TS0
     v = values[i, j]
     for t in idx:
         now = ts[t]
@@ -319,11 +383,14 @@ def _trade_window_run(  # type: ignore[no-untyped-def]
             b = size[t]
             a = side[t] * b if flow else price[t] * b
             if count == cap:
+                if cap < capmax:
+                    raise RuntimeError("feature ring full below its capacity (a missed growth)")
                 tail = head - count
                 if tail < 0:
                     tail += cap
                 sa -= fs[i, ra + tail]
                 sb -= fs[i, rb + tail]
+                lost = ist[i, rt + tail]
                 count -= 1
                 overflow += 1
             fs[i, ra + head] = a
@@ -336,18 +403,19 @@ def _trade_window_run(  # type: ignore[no-untyped-def]
             sa += a
             sb += b
         v = NAN
-        if now - first >= window:
+        if now - first >= window and (overflow == 0 or lost <= cutoff):
             if flow:
                 v = sa / sb if sb > 0.0 else 0.0
             elif sb > 0.0:
                 v = sa / sb
         res[j, t] = v
-    ist[i, io] = head
-    ist[i, io + 1] = count
-    ist[i, io + 2] = overflow
-    ist[i, io + 3] = first
-    fs[i, fo] = sa
-    fs[i, fo + 1] = sb
+    ist[i, io + R_HEAD] = head
+    ist[i, io + R_COUNT] = count
+    ist[i, io + R_OVERFLOW] = overflow
+    ist[i, io + R_FIRST_TS] = first
+    ist[i, io + R_LOST_TS] = lost
+    fs[i, fo + RF_SUM] = sa
+    fs[i, fo + RF_SUMSQ] = sb
     values[i, j] = v
 
 
@@ -393,6 +461,82 @@ def _group_by_instrument(inst, n_inst):  # type: ignore[no-untyped-def]
     return order, starts
 
 
+@njit(cache=True, nogil=True, error_model="numpy")
+def _ring_need(ist, i, io, cap, window, idx, ts, kind, trades_only, extra):  # type: ignore[no-untyped-def]
+    """The most values one instrument's time ring may hold over the ticks ``idx``.
+
+    Every tick (or trade, for a trade window) is counted as a push, and values expire as
+    the kernel expires them (at or before now - window), walking the ring's values and
+    then the block's in time order; ``extra`` is 1 for a time lag, which also keeps the
+    newest value at or before its cutoff. An upper bound of what the kernel will hold.
+    """
+    count = ist[i, io + R_COUNT]
+    tail = ist[i, io + R_HEAD] - count
+    if tail < 0:
+        tail += cap
+    gone_ring = 0
+    gone_block = 0
+    pushed = 0
+    b = 0
+    need = 0
+    for k in range(idx.shape[0]):
+        t = idx[k]
+        if trades_only and kind[t] == 0:
+            continue
+        pushed += 1
+        cutoff = ts[t] - window
+        while gone_ring < count:
+            q = tail + gone_ring
+            if q >= cap:
+                q -= cap
+            if ist[i, io + R_TS0 + q] > cutoff:
+                break
+            gone_ring += 1
+        if gone_ring == count:
+            # the block's earlier pushes are newer than every ring value
+            while b < k:
+                tb = idx[b]
+                if trades_only and kind[tb] == 0:
+                    b += 1
+                    continue
+                if ts[tb] > cutoff:
+                    break
+                gone_block += 1
+                b += 1
+        held = count - gone_ring + pushed - gone_block + extra
+        if held > need:
+            need = held
+    return need
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _check_capacity(ts, kind, ops, istate, order, starts, need):  # type: ignore[no-untyped-def]
+    """True if a ring below its ``capacity`` could fill up over this block; ``need[j]``
+    then holds the size op ``j``'s ring needs. The state is left untouched.
+
+    The common case costs one comparison per ring and instrument: the ring's count plus
+    the instrument's ticks in the block fit.
+    """
+    short = False
+    for j in range(ops.shape[0]):
+        ring = ops[j, C_RING]
+        cap = ops[j, C_CAP]
+        if ring == RING_NONE or cap >= ops[j, C_CAPMAX]:
+            continue
+        io = ops[j, C_IOFS]
+        extra = 1 if ops[j, C_OPCODE] == OP_LOG_RETURN_TIME else 0
+        for i in range(starts.shape[0] - 1):
+            n_i = starts[i + 1] - starts[i]
+            if n_i == 0 or istate[i, io + R_COUNT] + n_i + extra <= cap:
+                continue
+            m = _ring_need(istate, i, io, cap, ops[j, C_IPARAM], order[starts[i] : starts[i + 1]], ts, kind,
+                           ring == RING_TRADES, extra)  # fmt: skip
+            if m > cap:
+                short = True
+                need[j] = max(need[j], m)
+    return short
+
+
 # below this many ticks a parallel region costs more than it saves
 PARALLEL_MIN_TICKS = 65_536
 # ticks per cache block (8 ops x ~25 bytes per tick per pass stay within L2)
@@ -404,42 +548,52 @@ PARALLEL_BLOCK_TICKS = 131_072
 @njit(cache=True, nogil=True, error_model="numpy")
 def run_program(  # type: ignore[no-untyped-def]
     ts, inst, kind, bid, ask, bid_size, ask_size, price, size, side, ops, fstate, istate, values, res,
+    need, start,
 ):  # fmt: skip
-    """Apply every op of a feature set to a batch; ``res[j, t]`` is feature ``j`` of tick
-    ``t``'s instrument after that tick. One compiled call per batch.
+    """Apply every op of a feature set to the batch from tick ``start`` on; ``res[j, t]``
+    is feature ``j`` of tick ``t``'s instrument after that tick. One compiled call per
+    batch. Returns the number of ticks done: less than the batch if a ring must grow first
+    (``need`` says how much; the state is as after the ticks done).
 
     The batch is walked in cache-sized blocks: every op makes a pass over its ticks, and
     passes over a block that stays in cache are several times cheaper than passes over a
     million ticks. State carries from block to block exactly as from batch to batch.
     """
     n = ts.shape[0]
-    upd = np.zeros((ops.shape[0], min(n, BLOCK_TICKS)), np.bool_)
-    for b0 in range(0, n, BLOCK_TICKS):
+    upd = np.zeros((ops.shape[0], max(0, min(n - start, BLOCK_TICKS))), np.bool_)
+    for b0 in range(start, n, BLOCK_TICKS):
         b1 = min(n, b0 + BLOCK_TICKS)
         u = upd[:, : b1 - b0]
         u[:] = False
         order, starts = _group_by_instrument(inst[b0:b1], values.shape[0])
+        if _check_capacity(ts[b0:b1], kind[b0:b1], ops, istate, order, starts, need):
+            return b0
         _program(ts[b0:b1], kind[b0:b1], bid[b0:b1], ask[b0:b1], bid_size[b0:b1], ask_size[b0:b1], price[b0:b1],
                  size[b0:b1], side[b0:b1], ops, fstate, istate, values, res[:, b0:b1], u, order, starts)  # fmt: skip
+    return n
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def run_program_parallel(  # type: ignore[no-untyped-def]
     ts, inst, kind, bid, ask, bid_size, ask_size, price, size, side, ops, fstate, istate, values, res,
+    need, start,
 ):  # fmt: skip
     """``run_program`` with instruments spread over all cores. Instruments are
     independent and each is computed by the same code, so the values are identical; for
     batch work only (the live loop's other core is busy reading the next batch)."""
     n = ts.shape[0]
-    upd = np.zeros((ops.shape[0], min(n, PARALLEL_BLOCK_TICKS)), np.bool_)
-    for b0 in range(0, n, PARALLEL_BLOCK_TICKS):
+    upd = np.zeros((ops.shape[0], max(0, min(n - start, PARALLEL_BLOCK_TICKS))), np.bool_)
+    for b0 in range(start, n, PARALLEL_BLOCK_TICKS):
         b1 = min(n, b0 + PARALLEL_BLOCK_TICKS)
         u = upd[:, : b1 - b0]
         u[:] = False
         order, starts = _group_by_instrument(inst[b0:b1], values.shape[0])
+        if _check_capacity(ts[b0:b1], kind[b0:b1], ops, istate, order, starts, need):
+            return b0
         _program_parallel(ts[b0:b1], kind[b0:b1], bid[b0:b1], ask[b0:b1], bid_size[b0:b1], ask_size[b0:b1],
                           price[b0:b1], size[b0:b1], side[b0:b1], ops, fstate, istate, values, res[:, b0:b1], u,
                           order, starts)  # fmt: skip
+    return n
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -483,6 +637,7 @@ def _instrument_ops(  # type: ignore[no-untyped-def]
         fo = ops[j, C_FOFS]
         io = ops[j, C_IOFS]
         cap = ops[j, C_CAP]
+        capmax = ops[j, C_CAPMAX]
         ip = ops[j, C_IPARAM]
         cur = values[i, j]
         if src >= 0:
@@ -504,7 +659,22 @@ def _instrument_ops(  # type: ignore[no-untyped-def]
             elif (op == OP_ROLLING_MEAN or op == OP_ROLLING_STD or op == OP_ZSCORE or op == OP_ROLLING_MEAN_TIME
                   or op == OP_ROLLING_STD_TIME or op == OP_ZSCORE_TIME):  # fmt: skip
                 _rolling_run(
-                    op, fstate, istate, i, fo, io, cap, ip, idx, ts, res, upd, src, values, j
+                    op,
+                    fstate,
+                    istate,
+                    i,
+                    fo,
+                    io,
+                    cap,
+                    capmax,
+                    ip,
+                    idx,
+                    ts,
+                    res,
+                    upd,
+                    src,
+                    values,
+                    j,
                 )
             elif op == OP_LOG_RETURN:
                 _log_return_run(fstate, istate, i, fo, io, ip, idx, res, upd, src, values, j)
@@ -519,6 +689,7 @@ def _instrument_ops(  # type: ignore[no-untyped-def]
                             istate,
                             io,
                             cap,
+                            capmax,
                             ip,
                             ts[t],
                             price[t] * size[t],
@@ -530,10 +701,10 @@ def _instrument_ops(  # type: ignore[no-untyped-def]
                         upd[j, t] = True
                         v = NAN
                         warm = window_sums_update(
-                            fstate, i, fo, istate, io, cap, ip, ts[t], 0.0, 0.0, False
+                            fstate, i, fo, istate, io, cap, capmax, ip, ts[t], 0.0, 0.0, False
                         )
-                        if warm and fstate[i, fo + 1] > 0.0:
-                            vwap = fstate[i, fo] / fstate[i, fo + 1]
+                        if warm and fstate[i, fo + RF_SUMSQ] > 0.0:
+                            vwap = fstate[i, fo + RF_SUM] / fstate[i, fo + RF_SUMSQ]
                             v = (x - vwap) / vwap * 1e4
                         cur = v
                     res[j, t] = cur
@@ -543,7 +714,7 @@ def _instrument_ops(  # type: ignore[no-untyped-def]
                     x = res[src, t]
                     if upd[src, t] and not math.isnan(x):
                         upd[j, t] = True
-                        cur = _derived(op, fstate, i, fo, istate, io, cap, ip, x, ts[t])
+                        cur = _derived(op, fstate, i, fo, istate, io, cap, capmax, ip, x, ts[t])
                     res[j, t] = cur
                 values[i, j] = cur
         elif op == OP_MID:
@@ -596,39 +767,40 @@ def _instrument_ops(  # type: ignore[no-untyped-def]
                 res[j, t] = cur
             values[i, j] = cur
         elif op == OP_TRADE_FLOW_IMBALANCE or op == OP_VWAP:
-            _trade_window_run(op, fstate, istate, i, fo, io, cap, ip, idx, ts, kind, price, size, side, res, upd,
-                              values, j)  # fmt: skip
+            _trade_window_run(op, fstate, istate, i, fo, io, cap, capmax, ip, idx, ts, kind, price, size, side,
+                              res, upd, values, j)  # fmt: skip
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _derived(op, fs, i, fo, ist, io, cap, ip, x, now):  # type: ignore[no-untyped-def]
+def _derived(op, fs, i, fo, ist, io, cap, capmax, ip, x, now):  # type: ignore[no-untyped-def]
     """One update of a derived kernel (input updated and not NaN); returns its value."""
     v = NAN
     if op == OP_EMA_TIME:
         v = ema_time_update(fs, i, fo, ist, io, ip, x, now)
     elif op == OP_LOG_RETURN_TIME:
-        v = log_return_time_update(fs, i, fo, ist, io, cap, ip, x, now)
+        v = log_return_time_update(fs, i, fo, ist, io, cap, capmax, ip, x, now)
     elif op == OP_REALIZED_VOL_TIME:
-        # fs[i, fo] holds the previous input; squared log returns go into a two-sum window
-        have = ist[i, io] > 0
+        # the previous input sits in the anchor slot; squared log returns go into the window
+        have = ist[i, io + R_FLAG] > 0
         r2 = 0.0
         if have:
-            lr = math.log(x / fs[i, fo])
+            lr = math.log(x / fs[i, fo + RF_ANCHOR])
             r2 = lr * lr
-        fs[i, fo] = x
-        ist[i, io] = 1
-        if window_sums_update(fs, i, fo + 1, ist, io + 1, cap, ip, now, r2, 1.0, have):
-            v = math.sqrt(fs[i, fo + 1])
+        fs[i, fo + RF_ANCHOR] = x
+        ist[i, io + R_FLAG] = 1
+        if window_sums_update(fs, i, fo, ist, io, cap, capmax, ip, now, r2, 1.0, have):
+            v = math.sqrt(fs[i, fo + RF_SUM])
     return v
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def run_one(  # type: ignore[no-untyped-def]
     ts, inst, kind, bid, ask, bid_size, ask_size, price, size, side,
-    scratch_i, scratch_f, ops, fstate, istate, values, res, upd, order, starts,
+    scratch_i, scratch_f, ops, fstate, istate, values, res, upd, order, starts, need,
 ):  # fmt: skip
     """``run_program`` for one tick given as scalars (the live path): the scalars go into
-    one-row scratch columns, so the arithmetic is exactly the batch path's."""
+    one-row scratch columns, so the arithmetic is exactly the batch path's. Returns 1, or
+    0 with nothing done if a ring must grow first (as ``run_program``)."""
     scratch_i[0, 0] = ts
     scratch_i[1, 0] = inst
     scratch_i[2, 0] = kind
@@ -643,5 +815,8 @@ def run_one(  # type: ignore[no-untyped-def]
     # one tick: order = [0]; starts[k] = 0 up to its instrument, 1 after it
     for k in range(starts.shape[0]):
         starts[k] = 1 if k > inst else 0
+    if _check_capacity(scratch_i[0], scratch_i[2], ops, istate, order, starts, need):
+        return 0
     _program(scratch_i[0], scratch_i[2], scratch_f[0], scratch_f[1], scratch_f[2], scratch_f[3],
              scratch_f[4], scratch_f[5], scratch_i[3], ops, fstate, istate, values, res, upd, order, starts)  # fmt: skip
+    return 1

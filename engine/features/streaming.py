@@ -3,7 +3,8 @@
 A daemon receiving one quote should not build a ``TickBatch`` of eleven one-element
 arrays: ``push`` hands the scalars to ``kernels.run_one``, which runs the same compiled
 ``run_program`` over one-row scratch columns. Same kernel, same state, same values as
-the batch path.
+the batch path. When a ring must grow, the kernel does nothing and says so; ``push`` grows
+the state (``FeatureSet.grow``) and pushes the tick again.
 """
 
 from __future__ import annotations
@@ -34,29 +35,37 @@ class StreamingFeatures:
         self._res = np.empty((len(feature_set), 1))
         self._upd = np.zeros((len(feature_set), 1), np.bool_)
         self._row = self._res[:, 0]  # a view: refreshed in place by every push
-        self._table = feature_set._table
-        self._columns = None if feature_set._identity else feature_set._columns
-        self._args = (self._scratch_i, self._scratch_f, self._table, self.state.fstate, self.state.istate,
-                      self.state.values, self._res, self._upd, np.zeros(1, np.int64),
-                      np.zeros(self.state.values.shape[0] + 1, np.int64))  # fmt: skip
+        self._columns = feature_set.program_columns()
+        self._order = np.zeros(1, np.int64)
+        self._starts = np.zeros(self.state.values.shape[0] + 1, np.int64)
+        self._bind()
         # Call the compiled entry point directly: numba's dispatcher would re-resolve the
-        # types of 18 arguments on every tick, a quarter of the whole cost of a push.
+        # types of 19 arguments on every tick, a quarter of the whole cost of a push.
         run_one(0, 0, -1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, *self._probe_args())
-        signature = next(s for s in run_one.signatures if len(s) == 20 and str(s[0]) == "int64")
+        signature = next(s for s in run_one.signatures if len(s) == 21 and str(s[0]) == "int64")
         self._entry = run_one.overloads[signature].entry_point  # type: ignore[attr-defined]
+
+    def _bind(self) -> None:
+        # the state's arrays, taken again after a ring grew (growing replaces them)
+        st = self.state
+        self._args = (self._scratch_i, self._scratch_f, st.ops, st.fstate, st.istate, st.values,
+                      self._res, self._upd, self._order, self._starts, st.need)  # fmt: skip
 
     def _probe_args(self) -> tuple[object, ...]:
         # a no-op tick (kind -1 matches no kernel) on an empty copy of the state, so the
         # signature gets compiled/loaded without touching the real state
-        return (np.zeros((4, 1), np.int64), np.zeros((6, 1)), self._table[:0], self.state.fstate[:1].copy(),
-                self.state.istate[:1].copy(), self.state.values[:1].copy(), np.empty((0, 1)),
-                np.zeros((0, 1), np.bool_), np.zeros(1, np.int64), np.zeros(2, np.int64))  # fmt: skip
+        st = self.state
+        return (np.zeros((4, 1), np.int64), np.zeros((6, 1)), st.ops[:0], st.fstate[:1].copy(),
+                st.istate[:1].copy(), st.values[:1].copy(), np.empty((0, 1)), np.zeros((0, 1), np.bool_),
+                np.zeros(1, np.int64), np.zeros(2, np.int64), st.need[:0].copy())  # fmt: skip
 
     def push(self, ts_event: int, instrument: int, kind: int, bid: float, ask: float, bid_size: float,
              ask_size: float, price: float, size: float, side: int) -> npt.NDArray[np.float64]:  # fmt: skip
         """Advance by one tick; returns the instrument's feature row in the set's column
         order. The array is reused by the next push: copy it to keep it."""
-        self._entry(
+        while not self._entry(
             ts_event, instrument, kind, bid, ask, bid_size, ask_size, price, size, side, *self._args
-        )
+        ):
+            self.feature_set.grow(self.state)
+            self._bind()
         return self._row if self._columns is None else self._row[self._columns]

@@ -17,20 +17,22 @@ ALL_KINDS = [
     FeatureSpec(name="imb", kind="book_imbalance"),
     FeatureSpec(name="last", kind="last_price"),
     FeatureSpec(name="since", kind="time_since_trade"),
-    FeatureSpec(name="flow", kind="trade_flow_imbalance", window="40ms", capacity=8),
+    FeatureSpec(name="flow", kind="trade_flow_imbalance", window="40ms", capacity=24),
     FeatureSpec(name="vwap", kind="vwap", window="30ms"),
     FeatureSpec(name="vdist", kind="vwap_distance", input="mid", window="30ms"),
     FeatureSpec(name="ema", kind="ema", input="mid", span=5),
     FeatureSpec(name="ema_t", kind="ema", input="micro", half_life="7ms"),
     FeatureSpec(name="ret", kind="log_return", input="mid", lag=3),
-    FeatureSpec(name="ret_t", kind="log_return", input="last", lag="15ms", capacity=6),
+    FeatureSpec(name="ret_t", kind="log_return", input="last", lag="15ms", capacity=12),
     FeatureSpec(name="mean", kind="rolling_mean", input="mid", window=4),
     FeatureSpec(name="std", kind="rolling_std", input="mid", window=6),
     FeatureSpec(name="z", kind="zscore", input="ema", window=5),
-    FeatureSpec(name="mean_t", kind="rolling_mean", input="mid", window="20ms", capacity=5),
+    FeatureSpec(name="mean_t", kind="rolling_mean", input="mid", window="20ms", capacity=24),
     FeatureSpec(name="std_t", kind="rolling_std", input="last", window="25ms"),
     FeatureSpec(name="z_t", kind="zscore", input="mid", window="20ms"),
-    FeatureSpec(name="rv", kind="realized_vol", input="mid", window="30ms", capacity=7),
+    FeatureSpec(name="rv", kind="realized_vol", input="mid", window="30ms", capacity=40),
+    FeatureSpec(name="ret_t2", kind="log_return", input="mid", lag="25ms"),
+    FeatureSpec(name="rv2", kind="realized_vol", input="micro", window="45ms"),
 ]
 
 
@@ -40,8 +42,12 @@ def tick_streams(draw: st.DrawFn) -> TickBatch:
     n_inst = draw(st.integers(1, 3))
     seed = draw(st.integers(0, 2**32 - 1))
     level = draw(st.sampled_from([1.0, 150.0, 60_000.0, 1e5]))
+    # bursts fill the windows: rings grow past their initial size or overflow a capacity
+    burst = draw(st.booleans())
     rng = np.random.default_rng(seed)
-    gaps = rng.choice([0, 1_000, 500_000, 3_000_000, 20_000_000], n)
+    gaps = rng.choice(
+        [0, 1_000, 500_000] if burst else [0, 1_000, 500_000, 3_000_000, 20_000_000], n
+    )
     ts = 1_700_000_000_000_000_000 + np.cumsum(gaps).astype(np.int64)
     inst = rng.integers(0, n_inst, n).astype(np.int32)
     kind = (rng.uniform(size=n) < 0.3).astype(np.int8)

@@ -1,0 +1,289 @@
+"""Time windows and lags keep their meaning: rings grow, a full ring reads NaN, memory is
+bounded at config time; equal timestamps in a half-life EMA."""
+
+from __future__ import annotations
+
+import math
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from engine.errors import ConfigError
+from engine.features import FeatureSet, FeatureSpec
+from engine.features.feature_set import DEFAULT_CAPACITY, INITIAL_CAPACITY, MAX_ROW_BYTES
+from engine.features.streaming import StreamingFeatures
+from engine.ticks import QUOTE, TickBatch
+from tests.engine.test_features import ema_time_oracle
+
+S = FeatureSpec
+T0 = 1_700_000_000_000_000_000
+MS = 1_000_000
+SEC = 1_000_000_000
+
+
+def quotes(mid: np.ndarray, ts: np.ndarray, inst: np.ndarray | None = None) -> TickBatch:
+    n = mid.shape[0]
+    inst = np.zeros(n, np.int32) if inst is None else inst
+    return TickBatch.quotes(ts, ts, inst, mid - 0.005, mid + 0.005, np.ones(n), np.ones(n))
+
+
+def mixed(n: int, gap_ns: np.ndarray, seed: int, n_inst: int = 1) -> TickBatch:
+    """Quotes and trades (one in four) of ``n_inst`` instruments at the given gaps."""
+    rng = np.random.default_rng(seed)
+    ts = T0 + np.cumsum(gap_ns).astype(np.int64)
+    inst = rng.integers(0, n_inst, n).astype(np.int32)
+    kind = (rng.uniform(size=n) < 0.25).astype(np.int8)
+    mid = 60_000.0 * np.exp(np.cumsum(rng.normal(0, 1e-4, n)))
+    q = kind == QUOTE
+    nan = np.full(n, np.nan)
+    return TickBatch(
+        ts, ts, inst, kind,
+        np.where(q, mid - 0.01, nan), np.where(q, mid + 0.01, nan),
+        np.where(q, rng.uniform(0.1, 3, n), nan), np.where(q, rng.uniform(0.1, 3, n), nan),
+        np.where(q, nan, mid), np.where(q, nan, rng.uniform(0.001, 1, n)),
+        np.where(q, 0, rng.choice([-1, 1], n)).astype(np.int8),
+    )  # fmt: skip
+
+
+WINDOW_KINDS = [
+    S(name="mid", kind="mid"),
+    S(name="mean", kind="rolling_mean", input="mid", window="5s"),
+    S(name="std", kind="rolling_std", input="mid", window="5s"),
+    S(name="z", kind="zscore", input="mid", window="5s"),
+    S(name="rv", kind="realized_vol", input="mid", window="5s"),
+    S(name="ret", kind="log_return", input="mid", lag="5s"),
+    S(name="flow", kind="trade_flow_imbalance", window="5s"),
+    S(name="vwap", kind="vwap", window="5s"),
+    S(name="vdist", kind="vwap_distance", input="mid", window="5s"),
+]
+
+
+def window_oracle(b: TickBatch, t: int, w: int) -> dict[str, float]:
+    """Every kind of ``WINDOW_KINDS`` after tick ``t``, from the raw ticks (one instrument)."""
+    ts = b.ts_event[: t + 1]
+    q = b.kind[: t + 1] == QUOTE
+    mid = 0.5 * (b.bid[: t + 1] + b.ask[: t + 1])
+    qts, qmid = ts[q], mid[q]
+    inwin = qts > ts[t] - w
+    x = qmid[inwin]
+    tr = ~q & (ts > ts[t] - w)
+    size, price, side = b.size[: t + 1][tr], b.price[: t + 1][tr], b.side[: t + 1][tr]
+    lr = np.diff(np.log(qmid))[inwin[1:]]
+    before = np.flatnonzero(qts <= qts[-1] - w)
+    vwap = float(np.sum(price * size) / np.sum(size)) if size.shape[0] else math.nan
+    return {
+        "mean": float(x.mean()),
+        "std": float(x.std(ddof=1)) if x.shape[0] > 1 else math.nan,
+        "rv": math.sqrt(float(np.sum(lr * lr))),
+        "ret": math.log(qmid[-1] / qmid[before[-1]]) if before.shape[0] else math.nan,
+        "flow": float(np.sum(side * size) / np.sum(size)) if size.shape[0] else 0.0,
+        "vwap": vwap,
+        "vdist": (qmid[-1] - vwap) / vwap * 1e4,
+    }
+
+
+def test_time_windows_with_more_values_than_the_old_ring_match_brute_force() -> None:
+    # 1,000 ticks/s over 5 s: 5,000 values in every window, over the old fixed ring of 4,096
+    # (which silently kept only the newest 4,096 and called that the window)
+    n = 14_000
+    b = mixed(n, np.full(n, MS), seed=1)
+    fs = FeatureSet(WINDOW_KINDS)
+    state = fs.new_state(1)
+    out = fs.update(b, state)
+    assert fs.overflow_counts(state) == dict.fromkeys(fs.names[1:], 0)
+    assert fs.capacities(state)["mean"] > 4096  # 3,750 quotes, bounded by 5,000 ticks
+    col = {name: c for c, name in enumerate(fs.names)}
+    for t in (5_050, 9_001, 12_345, n - 1):
+        if b.kind[t] != QUOTE:
+            t -= 1  # the derived features move with their input (quotes)
+        ref = window_oracle(b, t, 5 * SEC)
+        for name, value in ref.items():
+            assert out[t, col[name]] == pytest.approx(value, rel=1e-9, abs=1e-12), name
+    assert np.isfinite(out[n // 2 :, col["ret"]]).all()
+
+
+def test_log_return_time_lag_over_more_updates_than_the_ring_starts_with_has_values() -> None:
+    # the reported case: 100 quotes/s, lag 1 s; with a 64-value ring it never had a value
+    n = 2_000
+    ts = T0 + np.arange(n, dtype=np.int64) * 10 * MS
+    mid = 100 * np.exp(np.cumsum(np.random.default_rng(2).normal(0, 1e-4, n)))
+    fs = FeatureSet(
+        [S(name="mid", kind="mid"), S(name="r", kind="log_return", input="mid", lag="1s")]
+    )
+    out = fs.update(quotes(mid, ts), fs.new_state(1))[:, 1]
+    assert np.isnan(out[:100]).all()
+    np.testing.assert_allclose(out[100:], np.log(mid[100:] / mid[:-100]), rtol=1e-12)
+    # and past the old default of 4,096 values: 1,000 quotes/s with a 5 s lag
+    n = 12_000
+    ts = T0 + np.arange(n, dtype=np.int64) * MS
+    mid = 100 * np.exp(np.cumsum(np.random.default_rng(3).normal(0, 1e-4, n)))
+    fs = FeatureSet(
+        [S(name="mid", kind="mid"), S(name="r", kind="log_return", input="mid", lag="5s")]
+    )
+    out = fs.update(quotes(mid, ts), fs.new_state(1))[:, 1]
+    assert np.isnan(out[:5000]).all()
+    np.testing.assert_allclose(out[5000:], np.log(mid[5000:] / mid[:-5000]), rtol=1e-12)
+
+
+def test_time_window_at_its_capacity_reads_nan_until_dropped_values_leave_it() -> None:
+    # bursts of 30 quotes within 30 us, 200 ms apart; window 100 ms holds one burst, but the
+    # capacity is 8: values dropped from a burst are in the window for the next 100 ms
+    bursts, per = 12, 30
+    ts = (T0 + (np.arange(bursts) * 200 * MS)[:, None] + np.arange(per) * 1_000).ravel()
+    ts = np.concatenate([ts, T0 + bursts * 200 * MS + np.arange(1, 40) * 20 * MS]).astype(np.int64)
+    n = ts.shape[0]
+    mid = 100 + np.cumsum(np.random.default_rng(4).normal(0, 0.01, n))
+    specs = [
+        S(name="mid", kind="mid"),
+        S(name="mean", kind="rolling_mean", input="mid", window="100ms", capacity=8),
+        S(name="rv", kind="realized_vol", input="mid", window="100ms", capacity=8),
+        S(name="ret", kind="log_return", input="mid", lag="100ms", capacity=8),
+    ]
+    fs = FeatureSet(specs)
+    state = fs.new_state(1)
+    out = fs.update(quotes(mid, ts), state)
+    assert fs.capacities(state) == {"mean": 8, "rv": 8, "ret": 8}
+    assert fs.overflow_counts(state)["mean"] == bursts * (per - 8)
+    lr = np.r_[np.nan, np.diff(np.log(mid))]
+    for t in range(n):
+        inwin = (ts > ts[t] - 100 * MS) & (np.arange(n) <= t)
+        if np.isfinite(out[t, 1]):  # a value is always over the whole window, never fewer
+            assert out[t, 1] == pytest.approx(mid[inwin].mean(), rel=1e-12)
+        if np.isfinite(out[t, 2]):
+            r = lr[inwin & (np.arange(n) >= 1)]
+            assert out[t, 2] == pytest.approx(math.sqrt(float(np.sum(r * r))), rel=1e-9)
+        if np.isfinite(out[t, 3]):
+            before = np.flatnonzero(ts[: t + 1] <= ts[t] - 100 * MS)
+            assert out[t, 3] == pytest.approx(math.log(mid[t] / mid[before[-1]]), rel=1e-12)
+    in_burst = (np.arange(n) < bursts * per) & (np.arange(n) % per >= 8)
+    assert np.isnan(out[in_burst, 1]).all()  # truncated windows read NaN
+    assert np.isfinite(out[-20:, 1:]).all()  # and values come back once the drops are out
+
+
+def test_ema_time_later_update_at_the_same_timestamp_replaces_the_earlier() -> None:
+    h = 10 * MS
+    ts = np.array([T0, T0 + 2 * h, T0 + 2 * h, T0 + 3 * h], np.int64)
+    x = np.array([100.0, 110.0, 200.0, 200.0])
+    fs = FeatureSet([S(name="mid", kind="mid"), S(name="e", kind="ema", input="mid", half_life=h)])
+    out = fs.update(quotes(x, ts), fs.new_state(1))[:, 1]
+    assert out[1] == pytest.approx(0.25 * 100 + 0.75 * 110)  # 107.5
+    assert out[2] == pytest.approx(0.25 * 100 + 0.75 * 200)  # 175: 200 is the value at 2h
+    assert out[3] == pytest.approx(0.5 * 175 + 0.5 * 200)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ema_time_with_repeated_timestamps_matches_oracle_in_any_batching(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = 300
+    ts = T0 + np.cumsum(rng.choice([0, 0, 0, 1_000, 3 * MS, 20 * MS], n)).astype(np.int64)
+    mid = 100 + np.cumsum(rng.normal(0, 0.1, n))
+    h = 5 * MS
+    fs = FeatureSet([S(name="mid", kind="mid"), S(name="e", kind="ema", input="mid", half_life=h)])
+    b = quotes(mid, ts)
+    whole = fs.update(b, fs.new_state(1))[:, 1]
+    warm = ts - ts[0] >= h
+    assert np.isnan(whole[~warm]).all()
+    np.testing.assert_allclose(whole[warm], ema_time_oracle(ts, mid, h)[warm], rtol=1e-12)
+    # cuts inside runs of equal stamps change nothing
+    state = fs.new_state(1)
+    cuts = [0, *sorted(rng.choice(n, 25, replace=False)), n]
+    split = np.concatenate([fs.update(b.slice(a, c), state)[:, 1] for a, c in pairwise(cuts)])
+    assert np.array_equal(whole, split, equal_nan=True)
+
+
+def test_growing_rings_keep_streaming_batches_and_parallel_identical() -> None:
+    # bursts of ~1,000 ticks within a few ms, 400 ms apart, over 3 instruments: several
+    # growths, some inside one call and some between calls, on every path
+    rng = np.random.default_rng(5)
+    n = 40_000
+    gaps = np.where(rng.uniform(size=n) < 0.001, 400 * MS, rng.choice([0, 1_000, 10_000], n))
+    b = mixed(n, gaps, seed=5, n_inst=3)
+    specs = [*WINDOW_KINDS, S(name="capped", kind="rolling_std", input="mid", window="50ms",
+                              capacity=100)]  # fmt: skip
+    fs = FeatureSet(specs)
+    state = fs.new_state(3)
+    whole = fs.update(b, state)
+    caps = fs.capacities(state)
+    assert caps["capped"] == 100 and fs.overflow_counts(state)["capped"] > 0
+    assert INITIAL_CAPACITY < caps["mean"] < DEFAULT_CAPACITY
+    assert fs.overflow_counts(state)["mean"] == 0
+    parallel = fs.update(b, fs.new_state(3), parallel=True)
+    assert np.array_equal(whole, parallel, equal_nan=True)
+    state = fs.new_state(3)
+    cuts = [0, *sorted(rng.choice(n, 60, replace=False)), n]
+    split = np.vstack([fs.update(b.slice(a, c), state) for a, c in pairwise(cuts)])
+    assert np.array_equal(whole, split, equal_nan=True)
+    m = 6_000  # the streaming path grows the same rings, one tick at a time
+    stream = StreamingFeatures(fs, 3)
+    rows = np.array([stream.push(int(b.ts_event[t]), int(b.instrument[t]), int(b.kind[t]), float(b.bid[t]),
+                                 float(b.ask[t]), float(b.bid_size[t]), float(b.ask_size[t]),
+                                 float(b.price[t]), float(b.size[t]), int(b.side[t])).copy()
+                     for t in range(m)])  # fmt: skip
+    assert np.array_equal(whole[:m], rows, equal_nan=True)
+    assert fs.capacities(stream.state)["mean"] > INITIAL_CAPACITY
+    assert np.isfinite(whole).sum() > whole.size // 2
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        (S(name="z", kind="zscore", input="mid", window="5s", capacity=10**12),
+         r"capacity 1,000,000,000,000 needs 14\.6 TiB .* bound is 256\.0 MiB per instrument"),
+        (S(name="z", kind="rolling_mean", input="mid", window=10**9),
+         r"window or lag of 1,000,000,000 ticks needs 7\.5 GiB .* 256\.0 MiB"),
+        (S(name="r", kind="log_return", input="mid", lag=10**9), r"needs 7\.5 GiB"),
+        (S(name="v", kind="vwap", window="1h", capacity=2**25), r"capacity 33,554,432 needs 768\.0 MiB"),
+    ],
+)  # fmt: skip
+def test_unbounded_state_from_config_is_a_config_error_with_the_memory(
+    spec: FeatureSpec, match: str
+) -> None:
+    with pytest.raises(ConfigError, match=match) as err:
+        FeatureSet([S(name="mid", kind="mid"), spec])
+    assert err.value.where == f"features.{spec.name}"
+
+
+def test_a_set_whose_full_rings_exceed_the_bound_together_is_refused() -> None:
+    per = S(name="x", kind="rolling_mean", input="mid", window="1m", capacity=2**21)  # 32 MiB each
+    specs = [S(name="mid", kind="mid")] + [
+        S(name=f"m{i}", kind=per.kind, input="mid", window=per.window, capacity=per.capacity)
+        for i in range(9)
+    ]
+    with pytest.raises(ConfigError, match=r"the set needs 288\.0 MiB .* largest: m\d 32\.0 MiB"):
+        FeatureSet(specs)
+    FeatureSet(specs[:8])  # 8 x 32 MiB fits in MAX_ROW_BYTES
+    assert MAX_ROW_BYTES == 256 * 2**20
+
+
+def test_real_btcusdt_60s_window_and_lag_have_values_with_default_settings(real_data: Path) -> None:
+    q = pl.read_parquet(real_data / "spot_btcusdt_20240809-quotes.parquet")
+    tr = pl.read_parquet(real_data / "spot_btcusdt_20240809-trades.parquet")
+    frame = (
+        pl.concat([q.with_columns(kind=pl.lit(0, pl.Int8)), tr.with_columns(kind=pl.lit(1, pl.Int8))],
+                  how="diagonal")
+        .sort("ts_event", "kind", maintain_order=True)
+    )  # fmt: skip
+    specs = [
+        S(name="mid", kind="mid"),
+        S(name="mean", kind="rolling_mean", input="mid", window="60s"),
+        S(name="ret", kind="log_return", input="mid", lag="60s"),
+        S(name="vwap", kind="vwap", window="60s"),
+    ]
+    out = FeatureSet(specs).compute(frame)
+    ts = frame["ts_event"].to_numpy()
+    quote = frame["kind"].to_numpy() == 0
+    mid = 0.5 * (frame["bid"].to_numpy() + frame["ask"].to_numpy())
+    late = ts - ts[0] >= 61 * SEC
+    assert np.isfinite(out[late & quote, 1:]).all()
+    qts, qmid = ts[quote], mid[quote]
+    place = np.cumsum(quote) - 1  # a quote row's index among the quotes (stamps repeat)
+    rows = np.flatnonzero(late & quote)
+    for t in rows[:: max(1, rows.shape[0] // 150)]:
+        k = place[t]
+        inwin = (qts > ts[t] - 60 * SEC) & (np.arange(qts.shape[0]) <= k)
+        assert out[t, 1] == pytest.approx(qmid[inwin].mean(), rel=1e-12)
+        anchor = np.searchsorted(qts, ts[t] - 60 * SEC, side="right") - 1
+        assert out[t, 2] == pytest.approx(math.log(qmid[k] / qmid[anchor]), rel=1e-9, abs=1e-15)
