@@ -86,18 +86,18 @@ def window_oracle(b: TickBatch, t: int, w: int) -> dict[str, float]:
 
 
 def test_time_windows_with_more_values_than_the_old_ring_match_brute_force() -> None:
-    # 1,000 ticks/s over 5 s: 5,000 values in every window, over the old fixed ring of 4,096
+    # 2,000 ticks/s over 5 s: 7,500 quotes in every window, over the old fixed ring of 4,096
     # (which silently kept only the newest 4,096 and called that the window)
-    n = 14_000
-    b = mixed(n, np.full(n, MS), seed=1)
+    n = 24_000
+    b = mixed(n, np.full(n, MS // 2), seed=1)
     fs = FeatureSet(WINDOW_KINDS)
     state = fs.new_state(1)
     out = fs.update(b, state)
     assert fs.overflow_counts(state) == dict.fromkeys(fs.names[1:], 0)
-    assert fs.capacities(state)["mean"] > 4096  # 3,750 quotes, bounded by 5,000 ticks
+    assert fs.capacities(state)["mean"] > 7_500
     col = {name: c for c, name in enumerate(fs.names)}
-    for t in (5_050, 9_001, 12_345, n - 1):
-        if b.kind[t] != QUOTE:
+    for t in (10_050, 15_001, 20_345, n - 1):
+        while b.kind[t] != QUOTE:
             t -= 1  # the derived features move with their input (quotes)
         ref = window_oracle(b, t, 5 * SEC)
         for name, value in ref.items():
