@@ -206,13 +206,15 @@ class FileJournalWriter:
 
     def close(self) -> None:
         """Sync (unless the policy is ``"never"``) and close. Safe to call twice."""
-        if self.state == "open" and self.fsync != "never" and self._fd >= 0:
-            self._fsync()
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-        if self.state != "failed":
-            self.state = "closed"
+        try:
+            if self.state == "open" and self.fsync != "never" and self._fd >= 0:
+                self._fsync()
+        finally:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+            if self.state != "failed":
+                self.state = "closed"
 
     def _resume(self, path: Path) -> None:
         decoder = JournalDecoder(str(path))
