@@ -4,6 +4,7 @@ what the loader scores is what ``Booster.predict`` (the oracle, in tests only) r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -32,6 +33,7 @@ from engine.signals.manifest import (
     write_manifest,
 )
 from engine.signals.trees import CompiledTrees
+from tests.property.test_tree_evaluator import one_split_model
 
 FEATURES = ["a", "b", "c"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,8 +81,6 @@ def write_raw_manifest(folder: Path, doc: dict[str, object]) -> None:
     """A hand-edited manifest with a matching hash: only field validation can refuse it."""
     data = json.dumps(doc, indent=2).replace("Infinity", "1e999").encode()  # JSON's overflow
     (folder / MANIFEST_FILE).write_bytes(data)
-    import hashlib
-
     digest = hashlib.sha256(data).hexdigest()
     (folder / MANIFEST_HASH_FILE).write_text(f"{digest}  {MANIFEST_FILE}\n")
 
@@ -298,8 +298,6 @@ def test_damaged_model_text_is_refused_naming_the_line(folder: Path, damage: Cal
 
 
 def test_children_forming_a_cycle_are_refused(tmp_path: Path) -> None:
-    from tests.property.test_tree_evaluator import one_split_model
-
     text = one_split_model(2, 0.5).replace("num_leaves=2", "num_leaves=4")
     text = text.replace("split_feature=0\n", "split_feature=0 1 1\n").replace(
         "split_gain=1\n", "split_gain=1 1 1\n"
