@@ -25,7 +25,7 @@ from engine.features import FeatureSet, FeatureSpec
 from engine.instruments import Instrument
 from engine.risk import RiskConfig
 from engine.risk.limits import RiskLimits
-from engine.units import MAX_AMOUNT, parse_duration_ns
+from engine.units import MAX_AMOUNT, Duration, parse_duration_ns
 
 Mode = Literal["replay", "shadow", "paper", "live"]
 T = TypeVar("T")
@@ -58,7 +58,7 @@ class SimVenueConfig(_Strict, frozen=True):
     down to -100 bps, far beyond any venue's rebate.
     """
 
-    latency: str | int = "250us"
+    latency: Duration = "250us"
     fee_bps: Annotated[float, msgspec.Meta(ge=0.0, le=1000.0)] = 1.0
     maker_fee_bps: Annotated[float, msgspec.Meta(ge=-100.0, le=1000.0)] | None = None
 
@@ -77,7 +77,7 @@ class ReplayConfig(_Strict, frozen=True):
 
     batch_size: Annotated[int, msgspec.Meta(ge=1, le=2**24)] = 65_536
     on_bad_row: Literal["raise", "skip"] = "raise"
-    equity_interval: str | int = "1s"
+    equity_interval: Duration = "1s"
     initial_cash: Annotated[float, msgspec.Meta(gt=0.0, le=MAX_AMOUNT)] = 100_000.0
 
     @property
@@ -99,13 +99,13 @@ class TrainConfig(_Strict, frozen=True):
 
     model: Literal["lightgbm", "logistic"] = "lightgbm"
     features: list[str] = []
-    horizon: str | int = "2s"
+    horizon: Duration = "2s"
     label: Literal["classification", "regression"] = "classification"
     dead_zone_bps: Annotated[float, msgspec.Meta(ge=0.0, le=1000.0)] = 0.0
-    sample_interval: str | int = "250ms"
+    sample_interval: Duration = "250ms"
     folds: Annotated[int, msgspec.Meta(ge=2, le=100)] = 4
     validation_fraction: Annotated[float, msgspec.Meta(gt=0.0, lt=0.9)] = 0.2
-    embargo: str | int | None = None
+    embargo: Duration | None = None
     num_leaves: Annotated[int, msgspec.Meta(ge=2, le=131_072)] = 15
     learning_rate: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 0.05
     max_rounds: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 300
@@ -154,7 +154,7 @@ class Config(_Strict, frozen=True):
     journal: JournalConfig = JournalConfig()
 
 
-def _durations(cfg: Config) -> list[tuple[str, str | int | None, bool]]:
+def _durations(cfg: Config) -> list[tuple[str, Duration | None, bool]]:
     """Every duration of the config: (dotted path, value, whether zero is allowed)."""
     risk = cfg.risk
     return [
@@ -282,9 +282,15 @@ def _expected(t: mi.Type | None) -> str | None:
             for op, bound in ((">", t.gt), (">=", t.ge), ("<", t.lt), ("<=", t.le))
             if bound is not None
         ]
-        what = "an integer" if isinstance(t, mi.IntType) else "a finite number"
+        what = (
+            "an integer"
+            if isinstance(t, mi.IntType)
+            else "a finite number"
+            if bounds
+            else "a number"
+        )
         return f"must be {what} {' and '.join(bounds)}".rstrip()
-    if isinstance(t, mi.UnionType) and {type(u) for u in t.types} >= {mi.StrType, mi.IntType}:
+    if isinstance(t, mi.Metadata) and (t.extra or {}).get("unit") == "duration":
         return "must be a duration like '250us', '5s', '2m' or an int of ns"
     return None
 

@@ -7,6 +7,9 @@ Amounts (cash, quantities, notionals, losses): finite floats up to ``MAX_AMOUNT`
 from __future__ import annotations
 
 import re
+from typing import Annotated
+
+import msgspec
 
 _UNITS_NS = {
     "ns": 1,
@@ -29,6 +32,12 @@ MAX_AMOUNT = 1e12
 # means anything beyond a year; the ceiling also keeps ``ts_ns + duration`` far inside
 # int64 (which ends near 292 years after 1970) so no timestamp sum can overflow.
 MAX_DURATION_NS = 366 * _UNITS_NS["d"]
+
+
+# The type of a duration field in a config struct. msgspec checks only that it is a str
+# or an int; the config loader parses and bounds it, and the mark lets its error message
+# say what a duration looks like.
+Duration = Annotated[str | int, msgspec.Meta(extra={"unit": "duration"})]
 
 
 def _shown(value: object) -> str:

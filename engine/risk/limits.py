@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from engine.units import MAX_AMOUNT, parse_duration_ns
+from engine.units import MAX_AMOUNT, Duration, parse_duration_ns
 
 # NaN fails every bound, so each of these also means "a finite number".
 Amount = Annotated[float, msgspec.Meta(gt=0.0, le=MAX_AMOUNT)]
@@ -42,7 +42,7 @@ class RiskLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     max_order_notional: Amount | None = None
     max_position: Amount | None = None
     price_collar_bps: CollarBps | None = None
-    max_quote_age: str | int | None = None
+    max_quote_age: Duration | None = None
     orders_per_second: OrderRate | None = None
     max_open_orders: OrderCount | None = None
 
