@@ -267,14 +267,14 @@ def _train_problem(cfg: Config, ds: Dataset, train: I64) -> str:
 
 
 class TrainedModel:
+    """A fitted booster (scored with its first ``iterations`` trees) or logistic weights."""
+
     def __init__(
         self,
-        kind: str,
         booster: lgb.Booster | None = None,
         linear: tuple[F64, float] | None = None,
         iterations: int = 0,
     ) -> None:
-        self.kind = kind
         self.booster = booster
         self.linear = linear
         self.iterations = iterations
@@ -303,19 +303,19 @@ def _fit(
     if kind == "logistic":
         if not classify:
             raise ModelError("the logistic baseline needs label = 'classification'")
-        return TrainedModel("logistic", linear=fit_logistic(Xtr, ytr.astype(np.int64)))
+        return TrainedModel(linear=fit_logistic(Xtr, ytr.astype(np.int64)))
     params = lightgbm_params(cfg, "binary" if classify else "regression")
     dtrain = lgb.Dataset(Xtr, ytr, feature_name=ds.feature_names, free_raw_data=False)
     if validation is None:
         booster = lgb.train(params, dtrain, num_boost_round=rounds)
-        return TrainedModel("lightgbm", booster=booster, iterations=rounds)
+        return TrainedModel(booster=booster, iterations=rounds)
     dvalid = lgb.Dataset(ds.X[validation], _target(cfg, ds, validation), reference=dtrain)
     stop = lgb.early_stopping(t.early_stopping_rounds, verbose=False)
     booster = lgb.train(
         params, dtrain, num_boost_round=t.max_rounds, valid_sets=[dvalid], callbacks=[stop]
     )
     best = int(booster.best_iteration or t.max_rounds)
-    return TrainedModel("lightgbm", booster=booster, iterations=best)
+    return TrainedModel(booster=booster, iterations=best)
 
 
 @dataclass

@@ -44,12 +44,21 @@ def _filtered(src: Path, out: Path, drop: pl.Expr) -> Path:
 
 
 @pytest.fixture(scope="module")
-def gapped(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
-    """The sample with no ticks from 5 s before to 20 s after fold 1's test block start,
-    and that start (the gap leaves the usable span, hence the block edges, unchanged)."""
+def blocks(sample_dir: Path) -> dict[int, tuple[int, int]]:
+    """Each fold's test block ``[start, end)`` on the sample; a gap inside the sample
+    leaves the usable span, hence these edges, unchanged."""
     cfg = ml_config()
     splits, _ = walk_forward_splits(cfg, build_dataset(cfg, sample_dir, progress=False))
-    start = next(s.test_start_ns for s in splits if s.fold == 1)
+    return {s.fold: (s.test_start_ns, s.test_end_ns) for s in splits}
+
+
+@pytest.fixture(scope="module")
+def gapped(
+    sample_dir: Path, blocks: dict[int, tuple[int, int]], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, int]:
+    """The sample with no ticks from 5 s before to 20 s after fold 1's test block start,
+    and that start."""
+    start = blocks[1][0]
     ts = pl.col("ts_event")
     drop = (ts >= start - GAP_BEFORE_NS) & (ts < start + GAP_AFTER_NS)
     return _filtered(sample_dir, tmp_path_factory.mktemp("gapped"), drop), start
@@ -108,6 +117,17 @@ def test_label_tolerance_drops_and_counts_labels_read_too_late(
     assert facts["data_usable_rows"] == usable.shape[0]
 
 
+def test_fold_with_an_empty_test_block_is_skipped_with_a_warning(
+    sample_dir: Path, blocks: dict[int, tuple[int, int]], tmp_path: Path
+) -> None:
+    start, end = blocks[0]
+    ts = pl.col("ts_event")
+    data = _filtered(sample_dir, tmp_path / "data", (ts >= start) & (ts < end))
+    m = _train(data, tmp_path / "m").manifest
+    assert [f.fold for f in m.folds] == [1, 2]
+    assert "fold 0 skipped: 0 test rows (< 10)" in m.warnings
+
+
 def test_embargo_keeps_training_labels_embargo_clear_of_each_block(sample_dir: Path) -> None:
     cfg = ml_config(embargo="10s")
     embargo = cfg.train.embargo_ns
@@ -150,14 +170,17 @@ def test_purge_rule_removes_rows_within_embargo_on_both_sides_of_a_block() -> No
 def test_final_model_is_refit_on_every_fit_row_for_the_median_best_iteration(
     sample_dir: Path, tmp_path: Path
 ) -> None:
-    cfg = ml_config()
-    result = _train(sample_dir, tmp_path / "m")
+    # a dead zone of 1 bp: the first usable row (0.76 bp) is not fit on, so neither is it
+    # in train_range
+    cfg = ml_config(dead_zone_bps=1.0)
+    result = _train(sample_dir, tmp_path / "m", dead_zone_bps=1.0)
     m = result.manifest
     rounds = final_iterations(m.folds)
     assert rounds == int(np.median([f.best_iteration for f in m.folds]) + 0.5)
     ds = build_dataset(cfg, sample_dir, progress=False)
     usable = usable_rows(ds)
-    fit = usable[ds.forward_return[usable] != 0.0]  # classification, dead zone 0
+    fit = usable[np.abs(ds.forward_return[usable]) > 1e-4]
+    assert fit[0] != usable[0]
     assert m.metrics["final_fit_rows"] == fit.shape[0]
     assert m.metrics["final_iterations"] == rounds
     assert (m.train_range.start_ns, m.train_range.end_ns) == (ds.ts[fit[0]], ds.ts[fit[-1]])
