@@ -23,14 +23,14 @@ _UNITS_NS = {
 }
 _PATTERN = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ns|us|µs|ms|s|m|h|d)\s*$")
 
-# Sums of amounts stay exact to the cent while below 2**53 cents (about 9e13): a ceiling
-# of 1e12 leaves room to add many of them. A limit above it is no limit in practice;
+# A float64 resolves a cent up to about 2**53 cents (9e13); a ceiling of 1e12 keeps sums
+# of many amounts at cent resolution. A limit above it is no limit in practice, and
 # leaving the key out says that plainly.
 MAX_AMOUNT = 1e12
 
 # No duration in a trading config (latency, quote age, label horizon, feature window)
-# means anything beyond a year; the ceiling also keeps ``ts_ns + duration`` far inside
-# int64 (which ends near 292 years after 1970) so no timestamp sum can overflow.
+# needs to be longer than a year; the ceiling also keeps ``ts_ns + duration`` far inside
+# int64 (which ends 292 years after 1970), so no timestamp sum can overflow.
 MAX_DURATION_NS = 366 * _UNITS_NS["d"]
 
 
