@@ -177,8 +177,14 @@ def test_leakage_planted_lookahead_column_is_caught(sample_dir: Path, tmp_path: 
             ml_config(), sample_dir, tmp_path / "m", extra_columns={"peek": _peek}, progress=False
         )
     # forced through, it scores absurdly well out of sample, and the manifest says why not to trust it
-    result = train(ml_config(), sample_dir, tmp_path / "m2", extra_columns={"peek": _peek}, allow_lookahead=True,
-                   progress=False)  # fmt: skip
+    result = train(
+        ml_config(),
+        sample_dir,
+        tmp_path / "m2",
+        extra_columns={"peek": _peek},
+        allow_lookahead=True,
+        progress=False,
+    )
     m = result.manifest
     assert m.metrics["oos_auc"] > 0.95
     assert any("look-ahead column 'peek'" in w for w in m.warnings)
