@@ -1,0 +1,93 @@
+"""A real mosquitto broker per test, on a free port, with a password file.
+
+Tests never use the machine's broker on 1883. Where the ``mosquitto`` binary is missing
+(a user's own clone), the integration tests skip with the reason.
+"""
+
+from __future__ import annotations
+
+import getpass
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+MOSQUITTO = shutil.which("mosquitto") or (
+    "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+)
+
+
+@dataclass(frozen=True)
+class Broker:
+    host: str
+    port: int
+    username: str  # a user the password file knows
+    password: str
+    operator: str  # the user allowed to publish operator commands
+    operator_password: str
+    log: Path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mosquitto exited: {log.read_text(errors='replace')}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.02)
+    raise RuntimeError("mosquitto did not start listening within 10 s")
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    """A mosquitto on a free port: anonymous access off, two users (``daemon`` and
+    ``operator``), an ACL that lets only ``operator`` publish on ``+/+/command``."""
+    if MOSQUITTO is None:
+        pytest.skip("mosquitto is not installed (apt install mosquitto)")
+    port = _free_port()
+    passwd = tmp_path / "passwd"
+    users = {"daemon": "daemon-secret", "operator": "operator-secret"}
+    for i, (user, password) in enumerate(users.items()):
+        flags = ["-c"] if i == 0 else []
+        subprocess.run(["mosquitto_passwd", "-b", *flags, str(passwd), user, password],
+                       check=True, capture_output=True)  # fmt: skip
+    acl = tmp_path / "acl"
+    acl.write_text(
+        "user daemon\ntopic readwrite #\ndeny tradeloop/+/command\n"
+        "user operator\ntopic readwrite #\n"
+    )
+    log = tmp_path / "mosquitto.log"
+    conf = tmp_path / "mosquitto.conf"
+    # started as root, mosquitto switches to its own user unless told to stay, and could
+    # not read files in pytest's private tmp dir then
+    conf.write_text(
+        f"user {getpass.getuser()}\nlistener {port} 127.0.0.1\nallow_anonymous false\npassword_file {passwd}\n"
+        f"acl_file {acl}\npersistence false\nlog_dest file {log}\n"
+        "max_queued_messages 100000\n"
+    )
+    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        _wait_listening(port, proc, log)
+        yield Broker("127.0.0.1", port, "daemon", users["daemon"], "operator",
+                     users["operator"], log)  # fmt: skip
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
