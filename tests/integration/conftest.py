@@ -54,7 +54,8 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path) -> None
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:
     """A mosquitto on a free port: anonymous access off, two users (``daemon`` and
-    ``operator``), an ACL that lets only ``operator`` publish on ``+/+/command``."""
+    ``operator``), an ACL that lets only ``operator`` publish on ``tradeloop/+/command`` (``daemon``
+    may publish market data, orders, reports and status)."""
     if MOSQUITTO is None:
         pytest.skip("mosquitto is not installed (apt install mosquitto)")
     port = _free_port()
@@ -66,8 +67,8 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
                        check=True, capture_output=True)  # fmt: skip
     acl = tmp_path / "acl"
     acl.write_text(
-        "user daemon\ntopic readwrite #\ndeny tradeloop/+/command\n"
-        "user operator\ntopic readwrite #\n"
+        "user daemon\ntopic read #\ntopic write md/#\ntopic write oms/#\n"
+        "topic write tradeloop/+/status\n\nuser operator\ntopic readwrite #\n"
     )
     log = tmp_path / "mosquitto.log"
     conf = tmp_path / "mosquitto.conf"
