@@ -15,14 +15,15 @@ Rules (the README's "Simulated venue" section says the same in short):
 - A limit order that is marketable on arrival (touch at or through its limit) takes like
   a market order, at the touch, taker. Its remainder, like any limit order that is not
   marketable, rests at its limit. ``ioc`` orders cancel their remainder on arrival.
-- A new quote whose opposite touch is at or through a resting limit fills it, up to the
-  displayed size left, in one of two ways, decided by the quote before it:
-  - the previous quote was also at or through the limit (the order was already crossing,
-    as the remainder of a marketable order is): the order takes the new size, at the new
-    touch, taker;
-  - otherwise the market moved onto the resting order: it fills at its limit, maker.
-  Either way the price is never better for us than the quote allowed, and a fill that
-  took liquidity is never maker.
+- A new quote whose opposite touch is at or through a resting limit fills it, up to what
+  earlier orders left of its displayed size. The quote before it decides how:
+  - that quote was also at or through the limit (the order was already crossing, as the
+    remainder of a marketable order is): the order takes the new size at the new touch,
+    taker;
+  - otherwise (it was away from the limit, or there was none) the market moved onto the
+    resting order: it fills at its limit, maker, a price at or worse than the new touch.
+  Either way no fill is better for us than the market allowed, and a fill that took
+  liquidity is never maker.
 - A trade fills resting limit orders only when its aggressor is on the other side: a
   resting buy by a sell-aggressor trade at or below its limit, a resting sell by a
   buy-aggressor trade at or above it (an unknown aggressor fills nothing). Fills are at
@@ -226,12 +227,12 @@ class SimulatedVenue:
         # zeroes its row. Kept here, not in the kernel, because a quote only counts as
         # current once the engine has applied it (see _settle).
         self._taken = np.zeros((0, 2))
-        self._taken_any = False  # spares the common case (nothing taken) any numpy work
+        self._taken_any = False  # nothing taken: the common case skips the bookkeeping
+        # written by the kernel: first (read by _settle) and last quote tick of its scan
         self._first_quote = np.empty(0, np.int64)
         self._last_quote = np.empty(0, np.int64)
-        self._scan: tuple[npt.NDArray[np.int64], int, int] | None = (
-            None  # (ts, start, end) to settle
-        )
+        # (ts, start, end) of the last scan until it is committed or abandoned
+        self._scan: tuple[npt.NDArray[np.int64], int, int] | None = None
 
     def bind(self, market: MarketState, instruments: InstrumentTable) -> None:
         self._market = market
