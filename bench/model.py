@@ -45,7 +45,7 @@ def main() -> None:
         "seed": 1,
     }
     booster = lgb.train(params, lgb.Dataset(X, y), num_boost_round=args.trees)
-    trees = CompiledTrees(booster.dump_model())
+    trees = CompiledTrees.from_text(booster.model_to_string())
     Xq = rng.normal(size=(1000, args.features))
     assert np.max(np.abs(trees.predict(Xq) - booster.predict(Xq))) < 1e-9
     trees.predict(Xq[:1])

@@ -4,7 +4,8 @@
     ├── ConfigError            invalid configuration (field path and reason)
     ├── PluginLoadError        strategy or model plugin could not be resolved or validated
     ├── DataError              bad tick data (file, row, column, reason)
-    │   └── LeakageError       a dataset column looks ahead of its row's time
+    │   ├── LeakageError       a dataset column looks ahead of its row's time
+    │   └── JournalError       a journal file is corrupt (file, byte offset)
     ├── BadMessage             undecodable or invalid message (raw bytes, source, reason)
     ├── OrderStateError        illegal order transition, unknown order id, overfill
     ├── ClockError             the replay clock was asked to move backwards
@@ -75,6 +76,20 @@ class BadMessage(TradeloopError):
 
 class LeakageError(DataError):
     """A dataset column depends on data from after its row's time."""
+
+
+class JournalError(DataError):
+    """A journal file is corrupt: names the file and the byte offset of the damage.
+
+    Args:
+        file: the file (or stream) name.
+        offset: byte offset from the start of the file.
+        reason: what is wrong there.
+    """
+
+    def __init__(self, file: str, offset: int, reason: str) -> None:
+        self.offset = offset
+        super().__init__(file, f"byte {offset}: {reason}")
 
 
 class OrderStateError(TradeloopError):

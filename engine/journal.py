@@ -40,7 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.clock import TimerFired
-from engine.errors import DataError
+from engine.errors import JournalError
 from engine.events import (
     CancelRejected,
     Command,
@@ -63,20 +63,6 @@ _PREFIX = struct.Struct("<8sI")
 _FRAME = struct.Struct("<II")
 _SCAN_WINDOW = 1 << 20
 _TAG_KEY = msgspec.msgpack.encode("record")
-
-
-class JournalError(DataError):
-    """A journal file is corrupt: names the file and the byte offset of the damage.
-
-    Args:
-        file: the file (or stream) name.
-        offset: byte offset from the start of the file.
-        reason: what is wrong there.
-    """
-
-    def __init__(self, file: str, offset: int, reason: str) -> None:
-        self.offset = offset
-        super().__init__(file, f"byte {offset}: {reason}")
 
 
 class JournalHeader(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
