@@ -15,6 +15,7 @@ import asyncio
 import logging
 from collections import Counter, deque
 from collections.abc import AsyncIterable, Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -46,7 +47,7 @@ from engine.signals import SignalModel, ZoneTracker, select_columns
 from engine.signals.manifest import check_against_features
 from engine.strategy import Strategy
 from engine.ticks import QUOTE, TRADE, TickBatch
-from engine.trading_state import Source
+from engine.trading_state import SEVERITY, Source
 
 log = logging.getLogger("tradeloop.engine")
 
@@ -69,6 +70,12 @@ class Engine:
         strict: re-raise strategy errors (replay, tests) instead of halting and carrying
             on (live).
         order_id_prefix: prefix of client order ids (unique per session in live).
+        arrival_order: live (and a journal's replay): receive time (``ts_recv``) is the
+            time axis of every stage; a ``ts_event`` going backwards (venues disagree on
+            clocks) is counted in ``ts_event_backwards``, not refused.
+        order_timeout_ns: an order with no answer from the venue this long after it was
+            sent becomes UNKNOWN, with an Alarm, and the engine reduces only until the
+            venue answers (None: no timeout, as with the simulated venue).
     """
 
     def __init__(
@@ -85,6 +92,8 @@ class Engine:
         initial_cash: float = 0.0,
         strict: bool = True,
         order_id_prefix: str = "O",
+        arrival_order: bool = False,
+        order_timeout_ns: int | None = None,
     ) -> None:
         n = len(instruments)
         self.instruments = instruments
@@ -101,7 +110,10 @@ class Engine:
         self.feature_state = features.new_state(n)
         self.counters: Counter[str] = Counter()
         self.sinks: list[EventSink] = []
-        self.desk = OrderDesk(self, order_id_prefix)
+        self.desk = OrderDesk(self, order_id_prefix, order_timeout_ns)
+        self.arrival_order = arrival_order
+        self._max_event_ts = 0
+        self._automatic_sticky: TradingStateName = "ACTIVE"
         self._last_ts = 0
         self._notify: deque[Event] = deque()
         self._model_columns: npt.NDArray[np.int64] | None = None
@@ -147,6 +159,8 @@ class Engine:
         n = len(batch)
         if n == 0:
             return
+        if self.arrival_order:
+            batch = self._on_receive_time(batch)
         ts = batch.ts_event
         if ts[0] < self._last_ts or (n > 1 and bool(np.any(ts[1:] < ts[:-1]))):
             raise DataError("<batch>", "timestamps go backwards inside the engine's input")
@@ -219,6 +233,15 @@ class Engine:
         if self.desk.flattening:
             self.desk.flatten_step()
 
+    def _on_receive_time(self, batch: TickBatch) -> TickBatch:
+        event = batch.ts_event
+        running = np.maximum.accumulate(event)
+        backwards = int(np.count_nonzero(event < np.maximum(running, self._max_event_ts)))
+        if backwards:
+            self.counters["ts_event_backwards"] += backwards
+        self._max_event_ts = max(self._max_event_ts, int(running[-1]))
+        return replace(batch, ts_event=batch.ts_recv)
+
     def _check_loss_breach(self) -> None:
         breach = self.market.take_breach()
         if breach is None:
@@ -278,8 +301,15 @@ class Engine:
         self.finish()
 
     def advance_to(self, ts_ns: int) -> None:
-        """Handle timers and venue events due at or before ``ts_ns`` (live heartbeat)."""
+        """Move time to ``ts_ns`` (a clock reading of the live stream): handle timers and
+        venue events due by then and orders that waited too long for an answer."""
+        if not self._started:
+            self.clock.advance(max(ts_ns, self.clock.now_ns()))
+            self.start()
         self._advance_external(ts_ns)
+        self.clock.advance(max(ts_ns, self.clock.now_ns()))
+        self._last_ts = max(self._last_ts, ts_ns)
+        self.desk.check_timeouts(self.clock.now_ns())
 
     def _next_external_ns(self) -> int | None:
         a = self.clock.next_timer_ns()
@@ -334,6 +364,7 @@ class Engine:
                     self.request_state("operator", "REDUCE_ONLY", reason)
             case "resume":
                 self.desk.stop_flatten()
+                self._automatic_sticky = "ACTIVE"
                 self._state_changed(self.risk.trading.resume(reason, self.clock.now_ns()))
                 if not self.market.is_loss_monitor_armed():
                     self.market.rearm_loss_monitor(
@@ -354,6 +385,20 @@ class Engine:
     def request_state(self, source: Source, state: TradingStateName, reason: str) -> None:
         """Set ``source``'s claim on the trading state (see ``engine.trading_state``)."""
         self._state_changed(self.risk.trading.request(source, state, reason, self.clock.now_ns()))
+
+    def raise_automatic(self, state: TradingStateName, reason: str, *, sticky: bool) -> None:
+        """The engine's own claim: ``sticky`` conditions (a strategy that raised, a fill
+        nobody can explain) hold until an operator resumes; others (orders waiting for
+        an answer) until ``lower_automatic``."""
+        if sticky and SEVERITY[state] > SEVERITY[self._automatic_sticky]:
+            self._automatic_sticky = state
+        held = self.risk.trading.claim("automatic")
+        if SEVERITY[state] > SEVERITY[held]:
+            self.request_state("automatic", state, reason)
+
+    def lower_automatic(self, reason: str) -> None:
+        """A passing condition ended: the engine's claim falls back to its sticky part."""
+        self.request_state("automatic", self._automatic_sticky, reason)
 
     def _state_changed(self, event: TradingState | None) -> None:
         if event is None:

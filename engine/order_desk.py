@@ -50,10 +50,15 @@ class OrderDesk:
         order_id_prefix: prefix of client order ids (unique per session in live).
     """
 
-    def __init__(self, engine: Engine, order_id_prefix: str) -> None:
+    def __init__(
+        self, engine: Engine, order_id_prefix: str, order_timeout_ns: int | None = None
+    ) -> None:
         self._e = engine
         self._prefix = order_id_prefix
         self._seq = 0
+        self._timeout_ns = order_timeout_ns
+        self._waiting: dict[str, int] = {}  # sent, no answer yet: client id -> sent at
+        self._unknown: set[str] = set()  # timed out, still no answer
         self.flattening = False
 
     # order entry
@@ -112,6 +117,8 @@ class OrderDesk:
                 e.notify(rejected)
             return req.client_order_id
         e.orders.add(req, index)
+        if self._timeout_ns is not None:
+            self._waiting[req.client_order_id] = now
         e.counters["orders_sent"] += 1
         e.router.submit(req)
         return req.client_order_id
@@ -151,6 +158,7 @@ class OrderDesk:
         booked once.
         """
         self._e.emit(report)
+        self._answered(report.client_order_id)
         match report:
             case Fill():
                 self._on_fill(report)
@@ -193,7 +201,7 @@ class OrderDesk:
                 e.counters["reports_illegal"] += 1
                 self._alarm("critical", f"{status.value} report for order "
                             f"{report.client_order_id!r} contradicts its history; reducing only")  # fmt: skip
-                e.request_state("automatic", "REDUCE_ONLY", "contradictory execution report")
+                e.raise_automatic("REDUCE_ONLY", "contradictory execution report", sticky=True)
 
     def _on_fill(self, fill: Fill) -> None:
         e = self._e
@@ -209,8 +217,8 @@ class OrderDesk:
             e.counters["fills_unknown_instrument"] += 1
             self._alarm("critical", f"fill {fill.fill_id} on unknown instrument "
                         f"{fill.instrument!r} cannot be booked; halting")  # fmt: skip
-            e.request_state(
-                "automatic", "HALTED", f"fill on unknown instrument {fill.instrument!r}"
+            e.raise_automatic(
+                "HALTED", f"fill on unknown instrument {fill.instrument!r}", sticky=True
             )
             return
         e.portfolio.apply_fill(index, side_sign(fill.side) * fill.qty, fill.price, fill.fee)
@@ -229,7 +237,7 @@ class OrderDesk:
                 self._alarm("warning", message)
             else:
                 self._alarm("critical", message + "; reducing only")
-                e.request_state("automatic", "REDUCE_ONLY", f"fill {what}")
+                e.raise_automatic("REDUCE_ONLY", f"fill {what}", sticky=True)
         e.call_strategy(e.strategy.on_fill, fill)
 
     def _alarm(self, severity: Severity, message: str) -> None:
@@ -237,6 +245,34 @@ class OrderDesk:
         log.log(logging.ERROR if severity == "critical" else logging.WARNING, message)
         self._e.emit(Alarm(ts_event=now, ts_recv=now, source="orders", severity=severity,
                            message=message))  # fmt: skip
+
+    # orders without an answer
+
+    def check_timeouts(self, now: int) -> None:
+        """Orders sent ``order_timeout`` ago without any answer become UNKNOWN: never a
+        reject (the venue may have them), and the engine reduces only until it answers."""
+        if self._timeout_ns is None or not self._waiting:
+            return
+        late = [cid for cid, sent in self._waiting.items() if now - sent >= self._timeout_ns]
+        for cid in late:
+            del self._waiting[cid]
+            order = self._e.orders.get(cid)
+            if order.status is not OrderStatus.NEW:
+                continue
+            self._e.orders.update(order, OrderStatus.UNKNOWN)
+            self._unknown.add(cid)
+            self._e.counters["orders_unknown"] += 1
+            self._alarm("critical", f"order {cid} has no answer from the venue after "
+                        f"{self._timeout_ns / 1e9:g} s: UNKNOWN, reducing only until it answers")  # fmt: skip
+        if self._unknown:
+            self._e.raise_automatic("REDUCE_ONLY", "orders without an answer", sticky=False)
+
+    def _answered(self, client_order_id: str) -> None:
+        self._waiting.pop(client_order_id, None)
+        if client_order_id in self._unknown:
+            self._unknown.discard(client_order_id)
+            if not self._unknown:
+                self._e.lower_automatic("the venue answered every UNKNOWN order")
 
     # the trading state applied to open orders
 

@@ -22,13 +22,19 @@ from engine.ticks import TickBatch
 ExecutionReport = OrderAccepted | OrderRejected | Fill | OrderCancelled | CancelRejected
 
 
-class OrderRouter(Protocol):
-    """The only place orders leave the process.
+class OrderSender(Protocol):
+    """The sending role: orders and cancels leave the process here (an OMS over MQTT,
+    a journal in shadow mode). Reports come back through ``Engine.on_report``."""
 
-    A simulated venue does its work in ``advance_to`` (orders arriving after latency) and
-    ``match`` (resting orders against ticks); a live router sends in ``submit``/``cancel``,
-    returns ``stop`` from ``match`` and delivers reports through the engine's
-    ``on_report``.
+    def submit(self, order: OrderRequest) -> None: ...
+    def cancel(self, request: CancelRequest) -> None: ...
+
+
+class OrderRouter(Protocol):
+    """The port the engine sends through: the sending role plus, for a simulated venue,
+    the matching role (``advance_to`` handles orders arriving after latency, ``match``
+    rests orders against ticks, ``drain_reports`` hands back its reports). A venue reached
+    by sending only is wrapped in ``SendOnly``.
     """
 
     def bind(self, market: MarketState, instruments: InstrumentTable) -> None: ...
@@ -45,3 +51,39 @@ class MarketDataSource(Protocol):
     """Yields micro-batches in time order (replay: chunks of files)."""
 
     def batches(self) -> Iterator[TickBatch]: ...
+
+
+class SendOnly:
+    """``OrderRouter`` for a venue the engine only sends to: nothing is simulated here,
+    the venue's reports arrive through ``Engine.on_report``.
+
+    Args:
+        sender: where orders and cancels go.
+    """
+
+    def __init__(self, sender: OrderSender) -> None:
+        self.sender = sender
+
+    def bind(self, market: MarketState, instruments: InstrumentTable) -> None:
+        pass
+
+    def submit(self, order: OrderRequest) -> None:
+        self.sender.submit(order)
+
+    def cancel(self, request: CancelRequest) -> None:
+        self.sender.cancel(request)
+
+    def next_event_ns(self) -> int | None:
+        return None
+
+    def advance_to(self, ts_ns: int) -> None:
+        pass
+
+    def match(self, batch: TickBatch, start: int, stop: int) -> int:
+        return stop
+
+    def commit(self) -> None:
+        pass
+
+    def drain_reports(self) -> list[ExecutionReport]:
+        return []
