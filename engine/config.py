@@ -128,14 +128,55 @@ class TrainConfig(_Strict, frozen=True):
 
 
 class MqttConfig(_Strict, frozen=True):
+    """``[mqtt]``: the broker (shadow, paper, live). Credentials come from the environment
+    variables named here, never from the file."""
+
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=1, le=65_535)] = 1883
     topic_prefix: str = ""
     username_env: str | None = None
     password_env: str | None = None
+    client_id: str | None = None  # default: tradeloop-{live.node}
+    format: Literal["json", "msgpack"] = "json"
+    market_data_qos: Annotated[int, msgspec.Meta(ge=0, le=1)] = 0
+    max_payload_bytes: Annotated[int, msgspec.Meta(ge=64, le=16 * 2**20)] = 65_536
+    inbox_size: Annotated[int, msgspec.Meta(ge=16, le=10_000_000)] = 10_000
+    outbox_size: Annotated[int, msgspec.Meta(ge=16, le=10_000_000)] = 10_000
+    keepalive: Duration = "15s"
+    reconnect_min: Duration = "100ms"
+    reconnect_max: Duration = "10s"
+    tls: bool = False
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
+class LiveConfig(_Strict, frozen=True):
+    """``[live]``: the daemon next to the OMS. ``node`` names this daemon's command and
+    status topics, ``account`` the OMS account's order and report topics."""
+
+    node: str = "node1"
+    account: str = "acct1"
+    order_timeout: Duration = "5s"
+    heartbeat: Duration = "1s"
+    cancel_on_stop: bool = True
+    command_key_env: str = "TRADELOOP_COMMAND_KEY"
+    metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65_535)] = 9108  # 0: no endpoint
+    shutdown_timeout: Duration = "5s"
+
+    @property
+    def order_timeout_ns(self) -> int:
+        return parse_duration_ns(self.order_timeout)
+
+    @property
+    def heartbeat_ns(self) -> int:
+        return parse_duration_ns(self.heartbeat)
 
 
 class JournalConfig(_Strict, frozen=True):
+    """``[journal]``: where the live input journal goes and how often it is fsynced
+    (``batch``: reports and commands in small groups, market data in larger ones)."""
+
     dir: str = "journal/"
     fsync: Literal["always", "batch", "never"] = "batch"
 
@@ -151,6 +192,7 @@ class Config(_Strict, frozen=True):
     replay: ReplayConfig = ReplayConfig()
     train: TrainConfig = TrainConfig()
     mqtt: MqttConfig = MqttConfig()
+    live: LiveConfig = LiveConfig()
     journal: JournalConfig = JournalConfig()
 
 
@@ -164,6 +206,12 @@ def _durations(cfg: Config) -> list[tuple[str, Duration | None, bool]]:
         ("train.sample_interval", cfg.train.sample_interval, False),
         ("train.embargo", cfg.train.embargo, False),
         ("risk.max_quote_age", risk.max_quote_age, False),
+        ("mqtt.keepalive", cfg.mqtt.keepalive, False),
+        ("mqtt.reconnect_min", cfg.mqtt.reconnect_min, False),
+        ("mqtt.reconnect_max", cfg.mqtt.reconnect_max, False),
+        ("live.order_timeout", cfg.live.order_timeout, False),
+        ("live.heartbeat", cfg.live.heartbeat, False),
+        ("live.shutdown_timeout", cfg.live.shutdown_timeout, False),
         *(
             (f"risk.instruments.{_key(symbol)}.max_quote_age", own.max_quote_age, False)
             for symbol, own in risk.instruments.items()
