@@ -33,7 +33,7 @@ from __future__ import annotations
 import struct
 import sys
 import zlib
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import msgspec
 import numpy as np
@@ -229,15 +229,32 @@ class ClockRecord(Record, frozen=True, tag="clock"):
     """The core read the clock; ``ts_recv`` is the reading."""
 
 
-AnyRecord = MarketDataRecord | ReportRecord | CommandRecord | TimerRecord | ClockRecord
+class FeedStatus(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The market-data feed changed: ``lost`` (broker gone, a quote older than
+    ``max_quote_age``), ``restored`` (a fresh quote for every instrument), ``overflow``
+    (the inbound queue dropped market data; ``dropped`` messages)."""
+
+    status: Literal["lost", "restored", "overflow"]
+    reason: str = ""
+    dropped: int = 0
+
+
+class FeedRecord(Record, frozen=True, tag="feed"):
+    """A change of the feed's health, which moves the trading state."""
+
+    feed: FeedStatus
+
+
+AnyRecord = MarketDataRecord | ReportRecord | CommandRecord | TimerRecord | ClockRecord | FeedRecord
 RECORD_TYPES: Final[tuple[type[Record], ...]] = (
     MarketDataRecord,
     ReportRecord,
     CommandRecord,
     TimerRecord,
     ClockRecord,
+    FeedRecord,
 )
-RecordBody = TickBatch | ExecutionReport | Command | TimerFired
+RecordBody = TickBatch | ExecutionReport | Command | TimerFired | FeedStatus
 
 
 def make_record(seq: int, ts_recv: int, body: RecordBody) -> AnyRecord:
@@ -253,6 +270,8 @@ def make_record(seq: int, ts_recv: int, body: RecordBody) -> AnyRecord:
             return CommandRecord(seq=seq, ts_recv=ts_recv, command=body)
         case TimerFired():
             return TimerRecord(seq=seq, ts_recv=ts_recv, timer=body)
+        case FeedStatus():
+            return FeedRecord(seq=seq, ts_recv=ts_recv, feed=body)
         case OrderAccepted() | OrderRejected() | Fill() | OrderCancelled() | CancelRejected():
             return ReportRecord(seq=seq, ts_recv=ts_recv, report=body)
     raise TypeError(f"{type(body).__name__} is not a journaled input")

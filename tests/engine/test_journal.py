@@ -29,6 +29,8 @@ from engine.journal import (
     AnyRecord,
     ClockRecord,
     CommandRecord,
+    FeedRecord,
+    FeedStatus,
     JournalDecoder,
     JournalError,
     JournalHeader,
@@ -97,6 +99,8 @@ BODIES = [
     Command(ts_event=T, ts_recv=T + 2, action="kill", reason="drill", issuer="ops"),
     TimerFired(name="bar_close", ts_event=T + 60, interval_ns=60_000_000_000),
     TimerFired(name="once", ts_event=T + 61),
+    FeedStatus(status="lost", reason="broker gone"),
+    FeedStatus(status="overflow", dropped=17),
 ]
 
 
@@ -143,6 +147,7 @@ def test_journal_every_record_type_round_trips() -> None:
         CommandRecord,
         TimerRecord,
         ClockRecord,
+        FeedRecord,
     }
     decoded, torn = decode_all(journal_bytes(records))
     assert torn is None
