@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import logging
 import select
+import socket
 import ssl
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
+from typing import NoReturn
 
 import numpy as np
 import paho.mqtt.client as paho
@@ -129,8 +131,9 @@ class MqttTickPublisher:
         while self._connack is None:
             if time.monotonic() > deadline:
                 self._client.disconnect()
-                raise AdapterError(f"no answer from the broker at {where} within "
-                                   f"{self.connect_timeout_s:g} s")  # fmt: skip
+                raise AdapterError(
+                    f"no answer from the broker at {where} within {self.connect_timeout_s:g} s"
+                )
             rc = self._client.loop(timeout=0.05)
             if rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_AGAIN):
                 raise AdapterError(
@@ -220,19 +223,36 @@ class MqttTickPublisher:
             i, t = inst[k], ts[k]
             if kind[k] == QUOTE:
                 head = self._quote_heads[i]
-                payload = encode(Quote(ts_event=t, ts_recv=t, instrument=symbols[i], bid=bid[k],
-                                       ask=ask[k], bid_size=bid_size[k], ask_size=ask_size[k]))  # fmt: skip
+                payload = encode(
+                    Quote(
+                        ts_event=t,
+                        ts_recv=t,
+                        instrument=symbols[i],
+                        bid=bid[k],
+                        ask=ask[k],
+                        bid_size=bid_size[k],
+                        ask_size=ask_size[k],
+                    )
+                )
             else:
                 head = self._trade_heads[i]
-                payload = encode(Trade(ts_event=t, ts_recv=t, instrument=symbols[i], price=price[k],
-                                       size=size[k], side="buy" if side[k] > 0 else "sell"))  # fmt: skip
+                payload = encode(
+                    Trade(
+                        ts_event=t,
+                        ts_recv=t,
+                        instrument=symbols[i],
+                        price=price[k],
+                        size=size[k],
+                        side="buy" if side[k] > 0 else "sell",
+                    )
+                )
             parts += (_PUBLISH_QOS0, _remaining_length(len(head) + len(payload)), head, payload)
         self._drain()  # paho's own packets (a ping) go first, whole
         self._write(b"".join(parts))
 
     def _write(self, data: bytes) -> None:
         sock = self._client.socket()
-        if sock is None:
+        if not isinstance(sock, socket.socket):  # None once disconnected; TLS is a subclass
             self._lost(paho.MQTT_ERR_NO_CONN)
         view = memoryview(data)
         while view:
@@ -263,7 +283,7 @@ class MqttTickPublisher:
         if rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_AGAIN):
             self._lost(rc)
 
-    def _lost(self, rc: paho.MQTTErrorCode) -> None:
+    def _lost(self, rc: paho.MQTTErrorCode) -> NoReturn:
         raise AdapterError(
             f"lost the connection to the broker at {self.host}:{self.port}: {paho.error_string(rc)}"
         )
