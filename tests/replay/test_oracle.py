@@ -49,6 +49,10 @@ def _write_data(root: Path, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
     return quotes, trades
 
 
+# cash must be > 0 (config validation); the oracle starts from the same amount
+INITIAL_CASH = 100_000.0
+
+
 def _oracle(
     quotes: pl.DataFrame, last_tick_ts: int
 ) -> tuple[list[tuple[int, str, float, float]], float]:
@@ -71,7 +75,7 @@ def _oracle(
     zone = np.where(np.isnan(score), -1, (score >= 0).astype(int))
     sent = 0.0
     fills: list[tuple[int, str, float, float]] = []
-    cash = 0.0
+    cash = INITIAL_CASH
     last = -1
     for i in range(mid.shape[0]):
         if zone[i] != last and zone[i] >= 0:
@@ -101,7 +105,7 @@ def test_ema_cross_trades_and_pnl_equal_numpy_oracle(tmp_path: Path, seed: int) 
         ],
         strategy={"name": "ema_cross", "params": {"qty": QTY}},
         venue={"sim": {"latency": LATENCY_NS, "fee_bps": FEE_BPS}},
-        replay={"initial_cash": 0.0, "batch_size": 333},
+        replay={"initial_cash": INITIAL_CASH, "batch_size": 333},
     )
     run = run_replay(cfg, tmp_path, progress=False)
     last_tick = max(int(quotes["ts_event"].max()), int(trades["ts_event"].max()))
