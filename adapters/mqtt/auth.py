@@ -1,0 +1,25 @@
+"""Operator commands are signed: HMAC-SHA256 of the exact payload bytes, hex, carried as
+the MQTT 5 user property ``signature``. The broker's ACL (only the operator user may
+publish on the command topic) is the second layer."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+SIGNATURE_PROPERTY = "signature"
+
+
+def sign_command(payload: bytes, key: bytes) -> str:
+    """The hex HMAC-SHA256 of ``payload`` under ``key``."""
+    return hmac.new(key, payload, hashlib.sha256).hexdigest()
+
+
+def verify(payload: bytes, signature: str | None, key: bytes | None) -> bool:
+    """True if ``signature`` is ``payload``'s signature under ``key``.
+
+    Compared in constant time. No key or no signature never verifies.
+    """
+    if key is None or not signature:
+        return False
+    return hmac.compare_digest(sign_command(payload, key), signature.strip().lower())

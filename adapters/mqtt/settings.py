@@ -1,0 +1,84 @@
+"""Connection settings of one MQTT session (the ``[mqtt]`` section, secrets resolved)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from engine.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """Everything ``MqttSession`` needs to reach the broker and bound its queues.
+
+    Secrets (``password``, ``command_key``) are resolved from the environment by the
+    caller; this class never reads the environment.
+
+    Attributes:
+        host: broker host name or address.
+        port: broker port.
+        username: user name (None: connect without credentials).
+        password: password of ``username``.
+        client_id: MQTT client identifier; unique per daemon.
+        tls: connect over TLS.
+        ca_file: CA bundle that signs the broker's certificate (None: the system's).
+        cert_file: client certificate, for brokers that require one.
+        key_file: private key of ``cert_file``.
+        format: payload codec, ``"json"`` or ``"msgpack"``.
+        market_data_qos: subscription QoS of market-data topics (0 by default: one
+            message per quote at QoS 1 ran under 1k msgs/s).
+        max_payload_bytes: larger inbound payloads are refused unread.
+        inbox_size: bound of the inbound stream, in items.
+        outbox_size: bound of the outbound publish queue, in messages.
+        keepalive_s: MQTT keepalive; a silent broker is detected after 1.5 times this.
+        reconnect_min_s: first reconnect delay bound.
+        reconnect_max_s: cap of the reconnect delay bound.
+        command_key: HMAC-SHA256 key of operator commands (None: every command is refused).
+
+    Raises:
+        ConfigError: a field is out of range.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    client_id: str = "tradeloop"
+    tls: bool = False
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    format: Literal["json", "msgpack"] = "json"
+    market_data_qos: int = 0
+    max_payload_bytes: int = 65536
+    inbox_size: int = 10_000
+    outbox_size: int = 10_000
+    keepalive_s: int = 15
+    reconnect_min_s: float = 0.1
+    reconnect_max_s: float = 10.0
+    command_key: bytes | None = None
+
+    def __post_init__(self) -> None:
+        checks = (
+            ("port", 0 < self.port < 65536, "must be in 1..65535"),
+            ("client_id", bool(self.client_id), "must not be empty"),
+            ("format", self.format in ("json", "msgpack"), "must be 'json' or 'msgpack'"),
+            ("market_data_qos", self.market_data_qos in (0, 1, 2), "must be 0, 1 or 2"),
+            ("max_payload_bytes", self.max_payload_bytes > 0, "must be > 0"),
+            ("inbox_size", self.inbox_size > 0, "must be > 0"),
+            ("outbox_size", self.outbox_size > 0, "must be > 0"),
+            ("keepalive_s", self.keepalive_s > 0, "must be > 0"),
+            ("reconnect_min_s", self.reconnect_min_s > 0, "must be > 0"),
+            (
+                "reconnect_max_s",
+                self.reconnect_max_s >= self.reconnect_min_s,
+                "must be >= reconnect_min_s",
+            ),
+            ("cert_file", self.tls or self.cert_file is None, "needs tls = true"),
+            ("key_file", self.key_file is None or self.cert_file is not None, "needs cert_file"),
+            ("command_key", self.command_key is None or len(self.command_key) > 0, "is empty"),
+        )
+        for name, ok, reason in checks:
+            if not ok:
+                raise ConfigError(f"mqtt.{name}", reason)

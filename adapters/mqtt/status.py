@@ -1,0 +1,65 @@
+"""The daemon's status message: retained on ``topics.status``; the same topic carries the
+last will, so a crashed daemon reads ``online: false`` to every subscriber."""
+
+from __future__ import annotations
+
+import msgspec
+
+_ENCODER = msgspec.json.Encoder()
+
+
+class Status(msgspec.Struct, frozen=True, kw_only=True):
+    """One heartbeat of a daemon.
+
+    Attributes:
+        node: the daemon's node name (as in ``Topics.node``).
+        mode: ``shadow``, ``paper`` or ``live`` (empty in the will: not known to the broker).
+        state: trading state (``ACTIVE``, ``REDUCE_ONLY``, ``HALTED``), or ``offline``.
+        online: False in the last will and in the goodbye of a clean stop.
+        ts_ns: wall-clock time of the heartbeat (0 in the will, written at connect time).
+        positions: signed position per instrument symbol.
+        pnl: total profit and loss, in the account currency.
+        heartbeat_seq: increases by one per heartbeat within a process.
+    """
+
+    node: str
+    mode: str
+    state: str
+    online: bool
+    ts_ns: int
+    positions: dict[str, float]
+    pnl: float
+    heartbeat_seq: int
+
+
+_DECODER = msgspec.json.Decoder(Status)
+
+
+def encode_status(status: Status) -> bytes:
+    """JSON bytes of ``status`` (status is JSON whatever the session's format: people read it)."""
+    return _ENCODER.encode(status)
+
+
+def decode_status(payload: bytes) -> Status:
+    """Decode a status payload.
+
+    Raises:
+        msgspec.DecodeError: ``payload`` is not a status message.
+    """
+    return _DECODER.decode(payload)
+
+
+def offline_payload(node: str) -> bytes:
+    """The last-will payload of ``node``: offline, nothing known about its book."""
+    return encode_status(
+        Status(
+            node=node,
+            mode="",
+            state="offline",
+            online=False,
+            ts_ns=0,
+            positions={},
+            pnl=0.0,
+            heartbeat_seq=0,
+        )
+    )
