@@ -1,0 +1,227 @@
+"""The live tools' subcommands: ``tradeloop publish`` and ``tradeloop oms-sim``.
+
+``register`` adds them to the ``tradeloop`` dispatcher. Reading tick files belongs to
+``replay``, which ``adapters`` may not import, so the dispatcher hands in the function
+that opens a tick folder (``TickFiles``) along with the path of the bundled config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+from tqdm import tqdm
+
+from adapters.mqtt.topics import Topics
+from adapters.oms_sim import MqttOmsSimulator, SimulatedOms
+from adapters.publish import MqttTickPublisher
+from adapters.sim_venue import SimulatedVenue
+from engine.codec import EventCodec
+from engine.config import Config, load_config
+from engine.errors import ConfigError
+from engine.instruments import InstrumentTable
+from engine.ticks import TickBatch
+from engine.units import parse_duration_ns
+
+
+class TickFiles(Protocol):
+    """Opens a folder (or file) of tick files: the time-ordered batches, with their
+    ``instrument`` indices in the order of ``config.instruments``, and the row count
+    (for the progress bar)."""
+
+    def __call__(self, config: Config, data: str) -> tuple[Iterator[TickBatch], int]: ...
+
+
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    *,
+    tick_files: TickFiles,
+    default_config: Path,
+) -> None:
+    """Add ``publish`` and ``oms-sim`` to the dispatcher's subcommands.
+
+    Args:
+        subparsers: the dispatcher's ``add_subparsers()`` result.
+        tick_files: opens a tick folder (``replay``'s readers, wired by the dispatcher).
+        default_config: the config used when ``--config`` is not given.
+    """
+    p = subparsers.add_parser(
+        "publish", help="play tick files onto an MQTT broker as a live market-data feed"
+    )
+    p.add_argument("data", help="folder of *quotes*/*trades* parquet|csv files, or one file")
+    p.add_argument(
+        "--speed", type=float, default=1.0, help="1 = real time, 10 = ten times faster, 0 = max"
+    )
+    _broker_arguments(p)
+    p.add_argument("--format", choices=("json", "msgpack"), help="payload format ([mqtt] format)")
+    p.set_defaults(func=cmd_publish, tick_files=tick_files, default_config=default_config)
+
+    o = subparsers.add_parser(
+        "oms-sim", help="play the OMS on an MQTT broker: acks, fills, cancels, reconciliation"
+    )
+    _broker_arguments(o)
+    o.add_argument("--account", help="OMS account of the order/report topics ([live] account)")
+    o.add_argument("--latency", help="one-way order latency, e.g. 250us ([venue.sim] latency)")
+    o.add_argument("--fee-bps", type=float, help="taker fee in bps of notional ([venue.sim])")
+    o.add_argument(
+        "--format", choices=("json", "msgpack"), help="format of the reports ([mqtt] format)"
+    )
+    o.set_defaults(func=cmd_oms_sim, default_config=default_config)
+
+
+def _broker_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML config: instruments, [mqtt] (default: the bundled one)")
+    p.add_argument("--broker", metavar="HOST:PORT", help="MQTT broker ([mqtt] host and port)")
+    p.add_argument("--username", help="broker user (default: $[mqtt] username_env)")
+    p.add_argument(
+        "--password-env",
+        metavar="VAR",
+        help="environment variable holding the password ([mqtt] password_env)",
+    )
+    p.add_argument("--prefix", help="topic prefix, with its trailing / ([mqtt] topic_prefix)")
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    """``tradeloop publish``: returns the exit code.
+
+    Raises:
+        ConfigError: a bad flag or config value.
+        DataError: a bad tick file.
+        AdapterError: the broker refused or dropped the connection.
+    """
+    config = _config(args)
+    if args.speed < 0:
+        raise ConfigError("--speed", f"must be >= 0, got {args.speed:g}")
+    host, port = _broker(args, config)
+    username, password = _credentials(args, config)
+    instruments = InstrumentTable(list(config.instruments))
+    batches, total = args.tick_files(config, args.data)
+    publisher = MqttTickPublisher(
+        host,
+        port,
+        instruments=instruments,
+        topics=Topics(prefix=_prefix(args, config)),
+        codec=EventCodec(args.format or config.mqtt.format),
+        username=username,
+        password=password,
+    )
+    with (
+        publisher,
+        tqdm(total=total, unit="msg", unit_scale=True, desc="publish", disable=None) as bar,
+    ):
+        result = publisher.publish(batches, speed=args.speed, progress=bar.update)
+    print(
+        f"published {result.messages:,} messages in {result.seconds:.2f}s "
+        f"({result.rate:,.0f} msgs/s) to {host}:{port}"
+    )
+    return 0
+
+
+def cmd_oms_sim(args: argparse.Namespace) -> int:
+    """``tradeloop oms-sim``: serves until SIGTERM or SIGINT; returns the exit code.
+
+    Raises:
+        ConfigError: a bad flag or config value.
+        AdapterError: the broker refused or dropped the connection.
+    """
+    config = _config(args)
+    host, port = _broker(args, config)
+    username, password = _credentials(args, config)
+    sim = config.venue.sim
+    latency_ns = sim.latency_ns
+    if args.latency is not None:
+        try:
+            latency_ns = parse_duration_ns(args.latency)
+        except ValueError as exc:
+            raise ConfigError("--latency", str(exc)) from exc
+    fee_bps = sim.fee_bps if args.fee_bps is None else args.fee_bps
+    if not 0.0 <= fee_bps <= 1000.0:
+        raise ConfigError("--fee-bps", f"must be in 0 .. 1000, got {fee_bps:g}")
+    instruments = InstrumentTable(list(config.instruments))
+    oms = SimulatedOms(instruments, SimulatedVenue(latency_ns, fee_bps, sim.maker_fee_bps))
+    topics = Topics(prefix=_prefix(args, config), account=args.account or config.live.account)
+    simulator = MqttOmsSimulator(
+        oms,
+        host=host,
+        port=port,
+        topics=topics,
+        username=username,
+        password=password,
+        report_format=args.format or config.mqtt.format,
+        market_data_qos=config.mqtt.market_data_qos,
+    )
+    asyncio.run(_serve(simulator))
+    c = oms.counters
+    bad = sum(simulator.bad_messages.values())
+    print(
+        f"oms-sim stopped: {c['orders']} orders ({c['resends']} resends), {c['cancels']} "
+        f"cancels, {c['fills']} fills, {c['requests']} reconciliation requests, "
+        f"{c['ticks']:,} ticks, {bad} bad messages"
+    )
+    return 0
+
+
+async def _serve(simulator: MqttOmsSimulator) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with simulator:
+            t = simulator.topics
+            print(
+                f"oms-sim: orders on {t.orders}, reports on {t.reports}, requests on "
+                f"{t.requests}; SIGTERM or Ctrl-C stops",
+                flush=True,
+            )
+            await simulator.serve(stop)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def _config(args: argparse.Namespace) -> Config:
+    config, _ = load_config(args.config or args.default_config)
+    if not config.instruments:
+        raise ConfigError("instruments", "no [[instruments]]: nothing to publish or trade")
+    return config
+
+
+def _broker(args: argparse.Namespace, config: Config) -> tuple[str, int]:
+    if args.broker is None:
+        return config.mqtt.host, config.mqtt.port
+    host, sep, port = str(args.broker).rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65_535:
+        raise ConfigError("--broker", f"expected HOST:PORT, got {args.broker!r}")
+    return host.strip("[]"), int(port)  # [::1]:1883 names an IPv6 host
+
+
+def _prefix(args: argparse.Namespace, config: Config) -> str:
+    return str(args.prefix) if args.prefix is not None else config.mqtt.topic_prefix
+
+
+def _credentials(args: argparse.Namespace, config: Config) -> tuple[str | None, str | None]:
+    username = args.username
+    if username is None and config.mqtt.username_env:
+        username = _env(config.mqtt.username_env, "mqtt.username_env")
+    password_env = args.password_env or config.mqtt.password_env
+    password = None
+    if password_env:
+        password = _env(
+            password_env, "--password-env" if args.password_env else "mqtt.password_env"
+        )
+    if password is not None and username is None:
+        raise ConfigError("--username", "a password is set but no user name")
+    return username, password
+
+
+def _env(name: str, where: str) -> str:
+    value = os.environ.get(name)
+    if value is None:
+        raise ConfigError(where, f"environment variable {name} is not set")
+    return value
