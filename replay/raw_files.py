@@ -9,6 +9,7 @@ type class, 0-based data row numbers, and for CSV the cells that are not UTF-8 t
 
 from __future__ import annotations
 
+import codecs
 import csv
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,6 +34,34 @@ unit), ``text``, ``bool``, or ``other`` (anything else; never read)."""
 _PANIC = pl.exceptions.PanicException
 _NS_PER_UNIT = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 _HEADER_PEEK_BYTES = 1 << 16
+# CSV bytes that are not UTF-8 become U+FFFD on the way into pyarrow: its ragged-row
+# callback decodes the row text strictly and, on such a row, prints an "Exception ignored"
+# traceback and aborts the file instead of calling us
+_LENIENT_UTF8 = "tradeloop_utf8_replace"
+_REPLACEMENT = "\ufffd"
+
+
+class _LenientDecoder(codecs.IncrementalDecoder):
+    def __init__(self, errors: str = "replace") -> None:
+        super().__init__(errors)
+        self._inner = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def decode(self, data: bytes, final: bool = False) -> str:  # type: ignore[override]
+        return self._inner.decode(data, final)
+
+    def reset(self) -> None:
+        self._inner.reset()
+
+
+def _find_codec(name: str) -> codecs.CodecInfo | None:
+    if name != _LENIENT_UTF8:
+        return None
+    utf8 = codecs.lookup("utf-8")
+    return codecs.CodecInfo(utf8.encode, utf8.decode, name=_LENIENT_UTF8,
+                            incrementaldecoder=_LenientDecoder)  # fmt: skip
+
+
+codecs.register(_find_codec)
 
 
 @dataclass(frozen=True)
@@ -181,13 +210,14 @@ class RawFile:
                     skip_rows=1,
                     use_threads=False,  # the ragged-row callback needs record numbers
                     block_size=max(1 << 20, self.chunk_rows * 64),
+                    encoding=_LENIENT_UTF8,
                 ),
                 parse_options=pacsv.ParseOptions(invalid_row_handler=invalid_row),
-                # every cell as bytes: UTF-8 and number parsing happen per cell later,
-                # so a bad cell is a reported bad row instead of a parser exception
+                # every cell as text, numbers parsed per cell later, so a bad cell is a
+                # reported bad row instead of a parser exception
                 convert_options=pacsv.ConvertOptions(
                     include_columns=self._read,
-                    column_types={n: pa.binary() for n in self._read},
+                    column_types={n: pa.string() for n in self._read},
                     strings_can_be_null=True,
                     quoted_strings_can_be_null=True,
                 ),
@@ -296,22 +326,15 @@ def _to_polars(rb: pa.RecordBatch) -> pl.DataFrame:
 
 
 def _decode_text(frame: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, npt.NDArray[np.bool_]]]:
-    """CSV byte cells as text; cells that are not UTF-8 become null and are marked."""
-    out = []
+    """Cells that held bytes that are not UTF-8 (now U+FFFD) become null and are marked."""
     not_utf8: dict[str, npt.NDArray[np.bool_]] = {}
     for s in frame.iter_columns():
-        try:
-            out.append(s.cast(pl.String))
-        except pl.exceptions.ComputeError:
-            # rare path: find the offending cells one by one
-            bad = np.zeros(s.len(), np.bool_)
-            values: list[str | None] = []
-            for k, v in enumerate(s.to_list()):
-                try:
-                    values.append(None if v is None else v.decode("utf-8"))
-                except UnicodeDecodeError:
-                    bad[k] = True
-                    values.append(None)
-            out.append(pl.Series(s.name, values, dtype=pl.String))
-            not_utf8[s.name] = bad
-    return pl.DataFrame(out), not_utf8
+        bad = s.str.contains(_REPLACEMENT, literal=True).fill_null(False)
+        if bad.any():
+            not_utf8[s.name] = bad.to_numpy()
+    if not_utf8:
+        frame = frame.with_columns(
+            pl.when(pl.Series(bad)).then(None).otherwise(pl.col(name)).alias(name)
+            for name, bad in not_utf8.items()
+        )
+    return frame, not_utf8
