@@ -1,0 +1,469 @@
+"""Replay of a live session: the same ``Engine`` fed the same sequenced input stream.
+
+A live daemon leaves in its journal folder the day files of the input journal, the exact
+config that ran (``session-{id}.toml``), what it was started with (``session-{id}.json``)
+and the decisions its engine emitted (``decisions-{id}.jsonl``). This module rebuilds that
+engine (replay clock, arrival order, the session's order id prefix and order timeout, not
+strict) with a router that matches the mode, and applies every journal record of the
+session in sequence order, exactly as the daemon applied it (``apply_record``). What the
+engine emits of ``DECISION_TYPES`` is collected for ``replay.parity`` to compare with the log.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, Literal
+
+import msgspec
+
+from adapters.journal_file import FileJournalReader, journal_files
+from adapters.sim_venue import SimulatedVenue
+from engine.clock import ReplayClock, TimerFired
+from engine.config import Config, load_config
+from engine.engine import Engine
+from engine.errors import ConfigError, DataError, TradeloopError
+from engine.events import (
+    Alarm,
+    CancelRequest,
+    Event,
+    OrderRequest,
+    RiskRejected,
+    Signal,
+    TradingState,
+)
+from engine.features import FeatureSet
+from engine.instruments import InstrumentTable
+from engine.journal import (
+    AnyRecord,
+    ClockRecord,
+    CommandRecord,
+    FeedRecord,
+    MarketDataRecord,
+    ReportRecord,
+    TimerRecord,
+)
+from engine.plugins import load_model, load_strategy
+from engine.ports import OrderRouter, SendOnly
+from engine.risk import RiskEngine
+
+# The event types the daemon writes to ``decisions-{id}.jsonl``: what the engine decided,
+# as opposed to what it was told (market data, reports, commands are journal inputs).
+DECISION_TYPES: Final[tuple[type[Event], ...]] = (
+    Signal,
+    OrderRequest,
+    CancelRequest,
+    RiskRejected,
+    TradingState,
+    Alarm,
+)
+
+LiveMode = Literal["shadow", "paper", "live"]
+SESSION_PREFIX: Final = "session-"
+DECISIONS_PREFIX: Final = "decisions-"
+
+
+class SessionInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """``session-{id}.json``: what the daemon was started with.
+
+    Attributes:
+        session_id: the session's id (also in the file names).
+        mode: ``shadow``, ``paper`` or ``live``.
+        order_id_prefix: prefix of the engine's client order ids in this session.
+        config_sha256: sha256 of ``session-{id}.toml`` (checked when present).
+        started_ns: start time (ns since the epoch); orders the sessions of a folder.
+        first_seq: the first journal record of this session (a folder may hold several
+            sessions' records, one after the other); None: the journal's first record.
+    """
+
+    session_id: str
+    mode: LiveMode
+    order_id_prefix: str
+    config_sha256: str = ""
+    started_ns: int = 0
+    first_seq: int | None = None
+
+
+@dataclass(frozen=True)
+class Session:
+    """One session of a journal folder, its files read and validated."""
+
+    journal_dir: Path
+    info: SessionInfo
+    config: Config
+    config_path: Path
+    decisions_path: Path
+    last_seq: int | None  # the record before the next session's first, if any
+
+
+class RecordingSender:
+    """The sending port of a replayed live or shadow session: keeps what would have left."""
+
+    def __init__(self) -> None:
+        self.orders: list[OrderRequest] = []
+        self.cancels: list[CancelRequest] = []
+
+    def submit(self, order: OrderRequest) -> None:
+        self.orders.append(order)
+
+    def cancel(self, request: CancelRequest) -> None:
+        self.cancels.append(request)
+
+
+class WatchedClock(ReplayClock):
+    """A ``ReplayClock`` that keeps every timer it fires, in firing order."""
+
+    def __init__(self, start_ns: int = 0) -> None:
+        super().__init__(start_ns)
+        self.fired: list[TimerFired] = []
+
+    def pop_due(self, ts_ns: int) -> list[TimerFired]:
+        due = super().pop_due(ts_ns)
+        self.fired.extend(due)
+        return due
+
+
+@dataclass
+class JournalReplayResult:
+    """What a replay of a session did.
+
+    Attributes:
+        session: the session replayed.
+        decisions: events of ``DECISION_TYPES`` the engine emitted, in order.
+        records: journal records applied, by record tag (``market_data``, ``report``, ...).
+        ticks: market-data ticks processed.
+        orders: orders that passed the risk gates and went to the router.
+        cancels: cancels sent to the router.
+        timers_fired: timers the replayed clock fired.
+        timer_differences: where the journal's timer records and the replay's firings
+            disagree (empty when they agree).
+        engine: the engine after the last record.
+    """
+
+    session: Session
+    decisions: list[Event]
+    records: dict[str, int]
+    ticks: int
+    orders: int
+    cancels: int
+    timers_fired: int
+    timer_differences: list[str]
+    engine: Engine = field(repr=False)
+
+    @property
+    def record_count(self) -> int:
+        return sum(self.records.values())
+
+
+def is_journal_dir(path: Path) -> bool:
+    """Whether ``path`` is a live session's journal folder (a session file or a day file)."""
+    return path.is_dir() and (
+        any(path.glob(f"{SESSION_PREFIX}*.json")) or bool(journal_files(path))
+    )
+
+
+def list_sessions(journal_dir: Path) -> list[tuple[SessionInfo, Path]]:
+    """The sessions of a journal folder with their json files, oldest first.
+
+    Raises:
+        DataError: the folder does not exist, or a session file is not valid.
+    """
+    if not journal_dir.is_dir():
+        raise DataError(str(journal_dir), "not a folder")
+    found: list[tuple[SessionInfo, Path]] = []
+    for path in journal_dir.glob(f"{SESSION_PREFIX}*.json"):
+        try:
+            info = msgspec.json.decode(path.read_bytes(), type=SessionInfo)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise DataError(str(path), f"not a valid session file: {exc}") from exc
+        except OSError as exc:
+            raise DataError(str(path), f"cannot read: {exc.strerror}") from exc
+        if path.name != f"{SESSION_PREFIX}{info.session_id}.json":
+            raise DataError(str(path), f"holds session {info.session_id!r}, not its file's")
+        found.append((info, path))
+    found.sort(key=lambda item: (item[0].started_ns, item[0].first_seq or 0, item[0].session_id))
+    return found
+
+
+def load_session(journal_dir: Path, session: str | None = None) -> Session:
+    """Pick a session of the folder (the latest unless ``session`` names one) and load it.
+
+    Raises:
+        DataError: no session in the folder, an unknown session, a missing decisions log.
+        ConfigError: the session's config copy is invalid or differs from its recorded hash.
+    """
+    journal_dir = Path(journal_dir)
+    sessions = list_sessions(journal_dir)
+    if not sessions:
+        raise DataError(
+            str(journal_dir), f"no {SESSION_PREFIX}*.json here: not a live session's journal folder"
+        )
+    index = len(sessions) - 1
+    if session is not None:
+        ids = [info.session_id for info, _ in sessions]
+        if session not in ids:
+            raise DataError(
+                str(journal_dir), f"no session {session!r} (sessions here: {', '.join(ids)})"
+            )
+        index = ids.index(session)
+    info, _ = sessions[index]
+    if len(sessions) > 1 and any(i.first_seq is None for i, _ in sessions):
+        raise DataError(
+            str(journal_dir),
+            f"{len(sessions)} sessions share this journal but a session file has no "
+            "first_seq, so the records of one cannot be told apart",
+        )
+    later = [i.first_seq for i, _ in sessions[index + 1 :] if i.first_seq is not None]
+    last_seq = min(later) - 1 if later else None
+    config_path = journal_dir / f"{SESSION_PREFIX}{info.session_id}.toml"
+    config, digest = load_config(config_path)
+    if info.config_sha256 and digest != info.config_sha256:
+        raise ConfigError(
+            str(config_path),
+            f"sha256 {digest} differs from the session's {info.config_sha256}: "
+            "not the config that ran",
+        )
+    decisions_path = journal_dir / f"{DECISIONS_PREFIX}{info.session_id}.jsonl"
+    if not decisions_path.is_file():
+        raise DataError(str(decisions_path), "missing: the session's decisions log")
+    return Session(journal_dir, info, config, config_path, decisions_path, last_seq)
+
+
+def build_session_engine(
+    config: Config, *, mode: LiveMode, order_id_prefix: str, clock: ReplayClock
+) -> tuple[Engine, OrderRouter]:
+    """The engine a live daemon builds for ``config``: the replay clock advanced by the
+    journal, arrival order, the session's order id prefix and order timeout, not strict.
+
+    The router matches the mode: the simulated venue (``[venue.sim]``) in paper, a
+    ``SendOnly`` into a ``RecordingSender`` in shadow and live, where the venue's reports
+    come from the journal.
+
+    Raises:
+        ConfigError, PluginLoadError: before any record is read.
+    """
+    instruments = InstrumentTable(list(config.instruments))
+    features = FeatureSet(list(config.features))
+    model = load_model(config.model) if config.model is not None else None
+    strategy = load_strategy(config.strategy)
+    router: OrderRouter
+    if mode == "paper":
+        sim = config.venue.sim
+        router = SimulatedVenue(sim.latency_ns, sim.fee_bps, sim.maker_fee_bps)
+    else:
+        router = SendOnly(RecordingSender())
+    engine = Engine(
+        instruments=instruments,
+        clock=clock,
+        router=router,
+        features=features,
+        model=model,
+        strategy=strategy,
+        risk=RiskEngine(config.risk, instruments.symbols),
+        equity_interval_ns=config.replay.equity_interval_ns,
+        initial_cash=config.replay.initial_cash,
+        strict=False,
+        order_id_prefix=order_id_prefix,
+        arrival_order=True,
+        order_timeout_ns=config.live.order_timeout_ns,
+    )
+    return engine, router
+
+
+def apply_record(engine: Engine, record: AnyRecord) -> None:
+    """Apply one journal record to the engine, as the live daemon does.
+
+    A timer record is informational: timers fire on the replayed clock inside
+    ``advance_to`` and ``process_batch``.
+    """
+    match record:
+        case MarketDataRecord():
+            engine.process_batch(record.ticks.to_batch())
+        case ReportRecord():
+            engine.on_report(record.report)
+        case CommandRecord():
+            engine.on_command(record.command)
+        case ClockRecord():
+            engine.advance_to(record.ts_recv)
+        case FeedRecord():
+            feed = record.feed
+            if feed.status == "lost":
+                engine.market_data_lost(feed.reason)
+            elif feed.status == "restored":
+                engine.market_data_restored(feed.reason)
+            else:
+                engine.market_data_lost("inbound queue overflow")
+        case TimerRecord():
+            pass
+
+
+def session_records(session: Session) -> Iterator[AnyRecord]:
+    """The session's journal records in sequence order.
+
+    Raises:
+        JournalError: a journal file is corrupt or the sequence has a gap.
+        AdapterError: the folder cannot be read.
+    """
+    first = session.info.first_seq
+    last = session.last_seq
+    for record in FileJournalReader(session.journal_dir):
+        if first is not None and record.seq < first:
+            continue
+        if last is not None and record.seq > last:
+            return
+        yield record
+
+
+def replay_journal(journal_dir: Path, *, session: str | None = None) -> JournalReplayResult:
+    """Replay a live session's journal through the engine that ran it.
+
+    Args:
+        journal_dir: the daemon's journal folder.
+        session: the session id; None picks the latest session of the folder.
+
+    Raises:
+        DataError: no such session, a missing decisions log, or the engine refused a
+            record (``JournalError`` for a corrupt journal).
+        ConfigError, PluginLoadError: the session's config cannot be built again.
+        AdapterError: the folder cannot be read.
+    """
+    return replay_session(load_session(Path(journal_dir), session))
+
+
+def replay_session(session: Session) -> JournalReplayResult:
+    """``replay_journal`` for a session already loaded."""
+    clock = WatchedClock()
+    engine, router = build_session_engine(
+        session.config,
+        mode=session.info.mode,
+        order_id_prefix=session.info.order_id_prefix,
+        clock=clock,
+    )
+    decisions: list[Event] = []
+
+    def keep(event: Event) -> None:
+        if isinstance(event, DECISION_TYPES):
+            decisions.append(event)
+
+    engine.sinks.append(keep)
+    records: Counter[str] = Counter()
+    journaled: list[tuple[TimerFired, int, int]] = []  # timer, seq, inputs applied before it
+    fired_at: list[int] = []  # per replay firing: the index of the input that fired it
+    applied = 0
+    for record in session_records(session):
+        tag = type(record).__struct_config__.tag
+        records[str(tag)] += 1
+        if isinstance(record, TimerRecord):
+            journaled.append((record.timer, record.seq, applied))
+            continue
+        try:
+            apply_record(engine, record)
+        except TradeloopError as exc:
+            raise DataError(
+                str(session.journal_dir), f"record seq {record.seq} ({tag}) refused: {exc}"
+            ) from exc
+        fired_at.extend([applied] * (len(clock.fired) - len(fired_at)))
+        applied += 1
+    sent = router.sender if isinstance(router, SendOnly) else None
+    return JournalReplayResult(
+        session=session,
+        decisions=decisions,
+        records=dict(records),
+        ticks=engine.counters["ticks"],
+        orders=engine.counters["orders_sent"],
+        cancels=len(sent.cancels) if isinstance(sent, RecordingSender) else _cancels(decisions),
+        timers_fired=len(clock.fired),
+        timer_differences=_timer_differences(journaled, clock.fired, fired_at),
+        engine=engine,
+    )
+
+
+def _cancels(decisions: list[Event]) -> int:
+    return sum(isinstance(d, CancelRequest) for d in decisions)
+
+
+def _timer_differences(
+    journaled: list[tuple[TimerFired, int, int]], fired: list[TimerFired], fired_at: list[int]
+) -> list[str]:
+    """Timer records against the replay's firings, one by one.
+
+    The daemon journals a timer as it comes due, just before or while applying the input
+    that makes it due, so a timer record with ``k`` inputs before it must match a firing
+    during input ``k - 1`` or ``k``.
+    """
+    out: list[str] = []
+    for i, ((timer, seq, before), (replayed, during)) in enumerate(
+        zip(journaled, zip(fired, fired_at))
+    ):
+        if timer != replayed:
+            out.append(
+                f"timer {i}: journal seq {seq} has {_timer(timer)}, replay fired {_timer(replayed)}"
+            )
+        elif during not in (before - 1, before):
+            out.append(
+                f"timer {i}: journal seq {seq} has {_timer(timer)} after input {before}, "
+                f"replay fired it while applying input {during + 1}"
+            )
+    if len(journaled) > len(fired):
+        timer, seq, _ = journaled[len(fired)]
+        out.append(
+            f"timers: journal has {len(journaled)}, replay fired {len(fired)}; first "
+            f"unmatched: seq {seq} {_timer(timer)}"
+        )
+    elif len(fired) > len(journaled):
+        out.append(
+            f"timers: journal has {len(journaled)}, replay fired {len(fired)}; first "
+            f"unmatched: {_timer(fired[len(journaled)])}"
+        )
+    return out
+
+
+def _timer(timer: TimerFired) -> str:
+    every = f" every {timer.interval_ns} ns" if timer.interval_ns else ""
+    return f"{timer.name!r} due {timer.ts_event}{every}"
+
+
+def replay_summary(result: JournalReplayResult) -> str:
+    """One line: the session, the records, ticks, orders and decisions."""
+    records = ", ".join(f"{n} {tag}" for tag, n in sorted(result.records.items()))
+    return (
+        f"replayed session {result.session.info.session_id} ({result.session.info.mode}): "
+        f"{result.record_count} records ({records or 'none'}), {result.ticks} ticks, "
+        f"{result.orders} orders, {result.cancels} cancels, {result.timers_fired} timers, "
+        f"{len(result.decisions)} decisions"
+    )
+
+
+def cmd_replay_journal(args: argparse.Namespace) -> int:
+    """``tradeloop replay JOURNAL_DIR [--session ID]``: replay a session, print a summary.
+
+    Raises:
+        TradeloopError: as ``replay_journal``.
+    """
+    result = replay_journal(Path(args.data), session=getattr(args, "session", None))
+    print(replay_summary(result))
+    for line in result.timer_differences[:20]:
+        print(f"  {line}")
+    return 0
+
+
+__all__ = [
+    "DECISION_TYPES",
+    "JournalReplayResult",
+    "RecordingSender",
+    "Session",
+    "SessionInfo",
+    "WatchedClock",
+    "apply_record",
+    "build_session_engine",
+    "cmd_replay_journal",
+    "is_journal_dir",
+    "list_sessions",
+    "load_session",
+    "replay_journal",
+    "replay_session",
+    "replay_summary",
+]
