@@ -1,0 +1,350 @@
+"""Inbound MQTT messages to the items of the one ordered input stream.
+
+``Ingest.decode`` takes every message one wake-up of the session drained, in arrival
+order, and returns the items for the inbox: consecutive market-data messages become ONE
+``TickBatch`` (a micro-batch, in arrival order); each execution report and each operator
+command is an item of its own between batches. Nothing bad is enqueued: it is counted
+(``bad_messages`` and one counter per reason) and logged with its raw bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from adapters.mqtt.auth import verify
+from adapters.mqtt.topics import Topics
+from engine.codec import EventCodec, Format
+from engine.errors import BadMessage
+from engine.events import (
+    CancelRejected,
+    Command,
+    Fill,
+    OrderAccepted,
+    OrderCancelled,
+    OrderRejected,
+    Quote,
+    Trade,
+)
+from engine.instruments import InstrumentTable
+from engine.ports import ExecutionReport
+from engine.ticks import QUOTE, TRADE, TickBatch
+
+log = logging.getLogger(__name__)
+
+# how much of a bad payload goes into the log line
+_LOGGED_BYTES = 200
+
+_ROUTE_QUOTE = 0
+_ROUTE_TRADE = 1
+_ROUTE_REPORT = 2
+_ROUTE_COMMAND = 3
+_ROUTE_NAMES = ("quote", "trade", "report", "command")
+_REPORT_TYPES = (OrderAccepted, OrderRejected, Fill, OrderCancelled, CancelRejected)
+
+
+@dataclass(frozen=True, slots=True)
+class MarketData:
+    """Several market-data messages merged into one micro-batch (arrival order)."""
+
+    batch: TickBatch
+    ts_recv: int
+    messages: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReportIn:
+    """One execution report from the OMS."""
+
+    report: ExecutionReport
+    ts_recv: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommandIn:
+    """One operator command whose signature verified."""
+
+    command: Command
+    ts_recv: int
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """The broker connection came up (``connected``) or was lost."""
+
+    connected: bool
+    ts_recv: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Overflow:
+    """Market data was dropped because the inbox stayed full (the daemon reduces only)."""
+
+    dropped_messages: int
+    ts_recv: int
+
+
+Inbound = MarketData | ReportIn | CommandIn | Connection | Overflow
+
+RawMessage = tuple[str, bytes, str | None]
+"""``(topic, payload, signature)``; the signature is read only on the command topic."""
+
+
+class _Columns:
+    """Ticks of one run of consecutive market-data messages, as Python lists."""
+
+    __slots__ = (
+        "ask",
+        "ask_size",
+        "bid",
+        "bid_size",
+        "instrument",
+        "kind",
+        "price",
+        "side",
+        "size",
+        "ts_event",
+    )
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self.ts_event: list[int] = []
+        self.instrument: list[int] = []
+        self.kind: list[int] = []
+        self.bid: list[float] = []
+        self.ask: list[float] = []
+        self.bid_size: list[float] = []
+        self.ask_size: list[float] = []
+        self.price: list[float] = []
+        self.size: list[float] = []
+        self.side: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.ts_event)
+
+    def add_quote(self, quote: Quote, instrument: int) -> None:
+        self.ts_event.append(quote.ts_event)
+        self.instrument.append(instrument)
+        self.kind.append(QUOTE)
+        self.bid.append(quote.bid)
+        self.ask.append(quote.ask)
+        self.bid_size.append(quote.bid_size)
+        self.ask_size.append(quote.ask_size)
+        self.price.append(math.nan)
+        self.size.append(math.nan)
+        self.side.append(0)
+
+    def add_trade(self, trade: Trade, instrument: int) -> None:
+        self.ts_event.append(trade.ts_event)
+        self.instrument.append(instrument)
+        self.kind.append(TRADE)
+        self.bid.append(math.nan)
+        self.ask.append(math.nan)
+        self.bid_size.append(math.nan)
+        self.ask_size.append(math.nan)
+        self.price.append(trade.price)
+        self.size.append(trade.size)
+        self.side.append(1 if trade.side == "buy" else -1)
+
+    def take(self, ts_recv: int) -> MarketData:
+        n = len(self.ts_event)
+        # built directly in arrival order, not with TickBatch.merge: live, arrival is the
+        # order of truth and the engine counts a ts_event going backwards itself
+        batch = TickBatch(
+            ts_event=np.array(self.ts_event, np.int64),
+            ts_recv=np.full(n, ts_recv, np.int64),
+            instrument=np.array(self.instrument, np.int32),
+            kind=np.array(self.kind, np.int8),
+            bid=np.array(self.bid, np.float64),
+            ask=np.array(self.ask, np.float64),
+            bid_size=np.array(self.bid_size, np.float64),
+            ask_size=np.array(self.ask_size, np.float64),
+            price=np.array(self.price, np.float64),
+            size=np.array(self.size, np.float64),
+            side=np.array(self.side, np.int8),
+        )
+        self._reset()
+        return MarketData(batch=batch, ts_recv=ts_recv, messages=n)
+
+
+def _quote_problem(q: Quote) -> str | None:
+    if not (
+        math.isfinite(q.bid)
+        and math.isfinite(q.ask)
+        and math.isfinite(q.bid_size)
+        and math.isfinite(q.ask_size)
+    ):
+        return "non_finite"
+    if q.bid <= 0.0 or q.ask <= 0.0 or q.bid_size <= 0.0 or q.ask_size <= 0.0:
+        return "non_positive"
+    if q.bid >= q.ask:
+        return "crossed"
+    return None
+
+
+def _trade_problem(t: Trade) -> str | None:
+    if not (math.isfinite(t.price) and math.isfinite(t.size)):
+        return "non_finite"
+    if t.price <= 0.0 or t.size <= 0.0:
+        return "non_positive"
+    return None
+
+
+def _fill_problem(f: Fill) -> str | None:
+    if not (math.isfinite(f.price) and math.isfinite(f.qty) and math.isfinite(f.fee)):
+        return "non_finite"
+    if f.price <= 0.0 or f.qty <= 0.0:
+        return "non_positive"
+    return None
+
+
+class Ingest:
+    """Decodes drained messages into inbox items; built once per session.
+
+    Args:
+        topics: the topic contract.
+        instruments: subscribed instruments; a tick's ``instrument`` column is the dense
+            index from this table.
+        fmt: payload format on the wire.
+        max_payload_bytes: larger payloads are refused unread (counter ``oversized``).
+        command_key: HMAC key of operator commands (None: every command is refused).
+        counters: where counts go (shared with the session).
+    """
+
+    def __init__(
+        self,
+        topics: Topics,
+        instruments: InstrumentTable,
+        *,
+        fmt: Format,
+        max_payload_bytes: int,
+        command_key: bytes | None,
+        counters: Counter[str],
+    ) -> None:
+        self.topics = topics
+        self.instruments = instruments
+        self.counters = counters
+        self._max_payload = max_payload_bytes
+        self._command_key = command_key
+        self._codec = EventCodec(fmt, source="mqtt")
+        # exact topic -> (route, instrument index): one dict lookup per message
+        self._routes: dict[str, tuple[int, int]] = {
+            topics.reports: (_ROUTE_REPORT, -1),
+            topics.command: (_ROUTE_COMMAND, -1),
+        }
+        for index, inst in enumerate(instruments.instruments):
+            self._routes[topics.quote(inst.venue, inst.symbol)] = (_ROUTE_QUOTE, index)
+            self._routes[topics.trade(inst.venue, inst.symbol)] = (_ROUTE_TRADE, index)
+        self._in_counter = tuple(f"messages_in_{name}" for name in _ROUTE_NAMES)
+        self._columns = _Columns()
+
+    def decode(self, messages: Iterable[RawMessage], ts_recv: int) -> list[Inbound]:
+        """Items for the inbox from ``messages`` (arrival order), all stamped ``ts_recv``.
+
+        Bad messages are counted and logged, never returned.
+        """
+        out: list[Inbound] = []
+        columns = self._columns
+        routes = self._routes
+        counters = self.counters
+        symbols = self.instruments.instruments
+        for topic, payload, signature in messages:
+            route = routes.get(topic)
+            if route is None:
+                self._bad(topic, payload, "unknown_topic")
+                continue
+            kind, index = route
+            counters[self._in_counter[kind]] += 1
+            if len(payload) > self._max_payload:
+                self._bad(topic, payload, "oversized", detail=f"{len(payload)} bytes")
+                continue
+            if kind == _ROUTE_COMMAND and not verify(payload, signature, self._command_key):
+                counters["commands_unauthenticated"] += 1
+                why = "no command key configured" if self._command_key is None else "bad signature"
+                if self._command_key is not None and not signature:
+                    why = "unsigned"
+                log.warning("command refused on %s (%s): %r", topic, why, payload[:_LOGGED_BYTES])
+                continue
+            try:
+                event = self._codec.decode(payload)
+            except BadMessage as exc:
+                self._bad(topic, payload, "undecodable", detail=exc.reason)
+                continue
+            problem: str | None
+            if kind == _ROUTE_QUOTE:
+                if type(event) is not Quote:
+                    self._bad(topic, payload, "wrong_type", detail=type(event).__name__)
+                    continue
+                problem = self._instrument_problem(event.instrument, symbols[index].symbol)
+                if problem is None:
+                    problem = _quote_problem(event)
+                if problem is not None:
+                    self._bad(topic, payload, problem)
+                    continue
+                columns.add_quote(event, index)
+            elif kind == _ROUTE_TRADE:
+                if type(event) is not Trade:
+                    self._bad(topic, payload, "wrong_type", detail=type(event).__name__)
+                    continue
+                problem = self._instrument_problem(event.instrument, symbols[index].symbol)
+                if problem is None:
+                    problem = _trade_problem(event)
+                if problem is not None:
+                    self._bad(topic, payload, problem)
+                    continue
+                columns.add_trade(event, index)
+            elif kind == _ROUTE_REPORT:
+                if not isinstance(event, _REPORT_TYPES):
+                    self._bad(topic, payload, "wrong_type", detail=type(event).__name__)
+                    continue
+                if isinstance(event, Fill):
+                    problem = _fill_problem(event)
+                    if problem is not None:
+                        self._bad(topic, payload, problem)
+                        continue
+                if len(columns):
+                    out.append(columns.take(ts_recv))
+                out.append(ReportIn(report=event, ts_recv=ts_recv))
+            else:
+                if not isinstance(event, Command):
+                    self._bad(topic, payload, "wrong_type", detail=type(event).__name__)
+                    continue
+                if len(columns):
+                    out.append(columns.take(ts_recv))
+                out.append(CommandIn(command=event, ts_recv=ts_recv))
+        if len(columns):
+            out.append(columns.take(ts_recv))
+        return out
+
+    def _instrument_problem(self, symbol: str, expected: str) -> str | None:
+        if symbol == expected:
+            return None
+        if symbol in self.instruments.index:
+            return "instrument_mismatch"
+        return "unknown_symbol"
+
+    def _bad(
+        self,
+        topic: str,
+        payload: bytes,
+        reason: str,
+        *,
+        detail: str = "",
+    ) -> None:
+        self.counters["bad_messages"] += 1
+        self.counters["oversized" if reason == "oversized" else f"bad_{reason}"] += 1
+        log.warning(
+            "bad message on %s (%s%s): %r",
+            topic,
+            reason,
+            f": {detail}" if detail else "",
+            payload[:_LOGGED_BYTES],
+        )

@@ -1,0 +1,537 @@
+"""One MQTT 5 session with the broker: market data, execution reports and operator
+commands in, as ONE ordered stream (``inbox``); orders and status out, through a bounded
+outbox that survives reconnects.
+
+Draining. aiomqtt's message iterator costs a task and an ``asyncio.wait`` per message,
+and its reader callback parses one packet per turn of the event loop. The session hands
+aiomqtt its own queue (the documented ``queue_type`` parameter), wakes once through the
+iterator (which is also how aiomqtt reports a lost connection), then takes every message
+already queued with ``get_nowait`` and gives the loop a few more turns
+(``_DRAIN_TURNS``) while packets keep arriving, so a burst becomes one micro-batch. All
+messages of one wake-up share one receive stamp.
+
+Ordering. Inbox items are in arrival order, stamped by ``receive_clock`` (never
+decreasing). When the inbox is full, items wait in a pending list, still in order:
+reports, commands and connection changes are never dropped; consecutive market data
+merges into one batch, and beyond ``max_pending_ticks`` the oldest ticks are dropped,
+counted, and announced by an ``Overflow`` item just before the batch they were cut from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import math
+import random
+import ssl
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Literal, cast
+
+import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from adapters.mqtt.auth import SIGNATURE_PROPERTY
+from adapters.mqtt.ingest import (
+    CommandIn,
+    Connection,
+    Inbound,
+    Ingest,
+    MarketData,
+    Overflow,
+    RawMessage,
+    ReportIn,
+)
+from adapters.mqtt.settings import MqttSettings
+from adapters.mqtt.topics import Topics
+from engine.codec import EventCodec
+from engine.errors import AdapterError
+from engine.events import CancelRequest, OrderRequest
+from engine.instruments import InstrumentTable
+from engine.ticks import TickBatch
+
+__all__ = [
+    "CommandIn",
+    "Connection",
+    "Inbound",
+    "MarketData",
+    "MqttSession",
+    "Overflow",
+    "ReportIn",
+    "SessionState",
+]
+
+log = logging.getLogger(__name__)
+
+SessionState = Literal["new", "connecting", "connected", "reconnecting", "closed"]
+
+# Extra event-loop turns per wake-up while packets keep arriving: each turn lets aiomqtt's
+# reader parse one more packet (~50 us each here), so a burst is cut into batches of up
+# to ~64 messages and the first one waits at most a few ms; an idle feed costs one turn.
+_DRAIN_TURNS = 64
+
+# Market data held while the inbox is full: 100k ticks is ~9 MB of columns, seconds of a
+# busy feed; beyond that the oldest ticks go (counted) rather than memory growing.
+MAX_PENDING_TICKS = 100_000
+
+# CONNACK reason codes that retrying cannot fix (MQTT 5, 3.2.2.2): client id invalid,
+# bad user name or password, not authorized, banned, bad authentication method.
+_REFUSALS = frozenset({0x85, 0x86, 0x87, 0x8A, 0x8C})
+
+
+@dataclass(frozen=True, slots=True)
+class _Publish:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    counter: str
+
+
+class _PendingMarket:
+    """Market data waiting for room in the inbox; parts are concatenated on delivery."""
+
+    __slots__ = ("dropped", "parts", "ticks", "ts_recv")
+
+    def __init__(self, item: MarketData) -> None:
+        self.parts: list[TickBatch] = [item.batch]
+        self.ticks = len(item.batch)
+        self.dropped = 0
+        self.ts_recv = item.ts_recv
+
+    def add(self, item: MarketData) -> None:
+        self.parts.append(item.batch)
+        self.ticks += len(item.batch)
+        self.ts_recv = item.ts_recv
+
+    def drop_oldest(self, count: int) -> int:
+        dropped = 0
+        while count > 0 and self.parts:
+            first = self.parts[0]
+            n = len(first)
+            if n <= count:
+                self.parts.pop(0)
+                cut = n
+            else:
+                self.parts[0] = first.slice(count, n)
+                cut = count
+            count -= cut
+            dropped += cut
+        self.ticks -= dropped
+        self.dropped += dropped
+        return dropped
+
+    def take(self) -> MarketData:
+        batch = TickBatch.concat(self.parts)
+        return MarketData(batch=batch, ts_recv=self.ts_recv, messages=len(batch))
+
+
+def _tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
+    if not settings.tls:
+        return None
+    try:
+        context = ssl.create_default_context(cafile=settings.ca_file)
+        if settings.cert_file is not None:
+            context.load_cert_chain(settings.cert_file, settings.key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise AdapterError(f"mqtt TLS files: {exc}") from exc
+    return context
+
+
+def _signature(message: aiomqtt.Message) -> str | None:
+    properties = message.properties
+    pairs = getattr(properties, "UserProperty", None) if properties is not None else None
+    for key, value in pairs or ():
+        if key == SIGNATURE_PROPERTY:
+            return str(value)
+    return None
+
+
+def _code(code: int | ReasonCode) -> int:
+    return code.value if isinstance(code, ReasonCode) else int(code)
+
+
+def _reason(exc: BaseException) -> str:
+    cause = exc.__cause__
+    return f"{exc}: {cause}" if cause is not None else str(exc)
+
+
+class MqttSession:
+    """The daemon's connection to the broker, as an async context manager.
+
+    ``async with`` connects (retrying transport failures with backoff; a refusal by the
+    broker raises), subscribes, and starts the background tasks; leaving it disconnects
+    cleanly (no last will). Call ``flush`` before leaving to send what is queued.
+
+    Args:
+        settings: connection settings, secrets resolved.
+        topics: the topic contract.
+        instruments: instruments whose market data is subscribed; a tick's ``instrument``
+            column is the dense index from this table.
+        receive_clock: integer nanoseconds; stamps ``ts_recv`` of every item (readings
+            are clamped so stamps never decrease).
+        will_payload: the last will, published retained on ``topics.status`` by the
+            broker if the connection dies without a disconnect.
+
+    Attributes:
+        inbox: the ordered input stream, bounded by ``settings.inbox_size``.
+        counters: ``messages_in_{quote,trade,report,command}`` (received, before checks),
+            ``bad_messages`` and ``bad_<reason>``, ``oversized``,
+            ``commands_unauthenticated``, ``dropped_market_data``, ``connection_lost``,
+            ``reconnects``, ``published_{order,cancel,status}``, ``published`` (generic).
+        state: ``new``, ``connecting``, ``connected``, ``reconnecting`` or ``closed``.
+        max_pending_ticks: market data held while the inbox is full, before the oldest
+            is dropped.
+
+    Raises:
+        AdapterError: TLS files cannot be loaded.
+    """
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        topics: Topics,
+        instruments: InstrumentTable,
+        *,
+        receive_clock: Callable[[], int],
+        will_payload: bytes,
+    ) -> None:
+        self.settings = settings
+        self.topics = topics
+        self.instruments = instruments
+        self.inbox: asyncio.Queue[Inbound] = asyncio.Queue(maxsize=settings.inbox_size)
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.state: SessionState = "new"
+        self.max_pending_ticks = MAX_PENDING_TICKS
+        self._clock = receive_clock
+        self._last_ts = 0
+        self._will = aiomqtt.Will(topics.status, will_payload, qos=1, retain=True)
+        self._tls = _tls_context(settings)
+        self._codec = EventCodec(settings.format, source="mqtt")
+        self._ingest = Ingest(
+            topics,
+            instruments,
+            fmt=settings.format,
+            max_payload_bytes=settings.max_payload_bytes,
+            command_key=settings.command_key,
+            counters=self.counters,
+        )
+        self._command_topic = topics.command
+        # every client of this session puts into this one queue, which only we drain
+        self._raw: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
+        self._outbox: asyncio.Queue[_Publish] = asyncio.Queue(maxsize=settings.outbox_size)
+        self._inflight: _Publish | None = None  # taken from the outbox, not yet acknowledged
+        self._unsent = 0
+        self._pending: collections.deque[Inbound | _PendingMarket] = collections.deque()
+        self._pending_ready = asyncio.Event()
+        self._delivering = False
+        self._tasks: asyncio.TaskGroup | None = None
+        self._background: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> MqttSession:
+        if self.state != "new":
+            raise AdapterError(f"an MqttSession is entered once (state {self.state})")
+        self.state = "connecting"
+        try:
+            client = await self._connect_first()
+        except BaseException:
+            self.state = "closed"
+            raise
+        self._tasks = asyncio.TaskGroup()
+        await self._tasks.__aenter__()
+        self._background = [
+            self._tasks.create_task(self._deliver(), name="mqtt-deliver"),
+            self._tasks.create_task(self._run(client), name="mqtt-connection"),
+        ]
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        self.state = "closed"
+        if self._tasks is None:
+            return None
+        for task in self._background:
+            task.cancel()
+        await self._tasks.__aexit__(exc_type, exc, tb)
+        return None
+
+    async def publish_order(self, order: OrderRequest | CancelRequest) -> None:
+        """Queue an order or a cancel for ``topics.orders`` at QoS 1.
+
+        Waits while the outbox is full (back-pressure). Queued messages survive a
+        reconnect and are sent after it, in order.
+
+        Raises:
+            AdapterError: the session is closed.
+        """
+        counter = "published_order" if isinstance(order, OrderRequest) else "published_cancel"
+        await self._enqueue(
+            _Publish(self.topics.orders, self._codec.encode(order), 1, False, counter)
+        )
+
+    async def publish_status(self, payload: bytes) -> None:
+        """Queue a status message: retained, QoS 1, on ``topics.status``.
+
+        Raises:
+            AdapterError: the session is closed.
+        """
+        await self._enqueue(_Publish(self.topics.status, payload, 1, True, "published_status"))
+
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> None:
+        """Queue any message (tools use it).
+
+        Raises:
+            AdapterError: the session is closed.
+        """
+        await self._enqueue(_Publish(topic, payload, qos, retain, "published"))
+
+    def outbox_empty(self) -> bool:
+        """True when every queued message has been sent (and acknowledged, at QoS 1)."""
+        return self._unsent == 0
+
+    async def flush(self, timeout_s: float) -> bool:
+        """Wait until every queued message is sent; False if ``timeout_s`` passed first."""
+        try:
+            await asyncio.wait_for(self._outbox.join(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _enqueue(self, item: _Publish) -> None:
+        if self.state == "closed":
+            raise AdapterError(f"publish to {item.topic} on a closed MqttSession")
+        self._unsent += 1
+        try:
+            await self._outbox.put(item)
+        except BaseException:
+            self._unsent -= 1
+            raise
+
+    def _raw_queue(self, maxsize: int) -> asyncio.Queue[aiomqtt.Message]:
+        return self._raw  # aiomqtt's ``queue_type(maxsize=0)``: ours, unbounded, drained fast
+
+    def _client(self) -> aiomqtt.Client:
+        s = self.settings
+        return aiomqtt.Client(
+            s.host,
+            s.port,
+            username=s.username,
+            password=s.password,
+            identifier=s.client_id,
+            queue_type=cast("type[asyncio.Queue[aiomqtt.Message]]", self._raw_queue),
+            protocol=aiomqtt.ProtocolVersion.V5,
+            will=self._will,
+            keepalive=s.keepalive_s,
+            tls_context=self._tls,
+            logger=log,
+        )
+
+    async def _connect(self, reason: str) -> aiomqtt.Client:
+        client = self._client()
+        await client.__aenter__()
+        try:
+            await self._subscribe(client)
+        except BaseException:
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.__aexit__(None, None, None)
+            raise
+        self.state = "connected"
+        log.info("mqtt connected to %s:%d (%s)", self.settings.host, self.settings.port, reason)
+        self._emit(Connection(connected=True, ts_recv=self._stamp(), reason=reason))
+        return client
+
+    async def _subscribe(self, client: aiomqtt.Client) -> None:
+        market = SubscribeOptions(qos=self.settings.market_data_qos)
+        # a retained command or report would be replayed on every reconnect
+        live_only = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
+        subscriptions = [
+            (self.topics.market_data(i.venue, i.symbol), market)
+            for i in self.instruments.instruments
+        ]
+        subscriptions += [(self.topics.reports, live_only), (self.topics.command, live_only)]
+        codes: Sequence[int | ReasonCode] = await client.subscribe(subscriptions)
+        for (topic, _), code in zip(subscriptions, codes):
+            if _code(code) >= 0x80:
+                self.counters["subscriptions_refused"] += 1
+                log.error("mqtt subscription to %s refused by the broker: %s", topic, code)
+
+    async def _connect_first(self) -> aiomqtt.Client:
+        attempt = 0
+        while True:
+            try:
+                return await self._connect("connected")
+            except MqttConnectError as exc:
+                if exc.rc is not None and _code(exc.rc) in _REFUSALS:
+                    raise AdapterError(
+                        f"broker {self.settings.host}:{self.settings.port} refused the "
+                        f"connection: {exc}"
+                    ) from exc
+                log.warning("mqtt connect failed: %s", _reason(exc))
+            except aiomqtt.MqttError as exc:
+                log.warning("mqtt connect failed: %s", _reason(exc))
+            attempt += 1
+            await asyncio.sleep(self._backoff(attempt))
+
+    async def _reconnect(self) -> aiomqtt.Client:
+        attempt = 0
+        while True:
+            await asyncio.sleep(self._backoff(attempt))
+            attempt += 1
+            try:
+                return await self._connect("reconnected")
+            except aiomqtt.MqttError as exc:
+                log.warning("mqtt reconnect attempt %d failed: %s", attempt, _reason(exc))
+
+    def _backoff(self, attempt: int) -> float:
+        # capped exponential backoff with full jitter: a fleet of daemons does not return
+        # in lockstep after a broker restart
+        bound = min(
+            self.settings.reconnect_max_s, self.settings.reconnect_min_s * 2.0 ** min(attempt, 30)
+        )
+        return random.uniform(0.0, bound)
+
+    async def _run(self, client: aiomqtt.Client) -> None:
+        while True:
+            reason = await self._serve(client)
+            self.state = "reconnecting"
+            self.counters["connection_lost"] += 1
+            log.warning("mqtt connection lost: %s", reason)
+            self._emit(Connection(connected=False, ts_recv=self._stamp(), reason=reason))
+            client = await self._reconnect()
+            self.counters["reconnects"] += 1
+
+    async def _serve(self, client: aiomqtt.Client) -> str:
+        """Read and write on one connection until it is lost; the reason."""
+        reason = "connection lost"
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._read(client), name="mqtt-read")
+                group.create_task(self._write(client), name="mqtt-write")
+        except* aiomqtt.MqttError as lost:
+            reason = "; ".join(_reason(e) for e in lost.exceptions)
+        finally:
+            # what arrived before the loss goes in before the Connection(False) item
+            self._take_waiting()
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.__aexit__(None, None, None)
+        return reason
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        raw = self._raw
+        # the iterator is the wake-up (and aiomqtt's way of saying the connection is
+        # gone); what else is queued is taken without it
+        async for first in client.messages:
+            group = [first]
+            turns = 0
+            while True:
+                while not raw.empty():
+                    group.append(raw.get_nowait())
+                if turns == _DRAIN_TURNS:
+                    break
+                await asyncio.sleep(0)
+                turns += 1
+                if raw.empty():
+                    break
+            self._ingest_group(group)
+
+    def _take_waiting(self) -> None:
+        group = []
+        while not self._raw.empty():
+            group.append(self._raw.get_nowait())
+        if group:
+            self._ingest_group(group)
+
+    def _ingest_group(self, group: list[aiomqtt.Message]) -> None:
+        command = self._command_topic
+        messages: list[RawMessage] = []
+        for m in group:
+            topic = m.topic.value
+            messages.append((topic, m.payload, _signature(m) if topic == command else None))
+        for item in self._ingest.decode(messages, self._stamp()):
+            self._emit(item)
+
+    def _stamp(self) -> int:
+        ts = self._clock()
+        if ts < self._last_ts:
+            ts = self._last_ts
+        self._last_ts = ts
+        return ts
+
+    def _emit(self, item: Inbound) -> None:
+        pending = self._pending
+        if isinstance(item, MarketData) and pending and isinstance(pending[-1], _PendingMarket):
+            pending[-1].add(item)
+            self._bound_pending()
+            return
+        if not pending and not self._delivering:
+            try:
+                self.inbox.put_nowait(item)
+                return
+            except asyncio.QueueFull:
+                pass
+        if isinstance(item, MarketData):
+            pending.append(_PendingMarket(item))
+            self._bound_pending()
+        else:
+            pending.append(item)
+        self._pending_ready.set()
+
+    def _bound_pending(self) -> None:
+        held = [p for p in self._pending if isinstance(p, _PendingMarket)]
+        excess = sum(p.ticks for p in held) - self.max_pending_ticks
+        for p in held:
+            if excess <= 0:
+                break
+            first_drop = p.dropped == 0
+            dropped = p.drop_oldest(excess)
+            excess -= dropped
+            self.counters["dropped_market_data"] += dropped
+            if first_drop and dropped:
+                log.warning(
+                    "inbox full: dropping the oldest market data beyond %d ticks",
+                    self.max_pending_ticks,
+                )
+
+    async def _deliver(self) -> None:
+        pending = self._pending
+        while True:
+            await self._pending_ready.wait()
+            self._pending_ready.clear()
+            while pending:
+                head = pending.popleft()
+                self._delivering = True
+                if isinstance(head, _PendingMarket):
+                    if head.dropped:
+                        await self.inbox.put(
+                            Overflow(dropped_messages=head.dropped, ts_recv=head.ts_recv)
+                        )
+                    if head.ticks:
+                        await self.inbox.put(head.take())
+                else:
+                    await self.inbox.put(head)
+            self._delivering = False
+
+    async def _write(self, client: aiomqtt.Client) -> None:
+        while True:
+            item = self._inflight
+            if item is None:
+                item = self._inflight = await self._outbox.get()
+            # no timeout: a lost connection ends this task through the reader
+            await client.publish(
+                item.topic, item.payload, qos=item.qos, retain=item.retain, timeout=math.inf
+            )
+            self._inflight = None
+            self._unsent -= 1
+            self.counters[item.counter] += 1
+            self._outbox.task_done()
