@@ -1,0 +1,314 @@
+"""Decoding of inbound MQTT messages (no broker): micro-batches, order, checks, signatures."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any
+
+import msgspec
+import numpy as np
+import pytest
+
+from adapters.mqtt.auth import sign_command, verify
+from adapters.mqtt.ingest import CommandIn, Ingest, MarketData, RawMessage, ReportIn
+from adapters.mqtt.settings import MqttSettings
+from adapters.mqtt.status import Status, decode_status, encode_status, offline_payload
+from adapters.mqtt.topics import Topics
+from engine.codec import EventCodec, Format
+from engine.errors import ConfigError
+from engine.events import (
+    CancelRejected,
+    Command,
+    Event,
+    Fill,
+    OrderAccepted,
+    OrderCancelled,
+    OrderRejected,
+    OrderRequest,
+    Quote,
+    Trade,
+)
+from engine.instruments import Instrument, InstrumentTable
+from engine.ticks import QUOTE, TRADE
+
+KEY = b"operator-key"
+TOPICS = Topics(prefix="t/", node="n1", account="a1")
+INSTRUMENTS = InstrumentTable(
+    [Instrument(symbol="BTC-USD", venue="X"), Instrument(symbol="ETH-USD", venue="X")]
+)
+FORMATS: list[Format] = ["json", "msgpack"]
+
+
+def _ingest(fmt: Format, *, key: bytes | None = KEY, max_payload: int = 65536) -> Ingest:
+    return Ingest(
+        TOPICS,
+        INSTRUMENTS,
+        fmt=fmt,
+        max_payload_bytes=max_payload,
+        command_key=key,
+        counters=Counter(),
+    )
+
+
+def _quote(ts: int = 1, symbol: str = "BTC-USD", **kw: Any) -> Quote:
+    values: dict[str, Any] = {"bid": 100.0, "ask": 100.5, "bid_size": 1.0, "ask_size": 2.0}
+    values.update(kw)
+    return Quote(ts_event=ts, ts_recv=0, instrument=symbol, **values)
+
+
+def _trade(ts: int = 1, symbol: str = "BTC-USD", **kw: Any) -> Trade:
+    values: dict[str, Any] = {"price": 100.25, "size": 0.5, "side": "sell"}
+    values.update(kw)
+    return Trade(ts_event=ts, ts_recv=0, instrument=symbol, **values)
+
+
+REPORTS: list[Event] = [
+    OrderAccepted(ts_event=5, ts_recv=0, client_order_id="S1-1", venue_order_id="V1"),
+    OrderRejected(ts_event=5, ts_recv=0, client_order_id="S1-2", reason="no funds"),
+    Fill(
+        ts_event=6,
+        ts_recv=0,
+        client_order_id="S1-1",
+        fill_id="F1",
+        instrument="BTC-USD",
+        side="buy",
+        qty=0.1,
+        price=100.5,
+        fee=0.01,
+        liquidity="taker",
+    ),
+    OrderCancelled(ts_event=7, ts_recv=0, client_order_id="S1-3", reason="user"),
+    CancelRejected(ts_event=7, ts_recv=0, client_order_id="S1-4", reason="unknown order"),
+]
+
+
+def _md(event: Quote | Trade, codec: EventCodec, venue: str = "X") -> RawMessage:
+    kind = "quote" if isinstance(event, Quote) else "trade"
+    return (f"t/md/{venue}/{event.instrument}/{kind}", codec.encode(event), None)
+
+
+def _report(event: Event, codec: EventCodec) -> RawMessage:
+    return (TOPICS.reports, codec.encode(event), None)
+
+
+def _command(command: Command, codec: EventCodec, key: bytes | None = KEY) -> RawMessage:
+    payload = codec.encode(command)
+    return (TOPICS.command, payload, None if key is None else sign_command(payload, key))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_ingest_quotes_and_trades_one_batch_in_arrival_order(fmt: Format) -> None:
+    codec = EventCodec(fmt)
+    ingest = _ingest(fmt)
+    events = [
+        _quote(10),
+        _trade(12, symbol="ETH-USD", side="buy"),
+        _quote(11, symbol="ETH-USD", bid=20.0, ask=20.1),  # ts_event going back: kept
+    ]
+    items = ingest.decode([_md(e, codec) for e in events], ts_recv=99)
+    assert len(items) == 1
+    item = items[0]
+    assert isinstance(item, MarketData)
+    assert item.messages == 3 and item.ts_recv == 99
+    b = item.batch
+    assert b.ts_event.tolist() == [10, 12, 11]
+    assert b.ts_recv.tolist() == [99, 99, 99]
+    assert b.instrument.tolist() == [0, 1, 1]
+    assert b.kind.tolist() == [QUOTE, TRADE, QUOTE]
+    assert b.side.tolist() == [0, 1, 0]
+    np.testing.assert_array_equal(b.bid, [100.0, np.nan, 20.0])
+    np.testing.assert_array_equal(b.ask, [100.5, np.nan, 20.1])
+    np.testing.assert_array_equal(b.bid_size, [1.0, np.nan, 1.0])
+    np.testing.assert_array_equal(b.ask_size, [2.0, np.nan, 2.0])
+    np.testing.assert_array_equal(b.price, [np.nan, 100.25, np.nan])
+    np.testing.assert_array_equal(b.size, [np.nan, 0.5, np.nan])
+    assert (b.ts_event.dtype, b.instrument.dtype, b.kind.dtype) == (np.int64, np.int32, np.int8)
+    assert ingest.counters["messages_in_quote"] == 2
+    assert ingest.counters["messages_in_trade"] == 1
+    assert ingest.counters["bad_messages"] == 0
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("report", REPORTS, ids=lambda r: type(r).__name__)
+def test_ingest_each_report_type_round_trips(fmt: Format, report: Event) -> None:
+    codec = EventCodec(fmt)
+    items = _ingest(fmt).decode([_report(report, codec)], ts_recv=5)
+    assert items == [ReportIn(report=report, ts_recv=5)]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("action", ["kill", "reduce_only", "resume", "flatten", "reload_model"])
+def test_ingest_signed_command_round_trips(fmt: Format, action: Any) -> None:
+    codec = EventCodec(fmt)
+    command = Command(ts_event=1, ts_recv=0, action=action, reason="test", issuer="ops")
+    items = _ingest(fmt).decode([_command(command, codec)], ts_recv=3)
+    assert items == [CommandIn(command=command, ts_recv=3)]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_ingest_reports_and_commands_split_batches_in_arrival_order(fmt: Format) -> None:
+    codec = EventCodec(fmt)
+    command = Command(ts_event=1, ts_recv=0, action="kill")
+    messages = [
+        _md(_quote(1), codec),
+        _md(_quote(2), codec),
+        _report(REPORTS[0], codec),
+        _md(_trade(3), codec),
+        _command(command, codec),
+        _report(REPORTS[2], codec),
+        _md(_quote(4), codec),
+    ]
+    items = _ingest(fmt).decode(messages, ts_recv=7)
+    kinds = [type(i).__name__ for i in items]
+    assert kinds == ["MarketData", "ReportIn", "MarketData", "CommandIn", "ReportIn", "MarketData"]
+    batches = [i.batch.ts_event.tolist() for i in items if isinstance(i, MarketData)]
+    assert batches == [[1, 2], [3], [4]]
+
+
+def _bad_cases(codec: EventCodec) -> list[tuple[str, RawMessage]]:
+    quote_topic = "t/md/X/BTC-USD/quote"
+    order = OrderRequest(
+        ts_event=1, ts_recv=0, client_order_id="c", instrument="BTC-USD", side="buy", qty=1.0
+    )
+    return [
+        ("bad_undecodable", (quote_topic, b"{not json", None)),
+        ("bad_undecodable", (quote_topic, b"\xc1\xff", None)),
+        ("bad_wrong_type", (quote_topic, codec.encode(order), None)),
+        ("bad_wrong_type", (quote_topic, codec.encode(_trade()), None)),
+        ("bad_wrong_type", ("t/md/X/BTC-USD/trade", codec.encode(_quote()), None)),
+        ("bad_wrong_type", (TOPICS.reports, codec.encode(_quote()), None)),
+        ("bad_wrong_type", (TOPICS.reports, codec.encode(order), None)),
+        ("bad_unknown_symbol", (quote_topic, codec.encode(_quote(symbol="DOGE")), None)),
+        ("bad_instrument_mismatch", (quote_topic, codec.encode(_quote(symbol="ETH-USD")), None)),
+        ("bad_crossed", (quote_topic, codec.encode(_quote(bid=101.0, ask=100.0)), None)),
+        ("bad_crossed", (quote_topic, codec.encode(_quote(bid=100.0, ask=100.0)), None)),
+        ("bad_non_positive", (quote_topic, codec.encode(_quote(bid_size=0.0)), None)),
+        ("bad_non_positive", (quote_topic, codec.encode(_quote(bid=-1.0)), None)),
+        ("bad_non_positive", ("t/md/X/BTC-USD/trade", codec.encode(_trade(size=0.0)), None)),
+        ("bad_unknown_topic", ("t/md/X/BTC-USD/book", codec.encode(_quote()), None)),
+        ("bad_unknown_topic", ("t/md/X/DOGE/quote", codec.encode(_quote()), None)),
+    ]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_ingest_bad_messages_counted_by_reason_nothing_enqueued(fmt: Format) -> None:
+    codec = EventCodec(fmt)
+    ingest = _ingest(fmt)
+    cases = _bad_cases(codec)
+    assert ingest.decode([m for _, m in cases], ts_recv=1) == []
+    expected = Counter(reason for reason, _ in cases)
+    for reason, count in expected.items():
+        assert ingest.counters[reason] == count, reason
+    assert ingest.counters["bad_messages"] == len(cases)
+
+
+def test_ingest_bad_message_logged_with_raw_bytes(caplog: pytest.LogCaptureFixture) -> None:
+    ingest = _ingest("json")
+    raw = b"{garbage" + b"x" * 1000
+    ingest.decode([("t/md/X/BTC-USD/quote", raw, None)], ts_recv=1)
+    [record] = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "undecodable" in record.getMessage()
+    assert repr(raw[:200]) in record.getMessage()
+    assert repr(raw[:201]) not in record.getMessage()
+
+
+def test_ingest_non_finite_values_counted() -> None:
+    # JSON has no NaN; MessagePack carries it, and a huge JSON exponent is out of range
+    codec = EventCodec("msgpack")
+    ingest = _ingest("msgpack")
+    messages = [
+        _md(_quote(bid=math.nan), codec),
+        _md(_quote(ask_size=math.inf), codec),
+        _md(_trade(price=math.nan), codec),
+        _report(msgspec.structs.replace(REPORTS[2], price=math.inf), codec),
+    ]
+    assert ingest.decode(messages, ts_recv=1) == []
+    assert ingest.counters["bad_non_finite"] == 4
+    huge = b'{"type":"quote","ts_event":1,"ts_recv":0,"instrument":"BTC-USD","bid":1e999}'
+    json_ingest = _ingest("json")
+    assert json_ingest.decode([("t/md/X/BTC-USD/quote", huge, None)], ts_recv=1) == []
+    assert json_ingest.counters["bad_undecodable"] == 1
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_ingest_oversized_payload_refused_unread(fmt: Format) -> None:
+    codec = EventCodec(fmt)
+    ingest = _ingest(fmt, max_payload=64)
+    big = _quote(symbol="BTC-USD")
+    payload = codec.encode(big)
+    assert len(payload) > 64
+    assert ingest.decode([("t/md/X/BTC-USD/quote", payload, None)], ts_recv=1) == []
+    assert ingest.counters["oversized"] == 1
+    assert ingest.counters["bad_messages"] == 1
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_ingest_unsigned_or_wrongly_signed_commands_ignored_and_counted(fmt: Format) -> None:
+    codec = EventCodec(fmt)
+    command = Command(ts_event=1, ts_recv=0, action="resume")
+    payload = codec.encode(command)
+    ingest = _ingest(fmt)
+    messages: list[RawMessage] = [
+        (TOPICS.command, payload, None),
+        (TOPICS.command, payload, ""),
+        (TOPICS.command, payload, sign_command(payload, b"other-key")),
+        (TOPICS.command, payload + b" ", sign_command(payload, KEY)),  # payload altered
+    ]
+    assert ingest.decode(messages, ts_recv=1) == []
+    assert ingest.counters["commands_unauthenticated"] == 4
+    assert ingest.counters["bad_messages"] == 0
+
+
+def test_ingest_without_command_key_refuses_every_command() -> None:
+    codec = EventCodec("json")
+    ingest = _ingest("json", key=None)
+    command = Command(ts_event=1, ts_recv=0, action="kill")
+    assert ingest.decode([_command(command, codec, key=KEY)], ts_recv=1) == []
+    assert ingest.counters["commands_unauthenticated"] == 1
+
+
+def test_auth_verify_accepts_own_signature_only() -> None:
+    payload = b'{"type":"command","action":"kill"}'
+    signature = sign_command(payload, KEY)
+    assert len(signature) == 64
+    assert verify(payload, signature, KEY)
+    assert verify(payload, signature.upper(), KEY)
+    assert not verify(payload, signature, b"other")
+    assert not verify(payload + b"x", signature, KEY)
+    assert not verify(payload, None, KEY)
+    assert not verify(payload, signature, None)
+
+
+def test_status_round_trips_and_will_is_offline() -> None:
+    status = Status(
+        node="n1",
+        mode="live",
+        state="ACTIVE",
+        online=True,
+        ts_ns=5,
+        positions={"BTC-USD": 0.25},
+        pnl=-1.5,
+        heartbeat_seq=7,
+    )
+    assert decode_status(encode_status(status)) == status
+    will = decode_status(offline_payload("n1"))
+    assert (will.node, will.online, will.state) == ("n1", False, "offline")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("port", 0),
+        ("format", "xml"),
+        ("market_data_qos", 3),
+        ("inbox_size", 0),
+        ("outbox_size", 0),
+        ("reconnect_max_s", 0.01),
+        ("cert_file", "c.pem"),
+        ("command_key", b""),
+    ],
+)
+def test_settings_out_of_range_field_is_config_error(field: str, value: Any) -> None:
+    with pytest.raises(ConfigError, match=f"mqtt.{field}"):
+        MqttSettings(**{field: value})
