@@ -135,7 +135,8 @@ class MqttTickPublisher:
                     f"no answer from the broker at {where} within {self.connect_timeout_s:g} s"
                 )
             rc = self._client.loop(timeout=0.05)
-            if rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_AGAIN):
+            # a refusal comes as a CONNACK (seen by _on_connect) and an error code
+            if self._connack is None and rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_AGAIN):
                 raise AdapterError(
                     f"connection to the broker at {where} failed: {paho.error_string(rc)}"
                 )
