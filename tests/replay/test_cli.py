@@ -94,7 +94,8 @@ def test_cli_bad_data_names_file_row_column(
 ) -> None:
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "quotes.csv").write_text(
-        "ts_event,symbol,bid,ask,bid_size,ask_size\n1,BTC-USD,100,101,1,1\n2,BTC-USD,102,101,1,1\n"
+        "ts_event,symbol,bid,ask,bid_size,ask_size\n"
+        "1700000000000000001,BTC-USD,100,101,1,1\n1700000000000000002,BTC-USD,102,101,1,1\n"
     )
     assert main(["replay", str(tmp_path / "d"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
