@@ -32,9 +32,9 @@ from engine.units import parse_duration_ns
 class TickFiles(Protocol):
     """Opens a folder (or file) of tick files: the time-ordered batches, with their
     ``instrument`` indices in the order of ``config.instruments``, and the row count
-    (for the progress bar)."""
+    (for the progress bar; None when unknown)."""
 
-    def __call__(self, config: Config, data: str) -> tuple[Iterator[TickBatch], int]: ...
+    def __call__(self, config: Config, data: str) -> tuple[Iterator[TickBatch], int | None]: ...
 
 
 def register(

@@ -30,7 +30,7 @@ from tests.integration.conftest import Broker
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "replay" / "default_config.toml"
 
 
-def tick_files(config: Config, data: str) -> tuple[Iterator[TickBatch], int]:
+def tick_files(config: Config, data: str) -> tuple[Iterator[TickBatch], int | None]:
     """What the dispatcher hands to ``register``: replay's readers."""
     batches, files = tick_batches(
         config, data, InstrumentTable(list(config.instruments)), BadRowCounts()
