@@ -334,7 +334,6 @@ class MqttSession:
             will=self._will,
             keepalive=s.keepalive_s,
             tls_context=self._tls,
-            logger=log,
         )
 
     async def _connect(self, reason: str) -> aiomqtt.Client:

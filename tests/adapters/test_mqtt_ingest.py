@@ -101,7 +101,7 @@ def _command(command: Command, codec: EventCodec, key: bytes | None = KEY) -> Ra
 def test_ingest_quotes_and_trades_one_batch_in_arrival_order(fmt: Format) -> None:
     codec = EventCodec(fmt)
     ingest = _ingest(fmt)
-    events = [
+    events: list[Quote | Trade] = [
         _quote(10),
         _trade(12, symbol="ETH-USD", side="buy"),
         _quote(11, symbol="ETH-USD", bid=20.0, ask=20.1),  # ts_event going back: kept
@@ -123,7 +123,7 @@ def test_ingest_quotes_and_trades_one_batch_in_arrival_order(fmt: Format) -> Non
     np.testing.assert_array_equal(b.ask_size, [2.0, np.nan, 2.0])
     np.testing.assert_array_equal(b.price, [np.nan, 100.25, np.nan])
     np.testing.assert_array_equal(b.size, [np.nan, 0.5, np.nan])
-    assert (b.ts_event.dtype, b.instrument.dtype, b.kind.dtype) == (np.int64, np.int32, np.int8)
+    assert [str(c.dtype) for c in (b.ts_event, b.instrument, b.kind)] == ["int64", "int32", "int8"]
     assert ingest.counters["messages_in_quote"] == 2
     assert ingest.counters["messages_in_trade"] == 1
     assert ingest.counters["bad_messages"] == 0

@@ -1,0 +1,624 @@
+"""MqttSession against a real mosquitto (the ``broker`` fixture): ingest, order, signatures,
+status and will, broker restart, inbox overflow, and the ingest rate beside mosquitto_sub."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from adapters.mqtt.auth import SIGNATURE_PROPERTY, sign_command
+from adapters.mqtt.session import (
+    CommandIn,
+    Connection,
+    Inbound,
+    MarketData,
+    MqttSession,
+    Overflow,
+    ReportIn,
+)
+from adapters.mqtt.settings import MqttSettings
+from adapters.mqtt.status import Status, decode_status, encode_status, offline_payload
+from adapters.mqtt.topics import Topics
+from engine.codec import EventCodec
+from engine.errors import AdapterError
+from engine.events import CancelRequest, Command, Fill, OrderAccepted, OrderRequest, Quote
+from engine.instruments import Instrument, InstrumentTable
+from engine.ticks import QUOTE
+from tests.integration.conftest import MOSQUITTO, Broker
+
+ROOT = Path(__file__).resolve().parents[2]
+KEY = b"operator-key"
+TOPICS = Topics(node="n1", account="a1")
+INSTRUMENTS = InstrumentTable(
+    [Instrument(symbol="BTC-USD", venue="X"), Instrument(symbol="ETH-USD", venue="X")]
+)
+CODEC = EventCodec("json")
+QUOTE_TOPIC = TOPICS.quote("X", "BTC-USD")
+
+
+def _settings(broker: Broker, **overrides: Any) -> MqttSettings:
+    values: dict[str, Any] = {
+        "host": broker.host,
+        "port": broker.port,
+        "username": broker.username,
+        "password": broker.password,
+        "client_id": f"tradeloop-test-{os.getpid()}",
+        "command_key": KEY,
+        "reconnect_min_s": 0.05,
+        "reconnect_max_s": 0.5,
+        "keepalive_s": 5,
+    }
+    values.update(overrides)
+    return MqttSettings(**values)
+
+
+def _receive_clock() -> Callable[[], int]:
+    last = 0
+
+    def clock() -> int:
+        nonlocal last
+        last = max(last, time.time_ns())
+        return last
+
+    return clock
+
+
+def _session(broker: Broker, **overrides: Any) -> MqttSession:
+    return MqttSession(
+        _settings(broker, **overrides),
+        TOPICS,
+        INSTRUMENTS,
+        receive_clock=_receive_clock(),
+        will_payload=offline_payload(TOPICS.node),
+    )
+
+
+@asynccontextmanager
+async def _client(broker: Broker, *, operator: bool = False) -> AsyncIterator[aiomqtt.Client]:
+    """The other side: an OMS / feed (user daemon) or the operator."""
+    user, password = (
+        (broker.operator, broker.operator_password)
+        if operator
+        else (broker.username, broker.password)
+    )
+    async with aiomqtt.Client(
+        broker.host,
+        broker.port,
+        username=user,
+        password=password,
+        protocol=aiomqtt.ProtocolVersion.V5,
+    ) as client:
+        yield client
+
+
+def _quote(ts: int, symbol: str = "BTC-USD", bid: float = 100.0) -> Quote:
+    return Quote(
+        ts_event=ts,
+        ts_recv=0,
+        instrument=symbol,
+        bid=bid,
+        ask=bid + 0.5,
+        bid_size=1.0,
+        ask_size=2.0,
+    )
+
+
+def _signed(payload: bytes, key: bytes = KEY) -> Properties:
+    properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    properties.UserProperty = [(SIGNATURE_PROPERTY, sign_command(payload, key))]
+    return properties
+
+
+async def _get(session: MqttSession, timeout: float = 5.0) -> Inbound:
+    return await asyncio.wait_for(session.inbox.get(), timeout)
+
+
+async def _until_ticks(session: MqttSession, ticks: int, timeout: float = 30.0) -> list[Inbound]:
+    """Items until ``ticks`` market-data rows have arrived."""
+    items: list[Inbound] = []
+    seen = 0
+    async with asyncio.timeout(timeout):
+        while seen < ticks:
+            item = await session.inbox.get()
+            items.append(item)
+            if isinstance(item, MarketData):
+                seen += len(item.batch)
+    return items
+
+
+def _burst(broker: Broker, lines: list[bytes], topic: str = QUOTE_TOPIC) -> subprocess.Popen[bytes]:
+    """mosquitto_pub -l: one message per line of stdin, as fast as the C client goes."""
+    proc = subprocess.Popen(
+        [
+            "mosquitto_pub",
+            "-V",
+            "5",
+            "-h",
+            broker.host,
+            "-p",
+            str(broker.port),
+            "-u",
+            broker.username,
+            "-P",
+            broker.password,
+            "-t",
+            topic,
+            "-l",
+        ],
+        stdin=subprocess.PIPE,
+    )
+    assert proc.stdin is not None
+    proc.stdin.write(b"\n".join(lines) + b"\n")
+    proc.stdin.close()
+    return proc
+
+
+def _quote_lines(n: int) -> list[bytes]:
+    return [CODEC.encode(_quote(i + 1, bid=100.0 + (i % 50) * 0.01)) for i in range(n)]
+
+
+@pytest.mark.asyncio
+async def test_session_quotes_in_arrive_as_tick_batch_with_columns(broker: Broker) -> None:
+    async with _session(broker) as session, _client(broker) as feed:
+        first = await _get(session)
+        assert isinstance(first, Connection) and first.connected
+        assert session.state == "connected"
+        await feed.publish(QUOTE_TOPIC, CODEC.encode(_quote(10)))
+        await feed.publish(TOPICS.quote("X", "ETH-USD"), CODEC.encode(_quote(11, "ETH-USD", 20.0)))
+        items = await _until_ticks(session, 2)
+    batches = [i for i in items if isinstance(i, MarketData)]
+    rows = [
+        (
+            int(b.batch.ts_event[k]),
+            int(b.batch.instrument[k]),
+            float(b.batch.bid[k]),
+            float(b.batch.ask[k]),
+            int(b.batch.kind[k]),
+        )
+        for b in batches
+        for k in range(len(b.batch))
+    ]
+    assert rows == [(10, 0, 100.0, 100.5, QUOTE), (11, 1, 20.0, 20.5, QUOTE)]
+    stamps = [i.ts_recv for i in [first, *items]]
+    assert stamps == sorted(stamps)
+    assert session.state == "closed"
+
+
+@pytest.mark.asyncio
+async def test_session_burst_arrives_in_few_batches_nothing_lost(broker: Broker) -> None:
+    n = 5000
+    async with _session(broker) as session:
+        assert isinstance(await _get(session), Connection)
+        proc = _burst(broker, _quote_lines(n))
+        items = await _until_ticks(session, n)
+        await asyncio.to_thread(proc.wait)
+    batches = [i for i in items if isinstance(i, MarketData)]
+    ts_event = [int(t) for b in batches for t in b.batch.ts_event]
+    assert ts_event == list(range(1, n + 1))  # nothing lost, arrival order kept
+    assert sum(b.messages for b in batches) == n
+    print(f"\n{n} quotes in {len(batches)} batches (mean {n / len(batches):.1f} per batch)")
+    assert len(batches) < n / 4  # micro-batched, not one item per message
+    assert session.counters["messages_in_quote"] == n
+
+
+@pytest.mark.asyncio
+async def test_session_reports_and_commands_interleaved_keep_arrival_order(broker: Broker) -> None:
+    accepted = OrderAccepted(ts_event=5, ts_recv=0, client_order_id="S-1", venue_order_id="V-1")
+    fill = Fill(
+        ts_event=6,
+        ts_recv=0,
+        client_order_id="S-1",
+        fill_id="F-1",
+        instrument="BTC-USD",
+        side="buy",
+        qty=0.5,
+        price=100.5,
+        fee=0.01,
+        liquidity="taker",
+    )
+    kill = Command(ts_event=7, ts_recv=0, action="kill", reason="test", issuer="ops")
+    kill_payload = CODEC.encode(kill)
+    async with _session(broker) as session, _client(broker, operator=True) as operator:
+        assert isinstance(await _get(session), Connection)
+        # one publisher connection at QoS 1: the broker forwards in this order
+        await operator.publish(QUOTE_TOPIC, CODEC.encode(_quote(1)), qos=1)
+        await operator.publish(TOPICS.reports, CODEC.encode(accepted), qos=1)
+        await operator.publish(QUOTE_TOPIC, CODEC.encode(_quote(2)), qos=1)
+        await operator.publish(
+            TOPICS.command, kill_payload, qos=1, properties=_signed(kill_payload)
+        )
+        await operator.publish(TOPICS.reports, CODEC.encode(fill), qos=1)
+        await operator.publish(QUOTE_TOPIC, CODEC.encode(_quote(3)), qos=1)
+        seen: list[object] = []
+        last = 0
+        while len(seen) < 6:
+            item = await _get(session)
+            assert item.ts_recv >= last
+            last = item.ts_recv
+            if isinstance(item, MarketData):
+                seen += [f"quote {t}" for t in item.batch.ts_event.tolist()]
+            elif isinstance(item, ReportIn):
+                seen.append(item.report)
+            elif isinstance(item, CommandIn):
+                seen.append(item.command)
+    assert seen == ["quote 1", accepted, "quote 2", kill, fill, "quote 3"]
+
+
+@pytest.mark.asyncio
+async def test_session_bad_payloads_counted_nothing_enqueued(broker: Broker) -> None:
+    order = OrderRequest(
+        ts_event=1, ts_recv=0, client_order_id="c", instrument="BTC-USD", side="buy", qty=1.0
+    )
+    crossed = Quote(
+        ts_event=1,
+        ts_recv=0,
+        instrument="BTC-USD",
+        bid=101.0,
+        ask=100.0,
+        bid_size=1.0,
+        ask_size=1.0,
+    )
+    bad = [
+        (QUOTE_TOPIC, b"{malformed"),
+        (QUOTE_TOPIC, b"x" * 2000),  # oversized
+        (QUOTE_TOPIC, CODEC.encode(_quote(1, symbol="DOGE"))),  # unknown symbol
+        (QUOTE_TOPIC, CODEC.encode(crossed)),
+        (QUOTE_TOPIC, CODEC.encode(order)),  # wrong type for the topic
+        (TOPICS.reports, CODEC.encode(_quote(1))),  # wrong type for the topic
+        (TOPICS.trade("X", "BTC-USD") + "s", CODEC.encode(_quote(1))),  # no such kind
+        ("md/X/BTC-USD/depth", CODEC.encode(_quote(1))),  # the subscription matches it
+    ]
+    async with _session(broker, max_payload_bytes=1024) as session, _client(broker) as feed:
+        assert isinstance(await _get(session), Connection)
+        for topic, payload in bad:
+            await feed.publish(topic, payload, qos=1)
+        await feed.publish(QUOTE_TOPIC, CODEC.encode(_quote(99)), qos=1)  # sentinel
+        items = await _until_ticks(session, 1)
+        await asyncio.sleep(0.1)
+        assert session.inbox.empty()
+    assert [i.batch.ts_event.tolist() for i in items if isinstance(i, MarketData)] == [[99]]
+    assert len(items) == 1
+    c = session.counters
+    assert c["bad_messages"] == 8
+    assert (
+        c["bad_undecodable"],
+        c["oversized"],
+        c["bad_unknown_symbol"],
+        c["bad_crossed"],
+        c["bad_wrong_type"],
+        c["bad_unknown_topic"],
+    ) == (1, 1, 1, 1, 2, 2)
+
+
+@pytest.mark.asyncio
+async def test_session_commands_need_signature_and_operator(broker: Broker) -> None:
+    payload = CODEC.encode(Command(ts_event=1, ts_recv=0, action="reduce_only", issuer="ops"))
+    resume = CODEC.encode(Command(ts_event=2, ts_recv=0, action="resume", issuer="ops"))
+    async with (
+        _session(broker) as session,
+        _client(broker, operator=True) as operator,
+        _client(broker) as daemon,
+    ):
+        assert isinstance(await _get(session), Connection)
+        await operator.publish(TOPICS.command, payload, qos=1)  # unsigned
+        await operator.publish(TOPICS.command, payload, qos=1, properties=_signed(payload, b"k"))
+        # signed, but from a user the broker's ACL does not let publish commands
+        await daemon.publish(TOPICS.command, resume, qos=1, properties=_signed(resume))
+        await operator.publish(TOPICS.command, payload, qos=1, properties=_signed(payload))
+        item = await _get(session)
+        await asyncio.sleep(0.2)
+        assert session.inbox.empty()
+    assert isinstance(item, CommandIn)
+    assert item.command.action == "reduce_only"
+    assert session.counters["commands_unauthenticated"] == 2
+    assert session.counters["messages_in_command"] == 3  # the ACL stopped the fourth
+
+
+@pytest.mark.asyncio
+async def test_session_orders_reach_oms_at_qos1(broker: Broker) -> None:
+    order = OrderRequest(
+        ts_event=1,
+        ts_recv=2,
+        client_order_id="S-7",
+        instrument="BTC-USD",
+        side="sell",
+        qty=0.25,
+        order_type="limit",
+        limit_price=101.0,
+    )
+    cancel = CancelRequest(ts_event=3, ts_recv=4, client_order_id="S-7", instrument="BTC-USD")
+    async with _client(broker) as oms:
+        await oms.subscribe(TOPICS.orders, qos=1)
+        async with _session(broker) as session:
+            await session.publish_order(order)
+            await session.publish_order(cancel)
+            assert await session.flush(5.0)
+            assert session.outbox_empty()
+            received = []
+            async with asyncio.timeout(5):
+                async for message in oms.messages:
+                    received.append(message)
+                    if len(received) == 2:
+                        break
+    assert [m.qos for m in received] == [1, 1]
+    assert [CODEC.decode(bytes(m.payload)) for m in received] == [order, cancel]  # type: ignore[arg-type]
+    assert session.counters["published_order"] == 1
+    assert session.counters["published_cancel"] == 1
+
+
+def _status(seq: int, online: bool = True) -> Status:
+    return Status(
+        node=TOPICS.node,
+        mode="paper",
+        state="ACTIVE",
+        online=online,
+        ts_ns=time.time_ns(),
+        positions={"BTC-USD": 0.5},
+        pnl=1.25,
+        heartbeat_seq=seq,
+    )
+
+
+async def _first_status(broker: Broker, timeout: float = 5.0) -> tuple[Status, bool]:
+    async with _client(broker, operator=True) as viewer:
+        await viewer.subscribe(TOPICS.status, qos=1)
+        async with asyncio.timeout(timeout):
+            async for message in viewer.messages:
+                return decode_status(bytes(message.payload)), message.retain  # type: ignore[arg-type]
+    raise AssertionError("no status")
+
+
+_CHILD = """
+import asyncio, os, sys, time
+from adapters.mqtt.session import MqttSession
+from adapters.mqtt.settings import MqttSettings
+from adapters.mqtt.status import Status, encode_status, offline_payload
+from adapters.mqtt.topics import Topics
+from engine.instruments import Instrument, InstrumentTable
+
+async def main():
+    settings = MqttSettings(host=sys.argv[1], port=int(sys.argv[2]), username=sys.argv[3],
+                            password=os.environ["MQTT_PASSWORD"], client_id="tradeloop-child")
+    topics = Topics(node="n1", account="a1")
+    instruments = InstrumentTable([Instrument(symbol="BTC-USD", venue="X")])
+    async with MqttSession(settings, topics, instruments, receive_clock=time.time_ns,
+                           will_payload=offline_payload("n1")) as session:
+        await session.publish_status(encode_status(Status(
+            node="n1", mode="live", state="ACTIVE", online=True, ts_ns=time.time_ns(),
+            positions={}, pnl=0.0, heartbeat_seq=1)))
+        assert await session.flush(5.0)
+        print("ready", flush=True)
+        await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.asyncio
+async def test_session_status_retained_and_will_offline_when_killed(broker: Broker) -> None:
+    async with _session(broker) as session:
+        await session.publish_status(encode_status(_status(1)))
+        assert await session.flush(5.0)
+    status, retained = await _first_status(broker)  # a late subscriber
+    assert retained and status.online and status.heartbeat_seq == 1
+    assert session.counters["published_status"] == 1
+
+    # a daemon process killed without a disconnect: the broker publishes its will
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, broker.host, str(broker.port), broker.username],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "MQTT_PASSWORD": broker.password},
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert child.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), 30)
+        assert line.strip() == b"ready"
+        status, _ = await _first_status(broker)
+        assert status.online and status.mode == "live"
+        child.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(child.wait)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        assert child.stdout is not None
+        child.stdout.close()
+    async with asyncio.timeout(5):
+        while True:
+            status, retained = await _first_status(broker)
+            if not status.online:
+                break
+            await asyncio.sleep(0.05)
+    assert retained
+    assert status == decode_status(offline_payload(TOPICS.node))
+
+
+def _mosquitto_pid(conf: Path) -> int:
+    want = [MOSQUITTO, "-c", str(conf)]
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")[:-1]
+        except OSError:
+            continue
+        if [a.decode() for a in argv] == want:
+            return int(entry.name)
+    raise AssertionError(f"no mosquitto running with {conf}")
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _restart_broker(broker: Broker) -> subprocess.Popen[bytes]:
+    """Kill the fixture's mosquitto (a crash, no goodbye) and start a new one on the same
+    port with the same config; the caller stops the new one."""
+    assert MOSQUITTO is not None
+    conf = broker.log.parent / "mosquitto.conf"
+    os.kill(_mosquitto_pid(conf), signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while _port_open(broker.port):
+        assert time.monotonic() < deadline, "old broker still listening"
+        time.sleep(0.02)
+    time.sleep(0.3)  # the session notices and starts its backoff against a closed port
+    proc = subprocess.Popen(
+        [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 10
+    while not _port_open(broker.port):
+        assert proc.poll() is None, broker.log.read_text(errors="replace")
+        assert time.monotonic() < deadline, "new broker not listening"
+        time.sleep(0.02)
+    return proc
+
+
+@pytest.mark.asyncio
+async def test_session_broker_restart_reconnects_and_resends(broker: Broker) -> None:
+    order = OrderRequest(
+        ts_event=1, ts_recv=0, client_order_id="S-9", instrument="BTC-USD", side="buy", qty=1.0
+    )
+    new_broker: subprocess.Popen[bytes] | None = None
+    try:
+        async with _session(broker) as session:
+            assert isinstance(await _get(session), Connection)
+            restart = asyncio.create_task(asyncio.to_thread(_restart_broker, broker))
+            lost = await _get(session, timeout=10)
+            assert isinstance(lost, Connection) and not lost.connected
+            assert session.state in ("reconnecting", "connected")
+            await session.publish_order(order)  # queued while the broker is away
+            assert not session.outbox_empty()
+            new_broker = await restart
+            async with _client(broker) as oms:
+                await oms.subscribe(TOPICS.orders, qos=1)
+                back = await _get(session, timeout=15)
+                assert isinstance(back, Connection) and back.connected
+                assert back.ts_recv >= lost.ts_recv
+                assert session.state == "connected"
+                async with asyncio.timeout(10):
+                    message = await anext(aiter(oms.messages))
+                assert CODEC.decode(bytes(message.payload)) == order  # type: ignore[arg-type]
+                assert await session.flush(5.0)
+                # and ingest resumed on the new connection
+                await oms.publish(QUOTE_TOPIC, CODEC.encode(_quote(42)))
+                items = await _until_ticks(session, 1, timeout=10)
+                assert isinstance(items[-1], MarketData)
+                assert items[-1].batch.ts_event.tolist() == [42]
+            assert session.counters["reconnects"] == 1
+            assert session.counters["connection_lost"] == 1
+    finally:
+        if new_broker is not None:
+            new_broker.terminate()
+            new_broker.wait(5)
+
+
+@pytest.mark.asyncio
+async def test_session_inbox_overflow_drops_oldest_market_data_with_overflow_item(
+    broker: Broker,
+) -> None:
+    n = 1000
+    session = _session(broker, inbox_size=2)
+    session.max_pending_ticks = 100
+    async with session:
+        proc = _burst(broker, _quote_lines(n))
+        async with asyncio.timeout(20):
+            while session.counters["messages_in_quote"] < n:
+                await asyncio.sleep(0.01)
+        await asyncio.to_thread(proc.wait)
+        items: list[Inbound] = []
+        while True:
+            try:
+                items.append(await _get(session, timeout=0.5))
+            except TimeoutError:
+                break
+    assert isinstance(items[0], Connection)
+    overflows = [i for i in items if isinstance(i, Overflow)]
+    batches = [i for i in items if isinstance(i, MarketData)]
+    dropped = sum(o.dropped_messages for o in overflows)
+    assert overflows and dropped > 0
+    assert dropped == session.counters["dropped_market_data"]
+    kept = [int(t) for b in batches for t in b.batch.ts_event]
+    assert len(kept) + dropped == n  # nothing vanished without a count
+    assert kept == sorted(kept)  # the oldest went, order kept
+    assert kept[-100:] == list(range(n - 99, n + 1))  # the newest are all there
+    index = items.index(overflows[-1])
+    assert isinstance(items[index + 1], MarketData)  # announced before the cut batch
+    stamps = [i.ts_recv for i in items]
+    assert stamps == sorted(stamps)
+
+
+@pytest.mark.asyncio
+async def test_session_refused_credentials_raise_adapter_error(broker: Broker) -> None:
+    session = _session(broker, password="wrong")
+    with pytest.raises(AdapterError, match="refused"):
+        async with session:
+            pass
+    assert session.state == "closed"
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_session_ingest_rate_beside_mosquitto_sub(broker: Broker) -> None:
+    """Prints figures (no assertion on speed): 50k quotes by ``mosquitto_pub -l``."""
+    n = 50_000
+    lines = _quote_lines(n)
+
+    sub = subprocess.Popen(
+        [
+            "mosquitto_sub",
+            "-V",
+            "5",
+            "-h",
+            broker.host,
+            "-p",
+            str(broker.port),
+            "-u",
+            broker.username,
+            "-P",
+            broker.password,
+            "-t",
+            "md/X/BTC-USD/+",
+            "-C",
+            str(n),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    await asyncio.sleep(0.5)
+    t0 = time.perf_counter()
+    pub = _burst(broker, lines)
+    await asyncio.to_thread(sub.wait)
+    sub_rate = n / (time.perf_counter() - t0)
+    await asyncio.to_thread(pub.wait)
+
+    async with _session(broker) as session:
+        assert isinstance(await _get(session), Connection)
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        pub = _burst(broker, lines)
+        items = await _until_ticks(session, n, timeout=120)
+        elapsed = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
+        await asyncio.to_thread(pub.wait)
+    batches = sum(isinstance(i, MarketData) for i in items)
+    rate = n / elapsed
+    print(
+        f"\ningest of {n} quotes (nproc {os.cpu_count()}, load {os.getloadavg()[0]:.2f}): "
+        f"MqttSession {rate:,.0f} msgs/s ({batches} batches, {cpu / n * 1e6:.1f} us CPU/msg), "
+        f"mosquitto_sub {sub_rate:,.0f} msgs/s, ratio {rate / sub_rate:.2f}"
+    )
+    assert sum(len(i.batch) for i in items if isinstance(i, MarketData)) == n
