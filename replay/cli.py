@@ -13,6 +13,7 @@ import sys
 import time
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from engine.config import Config, config_from_dict, load_config
 from engine.errors import TradeloopError
@@ -57,11 +58,31 @@ def cmd_replay(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - t0
     metrics = write_report(run, args.out, digest)
     ticks = metrics["ticks"]
-    print(f"replayed {ticks:,} ticks in {elapsed:.2f}s ({ticks / max(elapsed, 1e-9):,.0f} ticks/s); "
-          f"{metrics['num_trades']} fills, pnl {metrics['pnl']:,.2f}, "
-          f"sharpe {metrics['sharpe'] if metrics['sharpe'] == metrics['sharpe'] else float('nan'):.2f}")  # fmt: skip
+    print(
+        f"replayed {ticks:,} ticks in {elapsed:.2f}s ({ticks / max(elapsed, 1e-9):,.0f} ticks/s); "
+        f"{metrics['num_trades']} fills, pnl {metrics['pnl']:,.2f}, {_sharpe_text(metrics)}"
+    )
     print(f"report: {Path(args.out) / 'report.html'}")
     return 0
+
+
+def _sharpe_text(metrics: dict[str, Any]) -> str:
+    """The annualised Sharpe where the span allows it, else the per-period figure with its
+    sample size (a short run's annualised figure is noise blown up)."""
+    if metrics.get("annualised"):
+        return f"sharpe {_figure(metrics['sharpe'], '.2f')} (annualised)"
+    periods = metrics.get("periods", 0)
+    return (
+        f"sharpe per period {_figure(metrics.get('sharpe_per_period'), '.4f')} over {periods:,} "
+        "periods (span too short to annualise)"
+    )
+
+
+def _figure(value: float | None, spec: str) -> str:
+    """A metric for a person: ``n/a`` where it is undefined (None or NaN)."""
+    if value is None or value != value:
+        return "n/a"
+    return format(value, spec)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -71,11 +92,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     result = train(cfg, args.data, args.out)
     m = result.manifest.metrics
-    line = (f"trained {result.manifest.kind} in {time.perf_counter() - t0:.1f}s on {len(result.manifest.folds)} "
-            f"walk-forward folds: out-of-sample AUC {m['oos_auc']:.3f}, IC {m['oos_ic']:.4f}, "
-            f"accuracy {m['oos_accuracy']:.3f}")  # fmt: skip
+    line = (
+        f"trained {result.manifest.kind} in {time.perf_counter() - t0:.1f}s on "
+        f"{len(result.manifest.folds)} walk-forward folds: out-of-sample AUC "
+        f"{_figure(m.get('oos_auc'), '.3f')}, IC {_figure(m.get('oos_ic'), '.4f')}, "
+        f"accuracy {_figure(m.get('oos_accuracy'), '.3f')}"
+    )
     if "baseline_logistic_oos_auc" in m:
-        line += f" (logistic baseline: AUC {m['baseline_logistic_oos_auc']:.3f}, IC {m['baseline_logistic_oos_ic']:.4f})"
+        line += (
+            f" (logistic baseline: AUC {_figure(m['baseline_logistic_oos_auc'], '.3f')}, "
+            f"IC {_figure(m.get('baseline_logistic_oos_ic'), '.4f')})"
+        )
     print(line)
     for w in result.manifest.warnings:
         print(f"warning: {w}")
@@ -108,6 +135,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
                                          out=str(out / "ml_replay"), batch_size=None))  # fmt: skip
 
 
+def _batch_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 1 <= value <= 2**24:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {2**24:,}, got {value:,}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tradeloop", description="ML signals into a real trading loop: replay and live."
@@ -130,7 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--strategy", help="entry-point name or module:Class (overrides the config)")
     r.add_argument("--config", help="TOML config (default: the bundled one)")
     r.add_argument("--out", required=True, help="run folder to write")
-    r.add_argument("--batch-size", type=int, help="micro-batch size (results do not depend on it)")
+    r.add_argument(
+        "--batch-size", type=_batch_size, help="micro-batch size (results do not depend on it)"
+    )
     r.set_defaults(func=cmd_replay)
 
     t = sub.add_parser(
