@@ -1,12 +1,18 @@
 """Replay of a live session: the same ``Engine`` fed the same sequenced input stream.
 
-A live daemon leaves in its journal folder the day files of the input journal, the exact
-config that ran (``session-{id}.toml``), what it was started with (``session-{id}.json``)
-and the decisions its engine emitted (``decisions-{id}.jsonl``). This module rebuilds that
-engine (replay clock, arrival order, the session's order id prefix and order timeout, not
-strict) with a router that matches the mode, and applies every journal record of the
-session in sequence order, exactly as the daemon applied it (``apply_record``). What the
-engine emits of ``DECISION_TYPES`` is collected for ``replay.parity`` to compare with the log.
+A live daemon (``adapters/daemon.py``) leaves in its journal folder the day files of the
+input journal, the exact config that ran (``session-{id}.toml``), what it was started with
+(``session-{id}.json``) and the decisions its engine emitted (``decisions-{id}.jsonl``).
+This module builds that engine again with the daemon's own composition
+(``build_live_engine``), a router that matches the mode (the simulated venue in paper, a
+recording sender in shadow and live, where the venue's reports come from the journal), and
+applies every journal record of the session in sequence order with the daemon's own
+``apply_record``. What the engine emits of ``DECISION_TYPES`` is collected for
+``replay.parity`` to compare with the log.
+
+A timer record (the journal format has one; this daemon writes none) says a timer came
+due and the core was about to fire it: timers fire on the replayed clock, so the record is
+not applied but checked against the timers the replay fires at that point.
 """
 
 from __future__ import annotations
@@ -20,46 +26,15 @@ from typing import Final, Literal
 
 import msgspec
 
+from adapters.daemon import DECISION_TYPES, apply_record, build_live_engine, build_router
 from adapters.journal_file import FileJournalReader, journal_files
-from adapters.sim_venue import SimulatedVenue
 from engine.clock import ReplayClock, TimerFired
 from engine.config import Config, load_config
 from engine.engine import Engine
 from engine.errors import ConfigError, DataError, TradeloopError
-from engine.events import (
-    Alarm,
-    CancelRequest,
-    Event,
-    OrderRequest,
-    RiskRejected,
-    Signal,
-    TradingState,
-)
-from engine.features import FeatureSet
-from engine.instruments import InstrumentTable
-from engine.journal import (
-    AnyRecord,
-    ClockRecord,
-    CommandRecord,
-    FeedRecord,
-    MarketDataRecord,
-    ReportRecord,
-    TimerRecord,
-)
-from engine.plugins import load_model, load_strategy
+from engine.events import CancelRequest, Event, OrderRequest
+from engine.journal import AnyRecord, ClockRecord, TimerRecord
 from engine.ports import OrderRouter, SendOnly
-from engine.risk import RiskEngine
-
-# The event types the daemon writes to ``decisions-{id}.jsonl``: what the engine decided,
-# as opposed to what it was told (market data, reports, commands are journal inputs).
-DECISION_TYPES: Final[tuple[type[Event], ...]] = (
-    Signal,
-    OrderRequest,
-    CancelRequest,
-    RiskRejected,
-    TradingState,
-    Alarm,
-)
 
 LiveMode = Literal["shadow", "paper", "live"]
 SESSION_PREFIX: Final = "session-"
@@ -74,29 +49,35 @@ class SessionInfo(msgspec.Struct, frozen=True, kw_only=True):
         mode: ``shadow``, ``paper`` or ``live``.
         order_id_prefix: prefix of the engine's client order ids in this session.
         config_sha256: sha256 of ``session-{id}.toml`` (checked when present).
-        started_ns: start time (ns since the epoch); orders the sessions of a folder.
-        first_seq: the first journal record of this session (a folder may hold several
-            sessions' records, one after the other); None: the journal's first record.
+        start_ns: the session's first receive time, also its first clock reading; orders
+            the sessions of a folder.
+        first_seq: the session's first journal record, where the daemon says it (a folder
+            may hold several sessions' records, one after the other). Without it, a
+            session starts at its first clock reading (``ts_recv == start_ns``).
     """
 
     session_id: str
     mode: LiveMode
     order_id_prefix: str
+    start_ns: int
     config_sha256: str = ""
-    started_ns: int = 0
     first_seq: int | None = None
 
 
 @dataclass(frozen=True)
 class Session:
-    """One session of a journal folder, its files read and validated."""
+    """One session of a journal folder, its files read and validated.
+
+    ``later`` are the sessions started after it in the same folder: the records from the
+    first of them on are not this session's.
+    """
 
     journal_dir: Path
     info: SessionInfo
     config: Config
     config_path: Path
     decisions_path: Path
-    last_seq: int | None  # the record before the next session's first, if any
+    later: tuple[SessionInfo, ...] = ()
 
 
 class RecordingSender:
@@ -138,8 +119,9 @@ class JournalReplayResult:
         orders: orders that passed the risk gates and went to the router.
         cancels: cancels sent to the router.
         timers_fired: timers the replayed clock fired.
+        timers_journaled: timer records in the session's journal.
         timer_differences: where the journal's timer records and the replay's firings
-            disagree (empty when they agree).
+            disagree (empty when they agree, or when the journal has no timer records).
         engine: the engine after the last record.
     """
 
@@ -150,6 +132,7 @@ class JournalReplayResult:
     orders: int
     cancels: int
     timers_fired: int
+    timers_journaled: int
     timer_differences: list[str]
     engine: Engine = field(repr=False)
 
@@ -184,7 +167,7 @@ def list_sessions(journal_dir: Path) -> list[tuple[SessionInfo, Path]]:
         if path.name != f"{SESSION_PREFIX}{info.session_id}.json":
             raise DataError(str(path), f"holds session {info.session_id!r}, not its file's")
         found.append((info, path))
-    found.sort(key=lambda item: (item[0].started_ns, item[0].first_seq or 0, item[0].session_id))
+    found.sort(key=lambda item: (item[0].start_ns, item[0].first_seq or 0, item[0].session_id))
     return found
 
 
@@ -210,14 +193,7 @@ def load_session(journal_dir: Path, session: str | None = None) -> Session:
             )
         index = ids.index(session)
     info, _ = sessions[index]
-    if len(sessions) > 1 and any(i.first_seq is None for i, _ in sessions):
-        raise DataError(
-            str(journal_dir),
-            f"{len(sessions)} sessions share this journal but a session file has no "
-            "first_seq, so the records of one cannot be told apart",
-        )
-    later = [i.first_seq for i, _ in sessions[index + 1 :] if i.first_seq is not None]
-    last_seq = min(later) - 1 if later else None
+    later = tuple(i for i, _ in sessions[index + 1 :])
     config_path = journal_dir / f"{SESSION_PREFIX}{info.session_id}.toml"
     config, digest = load_config(config_path)
     if info.config_sha256 and digest != info.config_sha256:
@@ -226,95 +202,75 @@ def load_session(journal_dir: Path, session: str | None = None) -> Session:
             f"sha256 {digest} differs from the session's {info.config_sha256}: "
             "not the config that ran",
         )
+    if config.mode != info.mode:
+        raise DataError(
+            str(config_path), f"mode {config.mode!r}, but the session ran in {info.mode!r}"
+        )
     decisions_path = journal_dir / f"{DECISIONS_PREFIX}{info.session_id}.jsonl"
     if not decisions_path.is_file():
         raise DataError(str(decisions_path), "missing: the session's decisions log")
-    return Session(journal_dir, info, config, config_path, decisions_path, last_seq)
+    return Session(journal_dir, info, config, config_path, decisions_path, later)
 
 
 def build_session_engine(
-    config: Config, *, mode: LiveMode, order_id_prefix: str, clock: ReplayClock
+    config: Config, *, order_id_prefix: str, clock: ReplayClock
 ) -> tuple[Engine, OrderRouter]:
-    """The engine a live daemon builds for ``config``: the replay clock advanced by the
-    journal, arrival order, the session's order id prefix and order timeout, not strict.
+    """The engine the daemon builds for ``config`` (``adapters.daemon.build_live_engine``:
+    arrival order, not strict, the order timeout in live mode), on ``clock``.
 
-    The router matches the mode: the simulated venue (``[venue.sim]``) in paper, a
-    ``SendOnly`` into a ``RecordingSender`` in shadow and live, where the venue's reports
-    come from the journal.
+    The router matches the mode: the daemon's simulated venue in paper, a ``SendOnly``
+    into a ``RecordingSender`` in shadow and live.
 
     Raises:
-        ConfigError, PluginLoadError: before any record is read.
+        ConfigError, PluginLoadError, ModelError: before any record is read.
     """
-    instruments = InstrumentTable(list(config.instruments))
-    features = FeatureSet(list(config.features))
-    model = load_model(config.model) if config.model is not None else None
-    strategy = load_strategy(config.strategy)
-    router: OrderRouter
-    if mode == "paper":
-        sim = config.venue.sim
-        router = SimulatedVenue(sim.latency_ns, sim.fee_bps, sim.maker_fee_bps)
-    else:
-        router = SendOnly(RecordingSender())
-    engine = Engine(
-        instruments=instruments,
-        clock=clock,
-        router=router,
-        features=features,
-        model=model,
-        strategy=strategy,
-        risk=RiskEngine(config.risk, instruments.symbols),
-        equity_interval_ns=config.replay.equity_interval_ns,
-        initial_cash=config.replay.initial_cash,
-        strict=False,
-        order_id_prefix=order_id_prefix,
-        arrival_order=True,
-        order_timeout_ns=config.live.order_timeout_ns,
-    )
+    router = build_router(config, None) if config.mode == "paper" else SendOnly(RecordingSender())
+    engine = build_live_engine(config, router, order_id_prefix=order_id_prefix)
+    # build_live_engine makes its own ReplayClock; nothing has read it yet (the engine
+    # starts at the first record), so a fresh clock that also reports its firings
+    # replaces it
+    engine.clock = clock
     return engine, router
-
-
-def apply_record(engine: Engine, record: AnyRecord) -> None:
-    """Apply one journal record to the engine, as the live daemon does.
-
-    A timer record is informational: timers fire on the replayed clock inside
-    ``advance_to`` and ``process_batch``.
-    """
-    match record:
-        case MarketDataRecord():
-            engine.process_batch(record.ticks.to_batch())
-        case ReportRecord():
-            engine.on_report(record.report)
-        case CommandRecord():
-            engine.on_command(record.command)
-        case ClockRecord():
-            engine.advance_to(record.ts_recv)
-        case FeedRecord():
-            feed = record.feed
-            if feed.status == "lost":
-                engine.market_data_lost(feed.reason)
-            elif feed.status == "restored":
-                engine.market_data_restored(feed.reason)
-            else:
-                engine.market_data_lost("inbound queue overflow")
-        case TimerRecord():
-            pass
 
 
 def session_records(session: Session) -> Iterator[AnyRecord]:
     """The session's journal records in sequence order.
 
+    The session starts at its ``first_seq``, or else at its first clock reading (the
+    daemon's first record: ``ts_recv == start_ns``); it ends where a later session of the
+    folder starts.
+
     Raises:
         JournalError: a journal file is corrupt or the sequence has a gap.
         AdapterError: the folder cannot be read.
+        DataError: the session's first record is not in the journal.
     """
-    first = session.info.first_seq
-    last = session.last_seq
+    info = session.info
+    started = False
     for record in FileJournalReader(session.journal_dir):
-        if first is not None and record.seq < first:
+        if any(_starts(later, record) for later in session.later):
+            if started:
+                return
             continue
-        if last is not None and record.seq > last:
-            return
-        yield record
+        started = started or _starts(info, record)
+        if started:
+            yield record
+    if not started:
+        where = (
+            f"seq {info.first_seq}"
+            if info.first_seq is not None
+            else f"clock reading {info.start_ns}"
+        )
+        raise DataError(
+            str(session.journal_dir),
+            f"session {info.session_id}'s first record ({where}) is not in the journal",
+        )
+
+
+def _starts(info: SessionInfo, record: AnyRecord) -> bool:
+    if info.first_seq is not None:
+        return record.seq == info.first_seq
+    return isinstance(record, ClockRecord) and record.ts_recv == info.start_ns
 
 
 def replay_journal(journal_dir: Path, *, session: str | None = None) -> JournalReplayResult:
@@ -337,10 +293,7 @@ def replay_session(session: Session) -> JournalReplayResult:
     """``replay_journal`` for a session already loaded."""
     clock = WatchedClock()
     engine, router = build_session_engine(
-        session.config,
-        mode=session.info.mode,
-        order_id_prefix=session.info.order_id_prefix,
-        clock=clock,
+        session.config, order_id_prefix=session.info.order_id_prefix, clock=clock
     )
     decisions: list[Event] = []
 
@@ -376,7 +329,9 @@ def replay_session(session: Session) -> JournalReplayResult:
         orders=engine.counters["orders_sent"],
         cancels=len(sent.cancels) if isinstance(sent, RecordingSender) else _cancels(decisions),
         timers_fired=len(clock.fired),
-        timer_differences=_timer_differences(journaled, clock.fired, fired_at),
+        timers_journaled=len(journaled),
+        # a journal without timer records (this daemon's) leaves timers to the clock
+        timer_differences=_timer_differences(journaled, clock.fired, fired_at) if journaled else [],
         engine=engine,
     )
 
@@ -457,7 +412,6 @@ __all__ = [
     "Session",
     "SessionInfo",
     "WatchedClock",
-    "apply_record",
     "build_session_engine",
     "cmd_replay_journal",
     "is_journal_dir",

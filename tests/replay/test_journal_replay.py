@@ -2,17 +2,19 @@
 
 ``LiveSession`` records a session the way the daemon does, without a broker: the engine
 is built with the live settings (replay clock advanced by the journal, arrival order, the
-session's order id prefix and order timeout, not strict), every input is journaled before
-it is applied, a timer is journaled as it comes due, and the decisions go to the jsonl log
-through a sink. The engine here is composed on its own, not with ``replay.journal_replay``,
-so a mistake in the replay's composition shows as a difference.
+session's order id prefix, the order timeout in live mode, not strict), every input is
+journaled before it is applied with the daemon's ``apply_input``, and the decisions go to
+the jsonl log through a sink. The engine here is composed on its own, not with the
+daemon's or the replay's builder, so a mistake in the replay's composition shows as a
+difference. With ``journal_timers`` a timer is also journaled as it comes due (the
+journal format allows it; the daemon does not do it today), to show such records are
+checked.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import shutil
 from pathlib import Path
 from typing import Literal
 
@@ -20,6 +22,7 @@ import msgspec
 import numpy as np
 import pytest
 
+from adapters.daemon import apply_input
 from adapters.journal_file import FileJournalReader, FileJournalWriter, journal_files
 from adapters.sim_venue import SimulatedVenue
 from engine.clock import ReplayClock, TimerFired
@@ -185,7 +188,7 @@ class Outbox:
 
 
 class JournaledClock(ReplayClock):
-    """The daemon's clock: a timer is journaled as it comes due, before it fires."""
+    """A replay clock that journals a timer as it comes due, before it fires."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -193,7 +196,8 @@ class JournaledClock(ReplayClock):
 
     def pop_due(self, ts_ns: int) -> list[TimerFired]:
         due = super().pop_due(ts_ns)
-        assert self.writer is not None
+        if self.writer is None:
+            return due
         for timer in due:
             self.writer.append(max(timer.ts_event, self.now_ns()), timer)
         return due
@@ -210,6 +214,7 @@ class LiveSession:
         session_id: str = "s1",
         started_ns: int = T,
         first_seq: int | None = None,
+        journal_timers: bool = False,
     ) -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
@@ -224,7 +229,7 @@ class LiveSession:
             "session_id": session_id,
             "config_sha256": digest,
             "mode": cfg.mode,
-            "started_ns": started_ns,
+            "start_ns": started_ns,
             "order_id_prefix": self.prefix,
         }
         if first_seq is not None:
@@ -233,7 +238,8 @@ class LiveSession:
         self.writer = FileJournalWriter(folder, session_id=session_id, fsync="never")
         self.writer.open()
         self.clock = JournaledClock()
-        self.clock.writer = self.writer
+        if journal_timers:
+            self.clock.writer = self.writer
         self.outbox = Outbox()
         instruments = InstrumentTable(list(cfg.instruments))
         router: OrderRouter
@@ -255,7 +261,7 @@ class LiveSession:
             strict=False,
             order_id_prefix=self.prefix,
             arrival_order=True,
-            order_timeout_ns=cfg.live.order_timeout_ns,
+            order_timeout_ns=cfg.live.order_timeout_ns if cfg.mode == "live" else None,
         )
         self.codec = EventCodec("json")
         self.log = (folder / f"decisions-{session_id}.jsonl").open("wb")
@@ -275,34 +281,29 @@ class LiveSession:
         self.log.close()
 
     def market(self, batch: TickBatch) -> None:
-        self.writer.append(int(batch.ts_recv[-1]), batch)
-        self.engine.process_batch(batch)
+        self._input(int(batch.ts_recv[-1]), batch)
 
     def report(self, report: ExecutionReport) -> None:
-        self.writer.append(report.ts_recv, report)
-        self.engine.on_report(report)
+        self._input(report.ts_recv, report)
 
     def command(self, action: CommandAction, ts: int) -> None:
-        command = Command(ts_event=ts, ts_recv=ts, action=action, issuer="op", reason="test")
-        self.writer.append(ts, command)
-        self.engine.on_command(command)
+        self._input(ts, Command(ts_event=ts, ts_recv=ts, action=action, issuer="op", reason="test"))
 
     def clock_reading(self, ts: int) -> None:
-        self.writer.append_clock(ts)
-        self.engine.advance_to(ts)
+        self._input(ts, None)
 
     def feed(self, status: Literal["lost", "restored", "overflow"], ts: int) -> None:
-        feed = FeedStatus(
-            status=status, reason=f"test {status}", dropped=3 * (status == "overflow")
-        )
-        self.writer.append(ts, feed)
-        match status:
-            case "lost":
-                self.engine.market_data_lost(feed.reason)
-            case "restored":
-                self.engine.market_data_restored(feed.reason)
-            case "overflow":
-                self.engine.market_data_lost("inbound queue overflow")
+        dropped = 3 if status == "overflow" else 0
+        self._input(ts, FeedStatus(status=status, reason=f"test {status}", dropped=dropped))
+
+    def _input(
+        self, ts: int, body: TickBatch | ExecutionReport | Command | FeedStatus | None
+    ) -> None:
+        if body is None:
+            self.writer.append_clock(ts)
+        else:
+            self.writer.append(ts, body)
+        apply_input(self.engine, ts, body)
 
 
 def quote_batch(rows: list[tuple[int, int, int, float, float]]) -> TickBatch:
@@ -340,11 +341,14 @@ LIVE_ACTIONS = [
 ]
 
 
-def record_live_session(folder: Path, *, mode: str = "live", session_id: str = "s1") -> LiveSession:
+def record_live_session(
+    folder: Path, *, mode: str = "live", session_id: str = "s1", journal_timers: bool = False
+) -> LiveSession:
     """A live session with every kind of input: quotes (a ts_event going backwards),
     acks, fills and duplicates, an order timeout, feed lost and restored, kill, resume
     and flatten, a fill nobody ordered."""
-    with LiveSession(folder, config_text(mode, LIVE_ACTIONS), session_id=session_id) as s:
+    text = config_text(mode, LIVE_ACTIONS)
+    with LiveSession(folder, text, session_id=session_id, journal_timers=journal_timers) as s:
         s.clock_reading(T)
         # Y's venue clock runs 3 ms behind X's: later arrivals stamped earlier
         s.market(quote_batch([(T + 1 * MS, T + 1 * MS, 0, 99.0, 100.0),
@@ -431,7 +435,6 @@ def test_journal_replay_of_a_live_session_gives_its_decisions_and_counts(tmp_pat
         "report": 15,
         "command": 4,
         "feed": 3,
-        "timer": result.timers_fired,
     }
     assert result.ticks == session.engine.counters["ticks"] == 13
     assert result.orders == len(session.outbox.orders) == session.engine.counters["orders_sent"]
@@ -449,6 +452,7 @@ def test_journal_replay_of_a_live_session_gives_its_decisions_and_counts(tmp_pat
     assert kinds == {"Signal", "OrderRequest", "CancelRequest", "RiskRejected", "TradingState",
                      "Alarm"}  # fmt: skip
     assert result.timers_fired > len(LIVE_ACTIONS)  # the heartbeat fired too
+    assert result.timers_journaled == 0 and result.timer_differences == []
     assert is_journal_dir(tmp_path) and not is_journal_dir(tmp_path / "nothing")
 
 
@@ -546,8 +550,16 @@ def test_parity_a_dropped_report_in_the_journal_is_a_difference(tmp_path: Path) 
     assert len(result.differences) <= MAX_SHOWN
 
 
+def test_parity_timer_records_that_match_the_replayed_firings_are_ok(tmp_path: Path) -> None:
+    session = record_live_session(tmp_path, journal_timers=True)
+    result = parity(tmp_path)
+    assert result.ok, result.differences
+    assert result.replay.timers_journaled == result.replay.timers_fired
+    assert result.replay.timers_fired == session.engine.counters["timers"] > 0
+
+
 def test_parity_a_dropped_timer_record_is_a_difference(tmp_path: Path) -> None:
-    record_live_session(tmp_path)
+    record_live_session(tmp_path, journal_timers=True)
     records = list(FileJournalReader(tmp_path))
     first_timer = next(i for i, r in enumerate(records) if isinstance(r, TimerRecord))
     rewrite_journal(tmp_path, records[:first_timer] + records[first_timer + 1 :])
@@ -558,7 +570,7 @@ def test_parity_a_dropped_timer_record_is_a_difference(tmp_path: Path) -> None:
 
 
 def test_parity_a_timer_journaled_at_another_point_is_a_difference(tmp_path: Path) -> None:
-    record_live_session(tmp_path)
+    record_live_session(tmp_path, journal_timers=True)
     records = list(FileJournalReader(tmp_path))
     timers = [r for r in records if isinstance(r, TimerRecord)]
     moved = timers[0]
@@ -588,31 +600,30 @@ def test_cmd_parity_exits_0_on_equality_and_1_on_a_difference(
     assert "\n  decision 3: type: " in out
 
 
-def test_parity_picks_the_latest_session_or_the_one_named(tmp_path: Path) -> None:
-    first = tmp_path / "one"
-    record_live_session(first, session_id="a")
+@pytest.mark.parametrize("first_seq", [False, True], ids=["first_clock_reading", "first_seq"])
+def test_parity_picks_the_latest_session_or_the_one_named(tmp_path: Path, first_seq: bool) -> None:
+    record_live_session(tmp_path, session_id="a")
+    if first_seq:
+        info = tmp_path / "session-a.json"
+        info.write_bytes(info.read_bytes().replace(b"}", b',"first_seq":1}'))
     # session b continues the same journal folder after a restart
-    folder = tmp_path / "both"
-    shutil.copytree(first, folder)
-    (folder / "session-a.json").write_bytes(
-        (folder / "session-a.json").read_bytes().replace(b"}", b',"first_seq":1}')
-    )
-    next_seq = sum(1 for _ in FileJournalReader(folder)) + 1
+    next_seq = sum(1 for _ in FileJournalReader(tmp_path)) + 1
     actions = [Action(at_ns=T + 400 * MS, do="market", qty=1.0)]
-    with LiveSession(folder, config_text("shadow", actions), session_id="b",
-                     started_ns=T + 350 * MS, first_seq=next_seq) as s:  # fmt: skip
+    with LiveSession(tmp_path, config_text("shadow", actions), session_id="b",
+                     started_ns=T + 350 * MS, first_seq=next_seq if first_seq else None) as s:  # fmt: skip
         s.clock_reading(T + 350 * MS)
         s.market(quote_batch([(T + 360 * MS, T + 360 * MS, 0, 100.0, 101.0)]))
         s.clock_reading(T + 400 * MS)
     assert s.engine.counters["orders_sent"] == 1
-    latest = parity(folder)
+    latest = parity(tmp_path)
     assert latest.ok, latest.differences
     assert latest.session_id == "b" and latest.decisions_equal == len(s.logged)
-    earlier = parity(folder, session="a")
+    assert latest.replay.record_count == 3
+    earlier = parity(tmp_path, session="a")
     assert earlier.ok, earlier.differences
     assert earlier.session_id == "a" and earlier.replay.record_count == next_seq - 1
     with pytest.raises(DataError, match="no session 'c'"):
-        parity(folder, session="c")
+        parity(tmp_path, session="c")
 
 
 def test_parity_of_a_folder_without_a_session_is_a_data_error(tmp_path: Path) -> None:
