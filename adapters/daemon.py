@@ -1,0 +1,951 @@
+"""The live composition root (``tradeloop run``): the same ``Engine`` as replay, fed by the
+MQTT session, every input journaled before the engine acts on it.
+
+Live and replay differ only here: the clock is a ``ReplayClock`` advanced by journaled
+receive times, the source is the session's inbox and the router depends on the mode:
+
+==========  =================================================================
+mode        router
+==========  =================================================================
+``shadow``  ``SendOnly(ShadowSender)``: intended orders logged, nothing sent
+``paper``   ``SimulatedVenue`` from ``[venue.sim]``, driven on receive time
+``live``    ``SendOnly(QueueSender)``: QoS 1 on the OMS's orders topic
+==========  =================================================================
+
+The loop and its ordering guarantees
+------------------------------------
+One task consumes the inbox. A turn takes every item waiting (up to ``MAX_TURN_ITEMS``),
+turns each into journal inputs, appends them all, calls ``journal.commit()`` (so a report
+or command is as durable as the fsync policy asks before anything acts on it), then applies
+them to the engine in the same order through ``apply_input``. The heartbeat is a turn of
+the same task, taken between item turns, never beside them, so everything that reaches
+the engine is serialized in the journal's order:
+
+- ``MarketData`` -> the batch (``engine.process_batch``); after it, if the feed was lost and
+  every instrument has quoted since, ``FeedStatus("restored")``.
+- ``ReportIn`` -> the report (``engine.on_report``); ``CommandIn`` -> the command
+  (``engine.on_command``), each after ``engine.advance_to(ts_recv)``.
+- ``Connection(False)`` -> ``FeedStatus("lost")``; ``Connection(True)`` -> nothing (the
+  feed is restored by fresh quotes, not by the connection).
+- ``Overflow`` -> ``FeedStatus("overflow")`` (the engine treats it as lost data).
+- heartbeat -> a clock record (``engine.advance_to``: timers, order timeouts), then
+  ``FeedStatus("lost")`` if an instrument's last quote is older than its
+  ``max_quote_age``, or if the feed is still lost after an operator's resume cleared the
+  data-loss claim.
+- an order the outbox had no room for -> an ``OrderRejected`` report for it and a
+  ``reduce_only`` command from issuer ``daemon`` (sticky until an operator resumes).
+- stop (SIGTERM/SIGINT) -> a ``kill`` command from issuer ``daemon`` if
+  ``live.cancel_on_stop`` (HALTED cancels every open order).
+
+Receive times entering the engine never go backwards: the receive clock is
+``LiveClock`` made non-decreasing, read only by the session at receipt and by the
+heartbeat, and an item stamped before the last applied time (it waited for room in a
+full inbox) is journaled and applied at that time (counted, ``receive_time_clamped``).
+
+A replay of the journal applies each record with ``apply_record``: same stream, same
+engine, same decisions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import secrets
+import signal
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import IO, ParamSpec, Protocol, TypeVar
+
+import numpy as np
+
+from adapters.journal_file import FileJournalWriter
+from adapters.live_sender import Outgoing, QueueSender, ShadowSender
+from adapters.metrics import DaemonMetrics, tradeloop_version
+from adapters.mqtt.ingest import CommandIn, Connection, Inbound, MarketData, Overflow, ReportIn
+from adapters.mqtt.session import MqttSession
+from adapters.mqtt.settings import MqttSettings
+from adapters.mqtt.status import Status, encode_status
+from adapters.mqtt.topics import Topics
+from adapters.sim_venue import SimulatedVenue
+from engine.clock import LiveClock, ReplayClock
+from engine.codec import EventCodec
+from engine.config import Config, load_config
+from engine.engine import Engine
+from engine.errors import ConfigError
+from engine.events import (
+    Alarm,
+    CancelRequest,
+    Command,
+    Event,
+    Fill,
+    OrderRejected,
+    OrderRequest,
+    RiskRejected,
+    Signal,
+    TradingState,
+)
+from engine.features import FeatureSet
+from engine.instruments import InstrumentTable
+from engine.journal import (
+    AnyRecord,
+    ClockRecord,
+    CommandRecord,
+    FeedRecord,
+    FeedStatus,
+    MarketDataRecord,
+    ReportRecord,
+    TimerRecord,
+)
+from engine.plugins import load_model, load_strategy
+from engine.ports import ExecutionReport, OrderRouter, SendOnly
+from engine.risk import RiskEngine
+from engine.strategy import NoParams, Strategy
+from engine.ticks import QUOTE, TickBatch
+from engine.units import parse_duration_ns
+
+log = logging.getLogger("tradeloop.daemon")
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+LIVE_MODES = ("shadow", "paper", "live")
+# items taken per turn: bounds how long one turn holds the loop (the broker's reader and
+# the order publisher wait meanwhile) while still amortising one commit over many items
+MAX_TURN_ITEMS = 1024
+# latencies kept raw for percentiles (bench, logs): about 8 MB at most
+_LATENCY_SAMPLES = 1_000_000
+
+InputBody = TickBatch | ExecutionReport | Command | FeedStatus | None
+"""One input of the stream: ``None`` is a clock reading."""
+
+DECISION_TYPES = (Signal, OrderRequest, CancelRequest, RiskRejected, TradingState, Alarm)
+
+
+# the receive clock
+
+
+class ReceiveClock:
+    """Wall-clock receive times made non-decreasing (``max`` with the last reading).
+
+    Args:
+        source: raw time source in ns (default ``LiveClock().now_ns``).
+    """
+
+    def __init__(self, source: Callable[[], int] | None = None) -> None:
+        self._source = source if source is not None else LiveClock().now_ns
+        self._last = 0
+        self.steps_back = 0
+
+    def __call__(self) -> int:
+        t = self._source()
+        if t < self._last:
+            self.steps_back += 1
+            return self._last
+        self._last = t
+        return t
+
+
+def new_session_id(now_ns: int) -> str:
+    """A session id unique across restarts: the UTC start time in ms, base 36 (sorts by
+    time while the width stays 8, until 2059), and 4 random hex digits (two daemons
+    started in the same ms)."""
+    ms = now_ns // 1_000_000
+    digits = ""
+    while True:
+        ms, r = divmod(ms, 36)
+        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[r] + digits
+        if ms == 0:
+            break
+    return f"{digits}{secrets.token_hex(2)}"
+
+
+# one way for an input to reach the engine, live and in replay
+
+
+def apply_input(engine: Engine, ts_recv: int, body: InputBody) -> None:
+    """Apply one journaled input to the engine, the way the daemon does.
+
+    A batch carries its receive times; every other input first moves the engine to its
+    ``ts_recv`` (timers and venue events due by then, order timeouts).
+    """
+    if isinstance(body, TickBatch):
+        engine.process_batch(body)
+        return
+    engine.advance_to(ts_recv)
+    match body:
+        case None:
+            pass
+        case Command():
+            engine.on_command(body)
+        case FeedStatus(status="restored"):
+            engine.market_data_restored(body.reason)
+        case FeedStatus():
+            engine.market_data_lost(body.reason)
+        case _:
+            engine.on_report(body)
+
+
+def apply_record(engine: Engine, record: AnyRecord) -> None:
+    """Apply one record of a journal (the replay of a live session)."""
+    match record:
+        case MarketDataRecord():
+            apply_input(engine, record.ts_recv, record.ticks.to_batch())
+        case ReportRecord():
+            apply_input(engine, record.ts_recv, record.report)
+        case CommandRecord():
+            apply_input(engine, record.ts_recv, record.command)
+        case FeedRecord():
+            apply_input(engine, record.ts_recv, record.feed)
+        case ClockRecord() | TimerRecord():
+            # the daemon journals no timer firings: timers fire inside the engine as the
+            # clock moves, so a timer record only moves time
+            apply_input(engine, record.ts_recv, None)
+
+
+# the composition
+
+
+def build_router(config: Config, sender: QueueSender | None) -> OrderRouter:
+    """The router of the config's mode (``sender`` is the live mode's queue)."""
+    if config.mode == "paper":
+        sim = config.venue.sim
+        return SimulatedVenue(sim.latency_ns, sim.fee_bps, sim.maker_fee_bps)
+    if config.mode == "live":
+        assert sender is not None
+        return SendOnly(sender)
+    return SendOnly(ShadowSender())
+
+
+def build_live_engine(
+    config: Config, router: OrderRouter, *, order_id_prefix: str, strategy: Strategy | None = None
+) -> Engine:
+    """The engine a config describes, for the daemon.
+
+    The wiring of instruments, features, model, strategy and risk duplicates
+    ``replay.runner.build_engine`` (adapters may not import replay); keep the two alike
+    until it moves to ``engine``.
+
+    Raises:
+        ConfigError, PluginLoadError, ModelError: before any socket opens.
+    """
+    instruments = InstrumentTable(list(config.instruments))
+    features = FeatureSet(list(config.features))
+    model = load_model(config.model) if config.model is not None else None
+    if strategy is None:
+        strategy = load_strategy(config.strategy)
+    # orders sent to the OMS wait for its answer; the simulator and shadow always "answer"
+    timeout = config.live.order_timeout_ns if config.mode == "live" else None
+    return Engine(
+        instruments=instruments,
+        clock=ReplayClock(),
+        router=router,
+        features=features,
+        model=model,
+        strategy=strategy,
+        risk=RiskEngine(config.risk, instruments.symbols),
+        equity_interval_ns=config.replay.equity_interval_ns,
+        initial_cash=config.replay.initial_cash,
+        strict=False,
+        order_id_prefix=order_id_prefix,
+        arrival_order=True,
+        order_timeout_ns=timeout,
+    )
+
+
+class _WarmUpStrategy(Strategy):
+    """Asks for the same signals as the real strategy and does nothing with them."""
+
+    name = "warm_up"
+
+    def __init__(self, thresholds: Sequence[float]) -> None:
+        super().__init__(NoParams())
+        self._thresholds = tuple(thresholds)
+
+    def thresholds(self) -> Sequence[float]:
+        return self._thresholds
+
+
+def warm_up(config: Config, thresholds: Sequence[float]) -> None:
+    """Run one quote and one trade per instrument through a throwaway engine of the same
+    config, so numba compiles (or loads from its cache) every kernel before the first
+    real tick: a first order must not wait a second for the compiler."""
+    n = len(config.instruments)
+    index = np.arange(n, dtype=np.int32)
+    ts = np.arange(1, n + 1, dtype=np.int64)
+    price = np.full(n, 100.0)
+    size = np.ones(n)
+    batch = TickBatch.merge(
+        TickBatch.quotes(ts, ts, index, price, price + 1.0, size, size),
+        TickBatch.trades(ts, ts, index, price, size, np.ones(n, np.int8)),
+    )
+    router = build_router(config, None) if config.mode == "paper" else SendOnly(ShadowSender())
+    engine = build_live_engine(
+        config, router, order_id_prefix="warm-up", strategy=_WarmUpStrategy(thresholds)
+    )
+    engine.process_batch(batch)
+    engine.advance_to(int(ts[-1]) + 1)
+
+
+# feed health, decided from the stream alone (so a replay journals nothing new)
+
+
+class FeedMonitor:
+    """Tracks whether market data is flowing, per instrument.
+
+    Args:
+        symbols: instruments in dense-index order.
+        max_age_ns: per instrument, the quote age that counts as a lost feed (None: none).
+        start_ns: the session's first clock reading (an instrument that never quoted is
+            stale ``max_age`` after it).
+    """
+
+    def __init__(
+        self, symbols: tuple[str, ...], max_age_ns: list[int | None], start_ns: int
+    ) -> None:
+        self.symbols = symbols
+        self.max_age_ns = max_age_ns
+        self.last_quote_ns = np.full(len(symbols), start_ns, np.int64)
+        self.lost = False
+        self.connected = True
+        self._awaiting: set[int] = set()
+
+    def on_market_data(self, batch: TickBatch) -> FeedStatus | None:
+        """Note the batch's quotes; ``restored`` once every instrument quoted since a loss."""
+        quotes = batch.kind == QUOTE
+        if not quotes.any():
+            return None
+        instruments = batch.instrument[quotes]
+        np.maximum.at(self.last_quote_ns, instruments, batch.ts_recv[quotes])
+        if not self.lost:
+            return None
+        self._awaiting.difference_update(np.unique(instruments).tolist())
+        if self._awaiting or not self.connected:
+            return None
+        self.lost = False
+        return FeedStatus(status="restored", reason="a fresh quote for every instrument")
+
+    def on_connection(self, connected: bool, reason: str) -> FeedStatus | None:
+        self.connected = connected
+        if connected:
+            return None
+        return self._lose("lost", f"broker connection lost: {reason}")
+
+    def on_overflow(self, dropped: int) -> FeedStatus:
+        status = self._lose("overflow", f"inbound queue overflow: {dropped} messages dropped")
+        return replace(status, dropped=dropped)
+
+    def check(self, now_ns: int, claim_cleared: bool) -> FeedStatus | None:
+        """At a heartbeat: ``lost`` when a quote is too old, or again when the feed is
+        still lost but an operator's resume cleared the engine's data-loss claim."""
+        if self.lost:
+            if claim_cleared:
+                return FeedStatus(status="lost", reason="market data still lost after resume")
+            return None
+        stale = [
+            self.symbols[i]
+            for i, age in enumerate(self.max_age_ns)
+            if age is not None and now_ns - int(self.last_quote_ns[i]) > age
+        ]
+        if not stale:
+            return None
+        return self._lose("lost", f"no quote within max_quote_age for {', '.join(stale)}")
+
+    def _lose(self, status: str, reason: str) -> FeedStatus:
+        self.lost = True
+        self._awaiting = set(range(len(self.symbols)))
+        if status == "overflow":
+            return FeedStatus(status="overflow", reason=reason)
+        return FeedStatus(status="lost", reason=reason)
+
+
+# the decisions log
+
+
+class DecisionLog:
+    """Every decision the engine emits (signals, orders, cancels, risk refusals, state
+    changes, alarms), one JSON event per line: what a parity check compares."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._codec = EventCodec("json")
+        self._file: IO[bytes] = path.open("ab")
+        self.lines = 0
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, DECISION_TYPES):
+            self._file.write(self._codec.encode(event) + b"\n")
+            self.lines += 1
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+
+
+# the core: journal, then apply (no asyncio, no broker)
+
+
+class LiveCore:
+    """Journals and applies the input stream, one turn at a time.
+
+    Args:
+        engine: the engine.
+        journal: the open journal writer.
+        feed: the feed-health tracker.
+        metrics: the daemon's metrics.
+        sender: the live mode's queue (dropped orders become inputs), else None.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        journal: FileJournalWriter,
+        feed: FeedMonitor,
+        metrics: DaemonMetrics,
+        sender: QueueSender | None = None,
+    ) -> None:
+        self.engine = engine
+        self.journal = journal
+        self.feed = feed
+        self.metrics = metrics
+        self.sender = sender
+        self.counters: Counter[str] = Counter()
+        self.last_ts = 0
+        self.dirty = False  # a fill or a state change since the last status
+
+    def handle(self, items: list[Inbound]) -> None:
+        """One turn over inbox items: journal all, commit, apply all in order."""
+        inputs: list[tuple[int, InputBody, str]] = []
+        for item in items:
+            self._inputs_of(item, inputs)
+        self._run(inputs)
+
+    def heartbeat(self, ts_ns: int) -> None:
+        """A clock reading (and what the feed's health says at it), journaled and applied."""
+        ts = max(ts_ns, self.last_ts)
+        claim_cleared = self.engine.risk.trading.claim("data_loss") == "ACTIVE"
+        inputs: list[tuple[int, InputBody, str]] = [(ts, None, "clock")]
+        lost = self.feed.check(ts, claim_cleared)
+        if lost is not None:
+            inputs.append((ts, lost, "feed"))
+        self._run(inputs)
+        self._timed(self.journal.sync)  # market data of an idle stretch is synced too
+
+    def inject(self, ts_ns: int, body: InputBody, kind: str) -> None:
+        """An input the daemon makes itself (stop, outbox overflow), journaled first."""
+        self._run([(max(ts_ns, self.last_ts), body, kind)])
+
+    def _inputs_of(self, item: Inbound, out: list[tuple[int, InputBody, str]]) -> None:
+        ts = item.ts_recv
+        if ts < self.last_ts:
+            self.counters["receive_time_clamped"] += 1
+            ts = self.last_ts
+        self.last_ts = ts
+        match item:
+            case MarketData():
+                batch = item.batch
+                if int(batch.ts_recv[0]) < ts:
+                    batch = replace(batch, ts_recv=np.maximum(batch.ts_recv, ts))
+                out.append((ts, batch, "market_data"))
+                restored = self.feed.on_market_data(batch)
+                if restored is not None:
+                    out.append((ts, restored, "feed"))
+            case ReportIn():
+                out.append((ts, item.report, "report"))
+            case CommandIn():
+                out.append((ts, item.command, "command"))
+            case Connection():
+                self.metrics.broker_connected.set(1 if item.connected else 0)
+                log.warning("broker %s: %s", "connected" if item.connected else "lost",
+                            item.reason)  # fmt: skip
+                status = self.feed.on_connection(item.connected, item.reason)
+                if status is not None:
+                    out.append((ts, status, "feed"))
+            case Overflow():
+                self.counters["overflow_dropped"] += item.dropped_messages
+                out.append((ts, self.feed.on_overflow(item.dropped_messages), "feed"))
+
+    def _run(self, inputs: list[tuple[int, InputBody, str]]) -> None:
+        journal = self.journal
+        for ts, body, _ in inputs:
+            if body is None:
+                self._timed(journal.append_clock, ts)
+            else:
+                self._timed(journal.append, ts, body)
+        self._timed(journal.commit)
+        engine = self.engine
+        sender = self.sender
+        for ts, body, kind in inputs:
+            self.last_ts = max(self.last_ts, ts)
+            if sender is not None:
+                sender.trigger = kind
+            apply_input(engine, ts, body)
+        if sender is not None:
+            sender.trigger = ""
+            dropped = sender.take_dropped()
+            if dropped:
+                self._dropped(dropped)
+
+    def _dropped(self, orders: list[OrderRequest]) -> None:
+        ts = self.last_ts
+        inputs: list[tuple[int, InputBody, str]] = []
+        for order in orders:
+            self.metrics.orders.labels("dropped").inc()
+            inputs.append((ts, OrderRejected(ts_event=ts, ts_recv=ts,
+                                             client_order_id=order.client_order_id,
+                                             reason="not sent: outbox full"), "report"))  # fmt: skip
+        inputs.append((ts, Command(ts_event=ts, ts_recv=ts, action="reduce_only", issuer="daemon",
+                                   reason=f"outbox full: {len(orders)} orders not sent"), "command"))  # fmt: skip
+        self._run(inputs)
+
+    def _timed(self, call: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        before = self.journal.fsyncs
+        t0 = time.perf_counter()
+        result = call(*args, **kwargs)
+        if self.journal.fsyncs != before:
+            self.metrics.journal_fsync.observe(time.perf_counter() - t0)
+        return result
+
+    def on_event(self, event: Event) -> None:
+        """Engine sink: note what changes the status."""
+        if isinstance(event, Fill | TradingState):
+            self.dirty = True
+
+    def book(self) -> tuple[list[float], list[float]]:
+        """Positions and PnL (realized + unrealized, net of fees) per instrument."""
+        e = self.engine
+        mids = e.market.mids()
+        unrealized = np.nan_to_num(e.portfolio.unrealized(mids))
+        return e.portfolio.positions.tolist(), (e.portfolio.realized + unrealized).tolist()
+
+
+# the session the daemon talks to (``adapters.mqtt.session.MqttSession``; a fake in tests)
+
+
+class LiveSession(Protocol):
+    inbox: asyncio.Queue[Inbound]
+    counters: Counter[str]
+
+    async def publish_order(self, order: OrderRequest | CancelRequest) -> None: ...
+    async def publish_status(self, payload: bytes) -> None: ...
+    def outbox_empty(self) -> bool: ...
+    async def flush(self, timeout_s: float) -> bool: ...
+
+
+SessionFactory = Callable[
+    [MqttSettings, Topics, InstrumentTable, Callable[[], int], bytes],
+    contextlib.AbstractAsyncContextManager[LiveSession],
+]
+
+
+def mqtt_session(
+    settings: MqttSettings,
+    topics: Topics,
+    instruments: InstrumentTable,
+    receive_clock: Callable[[], int],
+    will_payload: bytes,
+) -> contextlib.AbstractAsyncContextManager[LiveSession]:
+    """The real session: ``MqttSession`` over aiomqtt."""
+    return MqttSession(
+        settings, topics, instruments, receive_clock=receive_clock, will_payload=will_payload
+    )
+
+
+def _env(name: str | None, where: str) -> str | None:
+    if name is None:
+        return None
+    value = os.environ.get(name)
+    if value is None:
+        raise ConfigError(where, f"environment variable {name} is not set")
+    return value
+
+
+def mqtt_settings(config: Config) -> MqttSettings:
+    """``MqttSettings`` from ``[mqtt]`` and ``[live]``, secrets from the environment.
+
+    Raises:
+        ConfigError: a named environment variable is not set.
+    """
+    m = config.mqtt
+    key = os.environ.get(config.live.command_key_env)
+    if not key:
+        log.warning("no command key in $%s: every operator command will be refused",
+                    config.live.command_key_env)  # fmt: skip
+    return MqttSettings(
+        host=m.host,
+        port=m.port,
+        username=_env(m.username_env, "mqtt.username_env"),
+        password=_env(m.password_env, "mqtt.password_env"),
+        client_id=m.client_id or f"tradeloop-{config.live.node}",
+        tls=m.tls,
+        ca_file=m.ca_file,
+        cert_file=m.cert_file,
+        key_file=m.key_file,
+        format=m.format,
+        market_data_qos=m.market_data_qos,
+        max_payload_bytes=m.max_payload_bytes,
+        inbox_size=m.inbox_size,
+        outbox_size=m.outbox_size,
+        keepalive_s=max(1, parse_duration_ns(m.keepalive) // 1_000_000_000),
+        reconnect_min_s=parse_duration_ns(m.reconnect_min) / 1e9,
+        reconnect_max_s=parse_duration_ns(m.reconnect_max) / 1e9,
+        command_key=key.encode() if key else None,
+    )
+
+
+@dataclass
+class SessionFiles:
+    """What a session leaves next to the journal besides the journal itself."""
+
+    session_id: str
+    config: Path
+    manifest: Path
+    decisions: Path
+
+
+def write_session_files(
+    config: Config, config_bytes: bytes, directory: Path, session_id: str, start_ns: int,
+    order_id_prefix: str,
+) -> SessionFiles:  # fmt: skip
+    """``session-{id}.toml`` (the config that ran, byte for byte) and ``session-{id}.json``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files = SessionFiles(
+        session_id=session_id,
+        config=directory / f"session-{session_id}.toml",
+        manifest=directory / f"session-{session_id}.json",
+        decisions=directory / f"decisions-{session_id}.jsonl",
+    )
+    files.config.write_bytes(config_bytes)
+    started = dt.datetime.fromtimestamp(start_ns / 1e9, dt.UTC)
+    manifest = {
+        "session_id": session_id,
+        "mode": config.mode,
+        "config_sha256": hashlib.sha256(config_bytes).hexdigest(),
+        "config_file": files.config.name,
+        "decisions_file": files.decisions.name,
+        "start_ns": start_ns,
+        "start_utc": started.isoformat(timespec="milliseconds"),
+        "order_id_prefix": order_id_prefix,
+        "node": config.live.node,
+        "account": config.live.account,
+        "version": tradeloop_version(),
+    }
+    files.manifest.write_text(json.dumps(manifest, indent=2) + "\n")
+    return files
+
+
+class Daemon:
+    """One live session: composition, the loop, a graceful stop.
+
+    Build with ``Daemon.create``; run with ``run``.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        config_bytes: bytes,
+        *,
+        receive_clock: Callable[[], int],
+        session_factory: SessionFactory,
+    ) -> None:
+        if config.mode not in LIVE_MODES:
+            raise ConfigError(
+                "mode", f"tradeloop run needs shadow, paper or live, got {config.mode!r}"
+            )
+        self.config = config
+        self.config_bytes = config_bytes
+        self.receive_clock = receive_clock
+        self.session_factory = session_factory
+        self.settings = mqtt_settings(config)  # secrets checked before anything starts
+        self.start_ns = receive_clock()
+        self.session_id = new_session_id(self.start_ns)
+        self.order_id_prefix = f"{config.live.node}-{self.session_id}"
+        self.topics = Topics(config.mqtt.topic_prefix, config.live.node, config.live.account)
+        self.latencies_ns: deque[int] = deque(maxlen=_LATENCY_SAMPLES)
+        self._wall = LiveClock().now_ns  # publish times for metrics, never the engine's
+        self.sender = (
+            QueueSender(config.mqtt.outbox_size, wall_clock=self._wall,
+                        on_published=self._published)
+            if config.mode == "live" else None
+        )  # fmt: skip
+        self.engine = build_live_engine(
+            config, build_router(config, self.sender), order_id_prefix=self.order_id_prefix
+        )
+        warm_up(config, self.engine.strategy.thresholds())
+        self.metrics = DaemonMetrics(self.engine.instruments.symbols)
+        self.heartbeat_seq = 0
+        self.metrics_port: int | None = None
+        self.files: SessionFiles | None = None
+        self.core: LiveCore | None = None
+        self._status_slot: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
+        self._waiting: asyncio.Timeout | None = None
+
+    @classmethod
+    def create(
+        cls,
+        config_path: str | Path,
+        *,
+        receive_clock: Callable[[], int] | None = None,
+        session_factory: SessionFactory | None = None,
+    ) -> Daemon:
+        """Load and validate the config, resolve plugins and secrets: no I/O beyond reading.
+
+        Raises:
+            ConfigError, PluginLoadError, ModelError: the config cannot run.
+        """
+        config, _ = load_config(config_path)
+        return cls(
+            config,
+            Path(config_path).read_bytes(),
+            receive_clock=receive_clock or ReceiveClock(),
+            session_factory=session_factory or mqtt_session,
+        )
+
+    def _published(self, item: Outgoing, trigger: str, published_ns: int) -> None:
+        if isinstance(item, OrderRequest):
+            self.metrics.orders.labels("published").inc()
+            if trigger == "market_data":
+                latency = max(0, published_ns - item.ts_event)
+                self.latencies_ns.append(latency)
+                self.metrics.tick_to_order.observe(latency / 1e9)
+
+    async def run(self, stop: asyncio.Event) -> int:
+        """Run until ``stop`` is set; returns the exit code (0 after a clean stop).
+
+        Raises:
+            AdapterError: the journal or the broker failed beyond recovery.
+        """
+        cfg = self.config
+        journal_dir = Path(cfg.journal.dir)
+        self.files = write_session_files(cfg, self.config_bytes, journal_dir, self.session_id,
+                                         self.start_ns, self.order_id_prefix)  # fmt: skip
+        log.info("session %s starting", self.session_id,
+                 extra={"mode": cfg.mode, "order_id_prefix": self.order_id_prefix,
+                        "journal": str(journal_dir)})  # fmt: skip
+        decisions = DecisionLog(self.files.decisions)
+        journal = FileJournalWriter(
+            journal_dir, session_id=self.session_id, fsync=cfg.journal.fsync
+        )
+        engine = self.engine
+        limits = [lim.max_quote_age_ns for lim in engine.risk.limits]
+        feed = FeedMonitor(engine.instruments.symbols, limits, self.start_ns)
+        try:
+            journal.open()
+            core = self.core = LiveCore(engine, journal, feed, self.metrics, self.sender)
+            engine.sinks += [decisions, self.metrics.on_event, core.on_event]
+            self.metrics.trading_state.set(0)
+            if cfg.live.metrics_port:
+                self.metrics_port = self.metrics.serve(cfg.live.metrics_port)
+            core.heartbeat(self.start_ns)  # the first clock reading starts the strategy
+            will = encode_status(self._status(online=False, state="offline"))
+            async with self.session_factory(self.settings, self.topics, engine.instruments,
+                                            self.receive_clock, will) as session:  # fmt: skip
+                self.metrics.watch_session(lambda: session.counters)
+                await self._run_session(session, core, stop, decisions)
+            log.info("session %s stopped", self.session_id, extra=dict(core.counters))
+            return 0
+        finally:
+            self.metrics.close()
+            decisions.close()
+            journal.close()
+
+    async def _run_session(
+        self, session: LiveSession, core: LiveCore, stop: asyncio.Event, decisions: DecisionLog
+    ) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            background = [
+                tasks.create_task(self._publish_statuses(session), name="status-publisher"),
+                tasks.create_task(self._watch_stop(stop), name="stop-watcher"),
+            ]
+            if self.sender is not None:
+                background.append(
+                    tasks.create_task(
+                        self.sender.drain(session.publish_order), name="order-publisher"
+                    )
+                )
+            self._offer_status(self._status())
+            await self._consume(session, core, stop, decisions)
+            await self._stop(session, core)
+            for task in background:
+                task.cancel()
+
+    async def _watch_stop(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        if self._waiting is not None:  # wake the consumer out of its idle wait now
+            self._waiting.reschedule(asyncio.get_running_loop().time())
+
+    async def _consume(
+        self, session: LiveSession, core: LiveCore, stop: asyncio.Event, decisions: DecisionLog
+    ) -> None:
+        inbox = session.inbox
+        loop = asyncio.get_running_loop()
+        period = self.config.live.heartbeat_ns / 1e9
+        next_beat = loop.time() + period
+        items: list[Inbound] = []
+        while not stop.is_set():
+            while len(items) < MAX_TURN_ITEMS:
+                try:
+                    items.append(inbox.get_nowait())
+                except asyncio.QueueEmpty:
+                    break
+            if items:
+                core.handle(items)
+                items.clear()
+                self._after_turn(core)
+                await asyncio.sleep(0)  # the publisher and the broker's reader run now
+            now = loop.time()
+            if now >= next_beat:
+                self._heartbeat(core, decisions)
+                next_beat = max(next_beat + period, now)
+                continue
+            if inbox.empty() and not stop.is_set():
+                try:
+                    async with asyncio.timeout_at(next_beat) as waiting:
+                        self._waiting = waiting
+                        items.append(await inbox.get())
+                except TimeoutError:
+                    pass
+                finally:
+                    self._waiting = None
+
+    def _after_turn(self, core: LiveCore) -> None:
+        if core.dirty:
+            self._offer_status(self._status())
+
+    def _heartbeat(self, core: LiveCore, decisions: DecisionLog) -> None:
+        core.heartbeat(self.receive_clock())
+        self.heartbeat_seq += 1
+        positions, pnl = core.book()
+        self.metrics.set_book(positions, pnl)
+        decisions.flush()
+        self._offer_status(self._status())
+
+    def _status(self, *, online: bool = True, state: str | None = None) -> Status:
+        e = self.engine
+        if self.core is not None:
+            positions, pnl = self.core.book()
+            self.core.dirty = False
+        else:
+            positions, pnl = [0.0] * len(e.instruments), [0.0]
+        return Status(
+            node=self.config.live.node,
+            mode=self.config.mode,
+            state=state or e.risk.state,
+            online=online,
+            ts_ns=e.clock.now_ns(),
+            positions=dict(zip(e.instruments.symbols, positions)),
+            pnl=float(sum(pnl)),
+            heartbeat_seq=self.heartbeat_seq,
+        )
+
+    def _offer_status(self, status: Status) -> None:
+        payload = encode_status(status)
+        slot = self._status_slot
+        if slot.full():  # only the newest status matters
+            slot.get_nowait()
+        slot.put_nowait(payload)
+
+    async def _publish_statuses(self, session: LiveSession) -> None:
+        while True:
+            payload = await self._status_slot.get()
+            await session.publish_status(payload)
+
+    async def _stop(self, session: LiveSession, core: LiveCore) -> None:
+        """Stop new orders, cancel open ones, flush, say goodbye."""
+        cfg = self.config.live
+        deadline = asyncio.get_running_loop().time() + parse_duration_ns(cfg.shutdown_timeout) / 1e9
+        ts = self.receive_clock()
+        if cfg.cancel_on_stop:
+            core.inject(ts, Command(ts_event=ts, ts_recv=ts, action="kill", issuer="daemon",
+                                    reason="daemon shutdown"), "command")  # fmt: skip
+        loop = asyncio.get_running_loop()
+        if self.sender is not None and not await self.sender.wait_empty(
+            max(0.0, deadline - loop.time())
+        ):
+            log.error("shutdown: %d orders/cancels not published", len(self.sender))
+        # reports that arrived meanwhile (cancel acks) are journaled and applied too
+        items: list[Inbound] = []
+        while True:
+            try:
+                items.append(session.inbox.get_nowait())
+            except asyncio.QueueEmpty:
+                break
+        if items:
+            core.handle(items)
+        # the goodbye goes straight out, after every status still waiting
+        with contextlib.suppress(asyncio.QueueEmpty):
+            self._status_slot.get_nowait()
+        await session.publish_status(encode_status(self._status(online=False, state="offline")))
+        if not await session.flush(max(0.0, deadline - loop.time())):
+            log.error("shutdown: the outbox did not drain in %s", cfg.shutdown_timeout)
+        core.journal.sync()
+
+
+async def run_daemon(
+    config_path: str | Path,
+    *,
+    stop: asyncio.Event | None = None,
+    receive_clock: Callable[[], int] | None = None,
+    session_factory: SessionFactory | None = None,
+    on_ready: Callable[[Daemon], None] | None = None,
+) -> int:
+    """Run the daemon of ``config_path`` on the running loop until ``stop`` is set (or,
+    without ``stop``, until SIGTERM or SIGINT). Returns the exit code.
+
+    Args:
+        config_path: the TOML config (mode shadow, paper or live).
+        stop: set it to stop the daemon gracefully (in-process use, tests).
+        receive_clock: the receive clock (default: wall time made non-decreasing).
+        session_factory: builds the session (default: ``MqttSession``; tests pass a fake).
+        on_ready: called with the daemon once it is built, before it connects.
+
+    Raises:
+        ConfigError, PluginLoadError, ModelError: the config cannot run.
+        AdapterError: the journal or broker failed.
+    """
+    daemon = Daemon.create(
+        config_path, receive_clock=receive_clock, session_factory=session_factory
+    )
+    if on_ready is not None:
+        on_ready(daemon)
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    if stop is None:
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
+                continue
+            installed.append(sig)
+    try:
+        return await daemon.run(stop)
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+__all__ = [
+    "DECISION_TYPES",
+    "Daemon",
+    "DecisionLog",
+    "FeedMonitor",
+    "LiveCore",
+    "ReceiveClock",
+    "apply_input",
+    "apply_record",
+    "build_live_engine",
+    "new_session_id",
+    "run_daemon",
+]
