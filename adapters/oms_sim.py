@@ -329,15 +329,8 @@ class MqttOmsSimulator:
         self.state: SimState = "new"
         self.bad_messages: Counter[str] = Counter()  # by source: orders, market_data, requests
         self._where = f"{host}:{port}"
-        self._client = aiomqtt.Client(
-            host,
-            port,
-            username=username,
-            password=password,
-            identifier=client_id,
-            protocol=aiomqtt.ProtocolVersion.V5,
-            keepalive=30,
-        )
+        self._login = (host, port, username, password, client_id)
+        self._client: aiomqtt.Client | None = None  # made on entry: it binds the running loop
         self._market_data_qos = market_data_qos
         self._clock: Clock = clock if clock is not None else LiveClock()
         self._events = {"json": EventCodec("json", "oms"), "msgpack": EventCodec("msgpack", "oms")}
@@ -359,13 +352,23 @@ class MqttOmsSimulator:
         return self.oms.counters
 
     async def __aenter__(self) -> MqttOmsSimulator:
+        host, port, username, password, client_id = self._login
+        self._client = client = aiomqtt.Client(
+            host,
+            port,
+            username=username,
+            password=password,
+            identifier=client_id,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            keepalive=30,
+        )
         try:
-            await self._stack.enter_async_context(self._client)
-            await self._client.subscribe(self.topics.orders, qos=1)
-            await self._client.subscribe(self.topics.requests, qos=1)
+            await self._stack.enter_async_context(client)
+            await client.subscribe(self.topics.orders, qos=1)
+            await client.subscribe(self.topics.requests, qos=1)
             for inst in self.oms.instruments.instruments:
                 topic = self.topics.market_data(inst.venue, inst.symbol)
-                await self._client.subscribe(topic, qos=self._market_data_qos)
+                await client.subscribe(topic, qos=self._market_data_qos)
         except aiomqtt.MqttError as exc:
             await self._stack.aclose()
             raise AdapterError(f"oms-sim: cannot use the broker at {self._where}: {exc}") from exc
@@ -417,7 +420,7 @@ class MqttOmsSimulator:
         return self._last_ns
 
     async def _read(self) -> None:
-        messages = self._client.messages
+        messages = self._connected().messages
         async for message in messages:
             await self._dispatch(message, self._stamp())
             if len(messages) == 0:  # everything waiting is read: one micro-batch
@@ -541,10 +544,15 @@ class MqttOmsSimulator:
         while True:
             topic, payload, props = await self._outbox.get()
             try:
-                await self._client.publish(topic, payload, qos=1, properties=props)
+                await self._connected().publish(topic, payload, qos=1, properties=props)
                 self.counters["published"] += 1
             finally:
                 self._outbox.task_done()
+
+    def _connected(self) -> aiomqtt.Client:
+        if self._client is None:
+            raise AdapterError("oms-sim: not connected (use it as an async context manager)")
+        return self._client
 
     def _bad(self, source: str, raw: bytes, reason: str) -> None:
         self.bad_messages[source] += 1

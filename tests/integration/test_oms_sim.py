@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import aiomqtt
 import msgspec
@@ -307,3 +311,60 @@ async def test_oms_sim_malformed_orders_are_counted_and_rejected_when_an_id_is_r
         assert isinstance(ack, OrderAccepted) and isinstance(fill, Fill)
         await c.publish(TOPICS.quote("SIM", SYMBOL), b"{broken", qos=0)
         await until(lambda: sim.bad_messages["market_data"] == 1)
+
+
+_COMMAND = """
+import argparse, sys
+from pathlib import Path
+from adapters.tools_cli import register
+
+parser = argparse.ArgumentParser()
+register(parser.add_subparsers(), tick_files=None, default_config=Path("replay/default_config.toml"))
+args = parser.parse_args(sys.argv[1:])
+sys.exit(args.func(args))
+"""
+
+
+@pytest.mark.asyncio
+async def test_oms_sim_command_serves_until_sigterm_then_prints_its_counts(
+    broker: Broker,
+) -> None:
+    root = Path(__file__).resolve().parents[2]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _COMMAND,
+        "oms-sim",
+        "--broker",
+        f"{broker.host}:{broker.port}",
+        "--username",
+        broker.username,
+        "--password-env",
+        "TEST_MQTT_PASSWORD",
+        "--account",
+        "acct1",
+        "--latency",
+        "0us",
+        cwd=root,
+        env={**os.environ, "TEST_MQTT_PASSWORD": broker.password},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    try:
+        async with asyncio.timeout(30):
+            banner = await proc.stdout.readline()  # printed once subscribed
+        assert b"orders on oms/acct1/orders" in banner
+        async with client(broker, "daemon", TOPICS.reports) as c:
+            await send(c, order("o-1", limit=99.0))  # no quote yet: a limit order rests
+            (ack,) = await reports(c, 1, timeout_s=10)
+            assert isinstance(ack, OrderAccepted)
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            out, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, err.decode()
+    assert b"oms-sim stopped: 1 orders (0 resends)" in out
