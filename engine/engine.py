@@ -328,10 +328,12 @@ class Engine:
                 and (t_timer is None or t_router <= t_timer)
             ):
                 self.clock.advance(max(t_router, self.clock.now_ns()))
+                self.market.sample_before(t_router, self.portfolio.positions, self.portfolio.cash)
                 self.router.advance_to(t_router)
                 self.desk.handle_reports()
             elif t_timer is not None and t_timer <= until_ns:
                 self.clock.advance(max(t_timer, self.clock.now_ns()))
+                self.market.sample_before(t_timer, self.portfolio.positions, self.portfolio.cash)
                 for fired in self.clock.pop_due(t_timer):
                     self.counters["timers"] += 1
                     self.call_strategy(self.strategy.on_timer, fired)

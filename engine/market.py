@@ -185,6 +185,27 @@ class MarketState:
         if n:
             self.sample_ts.append(self._buf_ts[:n].copy())
             self.sample_equity.append(self._buf_eq[:n].copy())
+            self._n[0] = 0
+
+    def sample_before(
+        self, ts_ns: int, positions: npt.NDArray[np.float64], cash: npt.NDArray[np.float64]
+    ) -> None:
+        """Sample the pending grid point if it is at or before ``ts_ns``, with the state
+        now: called before something between two ticks (an order reaching the venue, a
+        timer) changes the account, so the change is dated at its own time, not at the
+        first grid point of the quiet stretch it falls in. Same rule as the tick scan."""
+        interval = int(self._sampler[1])
+        due = int(self._sampler[0])
+        if interval <= 0 or due == 0 or ts_ns < due:
+            return
+        self.end_batch()  # keep samples in time order
+        equity = float(cash[0])
+        for i, position in enumerate(positions.tolist()):
+            if position != 0.0:
+                equity += position * float(self.book[i, MID])
+        self.sample_ts.append(np.array([due], np.int64))
+        self.sample_equity.append(np.array([equity]))
+        self._sampler[0] = (ts_ns // interval + 1) * interval
 
     def mids(self) -> npt.NDArray[np.float64]:
         return self.book[:, MID]

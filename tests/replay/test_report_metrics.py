@@ -124,11 +124,6 @@ def test_equity_frame_last_tick_on_a_grid_point_keeps_its_effect(tmp_path: Path)
     np.testing.assert_allclose(got["equity"].to_numpy(), expected, rtol=0, atol=1e-9)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine/market.py dates the state before the next tick at the first grid point "
-    "of a quiet stretch, so a fill inside the stretch shows from that point on",
-)
 def test_equity_frame_fill_between_ticks_in_a_quiet_stretch_shows_at_its_time(
     tmp_path: Path,
 ) -> None:
