@@ -11,12 +11,15 @@ import argparse
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from adapters.tools_cli import register as register_tools
 from engine.config import Config, config_from_dict, load_config
 from engine.errors import TradeloopError
+from engine.ticks import TickBatch
 
 
 def _default_config_path() -> Path:
@@ -145,6 +148,18 @@ def _batch_size(text: str) -> int:
     return value
 
 
+def _tick_files(config: Config, data: str | Path) -> tuple[Iterator[TickBatch], int | None]:
+    """Opens tick files for the live tools (``publish``), with replay's readers."""
+    from engine.instruments import InstrumentTable
+    from replay.readers import BadRowCounts, total_rows
+    from replay.runner import tick_batches
+
+    batches, files = tick_batches(
+        config, data, InstrumentTable(list(config.instruments)), BadRowCounts()
+    )
+    return batches, total_rows(files)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tradeloop", description="ML signals into a real trading loop: replay and live."
@@ -190,6 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="tradeloop-demo", help="folder for data and report")
     d.add_argument("--hours", type=float, default=24.0)
     d.set_defaults(func=cmd_demo)
+
+    # the live tools' composition roots live in ``adapters``; this dispatcher hands them
+    # replay's readers, which ``adapters`` may not import
+    register_tools(sub, tick_files=_tick_files, default_config=_default_config_path())
     return p
 
 
