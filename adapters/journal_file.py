@@ -34,12 +34,11 @@ from typing import Final, Literal
 
 import msgspec
 
-from engine.errors import AdapterError
+from engine.errors import AdapterError, JournalError
 from engine.journal import (
     AnyRecord,
     ClockRecord,
     JournalDecoder,
-    JournalError,
     JournalHeader,
     MarketDataRecord,
     RecordBody,

@@ -18,7 +18,7 @@ from typing import Any
 
 from adapters.tools_cli import register as register_tools
 from engine.config import Config, config_from_dict, load_config
-from engine.errors import TradeloopError
+from engine.errors import ConfigError, TradeloopError
 from engine.ticks import TickBatch
 
 
@@ -52,8 +52,14 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from replay.journal_replay import cmd_replay_journal, is_journal_dir
     from replay.report import write_report
     from replay.runner import run_replay
+
+    if is_journal_dir(Path(args.data)):
+        return cmd_replay_journal(args)
+    if not args.out:
+        raise ConfigError("--out", "a tick replay needs a run folder to write (--out RUN)")
 
     cfg, digest = _load(args.config, args.strategy)
     t0 = time.perf_counter()
@@ -138,6 +144,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
                                          out=str(out / "ml_replay"), batch_size=None))  # fmt: skip
 
 
+def _cmd_parity(args: argparse.Namespace) -> int:
+    from replay.parity import cmd_parity
+
+    return cmd_parity(args)
+
+
 def _batch_size(text: str) -> int:
     try:
         value = int(text)
@@ -178,10 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_sample_data)
 
     r = sub.add_parser("replay", help="replay tick files through a strategy and write a report")
-    r.add_argument("data", help="folder of *quotes*/*trades* parquet|csv files, or one file")
+    r.add_argument(
+        "data",
+        help="folder of *quotes*/*trades* parquet|csv files, one file, or a live journal folder",
+    )
     r.add_argument("--strategy", help="entry-point name or module:Class (overrides the config)")
     r.add_argument("--config", help="TOML config (default: the bundled one)")
-    r.add_argument("--out", required=True, help="run folder to write")
+    r.add_argument("--out", help="run folder to write (tick replays)")
+    r.add_argument("--session", help="journal replay: session id (default: the latest)")
     r.add_argument(
         "--batch-size", type=_batch_size, help="micro-batch size (results do not depend on it)"
     )
@@ -205,6 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="tradeloop-demo", help="folder for data and report")
     d.add_argument("--hours", type=float, default=24.0)
     d.set_defaults(func=cmd_demo)
+
+    pa = sub.add_parser(
+        "parity",
+        help="replay a recorded live session and compare its decisions with the live log",
+    )
+    pa.add_argument("journal_dir", help="the daemon's [journal] dir")
+    pa.add_argument("--session", help="session id (default: the latest)")
+    pa.set_defaults(func=_cmd_parity)
 
     # the live tools' composition roots live in ``adapters``; this dispatcher hands them
     # replay's readers, which ``adapters`` may not import

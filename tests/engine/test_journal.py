@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.clock import TimerFired
-from engine.errors import DataError
+from engine.errors import DataError, JournalError
 from engine.events import (
     CancelRejected,
     Command,
@@ -32,7 +32,6 @@ from engine.journal import (
     FeedRecord,
     FeedStatus,
     JournalDecoder,
-    JournalError,
     JournalHeader,
     MarketDataRecord,
     ReportRecord,

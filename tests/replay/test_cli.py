@@ -117,3 +117,18 @@ def test_cli_demo_runs_end_to_end_with_a_model_that_learned_something(
     assert manifest["train_range"]["end_ns"] < holdout_start
     out = capsys.readouterr().out
     assert "out-of-sample AUC" in out and str(demo / "ml_replay" / "report.html") in out
+
+
+def test_cli_parity_on_a_folder_without_a_session_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["parity", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tradeloop: error:")
+
+
+def test_cli_tick_replay_without_out_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["replay", str(tmp_path)]) == 2
+    assert "--out" in capsys.readouterr().err
