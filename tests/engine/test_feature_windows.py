@@ -163,6 +163,51 @@ def test_time_window_at_its_capacity_reads_nan_until_dropped_values_leave_it() -
     assert np.isfinite(out[-20:, 1:]).all()  # and values come back once the drops are out
 
 
+def test_trade_windows_at_their_capacity_read_nan_until_dropped_trades_leave_them() -> None:
+    # bursts of 30 trades within 30 us every 200 ms, a quote every 10 ms; window 100 ms,
+    # capacity 8: after a burst the windows miss trades for 100 ms and must say so
+    bursts, per = 8, 30
+    t_ts = (T0 + (np.arange(bursts) * 200 * MS)[:, None] + np.arange(per) * 1_000).ravel()
+    q_ts = T0 + 5 * MS + np.arange(bursts * 20 + 30) * 10 * MS
+    ts = np.concatenate([t_ts, q_ts]).astype(np.int64)
+    kind = np.r_[np.ones(t_ts.shape[0]), np.zeros(q_ts.shape[0])].astype(np.int8)
+    o = np.argsort(ts, kind="stable")
+    ts, kind = ts[o], kind[o]
+    n = ts.shape[0]
+    rng = np.random.default_rng(6)
+    q = kind == QUOTE
+    mid = 100 + np.cumsum(rng.normal(0, 0.01, n))
+    nan = np.full(n, np.nan)
+    b = TickBatch(ts, ts, np.zeros(n, np.int32), kind, np.where(q, mid - 0.01, nan), np.where(q, mid + 0.01, nan),
+                  np.where(q, 1.0, nan), np.where(q, 1.0, nan), np.where(q, nan, mid), np.where(q, nan, rng.uniform(0.1, 2, n)),
+                  np.where(q, 0, rng.choice([-1, 1], n)).astype(np.int8))  # fmt: skip
+    w = 100 * MS
+    fs = FeatureSet([
+        S(name="mid", kind="mid"),
+        S(name="flow", kind="trade_flow_imbalance", window="100ms", capacity=8),
+        S(name="vwap", kind="vwap", window="100ms", capacity=8),
+        S(name="vdist", kind="vwap_distance", input="mid", window="100ms", capacity=8),
+    ])  # fmt: skip
+    state = fs.new_state(1)
+    out = fs.update(b, state)
+    assert fs.overflow_counts(state) == dict.fromkeys(["flow", "vwap", "vdist"], bursts * (per - 8))
+    for t in range(n):
+        m = ~q & (ts > ts[t] - w) & (np.arange(n) <= t)
+        sz, px, sd = b.size[m], b.price[m], b.side[m]
+        if np.isfinite(out[t, 1]):  # a value is always over every trade of the window
+            assert out[t, 1] == pytest.approx(np.sum(sd * sz) / np.sum(sz) if m.any() else 0.0)
+        if np.isfinite(out[t, 2]):
+            assert out[t, 2] == pytest.approx(np.sum(px * sz) / np.sum(sz), rel=1e-12)
+        if q[t] and np.isfinite(out[t, 3]):  # it moves with its input, the quotes
+            vwap = np.sum(px * sz) / np.sum(sz)
+            assert out[t, 3] == pytest.approx((mid[t] - vwap) / vwap * 1e4, rel=1e-9)
+    after_burst = ~q
+    after_burst[after_burst] = np.arange(after_burst.sum()) % per >= 8
+    assert np.isnan(out[after_burst, 1:3]).all()  # truncated windows read NaN
+    late = ts > t_ts[-1] + w
+    assert np.isfinite(out[late & (ts < t_ts[-1] + w + 50 * MS), 1]).all()  # and come back
+
+
 def test_ema_time_later_update_at_the_same_timestamp_replaces_the_earlier() -> None:
     h = 10 * MS
     ts = np.array([T0, T0 + 2 * h, T0 + 2 * h, T0 + 3 * h], np.int64)
