@@ -54,9 +54,13 @@ class PriceBand:
 
     def __init__(self, n_symbols: int) -> None:
         self.ring = np.zeros((n_symbols, WINDOW))
-        self.sorted = np.zeros((n_symbols, WINDOW))
         self.count = np.zeros(n_symbols, np.int64)
         self.seed = np.full(n_symbols, np.nan)
+        # min and max of the previous and the current block of WINDOW prices: the last
+        # WINDOW prices lie in those two blocks, so their median lies between the bounds
+        self.bounds = np.empty((n_symbols, 4))
+        self.bounds[:, 0::2] = np.inf
+        self.bounds[:, 1::2] = -np.inf
 
     def run(self, inst: npt.NDArray[np.int32], low: npt.NDArray[np.float64],
             high: npt.NDArray[np.float64], ref_value: npt.NDArray[np.float64],
@@ -66,7 +70,7 @@ class PriceBand:
         are not prices); returns the first row it could not decide yet (needs more rows)."""
         return int(
             _band_pass(inst, low, high, ref_value, code, start, eof, BAND, SEED_HORIZON_ROWS,
-                       self.ring, self.sorted, self.count, self.seed, low_code, high_code)
+                       self.ring, self.count, self.seed, self.bounds, low_code, high_code)
         )  # fmt: skip
 
 
@@ -94,34 +98,8 @@ def _lower_median(values):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True)
-def _push(sorted_row, ring_row, count, value):  # type: ignore[no-untyped-def]
-    # keeps ``sorted_row[:min(count + 1, W)]`` sorted: an O(W) shift, not a sort per row
-    w = ring_row.shape[0]
-    if count < w:
-        k = count
-        while k > 0 and sorted_row[k - 1] > value:
-            sorted_row[k] = sorted_row[k - 1]
-            k -= 1
-        sorted_row[k] = value
-        ring_row[count] = value
-        return
-    pos = count % w
-    old = ring_row[pos]
-    ring_row[pos] = value
-    k = np.searchsorted(sorted_row, old)
-    # remove ``old`` at k, then insert ``value`` by shifting towards its place
-    while k > 0 and sorted_row[k - 1] > value:
-        sorted_row[k] = sorted_row[k - 1]
-        k -= 1
-    while k < w - 1 and sorted_row[k + 1] < value:
-        sorted_row[k] = sorted_row[k + 1]
-        k += 1
-    sorted_row[k] = value
-
-
-@njit(cache=True, nogil=True)
-def _band_pass(inst, low, high, ref_value, code, start, eof, band, horizon, ring, srt,  # type: ignore[no-untyped-def]
-               count, seed, low_code, high_code):  # fmt: skip
+def _band_pass(inst, low, high, ref_value, code, start, eof, band, horizon, ring, count,  # type: ignore[no-untyped-def]
+               seed, bounds, low_code, high_code):  # fmt: skip
     n = inst.shape[0]
     w = ring.shape[1]
     i = start
@@ -143,15 +121,34 @@ def _band_pass(inst, low, high, ref_value, code, start, eof, band, horizon, ring
             if found < w and not eof and i + horizon > n:
                 return i  # the symbol's first prices are not all read yet
             seed[s] = _lower_median(first[:found])
-        ref = seed[s] if count[s] < w else srt[s, (w - 1) // 2]
-        lo = ref * (1.0 - band)
-        hi = ref * (1.0 + band)
-        if not (low[i] >= lo and low[i] <= hi):
+        a = low[i]
+        b = high[i]
+        c = count[s]
+        if c < w:
+            lo = seed[s] * (1.0 - band)
+            hi = seed[s] * (1.0 + band)
+        else:
+            # fast path: inside the band of every reference the window's bounds allow
+            lo = max(bounds[s, 1], bounds[s, 3]) * (1.0 - band)
+            hi = min(bounds[s, 0], bounds[s, 2]) * (1.0 + band)
+            if not (a >= lo and a <= hi and b >= lo and b <= hi):
+                ref = _lower_median(ring[s])
+                lo = ref * (1.0 - band)
+                hi = ref * (1.0 + band)
+        if not (a >= lo and a <= hi):
             code[i] = low_code
-        elif not (high[i] >= lo and high[i] <= hi):
+        elif not (b >= lo and b <= hi):
             code[i] = high_code
-        _push(srt[s], ring[s], count[s], ref_value[i])
-        count[s] += 1
+        v = ref_value[i]
+        ring[s, c % w] = v
+        bounds[s, 2] = min(bounds[s, 2], v)
+        bounds[s, 3] = max(bounds[s, 3], v)
+        count[s] = c + 1
+        if (c + 1) % w == 0:
+            bounds[s, 0] = bounds[s, 2]
+            bounds[s, 1] = bounds[s, 3]
+            bounds[s, 2] = np.inf
+            bounds[s, 3] = -np.inf
         i += 1
     return i
 

@@ -221,6 +221,7 @@ class TickFileReader:
             if col in raw.types:
                 self._check_type(col, raw.types[col], csv=raw.is_csv)
         self._types = raw.types
+        self._csv = raw.is_csv
         self._unit_ns = raw.ts_unit_ns
         return raw
 
@@ -344,7 +345,9 @@ class TickFileReader:
         for name in _TS_COLUMNS:
             if name in self._types:
                 exprs += _ts_exprs(name, self._types[name])
-        text = pl.col("symbol").cast(pl.String).str.strip_chars()
+        text = pl.col("symbol").cast(pl.String)
+        if self._types["symbol"] == "text" and self._csv:
+            text = text.str.strip_chars()
         exprs.append(
             text.replace_strict(self.instruments.index, default=-1, return_dtype=pl.Int32)
             .fill_null(-1)
@@ -378,15 +381,12 @@ class TickFileReader:
         for col, bad in chunk.not_utf8.items():
             masks[_Check(col, NOT_UTF8)] = bad
         ts, status = _timestamps(df, "ts_event", self._types["ts_event"], self._unit_ns)
-        for k, reason in enumerate(_TS_REASONS, start=1):
-            masks[_Check("ts_event", reason)] = status == k
+        _status_masks(masks, "ts_event", status)
         if "ts_recv" in self._types:
             ts_recv, status = _timestamps(df, "ts_recv", self._types["ts_recv"], self._unit_ns)
             absent = df["ts_recv__absent"].to_numpy()
             ts_recv = np.where(absent, ts, ts_recv)
-            status = np.where(absent, 0, status)
-            for k, reason in enumerate(_TS_REASONS, start=1):
-                masks[_Check("ts_recv", reason)] = status == k
+            _status_masks(masks, "ts_recv", np.where(absent, 0, status))
         else:
             ts_recv = ts
         inst = df["symbol"].to_numpy().astype(np.int32, copy=False)
@@ -396,21 +396,19 @@ class TickFileReader:
         if self.kind == "quotes":
             a, b, c, d = cols["bid"], cols["ask"], cols["bid_size"], cols["ask_size"]
             for name, v in (("bid", a), ("ask", b)):
-                masks[_Check(name, PRICE_BAD)] = ~(v > 0) | ~np.isfinite(v)
-                masks[_Check(name, PRICE_RANGE)] = ~((v >= PRICE_MIN) & (v <= PRICE_MAX))
+                _number_masks(masks, name, v, PRICE_BAD, PRICE_RANGE, PRICE_MIN, PRICE_MAX)
             for name, v in (("bid_size", c), ("ask_size", d)):
-                masks[_Check(name, QUOTE_SIZE_BAD)] = ~(v >= 0) | ~np.isfinite(v)
-                masks[_Check(name, SIZE_RANGE)] = v > SIZE_MAX
+                _number_masks(
+                    masks, name, v, QUOTE_SIZE_BAD, SIZE_RANGE, 0.0, SIZE_MAX, zero_ok=True
+                )
             masks[_Check("ask", CROSSED)] = a >= b
             ref = 0.5 * (a + b)
             side = np.zeros(n, np.int8)
         else:
             a = b = ref = cols["price"]
             c = d = cols["size"]
-            masks[_Check("price", PRICE_BAD)] = ~(a > 0) | ~np.isfinite(a)
-            masks[_Check("price", PRICE_RANGE)] = ~((a >= PRICE_MIN) & (a <= PRICE_MAX))
-            masks[_Check("size", TRADE_SIZE_BAD)] = ~(c > 0) | ~np.isfinite(c)
-            masks[_Check("size", SIZE_RANGE)] = c > SIZE_MAX
+            _number_masks(masks, "price", a, PRICE_BAD, PRICE_RANGE, PRICE_MIN, PRICE_MAX)
+            _number_masks(masks, "size", c, TRADE_SIZE_BAD, SIZE_RANGE, 0.0, SIZE_MAX)
             side = df["side"].to_numpy()
             masks[_Check("side", SIDE_BAD)] = side == 0
         code = np.zeros(n, np.int8)
@@ -420,6 +418,26 @@ class TickFileReader:
                 code[(code == 0) & mask] = k
         return _Rows(row=chunk.rows, ts=ts, ts_recv=ts_recv, inst=inst, a=a, b=b, c=c, d=d,
                      side=side, ref=ref, code=code)  # fmt: skip
+
+
+def _status_masks(masks: dict[_Check, npt.NDArray[np.bool_]], column: str,
+                  status: npt.NDArray[np.int8]) -> None:  # fmt: skip
+    if status.any():
+        for k, reason in enumerate(_TS_REASONS, start=1):
+            masks[_Check(column, reason)] = status == k
+
+
+def _number_masks(masks: dict[_Check, npt.NDArray[np.bool_]], column: str,
+                  v: npt.NDArray[np.float64], bad: str, out_of_range: str, low: float,
+                  high: float, *, zero_ok: bool = False) -> None:  # fmt: skip
+    """``bad``: NaN, missing, not > 0 (or < 0 with ``zero_ok``); ``out_of_range``: outside
+    [low, high]. One pass when every value is fine (the common case)."""
+    sign_ok = (v >= 0) if zero_ok else (v > 0)
+    fine = sign_ok & (v >= low) & (v <= high)  # NaN and inf fail it too
+    if fine.all():
+        return
+    masks[_Check(column, bad)] = ~sign_ok | ~np.isfinite(v)
+    masks[_Check(column, out_of_range)] = ~fine
 
 
 def _ts_exprs(name: str, cls: TypeClass) -> list[pl.Expr]:
