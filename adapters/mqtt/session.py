@@ -1,17 +1,43 @@
-"""One MQTT 5 session with the broker: market data, execution reports and operator
+"""The daemon's session with the broker: market data, execution reports and operator
 commands in, as ONE ordered stream (``inbox``); orders and status out, through a bounded
 outbox that survives reconnects.
 
-Draining. aiomqtt's message iterator costs a task and an ``asyncio.wait`` per message,
-and its reader callback parses one packet per turn of the event loop. The session hands
-aiomqtt its own queue (the documented ``queue_type`` parameter), wakes once through the
+Two connections. Reports, commands, orders, status and the last will use one MQTT 5
+connection (aiomqtt). Market data at QoS 0 (the default ``market_data_qos``) comes on a
+second connection of its own, client id ``<client_id>-md``: a minimal MQTT 3.1.1
+subscriber (``adapters.mqtt.feed_protocol``) that parses every complete PUBLISH of a
+socket read in one loop and hands them to the decoder as one list, so a burst becomes
+one ``TickBatch`` (paho's per-message MQTT 5 parsing capped ingest near 4-6k msgs/s
+here). With ``market_data_qos`` 1 or 2, market data stays on the MQTT 5 connection.
+
+Draining (the MQTT 5 connection). aiomqtt's message iterator costs a task and an
+``asyncio.wait`` per message, and its reader callback parses one packet per turn of the
+event loop. The session hands aiomqtt its own queue (the documented ``queue_type``
+parameter). With market data on this connection, the session wakes once through the
 iterator (which is also how aiomqtt reports a lost connection), then takes every message
 already queued with ``get_nowait`` and gives the loop a few more turns
 (``_DRAIN_TURNS``) while packets keep arriving, so a burst becomes one micro-batch. All
-messages of one wake-up share one receive stamp.
+messages of one wake-up share one receive stamp. With market data on its own
+connection, this one carries only reports and commands, one item each: the queue takes
+each message in as paho hands it over (``_ReceiptQueue``), in the same turn of the loop
+as its packet, and the iterator only reports the connection's loss.
 
-Ordering. Inbox items are in arrival order, stamped by ``receive_clock`` (never
-decreasing). When the inbox is full, items wait in a pending list, still in order:
+Ordering. Inbox items are in arrival order at the session, stamped by ``receive_clock``
+(never decreasing). Each connection keeps the broker's order; across the two, the order
+is receipt order: the order in which the event loop read the two sockets (market data
+when a read of the feed is parsed, a report or a command when paho parses its packet).
+A message the broker forwarded on one connection before it acknowledged a publish is
+therefore ahead of anything published after that acknowledgement on the other.
+Consecutive market data is one batch; a report or a command always splits batches.
+
+Connection items. ``Connection`` describes the session, not a socket: the session is
+connected when every connection it uses is up. The first loss of either connection
+emits ONE ``Connection(False)`` (its reason names the connection), a loss of the other
+while it is down emits nothing, and ``Connection(True)`` comes only when both are back;
+so the items alternate, starting with ``Connection(True)``. Market data that arrives on
+a live feed connection while the MQTT 5 connection is down is still delivered (it is
+fresh data, after the ``Connection(False)``); the daemon does not count the feed
+restored before ``Connection(True)``. When the inbox is full, items wait in a pending list, still in order:
 reports, commands and connection changes are never dropped; consecutive market data
 merges into one batch, and beyond ``max_pending_ticks`` the oldest ticks are dropped,
 counted, and announced by an ``Overflow`` item just before the batch they were cut from.
@@ -37,6 +63,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from adapters.mqtt.auth import SIGNATURE_PROPERTY
+from adapters.mqtt.feed_protocol import PINGREQ, FeedProtocol, open_feed
 from adapters.mqtt.ingest import (
     CommandIn,
     Connection,
@@ -79,9 +106,31 @@ _DRAIN_TURNS = 64
 # busy feed; beyond that the oldest ticks go (counted) rather than memory growing.
 MAX_PENDING_TICKS = 100_000
 
+# Bound of the market-data connection's handshake (connect, CONNACK, SUBACK), as
+# aiomqtt's default timeout on the other connection.
+_HANDSHAKE_TIMEOUT_S = 10.0
+
+# the two connections, by the name their losses are reported under
+_MAIN = "reports/commands"
+_FEED = "market data"
+
 # CONNACK reason codes that retrying cannot fix (MQTT 5, 3.2.2.2): client id invalid,
 # bad user name or password, not authorized, banned, bad authentication method.
 _REFUSALS = frozenset({0x85, 0x86, 0x87, 0x8A, 0x8C})
+
+
+class _ReceiptQueue(asyncio.Queue[aiomqtt.Message]):
+    """aiomqtt's message queue when market data has its own connection: nothing is
+    queued, each message is handed to ``take`` as paho parses it (aiomqtt's callback puts
+    with ``put_nowait``), so a report or a command is ordered by its receipt against the
+    market-data connection, not by when the iterator would have woken."""
+
+    def __init__(self, take: Callable[[aiomqtt.Message], None]) -> None:
+        super().__init__()
+        self._take = take
+
+    def put_nowait(self, item: aiomqtt.Message) -> None:
+        self._take(item)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,14 +231,20 @@ class MqttSession:
         inbox: the ordered input stream, bounded by ``settings.inbox_size``.
         counters: ``messages_in_{quote,trade,report,command}`` (received, before checks),
             ``bad_messages`` and ``bad_<reason>``, ``oversized``,
-            ``commands_unauthenticated``, ``dropped_market_data``, ``connection_lost``,
-            ``reconnects``, ``published_{order,cancel,status}``, ``published`` (generic).
-        state: ``new``, ``connecting``, ``connected``, ``reconnecting`` or ``closed``.
+            ``commands_unauthenticated``, ``dropped_market_data``, ``connection_lost`` and
+            ``reconnects`` (of the session: one per ``Connection`` item),
+            ``feed_connection_lost`` and ``feed_reconnects`` (of the market-data
+            connection alone), ``feed_frames_malformed``, ``feed_frames_oversized``,
+            ``feed_qos_refused``, ``subscriptions_refused``,
+            ``published_{order,cancel,status}``, ``published`` (generic).
+        state: ``new``, ``connecting``, ``connected`` (every connection up),
+            ``reconnecting`` or ``closed``.
         max_pending_ticks: market data held while the inbox is full, before the oldest
             is dropped.
 
     Raises:
-        AdapterError: TLS files cannot be loaded.
+        AdapterError: TLS files cannot be loaded; on entry, the broker refused either
+            connection.
     """
 
     def __init__(
@@ -222,8 +277,12 @@ class MqttSession:
             counters=self.counters,
         )
         self._command_topic = topics.command
+        # market data on its own MQTT 3.1.1 connection (QoS 0 only)
+        self._split_feed = settings.market_data_qos == 0
         # every client of this session puts into this one queue, which only we drain
-        self._raw: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
+        self._raw: asyncio.Queue[aiomqtt.Message] = (
+            _ReceiptQueue(self._ingest_one) if self._split_feed else asyncio.Queue()
+        )
         self._outbox: asyncio.Queue[_Publish] = asyncio.Queue(maxsize=settings.outbox_size)
         self._inflight: _Publish | None = None  # taken from the outbox, not yet acknowledged
         self._unsent = 0
@@ -232,6 +291,11 @@ class MqttSession:
         self._delivering = False
         self._tasks: asyncio.TaskGroup | None = None
         self._background: list[asyncio.Task[None]] = []
+        self._market_filters = [
+            topics.market_data(i.venue, i.symbol) for i in instruments.instruments
+        ]
+        self._up = dict.fromkeys((_MAIN, _FEED) if self._split_feed else (_MAIN,), False)
+        self._was_connected = False
 
     async def __aenter__(self) -> MqttSession:
         if self.state != "new":
@@ -239,15 +303,28 @@ class MqttSession:
         self.state = "connecting"
         try:
             client = await self._connect_first()
+            try:
+                feed = await self._connect_feed_first() if self._split_feed else None
+            except BaseException:
+                with contextlib.suppress(aiomqtt.MqttError):
+                    await client.__aexit__(None, None, None)
+                raise
         except BaseException:
             self.state = "closed"
             raise
+        self._link_up(_MAIN)
         self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
         self._background = [
             self._tasks.create_task(self._deliver(), name="mqtt-deliver"),
             self._tasks.create_task(self._run(client), name="mqtt-connection"),
         ]
+        if feed is not None:
+            self._link_up(_FEED)
+            feed.start()  # after the Connection(True) item: what it held goes in now
+            self._background.append(
+                self._tasks.create_task(self._run_feed(feed), name="mqtt-market-data")
+            )
         return self
 
     async def __aexit__(
@@ -336,7 +413,7 @@ class MqttSession:
             tls_context=self._tls,
         )
 
-    async def _connect(self, reason: str) -> aiomqtt.Client:
+    async def _connect(self) -> aiomqtt.Client:
         client = self._client()
         await client.__aenter__()
         try:
@@ -345,19 +422,16 @@ class MqttSession:
             with contextlib.suppress(aiomqtt.MqttError):
                 await client.__aexit__(None, None, None)
             raise
-        self.state = "connected"
-        log.info("mqtt connected to %s:%d (%s)", self.settings.host, self.settings.port, reason)
-        self._emit(Connection(connected=True, ts_recv=self._stamp(), reason=reason))
+        log.info("mqtt connected to %s:%d", self.settings.host, self.settings.port)
         return client
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
         market = SubscribeOptions(qos=self.settings.market_data_qos)
         # a retained command or report would be replayed on every reconnect
         live_only = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
-        subscriptions = [
-            (self.topics.market_data(i.venue, i.symbol), market)
-            for i in self.instruments.instruments
-        ]
+        subscriptions = (
+            [] if self._split_feed else [(topic, market) for topic in self._market_filters]
+        )
         subscriptions += [(self.topics.reports, live_only), (self.topics.command, live_only)]
         codes: Sequence[int | ReasonCode] = await client.subscribe(subscriptions)
         for (topic, _), code in zip(subscriptions, codes):
@@ -369,7 +443,7 @@ class MqttSession:
         attempt = 0
         while True:
             try:
-                return await self._connect("connected")
+                return await self._connect()
             except MqttConnectError as exc:
                 if exc.rc is not None and _code(exc.rc) in _REFUSALS:
                     raise AdapterError(
@@ -388,9 +462,48 @@ class MqttSession:
             await asyncio.sleep(self._backoff(attempt))
             attempt += 1
             try:
-                return await self._connect("reconnected")
+                return await self._connect()
             except aiomqtt.MqttError as exc:
                 log.warning("mqtt reconnect attempt %d failed: %s", attempt, _reason(exc))
+
+    async def _open_feed(self) -> FeedProtocol:
+        s = self.settings
+        protocol = await open_feed(
+            host=s.host,
+            port=s.port,
+            tls=self._tls,
+            client_id=f"{s.client_id}-md",
+            username=s.username,
+            password=s.password,
+            keepalive_s=s.keepalive_s,
+            filters=self._market_filters,
+            max_payload_bytes=s.max_payload_bytes,
+            counters=self.counters,
+            on_messages=self._ingest_market,
+            timeout_s=_HANDSHAKE_TIMEOUT_S,
+        )
+        log.info("mqtt market-data connection to %s:%d up", s.host, s.port)
+        return protocol
+
+    async def _connect_feed_first(self) -> FeedProtocol:
+        attempt = 0
+        while True:
+            try:
+                return await self._open_feed()  # a refusal (AdapterError) is not retried
+            except ConnectionError as exc:
+                log.warning("mqtt market-data connect failed: %s", exc)
+            attempt += 1
+            await asyncio.sleep(self._backoff(attempt))
+
+    async def _reconnect_feed(self) -> FeedProtocol:
+        attempt = 0
+        while True:
+            await asyncio.sleep(self._backoff(attempt))
+            attempt += 1
+            try:
+                return await self._open_feed()
+            except (ConnectionError, AdapterError) as exc:
+                log.warning("mqtt market-data reconnect attempt %d failed: %s", attempt, exc)
 
     def _backoff(self, attempt: int) -> float:
         # capped exponential backoff with full jitter: a fleet of daemons does not return
@@ -400,15 +513,67 @@ class MqttSession:
         )
         return random.uniform(0.0, bound)
 
+    def _link_up(self, link: str) -> None:
+        """``link`` is up; the session is connected once every link is (one item)."""
+        self._up[link] = True
+        if not all(self._up.values()):
+            return
+        self.state = "connected"
+        reason = "reconnected" if self._was_connected else "connected"
+        if self._was_connected:
+            self.counters["reconnects"] += 1
+        self._was_connected = True
+        self._emit(Connection(connected=True, ts_recv=self._stamp(), reason=reason))
+
+    def _link_down(self, link: str, reason: str) -> None:
+        """``link`` is lost; the first loss of a connected session is one item."""
+        log.warning("mqtt %s connection lost: %s", link, reason)
+        was_connected = all(self._up.values())
+        self._up[link] = False
+        if not was_connected:
+            return
+        self.state = "reconnecting"
+        self.counters["connection_lost"] += 1
+        self._emit(Connection(connected=False, ts_recv=self._stamp(), reason=f"{link}: {reason}"))
+
     async def _run(self, client: aiomqtt.Client) -> None:
         while True:
             reason = await self._serve(client)
-            self.state = "reconnecting"
-            self.counters["connection_lost"] += 1
-            log.warning("mqtt connection lost: %s", reason)
-            self._emit(Connection(connected=False, ts_recv=self._stamp(), reason=reason))
+            self._link_down(_MAIN, reason)
             client = await self._reconnect()
-            self.counters["reconnects"] += 1
+            self._link_up(_MAIN)
+
+    async def _run_feed(self, protocol: FeedProtocol) -> None:
+        while True:
+            reason = await self._serve_feed(protocol)
+            self.counters["feed_connection_lost"] += 1
+            self._link_down(_FEED, reason)
+            protocol = await self._reconnect_feed()
+            self.counters["feed_reconnects"] += 1
+            self._link_up(_FEED)
+            protocol.start()
+
+    async def _serve_feed(self, protocol: FeedProtocol) -> str:
+        """Keep the market-data connection alive until it is lost; the reason.
+
+        PINGREQ every ``keepalive_s`` (we send nothing else, and the broker drops a client
+        silent for 1.5 times it); a broker that sent nothing for 1.5 times it is gone.
+        """
+        loop = asyncio.get_running_loop()
+        keepalive = float(self.settings.keepalive_s)
+        last_ping = loop.time()
+        try:
+            while not protocol.lost.done():
+                await asyncio.wait([protocol.lost], timeout=keepalive / 2)
+                now = loop.time()
+                if now - protocol.last_received > 1.5 * keepalive:
+                    protocol.reset(f"nothing from the broker for {1.5 * keepalive:g} s")
+                elif now - last_ping >= keepalive:
+                    protocol.send(PINGREQ)
+                    last_ping = now
+            return protocol.lost.result()
+        finally:
+            protocol.close()  # DISCONNECT when we leave (cancelled); no-op once lost
 
     async def _serve(self, client: aiomqtt.Client) -> str:
         """Read and write on one connection until it is lost; the reason."""
@@ -443,6 +608,14 @@ class MqttSession:
                 if raw.empty():
                     break
             self._ingest_group(group)
+
+    def _ingest_one(self, message: aiomqtt.Message) -> None:
+        self._ingest_group([message])
+
+    def _ingest_market(self, messages: list[RawMessage]) -> None:
+        # the feed connection's reads, in order: every publish of one read, one stamp
+        for item in self._ingest.decode(messages, self._stamp()):
+            self._emit(item)
 
     def _take_waiting(self) -> None:
         group = []
