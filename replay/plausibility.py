@@ -62,16 +62,39 @@ class PriceBand:
         self.bounds[:, 0::2] = np.inf
         self.bounds[:, 1::2] = -np.inf
 
-    def run(self, inst: npt.NDArray[np.int32], low: npt.NDArray[np.float64],
-            high: npt.NDArray[np.float64], ref_value: npt.NDArray[np.float64],
-            code: npt.NDArray[np.int8], start: int, eof: bool, low_code: int,
-            high_code: int) -> int:  # fmt: skip
+    def run(
+        self,
+        inst: npt.NDArray[np.int32],
+        low: npt.NDArray[np.float64],
+        high: npt.NDArray[np.float64],
+        ref_value: npt.NDArray[np.float64],
+        code: npt.NDArray[np.int8],
+        start: int,
+        eof: bool,
+        low_code: int,
+        high_code: int,
+    ) -> int:
         """Mark band outliers in ``code`` from row ``start`` on (rows with a code already
         are not prices); returns the first row it could not decide yet (needs more rows)."""
         return int(
-            _band_pass(inst, low, high, ref_value, code, start, eof, BAND, SEED_HORIZON_ROWS,
-                       self.ring, self.count, self.seed, self.bounds, low_code, high_code)
-        )  # fmt: skip
+            _band_pass(
+                inst,
+                low,
+                high,
+                ref_value,
+                code,
+                start,
+                eof,
+                BAND,
+                SEED_HORIZON_ROWS,
+                self.ring,
+                self.count,
+                self.seed,
+                self.bounds,
+                low_code,
+                high_code,
+            )
+        )
 
 
 class TimeOrder:
@@ -80,26 +103,50 @@ class TimeOrder:
     def __init__(self) -> None:
         self.last = np.full(1, np.iinfo(np.int64).min, np.int64)
 
-    def run(self, ts: npt.NDArray[np.int64], code: npt.NDArray[np.int8], start: int,
-            stop: int, eof: bool, back_code: int, jump_code: int) -> int:  # fmt: skip
+    def run(
+        self,
+        ts: npt.NDArray[np.int64],
+        code: npt.NDArray[np.int8],
+        start: int,
+        stop: int,
+        eof: bool,
+        back_code: int,
+        jump_code: int,
+    ) -> int:
         """Mark rows that go backwards or jump forward in ``code`` from ``start`` up to
         ``stop`` (rows from ``stop`` on are not decided by the band yet; ``eof``: the file
         ends at ``stop``); returns the first row it could not decide yet."""
         return int(
-            _order_pass(ts, code, start, stop, eof, ORDER_LOOKAHEAD_ROWS, self.last,
-                        back_code, jump_code)
-        )  # fmt: skip
+            _order_pass(
+                ts, code, start, stop, eof, ORDER_LOOKAHEAD_ROWS, self.last, back_code, jump_code
+            )
+        )
 
 
 @njit(cache=True, nogil=True)
-def _lower_median(values):  # type: ignore[no-untyped-def]
+def _lower_median(values):
     s = np.sort(values)
     return s[(s.shape[0] - 1) // 2]
 
 
 @njit(cache=True, nogil=True)
-def _band_pass(inst, low, high, ref_value, code, start, eof, band, horizon, ring, count,  # type: ignore[no-untyped-def]
-               seed, bounds, low_code, high_code):  # fmt: skip
+def _band_pass(
+    inst,
+    low,
+    high,
+    ref_value,
+    code,
+    start,
+    eof,
+    band,
+    horizon,
+    ring,
+    count,
+    seed,
+    bounds,
+    low_code,
+    high_code,
+):
     n = inst.shape[0]
     w = ring.shape[1]
     i = start
@@ -154,7 +201,7 @@ def _band_pass(inst, low, high, ref_value, code, start, eof, band, horizon, ring
 
 
 @njit(cache=True, nogil=True)
-def _order_pass(ts, code, start, stop, eof, lookahead, last_box, back_code, jump_code):  # type: ignore[no-untyped-def]
+def _order_pass(ts, code, start, stop, eof, lookahead, last_box, back_code, jump_code):
     last = last_box[0]
     i = start
     while i < stop:

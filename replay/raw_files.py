@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,24 +43,14 @@ _LENIENT_UTF8 = "tradeloop_utf8_replace"
 _REPLACEMENT = "\ufffd"
 
 
-class _LenientDecoder(codecs.IncrementalDecoder):
-    def __init__(self, errors: str = "replace") -> None:
-        super().__init__(errors)
-        self._inner = codecs.getincrementaldecoder("utf-8")("replace")
-
-    def decode(self, data: bytes, final: bool = False) -> str:  # type: ignore[override]
-        return self._inner.decode(data, final)
-
-    def reset(self) -> None:
-        self._inner.reset()
-
-
 def _find_codec(name: str) -> codecs.CodecInfo | None:
     if name != _LENIENT_UTF8:
         return None
     utf8 = codecs.lookup("utf-8")
-    return codecs.CodecInfo(utf8.encode, utf8.decode, name=_LENIENT_UTF8,
-                            incrementaldecoder=_LenientDecoder)  # fmt: skip
+    lenient = functools.partial(utf8.incrementaldecoder, errors="replace")
+    return codecs.CodecInfo(
+        utf8.encode, utf8.decode, name=_LENIENT_UTF8, incrementaldecoder=lenient
+    )
 
 
 codecs.register(_find_codec)
@@ -102,8 +94,13 @@ class RawFile:
             repeat.
     """
 
-    def __init__(self, path: Path, wanted: tuple[str, ...], chunk_rows: int,
-                 on_ragged: Callable[[RaggedRow], None]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        path: Path,
+        wanted: tuple[str, ...],
+        chunk_rows: int,
+        on_ragged: Callable[[RaggedRow], None],
+    ) -> None:
         self.path = path
         self.chunk_rows = chunk_rows
         self._on_ragged = on_ragged
@@ -120,8 +117,6 @@ class RawFile:
         # one line, whatever the library put in its message
         detail = ": " + " ".join(str(exc).split()) if exc is not None else ""
         return DataError(str(self.path), f"{reason}{detail}")
-
-    # parquet
 
     def _open_parquet(self) -> list[str]:
         try:
@@ -160,8 +155,6 @@ class RawFile:
                 rows = np.arange(offset, offset + frame.height, dtype=np.int64)
                 offset += frame.height
                 yield RawChunk(frame, rows, {})
-
-    # CSV
 
     def _open_csv_header(self) -> list[str]:
         try:
@@ -273,8 +266,7 @@ def total_rows(paths: list[Path]) -> int | None:
 
 
 def _refuse_duplicates(path: Path, names: list[str]) -> None:
-    seen: set[str] = set()
-    dup = sorted({n for n in names if n in seen or seen.add(n)})  # type: ignore[func-returns-value]
+    dup = sorted(n for n, k in Counter(names).items() if k > 1)
     if dup:
         raise DataError(str(path), f"duplicate column names {dup}: each column must be unique")
 
@@ -298,8 +290,11 @@ def _arrow_class(t: pa.DataType) -> TypeClass:
 
 
 def _is_text(t: pa.DataType) -> bool:
-    return bool(pa.types.is_string(t) or pa.types.is_large_string(t)
-                or getattr(pa.types, "is_string_view", lambda _: False)(t))  # fmt: skip
+    return bool(
+        pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or getattr(pa.types, "is_string_view", lambda _: False)(t)
+    )
 
 
 def _normalise(rb: pa.RecordBatch) -> pa.RecordBatch:

@@ -18,10 +18,10 @@ row whose field count differs from the header's is a bad row like any other.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -130,28 +130,42 @@ class _Check:
     reason: str
 
 
+@dataclass(frozen=True)
 class _Rows:
-    """Typed columns of rows not yet released, with each row's first failed check
-    (0: none yet)."""
+    """Typed columns of rows not yet released, with each row's first failed check in
+    ``code`` (0: none so far). Quotes: a, b, c, d = bid, ask, bid_size, ask_size and
+    ``ref`` the mid; trades: a = b = ref = price, c = d = size."""
 
-    NAMES = ("row", "ts", "ts_recv", "inst", "a", "b", "c", "d", "side", "ref", "code")
-
-    def __init__(self, **columns: npt.NDArray[np.generic]) -> None:
-        self.columns = columns
+    row: npt.NDArray[np.int64]
+    ts: npt.NDArray[np.int64]
+    ts_recv: npt.NDArray[np.int64]
+    inst: npt.NDArray[np.int32]
+    a: npt.NDArray[np.float64]
+    b: npt.NDArray[np.float64]
+    c: npt.NDArray[np.float64]
+    d: npt.NDArray[np.float64]
+    side: npt.NDArray[np.int8]
+    ref: npt.NDArray[np.float64]
+    code: npt.NDArray[np.int8]
 
     def __len__(self) -> int:
-        return int(self.columns["row"].shape[0])
+        return int(self.row.shape[0])
 
-    def __getitem__(self, name: str) -> npt.NDArray[np.generic]:
-        return self.columns[name]
+    def _map(self, fn: Callable[[npt.NDArray[Any]], npt.NDArray[Any]]) -> _Rows:
+        return _Rows(*(fn(getattr(self, f.name)) for f in fields(self)))
 
     def slice(self, start: int, stop: int | None = None) -> _Rows:
-        return _Rows(**{k: v[start:stop] for k, v in self.columns.items()})
+        return self._map(lambda v: v[start:stop])
+
+    def keep(self, mask: npt.NDArray[np.bool_]) -> _Rows:
+        return self._map(lambda v: v[mask])
 
     def append(self, other: _Rows) -> _Rows:
         if len(self) == 0:
             return other
-        return _Rows(**{k: np.concatenate([v, other.columns[k]]) for k, v in self.columns.items()})
+        return _Rows(
+            *(np.concatenate([getattr(self, f.name), getattr(other, f.name)]) for f in fields(self))
+        )
 
 
 class TickFileReader:
@@ -172,9 +186,16 @@ class TickFileReader:
             ``on_bad_row="raise"`` (names file, row and column).
     """
 
-    def __init__(self, path: str | Path, kind: Kind, instruments: InstrumentTable, *,
-                 on_bad_row: BadRowPolicy = "raise", chunk_rows: int = 262_144,
-                 bad_rows: BadRowCounts | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        path: str | Path,
+        kind: Kind,
+        instruments: InstrumentTable,
+        *,
+        on_bad_row: BadRowPolicy = "raise",
+        chunk_rows: int = 262_144,
+        bad_rows: BadRowCounts | None = None,
+    ) -> None:
         self.path = Path(path)
         self.kind: Kind = kind
         self.instruments = instruments
@@ -184,8 +205,6 @@ class TickFileReader:
         self._counts: Counter[str] = Counter()
         self._first_ragged: RaggedRow | None = None
         self._ragged = 0
-
-    # checks, in the order that decides a row's one reason
 
     def _checks(self) -> list[_Check]:
         needed = QUOTE_COLUMNS if self.kind == "quotes" else TRADE_COLUMNS
@@ -208,8 +227,6 @@ class TickFileReader:
 
     def _code(self, column: str, reason: str) -> int:
         return self._table.index(_Check(column, reason)) + 1
-
-    # the file
 
     def _open(self) -> RawFile:
         needed = QUOTE_COLUMNS if self.kind == "quotes" else TRADE_COLUMNS
@@ -260,7 +277,10 @@ class TickFileReader:
         raw = self._open()
         self._exprs = self._conversions()
         band = PriceBand(len(self.instruments))
+        band_columns = ("bid", "ask") if self.kind == "quotes" else ("price", "price")
+        band_codes = [self._code(c, PRICE_BAND) for c in band_columns]
         order = TimeOrder()
+        order_codes = [self._code("ts_event", r) for r in (BACKWARDS, JUMPS)]
         pending: _Rows | None = None
         band_done = 0
         seen = 0
@@ -279,13 +299,18 @@ class TickFileReader:
                 continue
             n = len(pending)
             band_done = band.run(
-                pending["inst"], pending["a"], pending["b"], pending["ref"], pending["code"],  # type: ignore[arg-type]
-                band_done, eof, self._code(*self._band_columns[0]), self._code(*self._band_columns[1]),
-            )  # fmt: skip
+                pending.inst,
+                pending.a,
+                pending.b,
+                pending.ref,
+                pending.code,
+                band_done,
+                eof,
+                *band_codes,
+            )
             decided = order.run(
-                pending["ts"], pending["code"], 0, band_done, eof and band_done == n,  # type: ignore[arg-type]
-                self._code("ts_event", BACKWARDS), self._code("ts_event", JUMPS),
-            )  # fmt: skip
+                pending.ts, pending.code, 0, band_done, eof and band_done == n, *order_codes
+            )
             batch = self._release(pending.slice(0, decided), eof and decided == n)
             pending = pending.slice(decided)
             band_done -= decided
@@ -304,41 +329,38 @@ class TickFileReader:
                 f"no valid rows: all {seen + self._ragged} data rows are bad ({top})",
             )
 
-    @property
-    def _band_columns(self) -> tuple[tuple[str, str], tuple[str, str]]:
-        if self.kind == "quotes":
-            return ("bid", PRICE_BAND), ("ask", PRICE_BAND)
-        return ("price", PRICE_BAND), ("price", PRICE_BAND)
-
     def _release(self, rows: _Rows, last: bool) -> TickBatch | None:
-        code = rows["code"]
+        """The good ones of decided rows; under "raise" the first bad row (or ragged CSV
+        row) before or among them raises."""
         ragged = self._first_ragged
         if self.on_bad_row == "raise":
-            bad = np.flatnonzero(code)
-            first_row = int(rows["row"][bad[0]]) if bad.shape[0] else None
-            if ragged is not None and ragged.row is not None and (
-                (first_row is not None and ragged.row < first_row)
-                or (len(rows) and ragged.row < int(rows["row"][-1]))
-                or last
-            ):  # fmt: skip
+            bad = np.flatnonzero(rows.code)
+            first_row = int(rows.row[bad[0]]) if bad.shape[0] else None
+            if (
+                ragged is not None
+                and ragged.row is not None
+                and (
+                    (first_row is not None and ragged.row < first_row)
+                    or (len(rows) and ragged.row < int(rows.row[-1]))
+                    or last
+                )
+            ):
                 raise self._ragged_error(ragged)
             if first_row is not None:
-                check = self._table[int(code[bad[0]]) - 1]
+                check = self._table[int(rows.code[bad[0]]) - 1]
                 raise DataError(str(self.path), check.reason, row=first_row, column=check.column)
         if len(rows) == 0:
             return None
-        counts = np.bincount(code, minlength=len(self._table) + 1)
+        counts = np.bincount(rows.code, minlength=len(self._table) + 1)
         if counts[0] < len(rows):
             for k in np.flatnonzero(counts[1:]):
                 self._counts[self._table[int(k)].reason] += int(counts[k + 1])
-            rows = _Rows(**{k: v[code == 0] for k, v in rows.columns.items()})
+            rows = rows.keep(rows.code == 0)
         if self.kind == "quotes":
-            return TickBatch.quotes(rows["ts"], rows["ts_recv"], rows["inst"], rows["a"],  # type: ignore[arg-type]
-                                    rows["b"], rows["c"], rows["d"])  # type: ignore[arg-type]  # fmt: skip
-        return TickBatch.trades(rows["ts"], rows["ts_recv"], rows["inst"], rows["a"],  # type: ignore[arg-type]
-                                rows["c"], rows["side"])  # type: ignore[arg-type]  # fmt: skip
-
-    # conversion of one chunk
+            return TickBatch.quotes(
+                rows.ts, rows.ts_recv, rows.inst, rows.a, rows.b, rows.c, rows.d
+            )
+        return TickBatch.trades(rows.ts, rows.ts_recv, rows.inst, rows.a, rows.c, rows.side)
 
     def _conversions(self) -> list[pl.Expr]:
         exprs: list[pl.Expr] = []
@@ -364,10 +386,14 @@ class TickFileReader:
         if self.kind == "trades":
             side = pl.col("side").cast(pl.String).str.strip_chars().str.to_lowercase()
             exprs.append(
-                pl.when(side.is_in(["buy", "b", "1"])).then(1)
-                .when(side.is_in(["sell", "s", "-1"])).then(-1)
-                .otherwise(0).cast(pl.Int8).alias("side")
-            )  # fmt: skip
+                pl.when(side.is_in(["buy", "b", "1"]))
+                .then(1)
+                .when(side.is_in(["sell", "s", "-1"]))
+                .then(-1)
+                .otherwise(0)
+                .cast(pl.Int8)
+                .alias("side")
+            )
         return exprs
 
     def _convert(self, chunk: RawChunk) -> _Rows:
@@ -391,8 +417,11 @@ class TickFileReader:
             ts_recv = ts
         inst = df["symbol"].to_numpy().astype(np.int32, copy=False)
         masks[_Check("symbol", UNKNOWN_SYMBOL)] = inst < 0
-        cols = {c: df[c].to_numpy() for c in df.columns if c not in ("symbol", "side")
-                and not c.startswith("ts_")}  # fmt: skip
+        cols = {
+            c: df[c].to_numpy()
+            for c in df.columns
+            if c not in ("symbol", "side") and not c.startswith("ts_")
+        }
         if self.kind == "quotes":
             a, b, c, d = cols["bid"], cols["ask"], cols["bid_size"], cols["ask_size"]
             for name, v in (("bid", a), ("ask", b)):
@@ -416,20 +445,28 @@ class TickFileReader:
             mask = masks.get(check)
             if mask is not None and mask.any():
                 code[(code == 0) & mask] = k
-        return _Rows(row=chunk.rows, ts=ts, ts_recv=ts_recv, inst=inst, a=a, b=b, c=c, d=d,
-                     side=side, ref=ref, code=code)  # fmt: skip
+        return _Rows(chunk.rows, ts, ts_recv, inst, a, b, c, d, side, ref, code)
 
 
-def _status_masks(masks: dict[_Check, npt.NDArray[np.bool_]], column: str,
-                  status: npt.NDArray[np.int8]) -> None:  # fmt: skip
+def _status_masks(
+    masks: dict[_Check, npt.NDArray[np.bool_]], column: str, status: npt.NDArray[np.int8]
+) -> None:
     if status.any():
         for k, reason in enumerate(_TS_REASONS, start=1):
             masks[_Check(column, reason)] = status == k
 
 
-def _number_masks(masks: dict[_Check, npt.NDArray[np.bool_]], column: str,
-                  v: npt.NDArray[np.float64], bad: str, out_of_range: str, low: float,
-                  high: float, *, zero_ok: bool = False) -> None:  # fmt: skip
+def _number_masks(
+    masks: dict[_Check, npt.NDArray[np.bool_]],
+    column: str,
+    v: npt.NDArray[np.float64],
+    bad: str,
+    out_of_range: str,
+    low: float,
+    high: float,
+    *,
+    zero_ok: bool = False,
+) -> None:
     """``bad``: NaN, missing, not > 0 (or < 0 with ``zero_ok``); ``out_of_range``: outside
     [low, high]. One pass when every value is fine (the common case)."""
     sign_ok = (v >= 0) if zero_ok else (v > 0)
@@ -462,8 +499,9 @@ def _ts_exprs(name: str, cls: TypeClass) -> list[pl.Expr]:
     ]
 
 
-def _timestamps(df: pl.DataFrame, name: str, cls: TypeClass,
-                unit_ns: dict[str, int]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int8]]:  # fmt: skip
+def _timestamps(
+    df: pl.DataFrame, name: str, cls: TypeClass, unit_ns: dict[str, int]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int8]]:
     """ns values and a status per row: 0 ok, then the index in ``_TS_REASONS`` + 1."""
     s = df[name]
     missing = s.is_null().to_numpy()
