@@ -4,6 +4,7 @@ status and will, broker restart, inbox overflow, and the ingest rate beside mosq
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -217,7 +218,10 @@ async def test_session_burst_arrives_in_few_batches_nothing_lost(broker: Broker)
 
 
 @pytest.mark.asyncio
-async def test_session_reports_and_commands_interleaved_keep_arrival_order(broker: Broker) -> None:
+async def test_session_one_connection_reports_commands_quotes_keep_broker_order(
+    broker: Broker,
+) -> None:
+    """Market data at QoS 1 shares the MQTT 5 connection: the broker's order, exactly."""
     accepted = OrderAccepted(ts_event=5, ts_recv=0, client_order_id="S-1", venue_order_id="V-1")
     fill = Fill(
         ts_event=6,
@@ -233,7 +237,10 @@ async def test_session_reports_and_commands_interleaved_keep_arrival_order(broke
     )
     kill = Command(ts_event=7, ts_recv=0, action="kill", reason="test", issuer="ops")
     kill_payload = CODEC.encode(kill)
-    async with _session(broker) as session, _client(broker, operator=True) as operator:
+    async with (
+        _session(broker, market_data_qos=1) as session,
+        _client(broker, operator=True) as operator,
+    ):
         assert isinstance(await _get(session), Connection)
         # one publisher connection at QoS 1: the broker forwards in this order
         await operator.publish(QUOTE_TOPIC, CODEC.encode(_quote(1)), qos=1)
@@ -257,6 +264,127 @@ async def test_session_reports_and_commands_interleaved_keep_arrival_order(broke
             elif isinstance(item, CommandIn):
                 seen.append(item.command)
     assert seen == ["quote 1", accepted, "quote 2", kill, fill, "quote 3"]
+
+
+def _report(k: int) -> OrderAccepted:
+    return OrderAccepted(ts_event=k, ts_recv=0, client_order_id=f"S-{k}", venue_order_id="V")
+
+
+@pytest.mark.asyncio
+async def test_session_two_connections_inbox_in_receipt_order(broker: Broker) -> None:
+    """Market data at QoS 0 has its own connection: each connection keeps the broker's
+    order, and across them the inbox is in receipt order (stamps never decrease; a report
+    or a command is an item of its own, between batches)."""
+    kill = Command(ts_event=7, ts_recv=0, action="kill", reason="test", issuer="ops")
+    kill_payload = CODEC.encode(kill)
+    async with _session(broker) as session, _client(broker, operator=True) as operator:
+        assert isinstance(await _get(session), Connection)
+        # each message received before the next is sent: receipt order is this order
+        steps: list[tuple[str, bytes, Any]] = [
+            (QUOTE_TOPIC, CODEC.encode(_quote(1)), None),
+            (TOPICS.reports, CODEC.encode(_report(1)), None),
+            (QUOTE_TOPIC, CODEC.encode(_quote(2)), None),
+            (TOPICS.command, kill_payload, _signed(kill_payload)),
+            (QUOTE_TOPIC, CODEC.encode(_quote(3)), None),
+        ]
+        stepped: list[Inbound] = []
+        for topic, payload, properties in steps:
+            await operator.publish(topic, payload, qos=1, properties=properties)
+            stepped.append(await _get(session))
+        assert [type(i) for i in stepped] == [
+            MarketData,
+            ReportIn,
+            MarketData,
+            CommandIn,
+            MarketData,
+        ]
+        assert [i.batch.ts_event.tolist() for i in stepped if isinstance(i, MarketData)] == [
+            [1],
+            [2],
+            [3],
+        ]
+
+        # a burst of quotes on one connection while reports come on the other
+        n, reports = 5000, 50
+        proc = _burst(broker, [CODEC.encode(_quote(10 + i)) for i in range(n)])
+        for k in range(reports):
+            await operator.publish(TOPICS.reports, CODEC.encode(_report(100 + k)), qos=1)
+        items = await _until_ticks(session, n)
+        async with asyncio.timeout(10):
+            while sum(isinstance(i, ReportIn) for i in items) < reports:
+                items.append(await session.inbox.get())
+        await asyncio.to_thread(proc.wait)
+    stamps = [i.ts_recv for i in [*stepped, *items]]
+    assert stamps == sorted(stamps)
+    quotes = [t for i in items if isinstance(i, MarketData) for t in i.batch.ts_event.tolist()]
+    assert quotes == list(range(10, 10 + n))
+    assert [i.report for i in items if isinstance(i, ReportIn)] == [
+        _report(100 + k) for k in range(reports)
+    ]
+    batches = sum(isinstance(i, MarketData) for i in items)
+    print(f"\n{n} quotes in {batches} batches, {reports} reports between them")
+
+
+async def _intrude(broker: Broker, identifier: str) -> None:
+    """Connect with ``identifier`` and leave: the broker drops the session's connection of
+    that id (session takeover); the session's own reconnect may drop this one first."""
+    with contextlib.suppress(aiomqtt.MqttError):
+        async with aiomqtt.Client(
+            broker.host,
+            broker.port,
+            username=broker.username,
+            password=broker.password,
+            identifier=identifier,
+            protocol=aiomqtt.ProtocolVersion.V311,
+        ):
+            pass
+
+
+@pytest.mark.asyncio
+async def test_session_either_connection_lost_one_connection_item_each_way(
+    broker: Broker,
+) -> None:
+    """One ``Connection(False)`` when either connection is lost (the reason names it),
+    ``Connection(True)`` when it is back; the other connection is untouched."""
+    settings = _settings(broker)
+    async with _session(broker) as session, _client(broker) as feed:
+        assert isinstance(await _get(session), Connection)
+        seen: list[Connection] = []
+        for identifier, link in (
+            (f"{settings.client_id}-md", "market data"),
+            (settings.client_id, "reports/commands"),
+        ):
+            await _intrude(broker, identifier)
+            lost = await _get(session, timeout=10)
+            back = await _get(session, timeout=10)
+            assert isinstance(lost, Connection) and isinstance(back, Connection)
+            assert not lost.connected and lost.reason.startswith(f"{link}: ")
+            assert back.connected and back.reason == "reconnected"
+            assert session.state == "connected"
+            seen += [lost, back]
+            # market data flows again once the session says it is connected
+            await feed.publish(QUOTE_TOPIC, CODEC.encode(_quote(len(seen))))
+            items = await _until_ticks(session, 1, timeout=10)
+            assert [type(i) for i in items] == [MarketData]
+        await asyncio.sleep(0.2)
+        assert session.inbox.empty()  # no second item for one loss
+    assert [c.connected for c in seen] == [False, True, False, True]
+    c = session.counters
+    assert (c["connection_lost"], c["reconnects"]) == (2, 2)
+    assert (c["feed_connection_lost"], c["feed_reconnects"]) == (1, 1)
+
+
+@pytest.mark.asyncio
+async def test_session_idle_feed_kept_alive_by_pingreq(broker: Broker) -> None:
+    """The broker drops a client silent for 1.5 keepalives; an idle feed pings."""
+    async with _session(broker, keepalive_s=2) as session, _client(broker) as feed:
+        assert isinstance(await _get(session), Connection)
+        await asyncio.sleep(5.0)
+        assert session.inbox.empty()
+        await feed.publish(QUOTE_TOPIC, CODEC.encode(_quote(5)))
+        items = await _until_ticks(session, 1)
+    assert [type(i) for i in items] == [MarketData]
+    assert session.counters["feed_connection_lost"] == 0
 
 
 @pytest.mark.asyncio
