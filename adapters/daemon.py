@@ -15,7 +15,7 @@ mode        router
 The loop and its ordering guarantees
 ------------------------------------
 One task consumes the inbox. A turn takes every item waiting (up to ``MAX_TURN_ITEMS``),
-turns each into journal inputs, appends them all, calls ``journal.commit()`` (so a report
+merges consecutive market data into one micro-batch, turns each into journal inputs, appends them all, calls ``journal.commit()`` (so a report
 or command is as durable as the fsync policy asks before anything acts on it), then applies
 them to the engine in the same order through ``apply_input``. The heartbeat is a turn of
 the same task, taken between item turns, never beside them, so everything that reaches
@@ -65,6 +65,7 @@ from pathlib import Path
 from typing import IO, ParamSpec, Protocol, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
 from adapters.journal_file import FileJournalWriter
 from adapters.live_sender import Outgoing, QueueSender, ShadowSender
@@ -311,21 +312,20 @@ class FeedMonitor:
     ) -> None:
         self.symbols = symbols
         self.max_age_ns = max_age_ns
-        self.last_quote_ns = np.full(len(symbols), start_ns, np.int64)
+        self.start_ns = start_ns
         self.lost = False
         self.connected = True
         self._awaiting: set[int] = set()
 
     def on_market_data(self, batch: TickBatch) -> FeedStatus | None:
-        """Note the batch's quotes; ``restored`` once every instrument quoted since a loss."""
+        """``restored`` once every instrument quoted since a loss (nothing to do, and no
+        cost, while the feed is fine: staleness is read from the engine at heartbeats)."""
+        if not self.lost:
+            return None
         quotes = batch.kind == QUOTE
         if not quotes.any():
             return None
-        instruments = batch.instrument[quotes]
-        np.maximum.at(self.last_quote_ns, instruments, batch.ts_recv[quotes])
-        if not self.lost:
-            return None
-        self._awaiting.difference_update(np.unique(instruments).tolist())
+        self._awaiting.difference_update(np.unique(batch.instrument[quotes]).tolist())
         if self._awaiting or not self.connected:
             return None
         self.lost = False
@@ -341,9 +341,12 @@ class FeedMonitor:
         status = self._lose("overflow", f"inbound queue overflow: {dropped} messages dropped")
         return replace(status, dropped=dropped)
 
-    def check(self, now_ns: int, claim_cleared: bool) -> FeedStatus | None:
-        """At a heartbeat: ``lost`` when a quote is too old, or again when the feed is
-        still lost but an operator's resume cleared the engine's data-loss claim."""
+    def check(
+        self, now_ns: int, quote_ns: npt.NDArray[np.int64], claim_cleared: bool
+    ) -> FeedStatus | None:
+        """At a heartbeat: ``lost`` when a quote is too old (``quote_ns``: receive time of
+        each instrument's last quote, 0 if none), or again when the feed is still lost but
+        an operator's resume cleared the engine's data-loss claim."""
         if self.lost:
             if claim_cleared:
                 return FeedStatus(status="lost", reason="market data still lost after resume")
@@ -351,7 +354,7 @@ class FeedMonitor:
         stale = [
             self.symbols[i]
             for i, age in enumerate(self.max_age_ns)
-            if age is not None and now_ns - int(self.last_quote_ns[i]) > age
+            if age is not None and now_ns - max(int(quote_ns[i]), self.start_ns) > age
         ]
         if not stale:
             return None
@@ -427,8 +430,17 @@ class LiveCore:
     def handle(self, items: list[Inbound]) -> None:
         """One turn over inbox items: journal all, commit, apply all in order."""
         inputs: list[tuple[int, InputBody, str]] = []
+        run: list[MarketData] = []
         for item in items:
+            if isinstance(item, MarketData):
+                run.append(item)
+                continue
+            if run:
+                self._inputs_of(_merged(run), inputs)
+                run.clear()
             self._inputs_of(item, inputs)
+        if run:
+            self._inputs_of(_merged(run), inputs)
         self._run(inputs)
 
     def heartbeat(self, ts_ns: int) -> None:
@@ -436,7 +448,8 @@ class LiveCore:
         ts = max(ts_ns, self.last_ts)
         claim_cleared = self.engine.risk.trading.claim("data_loss") == "ACTIVE"
         inputs: list[tuple[int, InputBody, str]] = [(ts, None, "clock")]
-        lost = self.feed.check(ts, claim_cleared)
+        # the engine runs on receive time: its last quote stamps are receive times
+        lost = self.feed.check(ts, self.engine.market.quote_ts, claim_cleared)
         if lost is not None:
             inputs.append((ts, lost, "feed"))
         self._run(inputs)
@@ -447,16 +460,17 @@ class LiveCore:
         self._run([(max(ts_ns, self.last_ts), body, kind)])
 
     def _inputs_of(self, item: Inbound, out: list[tuple[int, InputBody, str]]) -> None:
+        floor = self.last_ts
         ts = item.ts_recv
-        if ts < self.last_ts:
+        if ts < floor:
             self.counters["receive_time_clamped"] += 1
-            ts = self.last_ts
+            ts = floor
         self.last_ts = ts
         match item:
             case MarketData():
                 batch = item.batch
-                if int(batch.ts_recv[0]) < ts:
-                    batch = replace(batch, ts_recv=np.maximum(batch.ts_recv, ts))
+                if int(batch.ts_recv[0]) < floor:
+                    batch = replace(batch, ts_recv=np.maximum(batch.ts_recv, floor))
                 out.append((ts, batch, "market_data"))
                 restored = self.feed.on_market_data(batch)
                 if restored is not None:
@@ -528,6 +542,19 @@ class LiveCore:
         mids = e.market.mids()
         unrealized = np.nan_to_num(e.portfolio.unrealized(mids))
         return e.portfolio.positions.tolist(), (e.portfolio.realized + unrealized).tolist()
+
+
+def _merged(run: list[MarketData]) -> MarketData:
+    """Consecutive market-data items of one turn as one micro-batch (arrival order kept):
+    under load the loop catches up in larger batches, one journal record and one pass of
+    the kernels each; batch invariance makes the split irrelevant to decisions."""
+    if len(run) == 1:
+        return run[0]
+    return MarketData(
+        batch=TickBatch.concat([m.batch for m in run]),
+        ts_recv=run[-1].ts_recv,
+        messages=sum(m.messages for m in run),
+    )
 
 
 # the session the daemon talks to (``adapters.mqtt.session.MqttSession``; a fake in tests)
@@ -688,6 +715,7 @@ class Daemon:
         self.metrics_port: int | None = None
         self.files: SessionFiles | None = None
         self.core: LiveCore | None = None
+        self.session: LiveSession | None = None  # while connected
         self._status_slot: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
         self._waiting: asyncio.Timeout | None = None
 
@@ -749,16 +777,48 @@ class Daemon:
                 self.metrics_port = self.metrics.serve(cfg.live.metrics_port)
             core.heartbeat(self.start_ns)  # the first clock reading starts the strategy
             will = encode_status(self._status(online=False, state="offline"))
-            async with self.session_factory(self.settings, self.topics, engine.instruments,
-                                            self.receive_clock, will) as session:  # fmt: skip
-                self.metrics.watch_session(lambda: session.counters)
-                await self._run_session(session, core, stop, decisions)
+            connected = asyncio.Event()
+            main = asyncio.create_task(
+                self._connect_and_run(will, core, stop, decisions, connected)
+            )
+            guard = asyncio.create_task(self._stop_while_connecting(stop, connected, main))
+            try:
+                await main
+            except asyncio.CancelledError:
+                if not (stop.is_set() and not connected.is_set()):
+                    raise
+                # nothing was sent: no order can be working, only the journal to close
+                log.warning("session %s stopped before the broker answered", self.session_id)
+            finally:
+                guard.cancel()
             log.info("session %s stopped", self.session_id, extra=dict(core.counters))
             return 0
         finally:
             self.metrics.close()
             decisions.close()
             journal.close()
+
+    async def _connect_and_run(
+        self, will: bytes, core: LiveCore, stop: asyncio.Event, decisions: DecisionLog,
+        connected: asyncio.Event,
+    ) -> None:  # fmt: skip
+        engine = self.engine
+        async with self.session_factory(self.settings, self.topics, engine.instruments,
+                                        self.receive_clock, will) as session:  # fmt: skip
+            connected.set()
+            self.session = session
+            self.metrics.watch_session(lambda: session.counters)
+            await self._run_session(session, core, stop, decisions)
+
+    @staticmethod
+    async def _stop_while_connecting(
+        stop: asyncio.Event, connected: asyncio.Event, main: asyncio.Task[None]
+    ) -> None:
+        """A stop while the session still retries its first connection cancels it (once
+        connected, the loop stops gracefully by itself)."""
+        await stop.wait()
+        if not connected.is_set():
+            main.cancel()
 
     async def _run_session(
         self, session: LiveSession, core: LiveCore, stop: asyncio.Event, decisions: DecisionLog

@@ -499,12 +499,17 @@ def test_daemon_sigterm_exits_zero_offline_status_and_clean_journal(
 
     try:
         asyncio.run(until_online())
-        proc.send_signal(signal.SIGTERM)
+    except TimeoutError:
+        proc.kill()
+        _, err = proc.communicate()
+        pytest.fail(f"the daemon never came online: {err.decode()[-2000:]}")
+    proc.send_signal(signal.SIGTERM)
+    try:
         _, err = proc.communicate(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        pytest.fail(f"no exit within 20 s of SIGTERM: {err.decode()[-2000:]}")
     assert proc.returncode == 0, err.decode()[-2000:]
     lines = [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
     assert any(line["message"].startswith("session") and "stopped" in line["message"]
@@ -647,3 +652,35 @@ async def test_daemon_loop_journals_each_input_before_applying_in_stream_order(
     assert [s.heartbeat_seq for s in session.statuses] == sorted(
         s.heartbeat_seq for s in session.statuses
     )
+
+
+class _NeverConnects(FakeSession):
+    async def __aenter__(self) -> FakeSession:
+        await asyncio.Event().wait()  # a broker that never answers: retries forever
+        return self
+
+
+@pytest.mark.asyncio
+async def test_daemon_stop_while_connecting_exits_zero_and_closes_the_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TL_TEST_MQTT_USER", "u")
+    monkeypatch.setenv("TL_TEST_MQTT_PASSWORD", "p")
+    config = write_config(tmp_path, "live", 1883)
+    stop = asyncio.Event()
+    built: list[Daemon] = []
+    task = asyncio.create_task(
+        run_daemon(
+            config,
+            stop=stop,
+            session_factory=lambda *args: _NeverConnects(),  # type: ignore[arg-type]
+            on_ready=built.append,
+        )
+    )
+    while not built or built[0].core is None:
+        await asyncio.sleep(0.01)
+    stop.set()
+    assert await asyncio.wait_for(task, 5) == 0
+    core = built[0].core
+    assert core is not None and core.journal.state == "closed"
+    assert isinstance(_records(tmp_path / "journal")[0], ClockRecord)
