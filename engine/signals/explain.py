@@ -298,7 +298,7 @@ class TreeExplainer:
         row = np.asarray(row, np.float64)
         if row.shape != (self.n_features,):
             raise ModelError(f"expected float64[{self.n_features}] features, got shape {row.shape}")
-        return self.explain_rows(row.reshape(1, -1))[0]
+        return self.explain_rows(row.reshape(1, -1)).reshape(-1)
 
     def explain_rows(self, X: F64) -> F64:
         """:meth:`explain` for each row of ``X`` (float64[n, k]): float64[n, k + 1].
