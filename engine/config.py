@@ -181,6 +181,56 @@ class JournalConfig(_Strict, frozen=True):
     fsync: Literal["always", "batch", "never"] = "batch"
 
 
+MonitorAction = Literal["notify", "reduce_only", "halted"]
+
+
+class MonitorConfig(_Strict, frozen=True):
+    """``[monitor]``: model monitoring (``engine.monitor``), the same in replay and live.
+
+    ``window``: the last N scored predictions the IC, hit ratio and calibration are taken
+    over; alarms are checked every ``check_every`` scored predictions once the window is
+    full. ``drift_window`` (M samples) and ``false_alarm_rate`` (the chance that M
+    samples of unchanged data raise a drift alarm on any feature or the score) are
+    calibrated by ``tradeloop train`` into the manifest; a running monitor refuses a model
+    calibrated for other values. ``None`` turns an alarm off. Each alarm's action
+    (``on_*``) is ``notify`` (an Alarm event and a log line), or the engine's own sticky
+    claim on the trading state, ``reduce_only`` or ``halted``, which only an operator
+    ``resume`` clears and which never lowers another source's claim.
+    """
+
+    enabled: bool = True
+    window: Annotated[int, msgspec.Meta(ge=10, le=1_000_000)] = 1000
+    check_every: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 25
+    drift_window: Annotated[int, msgspec.Meta(ge=10, le=1_000_000)] = 500
+    reference_bins: Annotated[int, msgspec.Meta(ge=2, le=100)] = 10
+    false_alarm_rate: Annotated[float, msgspec.Meta(ge=0.0001, le=0.5)] = 0.01
+    ic_min: Annotated[float, msgspec.Meta(ge=-1.0, le=1.0)] | None = 0.0
+    accuracy_margin: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] | None = 0.05
+    losing_streak: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = 5
+    gap: Duration | None = "30s"
+    stale_quote_age: Duration | None = "5s"
+    history: Annotated[int, msgspec.Meta(ge=0, le=10_000_000)] = 100_000
+    on_low_ic: MonitorAction = "reduce_only"
+    on_drift: MonitorAction = "notify"
+    on_losing_streak: MonitorAction = "reduce_only"
+    on_accuracy: MonitorAction = "notify"
+    on_gap: MonitorAction = "notify"
+
+    def __post_init__(self) -> None:
+        for name in ("gap", "stale_quote_age"):
+            value = getattr(self, name)
+            if value is not None and parse_duration_ns(value) <= 0:
+                raise ValueError(f"{name} must be a duration > 0, got {value!r}")
+
+    @property
+    def gap_ns(self) -> int | None:
+        return None if self.gap is None else parse_duration_ns(self.gap)
+
+    @property
+    def stale_quote_age_ns(self) -> int | None:
+        return None if self.stale_quote_age is None else parse_duration_ns(self.stale_quote_age)
+
+
 class Config(_Strict, frozen=True):
     mode: Mode = "replay"
     instruments: list[Instrument] = []
@@ -194,6 +244,7 @@ class Config(_Strict, frozen=True):
     mqtt: MqttConfig = MqttConfig()
     live: LiveConfig = LiveConfig()
     journal: JournalConfig = JournalConfig()
+    monitor: MonitorConfig = MonitorConfig()
 
 
 def _durations(cfg: Config) -> list[tuple[str, Duration | None, bool]]:
