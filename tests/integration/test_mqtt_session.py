@@ -751,3 +751,102 @@ async def test_session_ingest_rate_beside_mosquitto_sub(broker: Broker) -> None:
         f"mosquitto_sub {sub_rate:,.0f} msgs/s, ratio {rate / sub_rate:.2f}"
     )
     assert sum(len(i.batch) for i in items if isinstance(i, MarketData)) == n
+
+
+_PACER = """
+import sys, time
+from engine.codec import EventCodec
+from engine.events import Quote
+
+n, rate = int(sys.argv[1]), float(sys.argv[2])
+codec = EventCodec("json")
+out = sys.stdout.buffer
+start = time.perf_counter()
+sent = 0
+while sent < n:
+    due = min(n, int((time.perf_counter() - start) * rate) + 1)
+    lines = []
+    for i in range(sent, due):
+        q = Quote(ts_event=time.time_ns(), ts_recv=0, instrument="BTC-USD",
+                  bid=100.0 + (i % 50) * 0.01, ask=101.0, bid_size=1.0, ask_size=2.0)
+        lines.append(codec.encode(q))
+    if lines:
+        out.write(b"\\n".join(lines) + b"\\n")
+        out.flush()
+    sent = due
+    time.sleep(0.0005)
+"""
+
+
+def _sub_latency_us(line: bytes) -> float:
+    received, payload = line.split(b" ", 1)
+    seconds, nanoseconds = received.split(b".")
+    event = CODEC.decode(payload)
+    return (int(seconds) * 1_000_000_000 + int(nanoseconds) - event.ts_event) / 1e3
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_session_paced_feed_beside_mosquitto_sub_nothing_lost(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """Prints figures: 20k quotes paced at 10k msgs/s, the session and ``mosquitto_sub``
+    subscribed at once; nothing may be lost; latency is receipt minus send time."""
+    n, rate = 20_000, 10_000.0
+    sub_path = tmp_path / "mosquitto_sub.out"
+    async with _session(broker) as session:
+        assert isinstance(await _get(session), Connection)
+        sub_file = sub_path.open("wb")
+        sub = subprocess.Popen(
+            [
+                *("mosquitto_sub", "-h", broker.host, "-p", str(broker.port)),
+                *("-u", broker.username, "-P", broker.password),
+                *("-t", "md/X/BTC-USD/+", "-C", str(n), "-W", "60"),
+                *("-F", "%U %p"),  # receive time (s.ns), payload
+            ],
+            stdout=sub_file,  # a file: a pipe read only at the end would stall it
+        )
+        await asyncio.sleep(0.5)
+        pacer = subprocess.Popen(
+            [sys.executable, "-c", _PACER, str(n), str(rate)],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.PIPE,
+        )
+        pub = subprocess.Popen(
+            [
+                *("mosquitto_pub", "-h", broker.host, "-p", str(broker.port)),
+                *("-u", broker.username, "-P", broker.password, "-t", QUOTE_TOPIC, "-l"),
+            ],
+            stdin=pacer.stdout,
+        )
+        assert pacer.stdout is not None
+        pacer.stdout.close()  # mosquitto_pub holds it now
+        t0 = time.perf_counter()
+        items = await _until_ticks(session, n, timeout=60)
+        elapsed = time.perf_counter() - t0
+        await asyncio.to_thread(sub.wait)
+        sub_file.close()
+        await asyncio.to_thread(pacer.wait)
+        await asyncio.to_thread(pub.wait)
+    batches = [i for i in items if isinstance(i, MarketData)]
+    latency_us = sorted(
+        (int(v) / 1e3) for b in batches for v in (b.batch.ts_recv - b.batch.ts_event).tolist()
+    )
+    p50, p99 = latency_us[n // 2], latency_us[n * 99 // 100]
+    sub_lines = sub_path.read_bytes().splitlines()
+    sub_count = len(sub_lines)
+    sub_latency_us = sorted(_sub_latency_us(line) for line in sub_lines)
+    sub_p50, sub_p99 = sub_latency_us[sub_count // 2], sub_latency_us[sub_count * 99 // 100]
+    print(
+        f"\npaced {n} quotes at {rate:,.0f}/s (nproc {os.cpu_count()}, load "
+        f"{os.getloadavg()[0]:.2f}): MqttSession {n / elapsed:,.0f} msgs/s, "
+        f"{len(batches)} batches, latency p50 {p50:.0f} us p99 {p99:.0f} us, "
+        f"lost {n - sum(len(b.batch) for b in batches)}; mosquitto_sub got {sub_count}, "
+        f"latency p50 {sub_p50:.0f} us p99 {sub_p99:.0f} us"
+    )
+    assert [int(t) for b in batches for t in b.batch.ts_event] == sorted(
+        int(t) for b in batches for t in b.batch.ts_event
+    )
+    assert sum(len(b.batch) for b in batches) == n
+    assert sub_count == n
