@@ -25,6 +25,7 @@ import collections
 import logging
 import ssl
 from collections.abc import Callable, Sequence
+from typing import cast
 
 from adapters.mqtt.ingest import RawMessage
 from engine.errors import AdapterError
@@ -318,8 +319,8 @@ class FeedProtocol(asyncio.Protocol):
         self.last_received = self._loop.time()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # a stream transport (uvloop's is not an asyncio.Transport subclass, same methods)
+        self._transport = cast("asyncio.Transport", transport)
 
     def data_received(self, data: bytes) -> None:
         self.last_received = self._loop.time()

@@ -397,3 +397,34 @@ async def test_open_feed_nothing_listening_connection_error() -> None:
         pass
     with pytest.raises(ConnectionError):
         await _open(port, collections.Counter(), [])
+
+
+def test_open_feed_under_uvloop_messages_flow_disconnect_sent() -> None:
+    """The daemon runs on uvloop, whose transports are not ``asyncio.Transport`` classes."""
+    uvloop = pytest.importorskip("uvloop")
+    tail: list[bytes] = []
+
+    async def broker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_packet(reader)
+        writer.write(CONNACK_OK)
+        await _read_packet(reader)
+        writer.write(b"\x90\x04\x00\x01\x00\x00" + _stream(_messages(3)))
+        tail.append(await reader.read())
+
+    async def main() -> list[list[RawMessage]]:
+        reads: list[list[RawMessage]] = []
+        async with _fake_broker(broker) as port:
+            protocol = await _open(port, collections.Counter(), reads)
+            protocol.start()
+            async with asyncio.timeout(5):
+                while not reads:
+                    await asyncio.sleep(0.01)
+            protocol.close()
+            await asyncio.wait_for(protocol.lost, 5)
+            async with asyncio.timeout(5):
+                while not tail:
+                    await asyncio.sleep(0.01)
+        return reads
+
+    assert uvloop.run(main()) == [_messages(3)]
+    assert tail == [DISCONNECT]
