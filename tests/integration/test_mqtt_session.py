@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import os
+import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -385,6 +388,84 @@ async def test_session_idle_feed_kept_alive_by_pingreq(broker: Broker) -> None:
         items = await _until_ticks(session, 1)
     assert [type(i) for i in items] == [MarketData]
     assert session.counters["feed_connection_lost"] == 0
+
+
+def _tls_files(folder: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1 signed by it: (ca, cert, key)."""
+    ca, ca_key = folder / "ca.pem", folder / "ca.key"
+    cert, key, csr, ext = (folder / n for n in ("server.pem", "server.key", "server.csr", "ext"))
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    for argv in (
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca"]
+        + ["-keyout", str(ca_key), "-out", str(ca)],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1"]
+        + ["-keyout", str(key), "-out", str(csr)],
+        ["x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key)]
+        + ["-CAcreateserial", "-days", "1", "-extfile", str(ext), "-out", str(cert)],
+    ):
+        subprocess.run(["openssl", *argv], check=True, capture_output=True)
+    return ca, cert, key
+
+
+@pytest.fixture
+def tls_broker(tmp_path: Path) -> Iterator[tuple[Broker, Path]]:
+    """A mosquitto with one TLS listener (anonymous), and its CA file."""
+    if MOSQUITTO is None or shutil.which("openssl") is None:
+        pytest.skip("mosquitto or openssl is not installed")
+    ca, cert, key = _tls_files(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    log = tmp_path / "mosquitto.log"
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(
+        f"user {getpass.getuser()}\nlistener {port} 127.0.0.1\nallow_anonymous true\n"
+        f"cafile {ca}\ncertfile {cert}\nkeyfile {key}\npersistence false\nlog_dest file {log}\n"
+    )
+    proc = subprocess.Popen(
+        [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not _port_open(port):
+            assert proc.poll() is None, log.read_text(errors="replace")
+            assert time.monotonic() < deadline, "TLS broker not listening"
+            time.sleep(0.02)
+        yield Broker("127.0.0.1", port, "", "", "", "", log), ca
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+@pytest.mark.asyncio
+async def test_session_tls_market_data_connection_uses_the_same_context(
+    tls_broker: tuple[Broker, Path],
+) -> None:
+    broker, ca = tls_broker
+    session = MqttSession(
+        MqttSettings(
+            host=broker.host,
+            port=broker.port,
+            client_id=f"tradeloop-tls-{os.getpid()}",
+            tls=True,
+            ca_file=str(ca),
+        ),
+        TOPICS,
+        INSTRUMENTS,
+        receive_clock=_receive_clock(),
+        will_payload=offline_payload(TOPICS.node),
+    )
+    async with (
+        session,
+        aiomqtt.Client(
+            broker.host, broker.port, tls_context=ssl.create_default_context(cafile=str(ca))
+        ) as feed,
+    ):
+        assert isinstance(await _get(session), Connection)
+        await feed.publish(QUOTE_TOPIC, CODEC.encode(_quote(7)))
+        items = await _until_ticks(session, 1)
+    assert [i.batch.ts_event.tolist() for i in items if isinstance(i, MarketData)] == [[7]]
+    assert session.counters["messages_in_quote"] == 1
 
 
 @pytest.mark.asyncio
