@@ -306,7 +306,7 @@ def plot_png(
     else:
         ax.text(0.5, 0.5, "PBO not defined (see summary.json)", ha="center", va="center")
         ax.set_axis_off()
-    for a in axes.flat:
+    for a in axes[1]:
         a.grid(alpha=0.2)
     fig_.tight_layout()
     buf = io.BytesIO()
