@@ -16,7 +16,7 @@ import logging
 from collections import Counter, deque
 from collections.abc import AsyncIterable, Callable, Iterable
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -52,6 +52,19 @@ from engine.trading_state import SEVERITY, Source
 log = logging.getLogger("tradeloop.engine")
 
 EventSink = Callable[[Event], None]
+
+
+class ScoreObserver(Protocol):
+    """Sees each batch's model inputs and scores before the batch is walked (the model
+    monitor). ``observe`` returns the sorted batch indices at which it must act; the
+    engine calls ``act(index)`` once that tick is handled, before its signal reaches
+    the strategy, so what an observer does lands on the same tick in any batching."""
+
+    def observe(
+        self, batch: TickBatch, features: npt.NDArray[np.float64], scores: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.int64]: ...
+
+    def act(self, index: int) -> None: ...
 
 
 class Engine:
@@ -110,6 +123,7 @@ class Engine:
         self.feature_state = features.new_state(n)
         self.counters: Counter[str] = Counter()
         self.sinks: list[EventSink] = []
+        self.observers: list[ScoreObserver] = []
         self.desk = OrderDesk(self, order_id_prefix, order_timeout_ns)
         self.arrival_order = arrival_order
         self._max_event_ts = 0
@@ -169,25 +183,30 @@ class Engine:
             self.start()
         self.counters["ticks"] += n
         feats = self.features.update(batch, self.feature_state)
-        sig_idx = sig_zone = sig_prev = _EMPTY
+        sig_idx = sig_zone = sig_prev = observed = _EMPTY
         scores = None
         if self.model is not None and self._model_columns is not None:
-            scores = self.model.predict(np.ascontiguousarray(feats[:, self._model_columns]))
+            inputs = np.ascontiguousarray(feats[:, self._model_columns])
+            scores = self.model.predict(inputs)
             if self._zones is not None:
                 sig_idx, sig_zone, sig_prev = self._zones.changes(batch, scores)
-        events = sig_idx
+            if self.observers:
+                marks = [ob.observe(batch, inputs, scores) for ob in self.observers]
+                observed = np.unique(np.concatenate(marks))
+        events = np.union1d(sig_idx, observed) if observed.shape[0] else sig_idx
         if self._wants_quotes or self._wants_trades:
             mask = np.zeros(n, np.bool_)
             if self._wants_quotes:
                 mask |= batch.kind == QUOTE
             if self._wants_trades:
                 mask |= batch.kind == TRADE
-            events = np.union1d(sig_idx, np.flatnonzero(mask))
+            events = np.union1d(events, np.flatnonzero(mask))
         self.market.begin_batch(n)
         positions, cash = self.portfolio.positions, self.portfolio.cash
         loss = self.market.loss
         e = 0  # next entry of ``events``
         s = 0  # next entry of ``sig_idx``
+        o = 0  # next entry of ``observed``
         n_events = events.shape[0]
         pos = 0
         while pos < n:
@@ -209,6 +228,10 @@ class Engine:
             j = k
             if e < n_events and events[e] == j - 1:
                 t = j - 1
+                if o < observed.shape[0] and observed[o] == t:
+                    o += 1
+                    for observer in self.observers:
+                        observer.act(t)
                 if s < sig_idx.shape[0] and sig_idx[s] == t:
                     assert scores is not None
                     sig = Signal(ts_event=int(ts[t]), ts_recv=int(batch.ts_recv[t]),
@@ -457,4 +480,4 @@ def _trade_at(batch: TickBatch, t: int, instruments: InstrumentTable) -> Trade:
                  side="buy" if batch.side[t] > 0 else "sell")  # fmt: skip
 
 
-__all__ = ["Engine", "EngineContext", "EventSink"]
+__all__ = ["Engine", "EngineContext", "EventSink", "ScoreObserver"]

@@ -54,11 +54,14 @@ from tqdm import tqdm
 from engine.config import Config
 from engine.errors import LeakageError, ModelError
 from engine.features import FeatureSet
+from engine.monitor import calibrate_drift
 from engine.signals.manifest import (
     DataFile,
     FoldReport,
     LabelSpec,
     Manifest,
+    MonitorReference,
+    ReferenceBins,
     TimeRange,
     sha256_file,
     write_manifest,
@@ -468,6 +471,12 @@ def train(
             for n, c in zip(ds.feature_names, contrib, strict=True)
         }
         output = "probability"
+    reference = monitor_reference(cfg, ds, usable, final)
+    if reference.score.drift_threshold is None:
+        warnings.append(
+            f"{reference.rows} usable rows, fewer than [monitor] drift_window = "
+            f"{reference.window}: no drift thresholds, the monitor will not alarm on drift"
+        )
     # dataset and final-fit facts ride in ``metrics`` until the manifest has a home for them
     facts: Metrics = {
         "data_rows": float(len(ds)),
@@ -505,10 +514,46 @@ def train(
             "tradeloop": _version(),
         },
         warnings=warnings,
+        reference=reference,
     )
     write_manifest(folder, manifest)
     _write_report(folder, manifest, oos_score, oos_fwd)
     return TrainResult(manifest, folder, oos_score, oos_fwd, baseline)
+
+
+def monitor_reference(cfg: Config, ds: Dataset, rows: I64, model: TrainedModel) -> MonitorReference:
+    """The model monitor's reference: quantile bins of every feature and of the final
+    model's score over ``rows``, with PSI thresholds calibrated on windows of them
+    (``engine.monitor.drift``).
+
+    ``rows`` are every usable row (all features and a label), not only the rows the
+    classifier was fit on: the monitor sees every sampled row, and dropping the dead
+    zone (at 0 bps, every unchanged mid) would skew features tied to quiet markets.
+    """
+    m = cfg.monitor
+    values = np.column_stack((ds.X[rows], model.predict(ds.X[rows])))
+    refs, cal = calibrate_drift(values, m.reference_bins, m.drift_window, m.false_alarm_rate)
+    bins = [
+        ReferenceBins(
+            edges=edges.tolist(),
+            fractions=fractions.tolist(),
+            drift_threshold=None if cal is None else cal.thresholds[j],
+            conventional_false_alarm_rates={} if cal is None else cal.series_conventional_rates[j],
+        )
+        for j, (edges, fractions) in enumerate(refs)
+    ]
+    return MonitorReference(
+        rows=int(rows.shape[0]),
+        sample_interval_ns=cfg.train.sample_interval_ns,
+        label_tolerance_ns=ds.label_tolerance_ns,
+        window=m.drift_window,
+        configured_false_alarm_rate=m.false_alarm_rate,
+        false_alarm_rate=None if cal is None else cal.false_alarm_rate,
+        windows=0 if cal is None else cal.windows,
+        conventional_false_alarm_rates={} if cal is None else cal.conventional_rates,
+        features=dict(zip(ds.feature_names, bins[:-1], strict=True)),
+        score=bins[-1],
+    )
 
 
 def _version() -> str:

@@ -81,6 +81,59 @@ class DataFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     bytes: Count
 
 
+Fraction = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+
+
+class ReferenceBins(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One series' distribution on the training rows, for drift (PSI) checks.
+
+    A value ``v`` falls in bin ``searchsorted(edges, v, side="right")``: bin 0 is
+    ``v < edges[0]``, bin k is ``edges[k-1] <= v < edges[k]``. ``edges`` are the distinct
+    interior quantiles (fewer than asked for when values repeat), ``fractions`` the share
+    of rows in each of the ``len(edges) + 1`` bins, counted with that same rule.
+    ``drift_threshold`` is the calibrated PSI alarm threshold (None: too few rows to
+    calibrate); ``conventional_false_alarm_rates`` the share of the calibration windows
+    whose PSI exceeds the conventional 0.1 and 0.25 (keys ``"0.1"``, ``"0.25"``).
+    """
+
+    edges: list[Finite]
+    fractions: Annotated[list[Fraction], msgspec.Meta(min_length=1)]
+    drift_threshold: NonNegative | None = None
+    conventional_false_alarm_rates: dict[str, Fraction] = {}
+
+    def __post_init__(self) -> None:
+        if len(self.fractions) != len(self.edges) + 1:
+            raise ValueError(f"{len(self.edges)} edges need {len(self.edges) + 1} fractions")
+        if any(b <= a for a, b in zip(self.edges, self.edges[1:], strict=False)):
+            raise ValueError("edges must increase strictly")
+        if abs(sum(self.fractions) - 1.0) > 1e-6:
+            raise ValueError(f"fractions sum to {sum(self.fractions)}, not 1")
+
+
+class MonitorReference(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What the model monitor compares live data with, written by ``tradeloop train``.
+
+    ``rows``: training rows the bins were counted on (every usable row of the final
+    fit's span). Rows are sampled every ``sample_interval_ns`` per instrument and labels
+    read at most ``label_tolerance_ns`` late, as in training. Drift thresholds are
+    calibrated for windows of ``window`` consecutive rows: over ``windows`` such windows
+    of the training rows, a share ``false_alarm_rate`` (at most the configured rate) had
+    a PSI above its series' threshold on at least one series; the conventional fixed
+    thresholds' shares on the same windows are in ``conventional_false_alarm_rates``.
+    """
+
+    rows: Count
+    sample_interval_ns: Annotated[int, msgspec.Meta(gt=0)]
+    label_tolerance_ns: TimeNs
+    window: Annotated[int, msgspec.Meta(gt=0)]
+    configured_false_alarm_rate: Fraction
+    false_alarm_rate: Fraction | None = None
+    windows: Count = 0
+    conventional_false_alarm_rates: dict[str, Fraction] = {}
+    features: dict[str, ReferenceBins]
+    score: ReferenceBins
+
+
 class Manifest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Everything needed to check that a model runs on what it was trained on.
 
@@ -105,12 +158,15 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     data_files: list[DataFile] = []
     library_versions: dict[str, str] = {}
     warnings: list[str] = []
+    reference: MonitorReference | None = None  # absent in manifests from before monitoring
 
     def __post_init__(self) -> None:
         if len(set(self.feature_names)) != len(self.feature_names):
             raise ValueError("feature_names repeats a name")
         if self.model_file in (MANIFEST_FILE, MANIFEST_HASH_FILE):
             raise ValueError(f"model_file may not be {self.model_file!r}")
+        if self.reference is not None and set(self.reference.features) != set(self.feature_names):
+            raise ValueError("reference.features must name exactly the model's features")
 
 
 _decoder = msgspec.json.Decoder(Manifest)

@@ -1,0 +1,594 @@
+"""The model monitor: how a model's predictions fare once their horizon has passed, how
+far live features and scores drift from training, the feed's quality, and alarms.
+
+Predictions are sampled as training rows are: the first quote of each instrument in
+every ``sample_interval`` whose features and score are all defined. A prediction at
+``t`` is scored against the mid log-return from the last quote at or before ``t`` to
+the first quote at or after ``t + horizon``, the label's rule in training; one whose
+forward quote comes later than ``t + horizon + label_tolerance`` is dropped and counted
+(``late_labels``), as training drops it. Scored predictions enter a rolling window of
+the last ``window`` (N); every ``check_every`` of them the window's Spearman IC, hit
+ratio (outside the label's dead zone, as training's accuracy), Brier score and
+expected calibration error (probability models) are taken and the alarms checked.
+
+Everything is computed from the tick stream in stream order, so the figures and the
+tick an alarm lands on do not depend on how the stream is cut into batches. An alarm
+fires when its condition starts to hold (and again only after it has stopped holding):
+an ``Alarm`` event (source ``"monitor"``), a counter, a log line and its configured
+action. ``reduce_only`` and ``halted`` are the engine's own sticky claim on the trading
+state: never lowering another source's claim (an operator kill stays a kill), cleared
+by an operator ``resume``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, deque
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from engine.config import Config, MonitorConfig
+from engine.engine import Engine
+from engine.errors import ModelError
+from engine.events import Alarm, Event, Fill, Severity, TradingStateName
+from engine.monitor.drift import DriftWindow, conventional_key
+from engine.monitor.round_trips import RoundTrips
+from engine.monitor.stats import (
+    CONVENTIONAL_PSI,
+    F64,
+    I64,
+    brier,
+    calibration_table,
+    expected_calibration_error,
+    hit_ratio,
+    spearman,
+)
+from engine.signals.manifest import Manifest
+from engine.ticks import QUOTE, TRADE, TickBatch
+
+log = logging.getLogger("tradeloop.monitor")
+
+AlarmKind = Literal["low_ic", "accuracy", "drift", "losing_streak", "gap"]
+_KIND_ORDER: dict[AlarmKind, int] = {
+    "gap": 0,
+    "drift": 1,
+    "low_ic": 2,
+    "accuracy": 3,
+    "losing_streak": 4,
+}
+_NEVER = int(np.iinfo(np.int64).max)
+_STATE: dict[str, TradingStateName] = {"reduce_only": "REDUCE_ONLY", "halted": "HALTED"}
+
+
+class MonitorHost(Protocol):
+    """What the monitor needs of the engine it watches."""
+
+    counters: Counter[str]
+
+    def emit(self, event: Event) -> None: ...
+
+    def raise_automatic(self, state: TradingStateName, reason: str, *, sticky: bool) -> None: ...
+
+
+class ModelMonitor:
+    """Watches one model's predictions and inputs; an engine ``ScoreObserver`` and an
+    event sink (for the model's own fills).
+
+    Args:
+        config: the ``[monitor]`` section.
+        manifest: the model's manifest (label, out-of-sample figures, reference bins).
+        symbols: the engine's instruments, in index order.
+        sample_interval_ns: sampling interval when the manifest has none (older models).
+        host: the engine alarms are emitted to and state claims made on (None: alarms
+            are only recorded).
+
+    Raises:
+        ModelError: the manifest's drift thresholds were calibrated for another window
+            or false-alarm rate than the config asks for.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: MonitorConfig,
+        manifest: Manifest,
+        symbols: tuple[str, ...],
+        sample_interval_ns: int,
+        host: MonitorHost | None = None,
+    ) -> None:
+        self.config = config
+        self.manifest = manifest
+        self.symbols = symbols
+        self.host = host
+        ref = manifest.reference
+        self.horizon_ns = manifest.label.horizon_ns
+        self.dead_zone = manifest.label.dead_zone_bps * 1e-4
+        self.probability = manifest.output == "probability"
+        self.threshold = 0.5 if self.probability else 0.0
+        self.sample_interval_ns = ref.sample_interval_ns if ref else sample_interval_ns
+        tolerance = manifest.metrics.get("data_label_tolerance_ns")
+        if ref is not None:
+            self.label_tolerance_ns = ref.label_tolerance_ns
+        elif tolerance is not None:
+            self.label_tolerance_ns = int(tolerance)
+        else:  # training's default
+            self.label_tolerance_ns = max(self.sample_interval_ns, self.horizon_ns // 10)
+        self.series = [*manifest.feature_names, "score"]
+        self.drift: DriftWindow | None = None
+        self.drift_thresholds: F64 | None = None
+        if ref is not None:
+            if ref.window != config.drift_window:
+                raise ModelError(f"model {manifest.name!r}: drift thresholds were calibrated for "
+                                 f"windows of {ref.window} samples, [monitor] drift_window is "
+                                 f"{config.drift_window}: set it to {ref.window} or retrain")  # fmt: skip
+            if abs(ref.configured_false_alarm_rate - config.false_alarm_rate) > 1e-12:
+                raise ModelError(f"model {manifest.name!r}: drift thresholds were calibrated for a "
+                                 f"false-alarm rate of {ref.configured_false_alarm_rate:g}, [monitor] "
+                                 f"false_alarm_rate is {config.false_alarm_rate:g}: set it or retrain")  # fmt: skip
+            bins = [ref.features[f] for f in manifest.feature_names] + [ref.score]
+            self.drift = DriftWindow(
+                [(np.asarray(b.edges, np.float64), np.asarray(b.fractions)) for b in bins],
+                ref.window,
+            )
+            if all(b.drift_threshold is not None for b in bins):
+                self.drift_thresholds = np.array([b.drift_threshold for b in bins], np.float64)
+        score_ref = ref.score.edges if ref is not None else []
+        if score_ref:
+            self.calibration_edges = np.asarray(score_ref, np.float64)
+        elif self.probability:
+            self.calibration_edges = np.linspace(0.1, 0.9, 9)
+        else:
+            self.calibration_edges = np.empty(0)
+        n = len(symbols)
+        # sampling and labels, per instrument
+        self._last_bucket = np.full(n, -1, np.int64)
+        self._last_quote_ts = np.full(n, -1, np.int64)
+        self._last_tick_ts = np.full(n, -1, np.int64)
+        self._pending_t = [np.empty(0, np.int64) for _ in range(n)]
+        self._pending_mid = [np.empty(0) for _ in range(n)]
+        self._pending_score = [np.empty(0) for _ in range(n)]
+        # the window of the last N scored predictions
+        size = config.window
+        self._score = np.zeros(size)
+        self._realized = np.zeros(size)
+        self._filled = 0
+        self._next = 0
+        self.counts: Counter[str] = Counter()
+        self.longest_gap_ns = 0
+        # drift figures over every full window seen
+        self._drift_last: F64 | None = None
+        self._drift_max = np.zeros(len(self.series))
+        self._drift_windows = 0
+        self._drift_over = Counter[str]()
+        # alarms: whether each condition holds now, what fired, what waits for its tick
+        self._holding: dict[AlarmKind, bool] = dict.fromkeys(_KIND_ORDER, False)
+        self.alarm_counts: Counter[str] = Counter()
+        self.alarms: list[dict[str, Any]] = []
+        self._queued: list[tuple[int, int, AlarmKind, str, int]] = []
+        self._queued_next = 0
+        self.trips = RoundTrips()
+        self.performance_history: deque[dict[str, Any]] = deque(maxlen=config.history or None)
+        self.drift_history: deque[dict[str, Any]] = deque(maxlen=config.history or None)
+
+    # the engine's ScoreObserver
+
+    def observe(self, batch: TickBatch, features: F64, scores: F64) -> I64:
+        """Take one batch (model inputs and scores per tick); returns the indices at which
+        alarms are due (``act``)."""
+        self._flush()
+        alarms: list[tuple[int, int, AlarmKind, str, int]] = []
+        self._data_quality(batch, alarms)
+        quote = batch.kind == QUOTE
+        rows = self._sample(batch, quote)
+        ok = np.isfinite(scores[rows]) & np.all(np.isfinite(features[rows]), axis=1)
+        self.counts["samples_incomplete"] += int(rows.shape[0] - np.count_nonzero(ok))
+        rows = rows[ok]
+        self.counts["samples"] += int(rows.shape[0])
+        if self.drift is not None and rows.shape[0]:
+            self._drift(batch, rows, np.column_stack((features[rows], scores[rows])), alarms)
+        self._score_predictions(batch, quote, rows, scores, alarms)
+        alarms.sort(key=lambda a: (a[0], a[1]))
+        self._queued, self._queued_next = alarms, 0
+        return np.unique(np.array([a[0] for a in alarms], np.int64))
+
+    def act(self, index: int) -> None:
+        """Fire the alarms due at batch index ``index``."""
+        q = self._queued
+        while self._queued_next < len(q) and q[self._queued_next][0] <= index:
+            _, _, kind, message, ts = q[self._queued_next]
+            self._queued_next += 1
+            self._fire(kind, message, ts)
+
+    def _flush(self) -> None:
+        self.act(_NEVER)
+
+    # the engine's event sink
+
+    def __call__(self, event: Event) -> None:
+        if not isinstance(event, Fill):
+            return
+        for _ in self.trips.on_fill(event):
+            k = self.config.losing_streak
+            if k is None:
+                continue
+            streak = self.trips.losing_streak
+            if streak == k:
+                self._fire("losing_streak", f"{streak} losing round trips in a row "
+                           f"(last PnL {self.trips.pnl:.2f} in total)", event.ts_event)  # fmt: skip
+
+    def count_bad_ticks(self, n: int) -> None:
+        """Ticks the source refused (undecodable, bad rows): counted in the bad-tick rate."""
+        self.counts["bad_ticks"] += n
+
+    # stages of ``observe``
+
+    def _data_quality(
+        self, batch: TickBatch, alarms: list[tuple[int, int, AlarmKind, str, int]]
+    ) -> None:
+        ts, inst = batch.ts_event, batch.instrument
+        quote = batch.kind == QUOTE
+        self.counts["ticks"] += len(batch)
+        self.counts["quotes"] += int(np.count_nonzero(quote))
+        self.counts["trades"] += int(np.count_nonzero(batch.kind == TRADE))
+        gap, stale = self.config.gap_ns, self.config.stale_quote_age_ns
+        if stale is not None:
+            delay = batch.ts_recv[quote] - ts[quote]
+            self.counts["delayed_quotes"] += int(np.count_nonzero(delay > stale))
+        for i in np.unique(inst):
+            idx = np.flatnonzero(inst == i)
+            t = ts[idx]
+            before = np.concatenate(([self._last_tick_ts[i]], t[:-1]))
+            spans = np.where(before >= 0, t - before, 0)
+            self.longest_gap_ns = max(self.longest_gap_ns, int(spans.max()))
+            if gap is not None:
+                for k in np.flatnonzero(spans > gap):
+                    self.counts["gaps"] += 1
+                    alarms.append((int(idx[k]), _KIND_ORDER["gap"], "gap",
+                                   f"no tick of {self.symbols[i]} for {spans[k] / 1e9:.3g} s",
+                                   int(t[k])))  # fmt: skip
+            self._last_tick_ts[i] = t[-1]
+            if stale is not None:
+                # a trade printed while the instrument's last quote was older than allowed
+                q = quote[idx]
+                last_q = np.maximum(
+                    np.maximum.accumulate(np.where(q, t, -1)), self._last_quote_ts[i]
+                )
+                old = ~q & (last_q >= 0) & (t - last_q > stale)
+                self.counts["stale_quotes"] += int(np.count_nonzero(old))
+
+    def _sample(self, batch: TickBatch, quote: np.ndarray[Any, np.dtype[np.bool_]]) -> I64:
+        """The first quote of each instrument in each sampling interval (training's rows)."""
+        keep = np.zeros(len(batch), np.bool_)
+        bucket = batch.ts_event // self.sample_interval_ns
+        for i in np.unique(batch.instrument[quote]):
+            idx = np.flatnonzero(quote & (batch.instrument == i))
+            b = bucket[idx]
+            first = np.concatenate(([b[0] != self._last_bucket[i]], b[1:] != b[:-1]))
+            keep[idx[first]] = True
+            self._last_bucket[i] = b[-1]
+        return np.flatnonzero(keep)
+
+    def _drift(
+        self,
+        batch: TickBatch,
+        rows: I64,
+        values: F64,
+        alarms: list[tuple[int, int, AlarmKind, str, int]],
+    ) -> None:
+        assert self.drift is not None
+        seen = self.drift.seen
+        psis = self.drift.update(values)
+        full = ~np.isnan(psis[:, 0])
+        if not np.any(full):
+            return
+        p = psis[full]
+        at = rows[full]
+        self._drift_windows += int(p.shape[0])
+        self._drift_max = np.maximum(self._drift_max, p.max(axis=0))
+        self._drift_last = p[-1].copy()
+        for c in CONVENTIONAL_PSI:
+            self._drift_over[conventional_key(c)] += int(np.count_nonzero(np.any(p > c, axis=1)))
+        every = self.config.check_every
+        numbers = seen + np.flatnonzero(full) + 1  # 1-based sample numbers
+        for r in np.flatnonzero(numbers % every == 0).tolist():
+            self.drift_history.append(
+                {"ts": int(batch.ts_event[at[r]]), "sample": int(numbers[r]),
+                 "psi": dict(zip(self.series, map(float, p[r]), strict=True))}
+            )  # fmt: skip
+        if self.drift_thresholds is None:
+            return
+        over = p > self.drift_thresholds
+        breach = np.any(over, axis=1)
+        self._drift_over["calibrated"] += int(np.count_nonzero(breach))
+        holding = self._holding["drift"]
+        for r in range(breach.shape[0]):
+            if breach[r] and not holding:
+                names = [
+                    f"{self.series[j]} PSI {p[r, j]:.3f} > {self.drift_thresholds[j]:.3f}"
+                    for j in np.flatnonzero(over[r]).tolist()
+                ]
+                alarms.append((int(at[r]), _KIND_ORDER["drift"], "drift",
+                               f"drift over the last {self.drift.window} samples: " + ", ".join(names),
+                               int(batch.ts_event[at[r]])))  # fmt: skip
+            holding = bool(breach[r])
+        self._holding["drift"] = holding
+
+    def _score_predictions(
+        self,
+        batch: TickBatch,
+        quote: np.ndarray[Any, np.dtype[np.bool_]],
+        rows: I64,
+        scores: F64,
+        alarms: list[tuple[int, int, AlarmKind, str, int]],
+    ) -> None:
+        ts, inst = batch.ts_event, batch.instrument
+        mid = 0.5 * (batch.bid + batch.ask)
+        at_parts: list[I64] = []
+        score_parts: list[F64] = []
+        real_parts: list[F64] = []
+        h, tol = self.horizon_ns, self.label_tolerance_ns
+        for i in np.unique(inst[quote]):
+            qi = np.flatnonzero(quote & (inst == i))
+            qts, qmid = ts[qi], mid[qi]
+            pt, pm, ps = self._pending_t[i], self._pending_mid[i], self._pending_score[i]
+            # a prediction's own mid is the last quote stamped at its time: later quotes at
+            # the same time may come in this batch
+            last = self._last_quote_ts[i]
+            if pt.shape[0] and pt[-1] == last:
+                c = int(np.searchsorted(qts, last, side="right"))
+                if c:
+                    pm = pm.copy()
+                    pm[-1] = qmid[c - 1]
+            new = rows[inst[rows] == i]
+            if new.shape[0]:
+                nt = ts[new]
+                now = np.searchsorted(qts, nt, side="right") - 1
+                pt = np.concatenate((pt, nt))
+                pm = np.concatenate((pm, qmid[now]))
+                ps = np.concatenate((ps, scores[new]))
+                self.counts["predictions"] += int(new.shape[0])
+            self._last_quote_ts[i] = qts[-1]
+            fwd = np.searchsorted(qts, pt + h, side="left")
+            done = int(np.count_nonzero(fwd < qts.shape[0]))  # a prefix: pt is sorted
+            if done:
+                f = fwd[:done]
+                late = qts[f] > pt[:done] + h + tol
+                self.counts["late_labels"] += int(np.count_nonzero(late))
+                on_time = ~late
+                at_parts.append(qi[f[on_time]])
+                score_parts.append(ps[:done][on_time])
+                real_parts.append(np.log(qmid[f[on_time]] / pm[:done][on_time]))
+            self._pending_t[i], self._pending_mid[i], self._pending_score[i] = (
+                pt[done:],
+                pm[done:],
+                ps[done:],
+            )
+        if not at_parts:
+            return
+        at = np.concatenate(at_parts)
+        order = np.argsort(at, kind="stable")
+        at, sc, re = (
+            at[order],
+            np.concatenate(score_parts)[order],
+            np.concatenate(real_parts)[order],
+        )
+        size, every = self.config.window, self.config.check_every
+        for k in range(at.shape[0]):
+            self._score[self._next] = sc[k]
+            self._realized[self._next] = re[k]
+            self._next = (self._next + 1) % size
+            self._filled = min(self._filled + 1, size)
+            self.counts["scored"] += 1
+            if self.counts["scored"] % every == 0:
+                self._check(int(at[k]), int(ts[at[k]]), alarms)
+
+    def _check(
+        self, index: int, ts: int, alarms: list[tuple[int, int, AlarmKind, str, int]]
+    ) -> None:
+        fig = self.performance()
+        self.performance_history.append(
+            {"ts": ts, "scored": self.counts["scored"], "ic": fig["ic"],
+             "hit_ratio": fig["hit_ratio"], "brier": fig["brier"], "ece": fig["ece"]}
+        )  # fmt: skip
+        if self._filled < self.config.window:
+            return
+        cfg = self.config
+        ic = fig["ic"]
+        low = cfg.ic_min is not None and ic is not None and ic < cfg.ic_min
+        self._edge("low_ic", low, index, ts, alarms,
+                   f"IC {ic if ic is None else round(ic, 4)} over the last {cfg.window} scored "
+                   f"predictions is below {cfg.ic_min}")  # fmt: skip
+        oos = self.manifest.metrics.get("oos_accuracy")
+        hit = fig["hit_ratio"]
+        below = (
+            cfg.accuracy_margin is not None
+            and oos is not None
+            and hit is not None
+            and hit < oos - cfg.accuracy_margin
+        )
+        self._edge("accuracy", below, index, ts, alarms,
+                   f"hit ratio {hit if hit is None else round(hit, 4)} over the last {cfg.window} "
+                   f"scored predictions is below the out-of-sample accuracy {oos} minus "
+                   f"{cfg.accuracy_margin}")  # fmt: skip
+
+    def _edge(
+        self,
+        kind: AlarmKind,
+        holds: bool,
+        index: int,
+        ts: int,
+        alarms: list[tuple[int, int, AlarmKind, str, int]],
+        message: str,
+    ) -> None:
+        if holds and not self._holding[kind]:
+            alarms.append((index, _KIND_ORDER[kind], kind, message, ts))
+        self._holding[kind] = holds
+
+    def _fire(self, kind: AlarmKind, message: str, ts: int) -> None:
+        action = getattr(self.config, f"on_{kind}")
+        self.alarm_counts[kind] += 1
+        self.alarms.append({"ts": ts, "kind": kind, "action": action, "message": message})
+        text = f"model {self.manifest.name}: {message}"
+        log.warning("monitor alarm (%s, %s): %s", kind, action, text)
+        if self.host is None:
+            return
+        self.host.counters["monitor_alarms"] += 1
+        self.host.counters[f"monitor_alarms_{kind}"] += 1
+        severity: Severity = "warning" if action == "notify" else "critical"
+        self.host.emit(Alarm(ts_event=ts, ts_recv=ts, source="monitor", severity=severity,
+                             message=text))  # fmt: skip
+        if action != "notify":
+            self.host.raise_automatic(_STATE[action], f"monitor: {text}", sticky=True)
+
+    # figures
+
+    def performance(self) -> dict[str, Any]:
+        """IC, hit ratio, Brier score, ECE and the calibration table over the window of
+        the last N scored predictions (None where undefined)."""
+        n = self._filled
+        score, real = self._window()
+        labelled = np.abs(real) > self.dead_zone
+        s, r = score[labelled], real[labelled]
+        outcome = (r > 0).astype(np.float64)
+        edges = self.calibration_edges
+        buckets: list[dict[str, Any]] = []
+        if edges.shape[0] or self.probability:
+            target = outcome if self.probability else r * 1e4
+            count, mean_s, mean_r = calibration_table(s, target, edges)
+            bounds = [-np.inf, *edges.tolist(), np.inf]
+            for k in range(count.shape[0]):
+                buckets.append({
+                    "low": _finite(bounds[k]), "high": _finite(bounds[k + 1]), "rows": int(count[k]),
+                    "mean_score": _finite(mean_s[k]), "realized": _finite(mean_r[k]),
+                })  # fmt: skip
+        return {
+            "window_rows": n,
+            "labelled_rows": int(s.shape[0]),
+            "ic": spearman(score, real),
+            "hit_ratio": hit_ratio(s, r, self.threshold),
+            "brier": brier(s, outcome) if self.probability else None,
+            "ece": expected_calibration_error(s, outcome, edges) if self.probability else None,
+            "mean_realized_bps": float(np.mean(real) * 1e4) if n else None,
+            "calibration": buckets,
+            "calibration_realized": "frequency of an up move"
+            if self.probability
+            else "mean forward return, bps",
+        }
+
+    def _window(self) -> tuple[F64, F64]:
+        n, size = self._filled, self.config.window
+        if n < size:
+            return self._score[:n].copy(), self._realized[:n].copy()
+        order = np.roll(np.arange(size), -self._next)  # oldest first
+        return self._score[order], self._realized[order]
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every current figure as plain JSON-ready values (for reports and metrics)."""
+        c, m, ref = self.counts, self.manifest, self.manifest.reference
+        drift: dict[str, Any] = {"enabled": self.drift is not None}
+        if self.drift is not None and ref is not None:
+            last = self._drift_last
+            thresholds = self.drift_thresholds
+            bins = [ref.features[f] for f in m.feature_names] + [ref.score]
+            windows = self._drift_windows
+            drift |= {
+                "window": self.drift.window,
+                "configured_false_alarm_rate": ref.configured_false_alarm_rate,
+                "training_false_alarm_rate": ref.false_alarm_rate,
+                "training_conventional_false_alarm_rates": ref.conventional_false_alarm_rates,
+                "windows_checked": windows,
+                "share_of_windows_over": {
+                    "calibrated": _share(self._drift_over["calibrated"], windows)
+                    if thresholds is not None
+                    else None,
+                    **{
+                        conventional_key(t): _share(self._drift_over[conventional_key(t)], windows)
+                        for t in CONVENTIONAL_PSI
+                    },
+                },
+                "series": {
+                    name: {
+                        "psi": None if last is None else float(last[j]),
+                        "max_psi": float(self._drift_max[j]) if windows else None,
+                        "threshold": None if thresholds is None else float(thresholds[j]),
+                        "training_conventional_false_alarm_rates": bins[j].conventional_false_alarm_rates,
+                    }
+                    for j, name in enumerate(self.series)
+                },
+            }  # fmt: skip
+        ticks = c["ticks"]
+        return {
+            "model": m.name,
+            "output": m.output,
+            "horizon_ns": self.horizon_ns,
+            "sample_interval_ns": self.sample_interval_ns,
+            "label_tolerance_ns": self.label_tolerance_ns,
+            "window": self.config.window,
+            "check_every": self.config.check_every,
+            "predictions": {
+                "samples": c["samples"],
+                "samples_incomplete": c["samples_incomplete"],
+                "made": c["predictions"],
+                "pending": int(sum(p.shape[0] for p in self._pending_t)),
+                "scored": c["scored"],
+                "late_labels": c["late_labels"],
+            },
+            "performance": self.performance(),
+            "training": {k: m.metrics.get(k) for k in ("oos_ic", "oos_accuracy", "oos_auc")},
+            "drift": drift,
+            "data_quality": {
+                "ticks": ticks,
+                "quotes": c["quotes"],
+                "trades": c["trades"],
+                "bad_ticks": c["bad_ticks"],
+                "bad_tick_rate": _share(c["bad_ticks"], ticks + c["bad_ticks"]),
+                "gaps": c["gaps"],
+                "gap_threshold_ns": self.config.gap_ns,
+                "longest_gap_ns": self.longest_gap_ns,
+                "stale_quotes": c["stale_quotes"],
+                "delayed_quotes": c["delayed_quotes"],
+                "stale_quote_age_ns": self.config.stale_quote_age_ns,
+            },
+            "trades": self.trips.snapshot(),
+            "alarms": {
+                "count": int(sum(self.alarm_counts.values())),
+                "by_kind": {k: self.alarm_counts[k] for k in _KIND_ORDER},
+                "holding": {k: v for k, v in self._holding.items() if k != "gap"},
+                "events": list(self.alarms),
+            },
+        }
+
+    def history(self) -> dict[str, list[dict[str, Any]]]:
+        """The figures at each check, for plots: performance and drift."""
+        return {"performance": list(self.performance_history), "drift": list(self.drift_history)}
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+def _share(num: int, den: int) -> float | None:
+    return num / den if den else None
+
+
+def attach_monitor(engine: Engine, config: Config) -> ModelMonitor | None:
+    """Build the monitor of ``engine``'s model and hook it in (observer and event sink);
+    None when ``[monitor] enabled = false`` or the model has no manifest.
+
+    Raises:
+        ModelError: see ``ModelMonitor``.
+    """
+    manifest = getattr(engine.model, "manifest", None)
+    if not config.monitor.enabled or not isinstance(manifest, Manifest):
+        return None
+    monitor = ModelMonitor(
+        config=config.monitor,
+        manifest=manifest,
+        symbols=engine.instruments.symbols,
+        sample_interval_ns=config.train.sample_interval_ns,
+        host=engine,
+    )
+    engine.observers.append(monitor)
+    engine.sinks.append(monitor)
+    return monitor
