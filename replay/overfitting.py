@@ -265,6 +265,6 @@ def mean_pairwise_correlation(returns: F64) -> float:
     keep = r.std(axis=0) > 0
     if r.shape[0] < 2 or int(keep.sum()) < 2:
         return float("nan")
-    c = np.corrcoef(r[:, keep], rowvar=False)
+    c = np.atleast_2d(np.corrcoef(r[:, keep], rowvar=False))
     upper = c[np.triu_indices_from(c, k=1)]
     return float(np.mean(upper))

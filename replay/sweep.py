@@ -368,8 +368,14 @@ def evaluate(task: SweepTask) -> TaskOutcome:
         metrics = compute_metrics(run, equity, fills_frame(run))
     except TradeloopError as exc:
         empty = np.empty(0)
-        return TaskOutcome(task.combination, task.block, {}, empty.astype(np.int64), empty,
-                           error=f"{type(exc).__name__}: {exc}")  # fmt: skip
+        return TaskOutcome(
+            task.combination,
+            task.block,
+            {},
+            empty.astype(np.int64),
+            empty,
+            error=f"{type(exc).__name__}: {exc}",
+        )
     scalars = {k: v for k, v in metrics.items() if isinstance(v, bool | int | float)}
     ts = equity["ts_event"].to_numpy()
     returns = fig.period_returns(equity["equity"].to_numpy(), cfg.replay.initial_cash)
@@ -395,8 +401,12 @@ def run_tasks(
     futures = client.map(evaluate, list(tasks), pure=False)
     outcomes: list[TaskOutcome] = []
     try:
-        with tqdm(total=len(futures), unit="task", desc="sweep",
-                  disable=None if progress is None else not progress) as bar:  # fmt: skip
+        with tqdm(
+            total=len(futures),
+            unit="task",
+            desc="sweep",
+            disable=None if progress is None else not progress,
+        ) as bar:
             for future in as_completed(futures):
                 outcome: TaskOutcome = future.result()
                 if outcome.error is not None:
@@ -433,7 +443,7 @@ def dask_client(scheduler: str | None = None, workers: int | None = None) -> Ite
     with (
         LocalCluster(
             n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,  # fmt: skip
+        ) as cluster,
         Client(cluster) as client,
     ):
         yield client

@@ -276,8 +276,12 @@ def plot_png(
     table = np.column_stack([matrix.block_perf, matrix.full_perf])[order]
     image = ax.imshow(table, cmap="RdYlGn", aspect="auto", interpolation="nearest")
     fig_.colorbar(image, ax=ax, fraction=0.046)
-    ax.set_xticks(range(len(blocks) + 1), [f"block {b.index + 1}" for b in blocks] + ["all"],
-                  fontsize=8, rotation=45)  # fmt: skip
+    ax.set_xticks(
+        range(len(blocks) + 1),
+        [f"block {b.index + 1}" for b in blocks] + ["all"],
+        fontsize=8,
+        rotation=45,
+    )
     if n <= 40:
         ax.set_yticks(range(n), [_short(plan.combinations[i].label) for i in order], fontsize=7)
     ax.add_patch(_box(len(blocks), int(np.flatnonzero(order == best)[0])))
@@ -301,8 +305,9 @@ def plot_png(
         ax.axvline(0.0, color="#c0392b", lw=1.5)
         ax.set_xlabel("logit of the in-sample winner's out-of-sample rank")
         ax.set_ylabel("splits")
-        ax.set_title(f"CSCV: PBO = {pbo.pbo:.2f} ({pbo.splits} splits, S = {pbo.partitions})",
-                     fontsize=10)  # fmt: skip
+        ax.set_title(
+            f"CSCV: PBO = {pbo.pbo:.2f} ({pbo.splits} splits, S = {pbo.partitions})", fontsize=10
+        )
     else:
         ax.text(0.5, 0.5, "PBO not defined (see summary.json)", ha="center", va="center")
         ax.set_axis_off()
@@ -340,9 +345,15 @@ def _html(summary: dict[str, Any], plan: SweepPlan, matrix: _Matrix, png: bytes)
             if pbo["value"] is not None
             else f"n/a: {html.escape(pbo['reason'])}",
         ),
-        ("ranks of the best in each block", ", ".join(_number(r, "g") for r in best["block_ranks"])),
-        ("mean pairwise correlation of the trials", _number(summary["mean_pairwise_correlation"], ".3f")),
-    ]  # fmt: skip
+        (
+            "ranks of the best in each block",
+            ", ".join(_number(r, "g") for r in best["block_ranks"]),
+        ),
+        (
+            "mean pairwise correlation of the trials",
+            _number(summary["mean_pairwise_correlation"], ".3f"),
+        ),
+    ]
     head_rows = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in head)
     block_rows = "".join(
         f"<tr><td>{b['block'] + 1}</td><td>{b['start']}</td><td>{b['end']}</td>"

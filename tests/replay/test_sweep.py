@@ -62,7 +62,7 @@ def client() -> Iterator[Client]:
     with (
         LocalCluster(
             n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
-        ) as cluster,  # fmt: skip
+        ) as cluster,
         Client(cluster) as c,
     ):
         yield c
@@ -152,8 +152,9 @@ def test_sweep_one_block_is_the_whole_data(
 ) -> None:
     grid = tmp_path / "grid.toml"
     grid.write_text('"strategy.params.notional" = [20000.0]\n"features[1].span" = [10, 40]\n')
-    run_sweep(sample_dir, files["base"], grid, tmp_path / "out", client=client, folds=1,
-              progress=False)  # fmt: skip
+    run_sweep(
+        sample_dir, files["base"], grid, tmp_path / "out", client=client, folds=1, progress=False
+    )
     results = pl.read_parquet(tmp_path / "out" / "results.parquet")
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     row = results.filter(pl.col("combination") == 1).row(0, named=True)
@@ -178,26 +179,55 @@ class _NoTasks:
 @pytest.mark.parametrize(
     ("grid", "error", "where", "words"),
     [
-        ('"risk.max_order_qty" = [10.0, -1.0]', ConfigError, "risk.max_order_qty",
-         "grid combination 2 of 2: risk.max_order_qty=-1.0"),
-        ('"strategy.params.notional" = [1000.0, 2000.0]\n"features[2].span" = [100, 0]',
-         ConfigError, "features", "grid combination 2 of 4: strategy.params.notional=1000.0, features[2].span=0"),
-        ('"strategy.params.notional" = [1000.0, -5.0]', PluginLoadError, "ema_cross",
-         "grid combination 2 of 2: strategy.params.notional=-5.0"),
+        (
+            '"risk.max_order_qty" = [10.0, -1.0]',
+            ConfigError,
+            "risk.max_order_qty",
+            "grid combination 2 of 2: risk.max_order_qty=-1.0",
+        ),
+        (
+            '"strategy.params.notional" = [1000.0, 2000.0]\n"features[2].span" = [100, 0]',
+            ConfigError,
+            "features",
+            "grid combination 2 of 4: strategy.params.notional=1000.0, features[2].span=0",
+        ),
+        (
+            '"strategy.params.notional" = [1000.0, -5.0]',
+            PluginLoadError,
+            "ema_cross",
+            "grid combination 2 of 2: strategy.params.notional=-5.0",
+        ),
         ('"strategy.params.nope" = [1]', PluginLoadError, "ema_cross", "grid combination 1 of 1"),
-        ('"replay.equity_interval" = ["1s", "2s"]', ConfigError, "grid replay.equity_interval",
-         "one equity grid"),
+        (
+            '"replay.equity_interval" = ["1s", "2s"]',
+            ConfigError,
+            "grid replay.equity_interval",
+            "one equity grid",
+        ),
         ('"features[9].span" = [1]', ConfigError, "grid features[9].span", "no list item [9]"),
-        ('"strategy.params.notional" = 5.0', ConfigError, "grid strategy.params.notional",
-         "non-empty list"),
-        ('"strategy.params.notional" = [5.0, 5.0]', ConfigError, "grid strategy.params.notional",
-         "listed twice"),
+        (
+            '"strategy.params.notional" = 5.0',
+            ConfigError,
+            "grid strategy.params.notional",
+            "non-empty list",
+        ),
+        (
+            '"strategy.params.notional" = [5.0, 5.0]',
+            ConfigError,
+            "grid strategy.params.notional",
+            "listed twice",
+        ),
     ],
-)  # fmt: skip
+)
 def test_sweep_bad_grid_refused_before_any_task_runs(
-    files: dict[str, Path], sample_dir: Path, tmp_path: Path, grid: str,
-    error: type[Exception], where: str, words: str,
-) -> None:  # fmt: skip
+    files: dict[str, Path],
+    sample_dir: Path,
+    tmp_path: Path,
+    grid: str,
+    error: type[Exception],
+    where: str,
+    words: str,
+) -> None:
     path = tmp_path / "grid.toml"
     path.write_text(grid + "\n")
     with pytest.raises(error) as caught:
@@ -272,21 +302,43 @@ def test_sweep_task_error_names_combination_and_block(
     )
     bad.write_parquet(data / "quotes.parquet")
     with pytest.raises(SweepError, match=r"block 2 failed: DataError: .*crossed"):
-        run_sweep(data, files["base"], files["grid"], tmp_path / "out", client=client, folds=2,
-                  progress=False)  # fmt: skip
+        run_sweep(
+            data,
+            files["base"],
+            files["grid"],
+            tmp_path / "out",
+            client=client,
+            folds=2,
+            progress=False,
+        )
 
 
 def test_cmd_sweep_on_a_scheduler_address_prints_the_choice(
-    client: Client, files: dict[str, Path], sample_dir: Path, tmp_path: Path,
+    client: Client,
+    files: dict[str, Path],
+    sample_dir: Path,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     parser = argparse.ArgumentParser()
     add_sweep_arguments(parser)
     grid = tmp_path / "grid.toml"
     grid.write_text('"features[1].span" = [10, 40]\n')
-    args = parser.parse_args([str(sample_dir), "--config", str(files["base"]), "--grid", str(grid),
-                              "--out", str(tmp_path / "out"), "--folds", "2",
-                              "--scheduler", client.scheduler.address])  # fmt: skip
+    args = parser.parse_args(
+        [
+            str(sample_dir),
+            "--config",
+            str(files["base"]),
+            "--grid",
+            str(grid),
+            "--out",
+            str(tmp_path / "out"),
+            "--folds",
+            "2",
+            "--scheduler",
+            client.scheduler.address,
+        ]
+    )
     assert cmd_sweep(args) == 0
     printed = capsys.readouterr().out
     assert "swept 2 combinations x 2 blocks" in printed and "deflated sharpe" in printed
