@@ -275,7 +275,7 @@ class TreeExplainer:
         self._node_cover = np.ones(max(n_nodes, 1), np.int64)
         self._node_cover[:n_nodes] = cover.node
         self._leaf_cover = cover.leaf.astype(np.int64, copy=True)
-        self.expected_value, self._max_depth = _expected_value_and_depth(trees, cover)
+        self.expected_value, self.max_depth = _expected_value_and_depth(trees, cover)
 
     @classmethod
     def from_text(cls, text: str | bytes, source: str = "<model text>") -> TreeExplainer:
@@ -314,7 +314,7 @@ class TreeExplainer:
         t = self.trees
         explain_rows(X, t.roots, t.feature, t.threshold, t.left, t.right, t.default_child,
                      t.missing, t.leaf_value, self._node_cover, self._leaf_cover,
-                     self.expected_value, self._max_depth, out)  # fmt: skip
+                     self.expected_value, self.max_depth, out)  # fmt: skip
         return out
 
     def top_contributions(

@@ -1,0 +1,98 @@
+"""Per-signal explanation cost: TreeSHAP on one row with our numba explainer, next to
+LightGBM's ``pred_contrib`` on one row and to scoring that row with the compiled evaluator.
+Also the loop-side cost of handing the explanation to a worker thread (``submit`` only).
+
+Usage: python bench/explain.py [--trees 100] [--leaves 31] [--features 8 30] [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+from replay_throughput import machine
+
+from engine.signals.explain import TreeExplainer
+
+
+def per_call_us(fn: Callable[[np.ndarray], Any], rows: np.ndarray, n: int) -> float:
+    t0 = time.perf_counter()
+    for i in range(n):
+        fn(rows[i % rows.shape[0]])
+    return (time.perf_counter() - t0) / n * 1e6
+
+
+def submit_us(pool: ThreadPoolExecutor, explainer: TreeExplainer, rows: np.ndarray, n: int) -> float:  # fmt: skip
+    # what the loop pays to hand one row off; the work itself runs beside it (nogil kernel)
+    total = 0.0
+    for i in range(n):
+        t0 = time.perf_counter()
+        future = pool.submit(explainer.explain, rows[i % rows.shape[0]])
+        total += time.perf_counter() - t0
+        future.result()
+    return total / n * 1e6
+
+
+def run(features: int, trees: int, leaves: int, repeat: int) -> None:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50_000, features))
+    X[rng.uniform(size=X.shape) < 0.05] = np.nan
+    logit = np.nan_to_num(X[:, 0]) + 0.5 * np.nan_to_num(X[:, 1]) * np.nan_to_num(X[:, 2])
+    y = (logit + rng.normal(0, 1, X.shape[0]) > 0).astype(int)
+    params = {"objective": "binary", "num_leaves": leaves, "min_data_in_leaf": 5,
+              "verbose": -1, "seed": 1, "num_threads": 1}  # fmt: skip
+    booster = lgb.train(params, lgb.Dataset(X, y), num_boost_round=trees)
+    text = booster.model_to_string()
+    explainer = TreeExplainer.from_text(text)
+    compiled = explainer.trees
+    Xq = rng.normal(size=(1000, features))
+    Xq[rng.uniform(size=Xq.shape) < 0.05] = np.nan
+    diff = np.max(np.abs(explainer.explain_rows(Xq) - booster.predict(Xq, pred_contrib=True)))
+    assert diff <= 1e-9, diff
+    explainer.explain(Xq[0])  # compiled (or loaded from numba's cache) before timing
+
+    def lgb_contrib(row: np.ndarray) -> Any:
+        return booster.predict(row.reshape(1, -1), pred_contrib=True, num_threads=1)
+
+    def score(row: np.ndarray) -> Any:
+        return compiled.predict(row.reshape(1, -1))
+
+    ours, theirs, scored, handoff = [], [], [], []
+    with ThreadPoolExecutor(1, thread_name_prefix="explain") as pool:
+        for _ in range(repeat):
+            ours.append(per_call_us(explainer.explain, Xq, 5_000))
+            theirs.append(per_call_us(lgb_contrib, Xq, 500))
+            scored.append(per_call_us(score, Xq, 20_000))
+            handoff.append(submit_us(pool, explainer, Xq, 2_000))
+    m_ours, m_theirs, m_score = (statistics.median(v) for v in (ours, theirs, scored))
+    print(f"model: {compiled.n_trees} trees, {leaves} leaves, {features} features, binary; "
+          f"max depth {explainer.max_depth}; max |ours - pred_contrib| = {diff:.1e}")  # fmt: skip
+    print(f"  one row, TreeExplainer.explain:             median {m_ours:8.1f} us "
+          f"(runs {', '.join(f'{v:.1f}' for v in ours)})")  # fmt: skip
+    print(f"  one row, Booster.predict(pred_contrib):     median {m_theirs:8.1f} us "
+          f"(ours is {m_theirs / m_ours:.1f}x faster)")  # fmt: skip
+    print(f"  one row, CompiledTrees.predict (the score): median {m_score:8.2f} us "
+          f"(explaining costs {m_ours / m_score:.0f}x scoring)")  # fmt: skip
+    print(f"  loop-side cost of pool.submit(explain, row): median {statistics.median(handoff):.1f} us")  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--trees", type=int, default=100)
+    ap.add_argument("--leaves", type=int, default=31)
+    ap.add_argument("--features", type=int, nargs="+", default=[8, 30])
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    print(f"machine: {machine()}")
+    for k in args.features:
+        run(k, args.trees, args.leaves, args.repeat)
+
+
+if __name__ == "__main__":
+    main()
