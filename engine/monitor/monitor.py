@@ -447,7 +447,7 @@ class ModelMonitor:
         """IC, hit ratio, Brier score, ECE and the calibration table over the window of
         the last N scored predictions (None where undefined)."""
         n = self._filled
-        score, real = self._window()
+        score, real = self.window_values()
         labelled = np.abs(real) > self.dead_zone
         s, r = score[labelled], real[labelled]
         outcome = (r > 0).astype(np.float64)
@@ -476,7 +476,8 @@ class ModelMonitor:
             else "mean forward return, bps",
         }
 
-    def _window(self) -> tuple[F64, F64]:
+    def window_values(self) -> tuple[F64, F64]:
+        """Score and realized return of the scored predictions in the window, oldest first."""
         n, size = self._filled, self.config.window
         if n < size:
             return self._score[:n].copy(), self._realized[:n].copy()
