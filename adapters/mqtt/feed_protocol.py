@@ -195,12 +195,17 @@ class FrameParser:
             length = data[pos + 1]
             start = pos + 2
             if length > 0x7F:
-                length, start = _remaining_length(data, pos + 1, n)
-                if length == -1:
-                    break
-                if length == -2:
-                    self._fail("frames_malformed", "remaining length longer than 4 bytes")
-                    return out
+                # two bytes (128 B to 16 KiB: a quote or a trade) inline, longer in a call
+                if n - pos > 2 and data[start] < 0x80:
+                    length = (length & 0x7F) | (data[start] << 7)
+                    start += 1
+                else:
+                    length, start = _remaining_length(data, pos + 1, n)
+                    if length == -1:
+                        break
+                    if length == -2:
+                        self._fail("frames_malformed", "remaining length longer than 4 bytes")
+                        return out
             if length > limit:
                 self._fail("frames_oversized", f"frame of {length} bytes (limit {limit})")
                 return out

@@ -57,18 +57,19 @@ def _stream(messages: list[RawMessage]) -> bytes:
     return b"".join(_publish(topic, payload) for topic, payload, _ in messages)
 
 
-def test_frame_parser_frame_split_at_every_byte_same_message() -> None:
-    frame = _publish(TOPIC, b'{"bid":1.5}', retain=True)
+@pytest.mark.parametrize("payload", [b'{"bid":1.5}', b"q" * 300], ids=["1-byte", "2-byte"])
+def test_frame_parser_frame_split_at_every_byte_same_message(payload: bytes) -> None:
+    frame = _publish(TOPIC, payload, retain=True)
     for cut in range(len(frame) + 1):
         parser = _parser()
         first = parser.feed(frame[:cut])
         second = parser.feed(frame[cut:])
-        assert first + second == [(TOPIC, b'{"bid":1.5}', None)], cut
+        assert first + second == [(TOPIC, payload, None)], cut
         assert (first == []) == (cut < len(frame))
         assert parser.error is None
     parser = _parser()
     out = [m for k in range(len(frame)) for m in parser.feed(frame[k : k + 1])]
-    assert out == [(TOPIC, b'{"bid":1.5}', None)]
+    assert out == [(TOPIC, payload, None)]
 
 
 def test_frame_parser_many_frames_in_one_read_all_in_order() -> None:
