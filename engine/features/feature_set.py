@@ -140,10 +140,31 @@ def _bytes(n: int) -> str:
     return f"{n} B"
 
 
-def _time_ring(opcode: int, input_index: int, n_rings: int, ring: int, window_ns: int, cap: int,
-               warmup: str, canon: dict[str, Any]) -> _Op:  # fmt: skip
-    return _Op(opcode, input_index, k.RF_V0, k.R_TS0, window_ns, warmup, canon,
-               f1=n_rings, i1=1, capmax=cap, ring=ring)  # fmt: skip
+def _time_ring(
+    opcode: int,
+    input_index: int,
+    window_ns: int,
+    capacity: int,
+    warmup: str,
+    canon: dict[str, Any],
+    *,
+    rings: int = 1,
+    pushes: int = k.RING_UPDATES,
+) -> _Op:
+    # a time window or lag: ``rings`` float rings and a ts ring, growing up to ``capacity``
+    return _Op(
+        opcode,
+        input_index,
+        k.RF_V0,
+        k.R_TS0,
+        window_ns,
+        warmup,
+        canon,
+        f1=rings,
+        i1=1,
+        capmax=capacity,
+        ring=pushes,
+    )
 
 
 def _compile_op(spec: FeatureSpec, input_index: int) -> _Op:
@@ -163,7 +184,8 @@ def _compile_op(spec: FeatureSpec, input_index: int) -> _Op:
         cap = _capacity(spec)
         canon |= {"window_ns": w, "capacity": cap}
         op = k.OP_TRADE_FLOW_IMBALANCE if kind == "trade_flow_imbalance" else k.OP_VWAP
-        return _time_ring(op, -1, 2, k.RING_TRADES, w, cap, f"{w} ns after the first tick", canon)
+        note = f"{w} ns after the first tick"
+        return _time_ring(op, -1, w, cap, note, canon, rings=2, pushes=k.RING_TRADES)
     # every kind below reads another feature
     if spec.input is None:
         raise _bad(spec, f'kind {kind!r} needs an input feature (e.g. input = "mid")')
@@ -173,8 +195,10 @@ def _compile_op(spec: FeatureSpec, input_index: int) -> _Op:
         w = _duration(spec, "window", spec.window)
         cap = _capacity(spec)
         canon |= {"window_ns": w, "capacity": cap}
-        return _time_ring(k.OP_VWAP_DISTANCE_BPS, input_index, 2, k.RING_TRADES, w, cap,
-                          f"{w} ns after the first trade, and a trade in the window", canon)  # fmt: skip
+        note = f"{w} ns after the first trade, and a trade in the window"
+        return _time_ring(
+            k.OP_VWAP_DISTANCE_BPS, input_index, w, cap, note, canon, rings=2, pushes=k.RING_TRADES
+        )
     if kind == "ema":
         _allowed(spec, {"input", "span", "half_life"})
         if (spec.span is None) == (spec.half_life is None):
@@ -193,13 +217,14 @@ def _compile_op(spec: FeatureSpec, input_index: int) -> _Op:
                 raise _bad(spec, "capacity applies to a time lag only")
             lag = _positive_int(spec, "lag", spec.lag)
             canon["lag"] = lag
-            return _Op(k.OP_LOG_RETURN, input_index, lag + 1, 2, lag, f"{lag + 1} input updates",
-                       canon)  # fmt: skip
+            return _Op(
+                k.OP_LOG_RETURN, input_index, lag + 1, 2, lag, f"{lag + 1} input updates", canon
+            )
         lag_ns = _duration(spec, "lag", spec.lag)
         cap = _capacity(spec)
         canon |= {"lag_ns": lag_ns, "capacity": cap}
-        return _time_ring(k.OP_LOG_RETURN_TIME, input_index, 1, k.RING_UPDATES, lag_ns, cap,
-                          f"{lag_ns} ns of input history", canon)  # fmt: skip
+        note = f"{lag_ns} ns of input history"
+        return _time_ring(k.OP_LOG_RETURN_TIME, input_index, lag_ns, cap, note, canon)
     if kind in ("rolling_mean", "rolling_std", "zscore"):
         _allowed(spec, {"input", "window", "capacity"})
         if isinstance(spec.window, int) and not isinstance(spec.window, bool):
@@ -212,22 +237,22 @@ def _compile_op(spec: FeatureSpec, input_index: int) -> _Op:
             op = {"rolling_mean": k.OP_ROLLING_MEAN, "rolling_std": k.OP_ROLLING_STD,
                   "zscore": k.OP_ZSCORE}[kind]  # fmt: skip
             # the ring is the window; it has no timestamps to keep
-            return _Op(op, input_index, k.RF_V0 + n, k.R_TS0, n, f"{n} input updates", canon,
-                       capmax=n)  # fmt: skip
+            return _Op(
+                op, input_index, k.RF_V0 + n, k.R_TS0, n, f"{n} input updates", canon, capmax=n
+            )
         w = _duration(spec, "window", spec.window)
         cap = _capacity(spec)
         canon |= {"window_ns": w, "capacity": cap}
         op = {"rolling_mean": k.OP_ROLLING_MEAN_TIME, "rolling_std": k.OP_ROLLING_STD_TIME,
               "zscore": k.OP_ZSCORE_TIME}[kind]  # fmt: skip
-        return _time_ring(op, input_index, 1, k.RING_UPDATES, w, cap, f"{w} ns of input history",
-                          canon)  # fmt: skip
+        return _time_ring(op, input_index, w, cap, f"{w} ns of input history", canon)
     if kind == "realized_vol":
         _allowed(spec, {"input", "window", "capacity"})
         w = _duration(spec, "window", spec.window)
         cap = _capacity(spec)
         canon |= {"window_ns": w, "capacity": cap}
-        return _time_ring(k.OP_REALIZED_VOL_TIME, input_index, 2, k.RING_UPDATES, w, cap,
-                          f"{w} ns of input history", canon)  # fmt: skip
+        note = f"{w} ns of input history"
+        return _time_ring(k.OP_REALIZED_VOL_TIME, input_index, w, cap, note, canon, rings=2)
     raise _bad(spec, f"unknown kind {kind!r}; known: {', '.join(KINDS)}")
 
 
@@ -241,18 +266,20 @@ class FeatureState:
 
     ``ops`` is the program with this state's layout (ring sizes and offsets): rings grow,
     so ``FeatureSet.grow`` may replace ``ops``, ``fstate`` and ``istate`` between calls.
-    ``need`` is where a kernel call says how big a ring must become.
     """
 
     fstate: npt.NDArray[np.float64]
     istate: npt.NDArray[np.int64]
     values: npt.NDArray[np.float64]
     ops: npt.NDArray[np.int64]
-    need: npt.NDArray[np.int64]
 
     def copy(self) -> FeatureState:
-        return FeatureState(self.fstate.copy(), self.istate.copy(), self.values.copy(),
-                            self.ops.copy(), self.need.copy())  # fmt: skip
+        return FeatureState(
+            self.fstate.copy(),
+            self.istate.copy(),
+            self.values.copy(),
+            self.ops.copy(),
+        )
 
 
 class FeatureSet:
@@ -326,26 +353,33 @@ class FeatureSet:
         full = [op.full_bytes() for op in self._ops]
         for op, size in zip(self._ops, full, strict=True):
             if size > MAX_ROW_BYTES:
-                what = (f"capacity {op.capmax:,}" if op.ring != k.RING_NONE
-                        else f"a window or lag of {op.iparam:,} ticks")  # fmt: skip
-                raise ConfigError(f"features.{op.canonical['name']}",
-                                  f"{what} needs {_bytes(size)} of state per instrument; the bound "
-                                  f"is {_bytes(MAX_ROW_BYTES)} per instrument (MAX_ROW_BYTES)")  # fmt: skip
+                what = (
+                    f"capacity {op.capmax:,}"
+                    if op.ring != k.RING_NONE
+                    else f"a window or lag of {op.iparam:,} ticks"
+                )
+                raise ConfigError(
+                    f"features.{op.canonical['name']}",
+                    f"{what} needs {_bytes(size)} of state per instrument; the bound "
+                    f"is {_bytes(MAX_ROW_BYTES)} per instrument (MAX_ROW_BYTES)",
+                )
         if sum(full) > MAX_ROW_BYTES:
             largest = sorted(zip(full, (op.canonical["name"] for op in self._ops)), reverse=True)[
                 :3
             ]
-            raise ConfigError("features",
-                              f"the set needs {_bytes(sum(full))} of state per instrument with every "
-                              f"ring at its capacity; the bound is {_bytes(MAX_ROW_BYTES)} "
-                              f"(MAX_ROW_BYTES); largest: "
-                              + ", ".join(f"{name} {_bytes(b)}" for b, name in largest))  # fmt: skip
+            raise ConfigError(
+                "features",
+                f"the set needs {_bytes(sum(full))} of state per instrument with every "
+                f"ring at its capacity; the bound is {_bytes(MAX_ROW_BYTES)} "
+                f"(MAX_ROW_BYTES); largest: "
+                + ", ".join(f"{name} {_bytes(b)}" for b, name in largest),
+            )
 
     def _layout(self, caps: list[int]) -> tuple[npt.NDArray[np.int64], int, int]:
         table = np.zeros((len(self._ops), k.N_OPCOLS), np.int64)
         fofs = iofs = 0
         for j, (op, cap) in enumerate(zip(self._ops, caps, strict=True)):
-            table[j] = (op.opcode, op.input, fofs, iofs, cap, op.iparam, op.capmax, op.ring)
+            table[j] = (op.opcode, op.input, fofs, iofs, cap, op.iparam, op.capmax, op.ring, 0)
             fofs += op.fsize(cap)
             iofs += op.isize(cap)
         return table, max(fofs, 1), max(iofs, 1)
@@ -365,11 +399,10 @@ class FeatureSet:
             np.zeros((n_instruments, isize), np.int64),
             np.full((n_instruments, len(self._ops)), np.nan),
             table,
-            np.zeros(len(self._ops), np.int64),
         )
 
     def grow(self, state: FeatureState) -> None:
-        """Reallocate ``state`` with its rings as big as ``state.need`` asks (doubling at
+        """Reallocate ``state`` with its rings as big as the last call asked (doubling at
         least, never past a feature's capacity), keeping every value in time order.
 
         The kernels call for this (``run_program`` stops early); no value depends on a
@@ -378,7 +411,7 @@ class FeatureSet:
         old = state.ops
         caps = [int(c) for c in old[:, k.C_CAP]]
         for j, op in enumerate(self._ops):
-            need = int(state.need[j])
+            need = int(old[j, k.C_NEED])
             if op.ring != k.RING_NONE and need > caps[j]:
                 caps[j] = min(op.capmax, max(2 * caps[j], 1 << (need - 1).bit_length()))
         if caps == [int(c) for c in old[:, k.C_CAP]]:
@@ -409,7 +442,6 @@ class FeatureSet:
             inew[:, io2 + op.i0 : io2 + op.i0 + cap] = ring_ts[rows, src]
             inew[:, io2 + k.R_HEAD] = count  # count <= cap < cap2
         state.fstate, state.istate, state.ops = fnew, inew, table
-        state.need[:] = 0
 
     def overflow_counts(self, state: FeatureState) -> dict[str, int]:
         """Values dropped per time-window feature because its ring was at its capacity
@@ -423,8 +455,11 @@ class FeatureSet:
 
     def capacities(self, state: FeatureState) -> dict[str, int]:
         """Each time-window feature's current ring size (values per instrument) in ``state``."""
-        return {op.canonical["name"]: int(state.ops[j, k.C_CAP])
-                for j, op in enumerate(self._ops) if op.ring != k.RING_NONE}  # fmt: skip
+        return {
+            op.canonical["name"]: int(state.ops[j, k.C_CAP])
+            for j, op in enumerate(self._ops)
+            if op.ring != k.RING_NONE
+        }
 
     def program_columns(self) -> npt.NDArray[np.int64] | None:
         """Where each declared feature sits in a kernel result row, or None if in order."""
@@ -457,14 +492,17 @@ class FeatureSet:
         """
         n = len(batch)
         res = np.empty((len(self._ops), n))
-        run = (k.run_program_parallel
-               if parallel and n >= k.PARALLEL_MIN_TICKS and state.values.shape[0] > 1 else k.run_program)  # fmt: skip
+        run = (
+            k.run_program_parallel
+            if parallel and n >= k.PARALLEL_MIN_TICKS and state.values.shape[0] > 1
+            else k.run_program
+        )
         done = 0
         while True:
             done = run(
                 batch.ts_event, batch.instrument, batch.kind, batch.bid, batch.ask,
                 batch.bid_size, batch.ask_size, batch.price, batch.size, batch.side,
-                state.ops, state.fstate, state.istate, state.values, res, state.need, done,
+                state.ops, state.fstate, state.istate, state.values, res, done,
             )  # fmt: skip
             if done == n:
                 break

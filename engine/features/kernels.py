@@ -70,7 +70,8 @@ C_CAP = 4  # ring capacity (ticks), 0 if none
 C_IPARAM = 5  # integer parameter (window or lag in ticks, or in ns)
 C_CAPMAX = 6  # the most the ring may grow to (the feature's ``capacity``)
 C_RING = 7  # RING_NONE, or what may push into a growable ring: any input update or trades
-N_OPCOLS = 8
+C_NEED = 8  # written by a call that stopped early: the size this op's ring must grow to
+N_OPCOLS = 9
 
 RING_NONE = 0
 RING_UPDATES = 1
@@ -510,8 +511,8 @@ def _ring_need(ist, i, io, cap, window, idx, ts, kind, trades_only, extra):  # t
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _check_capacity(ts, kind, ops, istate, order, starts, need):  # type: ignore[no-untyped-def]
-    """True if a ring below its ``capacity`` could fill up over this block; ``need[j]``
+def _check_capacity(ts, kind, ops, istate, order, starts):  # type: ignore[no-untyped-def]
+    """True if a ring below its ``capacity`` could fill up over this block; ``ops[j, C_NEED]``
     then holds the size op ``j``'s ring should grow to. The state is left untouched.
 
     The common case costs one comparison per ring and instrument: the ring's count plus
@@ -535,7 +536,7 @@ def _check_capacity(ts, kind, ops, istate, order, starts, need):  # type: ignore
                 short = True
                 # room for the most it will hold and a whole block more: the exact bound
                 # costs ~12 ns a tick, so the next blocks should pass the cheap test
-                need[j] = max(need[j], m + n_i)
+                ops[j, C_NEED] = max(ops[j, C_NEED], m + n_i)
     return short
 
 
@@ -550,12 +551,12 @@ PARALLEL_BLOCK_TICKS = 131_072
 @njit(cache=True, nogil=True, error_model="numpy")
 def run_program(  # type: ignore[no-untyped-def]
     ts, inst, kind, bid, ask, bid_size, ask_size, price, size, side, ops, fstate, istate, values, res,
-    need, start,
+    start,
 ):  # fmt: skip
     """Apply every op of a feature set to the batch from tick ``start`` on; ``res[j, t]``
     is feature ``j`` of tick ``t``'s instrument after that tick. One compiled call per
     batch. Returns the number of ticks done: less than the batch if a ring must grow first
-    (``need`` says how much; the state is as after the ticks done).
+    (``ops[:, C_NEED]`` says how much; the state is as after the ticks done).
 
     The batch is walked in cache-sized blocks: every op makes a pass over its ticks, and
     passes over a block that stays in cache are several times cheaper than passes over a
@@ -568,7 +569,7 @@ def run_program(  # type: ignore[no-untyped-def]
         u = upd[:, : b1 - b0]
         u[:] = False
         order, starts = _group_by_instrument(inst[b0:b1], values.shape[0])
-        if _check_capacity(ts[b0:b1], kind[b0:b1], ops, istate, order, starts, need):
+        if _check_capacity(ts[b0:b1], kind[b0:b1], ops, istate, order, starts):
             return b0
         _program(ts[b0:b1], kind[b0:b1], bid[b0:b1], ask[b0:b1], bid_size[b0:b1], ask_size[b0:b1], price[b0:b1],
                  size[b0:b1], side[b0:b1], ops, fstate, istate, values, res[:, b0:b1], u, order, starts)  # fmt: skip
@@ -578,7 +579,7 @@ def run_program(  # type: ignore[no-untyped-def]
 @njit(cache=True, nogil=True, error_model="numpy")
 def run_program_parallel(  # type: ignore[no-untyped-def]
     ts, inst, kind, bid, ask, bid_size, ask_size, price, size, side, ops, fstate, istate, values, res,
-    need, start,
+    start,
 ):  # fmt: skip
     """``run_program`` with instruments spread over all cores. Instruments are
     independent and each is computed by the same code, so the values are identical; for
@@ -590,7 +591,7 @@ def run_program_parallel(  # type: ignore[no-untyped-def]
         u = upd[:, : b1 - b0]
         u[:] = False
         order, starts = _group_by_instrument(inst[b0:b1], values.shape[0])
-        if _check_capacity(ts[b0:b1], kind[b0:b1], ops, istate, order, starts, need):
+        if _check_capacity(ts[b0:b1], kind[b0:b1], ops, istate, order, starts):
             return b0
         _program_parallel(ts[b0:b1], kind[b0:b1], bid[b0:b1], ask[b0:b1], bid_size[b0:b1], ask_size[b0:b1],
                           price[b0:b1], size[b0:b1], side[b0:b1], ops, fstate, istate, values, res[:, b0:b1], u,
@@ -798,7 +799,7 @@ def _derived(op, fs, i, fo, ist, io, cap, capmax, ip, x, now):  # type: ignore[n
 @njit(cache=True, nogil=True, error_model="numpy")
 def run_one(  # type: ignore[no-untyped-def]
     ts, inst, kind, bid, ask, bid_size, ask_size, price, size, side,
-    scratch_i, scratch_f, ops, fstate, istate, values, res, upd, order, starts, need,
+    scratch_i, scratch_f, ops, fstate, istate, values, res, upd, order, starts,
 ):  # fmt: skip
     """``run_program`` for one tick given as scalars (the live path): the scalars go into
     one-row scratch columns, so the arithmetic is exactly the batch path's. Returns 1, or
@@ -817,8 +818,14 @@ def run_one(  # type: ignore[no-untyped-def]
     # one tick: order = [0]; starts[k] = 0 up to its instrument, 1 after it
     for k in range(starts.shape[0]):
         starts[k] = 1 if k > inst else 0
-    if _check_capacity(scratch_i[0], scratch_i[2], ops, istate, order, starts, need):
-        return 0
+    # the common case first: every growable ring has room for one more value (and the
+    # time lag's kept value) without any call
+    for j in range(ops.shape[0]):
+        if (ops[j, C_RING] != RING_NONE and ops[j, C_CAP] < ops[j, C_CAPMAX]
+                and istate[inst, ops[j, C_IOFS] + R_COUNT] + 2 > ops[j, C_CAP]):  # fmt: skip
+            if _check_capacity(scratch_i[0], scratch_i[2], ops, istate, order, starts):
+                return 0
+            break
     _program(scratch_i[0], scratch_i[2], scratch_f[0], scratch_f[1], scratch_f[2], scratch_f[3],
              scratch_f[4], scratch_f[5], scratch_i[3], ops, fstate, istate, values, res, upd, order, starts)  # fmt: skip
     return 1

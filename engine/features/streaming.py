@@ -40,16 +40,16 @@ class StreamingFeatures:
         self._starts = np.zeros(self.state.values.shape[0] + 1, np.int64)
         self._bind()
         # Call the compiled entry point directly: numba's dispatcher would re-resolve the
-        # types of 19 arguments on every tick, a quarter of the whole cost of a push.
+        # types of 20 arguments on every tick, a quarter of the whole cost of a push.
         run_one(0, 0, -1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, *self._probe_args())
-        signature = next(s for s in run_one.signatures if len(s) == 21 and str(s[0]) == "int64")
+        signature = next(s for s in run_one.signatures if len(s) == 20 and str(s[0]) == "int64")
         self._entry = run_one.overloads[signature].entry_point  # type: ignore[attr-defined]
 
     def _bind(self) -> None:
         # the state's arrays, taken again after a ring grew (growing replaces them)
         st = self.state
         self._args = (self._scratch_i, self._scratch_f, st.ops, st.fstate, st.istate, st.values,
-                      self._res, self._upd, self._order, self._starts, st.need)  # fmt: skip
+                      self._res, self._upd, self._order, self._starts)  # fmt: skip
 
     def _probe_args(self) -> tuple[object, ...]:
         # a no-op tick (kind -1 matches no kernel) on an empty copy of the state, so the
@@ -57,7 +57,7 @@ class StreamingFeatures:
         st = self.state
         return (np.zeros((4, 1), np.int64), np.zeros((6, 1)), st.ops[:0], st.fstate[:1].copy(),
                 st.istate[:1].copy(), st.values[:1].copy(), np.empty((0, 1)), np.zeros((0, 1), np.bool_),
-                np.zeros(1, np.int64), np.zeros(2, np.int64), st.need[:0].copy())  # fmt: skip
+                np.zeros(1, np.int64), np.zeros(2, np.int64))  # fmt: skip
 
     def push(self, ts_event: int, instrument: int, kind: int, bid: float, ask: float, bid_size: float,
              ask_size: float, price: float, size: float, side: int) -> npt.NDArray[np.float64]:  # fmt: skip
