@@ -13,7 +13,9 @@ expected calibration error (probability models) are taken and the alarms checked
 
 Everything is computed from the tick stream in stream order, so the figures and the
 tick an alarm lands on do not depend on how the stream is cut into batches. An alarm
-fires when its condition starts to hold (and again only after it has stopped holding):
+fires when its condition starts to hold, and again only after the condition was clear
+for a whole window (``drift_window`` samples, ``window`` scored predictions), so a figure
+hovering at its threshold does not fire at every check; each firing is
 an ``Alarm`` event (source ``"monitor"``), a counter, a log line and its configured
 action. ``reduce_only`` and ``halted`` are the engine's own sticky claim on the trading
 state: never lowering another source's claim (an operator kill stays a kill), cleared
@@ -163,6 +165,14 @@ class ModelMonitor:
         self._drift_over = Counter[str]()
         # alarms: whether each condition holds now, what fired, what waits for its tick
         self._holding: dict[AlarmKind, bool] = dict.fromkeys(_KIND_ORDER, False)
+        self._armed: dict[AlarmKind, bool] = dict.fromkeys(_KIND_ORDER, True)
+        self._clear: Counter[AlarmKind] = Counter()
+        # an alarm fires again only after its condition was clear for a whole window, so
+        # a figure hovering at its threshold does not fire at every check
+        checks = -(-config.window // config.check_every)
+        self._rearm_after: dict[AlarmKind, int] = {
+            "drift": config.drift_window, "low_ic": checks, "accuracy": checks,
+        }  # fmt: skip
         self.alarm_counts: Counter[str] = Counter()
         self.alarms: list[dict[str, Any]] = []
         self._queued: list[tuple[int, int, AlarmKind, str, int]] = []
@@ -301,18 +311,16 @@ class ModelMonitor:
         over = p > self.drift_thresholds
         breach = np.any(over, axis=1)
         self._drift_over["calibrated"] += int(np.count_nonzero(breach))
-        holding = self._holding["drift"]
         for r in range(breach.shape[0]):
-            if breach[r] and not holding:
+            message = ""
+            if breach[r]:
                 names = [
                     f"{self.series[j]} PSI {p[r, j]:.3f} > {self.drift_thresholds[j]:.3f}"
                     for j in np.flatnonzero(over[r]).tolist()
                 ]
-                alarms.append((int(at[r]), _KIND_ORDER["drift"], "drift",
-                               f"drift over the last {self.drift.window} samples: " + ", ".join(names),
-                               int(batch.ts_event[at[r]])))  # fmt: skip
-            holding = bool(breach[r])
-        self._holding["drift"] = holding
+                message = f"drift over the last {self.drift.window} samples: " + ", ".join(names)
+            self._edge("drift", bool(breach[r]), int(at[r]), int(batch.ts_event[at[r]]), alarms,
+                       message)  # fmt: skip
 
     def _score_predictions(
         self,
@@ -421,9 +429,16 @@ class ModelMonitor:
         alarms: list[tuple[int, int, AlarmKind, str, int]],
         message: str,
     ) -> None:
-        if holds and not self._holding[kind]:
-            alarms.append((index, _KIND_ORDER[kind], kind, message, ts))
         self._holding[kind] = holds
+        if holds:
+            self._clear[kind] = 0
+            if self._armed[kind]:
+                self._armed[kind] = False
+                alarms.append((index, _KIND_ORDER[kind], kind, message, ts))
+        else:
+            self._clear[kind] += 1
+            if self._clear[kind] >= self._rearm_after[kind]:
+                self._armed[kind] = True
 
     def _fire(self, kind: AlarmKind, message: str, ts: int) -> None:
         action = getattr(self.config, f"on_{kind}")

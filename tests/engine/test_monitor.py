@@ -222,6 +222,9 @@ def test_alarm_fires_on_the_edge_with_its_action_at_its_tick() -> None:
     # the 10th scored prediction (row 9) fills the window; its label is read at quote 10
     assert int(marks[0]) == 10
     assert mon.snapshot()["alarms"]["holding"]["low_ic"] is True
+    # still holding in the next batch: no second alarm until clear for a whole window
+    later = quotes([t + n * 1000 for t in ts], mids)
+    assert mon.observe(later, score[:, None], score).size == 0
 
 
 def test_round_trips_split_a_flip_and_count_losing_streaks() -> None:
