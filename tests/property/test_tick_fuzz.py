@@ -149,54 +149,59 @@ def tick_file(draw: st.DrawFn, kind: str) -> TickFile:
     f.file_fault = draw(st.sampled_from(["none"] * len(faults) + faults))
     f.flip_seed = draw(st.integers(0, 2**31))
     numbers = [c for c in columns if c not in ("ts_event", "symbol", "side")]
+    touched: set[tuple[int, str]] = set()  # one fault per cell, several per row
     for _ in range(draw(st.integers(0, min(n, 6)))):
         row = draw(st.integers(0, n - 1))
-        target = draw(
-            st.sampled_from(
-                ["ts", "symbol", "number", "row", *(["side"] if kind == "trades" else [])]
-            )
-        )
-        if target == "ts":
+        fault = ""
+        targets = ["ts_event", "symbol", "number", "row", *(["side"] if kind == "trades" else [])]
+        target = draw(st.sampled_from(targets))
+        if target == "number":
+            target = draw(st.sampled_from(numbers))
+        if target == "row":
+            fault = draw(st.sampled_from(sorted(ROW_FAULTS)))
+            if fmt == "parquet" and fault != "crossed":
+                continue  # ragged rows and undecodable bytes exist only in CSV
+            if fault == "crossed" and kind != "quotes":
+                continue
+            target = {"crossed": "bid", "not_utf8": "symbol"}.get(fault, "row")
+        if (row, target) in touched:
+            continue
+        touched.add((row, target))
+        if target == "ts_event":
             fault = draw(st.sampled_from(sorted(TS_FAULTS)))
             must = TS_FAULTS[fault]
-            if not isinstance(columns["ts_event"][row], int):
-                continue  # one fault per timestamp
-            columns["ts_event"][row] = _cell_fault(columns["ts_event"][row], fault, is_ts=True)
-        elif target == "symbol":
+            columns[target][row] = _cell_fault(columns[target][row], fault, is_ts=True)
+        elif target == "symbol" and fault != "not_utf8":
             fault = draw(st.sampled_from(sorted(SYMBOL_FAULTS)))
             must = SYMBOL_FAULTS[fault]
-            columns["symbol"][row] = {"unknown": "ZZZ", "null": None, "empty": "",
-                                      "spaces": ("spaces", "BTC-USD")}[fault]  # fmt: skip
+            columns[target][row] = {"unknown": "ZZZ", "null": None, "empty": "",
+                                    "spaces": ("spaces", "BTC-USD")}[fault]  # fmt: skip
         elif target == "side":
             fault = draw(st.sampled_from(sorted(SIDE_FAULTS)))
             must = SIDE_FAULTS[fault]
-            columns["side"][row] = {"up": "up", "null": None, "zero": "0", "short": "S",
+            columns[target][row] = {"up": "up", "null": None, "zero": "0", "short": "S",
                                     "spaces": ("spaces", "sell")}[fault]  # fmt: skip
-        elif target == "number":
-            col = draw(st.sampled_from(numbers))
+        elif target in numbers and fault != "crossed":
             fault = draw(st.sampled_from(sorted(NUMBER_FAULTS)))
             must = NUMBER_FAULTS[fault]
             if must is None:  # zero and tiny: refused as a price, fine as a quote size
-                must = col in ("bid", "ask", "price") or (fault == "zero" and col == "size")
-            if not isinstance(columns[col][row], float) or row in f.tainted:
-                continue  # one fault per number
-            columns[col][row] = _cell_fault(columns[col][row], fault)
+                must = target in ("bid", "ask", "price") or (fault == "zero" and target == "size")
+            columns[target][row] = _cell_fault(columns[target][row], fault)
         else:
-            fault = draw(st.sampled_from(sorted(ROW_FAULTS)))
             must = True
-            if fmt == "parquet" and fault != "crossed":
-                continue  # ragged rows and undecodable bytes exist only in CSV
             if fault == "crossed":
-                if kind != "quotes":
-                    continue
                 columns["bid"][row] = _value(columns["ask"][row], 60_000.0) + 1.0
+                touched.add((row, "ask"))  # a later fault on the ask could uncross it
             elif fault.startswith("ragged"):
                 f.ragged[row] = -1 if fault == "ragged_short" else 1
             else:
                 f.not_utf8.add(row)
         if must:
             f.must_refuse.add(row)
-        if must is not False or fault not in ("spaces", "iso", "short"):
+        # a row is tainted (its prices and time are not evidence of good data) unless the
+        # fault is harmless: spaces, ISO text, "S", or a plausible size
+        harmless = fault in ("spaces", "iso", "short") or target.endswith("size")
+        if must or not harmless:
             f.tainted.add(row)
     return f
 
