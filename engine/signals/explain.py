@@ -31,8 +31,13 @@ import numpy.typing as npt
 from numba import njit
 
 from engine.errors import ModelError
-from engine.signals.lightgbm_text import END_OF_TREES, MISSING_NAN, MISSING_ZERO, TextModel
-from engine.signals.lightgbm_text import parse_model_text as _parse_model_text
+from engine.signals.lightgbm_text import (
+    END_OF_TREES,
+    MISSING_NAN,
+    MISSING_ZERO,
+    TextModel,
+    parse_model_text,
+)
 from engine.signals.trees import K_ZERO, CompiledTrees
 
 I64 = npt.NDArray[np.int64]
@@ -285,7 +290,7 @@ class TreeExplainer:
             ModelError: the text breaks a rule of the format (names ``source`` and the
                 line), or its counts cannot weight a split.
         """
-        model = _parse_model_text(text, source)
+        model = parse_model_text(text, source)
         return cls(CompiledTrees(model), read_cover(text, model))
 
     def explain(self, row: F64) -> F64:
