@@ -1,5 +1,7 @@
 """MqttSession against a real mosquitto (the ``broker`` fixture): ingest, order, signatures,
-status and will, broker restart, inbox overflow, and the ingest rate beside mosquitto_sub."""
+status and will, broker restart, inbox overflow; market data on its own connection (receipt
+order across the two, one ``Connection`` item each way, keepalive, TLS); and the ingest rate
+beside mosquitto_sub, in a burst and paced."""
 
 from __future__ import annotations
 
@@ -679,9 +681,20 @@ def _port_open(port: int) -> bool:
 
 def _restart_broker(broker: Broker) -> subprocess.Popen[bytes]:
     """Kill the fixture's mosquitto (a crash, no goodbye) and start a new one on the same
-    port with the same config; the caller stops the new one."""
+    port and config, except that its password file leaves out the daemon's user until
+    ``_open_gate``: the OMS can subscribe before the session is let back in, so nothing
+    the session resends can go out before anyone listens. The caller stops the new one."""
     assert MOSQUITTO is not None
-    conf = broker.log.parent / "mosquitto.conf"
+    folder = broker.log.parent
+    conf, passwd, gate = folder / "mosquitto.conf", folder / "passwd", folder / "passwd-gated"
+    shutil.copyfile(passwd, gate)
+    subprocess.run(
+        ["mosquitto_passwd", "-D", str(gate), broker.username], check=True, capture_output=True
+    )
+    gated = folder / "mosquitto-gated.conf"
+    gated.write_text(
+        conf.read_text().replace(f"password_file {passwd}\n", f"password_file {gate}\n")
+    )
     os.kill(_mosquitto_pid(conf), signal.SIGKILL)
     deadline = time.monotonic() + 5
     while _port_open(broker.port):
@@ -689,7 +702,7 @@ def _restart_broker(broker: Broker) -> subprocess.Popen[bytes]:
         time.sleep(0.02)
     time.sleep(0.3)  # the session notices and starts its backoff against a closed port
     proc = subprocess.Popen(
-        [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [MOSQUITTO, "-c", str(gated)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 10
     while not _port_open(broker.port):
@@ -697,6 +710,13 @@ def _restart_broker(broker: Broker) -> subprocess.Popen[bytes]:
         assert time.monotonic() < deadline, "new broker not listening"
         time.sleep(0.02)
     return proc
+
+
+def _open_gate(broker: Broker, proc: subprocess.Popen[bytes]) -> None:
+    """Let the daemon's user in again (mosquitto reloads its password file on SIGHUP)."""
+    folder = broker.log.parent
+    shutil.copyfile(folder / "passwd", folder / "passwd-gated")
+    proc.send_signal(signal.SIGHUP)
 
 
 @pytest.mark.asyncio
@@ -715,8 +735,13 @@ async def test_session_broker_restart_reconnects_and_resends(broker: Broker) -> 
             await session.publish_order(order)  # queued while the broker is away
             assert not session.outbox_empty()
             new_broker = await restart
-            async with _client(broker) as oms:
+            async with _client(broker, operator=True) as oms:
                 await oms.subscribe(TOPICS.orders, qos=1)
+                # refused reconnects (not authorized) are retried like a closed port
+                await asyncio.sleep(0.3)
+                gated: str = session.state
+                assert session.inbox.empty() and gated == "reconnecting"
+                _open_gate(broker, new_broker)
                 back = await _get(session, timeout=15)
                 assert isinstance(back, Connection) and back.connected
                 assert back.ts_recv >= lost.ts_recv
@@ -732,6 +757,7 @@ async def test_session_broker_restart_reconnects_and_resends(broker: Broker) -> 
                 assert items[-1].batch.ts_event.tolist() == [42]
             assert session.counters["reconnects"] == 1
             assert session.counters["connection_lost"] == 1
+            assert session.counters["feed_reconnects"] == 1
     finally:
         if new_broker is not None:
             new_broker.terminate()
