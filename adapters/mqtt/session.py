@@ -26,18 +26,24 @@ Ordering. Inbox items are in arrival order at the session, stamped by ``receive_
 (never decreasing). Each connection keeps the broker's order; across the two, the order
 is receipt order: the order in which the event loop read the two sockets (market data
 when a read of the feed is parsed, a report or a command when paho parses its packet).
-A message the broker forwarded on one connection before it acknowledged a publish is
-therefore ahead of anything published after that acknowledgement on the other.
+The broker does not order its writes across connections (mosquitto acknowledges a
+publish before it forwards it, measured here by tens of ms under load), so a quote and a
+report published in that order may arrive the other way round; the inbox holds what was
+received, in that order, which is what the journal records and replay reproduces.
 Consecutive market data is one batch; a report or a command always splits batches.
 
 Connection items. ``Connection`` describes the session, not a socket: the session is
 connected when every connection it uses is up. The first loss of either connection
 emits ONE ``Connection(False)`` (its reason names the connection), a loss of the other
 while it is down emits nothing, and ``Connection(True)`` comes only when both are back;
-so the items alternate, starting with ``Connection(True)``. Market data that arrives on
-a live feed connection while the MQTT 5 connection is down is still delivered (it is
-fresh data, after the ``Connection(False)``); the daemon does not count the feed
-restored before ``Connection(True)``. When the inbox is full, items wait in a pending list, still in order:
+so the items alternate, starting with ``Connection(True)``. ``connection_lost`` and
+``reconnects`` count these items; ``feed_connection_lost`` and ``feed_reconnects`` count
+the market-data connection alone. Market data that arrives on a live feed connection
+while the MQTT 5 connection is down is still delivered (fresh data, after the
+``Connection(False)``); the daemon's feed monitor does not call the feed restored
+before ``Connection(True)``.
+
+Back-pressure. When the inbox is full, items wait in a pending list, still in order:
 reports, commands and connection changes are never dropped; consecutive market data
 merges into one batch, and beyond ``max_pending_ticks`` the oldest ticks are dropped,
 counted, and announced by an ``Overflow`` item just before the batch they were cut from.
