@@ -494,12 +494,16 @@ def run_sweep(
     out_dir.mkdir(parents=True, exist_ok=True)
     scratch = out_dir / ".blocks"
     t0 = time.perf_counter()
+    shutil.rmtree(scratch, ignore_errors=True)  # a crashed run's blocks are not this data's
     try:
         blocks = split_blocks(data, folds, scratch)
         tasks = make_tasks(plan, blocks)
         with contextlib.ExitStack() as stack:
+            where = scheduler or (f"LocalCluster of {workers or os.cpu_count()} workers")
             if client is None:
                 client = stack.enter_context(dask_client(scheduler, workers))
+            else:
+                where = str(client.scheduler.address) if client.scheduler else "given client"
             workers_seen = len(client.scheduler_info().get("workers", {}))
             outcomes = run_tasks(client, tasks, progress=progress)
     finally:
@@ -510,7 +514,7 @@ def run_sweep(
         "elapsed_s": time.perf_counter() - t0,
         "tasks": len(tasks),
         "workers": workers_seen,
-        "scheduler": scheduler or "LocalCluster",
+        "scheduler": where,
     }
     return write_sweep(plan, blocks, outcomes, out_dir, partitions=partitions, run=run_info)
 

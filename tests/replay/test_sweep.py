@@ -169,6 +169,8 @@ def test_sweep_one_block_is_the_whole_data(
 class _NoTasks:
     """A client that fails the test if any task is submitted."""
 
+    scheduler = None
+
     def map(self, *args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a task was submitted")
 
