@@ -107,51 +107,57 @@ def family_thresholds(psis: list[F64], false_alarm_rate: float) -> tuple[list[fl
 
 class DriftWindow:
     """Bin counts of the last ``window`` samples of several series, and their PSI
-    against reference shares after every sample."""
+    against reference shares after every sample.
+
+    Series are held side by side, padded to the most bins: a padded bin has no reference
+    share and no count, so it adds nothing to PSI.
+    """
 
     def __init__(self, references: list[tuple[F64, F64]], window: int) -> None:
-        self.edges = [e for e, _ in references]
-        self.reference = [f for _, f in references]
+        s = len(references)
+        k = max(f.shape[0] for _, f in references)
         self.window = window
-        self._ring = np.zeros((window, len(references)), np.int64)
+        self._edges = np.full((s, k - 1), np.inf)
+        self._reference = np.zeros((s, k))
+        for j, (edges, fractions) in enumerate(references):
+            self._edges[j, : edges.shape[0]] = edges
+            self._reference[j, : fractions.shape[0]] = fractions
+        self._ring = np.zeros((window, s), np.int64)  # bins of the last samples, oldest first
+        self._counts = np.zeros((s, k))
         self._seen = 0
-        self._counts = [np.zeros(f.shape[0]) for f in self.reference]
 
     @property
     def seen(self) -> int:
         return self._seen
 
+    def bins(self, values: F64) -> I64:
+        """Each value's bin, ``searchsorted(edges, v, side="right")`` per series."""
+        return np.asarray(np.sum(values[:, :, None] >= self._edges[None, :, :], axis=2), np.int64)
+
     def update(self, values: F64) -> F64:
         """Add samples (rows, in order, one column per series); returns the PSI of each
         series after each sample, NaN while fewer than ``window`` samples were seen."""
         m, s = values.shape
+        w, k = self.window, self._reference.shape[1]
         out = np.full((m, s), np.nan)
         if m == 0:
             return out
-        w = self.window
-        for j in range(s):
-            b = bucket_index(self.edges[j], values[:, j])
-            k = self.reference[j].shape[0]
-            # the samples leaving the window: the ring's oldest, then the new ones
-            history = np.concatenate((self._ordered_ring(j), b))
-            start = history.shape[0] - w - m  # index of the sample that leaves at row 0
-            onehot_add = np.zeros((m, k))
-            onehot_add[np.arange(m), b] = 1.0
-            counts = self._counts[j] + np.cumsum(onehot_add, axis=0)
-            leaving = np.arange(m) + start
-            valid = leaving >= 0
-            onehot_drop = np.zeros((m, k))
-            onehot_drop[np.flatnonzero(valid), history[leaving[valid]]] = 1.0
-            counts -= np.cumsum(onehot_drop, axis=0)
-            full = self._seen + np.arange(1, m + 1) >= w
-            if np.any(full):
-                out[full, j] = psi(self.reference[j], counts[full] / w)
-            self._counts[j] = counts[-1].copy()
-            tail = history[-w:]
-            self._ring[w - tail.shape[0] :, j] = tail
+        b = self.bins(values)
+        kept = min(self._seen, w)
+        history = np.concatenate((self._ring[w - kept :], b))
+        # row r adds b[r] and drops history[kept - w + r], once the window is full
+        delta = np.zeros((m, s, k))
+        rows, cols = np.arange(m)[:, None], np.arange(s)[None, :]
+        delta[rows, cols, b] += 1.0
+        leaving = np.arange(m) + kept - w
+        valid = np.flatnonzero(leaving >= 0)
+        delta[valid[:, None], cols, history[leaving[valid]]] -= 1.0
+        counts = self._counts + np.cumsum(delta, axis=0)
+        full = self._seen + np.arange(1, m + 1) >= w
+        if np.any(full):
+            out[full] = psi(self._reference, counts[full] / w)
+        self._counts = counts[-1]
+        tail = history[-w:]
+        self._ring[w - tail.shape[0] :] = tail
         self._seen += m
         return out
-
-    def _ordered_ring(self, j: int) -> I64:
-        kept = min(self._seen, self.window)
-        return self._ring[self.window - kept :, j].copy()
