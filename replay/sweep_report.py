@@ -33,7 +33,8 @@ DEFINITIONS = {
     **ov.DEFINITIONS,
     "block": "one of K consecutive time blocks of equal span over the data "
     "(start_ns <= ts_event < end_ns); every combination is replayed on every block on its "
-    "own, starting flat with the initial cash",
+    "own, starting flat with the initial cash and with features warming up from the block's "
+    "first tick (nothing carries over from the block before)",
     "period": fig.DEFINITIONS["period"],
     "returns": fig.DEFINITIONS["returns"],
     "results_metrics": "the scalar figures of a replay's metrics.json (replay/metrics.py), "
