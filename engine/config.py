@@ -195,7 +195,8 @@ class MonitorConfig(_Strict, frozen=True):
     calibrated for other values. ``None`` turns an alarm off. Each alarm's action
     (``on_*``) is ``notify`` (an Alarm event and a log line), or the engine's own sticky
     claim on the trading state, ``reduce_only`` or ``halted``, which only an operator
-    ``resume`` clears and which never lowers another source's claim.
+    ``resume`` clears and which never lowers another source's claim. Every action
+    defaults to ``notify``: adding a monitor changes no trading decision until asked to.
     """
 
     enabled: bool = True
@@ -210,9 +211,9 @@ class MonitorConfig(_Strict, frozen=True):
     gap: Duration | None = "30s"
     stale_quote_age: Duration | None = "5s"
     history: Annotated[int, msgspec.Meta(ge=0, le=10_000_000)] = 100_000
-    on_low_ic: MonitorAction = "reduce_only"
+    on_low_ic: MonitorAction = "notify"
     on_drift: MonitorAction = "notify"
-    on_losing_streak: MonitorAction = "reduce_only"
+    on_losing_streak: MonitorAction = "notify"
     on_accuracy: MonitorAction = "notify"
     on_gap: MonitorAction = "notify"
 

@@ -211,10 +211,16 @@ def test_inverted_signal_raises_an_ic_alarm(split: tuple[Path, Path, Path]) -> N
 
 def test_monitor_figures_do_not_depend_on_batch_size(split: tuple[Path, Path, Path]) -> None:
     model, _, shifted = split
-    cfg = config(model, on_drift="reduce_only", ic_min=0.05, losing_streak=2)
+    # every kind of alarm, two of them acting: a losing streak (decided on a fill) reduces
+    # only, then a low IC halts
+    cfg = config(model, ic_min=0.05, losing_streak=2, on_losing_streak="reduce_only",
+                 on_low_ic="halted")  # fmt: skip
     runs = [replay(cfg, shifted, batch_size=b) for b in (4096, 7, 1)]
     docs = [monitor_document(m) for _, _, m in runs]
-    assert docs[0]["alarms"]["count"] >= 1 and docs[0]["predictions"]["scored"] > 1000
+    by_kind = docs[0]["alarms"]["by_kind"]
+    assert by_kind["drift"] and by_kind["losing_streak"] and by_kind["low_ic"]
+    assert [s.state for s in runs[0][1].states] == ["REDUCE_ONLY", "HALTED"]
+    assert docs[0]["predictions"]["scored"] > 1000
     assert docs[1] == docs[0] and docs[2] == docs[0]
     key = [[(f.ts_event, f.side, f.qty, f.price) for f in r.fills] for _, r, _ in runs]
     assert key[1] == key[0] and key[2] == key[0]
