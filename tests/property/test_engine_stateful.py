@@ -338,6 +338,19 @@ class EngineMachine(RuleBasedStateMachine):
         price = self.mid + offset * TICK
         self._input(("order", (order_type, side, qty, price, tif)))
 
+    @precondition(lambda self: abs(self.position) > EPS)
+    @rule(beyond=st.booleans(), order_type=st.sampled_from(["market", "limit"]))
+    def probe_the_edges(self, beyond: bool, order_type: str) -> None:
+        """Orders aimed at the rules' edges, which random sizes seldom hit: one that
+        closes the position exactly (passes unless HALTED), and one that flips it to one
+        lot beyond ``max_position`` (never passes)."""
+        side = "sell" if self.position > 0 else "buy"
+        qty = abs(self.position)
+        limit = self.risk_config.max_position
+        if beyond and limit is not None:
+            qty += limit + LOT
+        self._input(("order", (order_type, side, round(qty, 10), self.mid, "gtc")))
+
     @precondition(lambda self: len(self.engine.orders.open_orders()) > 0)
     @rule(k=st.integers(0, 50))
     def strategy_cancel(self, k: int) -> None:
@@ -534,6 +547,35 @@ class OmsMachine(EngineMachine):
                                         fill_id=self.oms.new_fill_id(), instrument="X",
                                         side=order.side, qty=qty, price=self.mid, fee=0.0,  # type: ignore[arg-type]
                                         liquidity="taker")))  # fmt: skip
+
+    @rule(side=st.sampled_from(["buy", "sell"]), lots=st.integers(5, 30))
+    def position_from_elsewhere_then_resume(self, side: str, lots: int) -> None:
+        """A fill nobody here sent (booked, REDUCE_ONLY), then the operator resumes:
+        trading is ACTIVE with a position that may be beyond ``max_position``."""
+        self._input(("report", Fill(ts_event=self.now, ts_recv=self.now,
+                                    client_order_id="EXTERNAL", fill_id=self.oms.new_fill_id(),
+                                    instrument="X", side=side, qty=lots * LOT,  # type: ignore[arg-type]
+                                    price=self.mid, fee=0.0, liquidity="taker")))  # fmt: skip
+        self.command("resume")
+
+    @precondition(lambda self: bool(self._open_venue()))
+    @rule(k=st.integers(0, 50), lots=st.integers(1, 30))
+    def venue_cancel_overtakes_its_fill(self, k: int, lots: int) -> None:
+        """The venue fills part of an order, then cancels the rest (IOC expiry, its own
+        risk); the cancel confirmation arrives before the fill."""
+        cid = self._open_venue()[k % len(self._open_venue())]
+        order = self.oms.orders[cid]
+        qty = round(min(lots * LOT, order.qty - order.filled), 10)
+        if order.qty - order.filled - qty < EPS:
+            return  # that would fill it: nothing left to cancel
+        order.filled = round(order.filled + qty, 10)
+        order.status = OrderStatus.CANCELLED
+        fill = Fill(ts_event=self.now, ts_recv=self.now, client_order_id=cid,
+                    fill_id=self.oms.new_fill_id(), instrument="X", side=order.side,  # type: ignore[arg-type]
+                    qty=qty, price=self.mid, fee=0.01, liquidity="maker")  # fmt: skip
+        self._input(("report", OrderCancelled(ts_event=self.now, ts_recv=self.now,
+                                              client_order_id=cid, reason="venue")))  # fmt: skip
+        self._input(("report", fill))
 
     @rule(side=st.sampled_from(["buy", "sell"]), lots=st.integers(1, 10))
     def fill_for_an_order_nobody_here_sent(self, side: str, lots: int) -> None:
