@@ -15,6 +15,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -147,30 +148,22 @@ async def _until_ticks(session: MqttSession, ticks: int, timeout: float = 30.0) 
 
 
 def _burst(broker: Broker, lines: list[bytes], topic: str = QUOTE_TOPIC) -> subprocess.Popen[bytes]:
-    """mosquitto_pub -l: one message per line of stdin, as fast as the C client goes."""
-    proc = subprocess.Popen(
-        [
-            "mosquitto_pub",
-            "-V",
-            "5",
-            "-h",
-            broker.host,
-            "-p",
-            str(broker.port),
-            "-u",
-            broker.username,
-            "-P",
-            broker.password,
-            "-t",
-            topic,
-            "-l",
-        ],
-        stdin=subprocess.PIPE,
-    )
-    assert proc.stdin is not None
-    proc.stdin.write(b"\n".join(lines) + b"\n")
-    proc.stdin.close()
-    return proc
+    """mosquitto_pub -l: one message per line of stdin, as fast as the C client goes.
+
+    Stdin is a file, not a pipe: writing megabytes into a pipe would block this process
+    (and the session's event loop in it) while mosquitto_pub publishes, and a rate
+    measured beside mosquitto_sub, another process, would not compare like with like.
+    """
+    with tempfile.TemporaryFile() as stdin:
+        stdin.write(b"\n".join(lines) + b"\n")
+        stdin.seek(0)
+        return subprocess.Popen(
+            [
+                *("mosquitto_pub", "-V", "5", "-h", broker.host, "-p", str(broker.port)),
+                *("-u", broker.username, "-P", broker.password, "-t", topic, "-l"),
+            ],
+            stdin=stdin,
+        )
 
 
 def _quote_lines(n: int) -> list[bytes]:
