@@ -34,7 +34,7 @@ from replay.cli import _default_config_path, main
 
 T0 = 1_723_111_200_000_000_000  # 2024-08-08T10:00:00Z
 LATENCY_NS = 250_000  # the bundled config's venue latency
-EXAMPLES = int(os.environ.get("TRADELOOP_FUZZ_EXAMPLES", "30"))
+EXAMPLES = int(os.environ.get("TRADELOOP_FUZZ_EXAMPLES", "100"))
 BAD_FILES = Path(__file__).resolve().parents[1] / "data" / "bad"
 QUOTE_COLS = ("ts_event", "symbol", "bid", "ask", "bid_size", "ask_size")
 TRADE_COLS = ("ts_event", "symbol", "price", "size", "side")
