@@ -11,6 +11,7 @@
     ├── ClockError             the replay clock was asked to move backwards
     ├── StrategyError          a strategy hook raised; the engine halts trading
     ├── ModelError             model file or manifest rejected (hash, features, format)
+    ├── SweepError             a sweep task failed on a user's input (combination, block)
     └── AdapterError           failure at an I/O boundary (broker, venue, file system)
 
 Third-party exceptions are translated where they enter, with ``raise ... from exc``.
@@ -111,6 +112,11 @@ class StrategyError(TradeloopError):
 
 class ModelError(TradeloopError):
     """A model file or its manifest was refused."""
+
+
+class SweepError(TradeloopError):
+    """A sweep task failed on a user's input (bad data in a block, a strategy that raised):
+    names the combination and the block."""
 
 
 class AdapterError(TradeloopError):

@@ -16,10 +16,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from adapters.daemon_cli import register as register_daemon
 from adapters.tools_cli import register as register_tools
 from engine.config import Config, config_from_dict, load_config
 from engine.errors import ConfigError, TradeloopError
 from engine.ticks import TickBatch
+from replay.sweep import add_sweep_arguments
 
 
 def _default_config_path() -> Path:
@@ -144,6 +146,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
                                          out=str(out / "ml_replay"), batch_size=None))  # fmt: skip
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from replay.sweep import cmd_sweep
+
+    return cmd_sweep(args)
+
+
 def _cmd_parity(args: argparse.Namespace) -> int:
     from replay.parity import cmd_parity
 
@@ -230,8 +238,16 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--session", help="session id (default: the latest)")
     pa.set_defaults(func=_cmd_parity)
 
-    # the live tools' composition roots live in ``adapters``; this dispatcher hands them
+    sw = sub.add_parser(
+        "sweep",
+        help="parameter grid x walk-forward blocks on Dask, with deflated Sharpe and PBO",
+    )
+    add_sweep_arguments(sw)
+    sw.set_defaults(func=_cmd_sweep)
+
+    # the live composition roots live in ``adapters``; this dispatcher hands the tools
     # replay's readers, which ``adapters`` may not import
+    register_daemon(sub)
     register_tools(sub, tick_files=_tick_files, default_config=_default_config_path())
     return p
 

@@ -45,7 +45,14 @@ import polars as pl
 from tqdm import tqdm
 
 from engine.config import config_from_dict, load_config
-from engine.errors import AdapterError, ConfigError, DataError, PluginLoadError, TradeloopError
+from engine.errors import (
+    AdapterError,
+    ConfigError,
+    DataError,
+    PluginLoadError,
+    SweepError,
+    TradeloopError,
+)
 from engine.plugins import load_model, load_strategy
 from replay import metrics as fig
 from replay.readers import discover
@@ -68,11 +75,6 @@ __all__ = [
     "run_tasks",
     "split_blocks",
 ]
-
-
-class SweepError(TradeloopError):
-    """A sweep task failed on a user's input (bad data in a block, a strategy that raised):
-    names the combination and the block. (Belongs in ``engine/errors.py``.)"""
 
 
 @dataclass(frozen=True)
