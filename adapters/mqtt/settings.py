@@ -27,7 +27,9 @@ class MqttSettings:
         key_file: private key of ``cert_file``.
         format: payload codec, ``"json"`` or ``"msgpack"``.
         market_data_qos: subscription QoS of market-data topics (0 by default: one
-            message per quote at QoS 1 ran under 1k msgs/s).
+            message per quote at QoS 1 ran under 1k msgs/s). At 0, market data comes on
+            a second connection of its own (MQTT 3.1.1, client id ``<client_id>-md``,
+            same credentials and TLS); at 1 or 2 it shares the MQTT 5 connection.
         max_payload_bytes: larger inbound payloads are refused unread.
         inbox_size: bound of the inbound stream, in items.
         outbox_size: bound of the outbound publish queue, in messages.
