@@ -76,7 +76,8 @@ from adapters.mqtt.settings import MqttSettings
 from adapters.mqtt.status import Status, encode_status
 from adapters.mqtt.topics import Topics
 from adapters.sim_venue import SimulatedVenue
-from engine.clock import LiveClock, ReplayClock
+from engine.assembly import build_engine
+from engine.clock import LiveClock
 from engine.codec import EventCodec
 from engine.config import Config, load_config
 from engine.engine import Engine
@@ -93,7 +94,6 @@ from engine.events import (
     Signal,
     TradingState,
 )
-from engine.features import FeatureSet
 from engine.instruments import InstrumentTable
 from engine.journal import (
     AnyRecord,
@@ -105,9 +105,7 @@ from engine.journal import (
     ReportRecord,
     TimerRecord,
 )
-from engine.plugins import load_model, load_strategy
 from engine.ports import ExecutionReport, OrderRouter, SendOnly
-from engine.risk import RiskEngine
 from engine.strategy import NoParams, Strategy
 from engine.ticks import QUOTE, TickBatch
 from engine.units import parse_duration_ns
@@ -227,37 +225,17 @@ def build_router(config: Config, sender: QueueSender | None) -> OrderRouter:
 def build_live_engine(
     config: Config, router: OrderRouter, *, order_id_prefix: str, strategy: Strategy | None = None
 ) -> Engine:
-    """The engine a config describes, for the daemon.
-
-    The wiring of instruments, features, model, strategy and risk duplicates
-    ``replay.runner.build_engine`` (adapters may not import replay); keep the two alike
-    until it moves to ``engine``.
+    """The engine a config describes, with the daemon's settings (``engine.assembly``):
+    receive time as the time axis, not strict, order timeouts in ``live`` mode, and the
+    model monitor attached, so the replay of a journal builds exactly the same engine.
 
     Raises:
         ConfigError, PluginLoadError, ModelError: before any socket opens.
     """
-    instruments = InstrumentTable(list(config.instruments))
-    features = FeatureSet(list(config.features))
-    model = load_model(config.model) if config.model is not None else None
-    if strategy is None:
-        strategy = load_strategy(config.strategy)
-    # orders sent to the OMS wait for its answer; the simulator and shadow always "answer"
-    timeout = config.live.order_timeout_ns if config.mode == "live" else None
-    return Engine(
-        instruments=instruments,
-        clock=ReplayClock(),
-        router=router,
-        features=features,
-        model=model,
-        strategy=strategy,
-        risk=RiskEngine(config.risk, instruments.symbols),
-        equity_interval_ns=config.replay.equity_interval_ns,
-        initial_cash=config.replay.initial_cash,
-        strict=False,
-        order_id_prefix=order_id_prefix,
-        arrival_order=True,
-        order_timeout_ns=timeout,
+    engine, _monitor = build_engine(
+        config, router, live=True, order_id_prefix=order_id_prefix, strategy=strategy
     )
+    return engine
 
 
 class _WarmUpStrategy(Strategy):

@@ -22,6 +22,7 @@ import polars as pl
 
 from engine.events import side_sign
 from replay import metrics as fig
+from replay.monitor_report import write_monitor_report
 from replay.runner import ReplayRun
 
 
@@ -269,4 +270,6 @@ def write_report(
     png = plot_png(equity, fills, f"replay: {run.config.strategy.name}", states)
     (out / "report.png").write_bytes(png)
     (out / "report.html").write_text(_html(metrics, png, fills, config_hash))
+    if run.monitor is not None:
+        write_monitor_report(run.monitor, out)
     return metrics

@@ -12,14 +12,12 @@ from typing import Any
 from tqdm import tqdm
 
 from adapters.sim_venue import SimulatedVenue
-from engine.clock import ReplayClock
+from engine.assembly import build_engine as assemble
 from engine.config import Config
 from engine.engine import Engine
 from engine.events import Alarm, Event, Fill, RiskRejected, Signal, TradingState
-from engine.features import FeatureSet
 from engine.instruments import InstrumentTable
-from engine.plugins import load_model, load_strategy
-from engine.risk import RiskEngine
+from engine.monitor import ModelMonitor
 from engine.strategy import Strategy
 from engine.ticks import TickBatch
 from replay.readers import (
@@ -64,32 +62,25 @@ class ReplayRun:
     bad_rows: BadRowCounts
     files: list[Path]
     config: Config
+    monitor: ModelMonitor | None = None
 
 
-def build_engine(config: Config, *, strict: bool = True,
-                 strategy: Strategy | None = None) -> tuple[Engine, Recorder]:  # fmt: skip
-    """Build the engine a config describes, for replay (sim venue, replay clock).
+def build_engine(
+    config: Config, *, strategy: Strategy | None = None
+) -> tuple[Engine, Recorder, ModelMonitor | None]:
+    """Build the engine a config describes, for replay (simulated venue, replay clock).
 
     ``strategy`` replaces the configured one with an instance (notebooks, tests).
 
     Raises:
         ConfigError, PluginLoadError: before any data is read.
     """
-    instruments = InstrumentTable(list(config.instruments))
-    features = FeatureSet(list(config.features))
-    model = load_model(config.model) if config.model is not None else None
-    strategy = strategy if strategy is not None else load_strategy(config.strategy)
     sim = config.venue.sim
     venue = SimulatedVenue(sim.latency_ns, sim.fee_bps, sim.maker_fee_bps)
-    engine = Engine(
-        instruments=instruments, clock=ReplayClock(), router=venue, features=features,
-        model=model, strategy=strategy, risk=RiskEngine(config.risk, instruments.symbols),
-        equity_interval_ns=config.replay.equity_interval_ns,
-        initial_cash=config.replay.initial_cash, strict=strict,
-    )  # fmt: skip
+    engine, monitor = assemble(config, venue, strategy=strategy)
     recorder = Recorder()
     engine.sinks.append(recorder)
-    return engine, recorder
+    return engine, recorder, monitor
 
 
 def tick_batches(config: Config, data: str | Path, instruments: InstrumentTable,
@@ -121,7 +112,7 @@ def run_replay(config: Config, data: str | Path, *, batch_size: int | None = Non
         DataError: bad data under ``on_bad_row="raise"``.
         StrategyError: the strategy raised (replay is strict).
     """
-    engine, recorder = build_engine(config, strategy=strategy)
+    engine, recorder, monitor = build_engine(config, strategy=strategy)
     bad_rows = BadRowCounts()
     batches, files = tick_batches(config, data, engine.instruments, bad_rows, batch_size)
     with tqdm(total=total_rows(files), unit="tick", unit_scale=True, disable=None if progress is None else not progress,
@@ -133,7 +124,9 @@ def run_replay(config: Config, data: str | Path, *, batch_size: int | None = Non
                 bar.update(len(batch))
 
         run_loop(engine.run(counted()))
-    return ReplayRun(engine, recorder, bad_rows, files, config)
+    if monitor is not None:
+        monitor.count_bad_ticks(bad_rows.total)
+    return ReplayRun(engine, recorder, bad_rows, files, config, monitor)
 
 
 def run_loop(main: Coroutine[Any, Any, None]) -> None:

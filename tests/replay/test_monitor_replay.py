@@ -21,7 +21,7 @@ import pytest
 from engine.config import Config, config_from_dict
 from engine.engine import Engine
 from engine.events import Command
-from engine.monitor import ModelMonitor, attach_monitor
+from engine.monitor import ModelMonitor
 from engine.monitor.stats import spearman
 from engine.signals import SignalModel
 from engine.signals.manifest import read_manifest
@@ -76,10 +76,9 @@ def split(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[P
 
 def replay(cfg: Config, data: Path, batch_size: int = 4096,
            prepare: Callable[[Engine], None] | None = None) -> tuple[Engine, Recorder, ModelMonitor]:  # fmt: skip
-    engine, recorder = build_engine(cfg)
+    engine, recorder, monitor = build_engine(cfg)
     if prepare is not None:
         prepare(engine)
-    monitor = attach_monitor(engine, cfg)
     assert monitor is not None
     batches, _ = tick_batches(cfg, data, engine.instruments, BadRowCounts(), batch_size)
     run_loop(engine.run(batches))
