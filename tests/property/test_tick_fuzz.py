@@ -41,30 +41,70 @@ TRADE_COLS = ("ts_event", "symbol", "price", "size", "side")
 
 # a fault on one cell: (name, must the row be refused?)
 NUMBER_FAULTS = {
-    "nan": True, "inf": True, "-inf": True, "negative": True, "null": True, "huge": True,
-    "tiny": None, "zero": None, "x100": False, "/100": False, "text": True, "bool": True,
+    "nan": True,
+    "inf": True,
+    "-inf": True,
+    "negative": True,
+    "null": True,
+    "huge": True,
+    "tiny": None,
+    "zero": None,
+    "x100": False,
+    "/100": False,
+    "text": True,
+    "bool": True,
     "spaces": False,
-}  # fmt: skip
+}
 TS_FAULTS = {
-    "backwards": False, "forward": False, "seconds": True, "millis": True, "micros": True,
-    "year2262": True, "negative": True, "null": True, "text": True, "iso": False,
+    "backwards": False,
+    "forward": False,
+    "seconds": True,
+    "millis": True,
+    "micros": True,
+    "year2262": True,
+    "negative": True,
+    "null": True,
+    "text": True,
+    "iso": False,
     "spaces": False,
-}  # fmt: skip
+}
 SYMBOL_FAULTS = {"unknown": True, "null": True, "empty": True, "spaces": False}
 SIDE_FAULTS = {"up": True, "null": True, "zero": True, "short": False, "spaces": False}
 ROW_FAULTS = {"crossed": True, "ragged_short": True, "ragged_long": True, "not_utf8": True}
 # whole-file faults: None = the file may still be read; "error" = it must be refused
 FILE_FAULTS = {
-    "none": None, "duplicate_column": "error", "missing_column": "error", "empty": "error",
-    "header_only": "error", "bom": None, "crlf": None, "blank_lines": None,
-    "header_not_utf8": "error", "truncate": "error", "flip_bytes": "flip",
-    "bad_metadata": None, "bool_prices": "column", "text_prices": "column",
-    "int32_seconds": "column", "float_ts": "column", "timestamp_ms": None,
-    "dictionary_symbol": None, "int_side": None, "ts_recv": None,
-}  # fmt: skip
+    "none": None,
+    "duplicate_column": "error",
+    "missing_column": "error",
+    "empty": "error",
+    "header_only": "error",
+    "bom": None,
+    "crlf": None,
+    "blank_lines": None,
+    "header_not_utf8": "error",
+    "truncate": "error",
+    "flip_bytes": "flip",
+    "bad_metadata": None,
+    "bool_prices": "column",
+    "text_prices": "column",
+    "int32_seconds": "column",
+    "float_ts": "column",
+    "timestamp_ms": None,
+    "dictionary_symbol": None,
+    "int_side": None,
+    "ts_recv": None,
+}
 CSV_ONLY = {"bom", "crlf", "blank_lines", "header_not_utf8"}
-PARQUET_ONLY = {"truncate", "flip_bytes", "bad_metadata", "text_prices", "float_ts",
-                "timestamp_ms", "dictionary_symbol", "int_side"}  # fmt: skip
+PARQUET_ONLY = {
+    "truncate",
+    "flip_bytes",
+    "bad_metadata",
+    "text_prices",
+    "float_ts",
+    "timestamp_ms",
+    "dictionary_symbol",
+    "int_side",
+}
 
 
 @dataclass
@@ -100,17 +140,31 @@ class TickFile:
 def _cell_fault(value: object, fault: str, *, is_ts: bool = False) -> object:
     v = value
     table: dict[str, object] = {
-        "nan": math.nan, "inf": math.inf, "-inf": -math.inf, "null": None, "huge": 1e300,
-        "tiny": 1e-300, "zero": 0.0, "text": "abc", "bool": True,
-    }  # fmt: skip
+        "nan": math.nan,
+        "inf": math.inf,
+        "-inf": -math.inf,
+        "null": None,
+        "huge": 1e300,
+        "tiny": 1e-300,
+        "zero": 0.0,
+        "text": "abc",
+        "bool": True,
+    }
     if is_ts:
         assert isinstance(v, int)
         return {
-            "backwards": v - 5 * 10**9, "forward": v + 86_400 * 10**9, "seconds": v // 10**9,
-            "millis": v // 10**6, "micros": v // 10**3, "year2262": 9_300_000_000 * 10**9,
-            "negative": -v, "null": None, "text": "yesterday", "iso": ("iso", v),
+            "backwards": v - 5 * 10**9,
+            "forward": v + 86_400 * 10**9,
+            "seconds": v // 10**9,
+            "millis": v // 10**6,
+            "micros": v // 10**3,
+            "year2262": 9_300_000_000 * 10**9,
+            "negative": -v,
+            "null": None,
+            "text": "yesterday",
+            "iso": ("iso", v),
             "spaces": ("spaces", v),
-        }[fault]  # fmt: skip
+        }[fault]
     if fault in table:
         return table[fault]
     assert isinstance(v, float)
@@ -133,15 +187,26 @@ def tick_file(draw: st.DrawFn, kind: str) -> TickFile:
     columns: dict[str, list[object]]
     if kind == "quotes":
         columns = {
-            "ts_event": list(ts), "symbol": ["BTC-USD"] * n,
-            "bid": [round(m - 0.5, 2) for m in mid], "ask": [round(m + 0.5, 2) for m in mid],
-            "bid_size": list(sizes), "ask_size": list(reversed(sizes)),
-        }  # fmt: skip
+            "ts_event": list(ts),
+            "symbol": ["BTC-USD"] * n,
+            "bid": [round(m - 0.5, 2) for m in mid],
+            "ask": [round(m + 0.5, 2) for m in mid],
+            "bid_size": list(sizes),
+            "ask_size": list(reversed(sizes)),
+        }
     else:
-        sides = draw(st.lists(st.sampled_from(["buy", "sell", "b", "s", "BUY", "1", "-1"]),
-                              min_size=n, max_size=n))  # fmt: skip
-        columns = {"ts_event": list(ts), "symbol": ["BTC-USD"] * n, "price": list(mid),
-                   "size": list(sizes), "side": sides}  # fmt: skip
+        sides = draw(
+            st.lists(
+                st.sampled_from(["buy", "sell", "b", "s", "BUY", "1", "-1"]), min_size=n, max_size=n
+            )
+        )
+        columns = {
+            "ts_event": list(ts),
+            "symbol": ["BTC-USD"] * n,
+            "price": list(mid),
+            "size": list(sizes),
+            "side": sides,
+        }
     f = TickFile(kind, fmt, columns)
     other_format = PARQUET_ONLY if fmt == "csv" else CSV_ONLY
     faults = sorted(set(FILE_FAULTS) - other_format - {"none"})
@@ -174,13 +239,22 @@ def tick_file(draw: st.DrawFn, kind: str) -> TickFile:
         elif target == "symbol" and fault != "not_utf8":
             fault = draw(st.sampled_from(sorted(SYMBOL_FAULTS)))
             must = SYMBOL_FAULTS[fault]
-            columns[target][row] = {"unknown": "ZZZ", "null": None, "empty": "",
-                                    "spaces": ("spaces", "BTC-USD")}[fault]  # fmt: skip
+            columns[target][row] = {
+                "unknown": "ZZZ",
+                "null": None,
+                "empty": "",
+                "spaces": ("spaces", "BTC-USD"),
+            }[fault]
         elif target == "side":
             fault = draw(st.sampled_from(sorted(SIDE_FAULTS)))
             must = SIDE_FAULTS[fault]
-            columns[target][row] = {"up": "up", "null": None, "zero": "0", "short": "S",
-                                    "spaces": ("spaces", "sell")}[fault]  # fmt: skip
+            columns[target][row] = {
+                "up": "up",
+                "null": None,
+                "zero": "0",
+                "short": "S",
+                "spaces": ("spaces", "sell"),
+            }[fault]
         elif target in numbers and fault != "crossed":
             fault = draw(st.sampled_from(sorted(NUMBER_FAULTS)))
             must = NUMBER_FAULTS[fault]
@@ -360,10 +434,12 @@ def write_parquet(f: TickFile, path: Path) -> None:
 def _config(folder: Path, policy: str) -> Path:
     # short EMAs so that a few dozen quotes already trade
     text = (
-        _default_config_path().read_text()
-        .replace("span = 400", "span = 2").replace("span = 4000", "span = 5")
+        _default_config_path()
+        .read_text()
+        .replace("span = 400", "span = 2")
+        .replace("span = 4000", "span = 5")
         .replace('on_bad_row = "raise"', f'on_bad_row = "{policy}"')
-    )  # fmt: skip
+    )
     path = folder / f"{policy}.toml"
     path.write_text(text)
     return path
@@ -415,8 +491,17 @@ def check(files: list[TickFile], policy: str, capfd: pytest.CaptureFixture[str])
         outcome = "success" if code == 0 else "clean error"
         if "TRADELOOP_FUZZ_LOG" in os.environ:
             with open(os.environ["TRADELOOP_FUZZ_LOG"], "a") as log:
-                log.write(json.dumps({"policy": policy, "outcome": outcome,
-                                      "faults": [f.file_fault for f in files], "error": err.strip()}) + "\n")  # fmt: skip
+                log.write(
+                    json.dumps(
+                        {
+                            "policy": policy,
+                            "outcome": outcome,
+                            "faults": [f.file_fault for f in files],
+                            "error": err.strip(),
+                        }
+                    )
+                    + "\n"
+                )
         return outcome
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -450,8 +535,12 @@ def _check_success(files: list[TickFile], policy: str, out: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("policy", ["raise", "skip"])
-@settings(max_examples=EXAMPLES, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(files=data_sets())
 def test_cli_malformed_tick_files_fail_cleanly_or_replay_good_rows(
     files: list[TickFile], policy: str, capfd: pytest.CaptureFixture[str]
