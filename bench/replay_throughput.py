@@ -73,7 +73,9 @@ def ema_cross_loop(code, mid, n_instruments, fast_span, slow_span):  # type: ign
 
 
 def merged_mid(folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    quotes = pl.read_parquet(folder / "quotes.parquet", columns=["ts_event", "symbol", "bid", "ask"])
+    quotes = pl.read_parquet(
+        folder / "quotes.parquet", columns=["ts_event", "symbol", "bid", "ask"]
+    )
     trades = pl.read_parquet(folder / "trades.parquet", columns=["ts_event", "symbol"])
     ticks = pl.concat(
         [
