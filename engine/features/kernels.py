@@ -25,7 +25,9 @@ depends on a ring's current size (sums walk the ring in time order; a time windo
 re-anchors on its own count), so growing changes no value and any batching gives the same
 result. A ring stops growing at its ``capacity``: there it drops its oldest value, counts
 the overflow and reads NaN until the dropped value has left the window, so a value never
-covers a shorter window than its name says.
+covers a shorter window than its name says. (The kernels do not assert that a ring below
+its capacity never fills: numba's exception path costs ~0.1 us a tick on the live path;
+the tests check the overflow count instead.)
 
 Kernels compile with numpy's error model: a division by zero yields inf or NaN (and a
 NaN feature yields no signal) instead of raising inside the loop; it also drops the
@@ -139,11 +141,11 @@ def ema_time_update(fs, i, fo, ist, io, half_life_ns, x, ts):  # type: ignore[no
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def log_return_time_update(fs, i, fo, ist, io, cap, capmax, lag_ns, x, ts):  # type: ignore[no-untyped-def]
+def log_return_time_update(fs, i, fo, ist, io, cap, lag_ns, x, ts):  # type: ignore[no-untyped-def]
     """log(x_t / x_s) with s the last update at or before t - lag; warm once such s exists.
 
     Keeps the values newer than t - lag plus the newest one at or before it (the ring grows
-    to hold them). At ``capmax`` the oldest is dropped and counted; the return then reads
+    to hold them). At its capacity the oldest is dropped and counted; the return then reads
     NaN until the history covers the lag again (never a return over a shorter lag).
     """
     cutoff = ts - lag_ns
@@ -158,8 +160,6 @@ def log_return_time_update(fs, i, fo, ist, io, cap, capmax, lag_ns, x, ts):  # t
         else:
             break
     if ist[i, io + R_COUNT] == cap:
-        if cap < capmax:
-            raise RuntimeError("feature ring full below its capacity (a missed growth)")
         tail = _wrap(ist[i, io + R_HEAD] - cap, cap)
         ist[i, io + R_LOST_TS] = ist[i, rt + tail]
         ist[i, io + R_COUNT] -= 1
@@ -176,13 +176,13 @@ def log_return_time_update(fs, i, fo, ist, io, cap, capmax, lag_ns, x, ts):  # t
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def window_sums_update(fs, i, fo, ist, io, cap, capmax, window_ns, ts, a, b, add):  # type: ignore[no-untyped-def]
+def window_sums_update(fs, i, fo, ist, io, cap, window_ns, ts, a, b, add):  # type: ignore[no-untyped-def]
     """Two running sums over a time window of events (trade flow, VWAP); True when warm.
 
     fs: [sum_a, sum_b, -, ring_a..., ring_b...]; ist: the ring layout (``R_*``). Sums of
     trade quantities are well conditioned, so no anchor is needed; they are recomputed
     whenever the window empties, which resets rounding drift. Not warm while a value
-    dropped at ``capmax`` would still be in the window.
+    dropped at its capacity would still be in the window.
     """
     if ist[i, io + R_FIRST_TS] == 0:
         ist[i, io + R_FIRST_TS] = ts
@@ -202,8 +202,6 @@ def window_sums_update(fs, i, fo, ist, io, cap, capmax, window_ns, ts, a, b, add
         fs[i, fo + RF_SUMSQ] = 0.0
     if add:
         if ist[i, io + R_COUNT] == cap:
-            if cap < capmax:
-                raise RuntimeError("feature ring full below its capacity (a missed growth)")
             tail = _wrap(ist[i, io + R_HEAD] - cap, cap)
             fs[i, fo + RF_SUM] -= fs[i, ra + tail]
             fs[i, fo + RF_SUMSQ] -= fs[i, rb + tail]
@@ -223,7 +221,7 @@ def window_sums_update(fs, i, fo, ist, io, cap, capmax, window_ns, ts, a, b, add
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _rolling_run(op, fs, ist, i, fo, io, cap, capmax, window, idx, ts, res, upd, src, values, j):  # type: ignore[no-untyped-def]
+def _rolling_run(op, fs, ist, i, fo, io, cap, window, idx, ts, res, upd, src, values, j):  # type: ignore[no-untyped-def]
     """Rolling mean / std / z-score (tick or time window) over one instrument's ticks.
 
     The ring's scalars live in locals for the whole run and are written back at the end:
@@ -231,7 +229,7 @@ def _rolling_run(op, fs, ist, i, fo, io, cap, capmax, window, idx, ts, res, upd,
     per tick measured; 14 ns in locals). Same arithmetic, in the same order.
 
     A tick window's ring is the window (``cap`` values). A time window's ring grows (see
-    the module docstring); at ``capmax`` the oldest value is dropped and the value reads
+    the module docstring); at its capacity the oldest value is dropped and the value reads
     NaN until that value would have left the window.
     """
     is_time = op == OP_ROLLING_MEAN_TIME or op == OP_ROLLING_STD_TIME or op == OP_ZSCORE_TIME
@@ -269,8 +267,6 @@ def _rolling_run(op, fs, ist, i, fo, io, cap, capmax, window, idx, ts, res, upd,
                     ss -= d * d
                     count -= 1
                 if count == cap:
-                    if cap < capmax:
-                        raise RuntimeError("feature ring full below its capacity (a missed growth)")
                     tail = head - count
                     if tail < 0:
                         tail += cap
@@ -346,7 +342,7 @@ def _rolling_run(op, fs, ist, i, fo, io, cap, capmax, window, idx, ts, res, upd,
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _trade_window_run(  # type: ignore[no-untyped-def]
-    op, fs, ist, i, fo, io, cap, capmax, window, idx, ts, kind, price, size, side, res, upd, values, j,
+    op, fs, ist, i, fo, io, cap, window, idx, ts, kind, price, size, side, res, upd, values, j,
 ):  # fmt: skip
     """Trade-flow imbalance or VWAP over one instrument's ticks, with the window's
     scalars in locals (the same arithmetic as ``window_sums_update``)."""
@@ -384,8 +380,6 @@ def _trade_window_run(  # type: ignore[no-untyped-def]
             b = size[t]
             a = side[t] * b if flow else price[t] * b
             if count == cap:
-                if cap < capmax:
-                    raise RuntimeError("feature ring full below its capacity (a missed growth)")
                 tail = head - count
                 if tail < 0:
                     tail += cap
@@ -640,7 +634,6 @@ def _instrument_ops(  # type: ignore[no-untyped-def]
         fo = ops[j, C_FOFS]
         io = ops[j, C_IOFS]
         cap = ops[j, C_CAP]
-        capmax = ops[j, C_CAPMAX]
         ip = ops[j, C_IPARAM]
         cur = values[i, j]
         if src >= 0:
@@ -669,7 +662,6 @@ def _instrument_ops(  # type: ignore[no-untyped-def]
                     fo,
                     io,
                     cap,
-                    capmax,
                     ip,
                     idx,
                     ts,
@@ -692,7 +684,6 @@ def _instrument_ops(  # type: ignore[no-untyped-def]
                             istate,
                             io,
                             cap,
-                            capmax,
                             ip,
                             ts[t],
                             price[t] * size[t],
@@ -704,7 +695,7 @@ def _instrument_ops(  # type: ignore[no-untyped-def]
                         upd[j, t] = True
                         v = NAN
                         warm = window_sums_update(
-                            fstate, i, fo, istate, io, cap, capmax, ip, ts[t], 0.0, 0.0, False
+                            fstate, i, fo, istate, io, cap, ip, ts[t], 0.0, 0.0, False
                         )
                         if warm and fstate[i, fo + RF_SUMSQ] > 0.0:
                             vwap = fstate[i, fo + RF_SUM] / fstate[i, fo + RF_SUMSQ]
@@ -717,7 +708,7 @@ def _instrument_ops(  # type: ignore[no-untyped-def]
                     x = res[src, t]
                     if upd[src, t] and not math.isnan(x):
                         upd[j, t] = True
-                        cur = _derived(op, fstate, i, fo, istate, io, cap, capmax, ip, x, ts[t])
+                        cur = _derived(op, fstate, i, fo, istate, io, cap, ip, x, ts[t])
                     res[j, t] = cur
                 values[i, j] = cur
         elif op == OP_MID:
@@ -770,18 +761,18 @@ def _instrument_ops(  # type: ignore[no-untyped-def]
                 res[j, t] = cur
             values[i, j] = cur
         elif op == OP_TRADE_FLOW_IMBALANCE or op == OP_VWAP:
-            _trade_window_run(op, fstate, istate, i, fo, io, cap, capmax, ip, idx, ts, kind, price, size, side,
+            _trade_window_run(op, fstate, istate, i, fo, io, cap, ip, idx, ts, kind, price, size, side,
                               res, upd, values, j)  # fmt: skip
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _derived(op, fs, i, fo, ist, io, cap, capmax, ip, x, now):  # type: ignore[no-untyped-def]
+def _derived(op, fs, i, fo, ist, io, cap, ip, x, now):  # type: ignore[no-untyped-def]
     """One update of a derived kernel (input updated and not NaN); returns its value."""
     v = NAN
     if op == OP_EMA_TIME:
         v = ema_time_update(fs, i, fo, ist, io, ip, x, now)
     elif op == OP_LOG_RETURN_TIME:
-        v = log_return_time_update(fs, i, fo, ist, io, cap, capmax, ip, x, now)
+        v = log_return_time_update(fs, i, fo, ist, io, cap, ip, x, now)
     elif op == OP_REALIZED_VOL_TIME:
         # the previous input sits in the anchor slot; squared log returns go into the window
         have = ist[i, io + R_FLAG] > 0
@@ -791,7 +782,7 @@ def _derived(op, fs, i, fo, ist, io, cap, capmax, ip, x, now):  # type: ignore[n
             r2 = lr * lr
         fs[i, fo + RF_ANCHOR] = x
         ist[i, io + R_FLAG] = 1
-        if window_sums_update(fs, i, fo, ist, io, cap, capmax, ip, now, r2, 1.0, have):
+        if window_sums_update(fs, i, fo, ist, io, cap, ip, now, r2, 1.0, have):
             v = math.sqrt(fs[i, fo + RF_SUM])
     return v
 
