@@ -61,6 +61,13 @@ class OrderDesk:
         self._unknown: set[str] = set()  # timed out, still no answer
         self.flattening = False
 
+    def begin_session(self, order_id_prefix: str) -> None:
+        """Client order ids from here on are ``{order_id_prefix}-{n}`` counted from 1: the
+        daemon rebuilding its state replays each earlier session under that session's
+        prefix, so the orders it makes again carry the ids the venue knows."""
+        self._prefix = order_id_prefix
+        self._seq = 0
+
     # order entry
 
     def submit(
