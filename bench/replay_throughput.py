@@ -12,7 +12,8 @@ of a shared machine falls on all three alike, it times on the same files:
   the floor of getting the data off disk;
 - a bare numba loop of the same EMA-cross arithmetic (two tick EMAs per instrument on
   mid, sign change = one crossing) over the merged tick stream's mid (NaN on trades),
-  arrays already in memory, ticks/s: the floor of the strategy's own arithmetic.
+  arrays already in memory, ticks/s: the floor of the strategy's own arithmetic (each
+  run takes the median of 11 passes).
 
 The ratios (replay / reference, in rows per second over the same rows) are the figures
 to compare between machines.
@@ -37,6 +38,10 @@ from numba import njit
 from engine.config import load_config
 from replay.cli import _default_config_path
 from replay.runner import run_replay
+
+# one pass of the bare loop takes tens of milliseconds, short enough for one preemption
+# on a loaded machine to double it: each run times it this many times and takes the median
+LOOP_PASSES = 11
 
 __all__ = ["machine"]  # bench/journal.py, explain.py, sweep.py, live_latency.py import it here
 
@@ -132,13 +137,16 @@ def main() -> None:
             rows = polars_read(folder)
             dt = time.perf_counter() - t0
             polars_rates.append(rows / dt)
-            t0 = time.perf_counter()
-            crossings = ema_cross_loop(code, mid, 3, fast_span, slow_span)
-            dt_loop = time.perf_counter() - t0
+            passes = []
+            for _ in range(LOOP_PASSES):
+                t0 = time.perf_counter()
+                crossings = ema_cross_loop(code, mid, 3, fast_span, slow_span)
+                passes.append(time.perf_counter() - t0)
+            dt_loop = median(passes)
             loop_rates.append(mid.shape[0] / dt_loop)
             print(f"       polars.read_parquet {rows:,} rows in {dt:.2f}s = {rows / dt:,.0f} rows/s; "
                   f"numba EMA-cross loop {mid.shape[0]:,} ticks ({crossings:,} crossings) in "
-                  f"{dt_loop:.3f}s = {mid.shape[0] / dt_loop:,.0f} ticks/s")  # fmt: skip
+                  f"{dt_loop:.3f}s (median of {LOOP_PASSES}) = {mid.shape[0] / dt_loop:,.0f} ticks/s")  # fmt: skip
     e, p, n = median(engine_rates), median(polars_rates), median(loop_rates)
     print(f"replay:              {runs(engine_rates)} ticks/s; peak RSS {peak_mb:,.0f} MiB")
     print(f"polars read_parquet: {runs(polars_rates)} rows/s")
