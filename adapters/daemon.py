@@ -59,7 +59,7 @@ import secrets
 import signal
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, ParamSpec, Protocol, TypeVar
@@ -67,7 +67,7 @@ from typing import IO, ParamSpec, Protocol, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from adapters.journal_file import FileJournalWriter
+from adapters.journal_file import FileJournalReader, FileJournalWriter
 from adapters.live_sender import Outgoing, QueueSender, ShadowSender
 from adapters.metrics import DaemonMetrics, tradeloop_version
 from adapters.mqtt.ingest import CommandIn, Connection, Inbound, MarketData, Overflow, ReportIn
@@ -75,13 +75,30 @@ from adapters.mqtt.session import MqttSession
 from adapters.mqtt.settings import MqttSettings
 from adapters.mqtt.status import Status, encode_status
 from adapters.mqtt.topics import Topics
+from adapters.reconciliation import (
+    SHUTDOWN_REASON,
+    ClaimHolder,
+    ExternalOrders,
+    FillLedger,
+    History,
+    OmsSnapshot,
+    alarms_of,
+    apply_history,
+    fetch_over_mqtt,
+    missed_fills,
+    order_reports,
+    position_differences,
+    session_starts,
+    unanswered,
+    verdict,
+)
 from adapters.sim_venue import SimulatedVenue
 from engine.assembly import build_engine
 from engine.clock import LiveClock
 from engine.codec import EventCodec
 from engine.config import Config, load_config
 from engine.engine import Engine
-from engine.errors import ConfigError
+from engine.errors import AdapterError, ConfigError
 from engine.events import (
     Alarm,
     CancelRequest,
@@ -105,7 +122,7 @@ from engine.journal import (
     ReportRecord,
     TimerRecord,
 )
-from engine.ports import ExecutionReport, OrderRouter, SendOnly
+from engine.ports import ExecutionReport, OrderRouter, OrderSender, SendOnly
 from engine.strategy import NoParams, Strategy
 from engine.ticks import QUOTE, TickBatch
 from engine.units import parse_duration_ns
@@ -118,6 +135,10 @@ LIVE_MODES = ("shadow", "paper", "live")
 # items taken per turn: bounds how long one turn holds the loop (the broker's reader and
 # the order publisher wait meanwhile) while still amortising one commit over many items
 MAX_TURN_ITEMS = 1024
+# how long the OMS has to answer one reconciliation request, and how often a daemon
+# halted by reconciliation asks again
+RECONCILE_TIMEOUT_S = 2.0
+RECONCILE_RETRY_S = 2.0
 # latencies kept raw for percentiles (bench, logs): about 8 MB at most
 _LATENCY_SAMPLES = 1_000_000
 
@@ -182,6 +203,8 @@ def apply_input(engine: Engine, ts_recv: int, body: InputBody) -> None:
         case None:
             pass
         case Command():
+            for alarm in alarms_of(body):  # a reconciliation kill names each difference
+                engine.emit(alarm)
             engine.on_command(body)
         case FeedStatus(status="restored"):
             engine.market_data_restored(body.reason)
@@ -206,6 +229,46 @@ def apply_record(engine: Engine, record: AnyRecord) -> None:
             # the daemon journals no timer firings: timers fire inside the engine as the
             # clock moves, so a timer record only moves time
             apply_input(engine, record.ts_recv, None)
+
+
+def rebuild(engine: Engine, journal_dir: Path, *, before_seq: int | None = None) -> History:
+    """Apply the journal's records (those before ``before_seq``) to a fresh engine, each
+    session under its own client order id prefix (``adapters.reconciliation``): what a
+    restarted daemon does before it goes live, and what the replay of a later session
+    does first. The engine's router must send nothing meanwhile.
+
+    Raises:
+        JournalError: a journal file is corrupt.
+        AdapterError: the folder cannot be read.
+    """
+    if not journal_dir.is_dir():
+        return History()
+    stop = None if before_seq is None else (lambda record: record.seq >= before_seq)
+    return apply_history(
+        engine, FileJournalReader(journal_dir), session_starts(journal_dir), apply_record,
+        stop=stop,
+    )  # fmt: skip
+
+
+class SwitchSender:
+    """The sending port of the daemon's engine: nothing leaves while the journal's history
+    is applied (``target`` None), then everything goes to ``target``."""
+
+    def __init__(self) -> None:
+        self.target: OrderSender | None = None
+        self.held = 0
+
+    def submit(self, order: OrderRequest) -> None:
+        if self.target is None:
+            self.held += 1
+        else:
+            self.target.submit(order)
+
+    def cancel(self, request: CancelRequest) -> None:
+        if self.target is None:
+            self.held += 1
+        else:
+            self.target.cancel(request)
 
 
 # the composition
@@ -404,6 +467,7 @@ class LiveCore:
         self.counters: Counter[str] = Counter()
         self.last_ts = 0
         self.dirty = False  # a fill or a state change since the last status
+        self.reconnected = False  # the session came back since the daemon last looked
 
     def handle(self, items: list[Inbound]) -> None:
         """One turn over inbox items: journal all, commit, apply all in order."""
@@ -437,6 +501,10 @@ class LiveCore:
         """An input the daemon makes itself (stop, outbox overflow), journaled first."""
         self._run([(max(ts_ns, self.last_ts), body, kind)])
 
+    def inject_all(self, inputs: list[tuple[int, InputBody, str]]) -> None:
+        """Inputs the daemon makes itself (reconciliation), journaled, committed, applied."""
+        self._run([(max(ts, self.last_ts), body, kind) for ts, body, kind in inputs])
+
     def _inputs_of(self, item: Inbound, out: list[tuple[int, InputBody, str]]) -> None:
         floor = self.last_ts
         ts = item.ts_recv
@@ -461,6 +529,8 @@ class LiveCore:
                 self.metrics.broker_connected.set(1 if item.connected else 0)
                 log.warning("broker %s: %s", "connected" if item.connected else "lost",
                             item.reason)  # fmt: skip
+                if item.connected and item.reason == "reconnected":
+                    self.reconnected = True
                 status = self.feed.on_connection(item.connected, item.reason)
                 if status is not None:
                     out.append((ts, status, "feed"))
@@ -554,6 +624,11 @@ SessionFactory = Callable[
 ]
 
 
+ReconcileFetch = Callable[[int, float], Awaitable[OmsSnapshot]]
+"""Asks the OMS for its snapshot: fills since a time (ns), with a timeout per request (s).
+Raises ``AdapterError``."""
+
+
 def mqtt_session(
     settings: MqttSettings,
     topics: Topics,
@@ -621,7 +696,7 @@ class SessionFiles:
 
 def write_session_files(
     config: Config, config_bytes: bytes, directory: Path, session_id: str, start_ns: int,
-    order_id_prefix: str,
+    order_id_prefix: str, *, first_seq: int | None = None, extra: dict[str, int] | None = None,
 ) -> SessionFiles:  # fmt: skip
     """``session-{id}.toml`` (the config that ran, byte for byte) and ``session-{id}.json``."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -633,7 +708,7 @@ def write_session_files(
     )
     files.config.write_bytes(config_bytes)
     started = dt.datetime.fromtimestamp(start_ns / 1e9, dt.UTC)
-    manifest = {
+    manifest: dict[str, object] = {
         "session_id": session_id,
         "mode": config.mode,
         "config_sha256": hashlib.sha256(config_bytes).hexdigest(),
@@ -646,6 +721,9 @@ def write_session_files(
         "account": config.live.account,
         "version": tradeloop_version(),
     }
+    if first_seq is not None:
+        manifest["first_seq"] = first_seq
+    manifest.update(extra or {})
     files.manifest.write_text(json.dumps(manifest, indent=2) + "\n")
     return files
 
@@ -663,6 +741,7 @@ class Daemon:
         *,
         receive_clock: Callable[[], int],
         session_factory: SessionFactory,
+        reconcile_fetch: ReconcileFetch | None = None,
     ) -> None:
         if config.mode not in LIVE_MODES:
             raise ConfigError(
@@ -684,9 +763,25 @@ class Daemon:
                         on_published=self._published)
             if config.mode == "live" else None
         )  # fmt: skip
-        self.engine = build_live_engine(
-            config, build_router(config, self.sender), order_id_prefix=self.order_id_prefix
+        # nothing leaves while the journal's history is applied (paper: the venue is ours)
+        self.switch = SwitchSender()
+        router = build_router(config, None) if config.mode == "paper" else SendOnly(self.switch)
+        self.engine = build_live_engine(config, router, order_id_prefix=self.order_id_prefix)
+        self.ledger = FillLedger()
+        self.claims = ClaimHolder(self.engine)
+        self.engine.sinks += [self.ledger, self.claims]
+        self.reconcile_fetch = reconcile_fetch
+        # TODO(config): ``[live] external_orders = "adopt" | "flag"``
+        self.external_orders: ExternalOrders = getattr(config.live, "external_orders", "flag")
+        self.history = History()
+        self.reconciliation: Counter[str] = Counter()
+        self._reconcile_task: asyncio.Task[None] | None = None
+        self._reconcile_result: tuple[OmsSnapshot | AdapterError, set[str] | None, int] | None = (
+            None
         )
+        self._reconcile_due: float | None = None
+        self._reconcile_retries = 0
+        self._tasks: asyncio.TaskGroup | None = None
         warm_up(config, self.engine.strategy.thresholds())
         self.metrics = DaemonMetrics(self.engine.instruments.symbols)
         self.heartbeat_seq = 0
@@ -704,19 +799,33 @@ class Daemon:
         *,
         receive_clock: Callable[[], int] | None = None,
         session_factory: SessionFactory | None = None,
+        reconcile_fetch: ReconcileFetch | None = None,
     ) -> Daemon:
         """Load and validate the config, resolve plugins and secrets: no I/O beyond reading.
+
+        Without a ``session_factory`` the daemon talks to the broker of the config and
+        reconciles over it (``reconcile_fetch`` default); a test's own session
+        reconciles only through the ``reconcile_fetch`` it passes.
 
         Raises:
             ConfigError, PluginLoadError, ModelError: the config cannot run.
         """
         config, _ = load_config(config_path)
-        return cls(
+        daemon = cls(
             config,
             Path(config_path).read_bytes(),
             receive_clock=receive_clock or ReceiveClock(),
             session_factory=session_factory or mqtt_session,
+            reconcile_fetch=reconcile_fetch,
         )
+        if session_factory is None and reconcile_fetch is None:
+            settings, topics = daemon.settings, daemon.topics
+
+            async def fetch(since_ns: int, timeout_s: float) -> OmsSnapshot:
+                return await fetch_over_mqtt(settings, topics, since_ns, timeout_s)
+
+            daemon.reconcile_fetch = fetch
+        return daemon
 
     def _published(self, item: Outgoing, trigger: str, published_ns: int) -> None:
         if isinstance(item, OrderRequest):
@@ -734,21 +843,33 @@ class Daemon:
         """
         cfg = self.config
         journal_dir = Path(cfg.journal.dir)
-        self.files = write_session_files(cfg, self.config_bytes, journal_dir, self.session_id,
-                                         self.start_ns, self.order_id_prefix)  # fmt: skip
-        log.info("session %s starting", self.session_id,
-                 extra={"mode": cfg.mode, "order_id_prefix": self.order_id_prefix,
-                        "journal": str(journal_dir)})  # fmt: skip
-        decisions = DecisionLog(self.files.decisions)
         journal = FileJournalWriter(
             journal_dir, session_id=self.session_id, fsync=cfg.journal.fsync
         )
         engine = self.engine
-        limits = [lim.max_quote_age_ns for lim in engine.risk.limits]
-        feed = FeedMonitor(engine.instruments.symbols, limits, self.start_ns)
+        decisions: DecisionLog | None = None
         try:
-            journal.open()
+            journal.open()  # a torn tail (kill -9 mid-write) is cut and counted here
+            self.history = rebuild(engine, journal_dir, before_seq=journal.next_seq)
+            engine.desk.begin_session(self.order_id_prefix)
+            self.switch.target = self.sender if self.sender is not None else ShadowSender()
+            self.start_ns = max(self.start_ns, self.history.last_ts)
+            self.files = write_session_files(
+                cfg, self.config_bytes, journal_dir, self.session_id, self.start_ns,
+                self.order_id_prefix, first_seq=journal.next_seq,
+                extra={"rebuilt_records": self.history.records,
+                       "torn_tails_cut": journal.torn_tails_cut,
+                       "torn_bytes_cut": journal.torn_bytes_cut},
+            )  # fmt: skip
+            log.info("session %s starting", self.session_id,
+                     extra={"mode": cfg.mode, "order_id_prefix": self.order_id_prefix,
+                            "journal": str(journal_dir), "rebuilt_records": self.history.records,
+                            "torn_tails_cut": journal.torn_tails_cut})  # fmt: skip
+            decisions = DecisionLog(self.files.decisions)
+            limits = [lim.max_quote_age_ns for lim in engine.risk.limits]
+            feed = FeedMonitor(engine.instruments.symbols, limits, self.start_ns)
             core = self.core = LiveCore(engine, journal, feed, self.metrics, self.sender)
+            core.last_ts = self.history.last_ts
             engine.sinks += [decisions, self.metrics.on_event, core.on_event]
             self.metrics.trading_state.set(0)
             if cfg.live.metrics_port:
@@ -773,7 +894,8 @@ class Daemon:
             return 0
         finally:
             self.metrics.close()
-            decisions.close()
+            if decisions is not None:
+                decisions.close()
             journal.close()
 
     async def _connect_and_run(
@@ -802,10 +924,13 @@ class Daemon:
         self, session: LiveSession, core: LiveCore, stop: asyncio.Event, decisions: DecisionLog
     ) -> None:
         async with asyncio.TaskGroup() as tasks:
+            self._tasks = tasks
             background = [
                 tasks.create_task(self._publish_statuses(session), name="status-publisher"),
                 tasks.create_task(self._watch_stop(stop), name="stop-watcher"),
             ]
+            # nothing is published and nothing consumed until the OMS has been asked
+            await self._reconcile_at_start(core)
             if self.sender is not None:
                 background.append(
                     tasks.create_task(
@@ -817,11 +942,106 @@ class Daemon:
             await self._stop(session, core)
             for task in background:
                 task.cancel()
+            if self._reconcile_task is not None:
+                self._reconcile_task.cancel()
 
     async def _watch_stop(self, stop: asyncio.Event) -> None:
         await stop.wait()
+        self._wake()
+
+    def _wake(self) -> None:
         if self._waiting is not None:  # wake the consumer out of its idle wait now
             self._waiting.reschedule(asyncio.get_running_loop().time())
+
+    # reconciliation (``adapters.reconciliation``): fetched in the background, applied by
+    # the consumer between turns, every input journaled
+
+    async def _reconcile_at_start(self, core: LiveCore) -> None:
+        if self.config.mode != "live" or self.reconcile_fetch is None:
+            return
+        if self.history.records == 0:
+            # a first session: nothing of ours to check, the OMS may still hold positions
+            self._start_reconciliation(asked_open=False)
+            return
+        t0 = time.perf_counter()
+        mark = len(self.ledger.entries)
+        try:
+            snapshot = await self.reconcile_fetch(self.ledger.last_fill_ns, RECONCILE_TIMEOUT_S)
+        except AdapterError as exc:
+            self._reconcile_failed(core, exc, halt=True)
+            return
+        self._apply_snapshot(core, snapshot, None, mark)
+        self.reconciliation["start_ms"] = round((time.perf_counter() - t0) * 1000)
+
+    def _start_reconciliation(self, *, asked_open: bool) -> None:
+        fetch = self.reconcile_fetch
+        if fetch is None or self._tasks is None or self._reconcile_task is not None:
+            return
+        self._reconcile_due = None
+        asked = (
+            {o.client_order_id for o in self.engine.orders.open_orders()} if asked_open else None
+        )
+        mark = len(self.ledger.entries)
+        since = self.ledger.last_fill_ns
+
+        async def run() -> None:
+            result: OmsSnapshot | AdapterError
+            try:
+                result = await fetch(since, RECONCILE_TIMEOUT_S)
+            except AdapterError as exc:
+                result = exc
+            self._reconcile_result = (result, asked, mark)
+            self._reconcile_task = None
+            self._wake()
+
+        self._reconcile_task = self._tasks.create_task(run(), name="reconciliation")
+
+    def _finish_reconciliation(self, core: LiveCore) -> None:
+        assert self._reconcile_result is not None
+        result, asked, mark = self._reconcile_result
+        self._reconcile_result = None
+        if isinstance(result, AdapterError):
+            self._reconcile_failed(core, result, halt=False)
+        else:
+            self._apply_snapshot(core, result, asked, mark)
+
+    def _reconcile_failed(self, core: LiveCore, error: AdapterError, *, halt: bool) -> None:
+        self.reconciliation["failed"] += 1
+        log.error("reconciliation: %s", error)
+        if halt and not self.claims.held_by_reconciliation():
+            ts = max(self.receive_clock(), core.last_ts)
+            core.inject(ts, unanswered(error, ts), "command")
+        if self.claims.held_by_reconciliation() or self._reconcile_retries < 3:
+            self._reconcile_retries += 1
+            self._reconcile_due = asyncio.get_running_loop().time() + RECONCILE_RETRY_S
+
+    def _apply_snapshot(
+        self, core: LiveCore, snapshot: OmsSnapshot, asked: set[str] | None, mark: int
+    ) -> None:
+        engine = self.engine
+        ts = max(self.receive_clock(), core.last_ts)
+        fills = missed_fills(self.ledger, snapshot)
+        if fills:
+            core.inject_all([(ts, fill, "report") for fill in fills])
+        reports = order_reports(engine, snapshot, ts, asked=asked, external=self.external_orders)
+        if reports:
+            core.inject_all([(ts, report, "report") for report in reports])
+        known = {fill.fill_id for fill in snapshot.fills}
+        differences = position_differences(engine, snapshot, self.ledger.booked_after(mark, known))
+        command = verdict(differences, self.claims, ts)
+        if command is not None:
+            core.inject(ts, command, "command")
+        self._reconcile_retries = 0
+        counts = self.reconciliation
+        counts["runs"] += 1
+        counts["missed_fills"] += len(fills)
+        counts["order_reports"] += len(reports)
+        counts["position_differences"] += len(differences)
+        log.info("reconciliation: %d missed fills applied, %d order reports, %d position "
+                 "differences", len(fills), len(reports), len(differences),
+                 extra={"reads": snapshot.reads, "verdict": command.action if command else ""})  # fmt: skip
+        if self.claims.held_by_reconciliation():
+            self._reconcile_due = asyncio.get_running_loop().time() + RECONCILE_RETRY_S
 
     async def _consume(
         self, session: LiveSession, core: LiveCore, stop: asyncio.Event, decisions: DecisionLog
@@ -832,6 +1052,11 @@ class Daemon:
         next_beat = loop.time() + period
         items: list[Inbound] = []
         while not stop.is_set():
+            if self._reconcile_result is not None:
+                self._finish_reconciliation(core)
+            if core.reconnected:  # reports sent while we were away are lost: ask the OMS
+                core.reconnected = False
+                self._start_reconciliation(asked_open=True)
             while len(items) < MAX_TURN_ITEMS:
                 try:
                     items.append(inbox.get_nowait())
@@ -846,6 +1071,8 @@ class Daemon:
             if now >= next_beat:
                 self._heartbeat(core, decisions)
                 next_beat = max(next_beat + period, now)
+                if self._reconcile_due is not None and now >= self._reconcile_due:
+                    self._start_reconciliation(asked_open=True)
                 continue
             if inbox.empty() and not stop.is_set():
                 try:
@@ -906,7 +1133,7 @@ class Daemon:
         ts = self.receive_clock()
         if cfg.cancel_on_stop:
             core.inject(ts, Command(ts_event=ts, ts_recv=ts, action="kill", issuer="daemon",
-                                    reason="daemon shutdown"), "command")  # fmt: skip
+                                    reason=SHUTDOWN_REASON), "command")  # fmt: skip
         loop = asyncio.get_running_loop()
         if self.sender is not None and not await self.sender.wait_empty(
             max(0.0, deadline - loop.time())
@@ -937,6 +1164,7 @@ async def run_daemon(
     receive_clock: Callable[[], int] | None = None,
     session_factory: SessionFactory | None = None,
     on_ready: Callable[[Daemon], None] | None = None,
+    reconcile_fetch: ReconcileFetch | None = None,
 ) -> int:
     """Run the daemon of ``config_path`` on the running loop until ``stop`` is set (or,
     without ``stop``, until SIGTERM or SIGINT). Returns the exit code.
@@ -947,13 +1175,18 @@ async def run_daemon(
         receive_clock: the receive clock (default: wall time made non-decreasing).
         session_factory: builds the session (default: ``MqttSession``; tests pass a fake).
         on_ready: called with the daemon once it is built, before it connects.
+        reconcile_fetch: asks the OMS for its snapshot (default: over the config's broker
+            when ``session_factory`` is the default, else no reconciliation).
 
     Raises:
         ConfigError, PluginLoadError, ModelError: the config cannot run.
         AdapterError: the journal or broker failed.
     """
     daemon = Daemon.create(
-        config_path, receive_clock=receive_clock, session_factory=session_factory
+        config_path,
+        receive_clock=receive_clock,
+        session_factory=session_factory,
+        reconcile_fetch=reconcile_fetch,
     )
     if on_ready is not None:
         on_ready(daemon)
@@ -985,5 +1218,6 @@ __all__ = [
     "apply_record",
     "build_live_engine",
     "new_session_id",
+    "rebuild",
     "run_daemon",
 ]

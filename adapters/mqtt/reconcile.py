@@ -270,7 +270,7 @@ async def request(
         pending = PendingRequests(codec or ReconcileCodec())
     answer_topic = response_topic(topics)
     correlation, future = pending.open()
-    props = Properties(PacketTypes.PUBLISH)
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     props.ResponseTopic = answer_topic
     props.CorrelationData = correlation
     name = type(req).__name__

@@ -1,0 +1,483 @@
+"""Start-up and reconnect reconciliation (issue 11): the journal first, then the OMS.
+
+Rebuild. A restarted daemon replays every earlier session's journal records through its
+new engine before it goes live (``apply_history``): orders, fills, positions, the day's
+loss-monitor figures, token buckets, feature state, the trading state and who set it are
+what they were, because they are a function of the input stream. Each earlier session is
+replayed under its own client order id prefix (``OrderDesk.begin_session``), so the
+orders it makes again carry the ids the OMS knows, and nothing is sent meanwhile. The
+replay of a journal (``replay.journal_replay``) applies the earlier sessions the same way
+before the session it checks, so parity stays exact.
+
+Reconcile. Then the daemon asks the OMS (``adapters.mqtt.reconcile``, MQTT 5 request /
+response, with a timeout) for fills since the journal's last fill, its positions and its
+open orders (``fetch_snapshot``), and turns the differences into journaled inputs, so the
+new session's journal still holds everything its engine was fed:
+
+- a fill the OMS booked and the journal does not hold -> that ``Fill`` as a report (the
+  OMS's own ``fill_id``: a second restart finds it in the journal and adds nothing);
+- an order open here but not at the OMS (it was cancelled or rejected while we were away,
+  or never reached the OMS before a crash) -> ``OrderCancelled``; an order open at the OMS
+  still NEW or UNKNOWN here -> ``OrderAccepted``;
+- an order the OMS works that we never sent (external) -> ``flag``: its ``OrderAccepted``
+  is journaled, which the engine alarms on as an unknown order (its fills are booked,
+  alarmed and reduce only); ``adopt`` needs a journal record that carries an
+  ``OrderRequest`` (not in the journal format yet) and falls back to ``flag``;
+- positions that still differ -> a ``kill`` command from issuer ``reconciliation`` whose
+  reason names each difference on its own line; ``apply_input`` emits one ``Alarm`` per
+  line before the kill, in the live daemon and in replay alike. The daemon asks again
+  while it holds that kill, and lifts it (``resume`` from ``reconciliation``) once they
+  agree, unless another source claims a restricted state.
+
+The positions and fills are read as one consistent snapshot: fills, positions, fills
+again, retried until no fill was booked between the two fill reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Literal, TypeVar
+
+import aiomqtt
+import msgspec
+
+from adapters.mqtt.reconcile import (
+    FillsResponse,
+    FillsSinceRequest,
+    OpenOrder,
+    OpenOrdersRequest,
+    OpenOrdersResponse,
+    PositionsRequest,
+    PositionsResponse,
+    ReconcileCodec,
+    ReconcileRequest,
+    ReconcileResponse,
+    request,
+)
+from adapters.mqtt.settings import MqttSettings
+from adapters.mqtt.topics import Topics
+from engine.engine import Engine
+from engine.errors import AdapterError
+from engine.events import (
+    Alarm,
+    Command,
+    Event,
+    Fill,
+    OrderAccepted,
+    OrderCancelled,
+    side_sign,
+)
+from engine.journal import AnyRecord, ClockRecord
+from engine.orders import OrderStatus
+from engine.ports import ExecutionReport
+
+log = logging.getLogger("tradeloop.reconciliation")
+
+RECONCILIATION: Final = "reconciliation"
+"""Issuer of the commands reconciliation journals."""
+SHUTDOWN_REASON: Final = "daemon shutdown"
+"""Reason of the daemon's own kill at a graceful stop (lifted at the next start once the
+OMS agrees)."""
+ExternalOrders = Literal["adopt", "flag"]
+
+_T = TypeVar("_T", bound=ReconcileResponse)
+
+# positions are sums of lot multiples; below this they are equal
+_QTY_EPS = 1e-9
+# consistent reads: fills, positions, fills again, up to this many times
+_SNAPSHOT_ATTEMPTS = 5
+
+
+# the journal's sessions
+
+
+class SessionStart(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a session of a journal folder starts (``session-{id}.json``, other fields
+    ignored): at ``first_seq`` where the daemon wrote it, else at its first clock
+    reading (``ts_recv == start_ns``)."""
+
+    session_id: str
+    order_id_prefix: str
+    start_ns: int
+    first_seq: int | None = None
+
+    def starts_at(self, record: AnyRecord) -> bool:
+        if self.first_seq is not None:
+            return record.seq == self.first_seq
+        return isinstance(record, ClockRecord) and record.ts_recv == self.start_ns
+
+
+def session_starts(journal_dir: Path) -> list[SessionStart]:
+    """The sessions of a journal folder, oldest first (unreadable files are skipped and
+    logged: a session that cannot be placed is replayed under its predecessor's prefix,
+    whose orders then do not match their reports and are alarmed on)."""
+    found: list[SessionStart] = []
+    decoder = msgspec.json.Decoder(SessionStart)
+    for path in journal_dir.glob("session-*.json"):
+        try:
+            found.append(decoder.decode(path.read_bytes()))
+        except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.error("journal %s: session file %s unreadable: %s", journal_dir, path.name, exc)
+    found.sort(key=lambda s: (s.start_ns, s.first_seq or 0, s.session_id))
+    return found
+
+
+@dataclass
+class History:
+    """What ``apply_history`` replayed."""
+
+    records: int = 0
+    sessions: list[str] = field(default_factory=list)
+    last_seq: int = 0
+    last_ts: int = 0
+
+
+def apply_history(
+    engine: Engine,
+    records: Iterable[AnyRecord],
+    sessions: list[SessionStart],
+    apply: Callable[[Engine, AnyRecord], None],
+    *,
+    stop: Callable[[AnyRecord], bool] | None = None,
+) -> History:
+    """Apply journal records to ``engine`` until ``stop`` says a record is not history,
+    switching the client order id prefix at each session's first record.
+
+    Args:
+        engine: a fresh engine of the config (its router must send nothing).
+        records: the journal's records in sequence order.
+        sessions: ``session_starts`` of the folder.
+        apply: how one record reaches the engine (``adapters.daemon.apply_record``).
+        stop: the first record that is not history (None: all of them are).
+    """
+    history = History()
+    for record in records:
+        if stop is not None and stop(record):
+            break
+        for session in sessions:
+            if session.starts_at(record):
+                engine.desk.begin_session(session.order_id_prefix)
+                history.sessions.append(session.session_id)
+        apply(engine, record)
+        history.records += 1
+        history.last_seq = record.seq
+        history.last_ts = max(history.last_ts, record.ts_recv)
+    return history
+
+
+# what the engine knows (a sink, attached before the history is applied)
+
+
+class FillLedger:
+    """Every fill id the engine was given and the latest fill time: what a restart asks
+    the OMS about (``FillsSinceRequest``) and what it need not apply again."""
+
+    def __init__(self) -> None:
+        self.fill_ids: set[str] = set()
+        self.last_fill_ns = 0
+        self.entries: list[tuple[str, str, float]] = []  # fill id, instrument, signed qty
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, Fill) and event.fill_id not in self.fill_ids:
+            self.fill_ids.add(event.fill_id)
+            self.last_fill_ns = max(self.last_fill_ns, event.ts_event)
+            self.entries.append(
+                (event.fill_id, event.instrument, side_sign(event.side) * event.qty)
+            )
+
+    def booked_after(self, mark: int, known: set[str]) -> dict[str, float]:
+        """Net quantity by instrument of the fills booked since ``len(entries)`` was
+        ``mark`` that are not in ``known``: what the engine holds beyond a snapshot."""
+        out: dict[str, float] = {}
+        for fill_id, instrument, qty in self.entries[mark:]:
+            if fill_id not in known:
+                out[instrument] = out.get(instrument, 0.0) + qty
+        return out
+
+
+class ClaimHolder:
+    """Who holds the operator's claim on the trading state: the ``(issuer, reason)`` of
+    the command that set it (a sink: the engine emits each command before applying it)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self.holder: tuple[str, str] | None = None
+
+    def __call__(self, event: Event) -> None:
+        if not isinstance(event, Command):
+            return
+        killed = self._engine.risk.trading.is_killed()
+        match event.action:
+            case "kill":
+                self.holder = (event.issuer, event.reason.split("\n", 1)[0])
+            case "reduce_only" | "flatten" if not killed:
+                self.holder = (event.issuer, event.reason)
+            case "resume":
+                self.holder = None
+
+    def liftable(self) -> bool:
+        """The operator claim is reconciliation's own (or the previous session's shutdown
+        kill) and no other source but data loss claims a restricted state, so a
+        ``resume`` lifts exactly that claim (a feed still lost claims again at the next
+        heartbeat)."""
+        if self.holder is None:
+            return False
+        issuer, reason = self.holder
+        ours = issuer == RECONCILIATION or (issuer == "daemon" and reason == SHUTDOWN_REASON)
+        claims = self._engine.risk.trading.claims()
+        others = (claims["loss_limit"], claims["automatic"])
+        return ours and claims["operator"] != "ACTIVE" and all(c == "ACTIVE" for c in others)
+
+    def held_by_reconciliation(self) -> bool:
+        return self.holder is not None and self.holder[0] == RECONCILIATION
+
+
+def alarms_of(command: Command) -> list[Alarm]:
+    """The alarms a reconciliation kill carries: one per line of its reason after the
+    first (``apply_input`` emits them before the kill)."""
+    if command.issuer != RECONCILIATION or command.action != "kill":
+        return []
+    ts = command.ts_recv
+    return [
+        Alarm(ts_event=ts, ts_recv=ts, source=RECONCILIATION, severity="critical", message=line)
+        for line in command.reason.split("\n")[1:]
+    ]
+
+
+# the OMS's side
+
+
+@dataclass(frozen=True)
+class OmsSnapshot:
+    """The OMS's fills (since a time), positions and open orders, fills and positions
+    read consistently."""
+
+    fills: list[Fill]
+    positions: dict[str, float]
+    orders: list[OpenOrder]
+    reads: int  # fills reads it took to get a consistent one
+
+
+Ask = Callable[[ReconcileRequest, float], Awaitable[ReconcileResponse]]
+"""One request/response with the OMS, with a timeout (raises ``AdapterError``)."""
+
+
+async def fetch_snapshot(ask: Ask, since_ns: int, timeout_s: float) -> OmsSnapshot:
+    """Ask the OMS for fills since ``since_ns``, positions and open orders.
+
+    Raises:
+        AdapterError: the OMS did not answer in time, answered wrongly, or kept booking
+            fills through every attempt at a consistent read.
+    """
+    first = await _ask(ask, FillsSinceRequest(since_ns=since_ns), FillsResponse, timeout_s)
+    for attempt in range(1, _SNAPSHOT_ATTEMPTS + 1):
+        positions = await _ask(ask, PositionsRequest(), PositionsResponse, timeout_s)
+        again = await _ask(ask, FillsSinceRequest(since_ns=since_ns), FillsResponse, timeout_s)
+        if [f.fill_id for f in again.fills] == [f.fill_id for f in first.fills]:
+            orders = await _ask(ask, OpenOrdersRequest(), OpenOrdersResponse, timeout_s)
+            return OmsSnapshot(first.fills, positions.positions, orders.orders, attempt + 1)
+        first = again
+    raise AdapterError(f"the OMS booked fills through {_SNAPSHOT_ATTEMPTS} consistent reads")
+
+
+async def _ask(ask: Ask, req: ReconcileRequest, answer: type[_T], timeout_s: float) -> _T:
+    got = await ask(req, timeout_s)
+    if not isinstance(got, answer):
+        raise AdapterError(f"the OMS answered {type(req).__name__} with {type(got).__name__}")
+    return got
+
+
+class MqttReconcileClient:
+    """Its own MQTT 5 connection (client id ``<client_id>-reconcile``) for the requests of
+    one reconciliation, so the session's reader never has to route answers.
+
+    Args:
+        settings: the daemon's connection settings.
+        topics: the topic contract.
+    """
+
+    def __init__(self, settings: MqttSettings, topics: Topics) -> None:
+        self.topics = topics
+        self._codec = ReconcileCodec(settings.format)
+        self._client = aiomqtt.Client(
+            settings.host,
+            settings.port,
+            username=settings.username,
+            password=settings.password,
+            identifier=f"{settings.client_id}-reconcile",
+            protocol=aiomqtt.ProtocolVersion.V5,
+            keepalive=settings.keepalive_s,
+            timeout=5.0,
+        )
+
+    async def __aenter__(self) -> MqttReconcileClient:
+        try:
+            await self._client.__aenter__()
+        except aiomqtt.MqttError as exc:
+            raise AdapterError(f"reconciliation cannot reach the broker: {exc}") from exc
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with contextlib.suppress(aiomqtt.MqttError):
+            await self._client.__aexit__(exc_type, exc, tb)
+
+    async def ask(self, req: ReconcileRequest, timeout_s: float) -> ReconcileResponse:
+        """One request and its answer.
+
+        Raises:
+            AdapterError: no answer in time, ``RequestFailed``, a broker error.
+        """
+        return await request(self._client, self.topics, req, timeout_s, codec=self._codec)
+
+
+async def fetch_over_mqtt(
+    settings: MqttSettings, topics: Topics, since_ns: int, timeout_s: float
+) -> OmsSnapshot:
+    """``fetch_snapshot`` on a connection of its own.
+
+    Raises:
+        AdapterError: as ``fetch_snapshot``, or the broker cannot be reached.
+    """
+    async with asyncio.timeout(timeout_s * (2 * _SNAPSHOT_ATTEMPTS + 3)):
+        async with MqttReconcileClient(settings, topics) as client:
+            return await fetch_snapshot(client.ask, since_ns, timeout_s)
+
+
+# the differences, as inputs
+
+
+def missed_fills(ledger: FillLedger, snapshot: OmsSnapshot) -> list[Fill]:
+    """The OMS's fills the engine has not been given, in the OMS's booking order."""
+    seen: set[str] = set()
+    out: list[Fill] = []
+    for fill in snapshot.fills:
+        if fill.fill_id not in ledger.fill_ids and fill.fill_id not in seen:
+            seen.add(fill.fill_id)
+            out.append(fill)
+    return out
+
+
+def order_reports(
+    engine: Engine,
+    snapshot: OmsSnapshot,
+    ts_ns: int,
+    *,
+    asked: set[str] | None = None,
+    external: ExternalOrders = "flag",
+) -> list[ExecutionReport]:
+    """Status reports that bring the engine's orders to the OMS's view (call it after
+    the missed fills are applied).
+
+    Args:
+        engine: the engine.
+        snapshot: the OMS's answer.
+        ts_ns: stamp of the reports.
+        asked: the orders open here when the OMS was asked (None: every open order); an
+            order sent since is not judged on an answer older than it.
+        external: what to do with orders the OMS works that the engine never sent.
+    """
+    at_oms = {o.order.client_order_id: o for o in snapshot.orders}
+    out: list[ExecutionReport] = []
+    for order in engine.orders.open_orders():
+        cid = order.client_order_id
+        if asked is not None and cid not in asked:
+            continue
+        held = at_oms.get(cid)
+        if held is None:
+            out.append(OrderCancelled(ts_event=ts_ns, ts_recv=ts_ns, client_order_id=cid,
+                                      reason="reconciliation: not open at the OMS"))  # fmt: skip
+        elif held.status != "pending" and order.status in (OrderStatus.NEW, OrderStatus.UNKNOWN):
+            out.append(OrderAccepted(ts_event=ts_ns, ts_recv=ts_ns, client_order_id=cid,
+                                     venue_order_id=held.venue_order_id))  # fmt: skip
+    if external == "adopt":
+        log.warning("external_orders = 'adopt' needs a journal record for an order: flagging")
+    for cid, held in at_oms.items():
+        if engine.orders.find(cid) is None:
+            # the engine alarms on an ack for an order it never sent: the flag
+            out.append(OrderAccepted(ts_event=ts_ns, ts_recv=ts_ns, client_order_id=cid,
+                                     venue_order_id=held.venue_order_id))  # fmt: skip
+    return out
+
+
+def position_differences(
+    engine: Engine, snapshot: OmsSnapshot, later: dict[str, float] | None = None
+) -> list[str]:
+    """One line per instrument whose position differs from the OMS's (``later``: fills
+    the engine booked after the snapshot was taken, left out of the comparison)."""
+    out: list[str] = []
+    positions = engine.portfolio.positions
+    symbols = engine.instruments.symbols
+    later = later or {}
+    for i, symbol in enumerate(symbols):
+        theirs = snapshot.positions.get(symbol, 0.0)
+        ours = float(positions[i]) - later.get(symbol, 0.0)
+        if abs(ours - theirs) > _QTY_EPS:
+            out.append(f"position {symbol}: engine {ours:g}, OMS {theirs:g}")
+    for symbol, theirs in snapshot.positions.items():
+        if symbol not in engine.instruments.index and abs(theirs) > _QTY_EPS:
+            out.append(f"position {symbol}: not an instrument here, OMS {theirs:g}")
+    return out
+
+
+def verdict(
+    differences: list[str], holder: ClaimHolder, ts_ns: int, *, what: str = "positions"
+) -> Command | None:
+    """The command that follows a reconciliation: a kill naming each difference, a
+    resume when they agree and the kill in force is reconciliation's (or a previous
+    session's shutdown kill), else nothing."""
+    if differences:
+        reason = "\n".join([f"reconciliation: {what} differ from the OMS", *differences])
+        return Command(ts_event=ts_ns, ts_recv=ts_ns, action="kill", issuer=RECONCILIATION,
+                       reason=reason)  # fmt: skip
+    if holder.liftable():
+        return Command(ts_event=ts_ns, ts_recv=ts_ns, action="resume", issuer=RECONCILIATION,
+                       reason="reconciled: the OMS agrees")  # fmt: skip
+    return None
+
+
+def unanswered(error: Exception, ts_ns: int) -> Command:
+    """The kill when the OMS cannot be asked: nothing is known about what it holds."""
+    return Command(ts_event=ts_ns, ts_recv=ts_ns, action="kill", issuer=RECONCILIATION,
+                   reason=f"reconciliation: the OMS did not answer\n{error}")  # fmt: skip
+
+
+def iter_records_before(records: Iterable[AnyRecord], seq: int) -> Iterator[AnyRecord]:
+    """The records with a sequence number below ``seq``."""
+    for record in records:
+        if record.seq >= seq:
+            return
+        yield record
+
+
+__all__ = [
+    "RECONCILIATION",
+    "SHUTDOWN_REASON",
+    "ClaimHolder",
+    "ExternalOrders",
+    "FillLedger",
+    "History",
+    "MqttReconcileClient",
+    "OmsSnapshot",
+    "SessionStart",
+    "alarms_of",
+    "apply_history",
+    "fetch_over_mqtt",
+    "fetch_snapshot",
+    "missed_fills",
+    "order_reports",
+    "position_differences",
+    "session_starts",
+    "unanswered",
+    "verdict",
+]
