@@ -28,6 +28,7 @@ import msgspec
 
 from adapters.daemon import DECISION_TYPES, apply_record, build_live_engine, build_router
 from adapters.journal_file import FileJournalReader, journal_files
+from adapters.reconciliation import apply_history, session_starts
 from engine.clock import ReplayClock, TimerFired
 from engine.config import Config, load_config
 from engine.engine import Engine
@@ -123,6 +124,8 @@ class JournalReplayResult:
         timer_differences: where the journal's timer records and the replay's firings
             disagree (empty when they agree, or when the journal has no timer records).
         engine: the engine after the last record.
+        history_records: records of the earlier sessions applied first (the daemon's
+            rebuild before it went live).
     """
 
     session: Session
@@ -135,6 +138,7 @@ class JournalReplayResult:
     timers_journaled: int
     timer_differences: list[str]
     engine: Engine = field(repr=False)
+    history_records: int = 0
 
     @property
     def record_count(self) -> int:
@@ -233,6 +237,21 @@ def build_session_engine(
     return engine, router
 
 
+def history_records(session: Session) -> Iterator[AnyRecord]:
+    """The records of the sessions before ``session``: what its daemon applied to its
+    engine before going live (``adapters.daemon.rebuild``).
+
+    Raises:
+        JournalError: a journal file is corrupt or the sequence has a gap.
+        AdapterError: the folder cannot be read.
+    """
+    info = session.info
+    for record in FileJournalReader(session.journal_dir):
+        if _starts(info, record):
+            return
+        yield record
+
+
 def session_records(session: Session) -> Iterator[AnyRecord]:
     """The session's journal records in sequence order.
 
@@ -301,6 +320,15 @@ def replay_session(session: Session) -> JournalReplayResult:
         if isinstance(event, DECISION_TYPES):
             decisions.append(event)
 
+    # the earlier sessions first, as the daemon rebuilt them, each under its own prefix;
+    # their decisions, orders and timers are not this session's
+    history = apply_history(
+        engine, history_records(session), session_starts(session.journal_dir), apply_record
+    )
+    engine.desk.begin_session(session.info.order_id_prefix)
+    before = engine.counters["orders_sent"], engine.counters["ticks"]
+    sent_before = _sent(router)
+    clock.fired.clear()
     engine.sinks.append(keep)
     records: Counter[str] = Counter()
     journaled: list[tuple[TimerFired, int, int]] = []  # timer, seq, inputs applied before it
@@ -325,15 +353,25 @@ def replay_session(session: Session) -> JournalReplayResult:
         session=session,
         decisions=decisions,
         records=dict(records),
-        ticks=engine.counters["ticks"],
-        orders=engine.counters["orders_sent"],
-        cancels=len(sent.cancels) if isinstance(sent, RecordingSender) else _cancels(decisions),
+        ticks=engine.counters["ticks"] - before[1],
+        orders=engine.counters["orders_sent"] - before[0],
+        cancels=(
+            len(sent.cancels) - sent_before
+            if isinstance(sent, RecordingSender)
+            else _cancels(decisions)
+        ),
         timers_fired=len(clock.fired),
         timers_journaled=len(journaled),
         # a journal without timer records (this daemon's) leaves timers to the clock
         timer_differences=_timer_differences(journaled, clock.fired, fired_at) if journaled else [],
         engine=engine,
+        history_records=history.records,
     )
+
+
+def _sent(router: OrderRouter) -> int:
+    sender = router.sender if isinstance(router, SendOnly) else None
+    return len(sender.cancels) if isinstance(sender, RecordingSender) else 0
 
 
 def _cancels(decisions: list[Event]) -> int:
