@@ -67,7 +67,6 @@ class PriceBand:
         inst: npt.NDArray[np.int32],
         low: npt.NDArray[np.float64],
         high: npt.NDArray[np.float64],
-        ref_value: npt.NDArray[np.float64],
         code: npt.NDArray[np.int8],
         start: int,
         eof: bool,
@@ -81,7 +80,6 @@ class PriceBand:
                 inst,
                 low,
                 high,
-                ref_value,
                 code,
                 start,
                 eof,
@@ -134,7 +132,6 @@ def _band_pass(
     inst,
     low,
     high,
-    ref_value,
     code,
     start,
     eof,
@@ -162,7 +159,7 @@ def _band_pass(
             end = min(n, i + horizon)
             while j < end and found < w:
                 if code[j] == 0 and inst[j] == s:
-                    first[found] = ref_value[j]
+                    first[found] = 0.5 * (low[j] + high[j])
                     found += 1
                 j += 1
             if found < w and not eof and i + horizon > n:
@@ -186,7 +183,7 @@ def _band_pass(
             code[i] = low_code
         elif not (b >= lo and b <= hi):
             code[i] = high_code
-        v = ref_value[i]
+        v = 0.5 * (a + b)  # the mid of a quote; a trade's price (a == b)
         ring[s, c % w] = v
         bounds[s, 2] = min(bounds[s, 2], v)
         bounds[s, 3] = max(bounds[s, 3], v)

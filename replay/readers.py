@@ -133,8 +133,8 @@ class _Check:
 @dataclass(frozen=True)
 class _Rows:
     """Typed columns of rows not yet released, with each row's first failed check in
-    ``code`` (0: none so far). Quotes: a, b, c, d = bid, ask, bid_size, ask_size and
-    ``ref`` the mid; trades: a = b = ref = price, c = d = size."""
+    ``code`` (0: none so far). Quotes: a, b, c, d = bid, ask, bid_size, ask_size;
+    trades: a = b = price, c = d = size."""
 
     row: npt.NDArray[np.int64]
     ts: npt.NDArray[np.int64]
@@ -145,7 +145,6 @@ class _Rows:
     c: npt.NDArray[np.float64]
     d: npt.NDArray[np.float64]
     side: npt.NDArray[np.int8]
-    ref: npt.NDArray[np.float64]
     code: npt.NDArray[np.int8]
 
     def __len__(self) -> int:
@@ -302,7 +301,6 @@ class TickFileReader:
                 pending.inst,
                 pending.a,
                 pending.b,
-                pending.ref,
                 pending.code,
                 band_done,
                 eof,
@@ -431,10 +429,9 @@ class TickFileReader:
                     masks, name, v, QUOTE_SIZE_BAD, SIZE_RANGE, 0.0, SIZE_MAX, zero_ok=True
                 )
             masks[_Check("ask", CROSSED)] = a >= b
-            ref = 0.5 * (a + b)
             side = np.zeros(n, np.int8)
         else:
-            a = b = ref = cols["price"]
+            a = b = cols["price"]
             c = d = cols["size"]
             _number_masks(masks, "price", a, PRICE_BAD, PRICE_RANGE, PRICE_MIN, PRICE_MAX)
             _number_masks(masks, "size", c, TRADE_SIZE_BAD, SIZE_RANGE, 0.0, SIZE_MAX)
@@ -445,7 +442,7 @@ class TickFileReader:
             mask = masks.get(check)
             if mask is not None and mask.any():
                 code[(code == 0) & mask] = k
-        return _Rows(chunk.rows, ts, ts_recv, inst, a, b, c, d, side, ref, code)
+        return _Rows(chunk.rows, ts, ts_recv, inst, a, b, c, d, side, code)
 
 
 def _status_masks(
@@ -478,25 +475,31 @@ def _number_masks(
 
 
 def _ts_exprs(name: str, cls: TypeClass) -> list[pl.Expr]:
-    """Columns ``name`` (Int64: ns for ISO text, else the stored value), and for text
+    """Columns ``name`` (Int64: ns for ISO text, else the stored value), for text
     ``name__iso`` (parsed as ISO-8601) and ``name__us`` (the same instant in us, whose
-    range shows an ISO date that ns overflow wrapped); ``name__absent`` (no value)."""
+    range shows an ISO date that ns overflow wrapped), and for ``ts_recv``
+    ``name__absent`` (no value: it defaults to ``ts_event``)."""
     col = pl.col(name)
     if cls != "text":
-        return [
-            col.cast(pl.Int64, strict=False).alias(name),
-            col.is_null().alias(f"{name}__absent"),
+        exprs = [col.cast(pl.Int64, strict=False).alias(name)]
+        absent = col.is_null()
+    else:
+        text = col.str.strip_chars()
+        is_int = text.str.contains(r"^-?\d+$")
+        iso_ns = text.str.to_datetime(time_unit="ns", time_zone="UTC", strict=False)
+        iso_us = text.str.to_datetime(time_unit="us", time_zone="UTC", strict=False)
+        exprs = [
+            pl.when(is_int)
+            .then(text.cast(pl.Int64, strict=False))
+            .otherwise(iso_ns.dt.epoch("ns"))
+            .alias(name),
+            (~is_int & text.is_not_null()).alias(f"{name}__iso"),
+            pl.when(is_int).then(None).otherwise(iso_us.dt.epoch("us")).alias(f"{name}__us"),
         ]
-    text = col.str.strip_chars()
-    is_int = text.str.contains(r"^-?\d+$")
-    iso_ns = text.str.to_datetime(time_unit="ns", time_zone="UTC", strict=False).dt.epoch("ns")
-    iso_us = text.str.to_datetime(time_unit="us", time_zone="UTC", strict=False).dt.epoch("us")
-    return [
-        pl.when(is_int).then(text.cast(pl.Int64, strict=False)).otherwise(iso_ns).alias(name),
-        (~is_int & text.is_not_null()).alias(f"{name}__iso"),
-        pl.when(is_int).then(None).otherwise(iso_us).alias(f"{name}__us"),
-        (text.is_null() | (text == "")).alias(f"{name}__absent"),
-    ]
+        absent = text.is_null() | (text == "")
+    if name == "ts_recv":
+        exprs.append(absent.alias(f"{name}__absent"))
+    return exprs
 
 
 def _timestamps(
