@@ -55,6 +55,9 @@ class SessionInfo(msgspec.Struct, frozen=True, kw_only=True):
         first_seq: the session's first journal record, where the daemon says it (a folder
             may hold several sessions' records, one after the other). Without it, a
             session starts at its first clock reading (``ts_recv == start_ns``).
+        rebuilt_records: how many records of the earlier sessions the daemon applied to
+            its engine before going live (0 for a daemon that started cold); the replay
+            applies the same ones first.
     """
 
     session_id: str
@@ -63,6 +66,7 @@ class SessionInfo(msgspec.Struct, frozen=True, kw_only=True):
     start_ns: int
     config_sha256: str = ""
     first_seq: int | None = None
+    rebuilt_records: int = 0
 
 
 @dataclass(frozen=True)
@@ -323,8 +327,18 @@ def replay_session(session: Session) -> JournalReplayResult:
     # the earlier sessions first, as the daemon rebuilt them, each under its own prefix;
     # their decisions, orders and timers are not this session's
     history = apply_history(
-        engine, history_records(session), session_starts(session.journal_dir), apply_record
+        engine,
+        history_records(session) if session.info.rebuilt_records else (),
+        session_starts(session.journal_dir),
+        apply_record,
     )
+    if history.records != session.info.rebuilt_records:
+        raise DataError(
+            str(session.journal_dir),
+            f"session {session.info.session_id} was rebuilt from "
+            f"{session.info.rebuilt_records} earlier records, the journal holds "
+            f"{history.records} before it",
+        )
     engine.desk.begin_session(session.info.order_id_prefix)
     before = engine.counters["orders_sent"], engine.counters["ticks"]
     sent_before = _sent(router)
