@@ -252,6 +252,14 @@ def _check(settings: DemoSettings) -> None:
         raise ConfigError("--minutes", f"must be in (0, 1440], got {settings.minutes:g}")
     if not 0 <= settings.grace_s <= 3600:
         raise ConfigError("--grace", f"must be in 0 .. 3600 s, got {settings.grace_s:g}")
+    if settings.broker is not None:
+        parse_broker(settings.broker)
+    elif _mosquitto() is None:
+        raise ConfigError(
+            "--broker",
+            "mosquitto is not installed (apt install mosquitto, brew install mosquitto): "
+            "install it or give a broker with --broker HOST:PORT",
+        )
 
 
 def _template(name: str) -> Path:
@@ -306,12 +314,7 @@ def _broker(settings: DemoSettings, out: Path, stack: contextlib.ExitStack) -> B
         login = Login(user, os.environ.get("TRADELOOP_MQTT_PASSWORD", "")) if user else None
         return BrokerAccess(host, port, own=False, logins=dict.fromkeys(_ROLES, login))
     binary = _mosquitto()
-    if binary is None:
-        raise ConfigError(
-            "--broker",
-            "mosquitto is not installed (apt install mosquitto, brew install mosquitto): "
-            "install it or give a broker with --broker HOST:PORT",
-        )
+    assert binary is not None  # checked with the flags
     return stack.enter_context(Mosquitto(binary, out / "broker", out / "logs" / "broker.log"))
 
 
