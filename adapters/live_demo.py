@@ -60,6 +60,7 @@ from adapters.journal_file import FileJournalReader
 from adapters.mqtt.auth import SIGNATURE_PROPERTY, sign_command
 from adapters.mqtt.status import Status, decode_status
 from adapters.mqtt.topics import Topics
+from engine.clock import LiveClock
 from engine.codec import EventCodec
 from engine.config import Config, load_config
 from engine.errors import AdapterError, ConfigError
@@ -711,7 +712,7 @@ def send_command(out: Path, action: CommandAction, reason: str = "live-demo") ->
         own=False,
         logins={"operator": None if operator is None else Login(*operator)},
     )
-    ts = time.time_ns()  # a command's own stamp: the daemon stamps its receive time
+    ts = LiveClock().now_ns()  # the command's own stamp; the daemon stamps its receive time
     payload = EventCodec("json").encode(
         Command(ts_event=ts, ts_recv=ts, action=action, reason=reason, issuer="operator")
     )
