@@ -1056,6 +1056,9 @@ class Daemon:
                 self._finish_reconciliation(core)
             if core.reconnected:  # reports sent while we were away are lost: ask the OMS
                 core.reconnected = False
+                if self._reconcile_task is not None:  # asked over the lost connection
+                    self._reconcile_task.cancel()
+                    self._reconcile_task = None
                 self._start_reconciliation(asked_open=True)
             while len(items) < MAX_TURN_ITEMS:
                 try:

@@ -263,44 +263,41 @@ async def test_broker_killed_mid_session_loss_state_in_one_turn_reconciled_after
     states: list[tuple[float, TradingState]] = []
     new_broker: subprocess.Popen[bytes] | None = None
     try:
-        async with contextlib.AsyncExitStack() as stack:
-            await stack.enter_async_context(serving(daemon_env, oms))
-            feed = await stack.enter_async_context(client(daemon_env))
-            daemon = await stack.enter_async_context(running(config))
+        async with running(config) as daemon:
             engine = daemon.engine
             engine.sinks.append(
                 lambda e: states.append((time.monotonic(), e))
                 if isinstance(e, TradingState)
                 else None
             )
-            async with asyncio.timeout(10):
-                while oms.counters["fills"] < 3 or not oms.open_orders():
-                    await quote(feed)
-                    await asyncio.sleep(0.02)
-            await asyncio.sleep(0.3)
-            assert engine.risk.state == "ACTIVE"
-            killed_at = time.monotonic()
-            restart = asyncio.create_task(asyncio.to_thread(_restart_broker, daemon_env))
-            await until(lambda: engine.risk.state == "HALTED")
-            lost_s = states[-1][0] - killed_at
-            new_broker = await restart
-        # the old oms-sim and feed died with the broker (their exits are suppressed)
-        async with serving(daemon_env, oms), client(daemon_env) as feed:
-            # the OMS is back first: the resting buy fills, its report is lost to the daemon
-            await quote(feed, bid=90.0, ask=90.5)
-            await until(lambda: not oms.open_orders())
-            reopened = time.monotonic()
-            _open_gate(daemon_env, new_broker)
-            await until(lambda: daemon.reconciliation["runs"] >= 2, timeout=15)
-            reconnect_s = time.monotonic() - reopened
-            assert engine.risk.state == "HALTED"  # no fresh quote yet
-            await quote(feed)
-            await until(lambda: engine.risk.state == "ACTIVE")
-            assert engine.portfolio.positions.tolist() == [oms.positions[SYMBOL]]
-            assert daemon.reconciliation["missed_fills"] >= 1
-            stop_daemon = daemon  # stopped by the exit stack below
-        await asyncio.sleep(0)
-        _ = stop_daemon
+            async with contextlib.AsyncExitStack() as old:  # they die with the broker
+                await old.enter_async_context(serving(daemon_env, oms))
+                feed = await old.enter_async_context(client(daemon_env))
+                async with asyncio.timeout(10):
+                    while oms.counters["fills"] < 3 or not oms.open_orders():
+                        await quote(feed)
+                        await asyncio.sleep(0.02)
+                await asyncio.sleep(0.3)
+                assert engine.risk.state == "ACTIVE"
+                killed_at = time.monotonic()
+                restart = asyncio.create_task(asyncio.to_thread(_restart_broker, daemon_env))
+                await until(lambda: engine.risk.state == "HALTED")
+                lost_s = states[-1][0] - killed_at
+                new_broker = await restart
+            async with serving(daemon_env, oms), client(daemon_env) as feed:
+                # the OMS is back first: the resting buy fills, its report is lost to us
+                await quote(feed, bid=90.0, ask=90.5)
+                await until(lambda: not oms.open_orders())
+                runs = daemon.reconciliation["runs"]
+                reopened = time.monotonic()
+                _open_gate(daemon_env, new_broker)
+                await until(lambda: daemon.reconciliation["runs"] > runs, timeout=15)
+                reconnect_s = time.monotonic() - reopened
+                assert engine.risk.state == "HALTED"  # no fresh quote yet
+                await quote(feed)
+                await until(lambda: engine.risk.state == "ACTIVE")
+                assert engine.portfolio.positions.tolist() == [oms.positions[SYMBOL]]
+                assert daemon.reconciliation["missed_fills"] >= 1
     finally:
         if new_broker is not None:
             new_broker.terminate()
