@@ -5,13 +5,15 @@ mosquitto of its own (users, password file and the ACL of ``docs/mosquitto.acl``
 off) or uses ``--broker``, writes a live config from ``docs/live.toml`` pointed at that
 broker, then starts, each as a child process of the ``tradeloop`` dispatcher:
 
-====================  ======  ==========================================================
-child                 user    role
-====================  ======  ==========================================================
-``tradeloop oms-sim``  oms    the OMS: acks and fills by the simulated venue (live mode)
-``tradeloop run``     tradeloop  the daemon, once the OMS listens
-``tradeloop publish``  feed   the sample as a feed at ``--speed``, once the daemon is online
-====================  ======  ==========================================================
+=========================  =============  ==============================================
+child                      broker user    role
+=========================  =============  ==============================================
+``tradeloop oms-sim``      ``oms``        the OMS: acks and fills by the simulated venue
+                                          (live mode only: paper fills inside the daemon)
+``tradeloop run``          ``tradeloop``  the daemon, once the OMS listens
+``tradeloop publish``      ``feed``       the sample as a feed at ``--speed``, once the
+                                          daemon's retained status says online
+=========================  =============  ==============================================
 
 It stops by itself ``--grace`` seconds after the feed ends, or on Ctrl-C/SIGTERM, in the
 order that lets each part finish its work: the feed, the daemon (SIGTERM: it cancels its
@@ -198,6 +200,7 @@ def run_live_demo(settings: DemoSettings, *, sample_data: SampleData, entry: Seq
             children.append(child)
             return child
 
+        oms: _Child | None = None
         if settings.mode == "live":
             oms = start("oms-sim", "oms", ["oms-sim"], signal.SIGTERM)
             _wait(
@@ -234,7 +237,8 @@ def run_live_demo(settings: DemoSettings, *, sample_data: SampleData, entry: Seq
             print(f"feed done: {feed.last_line()}; stopping in {settings.grace_s:g} s", flush=True)
             stop.wait(settings.grace_s)
         filled = _scrape_filled(config.live.metrics_port)
-        print("stopping: feed, daemon, OMS, broker", flush=True)
+        parts = ["feed", "daemon", *(["OMS"] if oms else []), *(["broker"] if access.own else [])]
+        print(f"stopping: {', '.join(parts)}", flush=True)
     summary = _summary(journal, session, config.mode)
     _print_summary(summary, settings, journal, at_feed_end, watcher.latest, filled)
     failed = [c.name for c in children if c.returncode not in (0, None)]
@@ -756,6 +760,7 @@ def _print_where(
     login = "" if operator is None else f" -u {operator.username} -P {operator.password}"
     broker = "mosquitto of its own" if access.own else "--broker"
     logs = out / "logs"
+    names = "oms-sim,daemon,publish" if config.mode == "live" else "daemon,publish"
     print(
         f"\nlive-demo: daemon online in {config.mode} mode, session {session}; feed of "
         f"{settings.minutes:g} min starts now ({wall}). Ctrl-C stops everything.\n"
@@ -764,7 +769,7 @@ def _print_where(
         f"  status    {topics.status} (retained): mosquitto_sub -V 5 -h {access.host} "
         f"-p {access.port}{login} -t {topics.status}\n"
         f"  journal   {config.journal.dir} (decisions: decisions-{session}.jsonl in it)\n"
-        f"  logs      {logs}/{{daemon,oms-sim,publish}}.log\n"
+        f"  logs      {logs}/{{{names}}}.log\n"
         f"  command   tradeloop live-demo --out {out} --command kill   "
         "(or reduce_only, flatten, resume; signed with this run's key)\n"
         f"  parity    tradeloop parity {config.journal.dir}   (after the stop)\n",
@@ -823,7 +828,7 @@ def _print_summary(
     elif summary.fills is not None:
         fills = f"{summary.fills} fills (journal)"
     elif filled is not None:
-        fills = f"{filled:g} orders filled (daemon's metrics; paper fills stay inside it)"
+        fills = f"{filled:g} fills (the daemon's metrics: paper fills stay inside it)"
     else:
         fills = "fills unknown"
     book = goodbye if goodbye is not None else at_feed_end
@@ -839,7 +844,7 @@ def _print_summary(
         f"  orders    {d['order_request']} requested, {refused_count} refused by risk"
         f"{f' ({refused})' if refused else ''}, {d['order_request'] - refused_count} sent, "
         f"{d['cancel_request']} cancels; {fills}\n"
-        f"  state     {at_feed_end.state if at_feed_end else '?'} at the end of the feed, "
+        f"  state     {at_feed_end.state if at_feed_end else '?'} when the feed stopped, "
         f"{summary.last_state or 'ACTIVE'} after the stop\n"
         f"{alarms}"
         f"  book      {book_line}\n"
