@@ -515,7 +515,7 @@ class MqttOmsSimulator:
         except BadMessage as exc:
             self._bad("requests", raw, exc.reason)
             answer = RequestFailed(reason=f"undecodable request: {exc.reason}")
-        out = Properties(PacketTypes.PUBLISH)
+        out = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         if correlation is not None:
             out.CorrelationData = correlation
         await self._outbox.put((answer_to, codec.encode(answer), out))

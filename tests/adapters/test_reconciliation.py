@@ -1,0 +1,236 @@
+"""Reconciliation without a broker: the consistent snapshot read against an OMS that
+answers late, twice, out of order or never; the differences turned into inputs; who may
+lift a halt; a rebuild that replays each session under its own prefix."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from adapters.daemon import apply_input, build_live_engine
+from adapters.live_sender import ShadowSender
+from adapters.mqtt.reconcile import (
+    FillsResponse,
+    FillsSinceRequest,
+    OpenOrder,
+    OpenOrdersResponse,
+    PositionsRequest,
+    PositionsResponse,
+    ReconcileRequest,
+    ReconcileResponse,
+    RequestFailed,
+)
+from adapters.reconciliation import (
+    RECONCILIATION,
+    ClaimHolder,
+    FillLedger,
+    OmsSnapshot,
+    alarms_of,
+    fetch_snapshot,
+    missed_fills,
+    order_reports,
+    position_differences,
+    verdict,
+)
+from engine.config import load_config
+from engine.engine import Engine
+from engine.errors import AdapterError
+from engine.events import Alarm, Command, Event, Fill, OrderAccepted, OrderCancelled, OrderRequest
+from engine.orders import OrderStatus
+from engine.ports import SendOnly
+from tests.support import quotes
+
+T = 1_700_000_000_000_000_000
+
+
+def _fill(fill_id: str, cid: str = "x", qty: float = 1.0, side: str = "buy") -> Fill:
+    return Fill(ts_event=T, ts_recv=T, client_order_id=cid, fill_id=fill_id, instrument="BTC",
+                side=side, qty=qty, price=100.0, fee=0.0, liquidity="taker")  # type: ignore[arg-type]  # fmt: skip
+
+
+def _config(tmp_path: Path) -> Path:
+    path = tmp_path / "live.toml"
+    path.write_text("""
+mode = "live"
+[[instruments]]
+symbol = "BTC"
+venue = "SIM"
+tick_size = 0.01
+lot_size = 0.001
+[[features]]
+name = "mid"
+kind = "mid"
+[strategy]
+name = "ema_cross"
+params = { qty = 1.0 }
+[risk]
+max_order_qty = 5.0
+max_position = 5.0
+warmup = false
+[live]
+order_timeout = "5s"
+""")
+    return path
+
+
+def _engine(tmp_path: Path) -> tuple[Engine, FillLedger, ClaimHolder, list[Event]]:
+    config, _ = load_config(_config(tmp_path))
+    engine = build_live_engine(config, SendOnly(ShadowSender()), order_id_prefix="n-s")
+    ledger = FillLedger()
+    holder = ClaimHolder(engine)
+    events: list[Event] = []
+    engine.sinks += [ledger, holder, events.append]
+    apply_input(engine, T, quotes([(T, 100.0, 100.5, 5.0, 5.0)]))
+    return engine, ledger, holder, events
+
+
+def _send(engine: Engine, side: str = "buy") -> str:
+    return engine.desk.submit("BTC", side, 1.0, "limit", 99.0, "gtc", False)  # type: ignore[arg-type]
+
+
+class Oms:
+    """Answers from scripts; ``None`` in a script never answers."""
+
+    def __init__(self, fills: list[list[Fill]], positions: dict[str, float]) -> None:
+        self.fills = fills
+        self.positions = positions
+        self.asked: list[str] = []
+
+    async def ask(self, req: ReconcileRequest, timeout_s: float) -> ReconcileResponse:
+        self.asked.append(type(req).__name__)
+        match req:
+            case FillsSinceRequest():
+                got = self.fills.pop(0) if len(self.fills) > 1 else self.fills[0]
+                return FillsResponse(as_of_ns=T, fills=got)
+            case PositionsRequest():
+                return PositionsResponse(as_of_ns=T, positions=self.positions)
+            case _:
+                return OpenOrdersResponse(as_of_ns=T, orders=[])
+
+
+@pytest.mark.asyncio
+async def test_fetch_snapshot_fill_between_reads_reads_again_until_consistent() -> None:
+    one, two = _fill("f1"), _fill("f2")
+    oms = Oms([[one], [one, two], [one, two]], {"BTC": 2.0})
+    snapshot = await fetch_snapshot(oms.ask, 0, 1.0)
+    assert [f.fill_id for f in snapshot.fills] == ["f1", "f2"]
+    assert snapshot.reads == 3 and snapshot.positions == {"BTC": 2.0}
+
+
+@pytest.mark.asyncio
+async def test_fetch_snapshot_oms_never_answers_or_fails_or_answers_wrong_type_is_adapter_error() -> (
+    None
+):
+    async def never(req: ReconcileRequest, timeout_s: float) -> ReconcileResponse:
+        async with asyncio.timeout(timeout_s):
+            await asyncio.Event().wait()
+        raise AssertionError
+
+    async def late(req: ReconcileRequest, timeout_s: float) -> ReconcileResponse:
+        try:
+            return await never(req, timeout_s)
+        except TimeoutError as exc:
+            raise AdapterError("no answer") from exc
+
+    async def failed(req: ReconcileRequest, timeout_s: float) -> ReconcileResponse:
+        return RequestFailed(reason="busy")
+
+    async def crossed(req: ReconcileRequest, timeout_s: float) -> ReconcileResponse:
+        return PositionsResponse(as_of_ns=T, positions={})  # the answer to another question
+
+    for ask in (late, failed, crossed):
+        with pytest.raises(AdapterError):
+            await fetch_snapshot(ask, 0, 0.05)
+
+
+@pytest.mark.asyncio
+async def test_fetch_snapshot_fills_that_never_settle_is_adapter_error() -> None:
+    oms = Oms([[_fill(f"f{i}") for i in range(n)] for n in range(1, 20)], {})
+    with pytest.raises(AdapterError, match="consistent"):
+        await fetch_snapshot(oms.ask, 0, 1.0)
+
+
+def test_missed_fills_only_unknown_ids_once_each_in_oms_order(tmp_path: Path) -> None:
+    ledger = FillLedger()
+    ledger(_fill("f1"))
+    snapshot = OmsSnapshot([_fill("f1"), _fill("f3"), _fill("f2"), _fill("f3")], {}, [], 1)
+    assert [f.fill_id for f in missed_fills(ledger, snapshot)] == ["f3", "f2"]
+    assert ledger.last_fill_ns == T
+
+
+def test_order_reports_closed_at_oms_cancelled_working_acked_external_flagged(
+    tmp_path: Path,
+) -> None:
+    engine, _, _, _ = _engine(tmp_path)
+    gone, working, newer = _send(engine), _send(engine), _send(engine)
+    request = engine.orders.get(working).request
+    external = OrderRequest(ts_event=T, ts_recv=T, client_order_id="ext-1", instrument="BTC",
+                            side="sell", qty=1.0)  # fmt: skip
+    snapshot = OmsSnapshot([], {}, [
+        OpenOrder(order=request, status="accepted", filled_qty=0.0, venue_order_id="v2"),
+        OpenOrder(order=external, status="accepted", filled_qty=0.0, venue_order_id="v9"),
+    ], 1)  # fmt: skip
+    reports = order_reports(engine, snapshot, T, asked={gone, working})
+    assert reports == [
+        OrderCancelled(ts_event=T, ts_recv=T, client_order_id=gone,
+                       reason="reconciliation: not open at the OMS"),
+        OrderAccepted(ts_event=T, ts_recv=T, client_order_id=working, venue_order_id="v2"),
+        OrderAccepted(ts_event=T, ts_recv=T, client_order_id="ext-1", venue_order_id="v9"),
+    ]  # fmt: skip
+    assert newer not in {r.client_order_id for r in reports}  # sent after the question
+    for report in reports:
+        apply_input(engine, T, report)
+    assert engine.orders.get(gone).status is OrderStatus.CANCELLED
+    assert engine.orders.get(working).status is OrderStatus.ACCEPTED
+    assert engine.counters["reports_unknown_order"] == 1  # the flag: an Alarm
+
+
+def test_position_differences_and_fills_booked_after_the_snapshot(tmp_path: Path) -> None:
+    engine, ledger, _, _ = _engine(tmp_path)
+    cid = _send(engine)
+    mark = len(ledger.entries)
+    apply_input(engine, T, _fill("f1", cid))
+    snapshot = OmsSnapshot([], {"BTC": 0.0, "ETH": 2.0}, [], 1)
+    later = ledger.booked_after(mark, known=set())
+    assert later == {"BTC": 1.0}
+    assert position_differences(engine, snapshot, later) == [
+        "position ETH: not an instrument here, OMS 2"
+    ]
+    assert position_differences(engine, snapshot)[0] == "position BTC: engine 1, OMS 0"
+
+
+def test_verdict_kill_names_each_difference_resume_only_over_our_own_claim(
+    tmp_path: Path,
+) -> None:
+    engine, _, holder, events = _engine(tmp_path)
+    kill = verdict(["position BTC: engine 1, OMS 0", "position ETH: ..."], holder, T)
+    assert kill is not None and kill.action == "kill" and kill.issuer == RECONCILIATION
+    apply_input(engine, T, kill)
+    alarms = [e for e in events if isinstance(e, Alarm)]
+    assert [a.message for a in alarms] == ["position BTC: engine 1, OMS 0", "position ETH: ..."]
+    assert alarms == alarms_of(kill)
+    assert engine.risk.state == "HALTED" and holder.held_by_reconciliation()
+    resume = verdict([], holder, T + 1)
+    assert resume is not None and resume.action == "resume"
+    # an operator's kill since: never lifted by reconciliation
+    apply_input(engine, T + 2, Command(ts_event=T, ts_recv=T, action="kill", issuer="ops"))
+    assert verdict([], holder, T + 3) is None
+    # the previous session's shutdown kill is, once the OMS agrees
+    apply_input(engine, T + 4, Command(ts_event=T, ts_recv=T, action="resume", issuer="ops"))
+    apply_input(engine, T + 5, Command(ts_event=T, ts_recv=T, action="kill", issuer="daemon",
+                                       reason="daemon shutdown"))  # fmt: skip
+    lifted = verdict([], holder, T + 6)
+    assert lifted is not None and lifted.action == "resume"
+    # but not over a loss limit's claim
+    engine.request_state("loss_limit", "REDUCE_ONLY", "test")
+    assert verdict([], holder, T + 7) is None
+
+
+def test_rebuild_replays_each_session_under_its_own_prefix(tmp_path: Path) -> None:
+    engine, _, _, _ = _engine(tmp_path)
+    engine.desk.begin_session("n-old")
+    assert _send(engine) == "n-old-00000001"
+    engine.desk.begin_session("n-new")
+    assert _send(engine) == "n-new-00000001"
