@@ -234,10 +234,15 @@ class Engine:
                         observer.act(t)
                 if s < sig_idx.shape[0] and sig_idx[s] == t:
                     assert scores is not None
-                    sig = Signal(ts_event=int(ts[t]), ts_recv=int(batch.ts_recv[t]),
-                                 instrument=self.instruments.instruments[batch.instrument[t]].symbol,
-                                 model=self.model.name if self.model else "", score=float(scores[t]),
-                                 zone=int(sig_zone[s]), previous_zone=int(sig_prev[s]))  # fmt: skip
+                    sig = Signal(
+                        ts_event=int(ts[t]),
+                        ts_recv=int(batch.ts_recv[t]),
+                        instrument=self.instruments.instruments[batch.instrument[t]].symbol,
+                        model=self.model.name if self.model else "",
+                        score=float(scores[t]),
+                        zone=int(sig_zone[s]),
+                        previous_zone=int(sig_prev[s]),
+                    )
                     s += 1
                     self.counters["signals"] += 1
                     self.emit(sig)
@@ -273,14 +278,19 @@ class Engine:
         start, peak = self.market.day_figures()
         cfg = self.risk.config
         if code == 1:
-            reason = (f"daily loss limit {cfg.daily_loss_limit:g} reached: equity {equity:.2f}, "
-                      f"day start {start:.2f}")  # fmt: skip
+            reason = (
+                f"daily loss limit {cfg.daily_loss_limit:g} reached: equity {equity:.2f}, "
+                f"day start {start:.2f}"
+            )
         else:
-            reason = (f"max drawdown {cfg.max_drawdown:g} from the day's peak reached: equity "
-                      f"{equity:.2f}, peak {peak:.2f}")  # fmt: skip
+            reason = (
+                f"max drawdown {cfg.max_drawdown:g} from the day's peak reached: equity "
+                f"{equity:.2f}, peak {peak:.2f}"
+            )
         self.counters["loss_limit_breaches"] += 1
-        self.request_state("loss_limit", "HALTED" if cfg.on_loss == "halted" else "REDUCE_ONLY",
-                           reason)  # fmt: skip
+        self.request_state(
+            "loss_limit", "HALTED" if cfg.on_loss == "halted" else "REDUCE_ONLY", reason
+        )
 
     def market_data_lost(self, reason: str) -> None:
         """The source lost market data (broker drop, stale feed): stop adding risk."""
@@ -404,8 +414,15 @@ class Engine:
 
     def _refuse(self, command: Command, why: str) -> None:
         self.counters["commands_refused"] += 1
-        self.emit(Alarm(ts_event=command.ts_event, ts_recv=command.ts_recv, source="engine",
-                        severity="warning", message=f"command {command.action} refused: {why}"))  # fmt: skip
+        self.emit(
+            Alarm(
+                ts_event=command.ts_event,
+                ts_recv=command.ts_recv,
+                source="engine",
+                severity="warning",
+                message=f"command {command.action} refused: {why}",
+            )
+        )
 
     def request_state(self, source: Source, state: TradingStateName, reason: str) -> None:
         """Set ``source``'s claim on the trading state (see ``engine.trading_state``)."""
@@ -467,17 +484,26 @@ _EMPTY = np.empty(0, np.int64)
 
 
 def _quote_at(batch: TickBatch, t: int, instruments: InstrumentTable) -> Quote:
-    return Quote(ts_event=int(batch.ts_event[t]), ts_recv=int(batch.ts_recv[t]),
-                 instrument=instruments.instruments[batch.instrument[t]].symbol,
-                 bid=float(batch.bid[t]), ask=float(batch.ask[t]),
-                 bid_size=float(batch.bid_size[t]), ask_size=float(batch.ask_size[t]))  # fmt: skip
+    return Quote(
+        ts_event=int(batch.ts_event[t]),
+        ts_recv=int(batch.ts_recv[t]),
+        instrument=instruments.instruments[batch.instrument[t]].symbol,
+        bid=float(batch.bid[t]),
+        ask=float(batch.ask[t]),
+        bid_size=float(batch.bid_size[t]),
+        ask_size=float(batch.ask_size[t]),
+    )
 
 
 def _trade_at(batch: TickBatch, t: int, instruments: InstrumentTable) -> Trade:
-    return Trade(ts_event=int(batch.ts_event[t]), ts_recv=int(batch.ts_recv[t]),
-                 instrument=instruments.instruments[batch.instrument[t]].symbol,
-                 price=float(batch.price[t]), size=float(batch.size[t]),
-                 side="buy" if batch.side[t] > 0 else "sell")  # fmt: skip
+    return Trade(
+        ts_event=int(batch.ts_event[t]),
+        ts_recv=int(batch.ts_recv[t]),
+        instrument=instruments.instruments[batch.instrument[t]].symbol,
+        price=float(batch.price[t]),
+        size=float(batch.size[t]),
+        side="buy" if batch.side[t] > 0 else "sell",
+    )
 
 
 __all__ = ["Engine", "EngineContext", "EventSink", "ScoreObserver"]

@@ -202,12 +202,16 @@ class OrderDesk:
                 e.counters["reports_redundant"] += 1
             case ReportOutcome.UNKNOWN_ORDER:
                 e.counters["reports_unknown_order"] += 1
-                self._alarm("warning", f"{status.value} report for unknown order "
-                            f"{report.client_order_id!r}")  # fmt: skip
+                self._alarm(
+                    "warning", f"{status.value} report for unknown order {report.client_order_id!r}"
+                )
             case ReportOutcome.ILLEGAL:
                 e.counters["reports_illegal"] += 1
-                self._alarm("critical", f"{status.value} report for order "
-                            f"{report.client_order_id!r} contradicts its history; reducing only")  # fmt: skip
+                self._alarm(
+                    "critical",
+                    f"{status.value} report for order "
+                    f"{report.client_order_id!r} contradicts its history; reducing only",
+                )
                 e.raise_automatic("REDUCE_ONLY", "contradictory execution report", sticky=True)
 
     def _on_fill(self, fill: Fill) -> None:
@@ -222,8 +226,11 @@ class OrderDesk:
             index = e.instruments.index.get(fill.instrument)
         if index is None:
             e.counters["fills_unknown_instrument"] += 1
-            self._alarm("critical", f"fill {fill.fill_id} on unknown instrument "
-                        f"{fill.instrument!r} cannot be booked; halting")  # fmt: skip
+            self._alarm(
+                "critical",
+                f"fill {fill.fill_id} on unknown instrument "
+                f"{fill.instrument!r} cannot be booked; halting",
+            )
             e.raise_automatic(
                 "HALTED", f"fill on unknown instrument {fill.instrument!r}", sticky=True
             )
@@ -238,8 +245,10 @@ class OrderDesk:
                 FillOutcome.OVERFILL: "beyond the order's quantity",
                 FillOutcome.MISMATCH: "whose side or instrument differ from its order's",
             }[outcome]
-            message = (f"fill {fill.fill_id} {what} {fill.client_order_id!r}: booked "
-                       f"{fill.side} {fill.qty:g} {fill.instrument} @ {fill.price:g}")  # fmt: skip
+            message = (
+                f"fill {fill.fill_id} {what} {fill.client_order_id!r}: booked "
+                f"{fill.side} {fill.qty:g} {fill.instrument} @ {fill.price:g}"
+            )
             if outcome is FillOutcome.ON_CLOSED_ORDER:
                 self._alarm("warning", message)
             else:
@@ -250,8 +259,9 @@ class OrderDesk:
     def _alarm(self, severity: Severity, message: str) -> None:
         now = self._e.clock.now_ns()
         log.log(logging.ERROR if severity == "critical" else logging.WARNING, message)
-        self._e.emit(Alarm(ts_event=now, ts_recv=now, source="orders", severity=severity,
-                           message=message))  # fmt: skip
+        self._e.emit(
+            Alarm(ts_event=now, ts_recv=now, source="orders", severity=severity, message=message)
+        )
 
     # orders without an answer
 
@@ -269,8 +279,11 @@ class OrderDesk:
             self._e.orders.update(order, OrderStatus.UNKNOWN)
             self._unknown.add(cid)
             self._e.counters["orders_unknown"] += 1
-            self._alarm("critical", f"order {cid} has no answer from the venue after "
-                        f"{self._timeout_ns / 1e9:g} s: UNKNOWN, reducing only until it answers")  # fmt: skip
+            self._alarm(
+                "critical",
+                f"order {cid} has no answer from the venue after "
+                f"{self._timeout_ns / 1e9:g} s: UNKNOWN, reducing only until it answers",
+            )
         if self._unknown:
             self._e.raise_automatic("REDUCE_ONLY", "orders without an answer", sticky=False)
 
@@ -341,7 +354,15 @@ class OrderDesk:
             if qty <= _EPS:
                 continue
             e.counters["flatten_orders"] += 1
-            self.submit(inst.symbol, "sell" if sell else "buy", qty, "market", None, "gtc",
-                        True, flatten=True)  # fmt: skip
+            self.submit(
+                inst.symbol,
+                "sell" if sell else "buy",
+                qty,
+                "market",
+                None,
+                "gtc",
+                True,
+                flatten=True,
+            )
         if flat:
             self.flattening = False

@@ -272,8 +272,11 @@ class OrderBook:
         return (FillOutcome.OVERFILL if overfill else FillOutcome.APPLIED), order
 
     def open_orders(self, instrument_index: int | None = None) -> list[Order]:
-        return [o for o in self._open.values()
-                if instrument_index is None or o.instrument_index == instrument_index]  # fmt: skip
+        return [
+            o
+            for o in self._open.values()
+            if instrument_index is None or o.instrument_index == instrument_index
+        ]
 
     def open_qty(self, instrument_index: int) -> float:
         """Signed quantity still to fill on open orders of one instrument."""

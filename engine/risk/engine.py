@@ -25,11 +25,24 @@ from engine.trading_state import TradingStateMachine
 _EPS = 1e-9
 
 CHECKS = (
-    "positive_qty", "trading_state", "reduce_only_order", "lot_size", "tick_size", "max_order_qty",
-    "max_order_notional", "stale_data", "no_quote", "price_collar", "max_position",
-    "max_gross_exposure", "max_open_orders", "account_max_open_orders", "warmup",
-    "orders_per_second", "account_orders_per_second",
-)  # fmt: skip
+    "positive_qty",
+    "trading_state",
+    "reduce_only_order",
+    "lot_size",
+    "tick_size",
+    "max_order_qty",
+    "max_order_notional",
+    "stale_data",
+    "no_quote",
+    "price_collar",
+    "max_position",
+    "max_gross_exposure",
+    "max_open_orders",
+    "account_max_open_orders",
+    "warmup",
+    "orders_per_second",
+    "account_orders_per_second",
+)
 
 
 class RiskEngine:
@@ -44,10 +57,15 @@ class RiskEngine:
         self.config = config
         self.limits: list[RiskLimits] = [config.limits_for(s) for s in symbols]
         self._quote_age = [lim.max_quote_age_ns for lim in self.limits]
-        self._buckets = [TokenBucket(lim.orders_per_second) if lim.orders_per_second else None
-                         for lim in self.limits]  # fmt: skip
-        self._account_bucket = (TokenBucket(config.account_orders_per_second)
-                                if config.account_orders_per_second else None)  # fmt: skip
+        self._buckets = [
+            TokenBucket(lim.orders_per_second) if lim.orders_per_second else None
+            for lim in self.limits
+        ]
+        self._account_bucket = (
+            TokenBucket(config.account_orders_per_second)
+            if config.account_orders_per_second
+            else None
+        )
         self.trading = TradingStateMachine()
         self.rejections: Counter[str] = Counter()
         self.passed = 0
@@ -57,8 +75,14 @@ class RiskEngine:
         self._orders: OrderBook | None = None
         self._is_warm: Callable[[int], bool] = lambda _i: True
 
-    def bind(self, instruments: InstrumentTable, market: MarketState, portfolio: Portfolio,
-             orders: OrderBook, is_warm: Callable[[int], bool]) -> None:  # fmt: skip
+    def bind(
+        self,
+        instruments: InstrumentTable,
+        market: MarketState,
+        portfolio: Portfolio,
+        orders: OrderBook,
+        is_warm: Callable[[int], bool],
+    ) -> None:
         """Give the checks read access to the engine's state (done once by the engine)."""
         self._instruments = instruments
         self._market = market
@@ -71,12 +95,20 @@ class RiskEngine:
     def state(self) -> TradingStateName:
         return self.trading.state
 
-    def _reject(self, req: OrderRequest, check: str, limit: float, value: float, reason: str,
-                ts_ns: int) -> RiskRejected:  # fmt: skip
+    def _reject(
+        self, req: OrderRequest, check: str, limit: float, value: float, reason: str, ts_ns: int
+    ) -> RiskRejected:
         self.rejections[check] += 1
-        return RiskRejected(ts_event=ts_ns, ts_recv=ts_ns, client_order_id=req.client_order_id,
-                            instrument=req.instrument, check=check, limit=float(limit),
-                            value=float(value), reason=reason)  # fmt: skip
+        return RiskRejected(
+            ts_event=ts_ns,
+            ts_recv=ts_ns,
+            client_order_id=req.client_order_id,
+            instrument=req.instrument,
+            check=check,
+            limit=float(limit),
+            value=float(value),
+            reason=reason,
+        )
 
     def check(
         self, req: OrderRequest, i: int, now: int, *, flatten: bool = False
@@ -107,8 +139,14 @@ class RiskEngine:
         reduces = abs(worst) <= abs(position) + _EPS and position * worst >= -_EPS
         if (state != "ACTIVE" or req.reduce_only or flatten) and not reduces:
             check = "trading_state" if state != "ACTIVE" else "reduce_only_order"
-            return self._reject(req, check, abs(position), worst,
-                                "order would open, grow or flip a position while reducing only", now)  # fmt: skip
+            return self._reject(
+                req,
+                check,
+                abs(position),
+                worst,
+                "order would open, grow or flip a position while reducing only",
+                now,
+            )
         inst = self._instruments.instruments[i]
         limit_price = req.limit_price
         if not self.config.round_to_grid:
@@ -150,22 +188,46 @@ class RiskEngine:
         if lim.max_order_notional is not None and not math.isnan(ref_price):
             notional = qty * ref_price
             if notional > lim.max_order_notional + _EPS:
-                return self._reject(req, "max_order_notional", lim.max_order_notional, notional,
-                                    "order notional above limit", now)  # fmt: skip
+                return self._reject(
+                    req,
+                    "max_order_notional",
+                    lim.max_order_notional,
+                    notional,
+                    "order notional above limit",
+                    now,
+                )
         if lim.price_collar_bps is not None and limit_price is not None:
             if math.isnan(mid):
-                return self._reject(req, "price_collar", lim.price_collar_bps, float("nan"),
-                                    "no mid to check the limit price against", now)  # fmt: skip
+                return self._reject(
+                    req,
+                    "price_collar",
+                    lim.price_collar_bps,
+                    float("nan"),
+                    "no mid to check the limit price against",
+                    now,
+                )
             through_bps = (
                 (limit_price - mid) / mid * 1e4 if buy else (mid - limit_price) / mid * 1e4
             )
             if through_bps > lim.price_collar_bps + 1e-9:
-                return self._reject(req, "price_collar", lim.price_collar_bps, through_bps,
-                                    "limit price too far through the mid (bps)", now)  # fmt: skip
+                return self._reject(
+                    req,
+                    "price_collar",
+                    lim.price_collar_bps,
+                    through_bps,
+                    "limit price too far through the mid (bps)",
+                    now,
+                )
         increases = not reduces
         if lim.max_position is not None and increases and abs(worst) > lim.max_position + _EPS:
-            return self._reject(req, "max_position", lim.max_position, abs(worst),
-                                "position after the order and open orders above limit", now)  # fmt: skip
+            return self._reject(
+                req,
+                "max_position",
+                lim.max_position,
+                abs(worst),
+                "position after the order and open orders above limit",
+                now,
+            )
         if self.config.max_gross_exposure is not None and increases:
             # a plain loop: for a handful of instruments it is several times cheaper than
             # building numpy masks per order
@@ -179,15 +241,33 @@ class RiskEngine:
                 gross - abs(position) * (0.0 if math.isnan(mid) else mid) + abs(worst) * price
             )
             if gross_after > self.config.max_gross_exposure + _EPS:
-                return self._reject(req, "max_gross_exposure", self.config.max_gross_exposure, gross_after,
-                                    "gross exposure after the order above limit", now)  # fmt: skip
+                return self._reject(
+                    req,
+                    "max_gross_exposure",
+                    self.config.max_gross_exposure,
+                    gross_after,
+                    "gross exposure after the order above limit",
+                    now,
+                )
         if lim.max_open_orders is not None and orders.open_count[i] + 1 > lim.max_open_orders:
-            return self._reject(req, "max_open_orders", lim.max_open_orders, orders.open_count[i] + 1,
-                                "too many open orders on the instrument", now)  # fmt: skip
+            return self._reject(
+                req,
+                "max_open_orders",
+                lim.max_open_orders,
+                orders.open_count[i] + 1,
+                "too many open orders on the instrument",
+                now,
+            )
         acct_open = self.config.account_max_open_orders
         if acct_open is not None and orders.open_total + 1 > acct_open:
-            return self._reject(req, "account_max_open_orders", acct_open, orders.open_total + 1,
-                                "too many open orders on the account", now)  # fmt: skip
+            return self._reject(
+                req,
+                "account_max_open_orders",
+                acct_open,
+                orders.open_total + 1,
+                "too many open orders on the account",
+                now,
+            )
         if not flatten and not self._is_warm(i):
             return self._reject(
                 req,
@@ -200,12 +280,24 @@ class RiskEngine:
         # rate buckets last: a refused order must not spend a token
         bucket = self._buckets[i]
         if bucket is not None and bucket.level(now) < 1.0:
-            return self._reject(req, "orders_per_second", bucket.rate, bucket.rate + 1,
-                                "instrument order rate above limit", now)  # fmt: skip
+            return self._reject(
+                req,
+                "orders_per_second",
+                bucket.rate,
+                bucket.rate + 1,
+                "instrument order rate above limit",
+                now,
+            )
         account = self._account_bucket
         if account is not None and account.level(now) < 1.0:
-            return self._reject(req, "account_orders_per_second", account.rate, account.rate + 1,
-                                "account order rate above limit", now)  # fmt: skip
+            return self._reject(
+                req,
+                "account_orders_per_second",
+                account.rate,
+                account.rate + 1,
+                "account order rate above limit",
+                now,
+            )
         if bucket is not None:
             bucket.spend()
         if account is not None:

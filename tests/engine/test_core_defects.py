@@ -16,8 +16,18 @@ def _cmd(d: Desk, action: str) -> None:
 
 
 def _fill(cid: str, fill_id: str, qty: float, side: str = "buy", price: float = 100.0) -> Fill:
-    return Fill(ts_event=0, ts_recv=0, client_order_id=cid, fill_id=fill_id, instrument="X",
-                side=side, qty=qty, price=price, fee=0.0, liquidity="taker")  # type: ignore[arg-type]  # fmt: skip
+    return Fill(
+        ts_event=0,
+        ts_recv=0,
+        client_order_id=cid,
+        fill_id=fill_id,
+        instrument="X",
+        side=side,
+        qty=qty,
+        price=price,
+        fee=0.0,
+        liquidity="taker",
+    )  # type: ignore[arg-type]
 
 
 def test_kill_is_not_lowered_by_a_loss_breach_with_on_loss_reduce_only() -> None:
@@ -118,9 +128,11 @@ def test_flatten_closes_a_losing_position_while_halted_by_the_loss_limit() -> No
     assert d.position() == 0.0
     assert d.engine.risk.state == "HALTED"
     flatten_fills = [
-        e for e in d.strategy.seen
-        if isinstance(e, Fill) and d.engine.orders.get(e.client_order_id).request.strategy == FLATTEN
-    ]  # fmt: skip
+        e
+        for e in d.strategy.seen
+        if isinstance(e, Fill)
+        and d.engine.orders.get(e.client_order_id).request.strategy == FLATTEN
+    ]
     assert [(f.side, f.qty) for f in flatten_fills] == [("sell", 1.0)]
     assert not d.engine.desk.flattening
 

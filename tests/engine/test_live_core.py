@@ -40,10 +40,18 @@ class Outbox:
 
 def _engine(outbox: Outbox, timeout_ns: int | None = None) -> tuple[Engine, list[Event]]:
     inst = InstrumentTable([Instrument(symbol=s, tick_size=0.5, lot_size=0.1) for s in "XY"])
-    engine = Engine(instruments=inst, clock=ReplayClock(), router=SendOnly(outbox),
-                    features=FeatureSet([FeatureSpec(name="mid", kind="mid")]), model=None,
-                    strategy=Scripted(), risk=RiskEngine(RiskConfig(warmup=False), inst.symbols),
-                    equity_interval_ns=0, arrival_order=True, order_timeout_ns=timeout_ns)  # fmt: skip
+    engine = Engine(
+        instruments=inst,
+        clock=ReplayClock(),
+        router=SendOnly(outbox),
+        features=FeatureSet([FeatureSpec(name="mid", kind="mid")]),
+        model=None,
+        strategy=Scripted(),
+        risk=RiskEngine(RiskConfig(warmup=False), inst.symbols),
+        equity_interval_ns=0,
+        arrival_order=True,
+        order_timeout_ns=timeout_ns,
+    )
     events: list[Event] = []
     engine.sinks.append(events.append)
     return engine, events
@@ -103,8 +111,20 @@ def test_an_answer_in_time_is_no_timeout_and_a_fill_answers_too() -> None:
     engine, _ = _engine(Outbox(), timeout_ns=500 * MS)
     engine.process_batch(_quotes([(T, T, 0)]))
     cid = engine._context.submit_market("X", "buy", 1.0)
-    engine.on_report(Fill(ts_event=T, ts_recv=T, client_order_id=cid, fill_id="F1", instrument="X",
-                          side="buy", qty=1.0, price=101.0, fee=0.0, liquidity="taker"))  # fmt: skip
+    engine.on_report(
+        Fill(
+            ts_event=T,
+            ts_recv=T,
+            client_order_id=cid,
+            fill_id="F1",
+            instrument="X",
+            side="buy",
+            qty=1.0,
+            price=101.0,
+            fee=0.0,
+            liquidity="taker",
+        )
+    )
     engine.advance_to(T + 2_000 * MS)
     assert engine.counters["orders_unknown"] == 0 and engine.risk.state == "ACTIVE"
 
@@ -114,9 +134,20 @@ def test_a_sticky_automatic_halt_outlives_the_answer_to_an_unknown_order() -> No
     engine.process_batch(_quotes([(T, T, 0)]))
     cid = engine._context.submit_limit("X", "buy", 1.0, 99.0)
     engine.advance_to(T + 600 * MS)
-    engine.on_report(Fill(ts_event=T, ts_recv=T, client_order_id="ELSEWHERE", fill_id="F9",
-                          instrument="Z", side="buy", qty=1.0, price=1.0, fee=0.0,
-                          liquidity="taker"))  # fmt: skip
+    engine.on_report(
+        Fill(
+            ts_event=T,
+            ts_recv=T,
+            client_order_id="ELSEWHERE",
+            fill_id="F9",
+            instrument="Z",
+            side="buy",
+            qty=1.0,
+            price=1.0,
+            fee=0.0,
+            liquidity="taker",
+        )
+    )
     assert engine.risk.state == "HALTED"
     engine.on_report(OrderAccepted(ts_event=T, ts_recv=T, client_order_id=cid, venue_order_id="V"))
     assert engine.risk.state == "HALTED"

@@ -63,8 +63,11 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     users = {"daemon": "daemon-secret", "operator": "operator-secret"}
     for i, (user, password) in enumerate(users.items()):
         flags = ["-c"] if i == 0 else []
-        subprocess.run(["mosquitto_passwd", "-b", *flags, str(passwd), user, password],
-                       check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            ["mosquitto_passwd", "-b", *flags, str(passwd), user, password],
+            check=True,
+            capture_output=True,
+        )
     acl = tmp_path / "acl"
     acl.write_text(
         "user daemon\ntopic read #\ntopic write md/#\ntopic write oms/#\n"
@@ -82,12 +85,14 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
         # (the daemon) by ~10 ms once it has sent its first order
         "set_tcp_nodelay true\n"
     )
-    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         _wait_listening(port, proc, log)
-        yield Broker("127.0.0.1", port, "daemon", users["daemon"], "operator",
-                     users["operator"], log)  # fmt: skip
+        yield Broker(
+            "127.0.0.1", port, "daemon", users["daemon"], "operator", users["operator"], log
+        )
     finally:
         proc.terminate()
         try:

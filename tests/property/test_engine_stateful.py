@@ -16,6 +16,7 @@ every step the invariants below are checked; each says why it matters.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -214,10 +215,15 @@ class EngineMachine(RuleBasedStateMachine):
         self, on_loss: str, on_data_loss: str, max_position: float | None, loss_limit: float | None
     ) -> None:
         self.risk_config = msgspec.convert(
-            {"on_loss": on_loss, "on_data_loss": on_data_loss, "max_position": max_position,
-             "daily_loss_limit": loss_limit, "warmup": False},
+            {
+                "on_loss": on_loss,
+                "on_data_loss": on_data_loss,
+                "max_position": max_position,
+                "daily_loss_limit": loss_limit,
+                "warmup": False,
+            },
             RiskConfig,
-        )  # fmt: skip
+        )
         self.inputs: list[tuple[str, Any]] = []
         self.engine, self.router, self.events = self._build()
         self.now = T0
@@ -232,11 +238,16 @@ class EngineMachine(RuleBasedStateMachine):
         instruments = InstrumentTable([Instrument(symbol="X", tick_size=TICK, lot_size=LOT)])
         router = CheckingRouter(self.make_router())
         engine = Engine(
-            instruments=instruments, clock=ReplayClock(), router=router,
-            features=FeatureSet([FeatureSpec(name="mid", kind="mid")]), model=None,
-            strategy=Scripted(), risk=RiskEngine(self.risk_config, instruments.symbols),
-            equity_interval_ns=0, initial_cash=1_000.0,
-        )  # fmt: skip
+            instruments=instruments,
+            clock=ReplayClock(),
+            router=router,
+            features=FeatureSet([FeatureSpec(name="mid", kind="mid")]),
+            model=None,
+            strategy=Scripted(),
+            risk=RiskEngine(self.risk_config, instruments.symbols),
+            equity_interval_ns=0,
+            initial_cash=1_000.0,
+        )
         router.engine = engine
         events: list[Event] = []
         engine.sinks.append(events.append)
@@ -257,14 +268,16 @@ class EngineMachine(RuleBasedStateMachine):
         if kind == "quotes":
             a = np.array(payload, float)
             ts = np.array([r[0] for r in payload], np.int64)
-            batch = TickBatch.quotes(ts, ts, np.zeros(len(payload), np.int32), a[:, 1], a[:, 2],
-                                     a[:, 3], a[:, 4])  # fmt: skip
+            batch = TickBatch.quotes(
+                ts, ts, np.zeros(len(payload), np.int32), a[:, 1], a[:, 2], a[:, 3], a[:, 4]
+            )
             engine.process_batch(batch)
         elif kind == "trades":
             a = np.array(payload, float)
             ts = np.array([r[0] for r in payload], np.int64)
-            batch = TickBatch.trades(ts, ts, np.zeros(len(payload), np.int32), a[:, 1], a[:, 2],
-                                     a[:, 3].astype(np.int8))  # fmt: skip
+            batch = TickBatch.trades(
+                ts, ts, np.zeros(len(payload), np.int32), a[:, 1], a[:, 2], a[:, 3].astype(np.int8)
+            )
             engine.process_batch(batch)
         elif kind == "order":
             ctx = engine._context
@@ -302,8 +315,10 @@ class EngineMachine(RuleBasedStateMachine):
             self.claims["loss_limit"] = (
                 "HALTED" if self.risk_config.on_loss == "halted" else "REDUCE_ONLY"
             )
-        if any(grew.get(k, 0) > 0 for k in ("fills_unknown_order", "fills_overfill",
-                                            "fills_mismatch", "reports_illegal")):  # fmt: skip
+        if any(
+            grew.get(k, 0) > 0
+            for k in ("fills_unknown_order", "fills_overfill", "fills_mismatch", "reports_illegal")
+        ):
             self._raise_claim("automatic", "REDUCE_ONLY")
 
     def _raise_claim(self, source: str, state: TradingStateName) -> None:
@@ -322,7 +337,8 @@ class EngineMachine(RuleBasedStateMachine):
         limit = self.risk_config.daily_loss_limit or 5.0
         if abs(position) < EPS:
             return
-        ticks = max(1, round(factor * limit / abs(position) / TICK))
+        # at least ``factor`` x the limit: rounding down could leave it just under
+        ticks = max(1, math.ceil(factor * limit / abs(position) / TICK - 1e-9))
         move = ticks * TICK * (-1 if position > 0 else 1)
         self.mid = min(max(self.mid + move, 5.0), 400.0)
         self._quote(dt, 1.0, 1.0)
@@ -448,8 +464,9 @@ class EngineMachine(RuleBasedStateMachine):
             return
         position = self.position
         for side in ("buy", "sell"):
-            working = [o for o in e.orders.open_orders(0)
-                       if not o.cancel_sent and o.request.side == side]  # fmt: skip
+            working = [
+                o for o in e.orders.open_orders(0) if not o.cancel_sent and o.request.side == side
+            ]
             if e.risk.state == "HALTED":
                 assert all(o.request.strategy == FLATTEN for o in working)
             qty = sum(o.remaining_qty for o in working)
@@ -500,12 +517,21 @@ class OmsMachine(EngineMachine):
         order = self.oms.orders[cid]
         if reject and order.filled == 0.0:
             order.status = OrderStatus.REJECTED
-            self._emit(OrderRejected(ts_event=self.now, ts_recv=self.now, client_order_id=cid,
-                                     reason="venue says no"))  # fmt: skip
+            self._emit(
+                OrderRejected(
+                    ts_event=self.now, ts_recv=self.now, client_order_id=cid, reason="venue says no"
+                )
+            )
         else:
             order.status = OrderStatus.ACCEPTED
-            self._emit(OrderAccepted(ts_event=self.now, ts_recv=self.now, client_order_id=cid,
-                                     venue_order_id=f"V{cid}"))  # fmt: skip
+            self._emit(
+                OrderAccepted(
+                    ts_event=self.now,
+                    ts_recv=self.now,
+                    client_order_id=cid,
+                    venue_order_id=f"V{cid}",
+                )
+            )
 
     @precondition(lambda self: bool(self._open_venue()))
     @rule(k=st.integers(0, 50), lots=st.integers(1, 30), price_offset=st.integers(-2, 2))
@@ -517,9 +543,20 @@ class OmsMachine(EngineMachine):
         order.status = (
             OrderStatus.FILLED if order.filled >= order.qty - EPS else OrderStatus.PARTIALLY_FILLED
         )
-        self._emit(Fill(ts_event=self.now, ts_recv=self.now, client_order_id=cid,
-                        fill_id=self.oms.new_fill_id(), instrument="X", side=order.side,  # type: ignore[arg-type]
-                        qty=qty, price=self.mid + price_offset * TICK, fee=0.01, liquidity="taker"))  # fmt: skip
+        self._emit(
+            Fill(
+                ts_event=self.now,
+                ts_recv=self.now,
+                client_order_id=cid,
+                fill_id=self.oms.new_fill_id(),
+                instrument="X",
+                side=order.side,  # type: ignore[arg-type]
+                qty=qty,
+                price=self.mid + price_offset * TICK,
+                fee=0.01,
+                liquidity="taker",
+            )
+        )
 
     @precondition(lambda self: bool(self.oms.cancels))
     @rule()
@@ -528,11 +565,20 @@ class OmsMachine(EngineMachine):
         order = self.oms.orders.get(req.client_order_id)
         if order is not None and order.status in OPEN_STATUSES:
             order.status = OrderStatus.CANCELLED
-            self._emit(OrderCancelled(ts_event=self.now, ts_recv=self.now,
-                                      client_order_id=req.client_order_id))  # fmt: skip
+            self._emit(
+                OrderCancelled(
+                    ts_event=self.now, ts_recv=self.now, client_order_id=req.client_order_id
+                )
+            )
         else:
-            self._emit(CancelRejected(ts_event=self.now, ts_recv=self.now,
-                                      client_order_id=req.client_order_id, reason="too late"))  # fmt: skip
+            self._emit(
+                CancelRejected(
+                    ts_event=self.now,
+                    ts_recv=self.now,
+                    client_order_id=req.client_order_id,
+                    reason="too late",
+                )
+            )
 
     @precondition(lambda self: bool(self._open_venue()))
     @rule()
@@ -543,19 +589,45 @@ class OmsMachine(EngineMachine):
             order = self.oms.orders[cid]
             qty = round(order.qty - order.filled, 10)
             order.filled, order.status = order.qty, OrderStatus.FILLED
-            self._input(("report", Fill(ts_event=self.now, ts_recv=self.now, client_order_id=cid,
-                                        fill_id=self.oms.new_fill_id(), instrument="X",
-                                        side=order.side, qty=qty, price=self.mid, fee=0.0,  # type: ignore[arg-type]
-                                        liquidity="taker")))  # fmt: skip
+            self._input(
+                (
+                    "report",
+                    Fill(
+                        ts_event=self.now,
+                        ts_recv=self.now,
+                        client_order_id=cid,
+                        fill_id=self.oms.new_fill_id(),
+                        instrument="X",
+                        side=order.side,
+                        qty=qty,
+                        price=self.mid,
+                        fee=0.0,  # type: ignore[arg-type]
+                        liquidity="taker",
+                    ),
+                )
+            )
 
     @rule(side=st.sampled_from(["buy", "sell"]), lots=st.integers(5, 30))
     def position_from_elsewhere_then_resume(self, side: str, lots: int) -> None:
         """A fill nobody here sent (booked, REDUCE_ONLY), then the operator resumes:
         trading is ACTIVE with a position that may be beyond ``max_position``."""
-        self._input(("report", Fill(ts_event=self.now, ts_recv=self.now,
-                                    client_order_id="EXTERNAL", fill_id=self.oms.new_fill_id(),
-                                    instrument="X", side=side, qty=lots * LOT,  # type: ignore[arg-type]
-                                    price=self.mid, fee=0.0, liquidity="taker")))  # fmt: skip
+        self._input(
+            (
+                "report",
+                Fill(
+                    ts_event=self.now,
+                    ts_recv=self.now,
+                    client_order_id="EXTERNAL",
+                    fill_id=self.oms.new_fill_id(),
+                    instrument="X",
+                    side=side,
+                    qty=lots * LOT,  # type: ignore[arg-type]
+                    price=self.mid,
+                    fee=0.0,
+                    liquidity="taker",
+                ),
+            )
+        )
         self.command("resume")
 
     @precondition(lambda self: bool(self._open_venue()))
@@ -570,18 +642,44 @@ class OmsMachine(EngineMachine):
             return  # that would fill it: nothing left to cancel
         order.filled = round(order.filled + qty, 10)
         order.status = OrderStatus.CANCELLED
-        fill = Fill(ts_event=self.now, ts_recv=self.now, client_order_id=cid,
-                    fill_id=self.oms.new_fill_id(), instrument="X", side=order.side,  # type: ignore[arg-type]
-                    qty=qty, price=self.mid, fee=0.01, liquidity="maker")  # fmt: skip
-        self._input(("report", OrderCancelled(ts_event=self.now, ts_recv=self.now,
-                                              client_order_id=cid, reason="venue")))  # fmt: skip
+        fill = Fill(
+            ts_event=self.now,
+            ts_recv=self.now,
+            client_order_id=cid,
+            fill_id=self.oms.new_fill_id(),
+            instrument="X",
+            side=order.side,  # type: ignore[arg-type]
+            qty=qty,
+            price=self.mid,
+            fee=0.01,
+            liquidity="maker",
+        )
+        self._input(
+            (
+                "report",
+                OrderCancelled(
+                    ts_event=self.now, ts_recv=self.now, client_order_id=cid, reason="venue"
+                ),
+            )
+        )
         self._input(("report", fill))
 
     @rule(side=st.sampled_from(["buy", "sell"]), lots=st.integers(1, 10))
     def fill_for_an_order_nobody_here_sent(self, side: str, lots: int) -> None:
-        self._emit(Fill(ts_event=self.now, ts_recv=self.now, client_order_id="EXTERNAL",
-                        fill_id=self.oms.new_fill_id(), instrument="X", side=side,  # type: ignore[arg-type]
-                        qty=lots * LOT, price=self.mid, fee=0.0, liquidity="taker"))  # fmt: skip
+        self._emit(
+            Fill(
+                ts_event=self.now,
+                ts_recv=self.now,
+                client_order_id="EXTERNAL",
+                fill_id=self.oms.new_fill_id(),
+                instrument="X",
+                side=side,  # type: ignore[arg-type]
+                qty=lots * LOT,
+                price=self.mid,
+                fee=0.0,
+                liquidity="taker",
+            )
+        )
 
     @precondition(lambda self: bool(self.oms.outbox))
     @rule(k=st.integers(0, 50), again=st.booleans())
@@ -614,8 +712,12 @@ class VenueMachine(EngineMachine):
     def make_router(self) -> SimulatedVenue:
         return SimulatedVenue(1_000, 1.0, None)
 
-    @rule(dt=steps_ns, lots=st.integers(1, 20), aggressor=st.sampled_from([1, -1]),
-          offset=st.integers(-2, 2))  # fmt: skip
+    @rule(
+        dt=steps_ns,
+        lots=st.integers(1, 20),
+        aggressor=st.sampled_from([1, -1]),
+        offset=st.integers(-2, 2),
+    )
     def trade(self, dt: int, lots: int, aggressor: int, offset: int) -> None:
         self.now += dt
         row = (self.now, self.mid + offset * TICK, lots * LOT, aggressor)
@@ -644,7 +746,7 @@ def _decisions(events: list[Event]) -> list[Event]:
 
 
 _SETTINGS = settings(
-    max_examples=100,
+    max_examples=200,
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
