@@ -158,6 +158,17 @@ def _cmd_parity(args: argparse.Namespace) -> int:
     return cmd_parity(args)
 
 
+def _sample_data(
+    out_dir: str | Path, *, symbols: int, hours: float, quote_interval_ms: float, seed: int
+) -> tuple[Path, Path]:
+    """Sample tick files for live-demo (imported only when used)."""
+    from replay.sample_data import generate
+
+    return generate(
+        out_dir, symbols=symbols, hours=hours, quote_interval_ms=quote_interval_ms, seed=seed
+    )
+
+
 def _batch_size(text: str) -> int:
     try:
         value = int(text)
@@ -247,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # the live composition roots live in ``adapters``; this dispatcher hands the tools
     # replay's readers, which ``adapters`` may not import
-    register_daemon(sub)
+    register_daemon(sub, sample_data=_sample_data, entry=(sys.executable, "-m", "replay.cli"))
     register_tools(sub, tick_files=_tick_files, default_config=_default_config_path())
     return p
 
