@@ -3,8 +3,10 @@
 Every error pyarrow or polars raises on a file (a broken footer, a corrupt page, a
 header that is not UTF-8, duplicated column names, a row with the wrong number of
 fields) is translated here, where it enters, into ``DataError`` naming the file and,
-where one exists, the row. What comes out is plain: the needed columns with a known
-type class, 0-based data row numbers, and for CSV the cells that are not UTF-8 text.
+where one exists, the row. What comes out is plain: the needed columns under tradeloop's
+names (a file's own names are renamed here), with a known type class, 0-based data row
+numbers, and for CSV the cells that are not UTF-8 text. CSV may be gzip-compressed
+(``.csv.gz``) and may have no header line (the caller names the columns).
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ from __future__ import annotations
 import codecs
 import csv
 import functools
+import gzip
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +39,7 @@ unit), ``text``, ``bool``, or ``other`` (anything else; never read)."""
 _PANIC = pl.exceptions.PanicException
 _NS_PER_UNIT = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 _HEADER_PEEK_BYTES = 1 << 16
+TABULAR_SUFFIXES = (".parquet", ".csv", ".csv.gz")
 # CSV bytes that are not UTF-8 become U+FFFD on the way into pyarrow: its ragged-row
 # callback decodes the row text strictly and, on such a row, prints an "Exception ignored"
 # traceback and aborts the file instead of calling us
@@ -82,12 +86,23 @@ class RaggedRow:
 class RawFile:
     """An opened tick file: its column names and type classes, and its chunks.
 
+    ``names`` are the file's own column names, ``types`` (and the chunks' columns) use
+    tradeloop's names: ``rename`` maps a file's name to tradeloop's; a column renamed
+    onto a name the file also has hides the file's own column of that name.
+
     Args:
-        path: parquet or CSV file.
-        wanted: the columns to read, if present (others are never decoded).
+        path: parquet or CSV file (``.csv.gz`` is decompressed).
+        wanted: the columns to read (tradeloop's names), if present (others are never
+            decoded).
         chunk_rows: rows per chunk.
         on_ragged: called once per ragged CSV row, in file order, before the chunk that
             follows it; the row is left out of the chunks.
+        rename: the file's column name -> tradeloop's.
+        header: the column names of a CSV without a header line (its first line is data).
+        ts_range: ``(column, start_ns, end_ns, ns_per_integer)``: parquet row groups
+            whose statistics show every value of ``column`` (tradeloop's name) outside
+            ``[start_ns, end_ns)`` are not read (an integer column counts in
+            ``ns_per_integer``, an arrow timestamp in its own unit).
 
     Raises:
         DataError: the file cannot be opened, its header is not UTF-8, or column names
@@ -100,18 +115,38 @@ class RawFile:
         wanted: tuple[str, ...],
         chunk_rows: int,
         on_ragged: Callable[[RaggedRow], None],
+        *,
+        rename: dict[str, str] | None = None,
+        header: tuple[str, ...] | None = None,
+        ts_range: tuple[str, int | None, int | None, int] | None = None,
     ) -> None:
         self.path = path
         self.chunk_rows = chunk_rows
         self._on_ragged = on_ragged
+        self._header = header
+        self._ts_range = ts_range
         self.types: dict[str, TypeClass] = {}
         self.ts_unit_ns: dict[str, int] = {}
-        self.is_csv = path.suffix.lower() != ".parquet"
+        self.is_csv = not path.name.lower().endswith(".parquet")
+        self.groups_skipped = 0
         if not self.is_csv:
             self.names = self._open_parquet()
         else:
             self.names = self._open_csv_header()
+        # tradeloop name -> the file's column; an explicit rename wins over a same name
+        self.source: dict[str, str] = {}
+        renamed = rename or {}
+        for name in self.names:
+            target = renamed.get(name, name)
+            if target not in self.source or name in renamed:
+                self.source[target] = name
+        own = dict(self.types)
+        self.types = {t: own[n] for t, n in self.source.items()}
+        self.ts_unit_ns = {
+            t: self.ts_unit_ns[n] for t, n in self.source.items() if n in self.ts_unit_ns
+        }
         self._read = [c for c in wanted if c in self.types]
+        self._read_source = [self.source[c] for c in self._read]
 
     def _error(self, reason: str, exc: BaseException | None = None) -> DataError:
         # one line, whatever the library put in its message
@@ -135,11 +170,38 @@ class RawFile:
                 self.ts_unit_ns[f.name] = _NS_PER_UNIT[f.type.unit]
         return names
 
+    def _outside(self, k: int) -> bool:
+        """Row group ``k``'s statistics show no value of the range's column inside it."""
+        if self._ts_range is None:
+            return False
+        name, start_ns, end_ns, per = self._ts_range
+        column = self.source.get(name)
+        if column is None:
+            return False
+        per = self.ts_unit_ns.get(name, per)
+        low = -(2**63) if start_ns is None else start_ns // per
+        high = 2**63 - 1 if end_ns is None else -(-end_ns // per)
+        meta = self._pf.metadata.row_group(k)
+        for j in range(meta.num_columns):
+            chunk = meta.column(j)
+            if chunk.path_in_schema != column:
+                continue
+            stats = chunk.statistics
+            if stats is None or not stats.has_min_max or stats.physical_type != "INT64":
+                return False
+            return bool(int(stats.max_raw) < low or int(stats.min_raw) >= high)
+        return False
+
     def _parquet_chunks(self) -> Iterator[RawChunk]:
         offset = 0
         for k in range(self._pf.num_row_groups):
+            if self._outside(k):
+                # row numbers stay the file's own: the skipped rows still count
+                offset += self._pf.metadata.row_group(k).num_rows
+                self.groups_skipped += 1
+                continue
             batches = self._pf.iter_batches(
-                batch_size=self.chunk_rows, row_groups=[k], columns=self._read
+                batch_size=self.chunk_rows, row_groups=[k], columns=self._read_source
             )
             while True:
                 try:
@@ -149,7 +211,9 @@ class RawFile:
                     # full validation refuses invalid UTF-8 and bad offsets that polars
                     # would otherwise panic on
                     rb.validate(full=True)
-                    frame = _to_polars(_normalise(rb))
+                    frame = _to_polars(_normalise(rb)).rename(
+                        dict(zip(self._read_source, self._read, strict=True))
+                    )
                 except (Exception, _PANIC) as exc:
                     raise self._error(f"cannot read row group {k}", exc) from exc
                 rows = np.arange(offset, offset + frame.height, dtype=np.int64)
@@ -158,11 +222,17 @@ class RawFile:
 
     def _open_csv_header(self) -> list[str]:
         try:
-            with self.path.open("rb") as f:
+            with _open_text_bytes(self.path) as f:
                 head = f.readline()
                 rest = f.read(_HEADER_PEEK_BYTES)
-        except OSError as exc:
+        except (OSError, EOFError) as exc:  # gzip: a truncated or not-gzip file
             raise self._error("cannot open", exc) from exc
+        if self._header is not None:
+            self._csv_names = list(self._header)
+            self._csv_has_rows = bool(head.strip() or rest.strip())
+            for n in self._csv_names:
+                self.types[n] = "text"
+            return list(self._header)
         if not head.strip():
             raise self._error("empty file (no header line)")
         try:
@@ -186,10 +256,12 @@ class RawFile:
         skipped: list[int] = []  # survivor index at which each ragged row was dropped
         expected = len(self._csv_names)
 
+        # pyarrow numbers records from 1 with the header as record 1 (blank lines are not
+        # records), so the 0-based data row is number - 2 (number - 1 without a header)
+        first_record = 1 if self._header is not None else 2
+
         def invalid_row(row: pacsv.InvalidRow) -> str:
-            # pyarrow numbers records from 1 with the header as record 1 (blank lines
-            # are not records), so the 0-based data row is number - 2
-            data_row = None if row.number is None else int(row.number) - 2
+            data_row = None if row.number is None else int(row.number) - first_record
             if data_row is not None:
                 skipped.append(data_row - len(skipped))
             self._on_ragged(RaggedRow(data_row, int(row.actual_columns), expected))
@@ -200,7 +272,7 @@ class RawFile:
                 self.path,
                 read_options=pacsv.ReadOptions(
                     column_names=self._csv_names,
-                    skip_rows=1,
+                    skip_rows=0 if self._header is not None else 1,
                     use_threads=False,  # the ragged-row callback needs record numbers
                     block_size=max(1 << 20, self.chunk_rows * 64),
                     encoding=_LENIENT_UTF8,
@@ -209,8 +281,8 @@ class RawFile:
                 # every cell as text, numbers parsed per cell later, so a bad cell is a
                 # reported bad row instead of a parser exception
                 convert_options=pacsv.ConvertOptions(
-                    include_columns=self._read,
-                    column_types={n: pa.string() for n in self._read},
+                    include_columns=self._read_source,
+                    column_types={n: pa.string() for n in self._read_source},
                     strings_can_be_null=True,
                     quoted_strings_can_be_null=True,
                 ),
@@ -224,7 +296,8 @@ class RawFile:
                 rb = next(reader, None)
                 if rb is None:
                     return
-                frame = _to_polars(rb)
+                frame = _to_polars(rb).select(self._read_source)
+                frame = frame.rename(dict(zip(self._read_source, self._read, strict=True)))
             except (Exception, _PANIC) as exc:
                 raise self._error("cannot read", exc) from exc
             n = frame.height
@@ -253,7 +326,7 @@ def total_rows(paths: list[Path]) -> int | None:
     Raises:
         DataError: a parquet footer cannot be read (names the file).
     """
-    if any(p.suffix.lower() != ".parquet" for p in paths):
+    if any(not p.name.lower().endswith(".parquet") for p in paths):
         return None
     total = 0
     for p in paths:
@@ -263,6 +336,17 @@ def total_rows(paths: list[Path]) -> int | None:
             detail = " ".join(str(exc).split())
             raise DataError(str(p), f"not a readable parquet file: {detail}") from exc
     return total
+
+
+def _open_text_bytes(path: Path) -> gzip.GzipFile | BinaryIO:
+    if path.name.lower().endswith(".gz"):
+        return gzip.open(path, "rb")
+    return path.open("rb")
+
+
+def is_tabular(path: Path) -> bool:
+    """A file tick data may be in: parquet, CSV or gzip-compressed CSV (by name)."""
+    return path.name.lower().endswith(TABULAR_SUFFIXES)
 
 
 def _refuse_duplicates(path: Path, names: list[str]) -> None:

@@ -2,11 +2,15 @@
 
 Schema (see README): quotes ``ts_event, symbol, bid, ask, bid_size, ask_size``; trades
 ``ts_event, symbol, price, size, side``; ``ts_recv`` is optional (defaults to
-``ts_event``). Column types: timestamps int64 ns since the epoch (UTC), an arrow
-timestamp or ISO-8601 text; prices and sizes float or int (never bool or text, except
-in CSV, where every cell is text: surrounding spaces are ignored); symbol text; side
-text or int. A wrong type, a missing or repeated column, an empty file or one with no
-valid row is a ``DataError`` for the whole file.
+``ts_event``). A file's own column names are mapped to these by ``replay.formats``
+(public formats, a user's mapping), which also gives a symbol to files without a
+symbol column and the unit of integer timestamps. Column types: timestamps integers
+since the epoch (UTC) in the unit found for the file, an arrow timestamp or ISO-8601
+text; prices and sizes float or int (never bool or text, except in CSV, where every
+cell is text: surrounding spaces are ignored); symbol text; side text or int, or
+``is_buyer_maker`` (true: the aggressor sold) as bool or text. A wrong type, a missing
+or repeated column, an empty file or one with no valid row is a ``DataError`` for the
+whole file.
 
 Rows are checked against the plausibility policy of ``replay.plausibility``. A bad row
 raises ``DataError`` naming file, row and column, or, with ``on_bad_row="skip"``, is
@@ -18,7 +22,7 @@ row whose field count differs from the header's is a bad row like any other.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -30,23 +34,34 @@ import polars as pl
 from engine.errors import DataError
 from engine.instruments import InstrumentTable
 from engine.ticks import TickBatch
+from replay.formats import (
+    QUOTE_COLUMNS,
+    TRADE_COLUMNS,
+    UNIT_WORDS,
+    UNITS_NS,
+    FileLayout,
+    Kind,
+    inspect_file,
+)
 from replay.plausibility import (
     PRICE_MAX,
     PRICE_MIN,
     SIZE_MAX,
     TS_MAX_NS,
     TS_MIN_NS,
-    UNIT_GUESSES,
     WINDOW,
     PriceBand,
     TimeOrder,
 )
-from replay.raw_files import RaggedRow, RawChunk, RawFile, TypeClass, total_rows
+from replay.raw_files import RaggedRow, RawChunk, RawFile, TypeClass, is_tabular, total_rows
 
 __all__ = [
     "BadRowCounts",
+    "DataSource",
+    "Discovery",
     "TickFileReader",
     "discover",
+    "discover_files",
     "file_kind",
     "merge_streams",
     "prefetch",
@@ -54,17 +69,14 @@ __all__ = [
     "total_rows",
 ]
 
-Kind = Literal["quotes", "trades"]
 BadRowPolicy = Literal["raise", "skip"]
 
-QUOTE_COLUMNS = ("ts_event", "symbol", "bid", "ask", "bid_size", "ask_size")
-TRADE_COLUMNS = ("ts_event", "symbol", "price", "size", "side")
 _TS_COLUMNS = ("ts_event", "ts_recv")
 
 NOT_UTF8 = "not UTF-8 text"
 TS_MISSING = "timestamp missing or not int ns / ISO-8601"
 TS_RANGE = "timestamp outside 2000-01-01 .. 2100-01-01"
-TS_UNIT = "timestamp looks like {unit}, expected ns since the epoch"
+TS_UNIT = "timestamp looks like {unit}, unlike the column's first rows ({expected})"
 UNKNOWN_SYMBOL = "unknown symbol (not in [[instruments]])"
 PRICE_BAD = "price is NaN, missing or not > 0"
 PRICE_RANGE = f"price outside {PRICE_MIN:g} .. {PRICE_MAX:g}"
@@ -73,13 +85,27 @@ TRADE_SIZE_BAD = "size is not > 0, NaN or missing"
 SIZE_RANGE = f"size above {SIZE_MAX:g}"
 CROSSED = "crossed or locked quote (bid >= ask)"
 SIDE_BAD = "side is not buy/sell"
+MAKER_BAD = "is_buyer_maker is not true/false"
 PRICE_BAND = f"price more than 50% away from the median of the symbol's last {WINDOW} prices"
 BACKWARDS = "timestamp goes backwards"
 JUMPS = "timestamp jumps forward (the rows after it are earlier)"
 RAGGED = "ragged row (field count differs from the header)"
 
-# timestamp status from _timestamps -> reason
-_TS_REASONS = (TS_MISSING, TS_RANGE, *(TS_UNIT.format(unit=u) for u, _ in UNIT_GUESSES))
+
+def _ts_reasons(expected: str) -> tuple[str, ...]:
+    """Timestamp status from ``_timestamps`` - 1 -> reason, for a column in ``expected``."""
+    return (
+        TS_MISSING,
+        TS_RANGE,
+        *(
+            TS_UNIT.format(unit=UNIT_WORDS[u], expected=UNIT_WORDS[expected])
+            for u in _guesses(expected)
+        ),
+    )
+
+
+def _guesses(expected: str) -> list[str]:
+    return [u for u in UNITS_NS if u != expected]
 
 
 @dataclass
@@ -94,8 +120,10 @@ class BadRowCounts:
 
 
 def file_kind(path: Path) -> Kind | None:
+    """The kind a file's name suggests (``quote``/``trade`` in it): only a hint, used to
+    name what is missing when its columns make no tick file."""
     name = path.name.lower()
-    if path.suffix.lower() not in (".parquet", ".csv"):
+    if not is_tabular(path):
         return None
     if "quote" in name:
         return "quotes"
@@ -104,24 +132,120 @@ def file_kind(path: Path) -> Kind | None:
     return None
 
 
-def discover(data: str | Path) -> tuple[list[Path], list[Path]]:
+@dataclass(frozen=True)
+class DataSource:
+    """Where ticks come from, beyond a folder: files named with their kind, a column
+    mapping and a time range.
+
+    Attributes:
+        path: a folder (every tick file in it, by its columns) or one file; may be None
+            when files are named.
+        quotes: files read as quotes (``--quotes``).
+        trades: files read as trades (``--trades``).
+        columns: tradeloop column name -> the files' name (``--columns``).
+        start_ns: first ``ts_event`` kept (inclusive), ns since the epoch.
+        end_ns: end of the range (exclusive).
+    """
+
+    path: Path | None = None
+    quotes: tuple[Path, ...] = ()
+    trades: tuple[Path, ...] = ()
+    columns: Mapping[str, str] = field(default_factory=dict)
+    start_ns: int | None = None
+    end_ns: int | None = None
+
+    def __str__(self) -> str:
+        parts = [str(p) for p in (self.path, *self.quotes, *self.trades) if p is not None]
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """The tick files of a source: each with its layout, the files skipped with the
+    reason, and notes on how files are read."""
+
+    files: list[FileLayout]
+    skipped: list[tuple[Path, str]]
+
+    @property
+    def notes(self) -> list[str]:
+        return [n for f in self.files for n in f.notes]
+
+    @property
+    def warnings(self) -> list[str]:
+        return [f"skipped {p}: {reason}" for p, reason in self.skipped]
+
+    def of_kind(self, kind: Kind) -> list[FileLayout]:
+        return [f for f in self.files if f.kind == kind]
+
+
+def as_source(data: str | Path | DataSource) -> DataSource:
+    return data if isinstance(data, DataSource) else DataSource(path=Path(data))
+
+
+def discover_files(data: str | Path | DataSource) -> Discovery:
+    """The tick files of ``data``: files of a folder by their columns (files named with
+    their kind as such), in name order.
+
+    A file of a folder that is no tick file (another suffix, or columns that make
+    neither quotes nor trades) is skipped and named in ``skipped``; a file whose name
+    says quotes or trades but whose columns do not fit is an error naming what is
+    missing.
+
+    Raises:
+        DataError: a path does not exist, a file cannot be read, or no tick file is found.
+    """
+    source = as_source(data)
+    layouts: list[FileLayout] = []
+    skipped: list[tuple[Path, str]] = []
+    for kind, named in (("quotes", source.quotes), ("trades", source.trades)):
+        for p in named:
+            if not Path(p).is_file():
+                raise DataError(str(p), "no such file")
+            found = inspect_file(Path(p), kind=kind, columns=source.columns)  # type: ignore[arg-type]
+            assert isinstance(found, FileLayout)
+            layouts.append(found)
+    root = source.path
+    if root is not None:
+        if not root.exists():
+            raise DataError(str(root), "no such file or folder")
+        files = [root] if root.is_file() else sorted(p for p in root.iterdir() if p.is_file())
+        named_files = {Path(p).resolve() for p in (*source.quotes, *source.trades)}
+        for p in files:
+            if p.resolve() in named_files:
+                continue
+            if not is_tabular(p):
+                skipped.append((p, "not a .parquet, .csv or .csv.gz file"))
+                continue
+            found = inspect_file(p, columns=source.columns)
+            if isinstance(found, str):
+                hint = file_kind(p)
+                if hint is None:
+                    skipped.append((p, found))
+                    continue
+                # the name says what it should be: the reader names the missing column
+                found = inspect_file(p, kind=hint, columns=source.columns)
+                assert isinstance(found, FileLayout)
+            layouts.append(found)
+    if not layouts:
+        where = str(root) if root is not None else str(source)
+        detail = "; ".join(f"{p.name}: {r}" for p, r in skipped[:3])
+        raise DataError(
+            where,
+            "no tick files found (parquet or CSV with quote or trade columns)"
+            + (f": {detail}" if detail else ""),
+        )
+    return Discovery(layouts, skipped)
+
+
+def discover(data: str | Path | DataSource) -> tuple[list[Path], list[Path]]:
     """Quote and trade files under ``data`` (a folder, or one file), sorted by name.
 
     Raises:
         DataError: nothing readable found.
     """
-    root = Path(data)
-    if not root.exists():
-        raise DataError(str(root), "no such file or folder")
-    files = [root] if root.is_file() else sorted(p for p in root.iterdir() if p.is_file())
-    quotes = [p for p in files if file_kind(p) == "quotes"]
-    trades = [p for p in files if file_kind(p) == "trades"]
-    if not quotes and not trades:
-        raise DataError(
-            str(root),
-            "no tick files found: expected *quotes*.parquet|csv and/or *trades*.parquet|csv",
-        )
-    return quotes, trades
+    found = discover_files(data)
+    return [f.path for f in found.of_kind("quotes")], [f.path for f in found.of_kind("trades")]
 
 
 @dataclass(frozen=True)
@@ -178,6 +302,11 @@ class TickFileReader:
         chunk_rows: rows per chunk read from disk (bounds memory; results do not
             depend on it).
         bad_rows: where skipped rows are counted (shared by the readers of a run).
+        layout: how to read the file (``replay.formats.inspect_file``); by default
+            inspected here for ``kind``.
+        start_ns: rows with a valid ``ts_event`` before it are left out.
+        end_ns: rows with a valid ``ts_event`` at or after it are left out, and reading
+            stops at the first chunk (or parquet row group) that lies wholly after it.
 
     Raises:
         DataError: when iterated: the file cannot be read, a column is missing, repeated
@@ -194,9 +323,15 @@ class TickFileReader:
         on_bad_row: BadRowPolicy = "raise",
         chunk_rows: int = 262_144,
         bad_rows: BadRowCounts | None = None,
+        layout: FileLayout | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
     ) -> None:
         self.path = Path(path)
         self.kind: Kind = kind
+        self._layout = layout
+        self.start_ns = start_ns
+        self.end_ns = end_ns
         self.instruments = instruments
         self.on_bad_row: BadRowPolicy = on_bad_row
         self.chunk_rows = chunk_rows
@@ -205,10 +340,23 @@ class TickFileReader:
         self._first_ragged: RaggedRow | None = None
         self._ragged = 0
 
-    def _checks(self) -> list[_Check]:
+    def _needed(self) -> tuple[str, ...]:
+        """The columns the file must have (tradeloop's names)."""
         needed = QUOTE_COLUMNS if self.kind == "quotes" else TRADE_COLUMNS
-        checks = [_Check(c, NOT_UTF8) for c in (*needed, "ts_recv")]
-        checks += [_Check(c, r) for c in _TS_COLUMNS for r in _TS_REASONS]
+        drop = set()
+        if self.layout.symbol is not None:
+            drop.add("symbol")
+        if self.kind == "trades" and self._maker:
+            drop.add("side")
+        return tuple(c for c in needed if c not in drop) + (
+            ("is_buyer_maker",) if self._maker else ()
+        )
+
+    def _checks(self) -> list[_Check]:
+        checks = [_Check(c, NOT_UTF8) for c in (*self._needed(), "ts_recv")]
+        checks += [
+            _Check(c, r) for c in _TS_COLUMNS for r in _ts_reasons(self.layout.ts_unit.get(c, "ns"))
+        ]
         checks.append(_Check("symbol", UNKNOWN_SYMBOL))
         if self.kind == "quotes":
             checks += [_Check(c, r) for c in ("bid", "ask") for r in (PRICE_BAD, PRICE_RANGE)]
@@ -220,7 +368,8 @@ class TickFileReader:
         else:
             checks += [_Check("price", PRICE_BAD), _Check("price", PRICE_RANGE)]
             checks += [_Check("size", TRADE_SIZE_BAD), _Check("size", SIZE_RANGE)]
-            checks += [_Check("side", SIDE_BAD), _Check("price", PRICE_BAND)]
+            side = _Check("is_buyer_maker", MAKER_BAD) if self._maker else _Check("side", SIDE_BAD)
+            checks += [side, _Check("price", PRICE_BAND)]
         checks += [_Check("ts_event", BACKWARDS), _Check("ts_event", JUMPS)]
         return checks
 
@@ -228,8 +377,20 @@ class TickFileReader:
         return self._table.index(_Check(column, reason)) + 1
 
     def _open(self) -> RawFile:
-        needed = QUOTE_COLUMNS if self.kind == "quotes" else TRADE_COLUMNS
-        raw = RawFile(self.path, (*needed, "ts_recv"), self.chunk_rows, self._on_ragged)
+        needed = self._needed()
+        layout = self.layout
+        ts_range = None
+        if self._ranged:
+            ts_range = ("ts_event", self.start_ns, self.end_ns, layout.ts_factor("ts_event"))
+        raw = RawFile(
+            self.path,
+            (*needed, "ts_recv"),
+            self.chunk_rows,
+            self._on_ragged,
+            rename=dict(layout.rename),
+            header=layout.header,
+            ts_range=ts_range,
+        )
         for col in needed:
             if col not in raw.types:
                 raise DataError(str(self.path), f"missing column (has {raw.names})", column=col)
@@ -243,12 +404,12 @@ class TickFileReader:
 
     def _check_type(self, col: str, cls: TypeClass, *, csv: bool) -> None:
         if col in _TS_COLUMNS:
-            allowed: tuple[TypeClass, ...] = ("int64", "timestamp", "text")
-            rule = "timestamps must be int64 ns since the epoch, a timestamp or ISO-8601 text"
-            if cls == "int":
-                rule += " (a narrower int cannot hold ns; seconds?)"
+            allowed: tuple[TypeClass, ...] = ("int64", "int", "timestamp", "text")
+            rule = "timestamps must be integers since the epoch, a timestamp or ISO-8601 text"
         elif col == "symbol":
             allowed, rule = ("text",), "symbols must be text"
+        elif col == "is_buyer_maker":
+            allowed, rule = ("bool", "text", "int64", "int"), "is_buyer_maker must be true/false"
         elif col == "side":
             allowed, rule = ("text", "int64", "int"), "side must be text (buy/sell) or int (1/-1)"
         else:
@@ -271,6 +432,19 @@ class TickFileReader:
             row=ragged.row,
         )
 
+    @property
+    def layout(self) -> FileLayout:
+        if self._layout is None:
+            found = inspect_file(self.path, kind=self.kind)
+            assert isinstance(found, FileLayout)
+            self._layout = found
+        return self._layout
+
+    @property
+    def _maker(self) -> bool:
+        """Trades whose side comes from ``is_buyer_maker`` (no ``side`` column)."""
+        return self.kind == "trades" and self.layout.maker_side
+
     def __iter__(self) -> Iterator[TickBatch]:
         self._table = self._checks()
         raw = self._open()
@@ -292,8 +466,12 @@ class TickFileReader:
                 eof = True
             else:
                 seen += chunk.frame.height
-                rows = self._convert(chunk)
+                rows, after_end = self._convert(chunk)
                 pending = rows if pending is None else pending.append(rows)
+                if after_end:
+                    # every valid row of the chunk lies after the range: a file's rows do
+                    # not go back in time, so nothing after it is needed
+                    eof = True
             if pending is None:
                 continue
             n = len(pending)
@@ -318,8 +496,10 @@ class TickFileReader:
         if self._first_ragged is not None:
             raise self._ragged_error(self._first_ragged)
         self.bad_rows.by_reason.update(self._counts)
-        if seen + self._ragged == 0:
+        if seen + self._ragged == 0 and raw.groups_skipped == 0:
             raise DataError(str(self.path), "no data rows")
+        if released == 0 and self._counts.total() == 0 and self._ranged:
+            return  # nothing in the time range
         if released == 0:
             top = ", ".join(f"{n} x {r}" for r, n in self._counts.most_common(3))
             raise DataError(
@@ -365,14 +545,19 @@ class TickFileReader:
         for name in _TS_COLUMNS:
             if name in self._types:
                 exprs += _ts_exprs(name, self._types[name])
-        text = pl.col("symbol").cast(pl.String)
-        if self._types["symbol"] == "text" and self._csv:
-            text = text.str.strip_chars()
-        exprs.append(
-            text.replace_strict(self.instruments.index, default=-1, return_dtype=pl.Int32)
-            .fill_null(-1)
-            .alias("symbol")
-        )
+        constant = self.layout.symbol
+        if constant is not None:
+            index = self.instruments.index.get(constant, -1)
+            exprs.append(pl.lit(index, dtype=pl.Int32).alias("symbol"))
+        else:
+            text = pl.col("symbol").cast(pl.String)
+            if self._types["symbol"] == "text" and self._csv:
+                text = text.str.strip_chars()
+            exprs.append(
+                text.replace_strict(self.instruments.index, default=-1, return_dtype=pl.Int32)
+                .fill_null(-1)
+                .alias("symbol")
+            )
         numbers = (
             ("bid", "ask", "bid_size", "ask_size") if self.kind == "quotes" else ("price", "size")
         )
@@ -381,7 +566,19 @@ class TickFileReader:
             if self._types[c] == "text":  # CSV: spaces around a number are not an error
                 col = col.str.strip_chars()
             exprs.append(col.cast(pl.Float64, strict=False).fill_null(np.nan).alias(c))
-        if self.kind == "trades":
+        if self._maker:
+            maker = pl.col("is_buyer_maker").cast(pl.String).str.strip_chars().str.to_lowercase()
+            # the buyer's order rested: the aggressor was the seller
+            exprs.append(
+                pl.when(maker.is_in(["true", "1"]))
+                .then(-1)
+                .when(maker.is_in(["false", "0"]))
+                .then(1)
+                .otherwise(0)
+                .cast(pl.Int8)
+                .alias("side")
+            )
+        elif self.kind == "trades":
             side = pl.col("side").cast(pl.String).str.strip_chars().str.to_lowercase()
             exprs.append(
                 pl.when(side.is_in(["buy", "b", "1"]))
@@ -394,7 +591,12 @@ class TickFileReader:
             )
         return exprs
 
-    def _convert(self, chunk: RawChunk) -> _Rows:
+    @property
+    def _ranged(self) -> bool:
+        return self.start_ns is not None or self.end_ns is not None
+
+    def _convert(self, chunk: RawChunk) -> tuple[_Rows, bool]:
+        """The chunk's rows in the time range, and whether every valid row lies after it."""
         try:
             df = chunk.frame.select(self._exprs)
         except pl.exceptions.PolarsError as exc:  # a value polars cannot convert at all
@@ -404,13 +606,20 @@ class TickFileReader:
         masks: dict[_Check, npt.NDArray[np.bool_]] = {}
         for col, bad in chunk.not_utf8.items():
             masks[_Check(col, NOT_UTF8)] = bad
-        ts, status = _timestamps(df, "ts_event", self._types["ts_event"], self._unit_ns)
-        _status_masks(masks, "ts_event", status)
+        units = self.layout.ts_unit
+        ts, status = _timestamps(
+            df, "ts_event", self._types["ts_event"], self._unit_ns, units.get("ts_event", "ns")
+        )
+        ts_status = status
+        _status_masks(masks, "ts_event", status, units.get("ts_event", "ns"))
         if "ts_recv" in self._types:
-            ts_recv, status = _timestamps(df, "ts_recv", self._types["ts_recv"], self._unit_ns)
+            unit = units.get("ts_recv", "ns")
+            ts_recv, status = _timestamps(
+                df, "ts_recv", self._types["ts_recv"], self._unit_ns, unit
+            )
             absent = df["ts_recv__absent"].to_numpy()
             ts_recv = np.where(absent, ts, ts_recv)
-            _status_masks(masks, "ts_recv", np.where(absent, 0, status))
+            _status_masks(masks, "ts_recv", np.where(absent, 0, status), unit)
         else:
             ts_recv = ts
         inst = df["symbol"].to_numpy().astype(np.int32, copy=False)
@@ -436,20 +645,33 @@ class TickFileReader:
             _number_masks(masks, "price", a, PRICE_BAD, PRICE_RANGE, PRICE_MIN, PRICE_MAX)
             _number_masks(masks, "size", c, TRADE_SIZE_BAD, SIZE_RANGE, 0.0, SIZE_MAX)
             side = df["side"].to_numpy()
-            masks[_Check("side", SIDE_BAD)] = side == 0
+            masks[
+                _Check("is_buyer_maker", MAKER_BAD) if self._maker else _Check("side", SIDE_BAD)
+            ] = side == 0
         code = np.zeros(n, np.int8)
         for k, check in enumerate(self._table, start=1):
             mask = masks.get(check)
             if mask is not None and mask.any():
                 code[(code == 0) & mask] = k
-        return _Rows(chunk.rows, ts, ts_recv, inst, a, b, c, d, side, code)
+        rows = _Rows(chunk.rows, ts, ts_recv, inst, a, b, c, d, side, code)
+        if not self._ranged:
+            return rows, False
+        valid = ts_status == 0
+        before = valid & (ts < self.start_ns) if self.start_ns is not None else np.zeros(n, bool)
+        after = valid & (ts >= self.end_ns) if self.end_ns is not None else np.zeros(n, bool)
+        after_end = bool(valid.any()) and bool(after[valid].all())
+        outside = before | after
+        return (rows.keep(~outside) if outside.any() else rows), after_end
 
 
 def _status_masks(
-    masks: dict[_Check, npt.NDArray[np.bool_]], column: str, status: npt.NDArray[np.int8]
+    masks: dict[_Check, npt.NDArray[np.bool_]],
+    column: str,
+    status: npt.NDArray[np.int8],
+    unit: str,
 ) -> None:
     if status.any():
-        for k, reason in enumerate(_TS_REASONS, start=1):
+        for k, reason in enumerate(_ts_reasons(unit), start=1):
             masks[_Check(column, reason)] = status == k
 
 
@@ -503,22 +725,27 @@ def _ts_exprs(name: str, cls: TypeClass) -> list[pl.Expr]:
 
 
 def _timestamps(
-    df: pl.DataFrame, name: str, cls: TypeClass, unit_ns: dict[str, int]
+    df: pl.DataFrame, name: str, cls: TypeClass, unit_ns: dict[str, int], unit: str
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int8]]:
-    """ns values and a status per row: 0 ok, then the index in ``_TS_REASONS`` + 1."""
+    """ns values and a status per row: 0 ok, then the index in ``_ts_reasons(unit)`` + 1.
+
+    Integers count in ``unit`` (found by magnitude for the file), an arrow timestamp in
+    its declared unit; ISO text is ns already."""
     s = df[name]
     missing = s.is_null().to_numpy()
     v = s.fill_null(0).to_numpy().astype(np.int64, copy=False)
     status = np.where(missing, 1, 0).astype(np.int8)
-    factor = unit_ns.get(name, 1) if cls == "timestamp" else 1
+    factor = unit_ns.get(name, 1) if cls == "timestamp" else UNITS_NS[unit]
     lo, hi = -(-TS_MIN_NS // factor), -(-TS_MAX_NS // factor)
     ok = ~missing & (v >= lo) & (v < hi)
+    scaled = ok
     if cls == "text":
         iso = df[f"{name}__iso"].to_numpy()
         if iso.any():
             us = df[f"{name}__us"].fill_null(0).to_numpy()
             iso_ok = ~missing & (us >= TS_MIN_NS // 1000) & (us < TS_MAX_NS // 1000)
             ok = np.where(iso, iso_ok, ok)
+            scaled = ok & ~iso
     out_of_range = ~missing & ~ok
     if out_of_range.any():
         status[out_of_range] = 2
@@ -526,11 +753,12 @@ def _timestamps(
             guessable = out_of_range
             if cls == "text":
                 guessable = guessable & ~df[f"{name}__iso"].to_numpy()
-            for k, (_, per) in enumerate(UNIT_GUESSES, start=3):
+            for k, other in enumerate(_guesses(unit), start=3):
+                per = UNITS_NS[other]
                 looks = guessable & (v >= -(-TS_MIN_NS // per)) & (v < -(-TS_MAX_NS // per))
                 status[looks] = k
     if factor != 1:
-        v = np.where(ok, v * factor, 0)
+        v = np.where(scaled, v * factor, np.where(ok, v, 0))
     return v, status
 
 

@@ -22,8 +22,10 @@ from engine.strategy import Strategy
 from engine.ticks import TickBatch
 from replay.readers import (
     BadRowCounts,
+    DataSource,
     TickFileReader,
-    discover,
+    as_source,
+    discover_files,
     merge_streams,
     prefetch,
     rebatch,
@@ -83,26 +85,53 @@ def build_engine(
     return engine, recorder, monitor
 
 
-def tick_batches(config: Config, data: str | Path, instruments: InstrumentTable,
-                 bad_rows: BadRowCounts, batch_size: int | None = None) -> tuple[Iterator[TickBatch], list[Path]]:  # fmt: skip
-    """The merged, validated, re-batched tick stream of a data folder or file."""
-    quotes, trades = discover(data)
+def tick_batches(
+    config: Config,
+    data: str | Path | DataSource,
+    instruments: InstrumentTable,
+    bad_rows: BadRowCounts,
+    batch_size: int | None = None,
+) -> tuple[Iterator[TickBatch], list[Path]]:
+    """The merged, validated, re-batched tick stream of a data folder, file or
+    ``DataSource`` (named files, a column mapping, a time range)."""
+    source = as_source(data)
+    found = discover_files(source)
     policy = config.replay.on_bad_row
-    readers = [iter(TickFileReader(p, "quotes", instruments, on_bad_row=policy, bad_rows=bad_rows))
-               for p in quotes]  # fmt: skip
-    readers += [iter(TickFileReader(p, "trades", instruments, on_bad_row=policy, bad_rows=bad_rows))
-                for p in trades]  # fmt: skip
+    layouts = [*found.of_kind("quotes"), *found.of_kind("trades")]
+    readers = [
+        iter(
+            TickFileReader(
+                f.path,
+                f.kind,
+                instruments,
+                on_bad_row=policy,
+                bad_rows=bad_rows,
+                layout=f,
+                start_ns=source.start_ns,
+                end_ns=source.end_ns,
+            )
+        )
+        for f in layouts
+    ]
     size = batch_size or config.replay.batch_size
-    return prefetch(rebatch(merge_streams(readers), size)), [*quotes, *trades]
+    return prefetch(rebatch(merge_streams(readers), size)), [f.path for f in layouts]
 
 
-def run_replay(config: Config, data: str | Path, *, batch_size: int | None = None,
-               progress: bool | None = None, strategy: Strategy | None = None) -> ReplayRun:  # fmt: skip
+def run_replay(
+    config: Config,
+    data: str | Path | DataSource,
+    *,
+    batch_size: int | None = None,
+    progress: bool | None = None,
+    strategy: Strategy | None = None,
+) -> ReplayRun:
     """Replay tick files through the engine.
 
     Args:
-        config: validated config.
-        data: folder of tick files, or one file.
+        config: validated config (``replay.init_config.with_data_instruments`` adds the
+            data's symbols that it lacks).
+        data: folder of tick files, one file, or a ``DataSource`` (named files, column
+            mapping, time range).
         batch_size: micro-batch size (default ``config.replay.batch_size``); any size gives
             the same result.
         progress: show a progress bar (None: only on a terminal).

@@ -200,23 +200,40 @@ def test_reader_text_price_column_in_parquet_is_refused(tmp_path: Path) -> None:
     assert (err.row, err.column) == (None, "bid") and "text" in err.reason
 
 
-def test_reader_int32_seconds_column_is_refused(tmp_path: Path) -> None:
+def test_reader_int32_seconds_column_is_converted_by_magnitude(tmp_path: Path) -> None:
     path = tmp_path / "quotes.parquet"
-    quotes().with_columns((pl.col("ts_event") // 10**9).cast(pl.Int32)).write_parquet(path)
-    err = refused(path)
-    assert err.column == "ts_event" and "int64 ns" in err.reason
+    df = quotes()
+    df.with_columns((pl.col("ts_event") // 10**9).cast(pl.Int32)).write_parquet(path)
+    expected = [t // 10**9 * 10**9 for t in df["ts_event"].to_list()]
+    assert read(path).ts_event.tolist() == expected
+
+
+@pytest.mark.parametrize("scale", [10**9, 10**6, 10**3, 1])
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_reader_integer_timestamps_in_any_unit_are_converted_to_ns(
+    tmp_path: Path, scale: int, fmt: str
+) -> None:
+    df = quotes()
+    path = tmp_path / f"quotes.{fmt}"
+    scaled = df.with_columns(pl.col("ts_event") // scale)
+    scaled.write_parquet(path) if fmt == "parquet" else scaled.write_csv(path)
+    expected = [t // scale * scale for t in df["ts_event"].to_list()]
+    assert read(path).ts_event.tolist() == expected
 
 
 @pytest.mark.parametrize(
     ("scale", "unit"), [(10**9, "seconds"), (10**6, "milliseconds"), (10**3, "microseconds")]
 )
-def test_reader_int64_timestamps_in_another_unit_name_the_unit(
+def test_reader_a_row_in_another_unit_than_the_file_names_both(
     tmp_path: Path, scale: int, unit: str
 ) -> None:
     path = tmp_path / "quotes.parquet"
-    quotes().with_columns(pl.col("ts_event") // scale).write_parquet(path)
+    df = quotes()
+    odd = df["ts_event"][2] // scale
+    with_value(df, "ts_event", 2, odd).write_parquet(path)
     err = refused(path)
-    assert (err.row, err.column) == (0, "ts_event") and f"looks like {unit}" in err.reason
+    assert (err.row, err.column) == (2, "ts_event")
+    assert f"looks like {unit}, unlike the column's first rows (nanoseconds)" in err.reason
 
 
 @pytest.mark.parametrize(
