@@ -32,7 +32,6 @@ from numba import njit
 
 from engine.errors import ModelError
 from engine.signals.lightgbm_text import (
-    END_OF_TREES,
     MISSING_NAN,
     MISSING_ZERO,
     TextModel,
@@ -221,33 +220,12 @@ class Cover:
     leaf: I64
 
 
-def read_cover(data: bytes | str, model: TextModel) -> Cover:
-    """The ``internal_count`` and ``leaf_count`` lines of model text already validated by
-    ``parse_model_text`` into ``model`` (which checked each is one list of integers in
-    range, once per tree section, of the right length).
-
-    Stopgap until ``lightgbm_text.Tree`` keeps the counts it validates.
-
-    Raises:
-        ModelError: the text is not the one ``model`` was parsed from.
-    """
-    text = data.decode("utf-8") if isinstance(data, bytes) else data
-    leaf: list[list[int]] = []
-    node: list[list[int]] = []
-    for line in text.split("\n"):
-        if line == END_OF_TREES:
-            break
-        key, _, value = line.partition("=")
-        if key in ("leaf_count", "internal_count"):
-            (leaf if key == "leaf_count" else node).append(
-                [int(v) for v in value.split(" ")] if value else []
-            )
-    shapes = [(t.num_leaves, t.num_leaves - 1) for t in model.trees]
-    if [(len(a), len(b)) for a, b in zip(leaf, node)] != shapes or len(leaf) != len(node):
-        raise ModelError(f"{model.source}: the counts in the text do not fit the parsed trees")
+def read_cover(model: TextModel) -> Cover:
+    """The node and leaf counts of every tree of ``model``, in file order (the cover the
+    parse validated: one list of integers in range per tree, of the right length)."""
     return Cover(
-        node=np.array([c for counts in node for c in counts], np.int64),
-        leaf=np.array([c for counts in leaf for c in counts], np.int64),
+        node=np.concatenate([t.internal_count for t in model.trees]).astype(np.int64),
+        leaf=np.concatenate([t.leaf_count for t in model.trees]).astype(np.int64),
     )
 
 
@@ -291,7 +269,7 @@ class TreeExplainer:
                 line), or its counts cannot weight a split.
         """
         model = parse_model_text(text, source)
-        return cls(CompiledTrees(model), read_cover(text, model))
+        return cls(CompiledTrees(model), read_cover(model))
 
     def explain(self, row: F64) -> F64:
         """Contributions of one row (float64[k]) to the raw score, then the expected value:

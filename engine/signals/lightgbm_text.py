@@ -150,6 +150,8 @@ class Tree:
     left: I64
     right: I64
     leaf_value: F64
+    leaf_count: I64  # training rows per leaf: the cover TreeSHAP weighs paths by
+    internal_count: I64  # training rows per node
 
     @property
     def num_leaves(self) -> int:
@@ -424,10 +426,10 @@ def _read_tree(r: _Reader, index: int, tree_index: int, max_feature_idx: int) ->
     _check_structure(r, tree_index, n, left, right, fields["left_child"][0], fields["right_child"][0])  # fmt: skip
     leaf_value = floats("leaf_value", n)
     floats("leaf_weight", n, *((0,) if n == 1 else ()))
-    ints("leaf_count", n, 0, 1 << 62)
+    leaf_count = ints("leaf_count", n, 0, 1 << 62)
     floats("internal_value", m)
     floats("internal_weight", m)
-    ints("internal_count", m, 0, 1 << 62)
+    internal_count = ints("internal_count", m, 0, 1 << 62)
     tree = Tree(
         line=first,
         split_feature=np.array(split_feature, np.int64),
@@ -436,6 +438,8 @@ def _read_tree(r: _Reader, index: int, tree_index: int, max_feature_idx: int) ->
         left=np.array(left, np.int64),
         right=np.array(right, np.int64),
         leaf_value=np.array(leaf_value, np.float64),
+        leaf_count=np.array(leaf_count, np.int64),
+        internal_count=np.array(internal_count, np.int64),
     )
     return tree, index
 

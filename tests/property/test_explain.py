@@ -147,13 +147,12 @@ def test_explainer_wrong_shapes_raise_model_error() -> None:
         explainer.top_contributions(X[0], ["a", "b", "c"])
 
 
-def test_cover_from_other_text_or_zero_count_is_refused() -> None:
+def test_cover_comes_from_the_parse_and_a_zero_count_is_refused() -> None:
     booster, _ = _model()
-    text = booster.model_to_string()
-    model = parse_model_text(text)
-    with pytest.raises(ModelError, match="counts in the text do not fit"):
-        read_cover(text, parse_model_text(one_split_model(0, 0.5)))
-    cover = read_cover(text, model)
+    model = parse_model_text(booster.model_to_string())
+    cover = read_cover(model)
+    assert cover.node.size == sum(t.num_leaves - 1 for t in model.trees)
+    assert cover.leaf.size == sum(t.num_leaves for t in model.trees)
     zero = Cover(node=cover.node, leaf=np.where(np.arange(cover.leaf.size) == 3, 0, cover.leaf))
     with pytest.raises(ModelError, match="zero count"):
         TreeExplainer(CompiledTrees(model), zero)
