@@ -11,10 +11,11 @@ import argparse
 import logging
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adapters.daemon_cli import register as register_daemon
 from adapters.tools_cli import register as register_tools
@@ -22,6 +23,9 @@ from engine.config import Config, config_from_dict, load_config
 from engine.errors import ConfigError, TradeloopError
 from engine.ticks import TickBatch
 from replay.sweep import add_sweep_arguments
+
+if TYPE_CHECKING:
+    from replay.readers import DataSource
 
 
 def _default_config_path() -> Path:
@@ -53,21 +57,63 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _source(args: argparse.Namespace) -> DataSource:
+    """The data a command reads: DATA, ``--quotes``/``--trades`` files, ``--columns``,
+    ``--start``/``--end``."""
+    from replay.formats import parse_column_mapping, parse_time_ns
+    from replay.readers import DataSource
+
+    quotes = tuple(Path(p) for p in getattr(args, "quotes", None) or ())
+    trades = tuple(Path(p) for p in getattr(args, "trades", None) or ())
+    data = getattr(args, "data", None)
+    if data is None and not quotes and not trades:
+        raise ConfigError("DATA", "give a data folder or file, or --quotes/--trades files")
+    columns = getattr(args, "columns", None)
+    start = getattr(args, "start", None)
+    end = getattr(args, "end", None)
+    source = DataSource(
+        path=None if data is None else Path(data),
+        quotes=quotes,
+        trades=trades,
+        columns=parse_column_mapping(columns) if columns else {},
+        start_ns=None if start is None else parse_time_ns(start, "--start"),
+        end_ns=None if end is None else parse_time_ns(end, "--end"),
+    )
+    start_ns, end_ns = source.start_ns, source.end_ns
+    if start_ns is not None and end_ns is not None and end_ns <= start_ns:
+        raise ConfigError("--end", "must be after --start")
+    return source
+
+
+def _with_data(cfg: Config, source: DataSource) -> tuple[Config, list[str]]:
+    """The config with the data's symbols it lacks; skipped files and notes printed."""
+    from replay.init_config import with_data_instruments
+
+    cfg, found, notes = with_data_instruments(cfg, source)
+    for line in found.warnings:
+        print(f"tradeloop: warning: {line}", file=sys.stderr)
+    for line in notes:
+        print(f"tradeloop: note: {line}", file=sys.stderr)
+    return cfg, [*found.warnings, *notes]
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from replay.journal_replay import cmd_replay_journal, is_journal_dir
     from replay.report import write_report
     from replay.runner import run_replay
 
-    if is_journal_dir(Path(args.data)):
+    if args.data is not None and is_journal_dir(Path(args.data)):
         return cmd_replay_journal(args)
     if not args.out:
         raise ConfigError("--out", "a tick replay needs a run folder to write (--out RUN)")
 
+    source = _source(args)
     cfg, digest = _load(args.config, args.strategy)
+    cfg, notes = _with_data(cfg, source)
     t0 = time.perf_counter()
-    run = run_replay(cfg, args.data, batch_size=args.batch_size)
+    run = run_replay(cfg, source, batch_size=args.batch_size)
     elapsed = time.perf_counter() - t0
-    metrics = write_report(run, args.out, digest)
+    metrics = write_report(run, args.out, digest, notes=notes)
     ticks = metrics["ticks"]
     print(
         f"replayed {ticks:,} ticks in {elapsed:.2f}s ({ticks / max(elapsed, 1e-9):,.0f} ticks/s); "
@@ -99,9 +145,11 @@ def _figure(value: float | None, spec: str) -> str:
 def cmd_train(args: argparse.Namespace) -> int:
     from replay.training import train
 
+    source = _source(args)
     cfg, _ = load_config(args.config or _ml_config_path())
+    cfg, _notes = _with_data(cfg, source)
     t0 = time.perf_counter()
-    result = train(cfg, args.data, args.out)
+    result = train(cfg, source, args.out)
     m = result.manifest.metrics
     line = (
         f"trained {result.manifest.kind} in {time.perf_counter() - t0:.1f}s on "
@@ -118,6 +166,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     for w in result.manifest.warnings:
         print(f"warning: {w}")
     print(f"model: {result.folder} (report: {result.folder / 'training_report.html'})")
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from replay.init_config import init_config_text
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise ConfigError(str(out), "exists: pick another --out, or --force to overwrite it")
+    base, _ = load_config(args.config or _default_config_path())
+    text, notes = init_config_text(base, _source(args))
+    for line in notes:
+        print(f"tradeloop: note: {line}", file=sys.stderr)
+    # validated before it is written: what init writes, replay loads
+    config_from_dict(tomllib.loads(text), str(out))
+    out.write_text(text)
+    print(f"wrote {out}: edit it, then: tradeloop replay {args.data} --config {out} --out RUN")
     return 0
 
 
@@ -191,6 +256,28 @@ def _tick_files(config: Config, data: str | Path) -> tuple[Iterator[TickBatch], 
     return batches, total_rows(files)
 
 
+def _add_data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--quotes",
+        action="append",
+        metavar="FILE",
+        help="a quote file, whatever its name (repeatable)",
+    )
+    p.add_argument(
+        "--trades",
+        action="append",
+        metavar="FILE",
+        help="a trade file, whatever its name (repeatable)",
+    )
+    p.add_argument(
+        "--columns",
+        metavar="MAP",
+        help="your column names: ts_event=time,bid=best_bid,... (tradeloop name=your name)",
+    )
+    p.add_argument("--start", help="first ts_event kept: ISO-8601 (UTC) or integer time")
+    p.add_argument("--end", help="end of the range (excluded): ISO-8601 (UTC) or integer time")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tradeloop", description="ML signals into a real trading loop: replay and live."
@@ -211,8 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("replay", help="replay tick files through a strategy and write a report")
     r.add_argument(
         "data",
-        help="folder of *quotes*/*trades* parquet|csv files, one file, or a live journal folder",
+        nargs="?",
+        help="folder of tick files (parquet, csv, csv.gz; kind told by their columns), one "
+        "file, or a live journal folder",
     )
+    _add_data_arguments(r)
     r.add_argument("--strategy", help="entry-point name or module:Class (overrides the config)")
     r.add_argument("--config", help="TOML config (default: the bundled one)")
     r.add_argument("--out", help="run folder to write (tick replays)")
@@ -225,13 +315,26 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser(
         "train", help="train a model on tick files (walk-forward, purged) and write a model folder"
     )
-    t.add_argument("data", help="folder of *quotes*/*trades* files, or one file")
+    t.add_argument("data", nargs="?", help="folder of tick files, or one file")
+    _add_data_arguments(t)
     t.add_argument(
         "--config",
         help="TOML config with [[features]] and [train] (default: the bundled ML config)",
     )
     t.add_argument("--out", required=True, help="model folder to write")
     t.set_defaults(func=cmd_train)
+
+    i = sub.add_parser(
+        "init", help="write a config for your data (instruments inferred) to edit and replay"
+    )
+    i.add_argument("data", nargs="?", help="folder of tick files, or one file")
+    _add_data_arguments(i)
+    i.add_argument("--out", required=True, help="config file to write (TOML)")
+    i.add_argument(
+        "--config", help="config whose features, strategy and risk to start from (default: bundled)"
+    )
+    i.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    i.set_defaults(func=cmd_init)
 
     d = sub.add_parser(
         "demo",

@@ -24,6 +24,7 @@ import gzip
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -44,6 +45,7 @@ __all__ = [
     "detect_unit",
     "inspect_file",
     "parse_column_mapping",
+    "parse_time_ns",
     "symbol_from_name",
 ]
 
@@ -428,3 +430,30 @@ def _ts_units(
         if unit is not None:
             units[c] = unit
     return units
+
+
+def parse_time_ns(text: str, what: str = "time") -> int:
+    """``--start``/``--end``: ISO-8601 (a date, or a date and time; UTC unless it says
+    otherwise) or an integer since the epoch in s, ms, µs or ns (by magnitude).
+
+    Raises:
+        DataError: neither, or outside 2000-01-01 .. 2100-01-01.
+    """
+    value = text.strip()
+    if re.fullmatch(r"-?\d+", value):
+        n = int(value)
+        unit = detect_unit(np.array([n], np.int64)) if abs(n) < 2**63 else None
+        if unit is None:
+            raise DataError(what, f"{value} is no time between 2000 and 2100 in s, ms, us or ns")
+        return n * UNITS_NS[unit]
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise DataError(what, f"{value!r} is neither ISO-8601 nor an integer time") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    delta = parsed - datetime(1970, 1, 1, tzinfo=UTC)
+    ns = (delta.days * 86_400 + delta.seconds) * 10**9 + delta.microseconds * 1_000
+    if not TS_MIN_NS <= ns < TS_MAX_NS:
+        raise DataError(what, f"{value} is outside 2000-01-01 .. 2100-01-01")
+    return ns

@@ -1,9 +1,13 @@
-"""The run folder of a replay: trades and equity (parquet), metrics (JSON), a PNG plot and
-one self-contained HTML page.
+"""The run folder of a replay: trades, round trips and equity (parquet), metrics (JSON),
+the config that ran (``config.toml``), a PNG plot and one self-contained HTML page.
 
 The figures and their definitions live in ``replay/metrics.py``; metrics.json carries
-the definitions (``definitions``) next to the numbers, and says whether and how Sharpe
-and Sortino were annualised.
+the definitions (``definitions``) and units (``units``) next to the numbers, and says
+whether and how Sharpe and Sortino were annualised. Its ``header`` says what ran:
+strategy and parameters, model and manifest hash, data range, and the effective-config
+hash (of the validated config that ran, as canonical JSON: the copy in the folder
+hashes to it). The folder is written into a temporary sibling and renamed into place
+at the end, so a failure leaves no half-written run folder.
 """
 
 from __future__ import annotations
@@ -13,17 +17,50 @@ import html
 import io
 import json
 import math
+import os
+import secrets
+import shutil
+import tempfile
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import polars as pl
 
+from engine.errors import ConfigError
 from engine.events import side_sign
+from engine.instruments import InstrumentTable
 from replay import metrics as fig
+from replay.init_config import config_toml, effective_config_hash
 from replay.monitor_report import write_monitor_report
 from replay.runner import ReplayRun
+
+# how each figure of metrics.json counts; the HTML page shows every fraction as a percentage
+UNITS = {
+    "total_return": "fraction of initial cash",
+    "pnl": "currency",
+    "realized_pnl": "currency, net of fees",
+    "unrealized_pnl": "currency, at the last mids",
+    "sharpe": "annualised ratio",
+    "sortino": "annualised ratio",
+    "sharpe_per_period": "ratio per period",
+    "sortino_per_period": "ratio per period",
+    "probabilistic_sharpe": "probability (fraction)",
+    "max_drawdown": "fraction of the running peak",
+    "max_drawdown_cash": "currency",
+    "hit_ratio": "fraction of closed round trips",
+    "turnover": "multiple of initial cash",
+    "fees": "currency",
+    "initial_cash": "currency",
+    "final_equity": "currency",
+    "period_ns": "ns",
+    "span_ns": "ns",
+    "pnl_by_instrument": "currency (realized net of fees)",
+}
+_FRACTIONS = ("total_return", "max_drawdown", "hit_ratio", "probabilistic_sharpe")
 
 
 def fills_frame(run: ReplayRun) -> pl.DataFrame:
@@ -53,6 +90,64 @@ def fills_frame(run: ReplayRun) -> pl.DataFrame:
                 "price": pl.Float64, "fee": pl.Float64, "liquidity": pl.String,
                 "client_order_id": pl.String, "fill_id": pl.String, "position_after": pl.Float64},
     )  # fmt: skip
+
+
+def round_trips_frame(fills: pl.DataFrame) -> pl.DataFrame:
+    """Every round trip (per instrument, flat to flat; a flip closes one and opens the
+    next, its quantity and fee split pro rata: ``metrics.DEFINITIONS["round_trip"]``),
+    closed ones with their PnL (net of fees), an open one with a null close."""
+    rows: list[dict[str, Any]] = []
+    trips: dict[str, dict[str, Any]] = {}
+    position: dict[str, float] = {}
+    for ts, symbol, side, qty, price, fee in fills.select(
+        "ts_event", "instrument", "side", "qty", "price", "fee"
+    ).iter_rows():
+        signed = qty if side == "buy" else -qty
+        before = position.get(symbol, 0.0)
+        after = round(before + signed, 10)  # as metrics.round_trip_pnls
+        position[symbol] = after
+        trip = trips.get(symbol)
+        if trip is None:
+            trip = trips[symbol] = _open_trip(symbol, ts, signed)
+        if before == 0.0 or (after != 0.0 and (after > 0) == (before > 0)):
+            trip["cash_flow"] -= signed * price + fee
+            trip["fills"] += 1
+            trip["max_qty"] = max(trip["max_qty"], abs(after))
+            continue
+        closing = 1.0 if after == 0.0 else abs(before) / qty
+        trip["cash_flow"] -= closing * (signed * price + fee)
+        trip["fills"] += 1
+        rows.append({**trip, "close_ts": ts, "pnl": trip.pop("cash_flow")})
+        del trips[symbol]
+        if after != 0.0:
+            flipped = trips[symbol] = _open_trip(symbol, ts, -signed)
+            flipped["cash_flow"] = -(1.0 - closing) * (signed * price + fee)
+            flipped["fills"] = 1
+            flipped["max_qty"] = abs(after)
+    for trip in trips.values():
+        rows.append({**trip, "close_ts": None, "pnl": None})
+        rows[-1].pop("cash_flow")
+    schema = {
+        "instrument": pl.String,
+        "direction": pl.String,
+        "open_ts": pl.Int64,
+        "close_ts": pl.Int64,
+        "fills": pl.Int64,
+        "max_qty": pl.Float64,
+        "pnl": pl.Float64,
+    }
+    return pl.DataFrame([{k: r[k] for k in schema} for r in rows], schema=schema)
+
+
+def _open_trip(symbol: str, ts: int, signed: float) -> dict[str, Any]:
+    return {
+        "instrument": symbol,
+        "direction": "long" if signed > 0 else "short",
+        "open_ts": ts,
+        "fills": 0,
+        "max_qty": 0.0,
+        "cash_flow": 0.0,
+    }
 
 
 def equity_frame(run: ReplayRun) -> pl.DataFrame:
@@ -104,6 +199,18 @@ def compute_metrics(
     final_eq = float(eq[-1]) if eq.shape[0] else initial
     mids = e.market.mids()
     positions = {s: float(e.portfolio.positions[i]) for s, i in e.instruments.index.items()}
+    unrealized = e.portfolio.unrealized(mids)
+    by_instrument = {
+        s: {
+            "pnl": float(e.portfolio.realized[i] + unrealized[i]),
+            "realized": float(e.portfolio.realized[i]),
+            "unrealized": float(unrealized[i]),
+            "fees": float(e.portfolio.fees[i]),
+            "fills": int((fills["instrument"] == s).sum()) if fills.height else 0,
+        }
+        for s, i in e.instruments.index.items()
+        if fills.height and (fills["instrument"] == s).any()
+    }
     return {
         "total_return": final_eq / initial - 1.0 if initial else float("nan"),
         "pnl": final_eq - initial,
@@ -133,6 +240,7 @@ def compute_metrics(
         "initial_cash": initial,
         "final_equity": final_eq,
         "final_positions": positions,
+        "pnl_by_instrument": by_instrument,
         "ticks": e.counters["ticks"],
         "signals": e.counters["signals"],
         "risk_rejections": dict(sorted(e.risk.rejections.items())),
@@ -144,6 +252,7 @@ def compute_metrics(
         "feature_overflows": e.features.overflow_counts(e.feature_state),
         "counters": dict(sorted(e.counters.items())),
         "definitions": {**fig.DEFINITIONS, "min_annualise_span_ns": min_annualise_span_ns},
+        "units": UNITS,
     }
 
 
@@ -179,14 +288,19 @@ def plot_png(
     )
     axes[1].set_ylabel("drawdown %")
     t0 = equity["ts_event"][0] if equity.height else 0
+    t_end = float(t[-1]) if equity.height else 0.0
     for sym in sorted(set(fills["instrument"].to_list())):
         f = fills.filter(pl.col("instrument") == sym)
+        # a step line per instrument from flat at the start to its last position at the
+        # end: the position held between fills is the level, not a line towards the next
+        x = np.concatenate([[0.0], (f["ts_event"].to_numpy() - t0) / 3.6e12, [t_end]])
         notional = f["position_after"].to_numpy() * f["price"].to_numpy()
-        axes[2].step((f["ts_event"].to_numpy() - t0) / 3.6e12, notional,
-                     where="post", lw=0.8, label=sym)  # fmt: skip
+        y = np.concatenate([[0.0], notional, notional[-1:]])
+        axes[2].step(x, y, where="post", lw=1.0, label=sym)
     if fills.height:
         axes[2].legend(loc="upper left", fontsize=8)
-    axes[2].set_ylabel("position notional")
+    axes[2].axhline(0.0, color="k", lw=0.5)
+    axes[2].set_ylabel("position notional\n(qty x fill price)")
     axes[2].set_xlabel("hours since start")
     colours = {"HALTED": "#c0392b", "REDUCE_ONLY": "#e67e22", "ACTIVE": "#27ae60"}
     for ts_state, state in states or []:
@@ -204,26 +318,206 @@ def plot_png(
     return buf.getvalue()
 
 
-def _html(metrics: dict[str, Any], png: bytes, fills: pl.DataFrame, config_hash: str) -> str:
+def iso_time(ts_ns: int | None, digits: int = 3) -> str:
+    """``2024-08-08T23:54:14.087Z`` (UTC); ``digits`` of the second (0, 3, 6 or 9)."""
+    if ts_ns is None:
+        return ""
+    seconds, ns = divmod(int(ts_ns), 10**9)
+    text = datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    if digits:
+        text += "." + f"{ns:09d}"[:digits]
+    return text + "Z"
+
+
+def _decimals(step: float) -> int:
+    """Decimals that show every multiple of ``step`` (0.01 -> 2, 0.5 -> 1, 1e-05 -> 5)."""
+    for d in range(13):
+        if abs(round(step, d) - step) <= step * 1e-9:
+            return d
+    return 12
+
+
+def readable_fills(fills: pl.DataFrame, instruments: InstrumentTable) -> pl.DataFrame:
+    """Fills for a person: ISO times, quantities on the lot and prices on the tick grid of
+    their instrument, fees to 1e-4 of the quote currency; all as text."""
+    rows = []
+    for r in fills.iter_rows(named=True):
+        inst = instruments.by_symbol(r["instrument"])
+        price_dp, qty_dp = _decimals(inst.tick_size), _decimals(inst.lot_size)
+        rows.append(
+            {
+                "time (UTC)": iso_time(r["ts_event"]),
+                "instrument": r["instrument"],
+                "side": r["side"],
+                "qty": f"{inst.round_qty(r['qty']):,.{qty_dp}f}",
+                "price": f"{inst.round_price(r['price']):,.{price_dp}f}",
+                "fee": f"{r['fee']:,.4f}",
+                "liquidity": r["liquidity"],
+                "position after": f"{r['position_after']:,.{qty_dp}f}",
+            }
+        )
+    columns = [
+        "time (UTC)",
+        "instrument",
+        "side",
+        "qty",
+        "price",
+        "fee",
+        "liquidity",
+        "position after",
+    ]
+    return pl.DataFrame(rows, schema=dict.fromkeys(columns, pl.String))
+
+
+def run_header(run: ReplayRun, equity: pl.DataFrame) -> dict[str, Any]:
+    """What ran: strategy and its validated parameters, model and its manifest hash, the
+    data range and files, the effective-config hash."""
+    cfg = run.config
+    strategy = run.engine.strategy
+    params = msgspec.to_builtins(getattr(strategy, "params", None)) or dict(cfg.strategy.params)
+    model: dict[str, Any] | None = None
+    if cfg.model is not None:
+        model = {"kind": cfg.model.kind, "name": cfg.model.name, "path": cfg.model.path}
+        model["manifest_sha256"] = _manifest_sha(cfg.model.path)
+        manifest = getattr(run.engine.model, "manifest", None)
+        model["model_sha256"] = getattr(manifest, "model_sha256", None)
+    ts = equity["ts_event"]
+    first = int(ts[0]) if equity.height else None
+    last = run.engine.clock.now_ns() or None
+    return {
+        "strategy": cfg.strategy.name,
+        "strategy_params": params,
+        "model": model,
+        "data_from": iso_time(first, 0) if first is not None else None,
+        "data_to": iso_time(last, 0) if last is not None else None,
+        "data_span_hours": (last - first) / 3.6e12 if first is not None and last else 0.0,
+        "instruments": list(run.engine.instruments.symbols),
+        "effective_config_sha256": effective_config_hash(cfg),
+        "config_file": "config.toml",
+    }
+
+
+def _manifest_sha(path: str | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        text = (Path(path) / "manifest.sha256").read_text()
+    except OSError:
+        return None
+    return text.split()[0] if text.split() else None
+
+
+def _shown(key: str, value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    if key in _FRACTIONS and isinstance(value, float):
+        return f"{value * 100:,.2f} %"
+    if isinstance(value, float):
+        return f"{value:,.6g}"
+    if isinstance(value, dict | list):
+        return f"<code>{html.escape(json.dumps(_json_safe(value)))}</code>"
+    return html.escape(str(value))
+
+
+def _table(frame: pl.DataFrame, empty: str) -> str:
+    if frame.height == 0:
+        return f"<p>{html.escape(empty)}</p>"
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
+    body = "".join(
+        "<tr>"
+        + "".join(f"<td>{html.escape('' if v is None else str(v))}</td>" for v in r)
+        + "</tr>"
+        for r in frame.iter_rows()
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _html(
+    metrics: dict[str, Any],
+    png: bytes,
+    fills: pl.DataFrame,
+    trips: pl.DataFrame,
+    instruments: InstrumentTable,
+) -> str:
+    h = metrics["header"]
+    model = h["model"]
+    model_text = (
+        "none"
+        if model is None
+        else f"{html.escape(model['kind'])} {html.escape(model['name'])}"
+        + (
+            f", manifest sha256 <code>{model['manifest_sha256']}</code>"
+            if model["manifest_sha256"]
+            else ", no manifest"
+        )
+    )
+    if metrics.get("annualised"):
+        sharpe = f"{_shown('sharpe', metrics['sharpe'])} (annualised over the real span)"
+    else:
+        sharpe = (
+            f"{_shown('sharpe_per_period', metrics['sharpe_per_period'])} per period over "
+            f"{metrics['periods']:,} periods (span below the minimum: not annualised)"
+        )
+    headline = [
+        (
+            "strategy",
+            f"{html.escape(h['strategy'])} <code>{html.escape(json.dumps(h['strategy_params']))}</code>",
+        ),
+        ("model", model_text),
+        ("data", f"{h['data_from']} to {h['data_to']} ({h['data_span_hours']:.2f} h)"),
+        ("effective config sha256", f"<code>{h['effective_config_sha256']}</code> (config.toml)"),
+        ("total return", _shown("total_return", metrics["total_return"]) + " of initial cash"),
+        ("PnL", f"{metrics['pnl']:,.2f} (fees {metrics['fees']:,.2f})"),
+        ("Sharpe", sharpe),
+        (
+            "probabilistic Sharpe",
+            _shown("probabilistic_sharpe", metrics["probabilistic_sharpe"])
+            + " confidence that the true Sharpe > 0",
+        ),
+        (
+            "max drawdown",
+            f"{_shown('max_drawdown', metrics['max_drawdown'])} of the peak ({metrics['max_drawdown_cash']:,.2f})",
+        ),
+        (
+            "round trips",
+            f"{metrics['round_trips']:,} closed, hit ratio {_shown('hit_ratio', metrics['hit_ratio'])}",
+        ),
+        ("turnover", f"{_shown('turnover', metrics['turnover'])} x initial cash"),
+    ]
+    head_rows = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in headline)
+    units = metrics.get("units", {})
     rows = []
     for key, value in metrics.items():
-        if isinstance(value, float):
-            shown = f"{value:,.6g}"
-        elif isinstance(value, dict | list):
-            shown = f"<code>{html.escape(json.dumps(_json_safe(value)))}</code>"
-        else:
-            shown = html.escape(str(value))
-        rows.append(f"<tr><th>{html.escape(key)}</th><td>{shown}</td></tr>")
-    head = fills.head(50)
-    trade_rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r) + "</tr>"
-        for r in head.iter_rows()
+        if key in ("header", "definitions", "units"):
+            continue
+        unit = " %" if key in _FRACTIONS else ""
+        unit_text = html.escape(units.get(key, "")) + (" (shown in %)" if unit else "")
+        rows.append(
+            f"<tr><th>{html.escape(key)}</th><td>{_shown(key, value)}</td><td>{unit_text}</td></tr>"
+        )
+    by_inst = pl.DataFrame(
+        [
+            {
+                "instrument": s,
+                **{k: (f"{v:,.2f}" if isinstance(v, float) else str(v)) for k, v in d.items()},
+            }
+            for s, d in metrics["pnl_by_instrument"].items()
+        ]
     )
-    cols = "".join(f"<th>{html.escape(c)}</th>" for c in head.columns)
+    shown_trips = (
+        trips.head(100)
+        .with_columns(
+            pl.col("open_ts").map_elements(iso_time, return_dtype=pl.String).alias("open (UTC)"),
+            pl.col("close_ts").map_elements(iso_time, return_dtype=pl.String).alias("close (UTC)"),
+            pl.col("pnl").round(2),
+        )
+        .select("instrument", "direction", "open (UTC)", "close (UTC)", "fills", "max_qty", "pnl")
+    )
+    shown_fills = readable_fills(fills.head(100), instruments)
     img = base64.b64encode(png).decode()
     state_rows = (
         "".join(
-            f"<tr><td>{s['ts_event']}</td><td>{html.escape(s['state'])}</td><td>{html.escape(s['reason'])}</td></tr>"
+            f"<tr><td>{iso_time(s['ts_event'])}</td><td>{html.escape(s['state'])}</td><td>{html.escape(s['reason'])}</td></tr>"
             for s in metrics.get("trading_states", [])
         )
         or "<tr><td colspan=3>none: ACTIVE throughout</td></tr>"
@@ -231,11 +525,13 @@ def _html(metrics: dict[str, Any], png: bytes, fills: pl.DataFrame, config_hash:
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>tradeloop replay report</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;font-size:13px}}
 th,td{{border-bottom:1px solid #ddd;padding:3px 8px;text-align:left}}code{{font-size:12px}}</style></head><body>
-<h1>tradeloop replay report</h1><p>config sha256 <code>{config_hash}</code></p>
+<h1>tradeloop replay report</h1><table>{head_rows}</table>
 <img alt="equity, drawdown and positions" src="data:image/png;base64,{img}" style="width:100%">
-<h2>Trading state changes</h2><table><tr><th>ts_event</th><th>state</th><th>reason</th></tr>{state_rows}</table>
-<h2>Metrics</h2><table>{"".join(rows)}</table>
-<h2>First {head.height} of {fills.height} fills</h2><table><tr>{cols}</tr>{trade_rows}</table>
+<h2>PnL per instrument</h2><p>currency; realized is net of fees, unrealized at the last mid</p>{_table(by_inst, "no fills")}
+<h2>Round trips ({trips.height:,}; first {shown_trips.height})</h2><p>flat to flat per instrument; PnL net of fees, in currency</p>{_table(shown_trips, "no round trip")}
+<h2>Trading state changes</h2><table><tr><th>time (UTC)</th><th>state</th><th>reason</th></tr>{state_rows}</table>
+<h2>Fills (first {shown_fills.height} of {fills.height:,})</h2>{_table(shown_fills, "no fills")}
+<h2>Metrics</h2><p>fractions are shown as %; metrics.json holds them as fractions, with their units and definitions</p><table>{"".join(rows)}</table>
 </body></html>"""
 
 
@@ -245,31 +541,98 @@ def write_report(
     config_hash: str = "",
     *,
     min_annualise_span_ns: int = fig.DAY_NS,
+    notes: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Write trades.parquet, equity.parquet, metrics.json, report.png and report.html.
+    """Write the run folder: trades.parquet, round_trips.parquet, equity.parquet,
+    metrics.json, config.toml, report.png and report.html (and the monitor's files).
+
+    Everything is written into a temporary sibling folder that is renamed to
+    ``out_dir`` at the end: a failure leaves no half-written run folder, and an earlier
+    run folder there is replaced only once the new one is complete.
 
     Args:
         run: a finished replay.
-        out_dir: the run folder (created).
-        config_hash: sha256 of the config, recorded in metrics.json.
+        out_dir: the run folder.
+        config_hash: sha256 of the config file's bytes, recorded in metrics.json
+            (``config_file_sha256``); what ran is ``header.effective_config_sha256``.
         min_annualise_span_ns: shortest span over which Sharpe and Sortino are annualised.
+        notes: how the data was read (skipped files, formats, units, inferred
+            instruments), recorded in metrics.json.
+
+    Raises:
+        ConfigError: ``out_dir`` exists and is neither empty nor a run folder.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and (
+        not out.is_dir() or (any(out.iterdir()) and not (out / "metrics.json").exists())
+    ):
+        raise ConfigError(str(out), "exists and is not a run folder: pick another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # a plain mkdir (not mkdtemp's 0700) so the folder gets the user's usual permissions
+    tmp = out.parent / f".{out.name}.{secrets.token_hex(6)}.tmp"
+    tmp.mkdir()
+    try:
+        metrics = _write_files(run, tmp, config_hash, min_annualise_span_ns, notes)
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return metrics
+
+
+def _replace_dir(new: Path, out: Path) -> None:
+    """Put folder ``new`` at ``out``; an old ``out`` is moved aside first and removed
+    after (a rename cannot replace a non-empty folder)."""
+    if not out.exists():
+        os.replace(new, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+    os.replace(out, old / out.name)
+    try:
+        os.replace(new, out)
+    except BaseException:
+        os.replace(old / out.name, out)
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_files(
+    run: ReplayRun,
+    out: Path,
+    config_hash: str,
+    min_annualise_span_ns: int,
+    notes: Sequence[str],
+) -> dict[str, Any]:
     fills = fills_frame(run)
     equity = equity_frame(run)
+    trips = round_trips_frame(fills)
     metrics = compute_metrics(run, equity, fills, min_annualise_span_ns=min_annualise_span_ns)
-    metrics["config_sha256"] = config_hash
+    header = run_header(run, equity)
+    metrics = {"header": header, **metrics}
+    metrics["config_sha256"] = header["effective_config_sha256"]
+    metrics["config_file_sha256"] = config_hash
     metrics["data_files"] = [{"file": str(p), "bytes": p.stat().st_size} for p in run.files]
+    metrics["data_notes"] = list(notes)
     fills.write_parquet(out / "trades.parquet")
+    trips.write_parquet(out / "round_trips.parquet")
     equity.write_parquet(out / "equity.parquet")
+    (out / "config.toml").write_text(
+        config_toml(
+            run.config,
+            "The effective config of this run (defaults and inferred instruments included):\n"
+            f"sha256 {header['effective_config_sha256']} of its canonical JSON.\n"
+            "Replay it with: tradeloop replay DATA --config config.toml --out RUN",
+        )
+    )
     (out / "metrics.json").write_text(
         json.dumps(_json_safe(metrics), indent=2, sort_keys=False) + "\n"
     )
     states = [(e.ts_event, e.state) for e in run.recorder.states]
-    png = plot_png(equity, fills, f"replay: {run.config.strategy.name}", states)
+    title = f"replay: {run.config.strategy.name}, {header['data_from']} to {header['data_to']}"
+    png = plot_png(equity, fills, title, states)
     (out / "report.png").write_bytes(png)
-    (out / "report.html").write_text(_html(metrics, png, fills, config_hash))
+    (out / "report.html").write_text(_html(metrics, png, fills, trips, run.engine.instruments))
     if run.monitor is not None:
         write_monitor_report(run.monitor, out)
     return metrics

@@ -32,6 +32,7 @@ CHECKS = (
     "tick_size",
     "max_order_qty",
     "max_order_notional",
+    "min_order_notional",
     "stale_data",
     "no_quote",
     "price_collar",
@@ -194,6 +195,17 @@ class RiskEngine:
                     lim.max_order_notional,
                     notional,
                     "order notional above limit",
+                    now,
+                )
+        if lim.min_order_notional is not None and not flatten and not math.isnan(ref_price):
+            notional = qty * ref_price
+            if notional < lim.min_order_notional - _EPS:
+                return self._reject(
+                    req,
+                    "min_order_notional",
+                    lim.min_order_notional,
+                    notional,
+                    "order notional below the minimum (dust)",
                     now,
                 )
         if lim.price_collar_bps is not None and limit_price is not None:

@@ -29,6 +29,8 @@ class RiskLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     Attributes:
         max_order_qty: largest quantity of one order.
         max_order_notional: largest qty x price of one order (limit price, or the touch).
+        min_order_notional: smallest qty x price of one order (as ``max_order_notional``),
+            so a strategy sends no dust; an operator's ``flatten`` is exempt.
         max_position: largest absolute position after the order, counting open orders on
             the order's side.
         price_collar_bps: a limit price more than this many bps through the last mid is
@@ -40,6 +42,7 @@ class RiskLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
     max_order_qty: Amount | None = None
     max_order_notional: Amount | None = None
+    min_order_notional: Amount | None = None
     max_position: Amount | None = None
     price_collar_bps: CollarBps | None = None
     max_quote_age: Duration | None = None
