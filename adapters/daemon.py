@@ -135,10 +135,6 @@ LIVE_MODES = ("shadow", "paper", "live")
 # items taken per turn: bounds how long one turn holds the loop (the broker's reader and
 # the order publisher wait meanwhile) while still amortising one commit over many items
 MAX_TURN_ITEMS = 1024
-# how long the OMS has to answer one reconciliation request, and how often a daemon
-# halted by reconciliation asks again
-RECONCILE_TIMEOUT_S = 2.0
-RECONCILE_RETRY_S = 2.0
 # latencies kept raw for percentiles (bench, logs): about 8 MB at most
 _LATENCY_SAMPLES = 1_000_000
 
@@ -771,8 +767,11 @@ class Daemon:
         self.claims = ClaimHolder(self.engine)
         self.engine.sinks += [self.ledger, self.claims]
         self.reconcile_fetch = reconcile_fetch
-        # TODO(config): ``[live] external_orders = "adopt" | "flag"``
-        self.external_orders: ExternalOrders = getattr(config.live, "external_orders", "flag")
+        # orders the OMS has and we never sent are flagged (an Alarm): adopting them needs a
+        # journal record that carries an order, which the format does not have yet
+        self.external_orders: ExternalOrders = "flag"
+        self.reconcile_timeout_s = config.live.reconcile_timeout_s
+        self.reconcile_retry_s = config.live.reconcile_retry_s
         self.history = History()
         self.reconciliation: Counter[str] = Counter()
         self._reconcile_task: asyncio.Task[None] | None = None
@@ -966,7 +965,9 @@ class Daemon:
         t0 = time.perf_counter()
         mark = len(self.ledger.entries)
         try:
-            snapshot = await self.reconcile_fetch(self.ledger.last_fill_ns, RECONCILE_TIMEOUT_S)
+            snapshot = await self.reconcile_fetch(
+                self.ledger.last_fill_ns, self.reconcile_timeout_s
+            )
         except AdapterError as exc:
             self._reconcile_failed(core, exc, halt=True)
             return
@@ -987,7 +988,7 @@ class Daemon:
         async def run() -> None:
             result: OmsSnapshot | AdapterError
             try:
-                result = await fetch(since, RECONCILE_TIMEOUT_S)
+                result = await fetch(since, self.reconcile_timeout_s)
             except AdapterError as exc:
                 result = exc
             self._reconcile_result = (result, asked, mark)
@@ -1013,7 +1014,7 @@ class Daemon:
             core.inject(ts, unanswered(error, ts), "command")
         if self.claims.held_by_reconciliation() or self._reconcile_retries < 3:
             self._reconcile_retries += 1
-            self._reconcile_due = asyncio.get_running_loop().time() + RECONCILE_RETRY_S
+            self._reconcile_due = asyncio.get_running_loop().time() + self.reconcile_retry_s
 
     def _apply_snapshot(
         self, core: LiveCore, snapshot: OmsSnapshot, asked: set[str] | None, mark: int
@@ -1041,7 +1042,7 @@ class Daemon:
                  "differences", len(fills), len(reports), len(differences),
                  extra={"reads": snapshot.reads, "verdict": command.action if command else ""})  # fmt: skip
         if self.claims.held_by_reconciliation():
-            self._reconcile_due = asyncio.get_running_loop().time() + RECONCILE_RETRY_S
+            self._reconcile_due = asyncio.get_running_loop().time() + self.reconcile_retry_s
 
     async def _consume(
         self, session: LiveSession, core: LiveCore, stop: asyncio.Event, decisions: DecisionLog

@@ -163,6 +163,10 @@ class LiveConfig(_Strict, frozen=True):
     command_key_env: str = "TRADELOOP_COMMAND_KEY"
     metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65_535)] = 9108  # 0: no endpoint
     shutdown_timeout: Duration = "5s"
+    # how long the OMS has to answer one reconciliation request, and how often a daemon
+    # halted by reconciliation asks again
+    reconcile_timeout: Duration = "2s"
+    reconcile_retry: Duration = "2s"
 
     @property
     def order_timeout_ns(self) -> int:
@@ -171,6 +175,14 @@ class LiveConfig(_Strict, frozen=True):
     @property
     def heartbeat_ns(self) -> int:
         return parse_duration_ns(self.heartbeat)
+
+    @property
+    def reconcile_timeout_s(self) -> float:
+        return parse_duration_ns(self.reconcile_timeout) / 1e9
+
+    @property
+    def reconcile_retry_s(self) -> float:
+        return parse_duration_ns(self.reconcile_retry) / 1e9
 
 
 class JournalConfig(_Strict, frozen=True):
@@ -264,6 +276,8 @@ def _durations(cfg: Config) -> list[tuple[str, Duration | None, bool]]:
         ("live.order_timeout", cfg.live.order_timeout, False),
         ("live.heartbeat", cfg.live.heartbeat, False),
         ("live.shutdown_timeout", cfg.live.shutdown_timeout, False),
+        ("live.reconcile_timeout", cfg.live.reconcile_timeout, False),
+        ("live.reconcile_retry", cfg.live.reconcile_retry, False),
         *(
             (f"risk.instruments.{_key(symbol)}.max_quote_age", own.max_quote_age, False)
             for symbol, own in risk.instruments.items()
