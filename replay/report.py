@@ -120,7 +120,7 @@ def round_trips_frame(fills: pl.DataFrame) -> pl.DataFrame:
         rows.append({**trip, "close_ts": ts, "pnl": trip.pop("cash_flow")})
         del trips[symbol]
         if after != 0.0:
-            flipped = trips[symbol] = _open_trip(symbol, ts, -signed)
+            flipped = trips[symbol] = _open_trip(symbol, ts, after)
             flipped["cash_flow"] = -(1.0 - closing) * (signed * price + fee)
             flipped["fills"] = 1
             flipped["max_qty"] = abs(after)
