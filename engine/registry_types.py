@@ -121,10 +121,13 @@ class AuditHead(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
 class AuditContent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """What an audit entry says; its canonical JSON is what ``entry_sha256`` covers.
 
-    ``seq`` counts entries from 0; ``ts_ns`` is wall time from the live clock; ``alias`` is
-    None for ``add``; ``from_version``/``from_stage`` are what the alias (or, for ``add``,
-    nothing) held before; ``prev_sha256`` is the sha256 of the previous entry's line bytes
-    (newline included), ``GENESIS_SHA256`` for the first.
+    ``seq`` counts entries from 0; ``ts_ns`` is wall time from the live clock; ``who`` and
+    ``reason`` are the operator's. ``add`` puts ``version`` in at stage ``shadow`` (``alias``
+    None); ``promote`` points ``alias`` at ``version`` and sets that version's ``stage``;
+    ``rollback`` points ``alias`` back at the version it named before (``stage`` is that
+    version's own). ``from_version``/``from_stage`` are what the alias named before and that
+    version's stage (None when it was unset, and for ``add``). ``prev_sha256`` is the sha256
+    of the previous entry's line bytes (newline included), ``GENESIS_SHA256`` for the first.
     """
 
     seq: Annotated[int, msgspec.Meta(ge=0)]

@@ -128,13 +128,19 @@ class RegistryState:
 
 @dataclass(frozen=True)
 class Resolved:
-    """A version found by alias or hash, its folder checked against its address."""
+    """A version found by alias or hash, its folder checked against its address.
+
+    ``audit_seq`` and ``audit_entry_sha256`` name the audit log's last entry when it was
+    read: the state this answer comes from (journal them beside a switch).
+    """
 
     version: str
     path: Path
     stage: Stage
     aliases: tuple[Alias, ...]
     manifest: Manifest
+    audit_seq: int
+    audit_entry_sha256: str
 
 
 @dataclass(frozen=True)
@@ -190,6 +196,12 @@ class Registry:
             notes = self._check_views(state)
             for version in state.versions:
                 self._check_version_dir(version)
+            for folder in sorted((self.root / VERSIONS_DIR).glob("[0-9a-f]*")):
+                if folder.name not in state.versions:
+                    notes.append(
+                        f"{VERSIONS_DIR}/{folder.name} is not in the audit log "
+                        "(an interrupted add): add the model again to record it"
+                    )
             return VerifyReport(len(state.entries), state.head_sha256, tuple(notes))
 
     def manifest(self, version: str) -> Manifest:
@@ -214,12 +226,15 @@ class Registry:
             version = self._find(state, ref)
             manifest = self._check_version_dir(version)
             info = state.versions[version]
+            last = state.entries[-1]
             return Resolved(
-                version,
-                self.version_dir(version),
-                info.stage,
-                tuple(state.aliases_of(version)),
-                manifest,
+                version=version,
+                path=self.version_dir(version),
+                stage=info.stage,
+                aliases=tuple(state.aliases_of(version)),
+                manifest=manifest,
+                audit_seq=last.seq,
+                audit_entry_sha256=last.entry_sha256,
             )
 
     def add(self, folder: str | Path, *, who: str, note: str = "") -> tuple[str, bool]:
@@ -302,7 +317,7 @@ class Registry:
                 version=version,
                 from_version=before,
                 stage=target,
-                from_stage=current,
+                from_stage=state.versions[before].stage if before else None,
                 reason=reason,
                 prev_sha256=state.head_sha256,
             )
@@ -591,8 +606,13 @@ def _apply(file: str, state: RegistryState, entry: AuditEntry) -> None:
     info = state.versions.get(entry.version)
     if alias is None or info is None:
         raise AuditChainError(file, n, f"{entry.action} of a version never added or without alias")
-    if state.aliases.get(alias) != entry.from_version:
+    before = state.aliases.get(alias)
+    if before != entry.from_version:
         raise AuditChainError(file, n, f"from_version does not match what {alias} named")
+    if entry.from_stage != (state.versions[before].stage if before else None):
+        raise AuditChainError(file, n, f"from_stage does not match the stage {alias} had")
+    if entry.action == "promote" and stage_step(info.stage, entry.stage) > 1:
+        raise AuditChainError(file, n, "skips a stage, which promote never writes")
     stack = state.history.setdefault(alias, [])
     if entry.action == "rollback":
         if len(stack) < 2 or stack[-2] != entry.version:

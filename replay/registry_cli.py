@@ -166,10 +166,10 @@ def cmd_promote(args: argparse.Namespace) -> int:
     entry = Registry(args.registry).promote(
         args.ref, alias=alias, who=_who(args), reason=args.reason, stage=stage
     )
-    before = entry.from_version[:SHORT] if entry.from_version else "unset"
+    before = f"{entry.from_version[:SHORT]} ({entry.from_stage})" if entry.from_version else "unset"
     print(
-        f"{alias}: {before} -> {entry.version[:SHORT]} (stage {entry.from_stage} -> "
-        f"{entry.stage}); audit entry {entry.seq + 1} {entry.entry_sha256[:SHORT]}"
+        f"{alias}: {before} -> {entry.version[:SHORT]} ({entry.stage}); "
+        f"audit entry {entry.seq + 1} {entry.entry_sha256[:SHORT]}"
     )
     return 0
 
@@ -177,9 +177,9 @@ def cmd_promote(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     alias: Alias = args.alias
     entry = Registry(args.registry).rollback(alias, who=_who(args), reason=args.reason)
-    before = entry.from_version[:SHORT] if entry.from_version else "unset"
     print(
-        f"{alias} rolled back: {before} -> {entry.version[:SHORT]} (stage {entry.stage}); "
+        f"{alias} rolled back: {(entry.from_version or '')[:SHORT]} ({entry.from_stage}) -> "
+        f"{entry.version[:SHORT]} ({entry.stage}); "
         f"audit entry {entry.seq + 1} {entry.entry_sha256[:SHORT]}"
     )
     return 0

@@ -233,13 +233,19 @@ def test_promote_challenger_then_champion_resolves_each(
     entry = registry.promote(
         "challenger", alias="champion", who="bo", reason="beat A", stage="paper"
     )
-    assert (entry.from_version, entry.version, entry.from_stage, entry.stage) == (
+    assert (entry.from_version, entry.from_stage, entry.version, entry.stage) == (
         va,
+        "paper",
         vb,
-        "shadow",
         "paper",
     )
-    assert resolve(registry.root, "champion") == registry.version_dir(vb)
+    found = registry.lookup("champion")
+    assert (found.path, found.stage, found.aliases) == (
+        registry.version_dir(vb),
+        "paper",
+        ("champion", "challenger"),
+    )
+    assert (found.audit_seq, found.audit_entry_sha256) == (entry.seq, entry.entry_sha256)
     alias_file = msgspec.json.decode((registry.root / "aliases" / "champion").read_bytes())
     assert (alias_file["version"], alias_file["stage"]) == (vb, "paper")
 
@@ -327,7 +333,7 @@ def test_cli_list_show_diff_print_versions_side_by_side(
     vb = cli(f"models add {models[1]} {reg} --note v2 --who bo", capsys)[1].split()[-1]
     argv = f"models promote {va[:8]} --to champion --stage paper --reason baseline --who ana {reg}"
     code, out, _ = cli(argv, capsys)
-    assert code == 0 and f"champion: unset -> {va[:12]} (stage shadow -> paper)" in out
+    assert code == 0 and f"champion: unset -> {va[:12]} (paper); audit entry 3" in out
 
     code, out, _ = cli(f"models list {reg}", capsys)
     lines = out.splitlines()
@@ -509,6 +515,45 @@ def test_every_command_refuses_a_broken_chain(
     with pytest.raises(AuditChainError):
         resolve(registry.root, "champion")
     assert (registry.root / AUDIT_FILE).read_bytes() == audit
+
+
+def test_rewritten_log_that_breaks_the_rules_is_refused(
+    registry: Registry, models: tuple[Path, Path]
+) -> None:
+    """Hashes recomputed over the whole log still cannot smuggle in what promote refuses."""
+    va, _ = with_two(registry, models)
+    path = registry.root / AUDIT_FILE
+    lines = path.read_bytes().splitlines(keepends=True)
+    forged = AuditContent(
+        seq=2,
+        ts_ns=T0_NS,
+        who="mallory",
+        action="promote",
+        alias="champion",
+        version=va,
+        from_version=None,
+        stage="live",
+        from_stage=None,
+        reason="skip",
+        prev_sha256=hashlib.sha256(lines[-1]).hexdigest(),
+    )
+    path.write_bytes(b"".join([*lines, seal(forged)[1]]))
+    with pytest.raises(AuditChainError, match="entry 3: skips a stage"):
+        registry.verify()
+
+
+def test_interrupted_add_is_noted_and_completed_by_adding_again(
+    registry: Registry, models: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A crash after the version folder's rename and before the audit append."""
+    _, vb = with_two(registry, models)
+    path = registry.root / AUDIT_FILE
+    path.write_bytes(b"".join(path.read_bytes().splitlines(keepends=True)[:1]))
+    (registry.root / HEAD_FILE).unlink()
+    code, out, _ = cli(f"models verify --registry {registry.root}", capsys)
+    assert code == 0 and f"versions/{vb} is not in the audit log" in out
+    assert registry.add(models[1], who="ana") == (vb, True)
+    assert registry.verify().notes == ()
 
 
 def test_alias_file_edited_to_another_version_is_refused(
