@@ -228,7 +228,7 @@ def _manifest_rows(a: Manifest, b: Manifest) -> list[tuple[str, str, str]]:
         ("folds", str(len(a.folds)), str(len(b.folds))),
         ("features", ", ".join(a.feature_names), ", ".join(b.feature_names)),
         ("features only in", ", ".join(only_a) or "-", ", ".join(only_b) or "-"),
-        ("feature set", a.feature_fingerprint[:SHORT], b.feature_fingerprint[:SHORT]),
+        ("feature set", a.feature_fingerprint, b.feature_fingerprint),
     ]
 
 

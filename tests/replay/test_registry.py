@@ -359,6 +359,7 @@ def test_cli_list_show_diff_print_versions_side_by_side(
     assert rows["param num_leaves"].split()[-2:] == ["4", "8"]
     assert rows["label"].startswith("*") and "horizon 2s" in rows["label"]
     assert rows["name"].startswith("*") and not rows["kind"].startswith("*")
+    assert rows["feature set"].startswith("*")  # fingerprints that differ in the last digit
     assert "other parameters equal" in out
 
 
