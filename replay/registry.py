@@ -365,7 +365,9 @@ class Registry:
                 f"{self.root}: no model registry here "
                 "(create one with 'tradeloop models add MODEL_DIR --registry DIR')"
             )
-        with (self.root / LOCK_FILE).open("a+b") as f:
+        path = self.root / LOCK_FILE
+        # a reader needs no write access once a writer made the file (a read-only mount)
+        with path.open("rb" if not exclusive and path.exists() else "a+b") as f:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
             try:
                 yield
@@ -447,10 +449,9 @@ class Registry:
         if not state.entries:
             return
         last = state.entries[-1]
-        _write_atomic(
-            self.root / HEAD_FILE,
-            _encoder.encode(AuditHead(seq=last.seq, entry_sha256=last.entry_sha256)),
-        )
+        head = AuditHead(seq=last.seq, entry_sha256=last.entry_sha256)
+        if _read_view(self.root / HEAD_FILE, _head_decoder) != head:
+            _write_atomic(self.root / HEAD_FILE, _encoder.encode(head) + b"\n")
         (self.root / ALIASES_DIR).mkdir(exist_ok=True)
         for alias, (version, stage) in state.alias_view().items():
             record = AliasRecord(
