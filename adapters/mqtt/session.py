@@ -43,6 +43,19 @@ while the MQTT 5 connection is down is still delivered (fresh data, after the
 ``Connection(False)``); the daemon's feed monitor does not call the feed restored
 before ``Connection(True)``.
 
+Sending. Orders, cancels and statuses go out at QoS 1 on the MQTT 5 connection, in the
+order they were accepted. An item accepted while nothing waits before it and the
+connection is up is handed to paho and written to the socket before the call returns
+(``publish_order_now``, and ``publish_order`` without suspending): no task wakes between
+the engine's decision and the write. Otherwise it waits in the outbox, which a writer task
+hands over in order once the connection is up. An item is done when its PUBACK comes;
+items handed over but not acknowledged when the connection is lost go out again, first,
+after the reconnect (so the OMS may see one twice: it is idempotent by client order id).
+At most ``outbox_size`` items are accepted and not yet acknowledged; beyond that
+``publish_*`` waits (back-pressure) and ``publish_order_now`` declines. The socket has
+TCP_NODELAY: paho leaves Nagle on, which holds a small PUBLISH written while an earlier
+one is unacknowledged at the TCP level.
+
 Back-pressure. When the inbox is full, items wait in a pending list, still in order:
 reports, commands and connection changes are never dropped; consecutive market data
 merges into one batch, and beyond ``max_pending_ticks`` the oldest ticks are dropped,
@@ -55,16 +68,19 @@ import asyncio
 import collections
 import contextlib
 import logging
-import math
 import random
+import socket
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.client import Client as PahoClient
+from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
@@ -87,6 +103,9 @@ from engine.errors import AdapterError
 from engine.events import CancelRequest, OrderRequest
 from engine.instruments import InstrumentTable
 from engine.ticks import TickBatch
+
+if TYPE_CHECKING:
+    from paho.mqtt.client import SocketLike
 
 __all__ = [
     "CommandIn",
@@ -115,6 +134,10 @@ MAX_PENDING_TICKS = 100_000
 # Bound of the market-data connection's handshake (connect, CONNACK, SUBACK), as
 # aiomqtt's default timeout on the other connection.
 _HANDSHAKE_TIMEOUT_S = 10.0
+
+# paho leaves Nagle on: a PUBLISH written while an earlier segment is unacknowledged would
+# wait for the broker's ACK (up to the delayed-ACK timer, ~40 ms on Linux)
+_SOCKET_OPTIONS = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
 # the two connections, by the name their losses are reported under
 _MAIN = "reports/commands"
@@ -146,6 +169,65 @@ class _Publish:
     qos: int
     retain: bool
     counter: str
+
+
+class _Writer:
+    """Publishes on one connection's paho client and writes the packet at once.
+
+    aiomqtt's ``publish`` is a coroutine (a task must run it) and registers the socket for
+    writing through ``call_soon_threadsafe``: the packet leaves two turns of the event loop
+    later. Here the session calls paho's ``publish`` itself and, through paho's public
+    external-loop callbacks (``on_socket_register_write``, ``loop_write``, ``on_publish``),
+    writes while paho asks for the socket to be registered; whatever a full socket buffer
+    leaves unwritten is registered with aiomqtt as before. Only the session's own publishes
+    write at once: a packet paho queues from inside its reader (a PUBACK) keeps aiomqtt's
+    path, as paho itself never writes from inside its callbacks.
+    """
+
+    def __init__(self, client: aiomqtt.Client, on_ack: Callable[[int, int], None]) -> None:
+        # aiomqtt 2.x has no public handle on its paho client; 3.x drops paho altogether
+        paho: PahoClient = client._client
+        self._paho = paho
+        self._on_ack = on_ack
+        self._now = False
+        self._register = paho.on_socket_register_write
+        self._acknowledged: Any = paho.on_publish
+        paho.on_socket_register_write = self._register_write
+        paho.on_publish = self._published
+
+    def publish(self, item: _Publish) -> int:
+        """Hand ``item`` to paho and write it now; its message id."""
+        self._now = True
+        try:
+            info = self._paho.publish(item.topic, item.payload, item.qos, item.retain)
+        finally:
+            self._now = False
+        # MQTT_ERR_NO_CONN: the connection is going; the reader reports it and the item
+        # goes out again after the reconnect
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            raise aiomqtt.MqttCodeError(info.rc, f"could not publish to {item.topic}")
+        return info.mid
+
+    def _register_write(self, client: PahoClient, userdata: Any, sock: SocketLike) -> None:
+        if self._now:
+            self._now = False
+            client.loop_write()  # on a broken socket paho reports the loss (on_disconnect)
+            if not client.want_write():
+                return
+        if self._register is not None:
+            self._register(client, userdata, sock)
+
+    def _published(
+        self,
+        client: PahoClient,
+        userdata: Any,
+        mid: int,
+        reason_code: ReasonCode,
+        properties: Properties,
+    ) -> None:
+        if self._acknowledged is not None:
+            self._acknowledged(client, userdata, mid, reason_code, properties)
+        self._on_ack(mid, _code(reason_code))
 
 
 class _PendingMarket:
@@ -289,9 +371,17 @@ class MqttSession:
         self._raw: asyncio.Queue[aiomqtt.Message] = (
             _ReceiptQueue(self._ingest_one) if self._split_feed else asyncio.Queue()
         )
-        self._outbox: asyncio.Queue[_Publish] = asyncio.Queue(maxsize=settings.outbox_size)
-        self._inflight: _Publish | None = None  # taken from the outbox, not yet acknowledged
-        self._unsent = 0
+        # outbound: waiting (in order, first to go first), then handed to the connection's
+        # paho client and waiting for the PUBACK (by message id, in publish order)
+        self._outbox: collections.deque[_Publish] = collections.deque()
+        self._unacked: dict[int, _Publish] = {}
+        self._writer: _Writer | None = None  # while the MQTT 5 connection serves
+        self._unsent = 0  # accepted and not acknowledged: outbox + unacked
+        self._outbox_ready = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._settled = asyncio.Event()
+        self._settled.set()
         self._pending: collections.deque[Inbound | _PendingMarket] = collections.deque()
         self._pending_ready = asyncio.Event()
         self._delivering = False
@@ -340,6 +430,7 @@ class MqttSession:
         tb: TracebackType | None,
     ) -> bool | None:
         self.state = "closed"
+        self._room.set()  # publishers waiting for room see the session closed
         if self._tasks is None:
             return None
         for task in self._background:
@@ -348,18 +439,34 @@ class MqttSession:
         return None
 
     async def publish_order(self, order: OrderRequest | CancelRequest) -> None:
-        """Queue an order or a cancel for ``topics.orders`` at QoS 1.
+        """Publish an order or a cancel on ``topics.orders`` at QoS 1.
 
-        Waits while the outbox is full (back-pressure). Queued messages survive a
-        reconnect and are sent after it, in order.
+        Written at once when nothing waits before it and the connection is up (the
+        coroutine then returns without suspending), else queued. Waits while the outbox is
+        full (back-pressure). Queued messages survive a reconnect and are sent after it,
+        in order.
 
         Raises:
             AdapterError: the session is closed.
         """
+        await self._enqueue(self._order_publish(order))
+
+    def publish_order_now(self, order: OrderRequest | CancelRequest) -> bool:
+        """Write an order or a cancel to the broker now, if it can go at once.
+
+        It can when the connection is up, nothing waits in the outbox before it and the
+        outbox has room; otherwise nothing happens and the caller queues it through
+        ``publish_order``. Once written it is the session's like any queued message
+        (resent after a reconnect until the broker acknowledges it).
+
+        Returns:
+            True if the message was handed to the connection, False if nothing was done.
+        """
+        return self._send_now(self._order_publish(order))
+
+    def _order_publish(self, order: OrderRequest | CancelRequest) -> _Publish:
         counter = "published_order" if isinstance(order, OrderRequest) else "published_cancel"
-        await self._enqueue(
-            _Publish(self.topics.orders, self._codec.encode(order), 1, False, counter)
-        )
+        return _Publish(self.topics.orders, self._codec.encode(order), 1, False, counter)
 
     async def publish_status(self, payload: bytes) -> None:
         """Queue a status message: retained, QoS 1, on ``topics.status``.
@@ -384,22 +491,69 @@ class MqttSession:
         return self._unsent == 0
 
     async def flush(self, timeout_s: float) -> bool:
-        """Wait until every queued message is sent; False if ``timeout_s`` passed first."""
+        """Wait until every queued message is sent and acknowledged; False if ``timeout_s``
+        passed first."""
         try:
-            await asyncio.wait_for(self._outbox.join(), timeout_s)
+            await asyncio.wait_for(self._settled.wait(), timeout_s)
         except TimeoutError:
             return False
         return True
 
     async def _enqueue(self, item: _Publish) -> None:
+        self._check_open(item.topic)
+        if self._send_now(item):
+            return
+        while self._unsent >= self.settings.outbox_size:
+            self._room.clear()
+            await self._room.wait()
+            self._check_open(item.topic)
+        self._outbox.append(item)
+        self._accepted()
+        self._outbox_ready.set()
+
+    def _check_open(self, topic: str) -> None:
         if self.state == "closed":
-            raise AdapterError(f"publish to {item.topic} on a closed MqttSession")
-        self._unsent += 1
+            raise AdapterError(f"publish to {topic} on a closed MqttSession")
+
+    def _send_now(self, item: _Publish) -> bool:
+        # nothing may overtake what waits in the outbox
+        if (
+            self._writer is None
+            or self._outbox
+            or self._unsent >= self.settings.outbox_size
+            or self.state == "closed"
+        ):
+            return False
         try:
-            await self._outbox.put(item)
-        except BaseException:
-            self._unsent -= 1
-            raise
+            self._send(item)
+        except aiomqtt.MqttError:
+            return False  # queued instead: the writer meets the error and reconnects
+        self._accepted()
+        return True
+
+    def _send(self, item: _Publish) -> None:
+        """Hand ``item`` to the connection's client; it stays ours until its PUBACK."""
+        assert self._writer is not None
+        mid = self._writer.publish(item)
+        self._unacked[mid] = item
+
+    def _accepted(self) -> None:
+        self._unsent += 1
+        self._settled.clear()
+
+    def _acked(self, mid: int, code: int) -> None:
+        item = self._unacked.pop(mid, None)
+        if item is None:  # not ours (aiomqtt's own calls) or from a connection since lost
+            return
+        if code >= 0x80:
+            self.counters["publish_refused"] += 1
+            log.error("broker refused a publish to %s: reason code 0x%02x", item.topic, code)
+        else:
+            self.counters[item.counter] += 1
+        self._unsent -= 1
+        self._room.set()
+        if self._unsent == 0:
+            self._settled.set()
 
     def _raw_queue(self, maxsize: int) -> asyncio.Queue[aiomqtt.Message]:
         return self._raw  # aiomqtt's ``queue_type(maxsize=0)``: ours, unbounded, drained fast
@@ -417,6 +571,7 @@ class MqttSession:
             will=self._will,
             keepalive=s.keepalive_s,
             tls_context=self._tls,
+            socket_options=_SOCKET_OPTIONS,
         )
 
     async def _connect(self) -> aiomqtt.Client:
@@ -591,6 +746,10 @@ class MqttSession:
         except* aiomqtt.MqttError as lost:
             reason = "; ".join(_reason(e) for e in lost.exceptions)
         finally:
+            # handed over and not acknowledged: first out after the reconnect, in order
+            self._writer = None
+            self._outbox.extendleft(reversed(self._unacked.values()))
+            self._unacked.clear()
             # what arrived before the loss goes in before the Connection(False) item
             self._take_waiting()
             with contextlib.suppress(aiomqtt.MqttError):
@@ -701,15 +860,13 @@ class MqttSession:
             self._delivering = False
 
     async def _write(self, client: aiomqtt.Client) -> None:
+        """Hand the outbox to the connection, in order; a lost connection ends this task
+        through the reader (``_serve`` puts what is unacknowledged back)."""
+        self._writer = _Writer(client, self._acked)
+        outbox = self._outbox
         while True:
-            item = self._inflight
-            if item is None:
-                item = self._inflight = await self._outbox.get()
-            # no timeout: a lost connection ends this task through the reader
-            await client.publish(
-                item.topic, item.payload, qos=item.qos, retain=item.retain, timeout=math.inf
-            )
-            self._inflight = None
-            self._unsent -= 1
-            self.counters[item.counter] += 1
-            self._outbox.task_done()
+            while outbox:
+                self._send(outbox[0])
+                outbox.popleft()
+            self._outbox_ready.clear()
+            await self._outbox_ready.wait()
