@@ -160,9 +160,6 @@ def with_two(registry: Registry, models: tuple[Path, Path]) -> tuple[str, str]:
     return va, vb
 
 
-# ---- versions
-
-
 def test_add_model_folder_is_stored_under_its_content_address(
     registry: Registry, models: tuple[Path, Path]
 ) -> None:
@@ -217,9 +214,6 @@ def test_add_tampered_model_folder_is_refused(
         registry.add(folder, who="ana")
     assert not (registry.root / AUDIT_FILE).exists()
     assert not list((registry.root).glob("versions/*"))
-
-
-# ---- aliases, stages, rollback
 
 
 def test_promote_challenger_then_champion_resolves_each(
@@ -318,9 +312,6 @@ def test_stage_scale_that_does_not_widen_is_refused(scale: dict[str, float], rea
         msgspec.convert(scale, StageScale)
 
 
-# ---- the command line
-
-
 def test_cli_list_show_diff_print_versions_side_by_side(
     registry: Registry, models: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -405,9 +396,6 @@ def test_cli_on_missing_registry_says_how_to_create_one(
 ) -> None:
     code, _, err = cli(["models", "list", "--registry", str(tmp_path / "none")], capsys)
     assert code == 2 and "no model registry here" in err
-
-
-# ---- the audit chain
 
 
 def history(registry: Registry, models: tuple[Path, Path]) -> tuple[str, str]:
@@ -595,9 +583,6 @@ def test_version_folder_changed_after_add_is_refused(
         registry.rollback("champion", who="ana", reason="back to A")
     with pytest.raises(RegistryError, match="changed after training"):
         registry.verify()
-
-
-# ---- concurrency
 
 
 def test_concurrent_promotes_keep_one_chain_and_readers_see_whole_alias_files(
