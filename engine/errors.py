@@ -12,6 +12,8 @@
     ├── StrategyError          a strategy hook raised; the engine halts trading
     ├── ModelError             model file or manifest rejected (hash, features, format)
     ├── SweepError             a sweep task failed on a user's input (combination, block)
+    ├── RegistryError          the model registry refused an operation
+    │   └── AuditChainError    the registry's audit log was changed (file, entry)
     └── AdapterError           failure at an I/O boundary (broker, venue, file system)
 
 Third-party exceptions are translated where they enter, with ``raise ... from exc``.
@@ -117,6 +119,28 @@ class ModelError(TradeloopError):
 class SweepError(TradeloopError):
     """A sweep task failed on a user's input (bad data in a block, a strategy that raised):
     names the combination and the block."""
+
+
+class RegistryError(TradeloopError):
+    """A model registry refused an operation: unknown version or alias, a stage skipped,
+    nothing to roll back to, a model folder that does not load."""
+
+
+class AuditChainError(RegistryError):
+    """The audit log's hash chain is broken: an entry was edited, deleted, reordered or
+    torn. Names the file and the first bad entry (1-based line).
+
+    Args:
+        file: the audit log.
+        line: 1-based line of the first bad entry (one past the end for a missing tail).
+        reason: what does not match.
+    """
+
+    def __init__(self, file: str, line: int, reason: str) -> None:
+        self.file = file
+        self.line = line
+        self.reason = reason
+        super().__init__(f"{file}: entry {line}: {reason}; the audit log was changed")
 
 
 class AdapterError(TradeloopError):

@@ -14,8 +14,6 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from engine.errors import TradeloopError
-
 Stage = Literal["shadow", "paper", "live"]
 Alias = Literal["champion", "challenger"]
 Action = Literal["add", "promote", "rollback"]
@@ -28,30 +26,6 @@ Text = Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
 Scale = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 
 GENESIS_SHA256 = "0" * 64  # the ``prev_sha256`` of the first audit entry
-
-
-# These belong in engine/errors.py (one home for errors); they live here until that file's
-# owner moves them, with their place in the tree: TradeloopError > RegistryError > AuditChainError.
-class RegistryError(TradeloopError):
-    """A model registry refused an operation: unknown version or alias, a stage skipped,
-    nothing to roll back to, a model folder that does not load."""
-
-
-class AuditChainError(RegistryError):
-    """The audit log's hash chain is broken: an entry was edited, deleted, reordered or
-    torn. Names the file and the first bad entry (1-based line).
-
-    Args:
-        file: the audit log.
-        line: 1-based line of the first bad entry (one past the end for a missing tail).
-        reason: what does not match.
-    """
-
-    def __init__(self, file: str, line: int, reason: str) -> None:
-        self.file = file
-        self.line = line
-        self.reason = reason
-        super().__init__(f"{file}: entry {line}: {reason}; the audit log was changed")
 
 
 class StageScale(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -22,6 +22,7 @@ from adapters.tools_cli import register as register_tools
 from engine.config import Config, config_from_dict, load_config
 from engine.errors import ConfigError, TradeloopError
 from engine.ticks import TickBatch
+from replay.registry_cli import add_models_commands
 from replay.sweep import add_sweep_arguments
 
 if TYPE_CHECKING:
@@ -351,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("journal_dir", help="the daemon's [journal] dir")
     pa.add_argument("--session", help="session id (default: the latest)")
     pa.set_defaults(func=_cmd_parity)
+
+    add_models_commands(sub)
 
     sw = sub.add_parser(
         "sweep",

@@ -41,7 +41,7 @@ import msgspec
 
 from engine.clock import LiveClock
 from engine.config import ModelConfig
-from engine.errors import ModelError, PluginLoadError
+from engine.errors import AuditChainError, ModelError, PluginLoadError, RegistryError
 from engine.plugins import load_model
 from engine.registry_types import (
     ALIASES,
@@ -49,11 +49,9 @@ from engine.registry_types import (
     STAGES,
     Alias,
     AliasRecord,
-    AuditChainError,
     AuditContent,
     AuditEntry,
     AuditHead,
-    RegistryError,
     Stage,
     content_sha256,
     decode_entry,

@@ -15,7 +15,13 @@ from typing import Any
 
 import msgspec
 
-from engine.registry_types import ALIASES, STAGES, Alias, RegistryError, Stage
+from engine.errors import RegistryError
+from engine.registry_types import (
+    ALIASES,
+    STAGES,
+    Alias,
+    Stage,
+)
 from engine.signals.manifest import Manifest, read_verified_model
 from replay.registry import Registry, Resolved
 

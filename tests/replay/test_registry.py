@@ -19,12 +19,10 @@ import numpy as np
 import pytest
 
 from engine.config import ModelConfig
-from engine.errors import TradeloopError
+from engine.errors import AuditChainError, RegistryError, TradeloopError
 from engine.plugins import load_model
 from engine.registry_types import (
-    AuditChainError,
     AuditContent,
-    RegistryError,
     StageScale,
     decode_entry,
     seal,
