@@ -344,6 +344,7 @@ def inspect_file(
             and no symbol in its name.
     """
     mapping = dict(columns or {})
+    named = kind is not None
     notes: list[str] = []
     header: tuple[str, ...] | None = None
     fmt: TickFormat | None = None
@@ -377,14 +378,17 @@ def inspect_file(
     symbol = None
     if "symbol" not in tradeloop_names:
         symbol = symbol_from_name(path)
-        if symbol is None:
+        if symbol is None and named:
+            pass  # the reader names the missing column, as for any other
+        elif symbol is None:
             raise DataError(
                 str(path),
                 "no symbol column, and the file name does not start with one "
                 "(SYMBOL-....csv, as Binance names its files)",
                 column="symbol",
             )
-        notes.append(f"{path.name}: no symbol column; symbol {symbol} taken from the file name")
+        else:
+            notes.append(f"{path.name}: no symbol column; symbol {symbol} taken from the file name")
     ts_unit = _ts_units(path, rename, header)
     for column, unit in ts_unit.items():
         if unit != "ns":

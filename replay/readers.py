@@ -758,7 +758,9 @@ def _timestamps(
                 looks = guessable & (v >= -(-TS_MIN_NS // per)) & (v < -(-TS_MAX_NS // per))
                 status[looks] = k
     if factor != 1:
-        v = np.where(scaled, v * factor, np.where(ok, v, 0))
+        # zero the rows out of range first: scaling them could overflow int64
+        v = np.where(ok, v, 0)
+        v = np.where(scaled, v * factor, v)
     return v, status
 
 
