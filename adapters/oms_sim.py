@@ -15,6 +15,9 @@ is not a new order; the OMS sends the order's latest report again (nothing while
 is still on its way to the venue). Payloads are decoded as JSON or MessagePack, whichever
 the bytes are (a JSON payload starts with ``{``, a MessagePack event with a map marker);
 reports go out in the configured format, answers in the format of their request.
+
+For fault tests of the daemon, ``AnswerFault`` makes it misbehave the way real OMSs do:
+late, twice, out of order, or never.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -72,11 +75,35 @@ from engine.ticks import QUOTE, TRADE, TickBatch
 
 log = logging.getLogger(__name__)
 
+AnswerMode = Literal["normal", "late", "twice", "shuffled", "never"]
 OrderState = Literal["pending", "accepted", "partially_filled", "filled", "cancelled", "rejected"]
 
 # Quantities are sums of floats on a lot grid; 1e-12 is far below any lot and far above
 # the rounding noise of summing a few thousand fills.
 _QTY_EPS = 1e-12
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerFault:
+    """How the simulator answers orders and cancels (fault tests of the daemon).
+
+    - ``normal``: each report as soon as the venue makes it.
+    - ``late``: each report ``delay_s`` after the venue made it, in order.
+    - ``twice``: each report published twice (QoS 1 redelivery at its worst).
+    - ``shuffled``: an order's reports held until the order is closed (filled, cancelled,
+      rejected), then published newest first: a fill before its ack, a cancel
+      confirmation before the fill that preceded it.
+    - ``never``: no report and no answer to a reconciliation request (an OMS that reads
+      and takes orders but whose answers never arrive).
+
+    The OMS's own state is the venue's in every mode: only what it publishes changes.
+    """
+
+    mode: AnswerMode = "normal"
+    delay_s: float = 0.0
+
+
+_CLOSED: frozenset[str] = frozenset({"filled", "cancelled", "rejected"})
 
 
 @dataclass(slots=True)
@@ -307,6 +334,7 @@ class MqttOmsSimulator:
         market_data_qos: QoS of the market-data subscriptions.
         clock: where receive times come from (default the wall clock).
         outbox_size: reports and answers waiting for the broker before reading stops.
+        fault: how reports are answered (default: normally).
     """
 
     def __init__(
@@ -323,8 +351,13 @@ class MqttOmsSimulator:
         market_data_qos: int = 0,
         clock: Clock | None = None,
         outbox_size: int = 10_000,
+        fault: AnswerFault | None = None,
     ) -> None:
         self.oms = oms
+        self.fault = fault if fault is not None else AnswerFault()
+        self._late: deque[tuple[float, ExecutionReport]] = deque()
+        self._late_added = asyncio.Event()
+        self._held: dict[str, list[ExecutionReport]] = {}
         self.topics = topics
         self.state: SimState = "new"
         self.bad_messages: Counter[str] = Counter()  # by source: orders, market_data, requests
@@ -400,9 +433,11 @@ class MqttOmsSimulator:
                 reader = tg.create_task(self._read(), name="oms-sim-read")
                 timer = tg.create_task(self._venue_timer(), name="oms-sim-venue-timer")
                 writer = tg.create_task(self._write(), name="oms-sim-write")
+                late = tg.create_task(self._publish_late(), name="oms-sim-late")
                 await stop.wait()
                 reader.cancel()
                 timer.cancel()
+                late.cancel()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(drain_timeout_s):
                         await self._outbox.join()
@@ -508,6 +543,9 @@ class MqttOmsSimulator:
         if not answer_to:
             self._bad("requests", raw, "request without a response topic")
             return
+        if self.fault.mode == "never":
+            self.counters["requests_unanswered"] += 1
+            return
         codec = self._reconcile[payload_format(raw)]
         answer: ReconcileResponse
         try:
@@ -522,7 +560,51 @@ class MqttOmsSimulator:
 
     async def _emit(self, reports: Iterable[ExecutionReport]) -> None:
         for report in reports:
-            await self._outbox.put((self.topics.reports, self._reports.encode(report), None))
+            match self.fault.mode:
+                case "normal":
+                    await self._publish(report)
+                case "late":
+                    due = asyncio.get_running_loop().time() + self.fault.delay_s
+                    self._late.append((due, report))
+                    self._late_added.set()
+                case "twice":
+                    await self._publish(report)
+                    await self._publish(report)
+                case "shuffled":
+                    await self._hold(report)
+                case "never":
+                    self.counters["reports_withheld"] += 1
+
+    async def _publish(self, report: ExecutionReport) -> None:
+        await self._outbox.put((self.topics.reports, self._reports.encode(report), None))
+
+    async def _hold(self, report: ExecutionReport) -> None:
+        cid = report.client_order_id
+        order = self.oms.orders.get(cid)
+        if order is None or isinstance(report, CancelRejected):
+            await self._publish(report)  # says nothing about the order's progress
+            return
+        held = self._held.setdefault(cid, [])
+        held.append(report)
+        if order.status in _CLOSED:
+            del self._held[cid]
+            for r in reversed(held):
+                await self._publish(r)
+
+    async def _publish_late(self) -> None:
+        # one queue, due times in the order reports were made: late, never reordered
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._late:
+                self._late_added.clear()
+                await self._late_added.wait()
+                continue
+            due, report = self._late[0]
+            if due > loop.time():
+                await asyncio.sleep(due - loop.time())
+                continue
+            self._late.popleft()
+            await self._publish(report)
 
     async def _venue_timer(self) -> None:
         # Orders and cancels reach the venue ``latency`` after they were read, whether or
