@@ -6,6 +6,11 @@ book sizes and the side of trades, and leads the next mid moves. A model that re
 imbalance or trade-flow imbalance can therefore predict short-horizon returns a little
 better than chance, and no better: most of each move is noise. Prices sit on each
 instrument's tick grid; spreads vary between 1 and 4 ticks with volatility.
+
+``regime_change_at`` (a share of the span) makes a second regime from that point on: the
+pressure's lead on the mid inverts (book and trade-flow imbalance now predict the
+opposite move, as strongly) and spreads widen by ``REGIME_SPREAD_TICKS``. Arrivals, sizes
+and trades are drawn exactly as without it, so the first regime's rows are the same.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ import polars as pl
 from numba import njit
 
 START_NS = 1_704_067_200 * 10**9  # 2024-01-01T00:00:00Z
+# a second regime's spreads widen by this many ticks: well outside the first regime's
+# 1 to 4, so a spread feature's training bins see it at once
+REGIME_SPREAD_TICKS = 3
 
 
 @dataclass(frozen=True)
@@ -51,7 +59,7 @@ def _decimals(step: float) -> int:
 
 
 def generate_symbol(spec: SampleSymbol, index: int, hours: float, quote_interval_ms: float,
-                    seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:  # fmt: skip
+                    seed: int, regime_change_at: float | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:  # fmt: skip
     rng = np.random.default_rng([seed, index])
     n = int(hours * 3600 * 1000 / quote_interval_ms)
     # bursty arrivals: exponential gaps scaled by a slow log-normal regime
@@ -69,9 +77,15 @@ def generate_symbol(spec: SampleSymbol, index: int, hours: float, quote_interval
     # the pressure leads the next moves with a drift worth 6% of one interval's noise:
     # over the pressure's ~50-quote memory that is a real edge, but a small one
     drift = 0.06 * sigma * pressure
+    changed = np.zeros(n, np.bool_)
+    if regime_change_at is not None:
+        changed = ts >= START_NS + int(hours * 3600e9 * regime_change_at)
+        drift = np.where(changed, -drift, drift)
     logret = drift + sigma * rng.standard_normal(n)
     fair = spec.price * np.exp(np.cumsum(logret))
     spread_ticks = 1 + np.minimum(3, rng.poisson(0.4 * regime))
+    if regime_change_at is not None:
+        spread_ticks = spread_ticks + REGIME_SPREAD_TICKS * changed
     tick = spec.tick_size
     bid_ticks = np.floor(fair / tick - spread_ticks / 2.0)
     dec = _decimals(tick)
@@ -110,19 +124,30 @@ def generate_symbol(spec: SampleSymbol, index: int, hours: float, quote_interval
 
 
 def generate(out_dir: str | Path, *, symbols: int = 3, hours: float = 24.0,
-             quote_interval_ms: float = 50.0, seed: int = 7) -> tuple[Path, Path]:  # fmt: skip
+             quote_interval_ms: float = 50.0, seed: int = 7,
+             regime_change_at: float | None = None) -> tuple[Path, Path]:  # fmt: skip
     """Write ``quotes.parquet`` and ``trades.parquet`` (all symbols, time-ordered).
 
     Same arguments, same bytes.
+
+    Args:
+        regime_change_at: share of the span (0 to 1) after which the second regime holds:
+            the order-flow pressure's lead on the mid inverts and spreads widen by
+            ``REGIME_SPREAD_TICKS``. None (the default): one regime throughout.
+
+    Raises:
+        ValueError: an argument out of range.
     """
     if not 1 <= symbols <= len(SYMBOLS):
         raise ValueError(f"symbols must be 1..{len(SYMBOLS)}")
     if hours <= 0 or quote_interval_ms <= 0:
         raise ValueError("hours and quote_interval_ms must be > 0")
+    if regime_change_at is not None and not 0.0 <= regime_change_at <= 1.0:
+        raise ValueError("regime_change_at must be in [0, 1]")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     parts = [
-        generate_symbol(s, i, hours, quote_interval_ms, seed)
+        generate_symbol(s, i, hours, quote_interval_ms, seed, regime_change_at)
         for i, s in enumerate(SYMBOLS[:symbols])
     ]
     quotes = pl.concat([q for q, _ in parts]).sort("ts_event", maintain_order=True)
