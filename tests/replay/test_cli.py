@@ -60,6 +60,11 @@ def test_cli_replay_writes_full_run_folder(
             ["replay", "{data}", "--config", "{tmp}/missing.toml", "--out", "{tmp}/o"],
             "cannot read config",
         ),
+        (["replay", "--out", "{tmp}/o"], "give a data folder or file, or --quotes/--trades"),
+        (["replay", "{data}", "--columns", "mid=m", "--out", "{tmp}/o"], "'mid' is not a tick"),
+        (["replay", "{data}", "--start", "yesterday", "--out", "{tmp}/o"], "neither ISO-8601"),
+        (["replay", "--quotes", "{tmp}/nope.csv", "--out", "{tmp}/o"], "no such file"),
+        (["init", "{tmp}", "--out", "{tmp}/c.toml"], "no tick files found"),
     ],
 )
 def test_cli_user_errors_print_one_line_and_exit_2(
