@@ -88,13 +88,45 @@ class ReplayConfig(_Strict, frozen=True):
 class TrainConfig(_Strict, frozen=True):
     """``[train]``: dataset, label, walk-forward split and model for ``tradeloop train``.
 
-    ``features``: the model's inputs (default: every feature of the set). Rows are the
-    first quote of each instrument in every ``sample_interval``. The label is the forward
-    mid log-return over ``horizon``; ``embargo`` defaults to the horizon and may not be
-    shorter. The LightGBM bounds are LightGBM's own (``1 < num_leaves <= 131072``, a
-    32-bit seed) or where a value stops making sense: a dead zone of 1000 bps (10 %)
-    drops every row at any trading horizon, and 0.9 of the rows for validation leaves
-    too few to fit on.
+    Every key, with its default:
+
+    - ``model = "lightgbm"``: ``"lightgbm"`` (gradient-boosted trees, compared out of
+      sample with a logistic baseline) or ``"logistic"`` (the baseline itself, written as
+      a linear model folder; replay it with ``[model] kind = "linear"``).
+    - ``features = []``: the model's inputs, names from ``[[features]]``; empty means
+      every feature of the set.
+    - ``horizon = "2s"``: the label is the forward mid log-return over this horizon.
+    - ``label = "classification"``: ``"classification"`` (up or not, a probability) or
+      ``"regression"`` (the return in bps, a raw score).
+    - ``dead_zone_bps = 0.0``: classification only; rows whose forward return is within
+      this many bps of 0 have no class and are not fit on (0: an unchanged mid is the
+      only unlabelled return). 0 to 1000: 1000 bps (10 %) drops every row at any
+      trading horizon.
+    - ``sample_interval = "250ms"``: one row per instrument per interval, its first quote.
+    - ``folds = 4``: walk-forward folds (2 to 100); the data's span is cut into
+      ``folds + 1`` blocks and fold k tests on block k + 1.
+    - ``validation_fraction = 0.2``: the last share of each fold's fit rows that LightGBM
+      stops early on (above 0, below 0.9, which leaves too few to fit on).
+    - ``embargo``: default the horizon, and may not be shorter; the gap kept between
+      training labels and each block a model is evaluated on.
+    - ``num_leaves = 15``: LightGBM's leaves per tree (2 to 131072, LightGBM's range).
+    - ``learning_rate = 0.05``: LightGBM's shrinkage (above 0, at most 1).
+    - ``max_rounds = 300``: at most this many trees per fold (1 to 100000).
+    - ``early_stopping_rounds = 30``: stop a fold after this many trees without a better
+      validation loss (1 to 100000).
+    - ``min_data_in_leaf``: default automatic, a fortieth of the rows the model is fit
+      on, between 5 and 200 (``replay.training.min_data_in_leaf``); an integer (1 to 10000000)
+      fixes it. A fixed 200 cannot split a tree on the few hundred rows a fold of a
+      few minutes' data has, so every fold stopped at its first, constant tree.
+    - ``seed = 7``: LightGBM's seed (a 32-bit int, 0 to 2**31 - 1); training is
+      single-threaded and deterministic, so a seed gives the same model bytes.
+    - ``suspicious_auc = 0.9``: an out-of-sample AUC above it is flagged as probable
+      leakage (0.5 to 1).
+
+    Training warns (manifest ``warnings``, printed by ``tradeloop train``, listed in the
+    training report) when LightGBM is no better than the logistic baseline out of
+    sample, when a fold degenerates (best iteration 1, or one class predicted on all its
+    test rows), and when a third or more of the rows with features have no label.
     """
 
     model: Literal["lightgbm", "logistic"] = "lightgbm"
@@ -110,7 +142,7 @@ class TrainConfig(_Strict, frozen=True):
     learning_rate: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 0.05
     max_rounds: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 300
     early_stopping_rounds: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 30
-    min_data_in_leaf: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 200
+    min_data_in_leaf: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] | None = None
     seed: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)] = 7
     suspicious_auc: Annotated[float, msgspec.Meta(ge=0.5, le=1.0)] = 0.9
 

@@ -32,6 +32,14 @@ Degenerate folds: a metric that is undefined on a fold (no labelled rows, one cl
 "up" prediction, a constant score) is ``None``, never NaN. A fold that cannot be fit
 (too few rows, one class in its training window) is skipped with a warning in the
 manifest.
+
+Warnings a user can act on (manifest ``warnings``, printed by ``tradeloop train`` and
+listed in the report): LightGBM no better than the logistic baseline out of sample (AUC
+not above the baseline's), a degenerate fold (best iteration 1: early stopping kept only
+the first tree; or one class predicted on every test row), and a third or more of the
+rows with features unlabelled (no forward quote in time, or inside the dead zone).
+
+Counts (rows, iterations, nanoseconds) are written as JSON integers.
 """
 
 from __future__ import annotations
@@ -70,12 +78,15 @@ from replay.dataset import Dataset, ExtraColumn, build_dataset
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
-Metrics = dict[str, float | None]
+Metrics = dict[str, float | int | None]
 
 # below these a fold's fit or its scores say nothing; the fold is skipped with a warning
 MIN_TRAIN_ROWS = 50
 MIN_VALIDATION_ROWS = 10
 MIN_TEST_ROWS = 10
+# a third or more of the rows unlabelled: the label (horizon, dead zone, tolerance) does
+# not fit the data, and the metrics rest on the remaining few
+UNLABELED_WARN_FRACTION = 1 / 3
 
 
 def _ranks(x: F64) -> F64:
@@ -129,8 +140,9 @@ def classification_metrics(score: F64, fwd: F64, dead_zone: float, threshold: fl
     pred = (score[labeled] >= threshold).astype(np.int64)
     tp = int(((pred == 1) & (y == 1)).sum())
     return {
-        "rows": float(score.shape[0]),
-        "labeled_rows": float(y.shape[0]),
+        "rows": int(score.shape[0]),
+        "labeled_rows": int(y.shape[0]),
+        "predicted_up_rows": int((score >= threshold).sum()),
         "accuracy": _ratio(int((pred == y).sum()), int(y.shape[0])),
         "precision": _ratio(tp, int(pred.sum())),
         "recall": _ratio(tp, int(y.sum())),
@@ -163,15 +175,25 @@ def fit_logistic(
     return weights, float(w[-1] - np.dot(weights, mu))
 
 
-def lightgbm_params(cfg: Config, objective: str) -> dict[str, Any]:
-    """LightGBM parameters for every fit: single-threaded and deterministic, so the same
-    rows give the same model bytes."""
+def min_data_in_leaf(cfg: Config, rows: int) -> int:
+    """LightGBM's ``min_data_in_leaf`` for a fit on ``rows`` rows: ``[train]``'s value if
+    set, else a fortieth of the rows between 5 and 200. 200 (from 8,000 rows on) keeps
+    leaves from fitting noise on long data; a fixed 200 cannot split at all on the 100 to
+    500 rows a fold of a few minutes has, so each fold stopped at one constant tree. 5
+    still lets a 15-leaf tree split 100 rows."""
+    fixed = cfg.train.min_data_in_leaf
+    return fixed if fixed is not None else max(5, min(200, rows // 40))
+
+
+def lightgbm_params(cfg: Config, objective: str, rows: int = 0) -> dict[str, Any]:
+    """LightGBM parameters for a fit on ``rows`` rows: single-threaded and deterministic,
+    so the same rows give the same model bytes."""
     t = cfg.train
     return {
         "objective": objective,
         "num_leaves": t.num_leaves,
         "learning_rate": t.learning_rate,
-        "min_data_in_leaf": t.min_data_in_leaf,
+        "min_data_in_leaf": min_data_in_leaf(cfg, rows),
         "feature_fraction": 0.9,
         "bagging_fraction": 0.8,
         "bagging_freq": 1,
@@ -307,7 +329,7 @@ def _fit(
         if not classify:
             raise ModelError("the logistic baseline needs label = 'classification'")
         return TrainedModel(linear=fit_logistic(Xtr, ytr.astype(np.int64)))
-    params = lightgbm_params(cfg, "binary" if classify else "regression")
+    params = lightgbm_params(cfg, "binary" if classify else "regression", int(train.shape[0]))
     dtrain = lgb.Dataset(Xtr, ytr, feature_name=ds.feature_names, free_raw_data=False)
     if validation is None:
         booster = lgb.train(params, dtrain, num_boost_round=rounds)
@@ -349,7 +371,9 @@ def walk_forward(
         model = _fit(cfg, ds, kind, s.train, s.validation)
         score = model.predict(ds.X[s.test])
         metrics = classification_metrics(score, ds.forward_return[s.test], dz, threshold)
-        metrics["purged_rows"] = float(s.purged_rows)
+        metrics["purged_rows"] = s.purged_rows
+        if kind == "lightgbm":
+            metrics["min_data_in_leaf"] = min_data_in_leaf(cfg, int(s.train.shape[0]))
         scores.append(score)
         forwards.append(ds.forward_return[s.test])
         folds.append(
@@ -429,6 +453,17 @@ def train(
     if t.model == "lightgbm" and t.label == "classification":
         _, b_score, b_fwd = walk_forward(cfg, ds, "logistic", splits, progress)
         baseline = classification_metrics(b_score, b_fwd, dz, 0.5)
+    warnings += baseline_warnings(overall, baseline)
+    warnings += fold_warnings(t.model, folds)
+    unlabeled, with_features = unlabeled_rows(cfg, ds)
+    if with_features and unlabeled >= UNLABELED_WARN_FRACTION * with_features:
+        warnings.append(
+            f"{unlabeled:,} of {with_features:,} rows with features ({unlabeled / with_features:.0%}) "
+            f"have no label (no quote within {ds.label_tolerance_ns / 1e9:g}s after the "
+            f"{t.horizon_ns / 1e9:g}s horizon, or a return within the {t.dead_zone_bps:g} bps "
+            "dead zone, e.g. an unchanged mid): the metrics rest on the rest; a longer "
+            "horizon labels more rows"
+        )
     oos_auc = overall["auc"]
     if oos_auc is not None and oos_auc > t.suspicious_auc:
         warnings.append(
@@ -479,16 +514,29 @@ def train(
         )
     # dataset and final-fit facts ride in ``metrics`` until the manifest has a home for them
     facts: Metrics = {
-        "data_rows": float(len(ds)),
-        "data_usable_rows": float(usable.shape[0]),
-        "data_late_label_rows": float(ds.late_label_rows),
-        "data_label_tolerance_ns": float(ds.label_tolerance_ns),
-        "final_fit_rows": float(fit_rows.shape[0]),
-        "final_iterations": float(final.iterations),
+        "data_rows": len(ds),
+        "data_usable_rows": int(usable.shape[0]),
+        "data_unlabeled_rows": unlabeled,
+        "data_late_label_rows": int(ds.late_label_rows),
+        "data_label_tolerance_ns": int(ds.label_tolerance_ns),
+        "final_fit_rows": int(fit_rows.shape[0]),
+        "final_iterations": int(final.iterations),
     }
+    if final.booster is not None:
+        facts["final_min_data_in_leaf"] = min_data_in_leaf(cfg, int(fit_rows.shape[0]))
+    kind = "lightgbm" if final.booster is not None else "linear"
+    if (
+        cfg.model is not None
+        and cfg.model.kind in ("lightgbm", "linear")
+        and cfg.model.kind != kind
+    ):
+        warnings.append(
+            f"this is a {kind} model folder: replay it with [model] kind = {kind!r} "
+            f"(the config says {cfg.model.kind!r})"
+        )
     manifest = Manifest(
         name=folder.name,
-        kind="lightgbm" if final.booster is not None else "linear",
+        kind=kind,
         model_file=model_file,
         model_sha256=sha256_file(folder / model_file),
         output=output,
@@ -519,6 +567,62 @@ def train(
     write_manifest(folder, manifest)
     _write_report(folder, manifest, oos_score, oos_fwd)
     return TrainResult(manifest, folder, oos_score, oos_fwd, baseline)
+
+
+def baseline_warnings(overall: Metrics, baseline: Metrics) -> list[str]:
+    """A warning when the model's out-of-sample AUC is not above the logistic baseline's
+    (both defined); nothing without a baseline."""
+    ours, theirs = overall.get("auc"), baseline.get("auc")
+    if ours is None or theirs is None or ours > theirs:
+        return []
+    return [
+        f"out-of-sample AUC {ours:.3f} is no better than the logistic baseline's "
+        f"{theirs:.3f}: the trees add nothing the linear model lacks on this data; "
+        'more data, or model = "logistic"'
+    ]
+
+
+def fold_warnings(kind: str, folds: list[FoldReport]) -> list[str]:
+    """A warning per degenerate fold: LightGBM's best iteration 1 (early stopping kept
+    only the first tree: nothing learnt), or every test row scored as one class."""
+    out: list[str] = []
+    for f in folds:
+        if kind == "lightgbm" and f.best_iteration <= 1:
+            out.append(
+                f"fold {f.fold}: best iteration {f.best_iteration} of {f.train_rows:,} training "
+                f"rows (min_data_in_leaf {_count(f.metrics.get('min_data_in_leaf'))}): no tree "
+                "after the first improved the validation loss, the fold learnt nothing"
+            )
+        up, rows = f.metrics.get("predicted_up_rows"), f.metrics.get("rows")
+        if up is not None and rows and up in (0, rows):
+            side = "up" if up else "not up"
+            out.append(
+                f"fold {f.fold}: every one of its {int(rows):,} test rows predicted {side!r}"
+            )
+    return out
+
+
+def unlabeled_rows(cfg: Config, ds: Dataset) -> tuple[int, int]:
+    """Rows with every feature but no label (no forward quote in time, or for
+    classification a return inside the dead zone), and rows with every feature."""
+    with_features = ~np.isnan(ds.X).any(axis=1)
+    fwd = ds.forward_return[with_features]
+    labeled = ~np.isnan(fwd)
+    if cfg.train.label == "classification":
+        labeled &= np.abs(np.nan_to_num(fwd)) > cfg.train.dead_zone_bps * 1e-4
+    n = int(with_features.sum())
+    return n - int(labeled.sum()), n
+
+
+def score_deciles(score: F64) -> I64:
+    """Each score's decile 0-9 by rank, ties broken by row order: every decile holds a
+    tenth of the rows (to one row) however many scores tie, where quantile edges of a
+    score with few distinct values repeat and leave empty deciles."""
+    n = score.shape[0]
+    order = np.lexsort((np.arange(n), score))
+    deciles = np.empty(n, np.int64)
+    deciles[order] = np.arange(n) * 10 // max(n, 1)
+    return deciles
 
 
 def monitor_reference(cfg: Config, ds: Dataset, rows: I64, model: TrainedModel) -> MonitorReference:
@@ -575,16 +679,20 @@ def _write_report(folder: Path, m: Manifest, score: F64, fwd: F64) -> None:
     names = list(m.feature_importance)
     axes[0].barh(names, [m.feature_importance[n] for n in names], color="#1f5fa8")
     axes[0].set_title("feature importance (final model)")
-    deciles = np.quantile(score, np.linspace(0, 1, 11))
-    bucket = np.clip(np.searchsorted(deciles, score, side="right") - 1, 0, 9)
+    bucket = score_deciles(score)
     mean_bps = [
         float(np.mean(fwd[bucket == d]) * 1e4) if np.any(bucket == d) else 0.0 for d in range(10)
     ]
+    distinct = np.unique(score).shape[0]
     axes[1].bar(range(1, 11), mean_bps, color=["#c0392b" if v < 0 else "#27ae60" for v in mean_bps])
     axes[1].set_title(
         f"out-of-sample forward return by score decile (IC {_fmt(m.metrics.get('oos_ic'))})"
     )
-    axes[1].set_xlabel("score decile")
+    axes[1].set_xlabel(
+        "score decile (by rank; ties split in time order)"
+        if distinct < score.shape[0]
+        else "score decile"
+    )
     axes[1].set_ylabel(f"mean forward return over {m.label.horizon_ns / 1e9:g}s, bps")
     fig.tight_layout()
     buf = io.BytesIO()
@@ -593,10 +701,12 @@ def _write_report(folder: Path, m: Manifest, score: F64, fwd: F64) -> None:
     png = buf.getvalue()
     (folder / "training_report.png").write_bytes(png)
 
-    keys = ["accuracy", "precision", "recall", "auc", "ic", "purged_rows"]
+    keys = ["accuracy", "precision", "recall", "auc", "ic"]
+    counts = ["labeled_rows", "predicted_up_rows", "purged_rows", "min_data_in_leaf"]
     fold_rows = "".join(
         f"<tr><td>{f.fold}</td><td>{f.train_rows}</td><td>{f.test_rows}</td><td>{f.best_iteration}</td>"
         + "".join(f"<td>{_fmt(f.metrics.get(k))}</td>" for k in keys)
+        + "".join(f"<td>{_count(f.metrics.get(k))}</td>" for k in counts)
         + "</tr>"
         for f in m.folds
     )
@@ -608,12 +718,14 @@ def _write_report(folder: Path, m: Manifest, score: F64, fwd: F64) -> None:
     mx = m.metrics
     data = (
         f"<p>{_count(mx.get('data_rows'))} sampled rows, {_count(mx.get('data_usable_rows'))} usable "
+        f"({_count(mx.get('data_unlabeled_rows'))} with features but no label) "
         f"(every feature and a label); {_count(mx.get('data_late_label_rows'))} dropped because the "
         f"label's forward quote came more than {_seconds(mx.get('data_label_tolerance_ns'))} after "
         f"t + {m.label.horizon_ns / 1e9:g}s. Final model: refit on all "
         f"{_count(mx.get('final_fit_rows'))} fit rows from {m.train_range.start_ns} to "
         f"{m.train_range.end_ns} ns, {_count(mx.get('final_iterations'))} iterations (median of "
-        "the folds' early-stopped best iterations; 0 for the logistic model).</p>"
+        "the folds' early-stopped best iterations; 0 for the logistic model), min_data_in_leaf "
+        f"{_count(mx.get('final_min_data_in_leaf'))}.</p>"
     )
     warn = "".join(f"<li><b>{html.escape(w)}</b></li>" for w in m.warnings) or "<li>none</li>"
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>training report {html.escape(m.name)}</title>
@@ -627,7 +739,7 @@ model sha256 <code>{m.model_sha256[:16]}</code></p>
 <h2>Warnings</h2><ul>{warn}</ul>
 <img src="data:image/png;base64,{base64.b64encode(png).decode()}" style="width:100%">
 <h2>Walk-forward folds (purged by label end, embargoed)</h2><table><tr><th>fold</th><th>train rows</th>
-<th>test rows</th><th>best iteration</th>{"".join(f"<th>{k}</th>" for k in keys)}</tr>{fold_rows}</table>
+<th>test rows</th><th>best iteration</th>{"".join(f"<th>{k}</th>" for k in keys + counts)}</tr>{fold_rows}</table>
 <h2>Out-of-sample, all folds</h2><table>{overall}</table>
 <p>n/a: undefined on these rows (no labelled row, one class, no "up" prediction, or a constant score).</p>
 </body></html>"""
@@ -635,6 +747,8 @@ model sha256 <code>{m.model_sha256[:16]}</code></p>
 
 
 def _fmt(v: float | None) -> str:
+    if isinstance(v, int):
+        return f"{v:,}"
     return "n/a" if v is None or v != v else f"{v:.4f}"
 
 
