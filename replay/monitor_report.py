@@ -1,12 +1,17 @@
 """The model monitor's part of a run folder: ``monitor.json`` (every figure, their
 definitions and the history at each check) and ``monitor.png`` (IC and hit ratio over
-time, PSI of each series against its calibrated threshold, calibration)."""
+time, PSI of each series against its calibrated threshold, calibration); and the
+monitor page, ``monitor.html`` and ``monitor_page.png``, drawn from ``monitor.json`` with
+the trading-state changes and promotions on one timeline (``tradeloop monitor-report``)."""
 
 from __future__ import annotations
 
+import base64
+import html
 import io
 import json
 import math
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -129,3 +134,211 @@ def _plot(doc: dict[str, Any]) -> bytes:
 
 def _nan(x: float | None) -> float:
     return float("nan") if x is None else x
+
+
+def write_monitor_page(
+    doc: dict[str, Any],
+    out_dir: str | Path,
+    *,
+    states: list[dict[str, Any]] | None = None,
+    promotions: list[dict[str, Any]] | None = None,
+    title: str = "",
+) -> list[Path]:
+    """Write ``monitor.html`` (self-contained: the figure inlined) and ``monitor_page.png``
+    into ``out_dir`` from a ``monitor.json`` document; returns their paths.
+
+    Args:
+        doc: what ``monitor_document`` returns (or ``monitor.json`` read back).
+        states: trading-state changes, each with ``ts_event``, ``state`` and ``reason``.
+        promotions: model promotions and rollbacks, each with ``ts_ns``, ``action``,
+            ``alias``, ``version`` and ``reason``.
+        title: the page's heading (what was monitored).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    doc = _clean(doc)
+    states = list(states or [])
+    promotions = list(promotions or [])
+    png = _plot_page(doc, states, promotions)
+    png_path = out / "monitor_page.png"
+    png_path.write_bytes(png)
+    html_path = out / "monitor.html"
+    html_path.write_text(_page_html(doc, states, promotions, png, title))
+    return [html_path, png_path]
+
+
+def _origin(doc: dict[str, Any], states: list[dict[str, Any]]) -> int:
+    times = [p["ts"] for p in doc["history"]["performance"][:1]]
+    times += [d["ts"] for d in doc["history"]["drift"][:1]]
+    times += [a["ts"] for a in doc["alarms"]["events"]] + [s["ts_event"] for s in states]
+    return min(times) if times else 0
+
+
+def _plot_page(
+    doc: dict[str, Any], states: list[dict[str, Any]], promotions: list[dict[str, Any]]
+) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t0 = _origin(doc, states)
+    fig, axes = plt.subplots(2, 2, figsize=(14, 8))
+    ax = axes[0][0]
+    perf = doc["history"]["performance"]
+    if perf:
+        minutes = [(p["ts"] - t0) / 60e9 for p in perf]
+        ax.plot(minutes, [_nan(p["ic"]) for p in perf], label="IC", color="#1f5fa8")
+        ax.plot(minutes, [_nan(p["hit_ratio"]) for p in perf], label="hit ratio", color="#27ae60")
+    for key, color, name in (("oos_ic", "#1f5fa8", "IC"), ("oos_accuracy", "#27ae60", "accuracy")):
+        value = doc["training"].get(key)
+        if value is not None:
+            ax.axhline(value, color=color, ls=":", label=f"training {name} (out of sample)")
+    ax.axhline(0.0, color="#888", lw=0.5)
+    ax.set_title(f"rolling IC and hit ratio (last {doc['window']} scored predictions)")
+    ax.set_xlabel("minutes")
+    ax.legend(fontsize=7)
+    ax = axes[0][1]
+    buckets = [b for b in doc["performance"]["calibration"] if b["rows"]]
+    if buckets:
+        ax.plot([b["mean_score"] for b in buckets], [b["realized"] for b in buckets], "o-",
+                color="#1f5fa8", label="last window")  # fmt: skip
+        if doc["output"] == "probability":
+            lo = min(b["mean_score"] for b in buckets)
+            hi = max(b["mean_score"] for b in buckets)
+            ax.plot([lo, hi], [lo, hi], color="#888", ls=":", label="perfect calibration")
+        ax.legend(fontsize=7)
+    ax.set_title(f"calibration ({doc['performance']['calibration_realized']})")
+    ax.set_xlabel("mean score in bucket")
+    ax = axes[1][0]
+    drift = doc["history"]["drift"]
+    series = doc["drift"].get("series", {})
+    if drift:
+        minutes = [(d["ts"] - t0) / 60e9 for d in drift]
+        for k, name in enumerate(series):
+            threshold = series[name]["threshold"]
+            ratio = [_nan(d["psi"][name]) / threshold if threshold else math.nan for d in drift]
+            ax.plot(minutes, ratio, label=name, color=plt.get_cmap("tab10")(k % 10), lw=0.8)
+        ax.axhline(1.0, color="#c0392b", ls="--", label="calibrated threshold")
+    ax.set_title("drift: PSI / calibrated threshold, per series")
+    ax.set_xlabel("minutes")
+    ax.legend(fontsize=7)
+    ax = axes[1][1]
+    rows = ["promotions", "trading state", *_KINDS]
+    for a in doc["alarms"]["events"]:
+        y = rows.index(a["kind"]) if a["kind"] in rows else len(rows) - 1
+        ax.plot(
+            (a["ts"] - t0) / 60e9, y, "v", color="#c0392b" if a["action"] != "notify" else "#e67e22"
+        )
+    for s in states:
+        ax.plot((s["ts_event"] - t0) / 60e9, 1, "s", color="#8e44ad")
+        ax.annotate(s["state"], ((s["ts_event"] - t0) / 60e9, 1), fontsize=7, rotation=30)
+    for p in promotions:
+        ax.plot((p["ts_ns"] - t0) / 60e9, 0, "^", color="#16a085")
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_ylim(-0.5, len(rows) - 0.5)
+    ax.set_title("alarms (red: acting, orange: notify), state changes, promotions")
+    ax.set_xlabel("minutes")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+_KINDS = ("gap", "drift", "low_ic", "accuracy", "losing_streak")
+
+
+def _when(ts: int) -> str:
+    return datetime.fromtimestamp(ts / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _fmt(x: Any) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return f"{x:.4g}"
+    return html.escape(str(x))
+
+
+def _table(header: list[str], rows: list[list[Any]], empty: str) -> str:
+    if not rows:
+        return f"<p>{empty}</p>"
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _page_html(
+    doc: dict[str, Any],
+    states: list[dict[str, Any]],
+    promotions: list[dict[str, Any]],
+    png: bytes,
+    title: str,
+) -> str:
+    perf = doc["performance"]
+    drift = doc["drift"]
+    figures = _table(
+        ["figure", "last window", "training (out of sample)"],
+        [
+            ["IC", perf["ic"], doc["training"].get("oos_ic")],
+            ["hit ratio", perf["hit_ratio"], doc["training"].get("oos_accuracy")],
+            ["Brier score", perf["brier"], None],
+            ["expected calibration error", perf["ece"], None],
+            ["scored predictions", doc["predictions"]["scored"], None],
+        ],
+        "",
+    )
+    calibration = _table(
+        ["score from", "score to", "rows", "mean score", "realized"],
+        [[b["low"], b["high"], b["rows"], b["mean_score"], b["realized"]]
+         for b in perf["calibration"]],
+        "no calibration buckets",
+    )  # fmt: skip
+    series = drift.get("series", {})
+    drift_rows = [
+        [name, s["psi"], s["max_psi"], s["threshold"],
+         "yes" if s["threshold"] is not None and (s["max_psi"] or 0.0) > s["threshold"] else "no",
+         s["training_conventional_false_alarm_rates"].get("0.1"),
+         s["training_conventional_false_alarm_rates"].get("0.25")]
+        for name, s in series.items()
+    ]  # fmt: skip
+    drift_note = (
+        f"over the last {drift['window']} samples; thresholds calibrated on training windows "
+        f"for a family false-alarm rate of {drift['configured_false_alarm_rate']:g} "
+        f"(measured on training: {_fmt(drift['training_false_alarm_rate'])}); the "
+        "conventional 0.1 / 0.25 columns give how often training windows exceed them"
+        if drift.get("enabled") and "window" in drift
+        else "drift monitoring off (the model's manifest has no reference bins)"
+    )
+    drift_table = _table(
+        ["series", "PSI now", "max PSI", "calibrated threshold", "exceeded",
+         "training windows > 0.1", "training windows > 0.25"],
+        drift_rows, "no drift figures",
+    )  # fmt: skip
+    timeline = sorted(
+        [(a["ts"], "alarm", f"{a['kind']} ({a['action']})", a["message"])
+         for a in doc["alarms"]["events"]]
+        + [(s["ts_event"], "trading state", s["state"], s.get("reason", "")) for s in states]
+        + [(p["ts_ns"], p["action"], f"{p.get('alias') or ''} {p['version'][:12]}",
+            p.get("reason", "")) for p in promotions],
+        key=lambda r: r[0],
+    )  # fmt: skip
+    events = _table(
+        ["time (UTC)", "event", "what", "detail"],
+        [[_when(t), k, w, d] for t, k, w, d in timeline],
+        "no alarms, state changes or promotions",
+    )
+    image = base64.b64encode(png).decode()
+    heading = html.escape(title or f"model monitor: {doc['model']}")
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{heading}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;margin-bottom:1em}}td,th{{border:1px solid #ccc;padding:2px 8px;font-size:13px;text-align:left}}</style></head><body>
+<h1>{heading}</h1>
+<p>model {html.escape(str(doc["model"]))} ({html.escape(str(doc["output"]))}), horizon {doc["horizon_ns"] / 1e9:g} s, window {doc["window"]} scored predictions, checked every {doc["check_every"]}</p>
+<img alt="monitor figures" src="data:image/png;base64,{image}">
+<h2 id="performance">Rolling IC and accuracy</h2>{figures}
+<h2 id="calibration">Calibration</h2><p>realized: {html.escape(perf["calibration_realized"])}</p>{calibration}
+<h2 id="drift">Drift per feature</h2><p>{drift_note}</p>{drift_table}
+<h2 id="timeline">Alarms, trading-state changes and promotions</h2>{events}
+</body></html>
+"""
