@@ -181,7 +181,12 @@ def position(daemon: Daemon) -> float:
 
 
 async def online(daemon: Daemon) -> None:
+    """Connected, and (live) the first start's background reconciliation over: answered or
+    given up, so that it does not settle an order the test wants the reports to settle."""
     await until(lambda: daemon.session is not None, timeout=15)
+    if daemon.config.mode == "live":
+        done = daemon.reconciliation
+        await until(lambda: done["runs"] + done["failed"] >= 1, timeout=15)
 
 
 # an OMS that answers late, twice, out of order, never
