@@ -266,22 +266,51 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
+# position panels drawn; more instruments than this are listed in the last panel's title
+_MAX_POSITION_PANELS = 6
+_MAX_OUTLINED_FILLS = 400
+
+
 def plot_png(
     equity: pl.DataFrame,
     fills: pl.DataFrame,
     title: str,
     states: Sequence[tuple[int, str]] | None = None,
 ) -> bytes:
+    """Equity, drawdown (%) and one position panel per traded instrument (most fills
+    first): a step line of the position's notional at its fill price, from flat at the
+    start to the last position at the end, long shaded green and short red."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(3, 1, figsize=(11, 8), sharex=True,
-                             gridspec_kw={"height_ratios": [3, 1.3, 1.7]})  # fmt: skip
+    symbols: list[str] = []
+    if fills.height:
+        counts = fills["instrument"].value_counts()
+        symbols = [
+            s
+            for _, s in sorted(
+                zip(
+                    (-counts["count"].cast(pl.Int64)).to_list(),
+                    counts["instrument"].to_list(),
+                    strict=True,
+                )
+            )
+        ]
+    shown = symbols[:_MAX_POSITION_PANELS]
+    panels = max(1, len(shown))
+    fig, axes = plt.subplots(
+        2 + panels,
+        1,
+        figsize=(11, 5.5 + 1.25 * panels),
+        sharex=True,
+        gridspec_kw={"height_ratios": [3, 1.3] + [1.0] * panels},
+    )
     t = (equity["ts_event"].to_numpy() - (equity["ts_event"][0] if equity.height else 0)) / 3.6e12
     axes[0].plot(t, equity["equity"].to_numpy(), lw=1.0, color="#1f5fa8")
     axes[0].set_ylabel("equity")
+    axes[0].ticklabel_format(axis="y", useOffset=False, style="plain")  # not "+1e5" and offsets
     axes[0].set_title(title)
     axes[1].fill_between(
         t, equity["drawdown"].to_numpy() * 100, 0, color="#c0392b", alpha=0.6, lw=0
@@ -289,26 +318,41 @@ def plot_png(
     axes[1].set_ylabel("drawdown %")
     t0 = equity["ts_event"][0] if equity.height else 0
     t_end = float(t[-1]) if equity.height else 0.0
-    for sym in sorted(set(fills["instrument"].to_list())):
+    for ax, sym in zip(axes[2:], shown, strict=False):
         f = fills.filter(pl.col("instrument") == sym)
-        # a step line per instrument from flat at the start to its last position at the
-        # end: the position held between fills is the level, not a line towards the next
+        # the position held between fills is the level, not a line towards the next fill
         x = np.concatenate([[0.0], (f["ts_event"].to_numpy() - t0) / 3.6e12, [t_end]])
         notional = f["position_after"].to_numpy() * f["price"].to_numpy()
         y = np.concatenate([[0.0], notional, notional[-1:]])
-        axes[2].step(x, y, where="post", lw=1.0, label=sym)
-    if fills.height:
-        axes[2].legend(loc="upper left", fontsize=8)
-    axes[2].axhline(0.0, color="k", lw=0.5)
-    axes[2].set_ylabel("position notional\n(qty x fill price)")
-    axes[2].set_xlabel("hours since start")
+        ax.fill_between(x, np.maximum(y, 0), 0, step="post", color="#27ae60", alpha=0.5, lw=0)
+        ax.fill_between(x, np.minimum(y, 0), 0, step="post", color="#c0392b", alpha=0.5, lw=0)
+        if f.height <= _MAX_OUTLINED_FILLS:  # beyond, the outline's verticals hide the shading
+            ax.step(x, y, where="post", lw=0.8, color="#333333")
+        ax.axhline(0.0, color="k", lw=0.5)
+        ax.set_ylabel(f"{sym}\nnotional", fontsize=9)
+    if not shown:
+        axes[2].set_ylabel("position")
+        axes[2].text(0.5, 0.5, "no fills", transform=axes[2].transAxes, ha="center")
+    elif len(symbols) > len(shown):
+        axes[-1].set_title(
+            f"{len(symbols) - len(shown)} more instruments traded: see trades.parquet", fontsize=8
+        )
+    axes[-1].set_xlabel("hours since start")
     colours = {"HALTED": "#c0392b", "REDUCE_ONLY": "#e67e22", "ACTIVE": "#27ae60"}
     for ts_state, state in states or []:
         x = (ts_state - t0) / 3.6e12
         for ax in axes:
             ax.axvline(x, color=colours.get(state, "k"), lw=1.2, ls="--")
-        axes[0].annotate(state, (x, 1.0), xycoords=("data", "axes fraction"), fontsize=8,
-                         color=colours.get(state, "k"), rotation=90, va="top", ha="right")  # fmt: skip
+        axes[0].annotate(
+            state,
+            (x, 1.0),
+            xycoords=("data", "axes fraction"),
+            fontsize=8,
+            color=colours.get(state, "k"),
+            rotation=90,
+            va="top",
+            ha="right",
+        )
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
