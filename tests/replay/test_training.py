@@ -75,7 +75,9 @@ def test_train_writes_a_complete_model_folder(trained: Path, sample_dir: Path) -
         assert key in m.metrics
     assert m.metrics["oos_ic"] > 0.0  # the sample's order-flow relation is learnable out of sample
     assert abs(sum(m.feature_importance.values()) - 1.0) < 1e-9
-    assert m.warnings == []
+    # the sample's relation is linear: the trees are no better than the logistic baseline,
+    # and training says so; nothing else is wrong with this data
+    assert [w for w in m.warnings if "logistic baseline" not in w] == []
 
 
 def test_walk_forward_folds_are_purged_and_ordered(trained: Path) -> None:
