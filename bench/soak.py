@@ -68,7 +68,7 @@ async def _online_since(broker: Broker, since_ns: int, timeout_s: float) -> floa
                 await c.subscribe(TOPICS.status, qos=1)
                 async with asyncio.timeout(1.0):
                     async for m in c.messages:
-                        s = decode_status(bytes(m.payload))  # type: ignore[arg-type]
+                        s = decode_status(bytes(m.payload))
                         if s.online and s.ts_ns >= since_ns:
                             return time.monotonic() - t0
         await asyncio.sleep(0.1)
