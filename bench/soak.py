@@ -191,7 +191,7 @@ async def soak(
                 "rate": rate,
                 "broker_restarts": broker_restarts,
                 "daemon_kills": daemon_kills,
-            },  # fmt: skip
+            },
             "wall_s": round(wall_s, 1),
             "quotes_published": published,
             "rate_reached_per_s": round(published / (len(events) + 1) / segment_s),
