@@ -235,6 +235,8 @@ def _plot_page(
         ax.annotate(s["state"], ((s["ts_event"] - t0) / 60e9, 1), fontsize=7, rotation=30)
     for p in promotions:
         ax.plot((p["ts_ns"] - t0) / 60e9, 0, "^", color="#16a085")
+    if perf or drift:  # the run's span, not just the events'
+        ax.set_xlim(axes[0][0].get_xlim() if perf else axes[1][0].get_xlim())
     ax.set_yticks(range(len(rows)), rows)
     ax.set_ylim(-0.5, len(rows) - 0.5)
     ax.set_title("alarms (red: acting, orange: notify), state changes, promotions")
