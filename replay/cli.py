@@ -22,6 +22,7 @@ from adapters.tools_cli import register as register_tools
 from engine.config import Config, config_from_dict, load_config
 from engine.errors import ConfigError, TradeloopError
 from engine.ticks import TickBatch
+from replay.monitor_cli import add_monitor_report_arguments
 from replay.registry_cli import add_models_commands
 from replay.sweep import add_sweep_arguments
 
@@ -212,6 +213,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
                                          out=str(out / "ml_replay"), batch_size=None))  # fmt: skip
 
 
+def _cmd_monitor_report(args: argparse.Namespace) -> int:
+    from replay.monitor_cli import cmd_monitor_report
+
+    return cmd_monitor_report(args)
+
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from replay.sweep import cmd_sweep
 
@@ -354,6 +361,13 @@ def build_parser() -> argparse.ArgumentParser:
     pa.set_defaults(func=_cmd_parity)
 
     add_models_commands(sub)
+
+    mr = sub.add_parser(
+        "monitor-report",
+        help="model monitor page (HTML + PNG) of a run folder or a live journal",
+    )
+    add_monitor_report_arguments(mr)
+    mr.set_defaults(func=_cmd_monitor_report)
 
     sw = sub.add_parser(
         "sweep",
