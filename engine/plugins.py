@@ -12,6 +12,7 @@ import msgspec
 from engine.config import ModelConfig, StrategyConfig
 from engine.errors import ModelError, PluginLoadError
 from engine.signals import LinearModel, LinearParams, SignalModel
+from engine.signals.manifest import read_manifest
 from engine.strategy import Strategy
 
 STRATEGY_GROUP = "tradeloop.strategies"
@@ -66,6 +67,13 @@ def load_model(config: ModelConfig) -> SignalModel:
     Raises:
         PluginLoadError: not found, bad params, or not a ``SignalModel``.
     """
+    if config.path and config.kind in ("lightgbm", "linear"):
+        # a trained folder says what it is: [model] kind need not repeat it
+        try:
+            kind = read_manifest(config.path).kind
+        except ModelError as exc:
+            raise PluginLoadError(config.name, str(exc)) from exc
+        config = msgspec.structs.replace(config, kind=kind)
     if config.kind == "linear" and config.path:
         try:
             return LinearModel.load(config.path, config.name if config.name != "model" else None)

@@ -525,15 +525,6 @@ def train(
     if final.booster is not None:
         facts["final_min_data_in_leaf"] = min_data_in_leaf(cfg, int(fit_rows.shape[0]))
     kind = "lightgbm" if final.booster is not None else "linear"
-    if (
-        cfg.model is not None
-        and cfg.model.kind in ("lightgbm", "linear")
-        and cfg.model.kind != kind
-    ):
-        warnings.append(
-            f"this is a {kind} model folder: replay it with [model] kind = {kind!r} "
-            f"(the config says {cfg.model.kind!r})"
-        )
     manifest = Manifest(
         name=folder.name,
         kind=kind,

@@ -213,9 +213,6 @@ def test_train_logistic_folder_names_the_kind_replay_loads_it_with(
     cfg = bundled_config(model="logistic")  # its [model] kind is "lightgbm"
     m = _train(cfg, sample_dir, out).manifest
     assert m.kind == "linear"
-    assert "this is a linear model folder: replay it with [model] kind = 'linear'" in " ".join(
-        m.warnings
-    )
     assert isinstance(LinearModel.load(str(out)), LinearModel)
     data = msgspec.to_builtins(bundled_config())
     data["model"] |= {"kind": "linear", "path": str(out)}
@@ -223,10 +220,6 @@ def test_train_logistic_folder_names_the_kind_replay_loads_it_with(
     assert run.engine.counters["signals"] > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine/plugins.load_model dispatches on [model] kind, not the folder's manifest kind",
-)
 def test_train_logistic_folder_replays_without_editing_model_kind(
     sample_dir: Path, tmp_path: Path
 ) -> None:
