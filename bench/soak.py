@@ -107,10 +107,11 @@ async def _publish(broker: Broker, rate: int, seconds: float) -> int:
 
 
 async def soak(
-    minutes: float, rate: int, broker_restarts: int, daemon_kills: int
+    minutes: float, rate: int, broker_restarts: int, daemon_kills: int, keep: Path | None = None
 ) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
+        folder = Path(tmp) if keep is None else keep
+        folder.mkdir(parents=True, exist_ok=True)
         broker, mosquitto = start_broker(folder)
         _env(broker)
         config = write_config(folder, broker.port, every=max(rate // 5, 2), rest=True)
@@ -221,8 +222,11 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=20_000)
     parser.add_argument("--broker-restarts", type=int, default=20)
     parser.add_argument("--daemon-kills", type=int, default=20)
+    parser.add_argument("--keep", type=Path, default=None, help="work in (and keep) this folder")
     args = parser.parse_args()
-    figures = asyncio.run(soak(args.minutes, args.rate, args.broker_restarts, args.daemon_kills))
+    figures = asyncio.run(
+        soak(args.minutes, args.rate, args.broker_restarts, args.daemon_kills, args.keep)
+    )
     figures["machine"] = f"{platform.machine()} {os.cpu_count()} cores, {platform.python_version()}"
     print(json.dumps(figures))
 
