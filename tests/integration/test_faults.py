@@ -475,7 +475,10 @@ async def test_command_topic_flooded_unsigned_and_forbidden_no_effect_daemon_kee
         refused = counters["commands_unauthenticated"]
         assert refused == 2 * FLOOD  # the forbidden user's never reached the daemon
         assert counters["messages_in_command"] == 2 * FLOOD
-        assert states(events) == [] and engine.risk.state == "ACTIVE"
+        # no command took effect: no operator claim, and orders went out after the flood
+        # (a feed that fell quiet under it may move the state through data loss and back)
+        operator = [e for e in events if isinstance(e, TradingState) and e.source == "operator"]
+        assert operator == [] and engine.risk.trading.claim("operator") == "ACTIVE"
         assert position(daemon) == oms.positions[SYMBOL]
         traded = oms.counters["orders"]
     commands = [r for r in FileJournalReader(tmp_path / "journal") if isinstance(r, CommandRecord)]

@@ -68,7 +68,8 @@ TS_FAULTS = {
     "iso": False,
     "spaces": False,
 }
-SYMBOL_FAULTS = {"unknown": True, "null": True, "empty": True, "spaces": False}
+# an unknown symbol is not bad data: an instrument is inferred for it, with a note
+SYMBOL_FAULTS = {"unknown": False, "null": True, "empty": True, "spaces": False}
 SIDE_FAULTS = {"up": True, "null": True, "zero": True, "short": False, "spaces": False}
 ROW_FAULTS = {"crossed": True, "ragged_short": True, "ragged_long": True, "not_utf8": True}
 # whole-file faults: None = the file may still be read; "error" = it must be refused
@@ -274,7 +275,7 @@ def tick_file(draw: st.DrawFn, kind: str) -> TickFile:
             f.must_refuse.add(row)
         # a row is tainted (its prices and time are not evidence of good data) unless the
         # fault is harmless: spaces, ISO text, "S", or a plausible size
-        harmless = fault in ("spaces", "iso", "short") or target.endswith("size")
+        harmless = fault in ("spaces", "iso", "short", "unknown") or target.endswith("size")
         if must or not harmless:
             f.tainted.add(row)
     return f
@@ -462,7 +463,13 @@ def run_cli(
     assert "Traceback" not in err and "panicked" not in err, err
     assert code in (0, 2), err
     if code == 2:
-        lines = err.splitlines()
+        # notes and warnings (skipped files, inferred instruments) may come first; the
+        # error itself is exactly one line
+        lines = [
+            line
+            for line in err.splitlines()
+            if not line.startswith(("tradeloop: note: ", "tradeloop: warning: "))
+        ]
         assert len(lines) == 1 and lines[0].startswith("tradeloop: error: "), err
         assert any(str(p) in lines[0] for p in files), err
         assert not out.exists(), "run folder written on error"
