@@ -779,6 +779,7 @@ class Daemon:
             None
         )
         self._reconcile_due: float | None = None
+        self._after_reconnect = False  # a reconciliation after a reconnect has not succeeded
         self._reconcile_retries = 0
         self._tasks: asyncio.TaskGroup | None = None
         warm_up(config, self.engine.strategy.thresholds())
@@ -1002,7 +1003,10 @@ class Daemon:
         result, asked, mark = self._reconcile_result
         self._reconcile_result = None
         if isinstance(result, AdapterError):
-            self._reconcile_failed(core, result, halt=False)
+            # after a reconnect nobody knows what became of the orders in flight: an OMS
+            # that does not answer halts trading as at a restart, and is asked again until
+            # it does (a fresh feed alone must not bring back ACTIVE on a wrong position)
+            self._reconcile_failed(core, result, halt=self._after_reconnect)
         else:
             self._apply_snapshot(core, result, asked, mark)
 
@@ -1033,6 +1037,7 @@ class Daemon:
         if command is not None:
             core.inject(ts, command, "command")
         self._reconcile_retries = 0
+        self._after_reconnect = False
         counts = self.reconciliation
         counts["runs"] += 1
         counts["missed_fills"] += len(fills)
@@ -1060,6 +1065,7 @@ class Daemon:
                 if self._reconcile_task is not None:  # asked over the lost connection
                     self._reconcile_task.cancel()
                     self._reconcile_task = None
+                self._after_reconnect = True
                 self._start_reconciliation(asked_open=True)
             while len(items) < MAX_TURN_ITEMS:
                 try:

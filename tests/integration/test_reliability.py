@@ -313,6 +313,52 @@ async def test_broker_killed_mid_session_loss_state_in_one_turn_reconciled_after
           f"the daemon in")  # fmt: skip
 
 
+@pytest.mark.asyncio
+async def test_broker_back_but_oms_silent_halts_until_it_answers(
+    daemon_env: Broker, tmp_path: Path
+) -> None:
+    """After a reconnect nobody knows what became of the orders in flight: an OMS that does
+    not answer the reconciliation keeps trading HALTED, a fresh feed notwithstanding, until
+    it answers."""
+    config = write_config(tmp_path, daemon_env.port, every=3)
+    oms = new_oms()
+    new_broker: subprocess.Popen[bytes] | None = None
+    try:
+        async with running(config) as daemon:
+            engine = daemon.engine
+            async with contextlib.AsyncExitStack() as old:  # they die with the broker
+                await old.enter_async_context(serving(daemon_env, oms))
+                feed = await old.enter_async_context(client(daemon_env))
+                async with asyncio.timeout(10):
+                    while oms.counters["fills"] < 1:
+                        await quote(feed)
+                        await asyncio.sleep(0.02)
+                await asyncio.sleep(0.3)
+                restart = asyncio.create_task(asyncio.to_thread(_restart_broker, daemon_env))
+                await until(lambda: engine.risk.state == "HALTED")
+                new_broker = await restart
+            async with client(daemon_env) as feed:  # the broker is back, the OMS is not
+                failed = daemon.reconciliation["failed"]
+                _open_gate(daemon_env, new_broker)
+                await until(lambda: daemon.reconciliation["failed"] > failed, timeout=20)
+                for _ in range(10):
+                    await quote(feed)
+                    await asyncio.sleep(0.05)
+                assert engine.risk.state == "HALTED"
+                assert engine.risk.trading.claim("operator") == "HALTED"
+            runs = daemon.reconciliation["runs"]
+            async with serving(daemon_env, oms), client(daemon_env) as feed:
+                await until(lambda: daemon.reconciliation["runs"] > runs, timeout=20)
+                await quote(feed)
+                await until(lambda: engine.risk.state == "ACTIVE", timeout=10)
+                assert engine.portfolio.positions.tolist() == [oms.positions[SYMBOL]]
+    finally:
+        if new_broker is not None:
+            new_broker.terminate()
+            new_broker.wait(5)
+    assert parity(tmp_path / "journal").ok
+
+
 # 3. crash recovery
 
 
