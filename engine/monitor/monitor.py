@@ -178,6 +178,11 @@ class ModelMonitor:
         self._queued: list[tuple[int, int, AlarmKind, str, int]] = []
         self._queued_next = 0
         self.trips = RoundTrips()
+        # a losing streak alarms again only once the model's round trips have made back
+        # the losses of the streak that alarmed (PnL back at its level before that streak):
+        # a model that keeps losing to costs raises one alarm, not one per streak
+        self._streak_rearm_pnl: float | None = None
+        self._streak_start_pnl = 0.0
         self.performance_history: deque[dict[str, Any]] = deque(maxlen=config.history or None)
         self.drift_history: deque[dict[str, Any]] = deque(maxlen=config.history or None)
 
@@ -218,12 +223,18 @@ class ModelMonitor:
     def __call__(self, event: Event) -> None:
         if not isinstance(event, Fill):
             return
-        for _ in self.trips.on_fill(event):
+        for trip_pnl in self.trips.on_fill(event):
+            if self.trips.losing_streak == 1:
+                self._streak_start_pnl = self.trips.pnl - trip_pnl
             k = self.config.losing_streak
             if k is None:
                 continue
             streak = self.trips.losing_streak
-            if streak == k:
+            rearm = self._streak_rearm_pnl
+            if rearm is not None and self.trips.pnl >= rearm:
+                self._streak_rearm_pnl = rearm = None
+            if streak == k and rearm is None:
+                self._streak_rearm_pnl = self._streak_start_pnl
                 self._fire("losing_streak", f"{streak} losing round trips in a row "
                            f"(last PnL {self.trips.pnl:.2f} in total)", event.ts_event)  # fmt: skip
 

@@ -269,3 +269,28 @@ def test_a_monitor_refuses_thresholds_calibrated_for_another_window() -> None:
     mon = ModelMonitor(config=MonitorConfig(drift_window=50), manifest=manifest(ref),
                        symbols=("X",), sample_interval_ns=1)  # fmt: skip
     assert mon.sample_interval_ns == 100  # the manifest's, as training sampled
+
+
+def test_losing_streak_alarms_once_until_the_model_makes_back_its_losses() -> None:
+    """A model that keeps losing to costs raises one alarm, not one per streak (the demo
+    raised 178 in two hours); after its round trips make back what they had at the alarm,
+    the next streak alarms again."""
+    cfg = MonitorConfig(losing_streak=2)
+    mon = ModelMonitor(config=cfg, manifest=manifest(), symbols=("X",), sample_interval_ns=100)
+    seq = iter(range(10_000))
+
+    def trip(pnl: float) -> None:
+        for side, price in (("buy", 100.0), ("sell", 100.0 + pnl)):
+            mon(Fill(ts_event=0, ts_recv=0, client_order_id="c", fill_id=f"f{next(seq)}",
+                     instrument="X", side=side, qty=1.0, price=price, fee=0.0,
+                     liquidity="taker"))  # type: ignore[arg-type]  # fmt: skip
+
+    for _ in range(3):  # three streaks of two losses, a small win between them
+        trip(-1.0)
+        trip(-1.0)
+        trip(0.5)
+    assert mon.alarm_counts["losing_streak"] == 1
+    trip(10.0)  # back above where it stood at the alarm
+    trip(-1.0)
+    trip(-1.0)
+    assert mon.alarm_counts["losing_streak"] == 2
