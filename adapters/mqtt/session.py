@@ -402,6 +402,7 @@ class MqttSession:
             try:
                 feed = await self._connect_feed_first() if self._split_feed else None
             except BaseException:
+                self._writer = None
                 with contextlib.suppress(aiomqtt.MqttError):
                     await client.__aexit__(None, None, None)
                 raise
@@ -584,6 +585,8 @@ class MqttSession:
                 await client.__aexit__(None, None, None)
             raise
         log.info("mqtt connected to %s:%d", self.settings.host, self.settings.port)
+        # publishes may go from here on (what the outbox holds still goes first)
+        self._writer = _Writer(client, self._acked)
         return client
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
@@ -742,7 +745,7 @@ class MqttSession:
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._read(client), name="mqtt-read")
-                group.create_task(self._write(client), name="mqtt-write")
+                group.create_task(self._write(), name="mqtt-write")
         except* aiomqtt.MqttError as lost:
             reason = "; ".join(_reason(e) for e in lost.exceptions)
         finally:
@@ -859,10 +862,9 @@ class MqttSession:
                     await self.inbox.put(head)
             self._delivering = False
 
-    async def _write(self, client: aiomqtt.Client) -> None:
+    async def _write(self) -> None:
         """Hand the outbox to the connection, in order; a lost connection ends this task
         through the reader (``_serve`` puts what is unacknowledged back)."""
-        self._writer = _Writer(client, self._acked)
         outbox = self._outbox
         while True:
             while outbox:

@@ -125,3 +125,85 @@ def test_shadow_sender_counts_and_sends_nothing() -> None:
     shadow.submit(_order(1))
     shadow.cancel(_cancel(1))
     assert (shadow.orders, shadow.cancels) == (1, 1)
+
+
+@pytest.mark.asyncio
+async def test_queue_sender_publish_now_sends_inside_submit_with_trigger_and_time() -> None:
+    now: list[str] = []
+    queued: list[str] = []
+    seen: list[tuple[str, str, int]] = []
+
+    def publish_now(item: Outgoing) -> bool:
+        now.append(item.client_order_id)
+        return True
+
+    async def publish(item: Outgoing) -> None:
+        queued.append(item.client_order_id)
+
+    sender = QueueSender(
+        4,
+        wall_clock=lambda: 7,
+        on_published=lambda item, trigger, ns: seen.append((item.client_order_id, trigger, ns)),
+    )
+    sender.submit(_order(0))  # drain not running yet: queued, nothing sent synchronously
+    assert now == [] and len(sender) == 1
+    task = asyncio.create_task(sender.drain(publish, publish_now=publish_now))
+    assert await sender.wait_empty(1.0)
+    sender.trigger = "market_data"
+    sender.submit(_order(1))
+    sender.cancel(_cancel(1))
+    assert now == ["c1", "c1"] and sender.empty()  # sent before submit returned
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    sender.submit(_order(2))  # drain stopped: queued again
+    assert queued == ["c0"] and now == ["c1", "c1"] and len(sender) == 1
+    assert seen == [("c0", "", 7), ("c1", "market_data", 7), ("c1", "market_data", 7)]
+    assert sender.published == 3
+
+
+@pytest.mark.asyncio
+async def test_queue_sender_publish_now_declined_queues_and_nothing_overtakes() -> None:
+    accept = False
+    sent: list[str] = []
+    gate = asyncio.Event()
+
+    def publish_now(item: Outgoing) -> bool:
+        if accept:
+            sent.append(item.client_order_id)
+        return accept
+
+    async def publish(item: Outgoing) -> None:
+        await gate.wait()
+        sent.append(item.client_order_id)
+
+    sender = QueueSender(4, wall_clock=lambda: 0)
+    task = asyncio.create_task(sender.drain(publish, publish_now=publish_now))
+    await asyncio.sleep(0)
+    sender.submit(_order(1))  # declined (e.g. reconnecting): queued
+    accept = True
+    sender.submit(_order(2))  # would go at once, but c1 waits before it
+    sender.cancel(_cancel(2))
+    assert sent == [] and len(sender) == 3
+    gate.set()
+    assert await sender.wait_empty(1.0)
+    sender.submit(_order(3))  # the queue is empty again: at once
+    assert sent == ["c1", "c2", "c2", "c3"]
+    task.cancel()
+    assert sender.published == 4 and sender.dropped == 0
+
+
+@pytest.mark.asyncio
+async def test_queue_sender_publish_now_failure_is_counted_not_queued() -> None:
+    def publish_now(item: Outgoing) -> bool:
+        raise AdapterError("broker gone")
+
+    async def publish(item: Outgoing) -> None:
+        raise AssertionError("not queued")
+
+    sender = QueueSender(4, wall_clock=lambda: 0)
+    task = asyncio.create_task(sender.drain(publish, publish_now=publish_now))
+    await asyncio.sleep(0)
+    sender.submit(_order(1))
+    assert sender.failed == 1 and sender.published == 0 and sender.empty()
+    task.cancel()

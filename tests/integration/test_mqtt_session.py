@@ -565,6 +565,43 @@ async def test_session_orders_reach_oms_at_qos1(broker: Broker) -> None:
     assert session.counters["published_cancel"] == 1
 
 
+@pytest.mark.asyncio
+async def test_session_publish_order_now_writes_in_the_call_in_order_at_qos1(
+    broker: Broker,
+) -> None:
+    orders = [
+        OrderRequest(
+            ts_event=1,
+            ts_recv=1,
+            client_order_id=f"N-{n}",
+            instrument="BTC-USD",
+            side="buy",
+            qty=0.5,
+        )
+        for n in range(4)
+    ]
+    async with _client(broker) as oms:
+        await oms.subscribe(TOPICS.orders, qos=1)
+        async with _session(broker) as session:
+            assert session.publish_order_now(orders[0])
+            assert not session.outbox_empty()  # written, not yet acknowledged
+            assert session.publish_order_now(orders[1])
+            await session.publish_order(orders[2])  # goes at once too: nothing waits
+            assert session.publish_order_now(orders[3])
+            assert await session.flush(5.0)
+            assert session.outbox_empty()
+            received = []
+            async with asyncio.timeout(5):
+                async for message in oms.messages:
+                    received.append(message)
+                    if len(received) == 4:
+                        break
+        assert not session.publish_order_now(orders[0])  # closed: declined, nothing sent
+    assert [m.qos for m in received] == [1, 1, 1, 1]
+    assert [CODEC.decode(bytes(m.payload)) for m in received] == orders
+    assert session.counters["published_order"] == 4
+
+
 def _status(seq: int, online: bool = True) -> Status:
     return Status(
         node=TOPICS.node,
