@@ -19,6 +19,9 @@ Figures:
   PUBLISH written to the broker's socket when the daemon passes the session's
   ``publish_order_now`` to the sender, else the order accepted by the session (written
   then, or queued), p50 / p99 / p99.9.
+- ``tick->OMS``: the same receipt to the order's arrival at ``mosquitto_sub`` on the
+  orders topic (QoS 1, standing in for the OMS): the daemon's part plus the socket write
+  and one broker hop, whatever the daemon's stamp stands for; comparable across versions.
 - ``hop (daemon)``: quote written by the feeder -> stamped by the daemon's session
   (``ts_recv - ts_event`` of every journaled tick; both on this machine's clock).
 - ``hop (mosquitto_sub)``: the same feed's hop to ``mosquitto_sub -F '%U %p'`` (a C
@@ -44,6 +47,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -58,6 +62,7 @@ from engine.journal import MarketDataRecord  # noqa: E402
 
 SYMBOL = "BTC"
 TOPIC = f"md/SIM/{SYMBOL}/quote"
+ORDERS = "oms/bench/orders"
 
 # Writes every due line each 0.5 ms: the stamp is the write time, so the measured hop
 # includes mosquitto_pub's own read of the pipe.
@@ -158,6 +163,16 @@ fsync = "batch"
     return path
 
 
+def _lines(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """``mosquitto_sub -F '%U %p'`` output: (receipt ns, decoded JSON payload)."""
+    out = []
+    for line in path.read_text().splitlines():
+        stamp, _, payload = line.partition(" ")
+        secs, _, nanos = stamp.partition(".")
+        out.append((int(secs) * 1_000_000_000 + int(nanos.ljust(9, "0")[:9]), json.loads(payload)))
+    return out
+
+
 def _pct(values: np.ndarray, q: float) -> float:
     return float(np.percentile(values, q)) if values.size else float("nan")
 
@@ -175,10 +190,15 @@ async def _run_one(
     port = _free_port()
     broker = _mosquitto(tmp, port, nagle)
     sub_out = tmp / "sub.txt"
+    oms_out = tmp / "oms.txt"
     try:
         sub = subprocess.Popen(
             ["mosquitto_sub", "-p", str(port), "-t", TOPIC, "-F", "%U %p", "-q", "0"],
             stdout=sub_out.open("wb"), stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        oms = subprocess.Popen(
+            ["mosquitto_sub", "-p", str(port), "-t", ORDERS, "-F", "%U %p", "-q", "1"],
+            stdout=oms_out.open("wb"), stderr=subprocess.DEVNULL,
         )  # fmt: skip
         config = _config(tmp, port)
         half = max(1, rate // orders_per_second)
@@ -223,6 +243,8 @@ async def _run_one(
         pacer.wait()
         sub.terminate()
         sub.wait()
+        oms.terminate()
+        oms.wait()
     finally:
         broker.terminate()
         broker.wait()
@@ -236,12 +258,15 @@ async def _run_one(
     daemon_hop = np.concatenate(hops) if hops else np.empty(0, np.int64)
     daemon_recv = np.concatenate(recv) if recv else np.empty(0, np.int64)
     sub_hop, sub_recv = [], []
-    for line in sub_out.read_text().splitlines():
-        stamp, _, payload = line.partition(" ")
-        secs, _, nanos = stamp.partition(".")
-        received = int(secs) * 1_000_000_000 + int(nanos.ljust(9, "0")[:9])
-        sub_hop.append(received - json.loads(payload)["ts_event"])
+    for received, message in _lines(sub_out):
+        sub_hop.append(received - message["ts_event"])
         sub_recv.append(received)
+    # an order's ts_event is the engine's time when it decided: its batch's receipt
+    tick_to_oms = [
+        received - message["ts_event"]
+        for received, message in _lines(oms_out)
+        if message.get("type") == "order_request"
+    ]
     shutil.rmtree(tmp, ignore_errors=True)
 
     def rate_of(stamps: np.ndarray | list[int]) -> float:
@@ -257,6 +282,7 @@ async def _run_one(
         "tick_to_order": latencies,
         "daemon_hop": daemon_hop,
         "sub_hop": np.asarray(sub_hop, np.int64),
+        "tick_to_oms": np.asarray(tick_to_oms, np.int64),
         "daemon_rate": rate_of(daemon_recv),
         "sub_rate": rate_of(sub_recv),
         "sub_count": len(sub_recv),
@@ -291,7 +317,10 @@ def main() -> None:
         assert isinstance(shop, np.ndarray)
         print(f"\n{rate:,} msgs/s: sent {r['sent']:,}, journaled by the daemon {r['journaled']:,} "
               f"(dropped {r['dropped']}), mosquitto_sub got {r['sub_count']:,}")  # fmt: skip
+        t2oms = r["tick_to_oms"]
+        assert isinstance(t2oms, np.ndarray)
         print(f"  tick->order (daemon, {r['orders']} orders): {_fmt_us(t2o)}")
+        print(f"  tick->OMS (mosquitto_sub, {t2oms.size} orders): {_fmt_us(t2oms)}")
         print(f"  hop feeder->daemon stamp:        {_fmt_us(dhop)}")
         print(f"  hop feeder->mosquitto_sub (ref): {_fmt_us(shop)}")
         print(f"  receive rate: daemon {r['daemon_rate']:,.0f} msgs/s, "
@@ -302,6 +331,8 @@ def main() -> None:
             print(f"  ratios: daemon hop p50 / broker hop p50 = {_pct(dhop, 50) / hop:.2f}; "
                   f"tick->order p50 / p99 / p99.9 over broker hop p50 = {ratios} "
                   f"(goal: p99 <= 0.5)")  # fmt: skip
+            oms_ratios = " / ".join(f"{_pct(t2oms, q) / hop:.2f}" for q in (50, 99, 99.9))
+            print(f"  tick->OMS p50 / p99 / p99.9 over broker hop p50 = {oms_ratios}")
     end(started)
 
 
