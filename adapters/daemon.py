@@ -609,6 +609,7 @@ class LiveSession(Protocol):
     counters: Counter[str]
 
     async def publish_order(self, order: OrderRequest | CancelRequest) -> None: ...
+    def publish_order_now(self, order: OrderRequest | CancelRequest) -> bool: ...
     async def publish_status(self, payload: bytes) -> None: ...
     def outbox_empty(self) -> bool: ...
     async def flush(self, timeout_s: float) -> bool: ...
@@ -934,7 +935,10 @@ class Daemon:
             if self.sender is not None:
                 background.append(
                     tasks.create_task(
-                        self.sender.drain(session.publish_order), name="order-publisher"
+                        self.sender.drain(
+                            session.publish_order, publish_now=session.publish_order_now
+                        ),
+                        name="order-publisher",
                     )
                 )
             self._offer_status(self._status())

@@ -568,6 +568,9 @@ class FakeSession:
     async def __aexit__(self, *exc: object) -> None:
         return None
 
+    def publish_order_now(self, order: object) -> bool:
+        return False  # the fake has no socket: everything goes through publish_order
+
     async def publish_order(self, order: object) -> None:
         self.orders.append(order)
 
