@@ -7,11 +7,10 @@ journal's sessions. Each prints its figures (``pytest -s``)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import json
 import shutil
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiomqtt
@@ -23,7 +22,7 @@ from paho.mqtt.properties import Properties
 from adapters.daemon import Daemon
 from adapters.journal_file import FileJournalReader
 from adapters.mqtt.auth import SIGNATURE_PROPERTY, sign_command
-from adapters.oms_sim import AnswerFault, MqttOmsSimulator, SimulatedOms
+from adapters.oms_sim import AnswerFault
 from engine.events import Alarm, Command, Event, Quote, Side, TradingState
 from engine.journal import CommandRecord, MarketDataRecord
 from engine.orders import OrderStatus
@@ -40,6 +39,7 @@ from tests.integration.test_reliability import (
     running,
     until,
 )
+from tests.integration.test_reliability import serving as reliability_serving
 
 COMMAND_KEY = "faults-key"
 MOSQUITTO_PUB = shutil.which("mosquitto_pub")
@@ -141,21 +141,8 @@ def daemon_env(broker: Broker, monkeypatch: pytest.MonkeyPatch) -> Broker:
     return broker
 
 
-@contextlib.asynccontextmanager
-async def serving(broker: Broker, oms: SimulatedOms, fault: AnswerFault) -> AsyncIterator[None]:
-    """``oms-sim`` misbehaving as ``fault`` says, on the broker as the operator user."""
-    sim = MqttOmsSimulator(oms, host=broker.host, port=broker.port, topics=TOPICS,
-                           username=broker.operator, password=broker.operator_password,
-                           client_id=f"oms-sim-{time.monotonic_ns()}", fault=fault)  # fmt: skip
-    stop = asyncio.Event()
-    async with sim:
-        task = asyncio.create_task(sim.serve(stop, drain_timeout_s=1.0), name="oms-sim")
-        try:
-            yield
-        finally:
-            stop.set()
-            with contextlib.suppress(Exception):
-                await task
+# the reliability tests' oms-sim, with a short drain: a faulty OMS may hold answers back
+serving = functools.partial(reliability_serving, drain_timeout_s=1.0)
 
 
 def watch(daemon: Daemon) -> list[Event]:

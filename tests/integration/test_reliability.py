@@ -24,7 +24,7 @@ import pytest
 from adapters.daemon import Daemon, run_daemon
 from adapters.mqtt.status import decode_status
 from adapters.mqtt.topics import Topics
-from adapters.oms_sim import MqttOmsSimulator, SimulatedOms
+from adapters.oms_sim import AnswerFault, MqttOmsSimulator, SimulatedOms
 from adapters.sim_venue import SimulatedVenue
 from engine.codec import EventCodec
 from engine.events import Event, OrderRequest, Quote, Side, TradingState
@@ -139,14 +139,22 @@ def new_oms() -> SimulatedOms:
 
 
 @contextlib.asynccontextmanager
-async def serving(broker: Broker, oms: SimulatedOms) -> AsyncIterator[MqttOmsSimulator]:
-    """``oms-sim`` on the broker (as the operator user, whom a gated broker lets in)."""
+async def serving(
+    broker: Broker,
+    oms: SimulatedOms,
+    fault: AnswerFault | None = None,
+    *,
+    drain_timeout_s: float = 5.0,
+) -> AsyncIterator[MqttOmsSimulator]:
+    """``oms-sim`` on the broker (as the operator user, whom a gated broker lets in),
+    misbehaving as ``fault`` says if one is given."""
     sim = MqttOmsSimulator(oms, host=broker.host, port=broker.port, topics=TOPICS,
                            username=broker.operator, password=broker.operator_password,
-                           client_id=f"oms-sim-{time.monotonic_ns()}")  # fmt: skip
+                           client_id=f"oms-sim-{time.monotonic_ns()}", fault=fault)  # fmt: skip
     stop = asyncio.Event()
     async with sim:
-        task = asyncio.create_task(sim.serve(stop), name="oms-sim")
+        task = asyncio.create_task(sim.serve(stop, drain_timeout_s=drain_timeout_s),
+                                   name="oms-sim")  # fmt: skip
         try:
             yield sim
         finally:
