@@ -23,6 +23,7 @@ import msgspec.inspect as mi
 from engine.errors import ConfigError
 from engine.features import FeatureSet, FeatureSpec
 from engine.instruments import Instrument
+from engine.registry_types import DEFAULT_STAGE_SCALE, StageScale
 from engine.risk import RiskConfig
 from engine.risk.limits import RiskLimits
 from engine.units import MAX_AMOUNT, Duration, parse_duration_ns
@@ -44,6 +45,16 @@ class ModelConfig(_Strict, frozen=True):
     name: str = "model"
     path: str | None = None
     params: dict[str, Any] = {}
+    # a model taken from a registry folder (``tradeloop models``) instead of ``path``:
+    # ``alias`` is ``champion``, ``challenger`` or a version id (sha256 or a unique prefix)
+    registry: str | None = None
+    alias: str = "champion"
+
+    def __post_init__(self) -> None:
+        if self.path is not None and self.registry is not None:
+            raise ValueError("give a model folder (path) or a registry (registry), not both")
+        if not self.alias.strip():
+            raise ValueError("alias must name an alias (champion, challenger) or a version")
 
 
 class StrategyConfig(_Strict, frozen=True):
@@ -73,12 +84,16 @@ class VenueConfig(_Strict, frozen=True):
 
 class ReplayConfig(_Strict, frozen=True):
     """``[replay]``. ``batch_size`` is at most 2**24 ticks: results do not depend on it
-    and a larger batch only costs memory (its feature matrix alone is gigabytes)."""
+    and a larger batch only costs memory (its feature matrix alone is gigabytes).
+    ``start``/``end``: the time range replayed (ISO-8601 UTC or integer time, ``end``
+    excluded), as ``--start``/``--end``, which override them."""
 
     batch_size: Annotated[int, msgspec.Meta(ge=1, le=2**24)] = 65_536
     on_bad_row: Literal["raise", "skip"] = "raise"
     equity_interval: Duration = "1s"
     initial_cash: Annotated[float, msgspec.Meta(gt=0.0, le=MAX_AMOUNT)] = 100_000.0
+    start: str | int | None = None
+    end: str | int | None = None
 
     @property
     def equity_interval_ns(self) -> int:
@@ -199,6 +214,10 @@ class LiveConfig(_Strict, frozen=True):
     # halted by reconciliation asks again
     reconcile_timeout: Duration = "2s"
     reconcile_retry: Duration = "2s"
+    # an order the OMS reports open that this daemon has no record of: ``flag`` keeps the
+    # engine HALTED with an Alarm naming it; ``adopt`` books it as ours (journaled) and
+    # trades on
+    external_orders: Literal["flag", "adopt"] = "flag"
 
     @property
     def order_timeout_ns(self) -> int:
@@ -276,6 +295,15 @@ class MonitorConfig(_Strict, frozen=True):
         return None if self.stale_quote_age is None else parse_duration_ns(self.stale_quote_age)
 
 
+class RegistryConfig(_Strict, frozen=True):
+    """``[registry]``: how a registry model's stage limits it (``stage_scale``: the share of
+    ``max_position`` per stage), and whether the daemon scores the registry's
+    ``challenger`` in shadow beside the champion."""
+
+    stage_scale: StageScale = DEFAULT_STAGE_SCALE
+    shadow_challenger: bool = True
+
+
 class Config(_Strict, frozen=True):
     mode: Mode = "replay"
     instruments: list[Instrument] = []
@@ -290,6 +318,9 @@ class Config(_Strict, frozen=True):
     live: LiveConfig = LiveConfig()
     journal: JournalConfig = JournalConfig()
     monitor: MonitorConfig = MonitorConfig()
+    registry: RegistryConfig = RegistryConfig()
+    # your column names, as ``--columns``: tradeloop name -> the name in your files
+    columns: dict[str, str] = {}
 
 
 def _durations(cfg: Config) -> list[tuple[str, Duration | None, bool]]:
@@ -487,6 +518,13 @@ def config_from_dict(data: dict[str, Any], where: str = "<config>") -> Config:
     if isinstance(own_limits, dict):
         for symbol, limits in own_limits.items():
             _convert(limits, RiskLimits, f"risk.instruments.{_key(symbol)}", where)
+    columns = data.get("columns")
+    if isinstance(columns, dict):
+        for name, column in columns.items():
+            if not isinstance(column, str) or not column:
+                raise ConfigError(
+                    f"columns.{_key(name)}", f"must be the column's name, got {_shown(column)}"
+                )
     cfg = _convert(data, Config, "", where)
     _validate(cfg)
     return cfg
@@ -510,4 +548,18 @@ def load_config(path: str | Path) -> tuple[Config, str]:
     except tomllib.TOMLDecodeError as exc:
         # tomllib's message ends with "(at line L, column C)"
         raise ConfigError(str(p), f"not valid TOML: {exc}") from exc
-    return config_from_dict(data, str(p)), hashlib.sha256(raw).hexdigest()
+    return config_from_dict(_relative_to(data, p.parent), str(p)), hashlib.sha256(raw).hexdigest()
+
+
+def _relative_to(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """``[model] path`` and ``registry`` read relative to the config file's folder, not the
+    working directory: a config and its model move together."""
+    model = data.get("model")
+    if not isinstance(model, dict):
+        return data
+    model = dict(model)
+    for key in ("path", "registry"):
+        value = model.get(key)
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            model[key] = str(folder / value)
+    return {**data, "model": model}

@@ -209,3 +209,49 @@ def test_parse_duration_ns_valid(text: str | int, ns: int) -> None:
 def test_parse_duration_ns_huge_negative_or_bool_is_a_value_error(value: str | int) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration_ns(value)
+
+
+def test_load_config_model_path_and_registry_are_relative_to_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "desk"
+    folder.mkdir()
+    base = '[[instruments]]\nsymbol = "X"\n[[features]]\nname = "m"\nkind = "mid"\n[model]\n'
+    (folder / "a.toml").write_text(base + 'path = "models/m1"\n')
+    (folder / "b.toml").write_text(base + 'registry = "reg"\n')
+    (folder / "c.toml").write_text(base + f'path = "{tmp_path}"\n')
+    monkeypatch.chdir(tmp_path)  # elsewhere than the config: the working directory is not used
+    a, _ = load_config(folder / "a.toml")
+    b, _ = load_config(folder / "b.toml")
+    c, _ = load_config(folder / "c.toml")
+    assert a.model is not None and Path(a.model.path or "") == folder / "models" / "m1"
+    assert b.model is not None and Path(b.model.registry or "") == folder / "reg"
+    assert b.model.alias == "champion"
+    assert c.model is not None and c.model.path == str(tmp_path)  # absolute: kept
+
+
+def test_config_model_path_and_registry_together_are_refused() -> None:
+    error = _refused("model", {"path": "m", "registry": "r"})
+    assert "model" in str(error) and "not both" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("section", "values", "where"),
+    [
+        ("live", {"external_orders": "ignore"}, "live.external_orders"),
+        ("registry", {"stage_scale": {"shadow": 0.5}}, "registry.stage_scale"),
+        ("registry", {"stage_scale": {"paper": 0.9, "live": 0.5}}, "registry.stage_scale"),
+        ("columns", {"bid": 3}, "columns.bid"),
+    ],
+)
+def test_config_new_sections_refuse_bad_values_by_path(
+    section: str, values: dict[str, Any], where: str
+) -> None:
+    assert where in str(_refused(section, values))
+
+
+def test_config_new_sections_defaults() -> None:
+    cfg = config_from_dict(copy.deepcopy(BASE_CONFIG))
+    assert cfg.live.external_orders == "flag"
+    assert cfg.registry.stage_scale.paper == 0.25 and cfg.registry.shadow_challenger
+    assert cfg.columns == {} and cfg.replay.start is None and cfg.replay.end is None
