@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from engine.errors import RegistryError
+from engine.model_registry import Resolved
 from engine.registry_types import (
     ALIASES,
     STAGES,
@@ -23,7 +24,7 @@ from engine.registry_types import (
     Stage,
 )
 from engine.signals.manifest import Manifest, read_verified_model
-from replay.registry import Registry, Resolved
+from replay.registry import Registry
 
 SHORT = 12  # hex digits of a version shown in tables
 LIST_METRICS = ("oos_auc", "oos_ic", "oos_accuracy")

@@ -12,6 +12,7 @@ from typing import Any
 from tqdm import tqdm
 
 from adapters.sim_venue import SimulatedVenue
+from engine.assembly import RegistryModel, resolve_model_config
 from engine.assembly import build_engine as assemble
 from engine.config import Config
 from engine.engine import Engine
@@ -65,6 +66,9 @@ class ReplayRun:
     files: list[Path]
     config: Config
     monitor: ModelMonitor | None = None
+    # the registry version that ran (None: [model] path or no model); ``config`` is then
+    # the resolved config: the version's folder as [model] path, max_position scaled
+    model_source: RegistryModel | None = None
 
 
 def build_engine(
@@ -140,7 +144,10 @@ def run_replay(
     Raises:
         DataError: bad data under ``on_bad_row="raise"``.
         StrategyError: the strategy raised (replay is strict).
+        RegistryError: the registry model cannot be resolved or was changed.
     """
+    # resolved once, here, so the run records the version and the limits that ran
+    config, model_source = resolve_model_config(config)
     engine, recorder, monitor = build_engine(config, strategy=strategy)
     bad_rows = BadRowCounts()
     batches, files = tick_batches(config, data, engine.instruments, bad_rows, batch_size)
@@ -155,7 +162,7 @@ def run_replay(
         run_loop(engine.run(counted()))
     if monitor is not None:
         monitor.count_bad_ticks(bad_rows.total)
-    return ReplayRun(engine, recorder, bad_rows, files, config, monitor)
+    return ReplayRun(engine, recorder, bad_rows, files, config, monitor, model_source)
 
 
 def run_loop(main: Coroutine[Any, Any, None]) -> None:
