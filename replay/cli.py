@@ -9,24 +9,24 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adapters.daemon_cli import register as register_daemon
-from adapters.tools_cli import register as register_tools
 from engine.config import Config, config_from_dict, load_config
 from engine.errors import ConfigError, TradeloopError
-from engine.ticks import TickBatch
-from replay.monitor_cli import add_monitor_report_arguments
-from replay.registry_cli import add_models_commands
-from replay.sweep import add_sweep_arguments
 
+# Only what every command needs is imported here: ``tradeloop --help`` and a small replay
+# should cost little more than importing numba, polars and numpy (issue 13, part 5;
+# ``bench/startup.py``). Each command imports its own modules; the subcommands defined in
+# heavy modules (daemon, MQTT tools, registry, sweep) are registered only when they run.
 if TYPE_CHECKING:
+    from engine.ticks import TickBatch
     from replay.readers import DataSource
 
 
@@ -38,15 +38,76 @@ def _ml_config_path() -> Path:
     return Path(str(resources.files("replay") / "ml_config.toml"))
 
 
-def _load(path: str | None, strategy: str | None) -> tuple[Config, str]:
-    cfg, digest = load_config(path or _default_config_path())
-    if strategy and strategy != cfg.strategy.name:
-        import msgspec
+def _load(
+    path: str | None, strategy: str | None, model: str | None = None
+) -> tuple[Config, str, list[str]]:
+    """The config a replay runs: ``--config`` (default: the bundled one; the bundled ML
+    config when only ``--model`` is given), with ``--strategy`` and ``--model`` applied.
 
-        data = msgspec.to_builtins(cfg)
-        data["strategy"] = {"name": strategy, "params": cfg.strategy.params if path else {}}
-        cfg = config_from_dict(data)
-    return cfg, digest
+    A ``--strategy`` other than the config's gets no parameters: the config's
+    ``[strategy] params`` belong to the config's strategy (a note says they were dropped).
+
+    Returns:
+        The config, the sha256 of the file read, and notes for the user.
+
+    Raises:
+        ConfigError: the config is invalid, or ``--model`` is no folder.
+    """
+    default = _ml_config_path() if model is not None else _default_config_path()
+    cfg, digest = load_config(path or default)
+    notes: list[str] = []
+    if (not strategy or strategy == cfg.strategy.name) and model is None:
+        return cfg, digest, notes
+    import msgspec
+
+    data = msgspec.to_builtins(cfg)
+    if strategy and strategy != cfg.strategy.name:
+        if path and cfg.strategy.params:  # the bundled config's own are no user's choice
+            notes.append(
+                f"--strategy {strategy}: the config's [strategy] params belong to "
+                f"{cfg.strategy.name} and were not passed "
+                f"({', '.join(sorted(cfg.strategy.params))})"
+            )
+        data["strategy"] = {"name": strategy, "params": {}}
+    if model is not None:
+        folder = Path(model).expanduser()
+        if not folder.is_dir():
+            raise ConfigError("--model", f"{model}: no such model folder")
+        data["model"] = {**data["model"], "path": str(folder.resolve()), "registry": None}
+    return config_from_dict(data, str(path or default)), digest, notes
+
+
+def _note(lines: Sequence[str]) -> None:
+    for line in lines:
+        print(f"tradeloop: note: {line}", file=sys.stderr)
+
+
+def _check_out(out: Path, args: argparse.Namespace, what: str) -> None:
+    """``--out`` may be written: it is never the data, inside it or around it (a run's
+    parquet files would be read as ticks next time, or the data deleted by a replace),
+    and an existing ``--out`` is replaced only with ``--force``.
+
+    Raises:
+        ConfigError: either rule is broken; nothing has been written.
+    """
+    target = out.expanduser().resolve()
+    data = [getattr(args, "data", None), *(getattr(args, "quotes", None) or ()),
+            *(getattr(args, "trades", None) or ())]  # fmt: skip
+    for item in data:
+        if item is None:
+            continue
+        d = Path(item).expanduser().resolve()
+        folder = d if d.is_dir() else None
+        if (
+            target == d
+            or d.is_relative_to(target)
+            or (folder is not None and target.is_relative_to(folder))
+        ):
+            raise ConfigError(
+                "--out", f"{out} is, holds or is inside the data ({item}): pick another folder"
+            )
+    if out.exists() and not getattr(args, "force", False):
+        raise ConfigError("--out", f"{out} exists: pick another {what}, or --force to replace it")
 
 
 def cmd_sample_data(args: argparse.Namespace) -> int:
@@ -59,10 +120,11 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def _source(args: argparse.Namespace) -> DataSource:
-    """The data a command reads: DATA, ``--quotes``/``--trades`` files, ``--columns``,
-    ``--start``/``--end``."""
-    from replay.formats import parse_column_mapping, parse_time_ns
+def _source(args: argparse.Namespace, cfg: Config) -> DataSource:
+    """The data a command reads: DATA, ``--quotes``/``--trades`` files, the columns
+    (``[columns]``, with ``--columns`` over it) and the time range (``--start``/``--end``,
+    else ``[replay] start``/``end``)."""
+    from replay.formats import config_column_mapping, parse_column_mapping, parse_time_ns
     from replay.readers import DataSource
 
     quotes = tuple(Path(p) for p in getattr(args, "quotes", None) or ())
@@ -70,21 +132,27 @@ def _source(args: argparse.Namespace) -> DataSource:
     data = getattr(args, "data", None)
     if data is None and not quotes and not trades:
         raise ConfigError("DATA", "give a data folder or file, or --quotes/--trades files")
-    columns = getattr(args, "columns", None)
-    start = getattr(args, "start", None)
-    end = getattr(args, "end", None)
-    source = DataSource(
+    columns = config_column_mapping(cfg.columns)
+    flag = getattr(args, "columns", None)
+    if flag:
+        columns.update(parse_column_mapping(flag))
+    times: list[int | None] = []
+    for name in ("start", "end"):
+        given = getattr(args, name, None)
+        value, what = (given, f"--{name}") if given is not None else (
+            getattr(cfg.replay, name), f"replay.{name}")  # fmt: skip
+        times.append(None if value is None else parse_time_ns(str(value), what))
+    start_ns, end_ns = times
+    if start_ns is not None and end_ns is not None and end_ns <= start_ns:
+        raise ConfigError("--end", "must be after the start (--start or [replay] start)")
+    return DataSource(
         path=None if data is None else Path(data),
         quotes=quotes,
         trades=trades,
-        columns=parse_column_mapping(columns) if columns else {},
-        start_ns=None if start is None else parse_time_ns(start, "--start"),
-        end_ns=None if end is None else parse_time_ns(end, "--end"),
+        columns=columns,
+        start_ns=start_ns,
+        end_ns=end_ns,
     )
-    start_ns, end_ns = source.start_ns, source.end_ns
-    if start_ns is not None and end_ns is not None and end_ns <= start_ns:
-        raise ConfigError("--end", "must be after --start")
-    return source
 
 
 def _with_data(cfg: Config, source: DataSource) -> tuple[Config, list[str]]:
@@ -94,28 +162,71 @@ def _with_data(cfg: Config, source: DataSource) -> tuple[Config, list[str]]:
     cfg, found, notes = with_data_instruments(cfg, source)
     for line in found.warnings:
         print(f"tradeloop: warning: {line}", file=sys.stderr)
-    for line in notes:
-        print(f"tradeloop: note: {line}", file=sys.stderr)
+    _note(notes)
     return cfg, [*found.warnings, *notes]
+
+
+# modules whose numba kernels (``cache=True``) every replay and training run loads
+_KERNEL_MODULES = ("engine/features/kernels.py", "engine/market.py", "replay/plausibility.py")
+
+
+def _cold_kernels() -> bool:
+    """Whether numba will compile (not load) a kernel module: no cache index (``.nbi``)
+    as new as its source, where numba keeps it (``__pycache__`` beside the source, or
+    under ``NUMBA_CACHE_DIR``)."""
+    root = Path(__file__).resolve().parent.parent
+    cache_dir = os.environ.get("NUMBA_CACHE_DIR")
+    for module in _KERNEL_MODULES:
+        source = root / module
+        if not source.is_file():
+            continue
+        folders = [source.parent / "__pycache__"]
+        if cache_dir:
+            folders.append(Path(cache_dir) / str(source.parent).lstrip(os.sep))
+        stamp = source.stat().st_mtime
+        if not any(
+            index.stat().st_mtime >= stamp
+            for folder in folders
+            for index in folder.glob(f"{source.stem}.*.nbi")
+        ):
+            return True
+    return False
+
+
+def _announce_compile() -> None:
+    """On a fresh install (or after the kernels' source changed) numba compiles the
+    kernels before the first tick: say so, or the first run looks hung."""
+    if _cold_kernels():
+        print(
+            "tradeloop: compiling feature kernels (one time, ~30s; later runs load them "
+            "from the cache)...",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from replay.journal_replay import cmd_replay_journal, is_journal_dir
-    from replay.report import write_report
-    from replay.runner import run_replay
 
+    if args.out:
+        _check_out(Path(args.out), args, "--out")
     if args.data is not None and is_journal_dir(Path(args.data)):
         return cmd_replay_journal(args)
     if not args.out:
         raise ConfigError("--out", "a tick replay needs a run folder to write (--out RUN)")
 
-    source = _source(args)
-    cfg, digest = _load(args.config, args.strategy)
+    cfg, digest, cfg_notes = _load(args.config, args.strategy, args.model)
+    _note(cfg_notes)
+    source = _source(args, cfg)
     cfg, notes = _with_data(cfg, source)
+    _announce_compile()
+    from replay.report import write_report
+    from replay.runner import run_replay
+
     t0 = time.perf_counter()
     run = run_replay(cfg, source, batch_size=args.batch_size)
     elapsed = time.perf_counter() - t0
-    metrics = write_report(run, args.out, digest, notes=notes)
+    metrics = write_report(run, args.out, digest, notes=[*cfg_notes, *notes])
     ticks = metrics["ticks"]
     print(
         f"replayed {ticks:,} ticks in {elapsed:.2f}s ({ticks / max(elapsed, 1e-9):,.0f} ticks/s); "
@@ -147,9 +258,11 @@ def _figure(value: float | None, spec: str) -> str:
 def cmd_train(args: argparse.Namespace) -> int:
     from replay.training import train
 
-    source = _source(args)
+    _check_out(Path(args.out), args, "--out")
     cfg, _ = load_config(args.config or _ml_config_path())
+    source = _source(args, cfg)
     cfg, _notes = _with_data(cfg, source)
+    _announce_compile()
     t0 = time.perf_counter()
     result = train(cfg, source, args.out)
     m = result.manifest.metrics
@@ -175,12 +288,12 @@ def cmd_init(args: argparse.Namespace) -> int:
     from replay.init_config import init_config_text
 
     out = Path(args.out)
+    # a config file may sit beside the data (it is not read as ticks): only never clobbered
     if out.exists() and not args.force:
-        raise ConfigError(str(out), "exists: pick another --out, or --force to overwrite it")
+        raise ConfigError("--out", f"{out} exists: pick another --out, or --force to overwrite it")
     base, _ = load_config(args.config or _default_config_path())
-    text, notes = init_config_text(base, _source(args))
-    for line in notes:
-        print(f"tradeloop: note: {line}", file=sys.stderr)
+    text, notes = init_config_text(base, _source(args, base))
+    _note(notes)
     # validated before it is written: what init writes, replay loads
     config_from_dict(tomllib.loads(text), str(out))
     out.write_text(text)
@@ -194,35 +307,42 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from replay.sample_data import split_by_time
 
     out = Path(args.out)
+    if out.exists() and not args.force:
+        raise ConfigError("--out", f"{out} exists: pick another --out, or --force to replace it")
+    force = ["--force"] if args.force else []
     data = out / "data"
     cmd_sample_data(
         argparse.Namespace(
             out=str(data), symbols=3, hours=args.hours, quote_interval_ms=50.0, seed=7
         )
     )
-    cmd_replay(argparse.Namespace(config=None, strategy=None, data=str(data), out=str(out / "replay"),
-                                  batch_size=None))  # fmt: skip
+    _run(["replay", str(data), "--out", str(out / "replay"), *force])
     cut = split_by_time(data, out / "train", out / "holdout", 2 / 3)
     print(f"split at ts {cut}: {out / 'train'} for training, {out / 'holdout'} held out")
-    cmd_train(argparse.Namespace(config=None, data=str(out / "train"), out=str(out / "model")))
+    _run(["train", str(out / "train"), "--out", str(out / "model"), *force])
+    # the model path is read relative to the config file: the two move together
     text = _ml_config_path().read_text()
-    model_dir = (out / "model").resolve()
     ml_cfg = out / "ml_replay.toml"
-    ml_cfg.write_text(text.replace("[model]\n", f'[model]\npath = "{model_dir.as_posix()}"\n', 1))
-    return cmd_replay(argparse.Namespace(config=str(ml_cfg), strategy=None, data=str(out / "holdout"),
-                                         out=str(out / "ml_replay"), batch_size=None))  # fmt: skip
+    ml_cfg.write_text(text.replace("[model]\n", '[model]\npath = "model"\n', 1))
+    return _run(["replay", str(out / "holdout"), "--config", str(ml_cfg),
+                 "--out", str(out / "ml_replay"), *force])  # fmt: skip
 
 
-def _cmd_monitor_report(args: argparse.Namespace) -> int:
-    from replay.monitor_cli import cmd_monitor_report
+def _run(argv: list[str]) -> int:
+    """One step of the demo, parsed as the user would type it."""
+    args = build_parser(argv[0]).parse_args(argv)
+    return int(args.func(args))
 
-    return cmd_monitor_report(args)
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from replay.compare import write_compare_page
 
-def _cmd_sweep(args: argparse.Namespace) -> int:
-    from replay.sweep import cmd_sweep
-
-    return cmd_sweep(args)
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise ConfigError("--out", f"{out} exists: pick another --out, or --force to replace it")
+    page = write_compare_page([Path(r) for r in args.runs], out)
+    print(f"wrote {page} ({len(args.runs)} runs)")
+    return 0
 
 
 def _cmd_parity(args: argparse.Namespace) -> int:
@@ -250,6 +370,25 @@ def _batch_size(text: str) -> int:
     if not 1 <= value <= 2**24:
         raise argparse.ArgumentTypeError(f"must be between 1 and {2**24:,}, got {value:,}")
     return value
+
+
+def _bounded(kind: Callable[[str], float], low: float, high: float, *, open_low: bool = False
+             ) -> Callable[[str], Any]:  # fmt: skip
+    """An argparse ``type`` that refuses values outside ``[low, high]`` (``(low, high]``
+    with ``open_low``), NaN and infinity: argparse prints the one line and exits 2."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        inside = (low < value if open_low else low <= value) and value <= high
+        if not inside:  # NaN fails both comparisons
+            bracket = "(" if open_low else "["
+            raise argparse.ArgumentTypeError(f"must be in {bracket}{low:g}, {high:g}], got {text}")
+        return value
+
+    return parse
 
 
 def _tick_files(config: Config, data: str | Path) -> tuple[Iterator[TickBatch], int | None]:
@@ -280,30 +419,149 @@ def _add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--columns",
         metavar="MAP",
-        help="your column names: ts_event=time,bid=best_bid,... (tradeloop name=your name)",
+        help="your column names: ts_event=time,bid=best_bid,... (tradeloop name=your name); "
+        "over the config's [columns]",
     )
-    p.add_argument("--start", help="first ts_event kept: ISO-8601 (UTC) or integer time")
-    p.add_argument("--end", help="end of the range (excluded): ISO-8601 (UTC) or integer time")
+    p.add_argument(
+        "--start",
+        help="first ts_event kept: ISO-8601 (UTC) or integer time (default: [replay] start, "
+        "else the data's first)",
+    )
+    p.add_argument(
+        "--end",
+        help="end of the range (excluded): ISO-8601 (UTC) or integer time (default: [replay] "
+        "end, else the data's last)",
+    )
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Says an option's default where it has one worth saying (not None or False) and its
+    help does not already."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
+class _Version(argparse.Action):
+    """``--version``: read from the package metadata only when asked (it costs an import)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str | None = None) -> None:  # fmt: skip
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:  # fmt: skip
+        print(f"tradeloop {version()}")
+        parser.exit()
+
+
+def version() -> str:
+    """The installed package's version, else the checkout's ``pyproject.toml``."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("tradeloop")
+    except metadata.PackageNotFoundError:
+        pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+        try:
+            return str(tomllib.loads(pyproject.read_text())["project"]["version"])
+        except (OSError, KeyError, tomllib.TOMLDecodeError):
+            return "unknown"
+
+
+def _register_models(sub: Any) -> None:
+    from replay.registry_cli import add_models_commands
+
+    add_models_commands(sub)
+
+
+def _register_monitor_report(sub: Any) -> None:
+    from replay.monitor_cli import add_monitor_report_arguments, cmd_monitor_report
+
+    mr = sub.add_parser("monitor-report", help=_LAZY_HELP["monitor-report"])
+    add_monitor_report_arguments(mr)
+    mr.set_defaults(func=cmd_monitor_report)
+
+
+def _register_sweep(sub: Any) -> None:
+    from replay.sweep import add_sweep_arguments, cmd_sweep
+
+    sw = sub.add_parser("sweep", help=_LAZY_HELP["sweep"])
+    add_sweep_arguments(sw)
+    sw.set_defaults(func=cmd_sweep)
+
+
+def _register_daemon(sub: Any) -> None:
+    # the live composition roots live in ``adapters``; this dispatcher hands the tools
+    # replay's readers, which ``adapters`` may not import
+    from adapters.daemon_cli import register
+
+    register(sub, sample_data=_sample_data, entry=(sys.executable, "-m", "replay.cli"))
+
+
+def _register_tools(sub: Any) -> None:
+    from adapters.tools_cli import register
+
+    register(sub, tick_files=_tick_files, default_config=_default_config_path())
+
+
+# Subcommands whose modules are heavy to import (MQTT, Dask, the registry): built only when
+# one of them runs; otherwise a stub with the same help keeps ``tradeloop --help`` complete.
+_LAZY_HELP = {
+    "models": "model registry: versions, champion/challenger, stages, audit log",
+    "monitor-report": "model monitor page (HTML + PNG) of a run folder or a live journal",
+    "sweep": "parameter grid x walk-forward blocks on Dask, with deflated Sharpe and PBO",
+    "run": "the live daemon beside the OMS (mode shadow, paper or live from the config)",
+    "live-demo": "the live path on one machine: broker, OMS simulator, daemon and a sample feed",
+    "publish": "play tick files onto an MQTT broker as a live market-data feed",
+    "oms-sim": "play the OMS on an MQTT broker: acks, fills, cancels, reconciliation",
+}
+_LAZY_REGISTER: dict[str, Callable[[Any], None]] = {
+    "models": _register_models,
+    "monitor-report": _register_monitor_report,
+    "sweep": _register_sweep,
+    "run": _register_daemon,
+    "live-demo": _register_daemon,
+    "publish": _register_tools,
+    "oms-sim": _register_tools,
+}
+
+
+def _command(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv`` (the first word that is not an option: the
+    dispatcher's own options take no value)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``tradeloop`` parser. ``command``: the subcommand about to run, whose parser is
+    built in full even when its module is heavy (the others are help stubs)."""
     p = argparse.ArgumentParser(
-        prog="tradeloop", description="ML signals into a real trading loop: replay and live."
+        prog="tradeloop",
+        description="ML signals into a real trading loop: replay and live.",
+        formatter_class=_HelpFormatter,
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    p.add_argument("--version", action=_Version, help="print the version and exit")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("sample-data", help="write a deterministic synthetic tick set")
+    def add(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, formatter_class=_HelpFormatter, **kwargs)
+
+    s = add("sample-data", help="write a deterministic synthetic tick set")
     s.add_argument("out", help="output folder")
-    s.add_argument("--symbols", type=int, default=3)
-    s.add_argument("--hours", type=float, default=24.0)
-    s.add_argument(
-        "--quote-interval-ms", type=float, default=50.0, help="mean gap between quotes per symbol"
-    )
-    s.add_argument("--seed", type=int, default=7)
+    s.add_argument("--symbols", type=_bounded(int, 1, 1000), default=3, help="instruments")
+    s.add_argument("--hours", type=_bounded(float, 0, 24 * 366, open_low=True), default=24.0,
+                   help="hours of market data")  # fmt: skip
+    s.add_argument("--quote-interval-ms", type=_bounded(float, 0, 3.6e6, open_low=True),
+                   default=50.0, help="mean gap between quotes per symbol")  # fmt: skip
+    s.add_argument("--seed", type=_bounded(int, 0, 2**32 - 1), default=7, help="random seed")
     s.set_defaults(func=cmd_sample_data)
 
-    r = sub.add_parser("replay", help="replay tick files through a strategy and write a report")
+    r = add("replay", help="replay tick files through a strategy and write a report")
     r.add_argument(
         "data",
         nargs="?",
@@ -311,18 +569,22 @@ def build_parser() -> argparse.ArgumentParser:
         "file, or a live journal folder",
     )
     _add_data_arguments(r)
-    r.add_argument("--strategy", help="entry-point name or module:Class (overrides the config)")
-    r.add_argument("--config", help="TOML config (default: the bundled one)")
+    r.add_argument("--strategy", help="entry-point name or module:Class (overrides the config; "
+                   "the config's [strategy] params are then not passed)")  # fmt: skip
+    r.add_argument("--config", help="TOML config (default: the bundled one; with --model, the "
+                   "bundled ML config)")  # fmt: skip
+    r.add_argument("--model", metavar="DIR", help="model folder (tradeloop train --out) "
+                   "replacing the config's [model] path")  # fmt: skip
     r.add_argument("--out", help="run folder to write (tick replays)")
+    r.add_argument("--force", action="store_true", help="replace --out if it exists")
     r.add_argument("--session", help="journal replay: session id (default: the latest)")
-    r.add_argument(
-        "--batch-size", type=_batch_size, help="micro-batch size (results do not depend on it)"
-    )
+    r.add_argument("--batch-size", type=_batch_size,
+                   help="micro-batch size, 1..16,777,216 (default: [replay] batch_size; "
+                   "results do not depend on it)")  # fmt: skip
     r.set_defaults(func=cmd_replay)
 
-    t = sub.add_parser(
-        "train", help="train a model on tick files (walk-forward, purged) and write a model folder"
-    )
+    t = add("train", help="train a model on tick files (walk-forward, purged) and write a "
+            "model folder")  # fmt: skip
     t.add_argument("data", nargs="?", help="folder of tick files, or one file")
     _add_data_arguments(t)
     t.add_argument(
@@ -330,11 +592,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="TOML config with [[features]] and [train] (default: the bundled ML config)",
     )
     t.add_argument("--out", required=True, help="model folder to write")
+    t.add_argument("--force", action="store_true", help="write into --out if it exists")
     t.set_defaults(func=cmd_train)
 
-    i = sub.add_parser(
-        "init", help="write a config for your data (instruments inferred) to edit and replay"
-    )
+    i = add("init", help="write a config for your data (instruments inferred) to edit and replay")
     i.add_argument("data", nargs="?", help="folder of tick files, or one file")
     _add_data_arguments(i)
     i.add_argument("--out", required=True, help="config file to write (TOML)")
@@ -344,47 +605,53 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     i.set_defaults(func=cmd_init)
 
-    d = sub.add_parser(
-        "demo",
-        help="sample data -> baseline replay -> train -> replay held-out data with the model",
-    )
+    d = add("demo", help="sample data -> baseline replay -> train -> replay held-out data with "
+            "the model")  # fmt: skip
     d.add_argument("--out", default="tradeloop-demo", help="folder for data and report")
-    d.add_argument("--hours", type=float, default=24.0)
+    d.add_argument("--hours", type=_bounded(float, 0, 24 * 366, open_low=True), default=24.0,
+                   help="hours of sample data")  # fmt: skip
+    d.add_argument("--force", action="store_true", help="replace --out's contents if it exists")
     d.set_defaults(func=cmd_demo)
 
-    pa = sub.add_parser(
-        "parity",
-        help="replay a recorded live session and compare its decisions with the live log",
-    )
+    c = add("compare", help="one HTML page with runs side by side: metrics and equity curves")
+    c.add_argument("runs", nargs="+", metavar="RUN", help="replay run folders (--out of replay)")
+    c.add_argument("--out", required=True, help="HTML page to write")
+    c.add_argument("--force", action="store_true", help="replace --out if it exists")
+    c.set_defaults(func=cmd_compare)
+
+    pa = add("parity", help="replay a recorded live session and compare its decisions with the "
+             "live log")  # fmt: skip
     pa.add_argument("journal_dir", help="the daemon's [journal] dir")
     pa.add_argument("--session", help="session id (default: the latest)")
     pa.set_defaults(func=_cmd_parity)
 
-    add_models_commands(sub)
-
-    mr = sub.add_parser(
-        "monitor-report",
-        help="model monitor page (HTML + PNG) of a run folder or a live journal",
-    )
-    add_monitor_report_arguments(mr)
-    mr.set_defaults(func=_cmd_monitor_report)
-
-    sw = sub.add_parser(
-        "sweep",
-        help="parameter grid x walk-forward blocks on Dask, with deflated Sharpe and PBO",
-    )
-    add_sweep_arguments(sw)
-    sw.set_defaults(func=_cmd_sweep)
-
-    # the live composition roots live in ``adapters``; this dispatcher hands the tools
-    # replay's readers, which ``adapters`` may not import
-    register_daemon(sub, sample_data=_sample_data, entry=(sys.executable, "-m", "replay.cli"))
-    register_tools(sub, tick_files=_tick_files, default_config=_default_config_path())
+    chosen = _LAZY_REGISTER.get(command or "")
+    if chosen is not None:
+        chosen(sub)
+    for name, help_text in _LAZY_HELP.items():
+        if name not in sub.choices:
+            add(name, help=help_text)
+    _finish(p)
     return p
 
 
+def _finish(parser: argparse.ArgumentParser) -> None:
+    """Every subcommand (nested too) says its defaults and takes ``-v`` after its name."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for child in action.choices.values():
+            child.formatter_class = _HelpFormatter
+            if "-v" not in child._option_string_actions:
+                # SUPPRESS: without the flag here, the dispatcher's value stands
+                child.add_argument("-v", "--verbose", action="store_true",
+                                   default=argparse.SUPPRESS, help="log at INFO level")  # fmt: skip
+            _finish(child)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(_command(argv)).parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
     try:

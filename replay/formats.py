@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from engine.errors import DataError
+from engine.errors import ConfigError, DataError
 from replay.plausibility import TS_MAX_NS, TS_MIN_NS
 from replay.raw_files import RaggedRow, RawFile
 
@@ -227,6 +227,22 @@ def parse_column_mapping(text: str) -> dict[str, str]:
             raise DataError("--columns", f"{target!r} is mapped twice")
         mapping[target] = source
     return mapping
+
+
+def config_column_mapping(columns: Mapping[str, str]) -> dict[str, str]:
+    """A config's ``[columns]`` table (tradeloop name -> the files' name), checked as
+    ``--columns`` is.
+
+    Raises:
+        ConfigError: a key that is not a tick column, named ``columns.KEY``.
+    """
+    for target in columns:
+        if target not in TARGETS:
+            raise ConfigError(
+                f"columns.{target}",
+                f"{target!r} is not a tick column ({', '.join(sorted(TARGETS))})",
+            )
+    return dict(columns)
 
 
 def symbol_from_name(path: Path) -> str | None:

@@ -1,5 +1,5 @@
 """The run folder of a replay: trades, round trips and equity (parquet), metrics (JSON),
-the config that ran (``config.toml``), a PNG plot and one self-contained HTML page.
+the config that ran (``config.toml``), an SVG plot and one self-contained HTML page.
 
 The figures and their definitions live in ``replay/metrics.py``; metrics.json carries
 the definitions (``definitions``) and units (``units``) next to the numbers, and says
@@ -12,9 +12,7 @@ at the end, so a failure leaves no half-written run folder.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import math
 import os
@@ -271,19 +269,17 @@ _MAX_POSITION_PANELS = 6
 _MAX_OUTLINED_FILLS = 400
 
 
-def plot_png(
+def plot_svg(
     equity: pl.DataFrame,
     fills: pl.DataFrame,
     title: str,
     states: Sequence[tuple[int, str]] | None = None,
-) -> bytes:
+) -> str:
     """Equity, drawdown (%) and one position panel per traded instrument (most fills
     first): a step line of the position's notional at its fill price, from flat at the
-    start to the last position at the end, long shaded green and short red."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    start to the last position at the end, long shaded green and short red; trading-state
+    changes as dashed lines. An SVG document (``replay.svg_plot``: no matplotlib)."""
+    from replay.svg_plot import Panel, Series, chart
 
     symbols: list[str] = []
     if fills.height:
@@ -299,67 +295,48 @@ def plot_png(
             )
         ]
     shown = symbols[:_MAX_POSITION_PANELS]
-    panels = max(1, len(shown))
-    fig, axes = plt.subplots(
-        2 + panels,
-        1,
-        figsize=(11, 5.5 + 1.25 * panels),
-        sharex=True,
-        gridspec_kw={"height_ratios": [3, 1.3] + [1.0] * panels},
-    )
-    t = (equity["ts_event"].to_numpy() - (equity["ts_event"][0] if equity.height else 0)) / 3.6e12
-    axes[0].plot(t, equity["equity"].to_numpy(), lw=1.0, color="#1f5fa8")
-    axes[0].set_ylabel("equity")
-    axes[0].ticklabel_format(axis="y", useOffset=False, style="plain")  # not "+1e5" and offsets
-    axes[0].set_title(title)
-    axes[1].fill_between(
-        t, equity["drawdown"].to_numpy() * 100, 0, color="#c0392b", alpha=0.6, lw=0
-    )
-    axes[1].set_ylabel("drawdown %")
     t0 = equity["ts_event"][0] if equity.height else 0
+    t = (equity["ts_event"].to_numpy() - t0) / 3.6e12
     t_end = float(t[-1]) if equity.height else 0.0
-    for ax, sym in zip(axes[2:], shown, strict=False):
+    colours = {"HALTED": "#c0392b", "REDUCE_ONLY": "#e67e22", "ACTIVE": "#27ae60"}
+    markers = [((ts - t0) / 3.6e12, colours.get(state, "#000"), "") for ts, state in states or []]
+    panels = [
+        Panel(
+            [Series(t, equity["equity"].to_numpy().astype(np.float64))],
+            "equity",
+            height=230,
+            markers=[
+                (x, c, state) for (x, c, _), (_, state) in zip(markers, states or [], strict=True)
+            ],
+        ),
+        Panel(
+            [
+                Series(
+                    t,
+                    equity["drawdown"].to_numpy().astype(np.float64) * 100,
+                    "#c0392b",
+                    fill="#c0392b",
+                )
+            ],
+            "drawdown %",
+            height=100,
+            markers=markers,
+        ),
+    ]
+    for sym in shown:
         f = fills.filter(pl.col("instrument") == sym)
         # the position held between fills is the level, not a line towards the next fill
         x = np.concatenate([[0.0], (f["ts_event"].to_numpy() - t0) / 3.6e12, [t_end]])
         notional = f["position_after"].to_numpy() * f["price"].to_numpy()
-        y = np.concatenate([[0.0], notional, notional[-1:]])
-        ax.fill_between(x, np.maximum(y, 0), 0, step="post", color="#27ae60", alpha=0.5, lw=0)
-        ax.fill_between(x, np.minimum(y, 0), 0, step="post", color="#c0392b", alpha=0.5, lw=0)
-        if f.height <= _MAX_OUTLINED_FILLS:  # beyond, the outline's verticals hide the shading
-            ax.step(x, y, where="post", lw=0.8, color="#333333")
-        ax.axhline(0.0, color="k", lw=0.5)
-        ax.set_ylabel(f"{sym}\nnotional", fontsize=9)
+        y = np.concatenate([[0.0], notional, notional[-1:]]).astype(np.float64)
+        outline = "#333333" if f.height <= _MAX_OUTLINED_FILLS else "none"
+        panels.append(Panel([Series(x, y, outline, step=True, fill="sign")], f"{sym} notional",
+                            height=80, markers=markers))  # fmt: skip
     if not shown:
-        axes[2].set_ylabel("position")
-        axes[2].text(0.5, 0.5, "no fills", transform=axes[2].transAxes, ha="center")
+        panels.append(Panel([], "position", height=60, note="no fills"))
     elif len(symbols) > len(shown):
-        axes[-1].set_title(
-            f"{len(symbols) - len(shown)} more instruments traded: see trades.parquet", fontsize=8
-        )
-    axes[-1].set_xlabel("hours since start")
-    colours = {"HALTED": "#c0392b", "REDUCE_ONLY": "#e67e22", "ACTIVE": "#27ae60"}
-    for ts_state, state in states or []:
-        x = (ts_state - t0) / 3.6e12
-        for ax in axes:
-            ax.axvline(x, color=colours.get(state, "k"), lw=1.2, ls="--")
-        axes[0].annotate(
-            state,
-            (x, 1.0),
-            xycoords=("data", "axes fraction"),
-            fontsize=8,
-            color=colours.get(state, "k"),
-            rotation=90,
-            va="top",
-            ha="right",
-        )
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
-    plt.close(fig)
-    return buf.getvalue()
+        panels[-1].note = f"{len(symbols) - len(shown)} more instruments traded: see trades.parquet"
+    return chart(panels, title=title, x_label="hours since start", x_range=(0.0, max(t_end, 1e-9)))
 
 
 def iso_time(ts_ns: int | None, digits: int = 3) -> str:
@@ -478,7 +455,7 @@ def _table(frame: pl.DataFrame, empty: str) -> str:
 
 def _html(
     metrics: dict[str, Any],
-    png: bytes,
+    svg: str,
     fills: pl.DataFrame,
     trips: pl.DataFrame,
     instruments: InstrumentTable,
@@ -558,7 +535,6 @@ def _html(
         .select("instrument", "direction", "open (UTC)", "close (UTC)", "fills", "max_qty", "pnl")
     )
     shown_fills = readable_fills(fills.head(100), instruments)
-    img = base64.b64encode(png).decode()
     state_rows = (
         "".join(
             f"<tr><td>{iso_time(s['ts_event'])}</td><td>{html.escape(s['state'])}</td><td>{html.escape(s['reason'])}</td></tr>"
@@ -570,7 +546,7 @@ def _html(
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;font-size:13px}}
 th,td{{border-bottom:1px solid #ddd;padding:3px 8px;text-align:left}}code{{font-size:12px}}</style></head><body>
 <h1>tradeloop replay report</h1><table>{head_rows}</table>
-<img alt="equity, drawdown and positions" src="data:image/png;base64,{img}" style="width:100%">
+<div>{svg}</div>
 <h2>PnL per instrument</h2><p>currency; realized is net of fees, unrealized at the last mid</p>{_table(by_inst, "no fills")}
 <h2>Round trips ({trips.height:,}; first {shown_trips.height})</h2><p>flat to flat per instrument; PnL net of fees, in currency</p>{_table(shown_trips, "no round trip")}
 <h2>Trading state changes</h2><table><tr><th>time (UTC)</th><th>state</th><th>reason</th></tr>{state_rows}</table>
@@ -588,7 +564,7 @@ def write_report(
     notes: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Write the run folder: trades.parquet, round_trips.parquet, equity.parquet,
-    metrics.json, config.toml, report.png and report.html (and the monitor's files).
+    metrics.json, config.toml, report.svg and report.html (and the monitor's files).
 
     Everything is written into a temporary sibling folder that is renamed to
     ``out_dir`` at the end: a failure leaves no half-written run folder, and an earlier
@@ -674,9 +650,9 @@ def _write_files(
     )
     states = [(e.ts_event, e.state) for e in run.recorder.states]
     title = f"replay: {run.config.strategy.name}, {header['data_from']} to {header['data_to']}"
-    png = plot_png(equity, fills, title, states)
-    (out / "report.png").write_bytes(png)
-    (out / "report.html").write_text(_html(metrics, png, fills, trips, run.engine.instruments))
+    svg = plot_svg(equity, fills, title, states)
+    (out / "report.svg").write_text(svg)
+    (out / "report.html").write_text(_html(metrics, svg, fills, trips, run.engine.instruments))
     if run.monitor is not None:
         write_monitor_report(run.monitor, out)
     return metrics

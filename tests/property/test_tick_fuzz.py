@@ -447,8 +447,8 @@ def _config(folder: Path, policy: str) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _no_png(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(replay.report, "plot_png", lambda *a, **k: b"\x89PNG\r\n\x1a\n")
+def _no_plot(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(replay.report, "plot_svg", lambda *a, **k: "<svg/>")
 
 
 def run_cli(

@@ -45,9 +45,10 @@ def test_cli_replay_writes_full_run_folder(
     assert trades.height == metrics["num_trades"] > 0
     equity = pl.read_parquet(out / "equity.parquet")
     assert equity.height > 100 and equity["ts_event"].is_sorted()
-    assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    svg = (out / "report.svg").read_text()
+    assert svg.startswith("<svg") and "<polyline" in svg and "drawdown %" in svg
     page = (out / "report.html").read_text()
-    assert "data:image/png;base64," in page and "max_drawdown" in page
+    assert svg in page and "max_drawdown" in page
 
 
 @pytest.mark.parametrize(

@@ -137,10 +137,10 @@ def test_report_failure_leaves_no_half_written_folder(
     write_report(run, out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
-    def broken(*_a: object, **_k: object) -> bytes:
+    def broken(*_a: object, **_k: object) -> str:
         raise RuntimeError("plot failed")
 
-    monkeypatch.setattr(report, "plot_png", broken)
+    monkeypatch.setattr(report, "plot_svg", broken)
     with pytest.raises(RuntimeError):
         write_report(run, out)
     with pytest.raises(RuntimeError):
