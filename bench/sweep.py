@@ -1,17 +1,21 @@
-"""A 12-combination sweep: a plain serial loop vs Dask LocalCluster with 1 and 2 workers.
+"""Sweep trials/s: the local process pool (the default) vs a 2-worker Dask LocalCluster,
+with a serial loop as reference, in one run.
 
-Usage: python bench/sweep.py [--hours 2] [--folds 2] [--repeat 1]
+Usage: python bench/sweep.py [--hours 2] [--folds 2] [--workers 2] [--repeat 2]
 
 Generates the sample (3 symbols), plans a 4 x 3 grid of the EMA-cross baseline (fast EMA
 span x notional) over the bundled config and splits the data into ``--folds`` blocks,
-once. Then, in the same run, it times the same tasks (12 combinations x folds blocks):
+once. Then it runs the same trials (12 combinations x folds blocks) with:
 
-- serial: ``evaluate`` called in a loop in this process (no Dask);
-- Dask with 1 and 2 single-threaded worker processes: the tasks' time (``run_tasks``:
-  submission to the last result) of warm runs, the first (cold) run and the cluster's
-  start-up apart: a fresh worker process pays its imports and numba compilation once.
+- serial: ``evaluate`` in a loop in this process (warm: numba compiled beforehand);
+- process pool: ``run_on_pool`` as ``tradeloop sweep`` runs it, each run a fresh pool
+  (start, imports and numba cache loads in each worker included: what a user pays);
+- Dask LocalCluster: ``run_on_dask`` on a cluster of the same size; the first run's
+  time includes the cluster's start, later runs reuse the warm workers.
 
-It prints the machine and the ratios serial / Dask.
+Trials/s is trials over wall time, start-up included for the "end to end" column. The
+ratio is process pool / LocalCluster, end to end. Every variant's metrics must be
+bit-identical to the serial loop's.
 """
 
 from __future__ import annotations
@@ -26,21 +30,40 @@ from replay_throughput import machine
 
 from replay.cli import _default_config_path
 from replay.sample_data import generate
-from replay.sweep import dask_client, evaluate, make_tasks, plan_sweep, run_tasks, split_blocks
+from replay.sweep_executor import dask_client, run_on_dask, run_on_pool
+from replay.sweep_plan import data_fingerprint, plan_sweep, split_blocks
+from replay.sweep_trial import SweepTask, TaskOutcome, evaluate, make_tasks
 
 GRID = '"features[1].span" = [100, 200, 400, 800]\n"strategy.params.notional" = [5000.0, 10000.0, 20000.0]\n'
 
 
-def _bits(metrics: dict[str, float | int | bool]) -> dict[str, str]:
-    """Metrics compared bit for bit (NaN equal to NaN)."""
-    return {k: repr(v) for k, v in metrics.items()}
+def _bits(outcomes: list[TaskOutcome]) -> list[tuple[str, dict[str, str], bytes]]:
+    """Outcomes compared bit for bit (NaN equal to NaN), in trial order."""
+    return [
+        (o.trial_id, {k: repr(v) for k, v in o.metrics.items()}, o.returns.tobytes())
+        for o in sorted(outcomes, key=lambda o: o.trial_id)
+    ]
+
+
+def _collect(run: object) -> tuple[list[TaskOutcome], float]:
+    got: list[TaskOutcome] = []
+
+    def done(task: SweepTask, outcome: TaskOutcome) -> None:
+        if outcome.failed:
+            raise AssertionError(f"trial {task.trial_id} failed: {outcome.error}")
+        got.append(outcome)
+
+    t0 = time.perf_counter()
+    run(done)  # type: ignore[operator]
+    return got, time.perf_counter() - t0
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--hours", type=float, default=2.0)
     ap.add_argument("--folds", type=int, default=2)
-    ap.add_argument("--repeat", type=int, default=2, help="warm timed runs per variant (median)")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=2, help="timed runs per variant (median)")
     args = ap.parse_args()
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -50,46 +73,61 @@ def main() -> None:
         (root / "grid.toml").write_text(GRID)
         plan = plan_sweep(_default_config_path(), root / "grid.toml")
         blocks = split_blocks(root / "data", args.folds, root / "blocks")
-        tasks = make_tasks(plan, blocks)
+        tasks = make_tasks(plan, blocks, data_fingerprint(root / "data"))
+        n = len(tasks)
         print(
             f"sample {args.hours} h x 3 symbols, {len(plan.combinations)} combinations x "
-            f"{len(blocks)} blocks = {len(tasks)} tasks; prepared in {time.perf_counter() - t0:.1f}s"
+            f"{len(blocks)} blocks = {n} trials; prepared in {time.perf_counter() - t0:.1f}s"
         )
 
         evaluate(tasks[0])  # this process's numba compilation, not the loop's
-        serial = []
+        serial_runs = []
         for _ in range(args.repeat):
             t0 = time.perf_counter()
-            outcomes = [evaluate(t) for t in tasks]
-            serial.append(time.perf_counter() - t0)
-        ticks = sum(int(o.metrics["ticks"]) for o in outcomes)
-        s = statistics.median(serial)
+            reference = [evaluate(t) for t in tasks]
+            serial_runs.append(time.perf_counter() - t0)
+        serial = statistics.median(serial_runs)
+        ticks = sum(int(o.metrics["ticks"]) for o in reference)
         print(
-            f"serial loop:      {s:7.2f}s, warm (median of {len(serial)}; {ticks / s:,.0f} ticks/s)"
+            f"serial loop:            {serial:6.2f}s  {n / serial:5.2f} trials/s  warm, median "
+            f"of {len(serial_runs)} ({ticks / serial:,.0f} ticks/s)"
         )
 
-        timed = {}
-        for workers in (1, 2):
-            t0 = time.perf_counter()
-            with dask_client(workers=workers) as client:
-                client.wait_for_workers(workers)
-                start = time.perf_counter() - t0
-                runs = []
-                for _ in range(args.repeat + 1):
-                    t0 = time.perf_counter()
-                    got = run_tasks(client, tasks, progress=False)
-                    runs.append(time.perf_counter() - t0)
-            if [_bits(o.metrics) for o in got] != [_bits(o.metrics) for o in outcomes]:
-                raise AssertionError("Dask and the serial loop gave different metrics")
-            timed[workers] = statistics.median(runs[1:])
-            print(
-                f"dask {workers} worker{'s' if workers > 1 else ' '}:   {timed[workers]:7.2f}s tasks, "
-                f"warm (median of {len(runs) - 1}); cold run {runs[0]:.2f}s (imports and numba "
-                f"compilation in each worker); cluster start {start:.1f}s"
-            )
+        pool_runs = []
+        for _ in range(args.repeat):
+            got, took = _collect(lambda done: run_on_pool(tasks, args.workers, done))
+            if _bits(got) != _bits(reference):
+                raise AssertionError("the process pool and the serial loop differ")
+            pool_runs.append(took)
+        pool = statistics.median(pool_runs)
         print(
-            f"ratios: serial / 1 worker = {s / timed[1]:.2f}, serial / 2 workers = "
-            f"{s / timed[2]:.2f}, 1 worker / 2 workers = {timed[1] / timed[2]:.2f}"
+            f"process pool, {args.workers} workers: {pool:6.2f}s  {n / pool:5.2f} trials/s  end to "
+            f"end, median of {len(pool_runs)} (each a fresh pool: start and imports included)"
+        )
+
+        t0 = time.perf_counter()
+        with dask_client(workers=args.workers) as client:
+            client.wait_for_workers(args.workers)
+            start = time.perf_counter() - t0
+            dask_runs = []
+            for _ in range(args.repeat + 1):
+                got, took = _collect(lambda done: run_on_dask(client, tasks, done))
+                if _bits(got) != _bits(reference):
+                    raise AssertionError("the LocalCluster and the serial loop differ")
+                dask_runs.append(took)
+        cold = start + dask_runs[0]
+        warm = statistics.median(dask_runs[1:])
+        print(
+            f"LocalCluster, {args.workers} workers: {cold:6.2f}s  {n / cold:5.2f} trials/s  end to "
+            f"end (cluster start {start:.1f}s + first run {dask_runs[0]:.2f}s)"
+        )
+        print(
+            f"LocalCluster, warm:     {warm:6.2f}s  {n / warm:5.2f} trials/s  workers already "
+            f"up and compiled, median of {len(dask_runs) - 1}"
+        )
+        print(
+            f"ratio process pool / LocalCluster (trials/s): end to end {cold / pool:.2f}, "
+            f"pool end to end vs warm cluster {warm / pool:.2f}; pool / serial {serial / pool:.2f}"
         )
 
 

@@ -32,7 +32,8 @@ EULER_GAMMA = 0.5772156649015329
 _NORMAL = NormalDist()
 
 DEFINITIONS = {
-    "trials": "N, the number of grid combinations; each is counted as one independent "
+    "trials": "N, the number of grid combinations (that succeeded on every block); each is "
+    "counted as one independent "
     "trial. Neighbouring combinations are correlated, so the effective number of "
     "independent trials is smaller than N (mean_pairwise_correlation gives the "
     "correlation of the trials' returns for judging how much)",

@@ -21,11 +21,13 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from engine.errors import SweepError
 from replay import metrics as fig
 from replay import overfitting as ov
 
-if TYPE_CHECKING:  # replay.sweep imports this module to write its results
-    from replay.sweep import Block, SweepPlan, TaskOutcome
+if TYPE_CHECKING:
+    from replay.sweep_plan import Block, SweepPlan
+    from replay.sweep_trial import TaskOutcome
 
 F64 = npt.NDArray[np.float64]
 
@@ -37,35 +39,58 @@ DEFINITIONS = {
     "first tick (nothing carries over from the block before)",
     "period": fig.DEFINITIONS["period"],
     "returns": fig.DEFINITIONS["returns"],
+    "failed": "a trial (one combination on one block) whose replay raised, or whose worker "
+    "process died twice (it is retried once, alone); its error text is in results.parquet. "
+    "A combination with any failed block is left out of every statistic (trials, deflated "
+    "sharpe, PBO, ranks): the statistics count only combinations that succeeded on every "
+    "block",
+    "resumed": "trials read from the sweep folder (trials/), stored by an earlier run of "
+    "the same sweep (same base config content, grid, data files by name, size and "
+    "modification time, and folds), and not run again; failed trials are run again",
     "results_metrics": "the scalar figures of a replay's metrics.json (replay/metrics.py), "
     "one row per combination x block",
 }
 
 
 class _Matrix:
-    """The trials' per-period returns: blocks stacked in time order, one column a trial."""
+    """The per-period returns of the combinations that succeeded on every block: blocks
+    stacked in time order, one column a combination (``combos[j]`` is column j).
+
+    A combination with a failed block has no full-sample series and is left out of every
+    statistic; ``failed`` lists the failed tasks.
+    """
 
     def __init__(self, plan: SweepPlan, blocks: list[Block], outcomes: list[TaskOutcome]):
         by = {(o.combination, o.block): o for o in outcomes}
-        n = len(plan.combinations)
-        missing = [(c, b.index) for c in range(n) for b in blocks if (c, b.index) not in by]
+        missing = [
+            (c.index, b.index)
+            for c in plan.combinations
+            for b in blocks
+            if (c.index, b.index) not in by
+        ]
         if missing:
             raise RuntimeError(f"sweep outcomes missing for (combination, block) {missing[:5]}")
         self.by = by
+        self.failed = [o for o in outcomes if o.failed]
+        bad = {o.combination for o in self.failed}
+        self.combos = [c for c in plan.combinations if c.index not in bad]
+        self.column = {c.index: j for j, c in enumerate(self.combos)}
+        n = len(self.combos)
         parts, ends, block_of, block_perf = [], [], [], []
         for b in blocks:
-            first = by[(0, b.index)].period_end_ns
-            for c in range(n):
+            first = by[(self.combos[0].index, b.index)].period_end_ns if n else np.empty(0)
+            for c in self.combos:
                 # one equity grid for all (plan_sweep checks the interval): same periods
-                if not np.array_equal(by[(c, b.index)].period_end_ns, first):
+                if not np.array_equal(by[(c.index, b.index)].period_end_ns, first):
                     raise RuntimeError(f"block {b.index}: combinations on different period grids")
-            block = np.column_stack([by[(c, b.index)].returns for c in range(n)]).reshape(-1, n)
+            cols = [by[(c.index, b.index)].returns for c in self.combos]
+            block = np.column_stack(cols).reshape(-1, n) if n else np.empty((0, 0))
             parts.append(block)
             ends.append(first)
             block_of.append(np.full(first.shape[0], b.index, dtype=np.int32))
             block_perf.append(ov.performance(block))
-        self.returns: F64 = np.vstack(parts)
-        self.period_end_ns = np.concatenate(ends)
+        self.returns: F64 = np.vstack(parts) if n else np.empty((0, 0))
+        self.period_end_ns = np.concatenate(ends).astype(np.int64)
         self.block_of = np.concatenate(block_of)
         self.block_perf: F64 = np.column_stack(block_perf)  # combinations x blocks
         self.full_perf: F64 = ov.performance(self.returns)
@@ -102,13 +127,22 @@ def _param_column(name: str, values: list[Any]) -> pl.Series:
 
 
 def results_frame(
-    plan: SweepPlan, blocks: list[Block], matrix: _Matrix, ranks: ov.BlockRanks
+    plan: SweepPlan, blocks: list[Block], matrix: _Matrix, ranks: ov.BlockRanks | None
 ) -> pl.DataFrame:
-    """One row per combination x block: the grid values, the block and the metrics."""
+    """One row per combination x block (a trial): the grid values, the block, the status
+    (``ok`` or ``failed`` with the error text) and the metrics.
+
+    ``performance`` is the trial's own Sharpe per period (null when it failed);
+    ``rank_in_block`` ranks it among the combinations that succeeded on every block (null
+    for a combination left out of the statistics)."""
     rows = [(c, b) for c in plan.combinations for b in blocks]
+    outcomes = [matrix.by[(c.index, b.index)] for c, b in rows]
     columns: dict[str, pl.Series] = {
         "combination": pl.Series([c.index for c, _ in rows], dtype=pl.Int32),
         "block": pl.Series([b.index for _, b in rows], dtype=pl.Int32),
+        "trial_id": pl.Series([o.trial_id for o in outcomes], dtype=pl.String),
+        "status": pl.Series(["failed" if o.failed else "ok" for o in outcomes], dtype=pl.String),
+        "error": pl.Series([o.error for o in outcomes], dtype=pl.String),
         "block_start_ns": pl.Series([b.start_ns for _, b in rows], dtype=pl.Int64),
         "block_end_ns": pl.Series([b.end_ns for _, b in rows], dtype=pl.Int64),
         "params": pl.Series([json.dumps(c.values) for c, _ in rows], dtype=pl.String),
@@ -116,24 +150,51 @@ def results_frame(
     for key in plan.grid:
         columns[key] = _param_column(key, [c.values[key] for c, _ in rows])
     columns["performance"] = pl.Series(
-        [float(matrix.block_perf[c.index, b.index]) for c, b in rows], dtype=pl.Float64
+        [None if o.failed else float(ov.performance(o.returns)[0]) for o in outcomes],
+        dtype=pl.Float64,
     )
+
+    def rank(c: int, b: int) -> float | None:
+        j = matrix.column.get(c)
+        return None if j is None or ranks is None else float(ranks.ranks[j, b])
+
     columns["rank_in_block"] = pl.Series(
-        [float(ranks.ranks[c.index, b.index]) for c, b in rows], dtype=pl.Float64
+        [rank(c.index, b.index) for c, b in rows], dtype=pl.Float64
     )
-    metric_names = list(matrix.by[(0, blocks[0].index)].metrics)
+    metric_names: list[str] = []
+    for o in outcomes:
+        metric_names += [k for k in o.metrics if k not in metric_names]
     for name in metric_names:
-        values = [matrix.by[(c.index, b.index)].metrics.get(name) for c, b in rows]
+        if name in columns:
+            continue
+        values = [o.metrics.get(name) for o in outcomes]
         columns[name] = pl.Series(name, values, strict=False)
     return pl.DataFrame(columns)
 
 
-def returns_frame(plan: SweepPlan, matrix: _Matrix) -> pl.DataFrame:
-    """The T x N return matrix behind the full-sample statistics and PBO."""
+def returns_frame(matrix: _Matrix) -> pl.DataFrame:
+    """The T x N return matrix behind the full-sample statistics and PBO (the
+    combinations that succeeded on every block)."""
     data: dict[str, Any] = {"block": matrix.block_of, "period_end_ns": matrix.period_end_ns}
-    for c in plan.combinations:
-        data[f"combination_{c.index}"] = matrix.returns[:, c.index]
+    for j, c in enumerate(matrix.combos):
+        data[f"combination_{c.index}"] = matrix.returns[:, j]
     return pl.DataFrame(data)
+
+
+def _failures(plan: SweepPlan, matrix: _Matrix) -> dict[str, Any]:
+    return {
+        "tasks": len(matrix.failed),
+        "combinations": len(plan.combinations) - len(matrix.combos),
+        "errors": [
+            {
+                "combination": o.combination,
+                "block": o.block,
+                "label": plan.combinations[o.combination].label,
+                "error": o.error,
+            }
+            for o in matrix.failed[:20]
+        ],
+    }
 
 
 def summarise(
@@ -144,10 +205,11 @@ def summarise(
     partitions: int,
     run: dict[str, Any],
 ) -> tuple[dict[str, Any], ov.BlockRanks, ov.Pbo | None]:
-    n = len(plan.combinations)
+    # positions (columns of the matrix) here; combination indices in what is written
+    n = len(matrix.combos)
     periods = matrix.returns.shape[0]
     best = int(np.argmax(_ranked(matrix.full_perf)))
-    chosen = plan.combinations[best]
+    chosen = matrix.combos[best]
     dsr = ov.deflated_sharpe(matrix.returns, best) if periods >= 2 else None
     ranks = ov.block_ranks(np.nan_to_num(matrix.block_perf, nan=-np.inf), best)
     usable = ov.usable_partitions(periods, partitions)
@@ -167,16 +229,18 @@ def summarise(
             "periods_dropped": pbo.periods_dropped,
             "logit_median": float(np.median(pbo.logits)),
             "logits": pbo.logits,
-            "in_sample_winners": pbo.chosen_in_sample,
+            "in_sample_winners": [matrix.combos[int(j)].index for j in pbo.chosen_in_sample],
             "out_of_sample_ranks": pbo.out_of_sample_rank,
         }
-    metrics = [matrix.by[(best, b.index)].metrics for b in blocks]
+    metrics = [matrix.by[(chosen.index, b.index)].metrics for b in blocks]
     summary = {
         "trials": n,
+        "combinations": len(plan.combinations),
+        "failed": _failures(plan, matrix),
         "folds": len(blocks),
         "periods": periods,
         "best": {
-            "combination": best,
+            "combination": chosen.index,
             "label": chosen.label,
             "params": chosen.values,
             "sharpe_per_period": float(matrix.full_perf[best]),
@@ -199,8 +263,8 @@ def summarise(
                 "start": _iso(b.start_ns),
                 "end": _iso(b.end_ns),
                 "periods": int(np.sum(matrix.block_of == b.index)),
-                "winner": int(ranks.winners[k]),
-                "winner_label": plan.combinations[int(ranks.winners[k])].label,
+                "winner": matrix.combos[int(ranks.winners[k])].index,
+                "winner_label": matrix.combos[int(ranks.winners[k])].label,
             }
             for k, b in enumerate(blocks)
         ],
@@ -270,7 +334,8 @@ def plot_png(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n = len(plan.combinations)
+    n = len(matrix.combos)
+    pos = matrix.column[best]  # best is a combination index; its column in the matrix
     order = np.argsort(-_ranked(matrix.full_perf), kind="stable")
     fig_, axes = plt.subplots(2, 2, figsize=(13, max(8.0, 4 + 0.18 * min(n, 40))))
     ax = axes[0, 0]
@@ -284,15 +349,18 @@ def plot_png(
         rotation=45,
     )
     if n <= 40:
-        ax.set_yticks(range(n), [_short(plan.combinations[i].label) for i in order], fontsize=7)
-    ax.add_patch(_box(len(blocks), int(np.flatnonzero(order == best)[0])))
+        ax.set_yticks(range(n), [_short(matrix.combos[i].label) for i in order], fontsize=7)
+    ax.add_patch(_box(len(blocks), int(np.flatnonzero(order == pos)[0])))
     ax.set_title("sharpe per period by block (rows: best first)", fontsize=10)
-    _grid_panel(axes[0, 1], plan, matrix.full_perf, best)
+    # over the whole grid, a failed combination a blank cell
+    perf_all = np.full(len(plan.combinations), np.nan)
+    perf_all[[c.index for c in matrix.combos]] = matrix.full_perf
+    _grid_panel(axes[0, 1], plan, perf_all, best)
     ax = axes[1, 0]
     cumulative = np.cumsum(matrix.returns, axis=0)
     ax.plot(cumulative, color="#999999", lw=0.5, alpha=0.6)
     ax.plot(
-        cumulative[:, best], color="#1f5fa8", lw=1.5, label=_short(plan.combinations[best].label)
+        cumulative[:, pos], color="#1f5fa8", lw=1.5, label=_short(plan.combinations[best].label)
     )
     for k in range(1, len(blocks)):
         ax.axvline(int(np.searchsorted(matrix.block_of, k)), color="k", ls="--", lw=0.8)
@@ -332,9 +400,21 @@ def _number(value: Any, spec: str = ".4g") -> str:
 def _html(summary: dict[str, Any], plan: SweepPlan, matrix: _Matrix, png: bytes) -> str:
     best = summary["best"]
     pbo = summary["pbo"]
+    failed = summary["failed"]
     head = [
         ("best combination", html.escape(best["label"])),
-        ("trials (combinations)", _number(summary["trials"])),
+        ("trials (combinations counted)", _number(summary["trials"])),
+        (
+            "failed",
+            f"{failed['tasks']} of {summary['run'].get('tasks', '?')} combination x block "
+            f"trials; {failed['combinations']} of {summary['combinations']} combinations left "
+            "out of every statistic",
+        ),
+        (
+            "resumed",
+            f"{_number(summary['run'].get('tasks_resumed', 0))} trials read from an earlier "
+            f"run, {_number(summary['run'].get('tasks_run', '?'))} run now",
+        ),
         ("blocks x periods", f"{summary['folds']} x {_number(summary['periods'])} in all"),
         ("sharpe per period, full sample", _number(best["sharpe_per_period"])),
         ("probabilistic sharpe (vs 0)", _number(best["probabilistic_sharpe"], ".3f")),
@@ -356,6 +436,19 @@ def _html(summary: dict[str, Any], plan: SweepPlan, matrix: _Matrix, png: bytes)
         ),
     ]
     head_rows = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in head)
+    failed_rows = "".join(
+        f"<tr><td>{o.combination}</td><td>{o.block + 1}</td>"
+        f"<td>{html.escape(plan.combinations[o.combination].label)}</td>"
+        f"<td><pre>{html.escape(o.error or '')}</pre></td></tr>"
+        for o in matrix.failed[:50]
+    )
+    failed_section = (
+        f"<h2>Failed trials ({len(matrix.failed)}"
+        f"{', first 50' if len(matrix.failed) > 50 else ''})</h2><table><tr><th>#</th>"
+        f"<th>block</th><th>combination</th><th>error</th></tr>{failed_rows}</table>"
+        if matrix.failed
+        else ""
+    )
     block_rows = "".join(
         f"<tr><td>{b['block'] + 1}</td><td>{b['start']}</td><td>{b['end']}</td>"
         f"<td>{b['periods']}</td><td>{html.escape(b['winner_label'])}</td>"
@@ -366,7 +459,7 @@ def _html(summary: dict[str, Any], plan: SweepPlan, matrix: _Matrix, png: bytes)
     order = np.argsort(-_ranked(matrix.full_perf), kind="stable")[:30]
     block_heads = "".join(f"<th>block {k + 1}</th>" for k in range(summary["folds"]))
     combo_rows = "".join(
-        f"<tr><td>{i}</td><td>{html.escape(plan.combinations[i].label)}</td>"
+        f"<tr><td>{matrix.combos[i].index}</td><td>{html.escape(matrix.combos[i].label)}</td>"
         f"<td>{_number(float(matrix.full_perf[i]))}</td>"
         + "".join(f"<td>{_number(float(v))}</td>" for v in matrix.block_perf[i])
         + "</tr>"
@@ -389,6 +482,7 @@ grid <code>{html.escape(plan.grid_file)}</code> sha256 <code>{plan.grid_sha256}<
 <th>rank here of the previous block's best</th><th>rank of the overall best</th></tr>{block_rows}</table>
 <h2>Top {len(order)} of {summary["trials"]} combinations (sharpe per period)</h2>
 <table><tr><th>#</th><th>combination</th><th>full sample</th>{block_heads}</tr>{combo_rows}</table>
+{failed_section}
 <h2>Definitions</h2><dl>{definitions}</dl>
 </body></html>"""
 
@@ -404,15 +498,35 @@ def write_sweep(
 ) -> dict[str, Any]:
     """Write results.parquet, returns.parquet, summary.json, report.png and report.html.
 
+    The statistics are over the combinations that succeeded on every block; the failed
+    trials are rows of results.parquet (status ``failed``, the error text) and are
+    counted in the summary and on the page.
+
     Returns:
         The summary (as written, NaN as None).
+
+    Raises:
+        SweepError: no combination succeeded on every block (results.parquet and a
+            summary.json with the failures are written first).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     matrix = _Matrix(plan, blocks, outcomes)
+    if not matrix.combos:
+        results_frame(plan, blocks, matrix, None).write_parquet(out / "results.parquet")
+        failed = _failures(plan, matrix)
+        summary = {"trials": 0, "combinations": len(plan.combinations), "failed": failed}
+        summary["run"] = run or {}
+        (out / "summary.json").write_text(json.dumps(_json_safe(summary), indent=2) + "\n")
+        first = failed["errors"][0]
+        raise SweepError(
+            f"every combination failed ({failed['tasks']} trials); the first: combination "
+            f"{first['combination']}, block {first['block'] + 1}: "
+            f"{str(first['error']).splitlines()[0]} (all in {out / 'results.parquet'})"
+        )
     summary, ranks, pbo = summarise(plan, blocks, matrix, partitions=partitions, run=run or {})
     results_frame(plan, blocks, matrix, ranks).write_parquet(out / "results.parquet")
-    returns_frame(plan, matrix).write_parquet(out / "returns.parquet")
+    returns_frame(matrix).write_parquet(out / "returns.parquet")
     summary = _json_safe(summary)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     png = plot_png(plan, blocks, matrix, summary["best"]["combination"], pbo)

@@ -112,6 +112,9 @@ def test_sweep_writes_every_combination_and_block(swept: dict[str, Any]) -> None
     summary = json.loads((out / "summary.json").read_text())
     assert summary == swept["summary"]
     assert summary["trials"] == 6 and summary["folds"] == 3
+    assert summary["failed"] == {"tasks": 0, "combinations": 0, "errors": []}
+    assert set(results["status"].to_list()) == {"ok"}
+    assert summary["run"]["tasks_resumed"] == 0 and summary["run"]["tasks_run"] == 18
     assert summary["pbo"]["partitions"] == 8 and summary["pbo"]["splits"] == 70
     assert 0.0 <= summary["pbo"]["value"] <= 1.0
     assert 0.0 <= summary["best"]["deflated_sharpe"] <= summary["best"]["probabilistic_sharpe"]
@@ -123,7 +126,9 @@ def test_sweep_writes_every_combination_and_block(swept: dict[str, Any]) -> None
     assert returns.height == summary["periods"]
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "deflated sharpe (6 trials)" in html
+    assert "0 of 18 combination x block trials" in html
     assert not (out / ".blocks").exists()
+    assert len(list((out / "trials").iterdir())) == 18
 
 
 def test_sweep_block_results_bit_equal_to_run_replay(
@@ -288,7 +293,7 @@ def test_split_blocks_puts_every_row_in_one_block_in_time(
         assert pl.concat(parts).equals(frame)
 
 
-def test_sweep_task_error_names_combination_and_block(
+def test_sweep_every_combination_failing_on_a_block_is_recorded_then_refused(
     client: Client, files: dict[str, Path], sample_dir: Path, tmp_path: Path
 ) -> None:
     data = tmp_path / "data"
@@ -303,7 +308,9 @@ def test_sweep_task_error_names_combination_and_block(
         .alias("bid")
     )
     bad.write_parquet(data / "quotes.parquet")
-    with pytest.raises(SweepError, match=r"block 2 failed: DataError: .*crossed"):
+    with pytest.raises(
+        SweepError, match=r"every combination failed \(6 trials\).*block 2: DataError"
+    ):
         run_sweep(
             data,
             files["base"],
@@ -313,6 +320,14 @@ def test_sweep_task_error_names_combination_and_block(
             folds=2,
             progress=False,
         )
+    results = pl.read_parquet(tmp_path / "out" / "results.parquet")
+    assert results.height == 12
+    by_block = dict(results.group_by("block").agg(pl.col("status").unique().sort()).iter_rows())
+    assert by_block == {0: ["ok"], 1: ["failed"]}
+    errors = results.filter(pl.col("status") == "failed")["error"].to_list()
+    assert all("crossed" in e for e in errors)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["trials"] == 0 and summary["failed"]["tasks"] == 6
 
 
 def test_cmd_sweep_on_a_scheduler_address_prints_the_choice(

@@ -1,0 +1,166 @@
+"""Where a sweep's trials run: a local process pool (the default) or a Dask cluster.
+
+Both take the same tasks (a config and a folder path each) and hand every finished trial,
+succeeded or failed, to ``on_done`` as soon as it finishes, so the driver can store it
+before the next one: an interrupted sweep keeps everything finished.
+
+Why ``concurrent.futures.ProcessPoolExecutor`` locally and not a Dask ``LocalCluster``:
+on one machine it starts in about a second less than a LocalCluster (no scheduler, no
+nanny, no TCP between them; see docs/benchmarks.md for the figures), needs nothing to
+be installed, and reports a dead worker at once (``BrokenProcessPool``) instead of after
+the scheduler's heartbeats. Dask is for more than one machine: ``--scheduler ADDRESS``.
+
+Workers are started with ``spawn``: the driver may hold threads (tqdm's monitor, polars'
+and numba's pools, a Dask client), and ``fork`` of a threaded process can deadlock the
+child; ``forkserver`` would only pay off with modules preloaded into its server, which
+brings the same fork-after-import hazard for polars.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from engine.errors import AdapterError
+from replay.sweep_trial import SweepTask, TaskOutcome, evaluate, evaluate_with_deadline
+from replay.sweep_trial import failed_outcome as _failed
+
+__all__ = ["OnDone", "dask_client", "run_on_dask", "run_on_pool"]
+
+OnDone = Callable[[SweepTask, TaskOutcome], None]
+
+# how long the futures of a broken pool may take to be failed by its manager thread;
+# it does that at once, so this only guards against a hang of the executor itself
+_BROKEN_DRAIN_S = 30.0
+
+WORKER_DIED = (
+    "worker process died (killed, out of memory, a crash in native code, or over "
+    "--trial-timeout); it was retried once on its own and died again"
+)
+
+
+def run_on_pool(
+    tasks: Sequence[SweepTask],
+    workers: int,
+    on_done: OnDone,
+    *,
+    trial_timeout_s: int | None = None,
+) -> None:
+    """Run ``tasks`` on a local pool of ``workers`` processes.
+
+    At most ``workers`` tasks are in flight, so the tasks lost when a worker dies are
+    exactly those running. A dead worker breaks the whole pool (every task in flight
+    fails with ``BrokenProcessPool``, the dead one's and its neighbours'); those tasks
+    are retried once each, alone in a fresh pool, so a second death is that task's own
+    and is recorded failed, and a neighbour is never charged for it.
+    """
+    pending: deque[SweepTask] = deque(tasks)
+    suspects: deque[SweepTask] = deque()
+    deaths: Counter[str] = Counter()
+    context = multiprocessing.get_context("spawn")
+    pool: ProcessPoolExecutor | None = None
+    inflight: dict[Future[TaskOutcome], SweepTask] = {}
+    try:
+        while pending or suspects or inflight:
+            if pool is None:
+                pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+            if suspects:
+                if not inflight:
+                    task = suspects.popleft()
+                    inflight[pool.submit(evaluate_with_deadline, task, trial_timeout_s)] = task
+            else:
+                while pending and len(inflight) < workers:
+                    task = pending.popleft()
+                    inflight[pool.submit(evaluate_with_deadline, task, trial_timeout_s)] = task
+            done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
+            if any(isinstance(f.exception(), BrokenProcessPool) for f in done):
+                done, _ = wait(list(inflight), timeout=_BROKEN_DRAIN_S)
+                dead = [t for f, t in inflight.items() if f not in done]
+                for future in done:
+                    task = inflight[future]
+                    if isinstance(future.exception(), BrokenProcessPool):
+                        dead.append(task)
+                    else:
+                        _finish(future, task, on_done)
+                inflight.clear()
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool = None
+                for task in dead:
+                    deaths[task.trial_id] += 1
+                    if deaths[task.trial_id] >= 2:
+                        on_done(task, _failed(task, WORKER_DIED))
+                    else:
+                        suspects.append(task)
+                continue
+            for future in done:
+                _finish(future, inflight.pop(future), on_done)
+    finally:
+        if pool is not None:
+            # an interrupt: the trials in flight are lost (not stored), the rest were stored
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _finish(future: Future[TaskOutcome], task: SweepTask, on_done: OnDone) -> None:
+    exc = future.exception()
+    if exc is None:
+        on_done(task, future.result())
+    else:  # evaluate catches everything; this is a result that did not pickle, or ours
+        on_done(task, _failed(task, f"{type(exc).__name__}: {exc}"))
+
+
+def run_on_dask(client: Any, tasks: Sequence[SweepTask], on_done: OnDone) -> None:
+    """Run ``tasks`` on a Dask cluster. A task whose worker died more often than the
+    scheduler allows (``KilledWorker``) or that was lost is recorded failed."""
+    from distributed import as_completed
+
+    futures = client.map(evaluate, list(tasks), pure=False)
+    by_key = {f.key: t for f, t in zip(futures, tasks)}
+    try:
+        for future in as_completed(futures):
+            task = by_key[future.key]
+            try:
+                outcome: TaskOutcome = future.result()
+            except Exception as exc:  # KilledWorker, CancelledError, a lost connection
+                outcome = _failed(task, f"{type(exc).__name__}: {exc}")
+            on_done(task, outcome)
+    finally:
+        client.cancel(futures)
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str | None = None, workers: int | None = None) -> Iterator[Any]:
+    """A client of the scheduler at ``scheduler``, or of a ``LocalCluster`` of ``workers``
+    single-threaded worker processes (default: one per CPU; a replay holds the GIL).
+
+    The LocalCluster's scheduler gives a task one retry after its worker dies (Dask's
+    default is 3), the process pool's rule: a task that kills its worker twice is failed.
+
+    Raises:
+        AdapterError: the scheduler cannot be reached.
+    """
+    import dask
+    from distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        try:
+            client = Client(scheduler, timeout="15s")
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise AdapterError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from exc
+        with client:
+            yield client
+        return
+    n = workers or os.cpu_count() or 1
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 1}),
+        LocalCluster(
+            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
