@@ -36,6 +36,7 @@ import msgspec
 
 from engine.errors import AdapterError, JournalError
 from engine.journal import (
+    HEADER_PREFIX_BYTES,
     AnyRecord,
     ClockRecord,
     JournalDecoder,
@@ -45,8 +46,10 @@ from engine.journal import (
     RecordEncoder,
     TornTail,
     encode_header,
+    header_length,
     make_record,
 )
+from engine.snapshot import SnapshotHeader, decode_snapshot, encode_snapshot
 
 log = logging.getLogger("tradeloop.journal")
 
@@ -59,6 +62,15 @@ FILE_SUFFIX: Final = ".tlj"
 _CHUNK_BYTES: Final = 1 << 20
 _EPOCH: Final = dt.date(1970, 1, 1)
 _sync = getattr(os, "fdatasync", os.fsync)  # fdatasync skips the mtime update
+
+
+class JournalPosition(msgspec.Struct, frozen=True, kw_only=True):
+    """A place in a journal folder: record ``seq`` starts at byte ``offset`` of ``file``
+    (or will, if it is not written yet)."""
+
+    file: str
+    offset: int
+    seq: int
 
 
 class FsyncLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -135,6 +147,7 @@ class FileJournalWriter:
         self.torn_bytes_cut = 0
         self._fd = -1
         self._day = -1
+        self._offset = 0  # size of the current file: where the next record starts
         self._encoder = RecordEncoder()
         self._control_pending = 0
         self._control_first_ns = 0
@@ -187,6 +200,14 @@ class FileJournalWriter:
         self._write(record)
         return record
 
+    def position(self) -> JournalPosition | None:
+        """Where the next record will be written (None before the first file exists): a
+        snapshot of the state after ``next_seq - 1`` stores it, so a restart reads the
+        journal from there instead of from its start."""
+        if self.path is None:
+            return None
+        return JournalPosition(file=self.path.name, offset=self._offset, seq=self.next_seq)
+
     def commit(self) -> None:
         """Make the records appended so far as durable as the policy asks before acting.
 
@@ -225,6 +246,7 @@ class FileJournalWriter:
             self._cut(path, torn)
         assert decoder.header is not None and decoder.next_seq is not None
         self.next_seq = decoder.next_seq
+        self._offset = decoder.good_offset
         self._day = _day_of_path(path) or 0
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         self.path = path
@@ -256,6 +278,7 @@ class FileJournalWriter:
                 written = os.write(self._fd, view)
                 while written < len(view):  # a regular file only writes short on error
                     written += os.write(self._fd, view[written:])
+                self._offset += written
         except OSError as exc:
             self.state = "failed"
             raise AdapterError(f"journal {self.path}: append of seq {record.seq}: {exc}") from exc
@@ -294,8 +317,9 @@ class FileJournalWriter:
         header = JournalHeader(
             session_id=self.session_id, created_ns=ts_ns, first_seq=self.next_seq
         )
+        head = encode_header(header)
         with tmp.open("wb") as f:
-            f.write(encode_header(header))
+            f.write(head)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -306,6 +330,7 @@ class FileJournalWriter:
             os.close(dir_fd)
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         self._day = ts_ns // NS_PER_DAY
+        self._offset = len(head)
         self.path = path
 
     def _fsync(self) -> None:
@@ -336,9 +361,10 @@ class FileJournalReader:
         directory: the journal folder.
     """
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, *, start: JournalPosition | None = None) -> None:
         self.directory = Path(directory)
         self.torn: TornTail | None = None
+        self.start = start
 
     @property
     def files(self) -> list[Path]:
@@ -356,10 +382,26 @@ class FileJournalReader:
             raise AdapterError(f"journal {self.directory}: not a folder")
         files = self.files
         expected: int | None = None
+        start = self.start
+        if start is not None:
+            names = [p.name for p in files]
+            if start.file not in names:
+                raise JournalError(start.file, start.offset, "the start position's file is gone")
+            files = files[names.index(start.file) :]
         for index, path in enumerate(files):
             decoder = JournalDecoder(str(path), expected_seq=expected)
             try:
                 with path.open("rb") as f:
+                    if start is not None and index == 0:
+                        # the header, then straight to the position: the decoder checks
+                        # that the first record there is ``start.seq``
+                        prefix = f.read(HEADER_PREFIX_BYTES)
+                        head = prefix + f.read(header_length(prefix) - len(prefix))
+                        decoder.feed(head)
+                        decoder.seek(start.offset, start.seq)
+                        if os.fstat(f.fileno()).st_size < start.offset:
+                            raise JournalError(str(path), start.offset, "the file ends before it")
+                        f.seek(start.offset)
                     while chunk := f.read(_CHUNK_BYTES):
                         yield from decoder.feed(chunk)
             except OSError as exc:
@@ -372,3 +414,64 @@ class FileJournalReader:
                     )
                 self.torn = torn
             expected = decoder.next_seq
+
+
+# snapshots of the engine's state (``engine.snapshot``), next to the journal
+
+SNAPSHOT_PREFIX: Final = "snapshot-"
+SNAPSHOT_SUFFIX: Final = ".tls"
+# the newest valid snapshot is used; the one before it is kept in case the newest is
+# damaged (a restart then replays a longer tail, never the whole journal)
+SNAPSHOTS_KEPT: Final = 2
+
+
+def snapshot_files(directory: Path) -> list[Path]:
+    """The snapshot files of ``directory``, newest (highest seq) first."""
+    found: list[tuple[int, Path]] = []
+    for path in directory.glob(f"{SNAPSHOT_PREFIX}*{SNAPSHOT_SUFFIX}"):
+        stem = path.name.removeprefix(SNAPSHOT_PREFIX).removesuffix(SNAPSHOT_SUFFIX)
+        if stem.isdigit():
+            found.append((int(stem), path))
+    return [path for _, path in sorted(found, reverse=True)]
+
+
+def write_snapshot(directory: Path, header: SnapshotHeader, payload: bytes) -> Path:
+    """Write a snapshot atomically (a temporary file, fsync, rename, fsync of the folder)
+    and delete all but the newest ``SNAPSHOTS_KEPT``.
+
+    Raises:
+        AdapterError: the file system refused (nothing half-written is left as a snapshot).
+    """
+    path = directory / f"{SNAPSHOT_PREFIX}{header.seq:012d}{SNAPSHOT_SUFFIX}"
+    tmp = directory / f".{path.name}.tmp"
+    try:
+        with tmp.open("wb") as f:
+            f.write(encode_snapshot(header, payload))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        for old in snapshot_files(directory)[SNAPSHOTS_KEPT:]:
+            old.unlink(missing_ok=True)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise AdapterError(f"snapshot {path}: {exc}") from exc
+    return path
+
+
+def read_snapshot(path: Path) -> tuple[SnapshotHeader, bytes]:
+    """A snapshot file, checked (``engine.snapshot.decode_snapshot``).
+
+    Raises:
+        JournalError: torn or damaged.
+        AdapterError: unreadable.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise AdapterError(f"snapshot {path}: {exc}") from exc
+    return decode_snapshot(data, str(path))

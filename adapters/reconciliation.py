@@ -19,10 +19,15 @@ new session's journal still holds everything its engine was fed:
 - an order open here but not at the OMS (it was cancelled or rejected while we were away,
   or never reached the OMS before a crash) -> ``OrderCancelled``; an order open at the OMS
   still NEW or UNKNOWN here -> ``OrderAccepted``;
-- an order the OMS works that we never sent (external) -> ``flag``: its ``OrderAccepted``
-  is journaled, which the engine alarms on as an unknown order (its fills are booked,
-  alarmed and reduce only); ``adopt`` needs a journal record that carries an
-  ``OrderRequest`` (not in the journal format yet) and falls back to ``flag``;
+- an order the OMS works that we never sent (external) -> ``flag`` (the default): its
+  ``OrderAccepted`` is journaled, which the engine alarms on as an unknown order (its
+  fills are booked, alarmed and reduce only); ``adopt``: an ``ExternalOrder`` record
+  (``engine.journal.AdoptRecord``, the order as the OMS holds it) journaled before the
+  missed fills, which ``OrderDesk.adopt`` books as the engine's own open order. Its
+  fills the OMS returns are journaled right after it and book the position (with their
+  prices and fees); fills older than the question's ``since`` are in the OMS's position
+  only, so the position check names them. An order with nonsense fields is refused by
+  the engine (critical Alarm, reduce only) and never booked;
 - positions that still differ -> a ``kill`` command from issuer ``reconciliation`` whose
   reason names each difference on its own line; ``apply_input`` emits one ``Alarm`` per
   line before the kill, in the live daemon and in replay alike. The daemon asks again
@@ -73,7 +78,7 @@ from engine.events import (
     OrderCancelled,
     side_sign,
 )
-from engine.journal import AnyRecord, ClockRecord
+from engine.journal import AnyRecord, ClockRecord, ExternalOrder
 from engine.orders import OrderStatus
 from engine.ports import ExecutionReport
 
@@ -136,6 +141,8 @@ class History:
     sessions: list[str] = field(default_factory=list)
     last_seq: int = 0
     last_ts: int = 0
+    snapshot_seq: int = 0  # the snapshot the records after it were applied to (0: none)
+    snapshots_invalid: int = 0  # snapshots found torn, damaged or not for this config
 
 
 def apply_history(
@@ -401,12 +408,39 @@ def order_reports(
             out.append(OrderAccepted(ts_event=ts_ns, ts_recv=ts_ns, client_order_id=cid,
                                      venue_order_id=held.venue_order_id))  # fmt: skip
     if external == "adopt":
-        log.warning("external_orders = 'adopt' needs a journal record for an order: flagging")
+        return out  # ``adoptions`` went first: adopted, or refused with an alarm
     for cid, held in at_oms.items():
         if engine.orders.find(cid) is None:
             # the engine alarms on an ack for an order it never sent: the flag
             out.append(OrderAccepted(ts_event=ts_ns, ts_recv=ts_ns, client_order_id=cid,
                                      venue_order_id=held.venue_order_id))  # fmt: skip
+    return out
+
+
+def adoptions(engine: Engine, snapshot: OmsSnapshot, missed: list[Fill]) -> list[ExternalOrder]:
+    """The orders the OMS works that the engine never sent, to adopt (``external_orders =
+    "adopt"``), journaled before ``missed`` (the missed fills): each says how much of its
+    filled quantity those fills book, so the order's filled quantity ends at the OMS's
+    and the position gets exactly the fills whose prices are known. The engine checks
+    the fields (``OrderDesk.adopt``): nonsense is refused there, in the journal's order,
+    so a replay refuses it too."""
+    follow: dict[str, float] = {}
+    for fill in missed:
+        follow[fill.client_order_id] = follow.get(fill.client_order_id, 0.0) + fill.qty
+    out: list[ExternalOrder] = []
+    for held in snapshot.orders:
+        cid = held.order.client_order_id
+        if engine.orders.find(cid) is not None or any(e.order.client_order_id == cid for e in out):
+            continue
+        out.append(
+            ExternalOrder(
+                order=held.order,
+                status=held.status,
+                filled_qty=held.filled_qty,
+                fills_follow_qty=follow.get(cid, 0.0),
+                venue_order_id=held.venue_order_id,
+            )
+        )
     return out
 
 
@@ -470,6 +504,7 @@ __all__ = [
     "MqttReconcileClient",
     "OmsSnapshot",
     "SessionStart",
+    "adoptions",
     "alarms_of",
     "apply_history",
     "fetch_over_mqtt",

@@ -48,6 +48,7 @@ from engine.events import (
     OrderAccepted,
     OrderCancelled,
     OrderRejected,
+    OrderRequest,
 )
 from engine.ports import ExecutionReport
 from engine.ticks import TickBatch
@@ -245,7 +246,41 @@ class FeedRecord(Record, frozen=True, tag="feed"):
     feed: FeedStatus
 
 
-AnyRecord = MarketDataRecord | ReportRecord | CommandRecord | TimerRecord | ClockRecord | FeedRecord
+class ExternalOrder(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """An order the OMS works that the engine never sent, as the OMS reports it, to be
+    booked as the engine's own (``[live] external_orders = "adopt"``).
+
+    ``filled_qty`` is what the OMS says is filled; ``fills_follow_qty`` is the part of it
+    whose fills the reconciliation journals right after this record (they book the
+    position themselves). The rest was filled by fills the engine never sees: it counts
+    toward the order's filled quantity only, so the position check against the OMS
+    names it.
+    """
+
+    order: OrderRequest
+    status: Literal["pending", "accepted", "partially_filled"]
+    filled_qty: float
+    fills_follow_qty: float = 0.0
+    venue_order_id: str = ""
+
+
+class AdoptRecord(Record, frozen=True, tag="adopt"):
+    """Reconciliation adopted an order the OMS works that the engine never sent. Added
+    after format version 1 shipped: an older build refuses a journal holding one (the
+    record fails to decode), a newer build reads older journals unchanged."""
+
+    external: ExternalOrder
+
+
+AnyRecord = (
+    MarketDataRecord
+    | ReportRecord
+    | CommandRecord
+    | TimerRecord
+    | ClockRecord
+    | FeedRecord
+    | AdoptRecord
+)
 RECORD_TYPES: Final[tuple[type[Record], ...]] = (
     MarketDataRecord,
     ReportRecord,
@@ -253,8 +288,9 @@ RECORD_TYPES: Final[tuple[type[Record], ...]] = (
     TimerRecord,
     ClockRecord,
     FeedRecord,
+    AdoptRecord,
 )
-RecordBody = TickBatch | ExecutionReport | Command | TimerFired | FeedStatus
+RecordBody = TickBatch | ExecutionReport | Command | TimerFired | FeedStatus | ExternalOrder
 
 
 def make_record(seq: int, ts_recv: int, body: RecordBody) -> AnyRecord:
@@ -272,6 +308,8 @@ def make_record(seq: int, ts_recv: int, body: RecordBody) -> AnyRecord:
             return TimerRecord(seq=seq, ts_recv=ts_recv, timer=body)
         case FeedStatus():
             return FeedRecord(seq=seq, ts_recv=ts_recv, feed=body)
+        case ExternalOrder():
+            return AdoptRecord(seq=seq, ts_recv=ts_recv, external=body)
         case OrderAccepted() | OrderRejected() | Fill() | OrderCancelled() | CancelRejected():
             return ReportRecord(seq=seq, ts_recv=ts_recv, report=body)
     raise TypeError(f"{type(body).__name__} is not a journaled input")
@@ -321,6 +359,24 @@ def encode_header(header: JournalHeader) -> bytes:
         + _FRAME.pack(len(payload), zlib.crc32(payload))
         + payload
     )
+
+
+HEADER_PREFIX_BYTES: Final = _PREFIX.size + FRAME_HEADER_BYTES
+
+
+def header_length(prefix: bytes) -> int:
+    """How many bytes a journal file's magic, version and header frame take, from its
+    first ``HEADER_PREFIX_BYTES`` (a reader that seeks reads just these first).
+
+    Raises:
+        JournalError: not a journal file's start.
+    """
+    if len(prefix) < HEADER_PREFIX_BYTES or prefix[:8] != MAGIC:
+        raise JournalError("journal", 0, "not a tradeloop journal (bad magic)")
+    (length, _crc) = _FRAME.unpack_from(prefix, _PREFIX.size)
+    if not 0 < length <= MAX_PAYLOAD_BYTES:
+        raise JournalError("journal", _PREFIX.size, f"header length {length} out of range")
+    return HEADER_PREFIX_BYTES + int(length)
 
 
 class TornTail(msgspec.Struct, frozen=True, kw_only=True):
@@ -376,6 +432,23 @@ class JournalDecoder:
         if self._expected_seq is not None:
             return self._expected_seq
         return None if self.header is None else self.header.first_seq
+
+    def seek(self, offset: int, next_seq: int) -> None:
+        """Go on at file offset ``offset``, where the record ``next_seq`` starts (a
+        position a writer gave, ``FileJournalWriter.position``); feed the bytes from
+        there. Only right after the header, before any record: the first record decoded
+        must carry ``next_seq`` or the decoder raises as for any sequence gap.
+
+        Raises:
+            RuntimeError: the header is not read yet, or records were decoded already.
+        """
+        if self.header is None or self.records or self._buffer or self._bad is not None:
+            raise RuntimeError("JournalDecoder.seek only right after the header")
+        if offset < self._base:
+            raise RuntimeError(f"JournalDecoder.seek to {offset}, inside the header")
+        self._base = offset
+        self._expected_seq = next_seq
+        self._last_seq = None
 
     def feed(self, data: bytes) -> list[AnyRecord]:
         """Add bytes; return every record they complete, in order.

@@ -10,6 +10,7 @@ state is restricted, open orders that could add risk are cancelled here.
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING
 
 from engine.events import (
@@ -150,6 +151,58 @@ class OrderDesk:
         )
         self._e.emit(req)
         self._e.router.cancel(req)
+
+    # orders the venue works that this engine never sent
+
+    def adopt(
+        self,
+        request: OrderRequest,
+        filled_qty: float,
+        *,
+        venue_order_id: str = "",
+        fills_follow_qty: float = 0.0,
+    ) -> bool:
+        """Book an order the OMS works that this engine never sent as its own (the
+        reconciliation's ``adopt``): open, counted by the open-order and REDUCE_ONLY
+        checks, cancelled by a halt or a flatten, its later reports and fills applied as
+        for any order. ``filled_qty`` is what the OMS says is filled; the
+        ``fills_follow_qty`` part of it is booked by the fills that follow (they carry
+        the prices), the rest only counts toward the order's filled quantity: its
+        position is the OMS's alone, which the position check names.
+
+        An order that makes no sense (unknown instrument, quantity not positive or not
+        finite, a price not finite or not positive, filled beyond its quantity, a client
+        id already used) is not adopted: it is flagged with a critical Alarm and the
+        engine reduces only, since the OMS works something the engine cannot account for.
+
+        Returns:
+            True if the order was adopted.
+        """
+        e = self._e
+        cid = request.client_order_id
+        before = filled_qty - fills_follow_qty
+        why = _adopt_refusal(e, request, filled_qty, fills_follow_qty)
+        if why is not None:
+            e.counters["orders_adopt_refused"] += 1
+            self._alarm(
+                "critical",
+                f"external order {cid!r} not adopted ({why}); reducing only",
+            )
+            e.raise_automatic("REDUCE_ONLY", f"external order {cid!r} not adopted", sticky=True)
+            return False
+        index = e.instruments.index[request.instrument]
+        e.orders.adopt(request, index, max(before, 0.0))
+        e.counters["orders_adopted"] += 1
+        price = "market" if request.limit_price is None else f"@ {request.limit_price:g}"
+        self._alarm(
+            "warning",
+            f"adopted external order {cid} ({venue_order_id or 'no venue id'}): "
+            f"{request.side} {request.qty:g} {request.instrument} {price}, "
+            f"{filled_qty:g} filled at the OMS",
+        )
+        if e.risk.state != "ACTIVE":
+            self.enforce_state()
+        return True
 
     # execution reports
 
@@ -366,3 +419,33 @@ class OrderDesk:
             )
         if flat:
             self.flattening = False
+
+
+def _finite(x: float) -> bool:
+    return x == x and abs(x) != math.inf
+
+
+def _adopt_refusal(
+    engine: Engine, request: OrderRequest, filled_qty: float, fills_follow_qty: float
+) -> str | None:
+    """Why an external order cannot be adopted, or None."""
+    if request.instrument not in engine.instruments.index:
+        return f"unknown instrument {request.instrument!r}"
+    if request.side not in ("buy", "sell"):
+        return f"side {request.side!r}"
+    if not _finite(request.qty) or request.qty <= 0.0:
+        return f"quantity {request.qty!r}"
+    price = request.limit_price
+    if request.order_type == "limit" and price is None:
+        return "a limit order without a price"
+    if price is not None and (not _finite(price) or price <= 0.0):
+        return f"price {price!r}"
+    if not _finite(filled_qty) or not _finite(fills_follow_qty):
+        return f"filled quantity {filled_qty!r} / {fills_follow_qty!r}"
+    if not 0.0 <= fills_follow_qty <= filled_qty + _EPS:
+        return f"{fills_follow_qty:g} to follow of {filled_qty:g} filled"
+    if filled_qty >= request.qty - _EPS:
+        return f"{filled_qty:g} of {request.qty:g} filled: not open"
+    if engine.orders.find(request.client_order_id) is not None:
+        return "its client order id is one of ours"
+    return None

@@ -201,6 +201,31 @@ class OrderBook:
         self._track(order, request.qty)
         return order
 
+    def adopt(self, request: OrderRequest, instrument_index: int, filled_qty: float) -> Order:
+        """Book an order the venue works that this engine never sent, ``filled_qty`` of it
+        already filled by fills booked elsewhere (or never seen): it is open (ACCEPTED,
+        or PARTIALLY_FILLED), counts in the open figures for what remains, and takes
+        reports and fills from here on like any other order.
+
+        Raises:
+            OrderStateError: the client order id is taken, or ``filled_qty`` is not in
+                ``[0, qty)``.
+        """
+        if not 0.0 <= filled_qty < request.qty - _QTY_EPS:
+            raise OrderStateError(
+                f"order {request.client_order_id}: cannot adopt with {filled_qty:g} of "
+                f"{request.qty:g} filled"
+            )
+        order = self.add(request, instrument_index)
+        order.transition(OrderStatus.ACCEPTED)
+        if filled_qty > 0.0:
+            order.transition(OrderStatus.PARTIALLY_FILLED)
+            self._track(order, -filled_qty)
+            # the prices of fills never seen here are unknown: the limit price is the
+            # worst they can have been (0.0 for a market order)
+            order.record_fill(filled_qty, request.limit_price or 0.0)
+        return order
+
     def get(self, client_order_id: str) -> Order:
         """Raises: OrderStateError: unknown client order id."""
         try:
