@@ -99,7 +99,8 @@ def resolve_model_config(
         model,
         # a trained folder says what it is; a plugin kind is the user's and is kept
         kind=found.manifest.kind if model.kind in _FILE_KINDS else model.kind,
-        path=str(found.path),
+        # absolute: a run folder's config.toml is read relative to the run folder
+        path=str(found.path.absolute()),
         registry=None,
         alias="champion",  # the default: with no registry it means nothing (see RegistryModel.ref)
     )
@@ -183,7 +184,7 @@ def _registry_model(
         version=found.version,
         stage=stage,
         share=stage_limits(stage, 1.0, scale),
-        path=found.path,
+        path=found.path.absolute(),
         audit_seq=found.audit_seq,
         audit_entry_sha256=found.audit_entry_sha256,
     )
