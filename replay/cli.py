@@ -205,12 +205,27 @@ def _announce_compile() -> None:
         )
 
 
-def cmd_replay(args: argparse.Namespace) -> int:
-    from replay.journal_replay import cmd_replay_journal, is_journal_dir
+def _is_journal(path: Path) -> bool:
+    """Whether DATA is a live journal folder. ``replay.journal_replay`` brings the daemon
+    and MQTT client in (~0.2 s): a folder with no journal or session file is ruled out
+    first without it (the patterns ``is_journal_dir`` looks for)."""
+    if not path.is_dir():
+        return False
+    from adapters.journal_file import journal_files
 
+    if not journal_files(path) and not any(path.glob("session-*.json")):
+        return False
+    from replay.journal_replay import is_journal_dir
+
+    return is_journal_dir(path)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
     if args.out:
         _check_out(Path(args.out), args, "--out")
-    if args.data is not None and is_journal_dir(Path(args.data)):
+    if args.data is not None and _is_journal(Path(args.data)):
+        from replay.journal_replay import cmd_replay_journal
+
         return cmd_replay_journal(args)
     if not args.out:
         raise ConfigError("--out", "a tick replay needs a run folder to write (--out RUN)")
