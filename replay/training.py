@@ -63,6 +63,7 @@ from engine.config import Config
 from engine.errors import LeakageError, ModelError
 from engine.features import FeatureSet
 from engine.monitor import calibrate_drift
+from engine.monitor.drift import CALIBRATION_METHOD
 from engine.signals.manifest import (
     DataFile,
     FoldReport,
@@ -509,8 +510,15 @@ def train(
     reference = monitor_reference(cfg, ds, usable, final)
     if reference.score.drift_threshold is None:
         warnings.append(
-            f"{reference.rows} usable rows, fewer than [monitor] drift_window = "
+            f"{reference.rows} usable rows, fewer than two [monitor] drift_window = "
             f"{reference.window}: no drift thresholds, the monitor will not alarm on drift"
+        )
+    elif (reference.false_alarm_bound or 0.0) > reference.configured_false_alarm_rate:
+        warnings.append(
+            f"{reference.independent_windows} disjoint drift windows of {reference.window} "
+            f"rows cannot state a false-alarm rate of {reference.configured_false_alarm_rate:g}: "
+            f"the drift thresholds are the held-out maxima and their stated bound is "
+            f"{reference.false_alarm_bound:.4f} (more rows or a shorter drift_window)"
         )
     # dataset and final-fit facts ride in ``metrics`` until the manifest has a home for them
     facts: Metrics = {
@@ -618,8 +626,8 @@ def score_deciles(score: F64) -> I64:
 
 def monitor_reference(cfg: Config, ds: Dataset, rows: I64, model: TrainedModel) -> MonitorReference:
     """The model monitor's reference: quantile bins of every feature and of the final
-    model's score over ``rows``, with PSI thresholds calibrated on windows of them
-    (``engine.monitor.drift``).
+    model's score over ``rows``, with PSI thresholds calibrated on held-out time blocks of
+    them (``engine.monitor.drift``: each block's windows against bins of the others).
 
     ``rows`` are every usable row (all features and a label), not only the rows the
     classifier was fit on: the monitor sees every sampled row, and dropping the dead
@@ -646,6 +654,11 @@ def monitor_reference(cfg: Config, ds: Dataset, rows: I64, model: TrainedModel) 
         false_alarm_rate=None if cal is None else cal.false_alarm_rate,
         windows=0 if cal is None else cal.windows,
         conventional_false_alarm_rates={} if cal is None else cal.conventional_rates,
+        calibration_method=CALIBRATION_METHOD,
+        calibration_blocks=0 if cal is None else cal.blocks,
+        calibration_block_rows=[] if cal is None else cal.block_rows,
+        independent_windows=0 if cal is None else cal.independent_windows,
+        false_alarm_bound=None if cal is None else cal.false_alarm_bound,
         features=dict(zip(ds.feature_names, bins[:-1], strict=True)),
         score=bins[-1],
     )

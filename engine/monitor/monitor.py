@@ -135,6 +135,11 @@ class ModelMonitor:
             )
             if all(b.drift_threshold is not None for b in bins):
                 self.drift_thresholds = np.array([b.drift_threshold for b in bins], np.float64)
+                if ref.calibration_method == "in_sample":
+                    log.warning("model %s: drift thresholds calibrated in sample (a manifest from "
+                                "before held-out calibration): their false-alarm rate on new data "
+                                "is above the configured %g and unstated; retrain the model for "
+                                "a stated bound", manifest.name, ref.configured_false_alarm_rate)  # fmt: skip
         score_ref = ref.score.edges if ref is not None else []
         if score_ref:
             self.calibration_edges = np.asarray(score_ref, np.float64)
@@ -523,6 +528,10 @@ class ModelMonitor:
                 "window": self.drift.window,
                 "configured_false_alarm_rate": ref.configured_false_alarm_rate,
                 "training_false_alarm_rate": ref.false_alarm_rate,
+                "calibration_method": ref.calibration_method,
+                "stated_false_alarm_bound": ref.false_alarm_bound,
+                "calibration_windows": ref.windows,
+                "independent_calibration_windows": ref.independent_windows,
                 "training_conventional_false_alarm_rates": ref.conventional_false_alarm_rates,
                 "windows_checked": windows,
                 "share_of_windows_over": {

@@ -128,21 +128,32 @@ def test_family_thresholds_bound_the_share_of_windows_that_alarm() -> None:
     assert looser.mean() > 0.05
 
 
-def test_calibrate_drift_on_consecutive_windows() -> None:
+def test_calibrate_drift_on_held_out_consecutive_windows() -> None:
     rng = np.random.default_rng(9)
     values = rng.normal(size=(2000, 2))
     refs, cal = calibrate_drift(values, 10, 100, 0.01)
-    assert cal is not None and cal.windows == 1901 and cal.false_alarm_rate <= 0.01
-    # every window's PSI by brute force: the calibrated share is what they give
-    over = np.zeros(1901, np.bool_)
-    for s in range(1901):
-        for j, (edges, fr) in enumerate(refs):
-            counts = np.bincount(bucket_index(edges, values[s : s + 100, j]), minlength=fr.size)
-            over[s] |= psi(fr, counts / 100) > cal.thresholds[j]
-    assert over.mean() == cal.false_alarm_rate
+    # 5 blocks of 400 rows, 301 windows each; 20 disjoint windows cannot state 1 %
+    assert cal is not None and cal.windows == 5 * 301 and cal.independent_windows == 20
+    assert cal.false_alarm_bound == pytest.approx(1 / 21) and cal.false_alarm_rate == 0.0
+    # every window's PSI by brute force, against bins of the other blocks' rows: the
+    # thresholds are the held-out maxima, the conventional shares what they give
+    psis = np.zeros((1505, 2))
+    for b in range(5):
+        other = np.r_[0 : 400 * b, 400 * (b + 1) : 2000]
+        for j in range(2):
+            edges, fr = reference_bins(values[other, j], 10)
+            for s in range(301):
+                rows = values[400 * b + s : 400 * b + s + 100, j]
+                counts = np.bincount(bucket_index(edges, rows), minlength=fr.size)
+                psis[301 * b + s, j] = psi(fr, counts / 100)
+    np.testing.assert_allclose(cal.thresholds, psis.max(axis=0), rtol=1e-12)
+    assert cal.conventional_rates["0.1"] == np.mean(np.any(psis > 0.1, axis=1))
     # independent rows, 100-row windows: PSI ~ 9/100 on average, so 0.1 fires very often
-    assert cal.conventional_rates["0.1"] > 0.3 > cal.false_alarm_rate
-    assert calibrate_drift(values[:50], 10, 100, 0.01)[1] is None
+    assert cal.conventional_rates["0.1"] > 0.3
+    # the deployed bins are counted on every row
+    for j, (edges, _) in enumerate(refs):
+        np.testing.assert_array_equal(edges, reference_bins(values[:, j], 10)[0])
+    assert calibrate_drift(values[:150], 10, 100, 0.01)[1] is None
 
 
 class Host:

@@ -127,9 +127,12 @@ def test_drift_threshold_false_alarm_rate_on_unchanged_data_within_stated_bound(
 ) -> None:
     cfg = config(folders["model"])
     reference = read_manifest(folders["model"]).reference
-    assert reference is not None and reference.false_alarm_rate is not None
+    assert reference is not None and reference.false_alarm_bound is not None
     assert reference.configured_false_alarm_rate == ALPHA
-    assert reference.false_alarm_rate <= ALPHA  # stated: measured on the training windows
+    # stated: (j + 1) / (n + 1) for the n disjoint held-out windows of training (130-odd
+    # here: the bound is 1 / (n + 1), under the configured rate)
+    stated = reference.false_alarm_bound
+    assert stated <= ALPHA and reference.calibration_method == "time_blocks"
     # the monitor's samples of the held-out two hours (rows with every feature defined),
     # scored by the model, in time order
     ds = build_dataset(cfg, folders["hold"], progress=False)
@@ -151,5 +154,8 @@ def test_drift_threshold_false_alarm_rate_on_unchanged_data_within_stated_bound(
     n = starts.shape[0]
     assert n > 120
     rate = float(np.mean(alarmed))
-    # one-sided binomial tolerance, 3 standard deviations of the rate at the stated alpha
-    assert rate <= ALPHA + 3 * math.sqrt(ALPHA * (1 - ALPHA) / n), (rate, n)
+    # one-sided binomial tolerance, 3 standard deviations of the rate at the stated bound
+    # (not the configured rate: the bound is what the manifest claims). One two-hour
+    # sample has ~137 disjoint windows, too few to tell 0.8 % from 1.5 %: the power to
+    # catch an understated rate is in tests/engine/test_monitor_calibration.py
+    assert rate <= stated + 3 * math.sqrt(stated * (1 - stated) / n), (rate, n, stated)

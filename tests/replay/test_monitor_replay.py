@@ -92,11 +92,25 @@ def test_manifest_holds_reference_bins_and_calibrated_thresholds(
     assert ref is not None and list(ref.features) == FEATURES
     assert ref.window == 500 and ref.configured_false_alarm_rate == 0.01
     assert ref.sample_interval_ns == 200_000_000 and ref.label_tolerance_ns == 200_000_000
-    assert ref.windows == ref.rows - 500 + 1  # every start of 500 consecutive training rows
-    # measured on those windows: the calibrated thresholds alarm on at most 1 % of them,
-    # the conventional PSI > 0.1 on most and PSI > 0.25 on many (autocorrelated features
-    # wander far in 500 samples, about 100 s of data)
-    assert ref.false_alarm_rate is not None and ref.false_alarm_rate <= 0.01
+    # every start of 500 consecutive rows within each of 5 time blocks, held out from
+    # the bins it is scored against
+    assert ref.calibration_method == "time_blocks" and ref.calibration_blocks == 5
+    assert sum(ref.calibration_block_rows) == ref.rows
+    assert ref.windows == ref.rows - 5 * (500 - 1)
+    assert ref.independent_windows == sum(r // 500 for r in ref.calibration_block_rows)
+    # the stated bound for new windows, (j + 1) / (n + 1); measured on the held-out
+    # windows: the calibrated thresholds alarm on at most that share, the conventional
+    # PSI > 0.1 on most and PSI > 0.25 on many (autocorrelated features wander far in 500
+    # samples, about 100 s of data)
+    n = ref.independent_windows
+    assert ref.false_alarm_bound is not None
+    assert ref.false_alarm_bound == pytest.approx((int(0.01 * (n + 1)) or 1) / (n + 1))
+    # 5,000-odd rows hold 10 disjoint windows of 500: no threshold can state 1 %, the
+    # bound is 1 / 11 and training says so (the earlier in-sample figure claimed 1 %)
+    assert n == 10 and ref.false_alarm_bound == pytest.approx(1 / 11)
+    assert any("cannot state a false-alarm rate of 0.01" in w
+               for w in read_manifest(split[0]).warnings)  # fmt: skip
+    assert ref.false_alarm_rate is not None and ref.false_alarm_rate <= ref.false_alarm_bound
     assert ref.conventional_false_alarm_rates["0.1"] > 0.5
     assert ref.conventional_false_alarm_rates["0.25"] > 0.1
     for bins in (*ref.features.values(), ref.score):

@@ -76,8 +76,12 @@ def test_train_writes_a_complete_model_folder(trained: Path, sample_dir: Path) -
     assert m.metrics["oos_ic"] > 0.0  # the sample's order-flow relation is learnable out of sample
     assert abs(sum(m.feature_importance.values()) - 1.0) < 1e-9
     # the sample's relation is linear: the trees are no better than the logistic baseline,
-    # and training says so; nothing else is wrong with this data
-    assert [w for w in m.warnings if "logistic baseline" not in w] == []
+    # and training says so; the sample's 7,000-odd rows hold too few disjoint drift
+    # windows to state a 1 % false-alarm rate, and training says that too
+    others = [w for w in m.warnings if "logistic baseline" not in w]
+    assert len(others) == 1 and "cannot state a false-alarm rate of 0.01" in others[0]
+    assert m.reference is not None and m.reference.false_alarm_bound is not None
+    assert m.reference.false_alarm_bound > 0.01
 
 
 def test_walk_forward_folds_are_purged_and_ordered(trained: Path) -> None:
