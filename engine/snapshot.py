@@ -172,6 +172,9 @@ def _fixed(engine: Engine) -> dict[str, object]:
         "model": engine.model,
         "context": engine._context,
     }
+    # the risk engine's warm-up test is set by ``bind`` from the config (a bound method
+    # of the engine, or a constant lambda when warm-up is off): wiring too
+    fixed["is_warm"] = getattr(engine.risk, "_is_warm", None)
     sender = getattr(engine.router, "sender", None)
     if sender is not None:
         fixed["sender"] = sender

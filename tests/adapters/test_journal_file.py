@@ -333,3 +333,203 @@ def test_journal_file_kill_9_leaves_a_readable_prefix(tmp_path: Path) -> None:
     with FileJournalWriter(tmp_path, session_id="after") as journal:
         assert journal.next_seq == seqs[-1] + 1
         assert journal.torn_tails_cut == (0 if reader.torn is None else 1)
+
+
+# snapshots: a restart from the newest valid one equals a full rebuild
+
+
+_SNAP_CONFIG = """
+mode = "live"
+[[instruments]]
+symbol = "BTC"
+venue = "SIM"
+tick_size = 0.01
+lot_size = 0.001
+[[features]]
+name = "mid"
+kind = "mid"
+[[features]]
+name = "z"
+kind = "zscore"
+input = "mid"
+window = "1s"
+[strategy]
+name = "tests.integration.test_reliability:Churn"
+params = { qty = 1.0, every = 3, rest = true }
+[risk]
+max_order_qty = 5.0
+max_position = 5.0
+warmup = false
+[live]
+order_timeout = "5s"
+"""
+
+
+def _snap_engine(tmp_path: Path) -> tuple[object, dict[str, object]]:
+    from adapters.daemon import build_live_engine
+    from adapters.live_sender import ShadowSender
+    from adapters.reconciliation import ClaimHolder, FillLedger
+    from engine.config import load_config
+    from engine.ports import SendOnly
+
+    path = tmp_path / "live.toml"
+    path.write_text(_SNAP_CONFIG)
+    config, _ = load_config(path)
+    engine = build_live_engine(config, SendOnly(ShadowSender()), order_id_prefix="n-s")
+    ledger, claims = FillLedger(), ClaimHolder(engine)
+    engine.sinks += [ledger, claims]
+    return engine, {"ledger": ledger, "claims": claims}
+
+
+def _session(tmp_path: Path, n: int, snapshot_every: int) -> list[int]:
+    """A session journaled and applied as the daemon does, with a snapshot every
+    ``snapshot_every`` records; fills answer the orders. Returns the snapshots' seqs."""
+    from adapters.daemon import apply_input, snapshot_header
+    from adapters.journal_file import write_snapshot
+    from engine.events import OrderRequest
+    from engine.snapshot import capture_state
+
+    engine, extras = _snap_engine(tmp_path)
+    sent: list[OrderRequest] = []
+    engine.sinks.append(lambda e: sent.append(e) if isinstance(e, OrderRequest) else None)  # type: ignore[union-attr]
+    seqs: list[int] = []
+    rng = np.random.default_rng(3)
+    mid = 100.0
+    directory = tmp_path / "journal"
+    with FileJournalWriter(directory, session_id="s1") as writer:
+        answered = 0
+        for k in range(n):
+            ts = T + k * 50_000_000
+            mid += float(rng.normal(0, 0.3))
+            one = np.array([ts], np.int64)
+            inputs: list[tuple[int, object]] = [
+                (ts, TickBatch.quotes(one, one, np.zeros(1, np.int32), np.array([mid]),
+                                      np.array([mid + 0.1]), np.ones(1), np.ones(1)))
+            ]  # fmt: skip
+            if k % 5 == 0:
+                inputs.append((ts + 1, None))
+            for ts_in, body in inputs:
+                if body is None:
+                    writer.append_clock(ts_in)
+                else:
+                    writer.append(ts_in, body)  # type: ignore[arg-type]
+                apply_input(engine, ts_in, body)  # type: ignore[arg-type]
+            while answered < len(sent):
+                order = sent[answered]
+                answered += 1
+                if engine.orders.find(order.client_order_id) is None:  # type: ignore[attr-defined]
+                    continue  # refused by a risk check: never sent
+                fill = Fill(ts_event=ts + 2, ts_recv=ts + 2, client_order_id=order.client_order_id,
+                            fill_id=f"oms-{answered}", instrument="BTC", side=order.side,
+                            qty=order.qty, price=round(mid, 2), fee=0.01, liquidity="taker")  # fmt: skip
+                writer.append(ts + 2, fill)
+                apply_input(engine, ts + 2, fill)  # type: ignore[arg-type]
+            if (k + 1) % snapshot_every == 0:
+                writer.sync()
+                payload = capture_state(engine, extras)  # type: ignore[arg-type]
+                header = snapshot_header(
+                    writer, payload, records=writer.next_seq - 1, sessions=["s1"],
+                    ts_recv=ts + 2, config_sha256="cfg",
+                )  # fmt: skip
+                assert header is not None
+                write_snapshot(directory, header, payload)
+                seqs.append(header.seq)
+    assert engine.counters["fills"] > 3  # type: ignore[attr-defined]
+    return seqs
+
+
+def _rebuilt(tmp_path: Path, *, snapshots: bool) -> tuple[object, object]:
+    from adapters.daemon import rebuild
+
+    engine, extras = _snap_engine(tmp_path)
+    with FileJournalWriter(tmp_path / "journal", session_id="s2") as writer:
+        next_seq = writer.next_seq
+    history = rebuild(
+        engine, tmp_path / "journal", before_seq=next_seq,  # type: ignore[arg-type]
+        config_sha256="cfg" if snapshots else None, extras=extras,
+    )  # fmt: skip
+    return engine, history
+
+
+def test_restart_from_snapshot_equals_full_rebuild_and_reads_only_the_tail(
+    tmp_path: Path,
+) -> None:
+    from adapters.journal_file import snapshot_files
+    from tests.engine.test_snapshot import state_differences
+
+    seqs = _session(tmp_path, 300, 70)
+    assert len(snapshot_files(tmp_path / "journal")) == 2  # older ones pruned
+    full, full_history = _rebuilt(tmp_path, snapshots=False)
+    fast, history = _rebuilt(tmp_path, snapshots=True)
+    assert history.snapshot_seq == seqs[-1] and history.snapshots_invalid == 0  # type: ignore[attr-defined]
+    assert history.records == full_history.records  # type: ignore[attr-defined]
+    assert history.last_seq == full_history.last_seq  # type: ignore[attr-defined]
+    assert state_differences(fast, full) == []  # type: ignore[arg-type]
+
+
+def test_torn_or_damaged_newest_snapshot_falls_back_to_the_previous_then_full(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from adapters.journal_file import snapshot_files
+    from tests.engine.test_snapshot import state_differences
+
+    seqs = _session(tmp_path, 200, 60)
+    full, _ = _rebuilt(tmp_path, snapshots=False)
+    newest, older = snapshot_files(tmp_path / "journal")
+    newest.write_bytes(newest.read_bytes()[:-7])  # torn
+    fast, history = _rebuilt(tmp_path, snapshots=True)
+    assert history.snapshot_seq == seqs[-2] and history.snapshots_invalid == 1  # type: ignore[attr-defined]
+    assert state_differences(fast, full) == []  # type: ignore[arg-type]
+    data = bytearray(older.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # a flipped bit in the payload
+    older.write_bytes(bytes(data))
+    with caplog.at_level(logging.ERROR):
+        fast, history = _rebuilt(tmp_path, snapshots=True)
+    assert history.snapshot_seq == 0 and history.snapshots_invalid == 2  # type: ignore[attr-defined]
+    assert state_differences(fast, full) == []  # type: ignore[arg-type]
+    assert "ignored" in caplog.text
+
+
+def test_snapshot_after_a_kill_9_torn_tail_and_a_foreign_config(tmp_path: Path) -> None:
+    """kill -9 mid-write: the journal's torn tail is cut, the snapshot (taken before it)
+    still loads and the state equals a full rebuild of what is left; a snapshot of
+    another config is never used."""
+    from adapters.journal_file import journal_files
+    from tests.engine.test_snapshot import state_differences
+
+    seqs = _session(tmp_path, 150, 50)
+    journal = journal_files(tmp_path / "journal")[-1]
+    with journal.open("ab") as f:
+        f.write(b"\x40\x00\x00\x00\x12\x34")  # half a frame: the write a SIGKILL cut
+    full, _ = _rebuilt(tmp_path, snapshots=False)  # the writer's open cuts the tail
+    fast, history = _rebuilt(tmp_path, snapshots=True)
+    assert history.snapshot_seq == seqs[-1]  # type: ignore[attr-defined]
+    assert state_differences(fast, full) == []  # type: ignore[arg-type]
+    from adapters.daemon import rebuild
+
+    engine, extras = _snap_engine(tmp_path)
+    other = rebuild(engine, tmp_path / "journal", config_sha256="another", extras=extras)  # type: ignore[arg-type]
+    assert other.snapshot_seq == 0 and other.snapshots_invalid == 2  # both kept
+    assert state_differences(engine, full) == []  # type: ignore[arg-type]
+
+
+def test_reader_from_a_position_checks_the_record_there(tmp_path: Path) -> None:
+    from adapters.journal_file import FileJournalReader
+    from engine.errors import JournalError
+
+    with FileJournalWriter(tmp_path, session_id="s") as writer:
+        for i in range(5):
+            writer.append_clock(T + i)
+        middle = writer.position()
+        for i in range(5, 9):
+            writer.append_clock(T + i)
+        end = writer.position()
+    assert middle is not None and end is not None
+    assert [r.seq for r in FileJournalReader(tmp_path, start=middle)] == [6, 7, 8, 9]
+    assert list(FileJournalReader(tmp_path, start=end)) == []
+    wrong = type(middle)(file=middle.file, offset=middle.offset + 3, seq=middle.seq)
+    with pytest.raises(JournalError):
+        list(FileJournalReader(tmp_path, start=wrong))
+    past = type(middle)(file=middle.file, offset=end.offset + 100, seq=end.seq)
+    with pytest.raises(JournalError):
+        list(FileJournalReader(tmp_path, start=past))

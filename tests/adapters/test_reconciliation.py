@@ -27,6 +27,7 @@ from adapters.reconciliation import (
     ClaimHolder,
     FillLedger,
     OmsSnapshot,
+    adoptions,
     alarms_of,
     fetch_snapshot,
     missed_fills,
@@ -234,3 +235,56 @@ def test_rebuild_replays_each_session_under_its_own_prefix(tmp_path: Path) -> No
     assert _send(engine) == "n-old-00000001"
     engine.desk.begin_session("n-new")
     assert _send(engine) == "n-new-00000001"
+
+
+# external_orders = "adopt"
+
+
+def test_adoptions_journaled_before_their_fills_book_order_and_position_agree(
+    tmp_path: Path,
+) -> None:
+    """The OMS works ext-1 (sell 3, 2 filled): one fill of 1.5 is after ``since`` (the OMS
+    returns it), 0.5 before (it does not). The adoption says 1.5 follow: the order ends
+    at the OMS's 2 filled, the position gets the 1.5 whose price is known, and the check
+    against the OMS names the 0.5 it cannot book."""
+    engine, ledger, _, events = _engine(tmp_path)
+    external = OrderRequest(ts_event=T, ts_recv=T, client_order_id="ext-1", instrument="BTC",
+                            side="sell", qty=3.0, order_type="limit", limit_price=101.0)  # fmt: skip
+    later = _fill("oms-7", "ext-1", qty=1.5, side="sell")
+    snapshot = OmsSnapshot([later], {"BTC": -2.0}, [
+        OpenOrder(order=external, status="partially_filled", filled_qty=2.0, venue_order_id="v9"),
+    ], 1)  # fmt: skip
+    fills = missed_fills(ledger, snapshot)
+    adopted = adoptions(engine, snapshot, fills)
+    assert [(a.order.client_order_id, a.filled_qty, a.fills_follow_qty) for a in adopted] == [
+        ("ext-1", 2.0, 1.5)
+    ]
+    for body in [*adopted, *fills]:
+        apply_input(engine, T, body)
+    order = engine.orders.get("ext-1")
+    assert order.filled_qty == 2.0 and order.is_open and order.remaining_qty == 1.0
+    assert engine.portfolio.positions.tolist() == [-1.5]
+    assert engine.counters["fills_unknown_order"] == 0
+    assert order_reports(engine, snapshot, T, external="adopt") == []  # nothing flagged
+    assert position_differences(engine, snapshot) == ["position BTC: engine -1.5, OMS -2"]
+    assert any(
+        isinstance(e, Alarm) and e.message.startswith("adopted external order ext-1")
+        for e in events
+    )
+    # a second reconciliation adopts nothing again
+    assert adoptions(engine, snapshot, []) == []
+
+
+def test_adoptions_of_nonsense_are_refused_by_the_engine_not_flagged_twice(
+    tmp_path: Path,
+) -> None:
+    engine, _, _, events = _engine(tmp_path)
+    bad = OrderRequest(ts_event=T, ts_recv=T, client_order_id="ext-nan", instrument="BTC",
+                       side="buy", qty=1.0, order_type="limit", limit_price=float("nan"))  # fmt: skip
+    snapshot = OmsSnapshot([], {}, [OpenOrder(order=bad, status="accepted", filled_qty=0.0)], 1)
+    for body in adoptions(engine, snapshot, []):
+        apply_input(engine, T, body)
+    assert engine.orders.find("ext-nan") is None
+    assert engine.risk.state == "REDUCE_ONLY"
+    assert [e.severity for e in events if isinstance(e, Alarm)] == ["critical"]
+    assert order_reports(engine, snapshot, T, external="adopt") == []
