@@ -13,20 +13,23 @@ import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from tqdm import tqdm
-
-from adapters.mqtt.topics import Topics
-from adapters.oms_sim import MqttOmsSimulator, SimulatedOms
-from adapters.publish import MqttTickPublisher
-from adapters.sim_venue import SimulatedVenue
-from engine.codec import EventCodec
-from engine.config import Config, load_config
 from engine.errors import ConfigError
-from engine.instruments import InstrumentTable
-from engine.ticks import TickBatch
 from engine.units import parse_duration_ns
+
+if TYPE_CHECKING:
+    from adapters.oms_sim import MqttOmsSimulator
+    from engine.config import Config
+    from engine.ticks import TickBatch
+
+# ``replay/cli.py`` imports ``register`` at start-up of every ``tradeloop`` command: what
+# pulls in aiomqtt, numpy, numba (``engine.config`` builds feature sets) or tqdm is
+# imported inside the command functions.
+
+# AnswerFault's modes, spelled here so building the parser imports nothing heavy
+# (tests check they match ``adapters.oms_sim.AnswerMode``)
+ANSWER_MODES = ("normal", "late", "twice", "shuffled", "never")
 
 
 class TickFiles(Protocol):
@@ -71,6 +74,24 @@ def register(
     o.add_argument(
         "--format", choices=("json", "msgpack"), help="format of the reports ([mqtt] format)"
     )
+    o.add_argument(
+        "--answer",
+        choices=ANSWER_MODES,
+        default="normal",
+        help=(
+            "how reports are answered, to rehearse a misbehaving OMS: normal (at once), "
+            "late (each report --answer-delay late, in order), twice (each report "
+            "published twice), shuffled (an order's reports held until it is closed, then "
+            "newest first: fill before ack), never (no report and no reconciliation "
+            "answer) (default: %(default)s)"
+        ),
+    )
+    o.add_argument(
+        "--answer-delay",
+        default="2s",
+        metavar="DURATION",
+        help="how late reports are with --answer late, e.g. 500ms (default: %(default)s)",
+    )
     o.set_defaults(func=cmd_oms_sim, default_config=default_config)
 
 
@@ -94,6 +115,13 @@ def cmd_publish(args: argparse.Namespace) -> int:
         DataError: a bad tick file.
         AdapterError: the broker refused or dropped the connection.
     """
+    from tqdm import tqdm
+
+    from adapters.mqtt.topics import Topics
+    from adapters.publish import MqttTickPublisher
+    from engine.codec import EventCodec
+    from engine.instruments import InstrumentTable
+
     config = _config(args)
     if args.speed < 0:
         raise ConfigError("--speed", f"must be >= 0, got {args.speed:g}")
@@ -129,9 +157,21 @@ def cmd_oms_sim(args: argparse.Namespace) -> int:
         ConfigError: a bad flag or config value.
         AdapterError: the broker refused or dropped the connection.
     """
+    from adapters.mqtt.topics import Topics
+    from adapters.oms_sim import AnswerFault, MqttOmsSimulator, SimulatedOms
+    from adapters.sim_venue import SimulatedVenue
+    from engine.instruments import InstrumentTable
+
     config = _config(args)
     host, port = _broker(args, config)
     username, password = _credentials(args, config)
+    try:
+        delay_ns = parse_duration_ns(args.answer_delay)
+    except ValueError as exc:
+        raise ConfigError("--answer-delay", str(exc)) from exc
+    if args.answer == "late" and delay_ns <= 0:
+        raise ConfigError("--answer-delay", "must be > 0 with --answer late")
+    fault = AnswerFault(mode=args.answer, delay_s=delay_ns / 1e9)
     sim = config.venue.sim
     latency_ns = sim.latency_ns
     if args.latency is not None:
@@ -154,14 +194,17 @@ def cmd_oms_sim(args: argparse.Namespace) -> int:
         password=password,
         report_format=args.format or config.mqtt.format,
         market_data_qos=config.mqtt.market_data_qos,
+        fault=fault,
     )
     asyncio.run(_serve(simulator))
     c = oms.counters
     bad = sum(simulator.bad_messages.values())
+    answered = sum(o.status != "pending" for o in oms.orders.values())
     print(
-        f"oms-sim stopped: {c['orders']} orders ({c['resends']} resends), {c['cancels']} "
-        f"cancels, {c['fills']} fills, {c['requests']} reconciliation requests, "
-        f"{c['ticks']:,} ticks, {bad} bad messages"
+        f"oms-sim stopped: {c['orders']} orders ({c['resends']} resends, {answered} "
+        f"answered), {c['cancels']} cancels, {c['fills']} fills, {c['requests']} "
+        f"reconciliation requests, {c['ticks']:,} ticks, {bad} bad messages, "
+        f"{c['reconnects']} reconnects"
     )
     return 0
 
@@ -174,18 +217,22 @@ async def _serve(simulator: MqttOmsSimulator) -> None:
     try:
         async with simulator:
             t = simulator.topics
+            mode = simulator.fault.mode
             print(
                 f"oms-sim: orders on {t.orders}, reports on {t.reports}, requests on "
-                f"{t.requests}; SIGTERM or Ctrl-C stops",
+                f"{t.requests}; answers {mode}; SIGTERM or Ctrl-C stops",
                 flush=True,
             )
-            await simulator.serve(stop)
+            # a broker restart is not the end of the OMS: it reconnects with its state
+            await simulator.serve(stop, reconnect=True)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
 
 
 def _config(args: argparse.Namespace) -> Config:
+    from engine.config import load_config
+
     config, _ = load_config(args.config or args.default_config)
     if not config.instruments:
         raise ConfigError("instruments", "no [[instruments]]: nothing to publish or trade")

@@ -367,4 +367,4 @@ async def test_oms_sim_command_serves_until_sigterm_then_prints_its_counts(
             proc.kill()
             await proc.wait()
     assert proc.returncode == 0, err.decode()
-    assert b"oms-sim stopped: 1 orders (0 resends)" in out
+    assert b"oms-sim stopped: 1 orders (0 resends, 1 answered)" in out
