@@ -198,8 +198,8 @@ def _announce_compile() -> None:
     kernels before the first tick: say so, or the first run looks hung."""
     if _cold_kernels():
         print(
-            "tradeloop: compiling feature kernels (one time, ~30s; later runs load them "
-            "from the cache)...",
+            "tradeloop: compiling feature kernels (one time, tens of seconds; later runs "
+            "load them from the cache)...",
             file=sys.stderr,
             flush=True,
         )
