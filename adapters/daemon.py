@@ -154,10 +154,11 @@ LIVE_MODES = ("shadow", "paper", "live")
 MAX_TURN_ITEMS = 1024
 # A snapshot of the engine's state every this many journal records or this often,
 # whichever comes first (constants until ``[journal]``, the lead's, has keys for them): a
-# restart then applies at most about this many records. 100k records is 1-2 min of a
-# 5k quotes/s feed and restores in about a second; capturing the state takes a few ms
-# in the loop, the file is written and fsynced in a thread.
-SNAPSHOT_EVERY_RECORDS: Final = 100_000
+# restart then applies at most about this many records. A record costs the rebuild about
+# 0.1 ms (bench.reliability restart), so 50k is a tail of at most ~7 s (1-2 s at a
+# loaded feed's ~6-tick batches); capturing the state takes ~10 ms in the loop, the file
+# is written and fsynced in a thread.
+SNAPSHOT_EVERY_RECORDS: Final = 50_000
 SNAPSHOT_EVERY_S: Final = 300.0
 # latencies kept raw for percentiles (bench, logs): about 8 MB at most
 _LATENCY_SAMPLES = 1_000_000

@@ -10,8 +10,16 @@ Two runs against a private mosquitto on a free port:
   ``mosquitto_pub`` for ``--seconds``; its RSS sampled every 5 s, then quotes published
   against ticks journaled.
 
+- ``restart``: the rebuild a restarted daemon does, on a journal of ``--records``
+  records (1-tick market-data batches of two instruments and a clock reading every 5,
+  the Churn strategy of the reliability tests trading on them against a scripted OMS
+  that fills every order): without a snapshot (every record applied) and from a
+  snapshot ``--tail`` records before the end (the most a restart applies with the
+  daemon's ``SNAPSHOT_EVERY_RECORDS``); both states compared.
+
     python -m bench.reliability crash --kills 30
     python -m bench.reliability load --rate 5000 --seconds 180
+    python -m bench.reliability restart --records 1000000 --tail 50000
 """
 
 from __future__ import annotations
@@ -192,6 +200,147 @@ def load(rate: int, seconds: float) -> dict[str, object]:
         }
 
 
+_RESTART_CONFIG = """
+mode = "live"
+[[instruments]]
+symbol = "BTC"
+venue = "SIM"
+tick_size = 0.01
+lot_size = 0.001
+[[instruments]]
+symbol = "ETH"
+venue = "SIM"
+tick_size = 0.01
+lot_size = 0.001
+[[features]]
+name = "mid"
+kind = "mid"
+[[features]]
+name = "z"
+kind = "zscore"
+input = "mid"
+window = "5s"
+[strategy]
+name = "tests.integration.test_reliability:Churn"
+params = { qty = 1.0, every = 500, rest = true }
+[risk]
+max_order_qty = 5.0
+max_position = 5.0
+warmup = false
+[live]
+order_timeout = "5s"
+"""
+
+
+def restart(records: int, tail: int) -> dict[str, object]:
+    """Rebuild time with and without a snapshot on one journal (see the docstring)."""
+    import hashlib
+
+    import numpy as np
+
+    from adapters.daemon import apply_input, build_live_engine, rebuild, snapshot_header
+    from adapters.journal_file import FileJournalWriter, write_snapshot
+    from adapters.live_sender import ShadowSender
+    from adapters.reconciliation import ClaimHolder, FillLedger
+    from engine.config import load_config
+    from engine.events import Fill, OrderRequest
+    from engine.ports import SendOnly
+    from engine.snapshot import capture_state
+    from engine.ticks import TickBatch
+
+    folder = Path(tempfile.mkdtemp(prefix="tl-restart-"))
+    config_path = folder / "live.toml"
+    config_path.write_text(_RESTART_CONFIG)
+    config, _ = load_config(config_path)
+    digest = hashlib.sha256(_RESTART_CONFIG.encode()).hexdigest()
+
+    def engine_and_extras() -> tuple[object, dict[str, object]]:
+        engine = build_live_engine(config, SendOnly(ShadowSender()), order_id_prefix="n-s")
+        ledger, claims = FillLedger(), ClaimHolder(engine)
+        engine.sinks += [ledger, claims]
+        return engine, {"ledger": ledger, "claims": claims}
+
+    # the session: journaled and applied as the daemon does; the snapshot at ``records -
+    # tail`` is taken from the live engine, as the daemon takes it
+    engine, extras = engine_and_extras()
+    sent: list[OrderRequest] = []
+    engine.sinks.append(lambda e: sent.append(e) if isinstance(e, OrderRequest) else None)  # type: ignore[attr-defined]
+    rng = np.random.default_rng(1)
+    mids = [100.0, 50.0]
+    t0 = time.perf_counter()
+    capture_s = 0.0
+    payload_bytes = 0
+    ts = 1_723_161_254_087_891_268
+    answered = 0
+    directory = folder / "journal"
+    with FileJournalWriter(directory, session_id="bench", fsync="never") as writer:
+        while writer.next_seq <= records:
+            ts += 1_000_000
+            i = writer.next_seq % 2
+            mids[i] += float(rng.normal(0, 0.05))
+            one = np.array([ts], np.int64)
+            batch = TickBatch.quotes(one, one, np.array([i], np.int32), np.array([mids[i]]),
+                                     np.array([mids[i] + 0.02]), np.ones(1), np.ones(1))  # fmt: skip
+            writer.append(ts, batch)
+            apply_input(engine, ts, batch)  # type: ignore[arg-type]
+            if writer.next_seq % 5 == 0:
+                writer.append_clock(ts)
+                apply_input(engine, ts, None)  # type: ignore[arg-type]
+            while answered < len(sent):
+                order = sent[answered]
+                answered += 1
+                if engine.orders.find(order.client_order_id) is None:  # type: ignore[attr-defined]
+                    continue
+                fill = Fill(ts_event=ts, ts_recv=ts, client_order_id=order.client_order_id,
+                            fill_id=f"oms-{answered}", instrument=order.instrument,
+                            side=order.side, qty=order.qty, price=round(mids[i], 2), fee=0.01,
+                            liquidity="taker")  # fmt: skip
+                writer.append(ts, fill)
+                apply_input(engine, ts, fill)  # type: ignore[arg-type]
+            if not payload_bytes and writer.next_seq > records - tail:
+                writer.sync()
+                c0 = time.perf_counter()
+                payload = capture_state(engine, extras)  # type: ignore[arg-type]
+                header = snapshot_header(writer, payload, records=writer.next_seq - 1,
+                                         sessions=["bench"], ts_recv=ts,
+                                         config_sha256=digest)  # fmt: skip
+                assert header is not None
+                write_snapshot(directory, header, payload)
+                capture_s = time.perf_counter() - c0
+                payload_bytes = len(payload)
+        total = writer.next_seq - 1
+    session_s = time.perf_counter() - t0
+
+    def timed(snapshot: bool) -> tuple[float, object, object]:
+        fresh, fresh_extras = engine_and_extras()
+        r0 = time.perf_counter()
+        history = rebuild(fresh, directory, config_sha256=digest if snapshot else None,  # type: ignore[arg-type]
+                          extras=fresh_extras)  # fmt: skip
+        return time.perf_counter() - r0, fresh, history
+
+    full_s, full, full_history = timed(False)
+    snap_s, fast, history = timed(True)
+    from tests.engine.test_snapshot import state_differences
+
+    differences = state_differences(fast, full)  # type: ignore[arg-type]
+    shutil.rmtree(folder, ignore_errors=True)
+    return {
+        "records": total,
+        "orders": engine.counters["orders_sent"],  # type: ignore[attr-defined]
+        "fills": engine.counters["fills"],  # type: ignore[attr-defined]
+        "session_s": round(session_s, 1),
+        "snapshot_capture_and_write_ms": round(capture_s * 1000, 1),
+        "snapshot_bytes": payload_bytes,
+        "snapshot_seq": history.snapshot_seq,  # type: ignore[attr-defined]
+        "tail_records": total - history.snapshot_seq,  # type: ignore[attr-defined]
+        "restart_full_s": round(full_s, 2),
+        "restart_from_snapshot_s": round(snap_s, 3),
+        "ratio": round(full_s / snap_s, 1),
+        "records_rebuilt_equal": history.records == full_history.records,  # type: ignore[attr-defined]
+        "state_differences": differences,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="run", required=True)
@@ -201,8 +350,16 @@ def main() -> None:
     m = sub.add_parser("load")
     m.add_argument("--rate", type=int, default=5000)
     m.add_argument("--seconds", type=float, default=180.0)
+    r = sub.add_parser("restart")
+    r.add_argument("--records", type=int, default=1_000_000)
+    r.add_argument("--tail", type=int, default=50_000)
     args = parser.parse_args()
     machine = f"{platform.machine()} {os.cpu_count()} cores, {platform.python_version()}"
+    if args.run == "restart":
+        figures = restart(args.records, args.tail)
+        figures["machine"] = machine
+        print(json.dumps(figures))
+        return
     figures = crash(args.kills, args.seed) if args.run == "crash" else load(args.rate, args.seconds)
     figures["machine"] = machine
     print(json.dumps(figures))
