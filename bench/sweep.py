@@ -13,9 +13,11 @@ once. Then it runs the same trials (12 combinations x folds blocks) with:
 - Dask LocalCluster: ``run_on_dask`` on a cluster of the same size; the first run's
   time includes the cluster's start, later runs reuse the warm workers.
 
-Trials/s is trials over wall time, start-up included for the "end to end" column. The
-ratio is process pool / LocalCluster, end to end. Every variant's metrics must be
-bit-identical to the serial loop's.
+Trials/s is trials over wall time. "End to end" includes start-up (what one
+``tradeloop sweep`` pays); "steady" leaves it out: for the pool, the extra trials of a run
+three times as long; for the cluster, runs on workers already up. The ratios are process
+pool / LocalCluster in trials/s. Every variant's metrics must be bit-identical to the
+serial loop's.
 """
 
 from __future__ import annotations
@@ -105,6 +107,18 @@ def main() -> None:
             f"end, median of {len(pool_runs)} (each a fresh pool: start and imports included)"
         )
 
+        # steady state: the extra trials of a run three times as long, start-up cancelled out
+        triple, took3 = _collect(
+            lambda done: run_on_pool([*tasks, *tasks, *tasks], args.workers, done)
+        )
+        if len(triple) != 3 * n:
+            raise AssertionError("the tripled pool run lost trials")
+        marginal = (took3 - pool) / (2 * n)
+        print(
+            f"process pool, steady:   {marginal * n:6.2f}s  {1 / marginal:5.2f} trials/s  the "
+            f"{2 * n} extra trials of a {3 * n}-trial run ({took3:.2f}s)"
+        )
+
         t0 = time.perf_counter()
         with dask_client(workers=args.workers) as client:
             client.wait_for_workers(args.workers)
@@ -127,7 +141,8 @@ def main() -> None:
         )
         print(
             f"ratio process pool / LocalCluster (trials/s): end to end {cold / pool:.2f}, "
-            f"pool end to end vs warm cluster {warm / pool:.2f}; pool / serial {serial / pool:.2f}"
+            f"steady {warm / (marginal * n):.2f}; pool / serial: end to end "
+            f"{serial / pool:.2f}, steady {serial / (marginal * n):.2f}"
         )
 
 

@@ -5,10 +5,11 @@ succeeded or failed, to ``on_done`` as soon as it finishes, so the driver can st
 before the next one: an interrupted sweep keeps everything finished.
 
 Why ``concurrent.futures.ProcessPoolExecutor`` locally and not a Dask ``LocalCluster``:
-on one machine it starts in about a second less than a LocalCluster (no scheduler, no
-nanny, no TCP between them; see docs/benchmarks.md for the figures), needs nothing to
-be installed, and reports a dead worker at once (``BrokenProcessPool``) instead of after
-the scheduler's heartbeats. Dask is for more than one machine: ``--scheduler ADDRESS``.
+on one machine it needs no scheduler, nannies or TCP between them (a LocalCluster took
+4.8 s to start in bench/sweep.py; the pool ran 1.19x the LocalCluster's trials/s end to
+end, 1.15x steady: docs/benchmarks.md), needs nothing beyond the standard library, and
+reports a dead worker at once (``BrokenProcessPool``) instead of after the scheduler's
+heartbeats and retries. Dask is for more than one machine: ``--scheduler ADDRESS``.
 
 Workers are forked from a ``forkserver`` that has imported the trial's modules once
 (numba, polars, the engine): a fresh pool then starts in milliseconds instead of the
