@@ -1,5 +1,6 @@
 """The model registry's records: stages, alias records, audit entries and the capital limit
-per stage. Pure data and arithmetic; the files live in ``replay.registry``.
+per stage. Pure data and arithmetic; the files are read by ``engine.model_registry`` and written
+by ``replay.registry``.
 
 A model version moves ``shadow`` -> ``paper`` -> ``live``. Its stage scales the configured
 ``max_position``: in shadow nothing is sent (0), in paper a quarter, live the whole limit
