@@ -402,6 +402,16 @@ def run_header(run: ReplayRun, equity: pl.DataFrame) -> dict[str, Any]:
         model["manifest_sha256"] = _manifest_sha(cfg.model.path)
         manifest = getattr(run.engine.model, "manifest", None)
         model["model_sha256"] = getattr(manifest, "model_sha256", None)
+        source = run.model_source
+        if source is not None:
+            model["registry"] = {
+                "registry": source.registry,
+                "ref": source.ref,
+                "version": source.version,
+                "stage": source.stage,
+                "max_position_share": source.share,
+                "audit_seq": source.audit_seq,
+            }
     ts = equity["ts_event"]
     first = int(ts[0]) if equity.height else None
     last = run.engine.clock.now_ns() or None
@@ -416,6 +426,17 @@ def run_header(run: ReplayRun, equity: pl.DataFrame) -> dict[str, Any]:
         "effective_config_sha256": effective_config_hash(cfg),
         "config_file": "config.toml",
     }
+
+
+def _registry_text(source: dict[str, Any] | None) -> str:
+    """Which registry version ran, at which stage and share of ``max_position``."""
+    if source is None:
+        return ""
+    return (
+        f"; registry {html.escape(source['registry'])} {html.escape(source['ref'])} = version "
+        f"<code>{html.escape(source['version'])}</code>, stage {html.escape(source['stage'])} "
+        f"({source['max_position_share'] * 100:g} % of max_position)"
+    )
 
 
 def _manifest_sha(path: str | None) -> str | None:
@@ -471,6 +492,7 @@ def _html(
             if model["manifest_sha256"]
             else ", no manifest"
         )
+        + _registry_text(model.get("registry"))
     )
     if metrics.get("annualised"):
         sharpe = f"{_shown('sharpe', metrics['sharpe'])} (annualised over the real span)"

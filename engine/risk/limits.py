@@ -21,6 +21,9 @@ CollarBps = Annotated[float, msgspec.Meta(gt=0.0, le=10_000.0)]
 # A million orders a second is beyond any venue's rate limit.
 OrderRate = Annotated[float, msgspec.Meta(gt=0.0, le=1_000_000.0)]
 OrderCount = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
+# 0 is a limit, not a typo: no position may be opened (a shadow-stage registry model's
+# scaled limit, written into its run's config.toml, must load again)
+PositionLimit = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_AMOUNT)]
 
 
 class RiskLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -32,7 +35,7 @@ class RiskLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
         min_order_notional: smallest qty x price of one order (as ``max_order_notional``),
             so a strategy sends no dust; an operator's ``flatten`` is exempt.
         max_position: largest absolute position after the order, counting open orders on
-            the order's side.
+            the order's side; 0 lets only reducing orders through.
         price_collar_bps: a limit price more than this many bps through the last mid is
             refused.
         max_quote_age: no order when the instrument's last quote is older (duration).
@@ -43,7 +46,7 @@ class RiskLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     max_order_qty: Amount | None = None
     max_order_notional: Amount | None = None
     min_order_notional: Amount | None = None
-    max_position: Amount | None = None
+    max_position: PositionLimit | None = None
     price_collar_bps: CollarBps | None = None
     max_quote_age: Duration | None = None
     orders_per_second: OrderRate | None = None

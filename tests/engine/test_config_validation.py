@@ -31,14 +31,34 @@ def _refused(section: str, values: dict[str, Any]) -> ConfigError:
     return info.value
 
 
-@pytest.mark.parametrize("field", ["max_order_qty", "max_position", "daily_loss_limit",
-                                   "max_drawdown", "max_gross_exposure", "price_collar_bps",
-                                   "orders_per_second", "account_orders_per_second"])  # fmt: skip
-@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, 0.0, -1.0, 1e300])
+_LIMITS = ["max_order_qty", "max_position", "daily_loss_limit", "max_drawdown",
+           "max_gross_exposure", "price_collar_bps", "orders_per_second",
+           "account_orders_per_second"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        (field, value)
+        for field in _LIMITS
+        for value in (math.nan, math.inf, -math.inf, 0.0, -1.0, 1e300)
+        # 0 is a position limit (only reducing orders), not a mistake: see below
+        if (field, value) != ("max_position", 0.0)
+    ],
+)
 def test_config_risk_limit_not_finite_or_out_of_range_is_refused(field: str, value: float) -> None:
     err = _refused("risk", {field: value})
     assert err.where == f"risk.{field}"
     assert "finite number" in err.reason and f"got {value!r}" in err.reason
+
+
+def test_config_max_position_zero_is_a_limit() -> None:
+    # a shadow-stage registry model runs with max_position scaled to 0, and its run
+    # folder's config.toml must load again
+    cfg = config_from_dict(_config("risk", {"max_position": 0.0}))
+    assert cfg.risk.max_position == 0.0
+    own = config_from_dict(_config("risk", {"instruments": {"BTC-USD": {"max_position": 0.0}}}))
+    assert own.risk.instruments["BTC-USD"].max_position == 0.0
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, 0.0, -5.0])

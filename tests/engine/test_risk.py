@@ -97,6 +97,16 @@ def test_max_position_lets_a_reducing_order_through_when_over_limit() -> None:
     assert d.order("buy", 0.1, 99.0) == "max_position"
 
 
+def test_max_position_zero_refuses_every_order_that_adds_risk() -> None:
+    d = Desk({"max_position": 2.0})
+    assert d.order("buy", 1.0) is None
+    d.fill_pending()
+    d.engine.risk.limits[0] = msgspec.structs.replace(d.engine.risk.limits[0], max_position=0.0)
+    assert d.order("buy", 0.5, 99.0) == "max_position"
+    assert d.order("sell", 1.5, 101.0) == "max_position"  # would flip to short 0.5
+    assert d.order("sell", 1.0, 101.0) is None  # back to flat: allowed
+
+
 def test_max_gross_exposure_across_instruments() -> None:
     d = Desk({"max_gross_exposure": 250.0})
     assert d.order("buy", 1.0) is None
@@ -268,7 +278,7 @@ def test_drawdown_from_the_days_peak_switches_to_reduce_only() -> None:
         {"max_order_qty": -1},
         {"max_quote_age": "soon"},
         {"on_loss": "panic"},
-        {"instruments": {"X": {"max_position": 0}}},
+        {"instruments": {"X": {"max_position": -1}}},
         {"max_open_orders": 1.5},
     ],
 )

@@ -19,12 +19,13 @@ from typing import Any
 import pytest
 
 from engine.assembly import load_registry_model, resolve_model_config
-from engine.config import Config, config_from_dict
+from engine.config import Config, config_from_dict, load_config
 from engine.errors import AuditChainError, RegistryError
 from engine.events import Fill, Signal
 from engine.strategy import NoParams, Strategy
 from replay.registry import AUDIT_FILE, Registry
 from replay.registry_cli import add_models_commands
+from replay.report import write_report
 from replay.runner import ReplayRun, run_replay
 from replay.sample_data import split_by_time
 from replay.training import train
@@ -174,6 +175,15 @@ def test_shadow_stage_sends_nothing_in_replay(
     assert run.recorder.fills == []
     assert run.recorder.risk_rejections
     assert {r.check for r in run.recorder.risk_rejections} == {"max_position"}
+    # the run folder says which version ran at which stage, and its config.toml (limits
+    # scaled to 0) loads again
+    metrics = write_report(run, tmp_path / "run", "0" * 64)
+    shown = metrics["header"]["model"]["registry"]
+    assert (shown["ref"], shown["version"], shown["stage"]) == ("challenger", b, "shadow")
+    assert shown["max_position_share"] == 0.0
+    assert b in (tmp_path / "run" / "report.html").read_text()
+    again, _ = load_config(tmp_path / "run" / "config.toml")
+    assert again.risk.max_position == 0.0
 
 
 def test_tampered_model_file_is_refused_at_load_naming_it(
