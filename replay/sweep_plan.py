@@ -37,6 +37,7 @@ __all__ = [
     "data_fingerprint",
     "digest",
     "load_grid",
+    "model_fingerprint",
     "plan_sweep",
     "split_blocks",
     "trial_id",
@@ -191,7 +192,9 @@ def plan_sweep(config_file: str | Path, grid_file: str | Path) -> SweepPlan:
         ConfigError, PluginLoadError: naming the field and the combination.
     """
     _, config_sha = load_config(config_file)  # the base itself, with its own errors
-    base = tomllib.loads(Path(config_file).read_bytes().decode())
+    base = _model_paths_from(
+        tomllib.loads(Path(config_file).read_bytes().decode()), Path(config_file).parent
+    )
     grid, grid_sha = load_grid(grid_file)
     keys = list(grid)
     product = list(itertools.product(*(grid[k] for k in keys)))
@@ -318,6 +321,42 @@ def split_blocks(data: str | Path, folds: int, scratch: str | Path) -> list[Bloc
     return blocks
 
 
+def _model_paths_from(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """``[model] path`` and ``registry`` made absolute from the config file's folder, as
+    ``load_config`` reads them: the combinations are configs without a file, read in
+    workers whose working folder may be another."""
+    model = data.get("model")
+    if not isinstance(model, dict):
+        return data
+    model = dict(model)
+    for key in ("path", "registry"):
+        value = model.get(key)
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            model[key] = str(folder.resolve() / value)
+    return {**data, "model": model}
+
+
+def _files_of(path: Path) -> list[list[Any]]:
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+
+
+def model_fingerprint(plan: SweepPlan) -> str:
+    """The identity of the model files the combinations read (``[model] path`` folders and
+    registries; by name, size and modification time): a retrained model or a moved alias
+    is a different sweep, though the config text is the same."""
+    entries: list[list[Any]] = []
+    paths = set()
+    for c in plan.combinations:
+        model = c.config.get("model")
+        if isinstance(model, dict):
+            paths |= {str(model[k]) for k in ("path", "registry") if model.get(k)}
+    for path in sorted(paths):
+        p = Path(path).expanduser()
+        entries += _files_of(p) if p.exists() else [[path, None, None]]
+    return digest(entries)
+
+
 def data_fingerprint(data: str | Path) -> str:
     """The identity of the tick files under ``data``: each file's name, size and
     modification time (ns), hashed.
@@ -339,7 +378,8 @@ def data_fingerprint(data: str | Path) -> str:
 
 def trial_id(plan: SweepPlan, combination: Combination, block: Block, folds: int, data: str) -> str:
     """The key of one trial (a combination on a block): its grid values, the base config's
-    content, the block's place and time span, and the data's fingerprint. The same key
+    content, the block's place and time span, and ``data``: the fingerprint of the input
+    files (ticks and model). The same key
     means the same replay, so a stored result can stand in for running it again."""
     return digest(
         {

@@ -21,7 +21,13 @@ from tqdm import tqdm
 from engine.errors import ConfigError
 from replay.readers import discover
 from replay.sweep_executor import dask_client, run_on_dask, run_on_pool
-from replay.sweep_plan import data_fingerprint, digest, plan_sweep, split_blocks
+from replay.sweep_plan import (
+    data_fingerprint,
+    digest,
+    model_fingerprint,
+    plan_sweep,
+    split_blocks,
+)
 from replay.sweep_report import write_sweep
 from replay.sweep_store import FORMAT, SweepStore
 from replay.sweep_trial import SweepTask, TaskOutcome, make_tasks
@@ -90,12 +96,16 @@ def run_sweep(
     plan = plan_sweep(config_file, grid_file)
     out_dir = Path(out)
     _refuse_data_as_out(data, out_dir)
-    data_id = data_fingerprint(data)
+    data_fp = data_fingerprint(data)
+    model_fp = model_fingerprint(plan)
+    # the model files are inputs like the data: a retrained model invalidates every trial
+    inputs_id = digest([data_fp, model_fp])
     identity: dict[str, Any] = {
         "format": FORMAT,
         "base_config": plan.base_sha256,
         "grid": plan.grid,
-        "data": data_id,
+        "data": data_fp,
+        "model": model_fp,
         "folds": folds,
         "config_file": plan.config_file,
         "grid_file": plan.grid_file,
@@ -107,7 +117,7 @@ def run_sweep(
     shutil.rmtree(scratch, ignore_errors=True)  # a crashed run's blocks are not this data's
     try:
         blocks = split_blocks(data, folds, scratch)
-        tasks = make_tasks(plan, blocks, data_id)
+        tasks = make_tasks(plan, blocks, inputs_id)
         stored = store.read([t.trial_id for t in tasks])
         resumed = sum(1 for o in stored.values() if not o.failed)
         todo = [t for t in tasks if t.trial_id not in stored or stored[t.trial_id].failed]
@@ -176,5 +186,5 @@ def run_sweep(
 
 def _key(identity: dict[str, Any]) -> str:
     # the data's path is not in the key: a moved folder is the same data
-    fields = ("format", "base_config", "grid", "data", "folds")
+    fields = ("format", "base_config", "grid", "data", "model", "folds")
     return digest({k: identity[k] for k in fields})

@@ -11,7 +11,7 @@ Layout of ``OUT``:
 
 Re-running the same sweep on the same ``OUT`` skips the trials that succeeded; failed
 ones run again (a worker crash may not recur; a bad value fails again quickly). A
-different sweep (changed base config, grid, data or folds) on an existing ``OUT`` is
+different sweep (changed base config, grid, data, model files or folds) on an existing ``OUT`` is
 refused unless ``force``, which removes this module's files and starts over: trials of
 another sweep are never reused, even though their ids would not collide.
 """
@@ -136,7 +136,7 @@ class SweepStore:
             if not force:
                 changed = [
                     k
-                    for k in ("base_config", "grid", "data", "folds")
+                    for k in ("base_config", "grid", "data", "model", "folds")
                     if existing.get(k) != identity.get(k)
                 ]
                 raise ConfigError(

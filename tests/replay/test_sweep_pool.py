@@ -22,6 +22,7 @@ from distributed import Client, LocalCluster
 from engine.errors import ConfigError
 from replay.sweep import run_sweep
 from replay.sweep_executor import WORKER_DIED
+from replay.sweep_plan import Combination, SweepPlan, _model_paths_from, model_fingerprint
 from tests.conftest import BASE_CONFIG
 from tests.replay.test_sweep import _toml
 
@@ -130,9 +131,7 @@ def test_sweep_rerun_resumes_without_rerunning_finished_trials(
     assert _runs(markers) == runs + 2  # only the two lost trials ran again
     assert summary["run"]["tasks_run"] == 2 and summary["run"]["tasks_resumed"] == 6
     assert _numbers(out).equals(before, null_equal=True)
-    assert sorted((out / "trials").iterdir()) == sorted(
-        (pool_sweep["root"] / "out" / "trials").iterdir()
-    ) or {p.name for p in (out / "trials").iterdir()} == {
+    assert {p.name for p in (out / "trials").iterdir()} == {
         p.name for p in (pool_sweep["root"] / "out" / "trials").iterdir()
     }
     # nothing left to run: no worker starts, the page says so
@@ -275,3 +274,18 @@ def test_sweep_module_imports_nothing_heavy() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_model_fingerprint_changes_with_the_model_files(tmp_path: Path) -> None:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model.txt").write_text("tree 1")
+    config = {"model": {"kind": "lightgbm", "path": str(folder)}}
+    plan = SweepPlan([Combination(0, {}, config)], {}, "", "", "", "", "")
+    before = model_fingerprint(plan)
+    assert model_fingerprint(plan) == before
+    (folder / "model.txt").write_text("tree 1 retrained")
+    assert model_fingerprint(plan) != before
+    # a relative path reads from the config file's folder, as load_config reads it
+    resolved = _model_paths_from({"model": {"path": "model"}}, tmp_path)
+    assert resolved["model"]["path"] == str(tmp_path.resolve() / "model")
