@@ -42,7 +42,6 @@ from engine.monitor.stats import (
     I64,
     brier,
     calibration_table,
-    expected_calibration_error,
     hit_ratio,
     spearman,
 )
@@ -484,9 +483,15 @@ class ModelMonitor:
         outcome = (r > 0).astype(np.float64)
         edges = self.calibration_edges
         buckets: list[dict[str, Any]] = []
+        ece: float | None = None
         if edges.shape[0] or self.probability:
             target = outcome if self.probability else r * 1e4
             count, mean_s, mean_r = calibration_table(s, target, edges)
+            if self.probability and s.shape[0]:
+                # expected_calibration_error's own table is this one: reuse it (one
+                # bincount pass per check, not two)
+                used = count > 0
+                ece = float(np.sum(count[used] / s.shape[0] * np.abs(mean_s[used] - mean_r[used])))
             bounds = [-np.inf, *edges.tolist(), np.inf]
             for k in range(count.shape[0]):
                 buckets.append({
@@ -499,7 +504,7 @@ class ModelMonitor:
             "ic": spearman(score, real),
             "hit_ratio": hit_ratio(s, r, self.threshold),
             "brier": brier(s, outcome) if self.probability else None,
-            "ece": expected_calibration_error(s, outcome, edges) if self.probability else None,
+            "ece": ece,
             "mean_realized_bps": float(np.mean(real) * 1e4) if n else None,
             "calibration": buckets,
             "calibration_realized": "frequency of an up move"
@@ -512,8 +517,11 @@ class ModelMonitor:
         n, size = self._filled, self.config.window
         if n < size:
             return self._score[:n].copy(), self._realized[:n].copy()
-        order = np.roll(np.arange(size), -self._next)  # oldest first
-        return self._score[order], self._realized[order]
+        k = self._next  # the oldest slot
+        return (
+            np.concatenate((self._score[k:], self._score[:k])),
+            np.concatenate((self._realized[k:], self._realized[:k])),
+        )
 
     def snapshot(self) -> dict[str, Any]:
         """Every current figure as plain JSON-ready values (for reports and metrics)."""

@@ -6,6 +6,7 @@ Undefined figures are ``None`` (too few rows, a constant input), never NaN.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import numpy.typing as npt
 
@@ -45,11 +46,49 @@ def spearman(a: F64, b: F64) -> float | None:
     than 3 rows or a constant input."""
     if a.shape[0] < 3:
         return None
-    ra, rb = average_ranks(a), average_ranks(b)
-    ra -= ra.mean()
-    rb -= rb.mean()
-    den = float(np.sqrt(np.dot(ra, ra) * np.dot(rb, rb)))
-    return float(np.dot(ra, rb) / den) if den > 0 else None
+    rho = _spearman(np.ascontiguousarray(a, np.float64), np.ascontiguousarray(b, np.float64))
+    return None if np.isnan(rho) else float(rho)
+
+
+@numba.njit(cache=True)
+def _average_ranks_into(x: F64, ranks: F64) -> None:
+    order = np.argsort(x, kind="mergesort")
+    n = x.shape[0]
+    i = 0
+    while i < n:
+        j = i
+        while j + 1 < n and x[order[j + 1]] == x[order[i]]:
+            j += 1
+        r = (i + j) / 2.0
+        for k in range(i, j + 1):
+            ranks[order[k]] = r
+        i = j + 1
+
+
+@numba.njit(cache=True)
+def _spearman(a: F64, b: F64) -> float:
+    # the monitor's per-check cost was the two argsorts, the rank arrays and numpy's
+    # temporaries (~0.4 ms of 0.9 ms at N = 1000); one compiled pass over the window.
+    # Centered average ranks are multiples of 0.5, so every product and sum below is
+    # exact in float64 below ~1e5 rows: the figure is bit for bit numpy's (and to 1e-12
+    # scipy's) whatever the summation order
+    n = a.shape[0]
+    ra = np.empty(n)
+    rb = np.empty(n)
+    _average_ranks_into(a, ra)
+    _average_ranks_into(b, rb)
+    mean = (n - 1) / 2.0  # the mean of average ranks, ties or not
+    sab = 0.0
+    saa = 0.0
+    sbb = 0.0
+    for k in range(n):
+        da = ra[k] - mean
+        db = rb[k] - mean
+        sab += da * db
+        saa += da * da
+        sbb += db * db
+    den = np.sqrt(saa * sbb)
+    return sab / den if den > 0 else np.nan
 
 
 def hit_ratio(score: F64, realized: F64, threshold: float) -> float | None:

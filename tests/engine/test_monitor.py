@@ -10,6 +10,8 @@ from collections import Counter
 import msgspec
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats as sps
 
 from engine.config import MonitorConfig
@@ -305,3 +307,34 @@ def test_losing_streak_alarms_once_until_the_model_makes_back_its_losses() -> No
     trip(-1.0)
     trip(-1.0)
     assert mon.alarm_counts["losing_streak"] == 2
+
+
+def spearman_numpy(a: np.ndarray, b: np.ndarray) -> float | None:
+    """The straightforward computation the compiled one replaced: numpy average ranks
+    (scipy's rankdata - 1), centered, Pearson by dot products."""
+    if a.shape[0] < 3:
+        return None
+    ra, rb = sps.rankdata(a) - 1.0, sps.rankdata(b) - 1.0
+    ra -= ra.mean()
+    rb -= rb.mean()
+    den = float(np.sqrt(np.dot(ra, ra) * np.dot(rb, rb)))
+    return float(np.dot(ra, rb) / den) if den > 0 else None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(0, 1500).flatmap(
+        lambda n: st.tuples(
+            st.lists(st.integers(-5, 5) | st.floats(-1e3, 1e3), min_size=n, max_size=n),
+            st.lists(st.integers(-3, 3) | st.floats(-1e3, 1e3), min_size=n, max_size=n),
+        )
+    )
+)
+def test_spearman_equals_numpy_bit_for_bit_and_scipy_with_ties(
+    pair: tuple[list[float], list[float]],
+) -> None:
+    a, b = (np.array(v, np.float64) for v in pair)
+    got, expected = spearman(a, b), spearman_numpy(a, b)
+    assert got == expected  # exact: centered average ranks sum exactly in float64
+    if got is not None:
+        assert got == pytest.approx(sps.spearmanr(a, b).statistic, abs=1e-12)
