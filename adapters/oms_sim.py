@@ -715,6 +715,9 @@ class MqttOmsSimulator:
         self._send(answer_to, codec.encode(answer), out)
 
     def _emit(self, reports: Iterable[ExecutionReport]) -> None:
+        if self.fault.mode == "shuffled":
+            self._shuffle(reports)
+            return
         for report in reports:
             match self.fault.mode:
                 case "normal":
@@ -726,8 +729,6 @@ class MqttOmsSimulator:
                 case "twice":
                     self._publish(report)
                     self._publish(report)
-                case "shuffled":
-                    self._hold(report)
                 case "never":
                     self.counters["reports_withheld"] += 1
 
@@ -781,18 +782,23 @@ class MqttOmsSimulator:
         self._acked_early.clear()
         self._check_settled()
 
-    def _hold(self, report: ExecutionReport) -> None:
-        cid = report.client_order_id
-        order = self.oms.orders.get(cid)
-        if order is None or isinstance(report, CancelRejected):
-            self._publish(report)  # says nothing about the order's progress
-            return
-        held = self._held.setdefault(cid, [])
-        held.append(report)
-        if order.status in _CLOSED:
-            del self._held[cid]
-            for r in reversed(held):
-                self._publish(r)
+    def _shuffle(self, reports: Iterable[ExecutionReport]) -> None:
+        # all of one call first, then the closed orders' reports newest first: an order
+        # acked and filled in one step (a market order at latency 0) also shows its fill
+        # before its ack
+        closed: list[str] = []
+        for report in reports:
+            cid = report.client_order_id
+            order = self.oms.orders.get(cid)
+            if order is None or isinstance(report, CancelRejected):
+                self._publish(report)  # says nothing about the order's progress
+                continue
+            self._held.setdefault(cid, []).append(report)
+            if order.status in _CLOSED and cid not in closed:
+                closed.append(cid)
+        for cid in closed:
+            for report in reversed(self._held.pop(cid)):
+                self._publish(report)
 
     async def _publish_late(self) -> None:
         # one queue, due times in the order reports were made: late, never reordered

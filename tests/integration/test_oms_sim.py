@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import get_args
 
 import aiomqtt
 import msgspec
@@ -28,8 +31,9 @@ from adapters.mqtt.reconcile import (
     response_topic,
 )
 from adapters.mqtt.topics import Topics
-from adapters.oms_sim import MqttOmsSimulator, SimulatedOms
+from adapters.oms_sim import AnswerMode, MqttOmsSimulator, SimulatedOms
 from adapters.sim_venue import SimulatedVenue
+from adapters.tools_cli import ANSWER_MODES
 from engine.codec import EventCodec
 from engine.errors import AdapterError
 from engine.events import (
@@ -323,13 +327,22 @@ register(parser.add_subparsers(), tick_files=None, default_config=Path("replay/d
 args = parser.parse_args(sys.argv[1:])
 sys.exit(args.func(args))
 """
+ROOT = Path(__file__).resolve().parents[2]
+MOSQUITTO_PUB = shutil.which("mosquitto_pub")
 
 
-@pytest.mark.asyncio
-async def test_oms_sim_command_serves_until_sigterm_then_prints_its_counts(
-    broker: Broker,
-) -> None:
-    root = Path(__file__).resolve().parents[2]
+class CliRun:
+    """A ``tradeloop oms-sim`` process; ``out`` holds its stdout once it stopped."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.out = ""
+
+
+@contextlib.asynccontextmanager
+async def oms_sim_command(broker: Broker, *flags: str) -> AsyncIterator[CliRun]:
+    """``oms-sim`` through its command entry (as ``tradeloop oms-sim`` parses it), serving
+    until the block ends; then SIGTERM, and it must exit 0."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
@@ -345,26 +358,243 @@ async def test_oms_sim_command_serves_until_sigterm_then_prints_its_counts(
         "acct1",
         "--latency",
         "0us",
-        cwd=root,
+        *flags,
+        cwd=ROOT,
         env={**os.environ, "TEST_MQTT_PASSWORD": broker.password},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     assert proc.stdout is not None
+    run = CliRun(proc)
     try:
-        async with asyncio.timeout(30):
+        async with asyncio.timeout(60):
             banner = await proc.stdout.readline()  # printed once subscribed
-        assert b"orders on oms/acct1/orders" in banner
-        async with client(broker, "daemon", TOPICS.reports) as c:
-            await send(c, order("o-1", limit=99.0))  # no quote yet: a limit order rests
-            (ack,) = await reports(c, 1, timeout_s=10)
-            assert isinstance(ack, OrderAccepted)
+        assert b"orders on oms/acct1/orders" in banner, banner
+        yield run
         proc.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(60):
             out, err = await proc.communicate()
+        assert proc.returncode == 0, err.decode()
+        run.out = out.decode()
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-    assert proc.returncode == 0, err.decode()
-    assert b"oms-sim stopped: 1 orders (0 resends, 1 answered)" in out
+
+
+async def quoted(c: aiomqtt.Client, size: float = 5.0) -> int:
+    """Quote until a market order of the command's OMS fills (it has read a quote: the
+    quote and the order travel on two connections); the orders it took."""
+    for attempt in range(100):
+        await c.publish(
+            TOPICS.quote("SIM", SYMBOL),
+            CODEC.encode(
+                Quote(
+                    ts_event=1,
+                    ts_recv=1,
+                    instrument=SYMBOL,
+                    bid=100.0,
+                    ask=101.0,
+                    bid_size=size,
+                    ask_size=size,
+                )
+            ),
+            qos=1,
+        )
+        cid = f"probe-{attempt}"
+        await send(c, order(cid, qty=0.001))
+        (first,) = await reports(c, 1)
+        if isinstance(first, OrderRejected):
+            continue  # no quote yet at the OMS
+        assert isinstance(first, OrderAccepted)
+        (fill,) = await reports(c, 1)
+        assert isinstance(fill, Fill)
+        return attempt + 1
+    raise AssertionError("the OMS never read a quote")
+
+
+@pytest.mark.asyncio
+async def test_oms_sim_command_serves_until_sigterm_then_prints_its_counts(
+    broker: Broker,
+) -> None:
+    async with oms_sim_command(broker) as run, client(broker, "daemon", TOPICS.reports) as c:
+        await send(c, order("o-1", limit=99.0))  # no quote yet: a limit order rests
+        (ack,) = await reports(c, 1, timeout_s=10)
+        assert isinstance(ack, OrderAccepted)
+    assert "oms-sim stopped: 1 orders (0 resends, 1 answered)" in run.out
+
+
+def test_oms_sim_command_answer_modes_are_the_answer_faults() -> None:
+    assert get_args(AnswerMode) == ANSWER_MODES
+
+
+@pytest.mark.asyncio
+async def test_oms_sim_command_answer_late_sends_every_report_after_the_delay(
+    broker: Broker,
+) -> None:
+    flags = ("--answer", "late", "--answer-delay", "300ms")
+    async with oms_sim_command(broker, *flags), client(broker, "daemon", TOPICS.reports) as c:
+        await quoted(c)
+        t0 = time.monotonic()
+        await send(c, order("o-1", qty=1.0))
+        ack, fill = await reports(c, 2, timeout_s=10)
+        # a lower bound only: the OMS cannot answer before the delay, whatever the load
+        assert time.monotonic() - t0 >= 0.3
+        assert isinstance(ack, OrderAccepted) and isinstance(fill, Fill)
+        assert ack.client_order_id == fill.client_order_id == "o-1"
+
+
+@pytest.mark.asyncio
+async def test_oms_sim_command_answer_twice_publishes_every_report_twice(broker: Broker) -> None:
+    async with (
+        oms_sim_command(broker, "--answer", "twice") as run,
+        client(broker, "daemon", TOPICS.reports) as c,
+    ):
+        await send(c, order("o-1", limit=99.0))  # rests: one ack, twice
+        ack1, ack2 = await reports(c, 2)
+        assert isinstance(ack1, OrderAccepted) and ack1 == ack2
+        await no_more(c)
+    assert "1 orders (0 resends, 1 answered)" in run.out
+
+
+@pytest.mark.asyncio
+async def test_oms_sim_command_answer_shuffled_sends_the_fill_before_the_ack(
+    broker: Broker,
+) -> None:
+    async with (
+        oms_sim_command(broker, "--answer", "shuffled") as run,
+        client(broker, "daemon", TOPICS.reports) as c,
+    ):
+        # the first probe orders may be rejected (no quote yet): a rejection closes the
+        # order, so it is published at once in this mode too
+        for attempt in range(100):
+            await c.publish(
+                TOPICS.quote("SIM", SYMBOL),
+                CODEC.encode(
+                    Quote(
+                        ts_event=1,
+                        ts_recv=1,
+                        instrument=SYMBOL,
+                        bid=100.0,
+                        ask=101.0,
+                        bid_size=5.0,
+                        ask_size=5.0,
+                    )
+                ),
+                qos=1,
+            )
+            await send(c, order(f"o-{attempt}", qty=1.0))
+            first, *_ = await reports(c, 1)
+            if not isinstance(first, OrderRejected):
+                break
+        (second,) = await reports(c, 1)
+        assert isinstance(first, Fill) and isinstance(second, OrderAccepted)
+        assert first.client_order_id == second.client_order_id
+    assert "1 fills" in run.out
+
+
+@pytest.mark.asyncio
+async def test_oms_sim_command_answer_never_withholds_reports_and_answers(
+    broker: Broker,
+) -> None:
+    async with (
+        oms_sim_command(broker, "--answer", "never") as run,
+        client(broker, "daemon", TOPICS.reports) as c,
+    ):
+        await send(c, order("o-1", limit=99.0))
+        await no_more(c, wait_s=0.5)
+        async with client(broker, "daemon-reconcile") as r:
+            with pytest.raises(AdapterError, match="no answer from the OMS"):
+                await request(r, TOPICS, PositionsRequest(), timeout_s=0.5)
+    # the OMS took the order all the same: only what it publishes is withheld
+    assert "1 orders (0 resends, 1 answered)" in run.out
+
+
+@pytest.mark.asyncio
+async def test_oms_sim_command_bad_answer_delay_is_a_config_error(broker: Broker) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "import sys; from replay.cli import main; sys.exit(main(sys.argv[1:]))",
+        "oms-sim",
+        "--broker",
+        f"{broker.host}:{broker.port}",
+        "--answer",
+        "late",
+        "--answer-delay",
+        "soon",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        out, err = await proc.communicate()
+    assert proc.returncode != 0
+    assert b"--answer-delay" in out + err and b"Traceback" not in err
+
+
+SMOKE_ORDERS = 20_000
+SMOKE_QUOTES = 20_000
+
+
+@pytest.mark.skipif(MOSQUITTO_PUB is None, reason="mosquitto_pub is not installed")
+@pytest.mark.asyncio
+async def test_oms_sim_command_answers_every_one_of_20k_orders_among_20k_quotes(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """A throughput smoke that counts, never times: 20,000 market orders (QoS 1) while
+    20,000 quotes (QoS 0, under the broker's queue limit) stream in, from two
+    ``mosquitto_pub -l`` processes; every order is acked and filled exactly once."""
+    assert MOSQUITTO_PUB is not None
+    quotes = tmp_path / "quotes.jsonl"
+    orders = tmp_path / "orders.jsonl"
+    quote = Quote(
+        ts_event=1, ts_recv=1, instrument=SYMBOL, bid=100.0, ask=101.0, bid_size=1e9, ask_size=1e9
+    )
+    quotes.write_bytes(b"".join(CODEC.encode(quote) + b"\n" for _ in range(SMOKE_QUOTES)))
+    sides: tuple[Side, Side] = ("buy", "sell")
+    orders.write_bytes(
+        b"".join(
+            CODEC.encode(order(f"s-{i}", side=sides[i % 2], qty=0.001)) + b"\n"
+            for i in range(SMOKE_ORDERS)
+        )
+    )
+    login = ["-h", broker.host, "-p", str(broker.port), "-u", broker.username]
+    login += ["-P", broker.password]
+    acked: Counter[str] = Counter()
+    filled: Counter[str] = Counter()
+    async with (
+        oms_sim_command(broker) as run,
+        client(broker, "daemon", TOPICS.reports) as c,
+    ):
+        probes = await quoted(c, size=1e9)
+        feeds = []
+        for topic, qos, path in (
+            (TOPICS.quote("SIM", SYMBOL), "0", quotes),
+            (TOPICS.orders, "1", orders),
+        ):
+            args = [*login, "-t", topic, "-q", qos, "-l", "-i", f"smoke-{qos}"]
+            with path.open("rb") as lines:
+                feeds.append(
+                    await asyncio.create_subprocess_exec(MOSQUITTO_PUB, *args, stdin=lines)
+                )
+        # generous: this counts, it does not time (about 10 s here under load)
+        async with asyncio.timeout(300):
+            async for message in c.messages:
+                assert isinstance(message.payload, bytes)
+                report = CODEC.decode(message.payload)
+                assert isinstance(report, OrderAccepted | Fill), report
+                (acked if isinstance(report, OrderAccepted) else filled)[
+                    report.client_order_id
+                ] += 1
+                if len(filled) == SMOKE_ORDERS and len(acked) == SMOKE_ORDERS:
+                    break
+            for feed in feeds:
+                assert await feed.wait() == 0
+        await no_more(c)
+    assert set(acked) == set(filled) == {f"s-{i}" for i in range(SMOKE_ORDERS)}
+    assert set(acked.values()) == set(filled.values()) == {1}
+    taken = SMOKE_ORDERS + probes
+    assert f"oms-sim stopped: {taken} orders (0 resends, {taken} answered)" in run.out
+    assert f" {SMOKE_ORDERS + 1} fills" in run.out  # one probe filled
+    print(run.out)
