@@ -8,6 +8,7 @@ import contextlib
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -50,6 +51,7 @@ from engine.events import (
 )
 from engine.instruments import Instrument, InstrumentTable
 from tests.integration.conftest import Broker
+from tests.integration.test_mqtt_session import _open_gate, _restart_broker
 
 TOPICS = Topics(account="acct1", node="node1")
 SYMBOL = "BTC-USD"
@@ -79,12 +81,14 @@ async def oms_sim(broker: Broker, *, latency_ns: int = 0) -> AsyncIterator[MqttO
 
 
 @contextlib.asynccontextmanager
-async def client(broker: Broker, name: str, *topics: str) -> AsyncIterator[aiomqtt.Client]:
+async def client(
+    broker: Broker, name: str, *topics: str, operator: bool = False
+) -> AsyncIterator[aiomqtt.Client]:
     async with aiomqtt.Client(
         broker.host,
         broker.port,
-        username=broker.username,
-        password=broker.password,
+        username=broker.operator if operator else broker.username,
+        password=broker.operator_password if operator else broker.password,
         identifier=name,
         protocol=aiomqtt.ProtocolVersion.V5,
     ) as c:
@@ -315,6 +319,48 @@ async def test_oms_sim_malformed_orders_are_counted_and_rejected_when_an_id_is_r
         assert isinstance(ack, OrderAccepted) and isinstance(fill, Fill)
         await c.publish(TOPICS.quote("SIM", SYMBOL), b"{broken", qos=0)
         await until(lambda: sim.bad_messages["market_data"] == 1)
+
+
+@pytest.mark.asyncio
+async def test_oms_sim_reconnects_after_a_broker_restart_with_its_state_and_unsent_reports(
+    broker: Broker,
+) -> None:
+    instruments = InstrumentTable([Instrument(symbol=SYMBOL, venue="SIM")])
+    # 2 s of latency: the ack and fill are made while the broker is down (it is killed
+    # as soon as the order is in, and let in again only after they are made)
+    oms = SimulatedOms(instruments, SimulatedVenue(2_000_000_000, fee_bps=1.0))
+    sim = MqttOmsSimulator(oms, host=broker.host, port=broker.port, topics=TOPICS,
+                           username=broker.username, password=broker.password)  # fmt: skip
+    stop = asyncio.Event()
+    restarted: subprocess.Popen[bytes] | None = None
+    try:
+        async with sim:
+            task = asyncio.create_task(sim.serve(stop, reconnect=True), name="oms-sim")
+            async with client(broker, "daemon") as c:
+                await send_quote(c, sim, 100.0, 101.0)
+                await send(c, order("o-1", qty=1.0))
+                await until(lambda: sim.counters["orders"] == 1)
+            # the simulator's user stays out until the gate opens, so the reports it made
+            # meanwhile can only go out after the subscriber below is in
+            restarted = await asyncio.to_thread(_restart_broker, broker)
+            await until(lambda: sim.counters["fills"] == 1)
+            assert sim.counters["published"] == 0
+            async with client(broker, "operator", TOPICS.reports, operator=True) as c:
+                _open_gate(broker, restarted)
+                ack, fill = await reports(c, 2, timeout_s=20)
+                assert isinstance(ack, OrderAccepted) and isinstance(fill, Fill)
+                assert sim.counters["reconnects"] == 1
+                await send(c, order("o-1", qty=1.0))  # a resend: the OMS kept its state
+                (again,) = await reports(c, 1)
+                assert again == fill
+            stop.set()
+            await task
+    finally:
+        if restarted is not None:
+            restarted.terminate()
+            restarted.wait(5)
+    assert sim.counters["fills"] == 1 and sim.counters["resends"] == 1
+    assert oms.positions[SYMBOL] == 1.0
 
 
 _COMMAND = """
