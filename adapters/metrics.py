@@ -25,14 +25,29 @@ metric                                      type       labels, meaning
 ``tradeloop_pnl``                           gauge      ``instrument``: realized + unrealized
 ``tradeloop_model_score``                   histogram  the score of every ``Signal``
 ``tradeloop_build_info``                    gauge      ``version``; always 1
+``tradeloop_monitor_ic``                    gauge      ``model``: rolling Spearman IC at
+                                                       the last check (NaN: undefined)
+``tradeloop_monitor_hit_ratio``             gauge      ``model``: at the last check
+``tradeloop_monitor_psi``                   gauge      ``model``, ``series`` (each feature
+                                                       and ``score``): PSI of the last
+                                                       full drift window
+``tradeloop_monitor_drift_threshold``       gauge      ``model``, ``series``: calibrated
+``tradeloop_monitor_alarms_total``          counter    ``model``, ``kind``: low_ic, drift,
+                                                       accuracy, losing_streak, gap
+``tradeloop_monitor_scored_total``          counter    ``model``: predictions scored
 ==========================================  =========  ==================================
+
+The monitor's figures are copied by :func:`publish_monitor` (the daemon calls it on its
+heartbeat), from what the monitor already holds: no figure is recomputed for a scrape.
 """
 
 from __future__ import annotations
 
+import math
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Protocol
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -50,6 +65,8 @@ from engine.events import (
     Signal,
     TradingState,
 )
+from engine.monitor import ModelMonitor
+from engine.signals.manifest import Manifest
 from engine.trading_state import SEVERITY
 
 # 10 us (a fast in-process decision) to 1 s (a stalled loop), about 2.5x apart
@@ -151,6 +168,33 @@ class DaemonMetrics:
             "tradeloop_model_score", "score carried by each Signal", buckets=SCORE_BUCKETS,
             registry=r,
         )  # fmt: skip
+        self.monitor_ic = Gauge(
+            "tradeloop_monitor_ic", "rolling Spearman IC at the last monitor check", ["model"],
+            registry=r,
+        )  # fmt: skip
+        self.monitor_hit_ratio = Gauge(
+            "tradeloop_monitor_hit_ratio", "hit ratio at the last monitor check", ["model"],
+            registry=r,
+        )  # fmt: skip
+        self.monitor_psi = Gauge(
+            "tradeloop_monitor_psi", "PSI of the last full drift window", ["model", "series"],
+            registry=r,
+        )  # fmt: skip
+        self.monitor_drift_threshold = Gauge(
+            "tradeloop_monitor_drift_threshold", "calibrated PSI alarm threshold",
+            ["model", "series"], registry=r,
+        )  # fmt: skip
+        self.monitor_alarms = Counter(
+            "tradeloop_monitor_alarms", "model monitor alarms fired", ["model", "kind"],
+            registry=r,
+        )  # fmt: skip
+        self.monitor_scored = Counter(
+            "tradeloop_monitor_scored", "predictions scored by the monitor", ["model"],
+            registry=r,
+        )  # fmt: skip
+        # what publish_monitor last copied, per model: counters only ever move by the
+        # difference, so they stay monotonic whatever the call rate
+        self._monitor_published: dict[str, dict[str, int]] = {}
         build = Gauge("tradeloop_build_info", "always 1", ["version"], registry=r)
         build.labels(build_version or tradeloop_version()).set(1)
         for s in symbols:
@@ -212,4 +256,61 @@ class DaemonMetrics:
             self._thread = None
 
 
-__all__ = ["LATENCY_BUCKETS_S", "DaemonMetrics", "tradeloop_version"]
+class MonitorFigures(Protocol):
+    """What ``publish_monitor`` reads of a monitor (``engine.monitor.ModelMonitor``)."""
+
+    @property
+    def manifest(self) -> Manifest: ...
+
+    def latest(self) -> dict[str, Any]: ...
+
+
+def publish_monitor(metrics: DaemonMetrics, monitor: MonitorFigures) -> None:
+    """Copy the monitor's latest figures into ``metrics`` (labelled by the model's name):
+    IC, hit ratio, PSI and threshold per series as gauges (NaN where undefined), alarms
+    by kind and scored predictions as counters. Cheap: reads what the monitor holds, no
+    recomputation; call it on the heartbeat or after a check, from the loop thread."""
+    model = monitor.manifest.name
+    fig = monitor.latest()
+    metrics.monitor_ic.labels(model).set(_gauge(fig["ic"]))
+    metrics.monitor_hit_ratio.labels(model).set(_gauge(fig["hit_ratio"]))
+    for series, value in fig["psi"].items():
+        metrics.monitor_psi.labels(model, series).set(_gauge(value))
+    for series, value in fig["drift_threshold"].items():
+        metrics.monitor_drift_threshold.labels(model, series).set(_gauge(value))
+    seen = metrics._monitor_published.setdefault(model, {})
+    for kind, count in fig["alarms"].items():
+        metrics.monitor_alarms.labels(model, kind).inc(count - seen.get(kind, 0))
+        seen[kind] = count
+    metrics.monitor_scored.labels(model).inc(fig["scored"] - seen.get("scored", 0))
+    seen["scored"] = fig["scored"]
+
+
+class HasObservers(Protocol):
+    """An engine, as far as ``publish_engine_monitors`` needs it."""
+
+    @property
+    def observers(self) -> Sequence[object]: ...
+
+
+def publish_engine_monitors(metrics: DaemonMetrics, engine: HasObservers) -> None:
+    """``publish_monitor`` for every model monitor attached to ``engine`` (its
+    observers, read at each call, so a model reloaded with a new monitor is followed):
+    the one call the daemon makes on each heartbeat."""
+    for observer in engine.observers:
+        if isinstance(observer, ModelMonitor):
+            publish_monitor(metrics, observer)
+
+
+def _gauge(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+__all__ = [
+    "LATENCY_BUCKETS_S",
+    "DaemonMetrics",
+    "MonitorFigures",
+    "publish_engine_monitors",
+    "publish_monitor",
+    "tradeloop_version",
+]

@@ -187,6 +187,7 @@ class ModelMonitor:
         # a model that keeps losing to costs raises one alarm, not one per streak
         self._streak_rearm_pnl: float | None = None
         self._streak_start_pnl = 0.0
+        self._last_check: dict[str, Any] = {}
         self.performance_history: deque[dict[str, Any]] = deque(maxlen=config.history or None)
         self.drift_history: deque[dict[str, Any]] = deque(maxlen=config.history or None)
 
@@ -410,10 +411,9 @@ class ModelMonitor:
         self, index: int, ts: int, alarms: list[tuple[int, int, AlarmKind, str, int]]
     ) -> None:
         fig = self.performance()
-        self.performance_history.append(
-            {"ts": ts, "scored": self.counts["scored"], "ic": fig["ic"],
-             "hit_ratio": fig["hit_ratio"], "brier": fig["brier"], "ece": fig["ece"]}
-        )  # fmt: skip
+        self._last_check = {"ts": ts, "scored": self.counts["scored"], "ic": fig["ic"],
+                            "hit_ratio": fig["hit_ratio"], "brier": fig["brier"], "ece": fig["ece"]}  # fmt: skip
+        self.performance_history.append(self._last_check)
         if self._filled < self.config.window:
             return
         cfg = self.config
@@ -601,6 +601,29 @@ class ModelMonitor:
                 "holding": {k: v for k, v in self._holding.items() if k != "gap"},
                 "events": list(self.alarms),
             },
+        }
+
+    def latest(self) -> dict[str, Any]:
+        """The figures as of the last check and the last full drift window, without
+        recomputing anything (cheap enough for every heartbeat): ``ic`` and
+        ``hit_ratio`` (None before the first check or where undefined), ``psi`` and
+        ``drift_threshold`` per series (None before a full window / uncalibrated),
+        ``alarms`` by kind and ``scored`` predictions so far."""
+        last = self._last_check
+        psis = self._drift_last
+        thresholds = self.drift_thresholds
+        return {
+            "ic": last.get("ic"),
+            "hit_ratio": last.get("hit_ratio"),
+            "scored": self.counts["scored"],
+            "psi": {
+                name: None if psis is None else float(psis[j]) for j, name in enumerate(self.series)
+            },
+            "drift_threshold": {
+                name: None if thresholds is None else float(thresholds[j])
+                for j, name in enumerate(self.series)
+            },
+            "alarms": {k: self.alarm_counts[k] for k in _KIND_ORDER},
         }
 
     def history(self) -> dict[str, list[dict[str, Any]]]:
