@@ -1106,8 +1106,12 @@ class Daemon:
         self._wake()
 
     def _wake(self) -> None:
-        if self._waiting is not None:  # wake the consumer out of its idle wait now
-            self._waiting.reschedule(asyncio.get_running_loop().time())
+        waiting = self._waiting
+        if waiting is not None and not waiting.expired():  # wake the consumer now
+            # a timeout that is expiring (its deadline passed, the consumer not yet
+            # resumed) refuses to be rescheduled: the consumer wakes by itself then
+            with contextlib.suppress(RuntimeError):
+                waiting.reschedule(asyncio.get_running_loop().time())
 
     # reconciliation (``adapters.reconciliation``): fetched in the background, applied by
     # the consumer between turns, every input journaled
