@@ -52,6 +52,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -152,14 +153,6 @@ LIVE_MODES = ("shadow", "paper", "live")
 # items taken per turn: bounds how long one turn holds the loop (the broker's reader and
 # the order publisher wait meanwhile) while still amortising one commit over many items
 MAX_TURN_ITEMS = 1024
-# A snapshot of the engine's state every this many journal records or this often,
-# whichever comes first (constants until ``[journal]``, the lead's, has keys for them): a
-# restart then applies at most about this many records. A record costs the rebuild about
-# 0.1 ms (bench.reliability restart), so 50k is a tail of at most ~7 s (1-2 s at a
-# loaded feed's ~6-tick batches); capturing the state takes ~10 ms in the loop, the file
-# is written and fsynced in a thread.
-SNAPSHOT_EVERY_RECORDS: Final = 50_000
-SNAPSHOT_EVERY_S: Final = 300.0
 # latencies kept raw for percentiles (bench, logs): about 8 MB at most
 _LATENCY_SAMPLES = 1_000_000
 
@@ -363,6 +356,30 @@ def _check_tail_start(journal_dir: Path, header: SnapshotHeader, before_seq: int
         break
     if first is None and before_seq is not None and before_seq != start.seq:
         raise JournalError(header.journal_file, start.offset, "no record where the tail starts")
+
+
+_CODE_PACKAGES: Final = ("engine", "adapters", "strategies")
+
+
+def snapshot_key(config_sha256: str, strategy_class: type) -> str:
+    """What a snapshot is valid for: sha256 over the config's hash and the source of every
+    module whose objects a snapshot may hold (tradeloop's packages and the strategy
+    plugin's module). ``STATE_VERSION`` is bumped by hand when a class changes; this
+    catches the change nobody remembered to announce, at the cost of a full replay
+    after any upgrade."""
+    digest = hashlib.sha256(config_sha256.encode())
+    root = Path(__file__).resolve().parents[1]
+    files = sorted(p for package in _CODE_PACKAGES for p in (root / package).rglob("*.py"))
+    plugin = inspect.getsourcefile(strategy_class)
+    if plugin is not None and Path(plugin).resolve() not in files:
+        files.append(Path(plugin).resolve())
+    for path in files:
+        digest.update(str(path.relative_to(root) if path.is_relative_to(root) else path).encode())
+        try:
+            digest.update(path.read_bytes())
+        except OSError:  # a module that went away: its code is not this build's either
+            digest.update(b"<missing>")
+    return digest.hexdigest()
 
 
 def snapshot_header(
@@ -910,6 +927,9 @@ class Daemon:
         self.reconcile_retry_s = config.live.reconcile_retry_s
         self.history = History()
         self.config_sha256 = hashlib.sha256(config_bytes).hexdigest()
+        # a snapshot holds pickled objects of this build's classes: valid only for the same
+        # config and the same code (a daemon upgraded between stop and start replays)
+        self.snapshot_key = snapshot_key(self.config_sha256, type(self.engine.strategy))
         self.rebuild_ms = 0
         self.snapshots: Counter[str] = Counter()  # written, failed
         self._first_seq = 1  # the session's first journal record
@@ -996,7 +1016,7 @@ class Daemon:
             t0 = time.perf_counter()
             self.history = rebuild(
                 engine, journal_dir, before_seq=journal.next_seq,
-                config_sha256=self.config_sha256, extras=self._snapshot_extras(),
+                config_sha256=self.snapshot_key, extras=self._snapshot_extras(),
             )  # fmt: skip
             self.rebuild_ms = round((time.perf_counter() - t0) * 1000)
             self._first_seq = journal.next_seq
@@ -1353,8 +1373,9 @@ class Daemon:
         if not final:
             if self._snapshot_task is not None:  # the last one is still being written
                 return
-            due = seq - self._snapshot_seq >= SNAPSHOT_EVERY_RECORDS or (
-                now - self._snapshot_at >= SNAPSHOT_EVERY_S
+            every = self.config.journal
+            due = seq - self._snapshot_seq >= every.snapshot_every_records or (
+                now - self._snapshot_at >= every.snapshot_every_s
             )
             if not due:
                 return
@@ -1371,7 +1392,7 @@ class Daemon:
             journal, payload,
             records=self.history.records + journal.next_seq - self._first_seq,
             sessions=[*self.history.sessions, self.session_id], ts_recv=core.last_ts,
-            config_sha256=self.config_sha256,
+            config_sha256=self.snapshot_key,
         )  # fmt: skip
         if header is None:
             return

@@ -15,7 +15,7 @@ Two runs against a private mosquitto on a free port:
   the Churn strategy of the reliability tests trading on them against a scripted OMS
   that fills every order): without a snapshot (every record applied) and from a
   snapshot ``--tail`` records before the end (the most a restart applies with the
-  daemon's ``SNAPSHOT_EVERY_RECORDS``); both states compared.
+  daemon's ``[journal] snapshot_every_records``); both states compared.
 
     python -m bench.reliability crash --kills 30
     python -m bench.reliability load --rate 5000 --seconds 180

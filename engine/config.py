@@ -214,9 +214,10 @@ class LiveConfig(_Strict, frozen=True):
     # halted by reconciliation asks again
     reconcile_timeout: Duration = "2s"
     reconcile_retry: Duration = "2s"
-    # an order the OMS reports open that this daemon has no record of: ``flag`` keeps the
-    # engine HALTED with an Alarm naming it; ``adopt`` books it as ours (journaled) and
-    # trades on
+    # an order the OMS reports open that this daemon has no record of: ``flag`` raises an
+    # Alarm naming it and leaves it the OMS's (its fills are booked, and a position the
+    # engine did not decide sends the engine REDUCE_ONLY); ``adopt`` books it as ours
+    # (journaled), so risk checks count it and kill/flatten cancel it
     external_orders: Literal["flag", "adopt"] = "flag"
 
     @property
@@ -242,6 +243,14 @@ class JournalConfig(_Strict, frozen=True):
 
     dir: str = "journal/"
     fsync: Literal["always", "batch", "never"] = "batch"
+    # the daemon snapshots its engine state every this many records or this often,
+    # whichever comes first: a restart applies only the journal after the newest snapshot
+    snapshot_every_records: Annotated[int, msgspec.Meta(ge=1_000, le=100_000_000)] = 50_000
+    snapshot_every: Duration = "5m"
+
+    @property
+    def snapshot_every_s(self) -> float:
+        return parse_duration_ns(self.snapshot_every) / 1e9
 
 
 MonitorAction = Literal["notify", "reduce_only", "halted"]
@@ -341,6 +350,7 @@ def _durations(cfg: Config) -> list[tuple[str, Duration | None, bool]]:
         ("live.shutdown_timeout", cfg.live.shutdown_timeout, False),
         ("live.reconcile_timeout", cfg.live.reconcile_timeout, False),
         ("live.reconcile_retry", cfg.live.reconcile_retry, False),
+        ("journal.snapshot_every", cfg.journal.snapshot_every, False),
         *(
             (f"risk.instruments.{_key(symbol)}.max_quote_age", own.max_quote_age, False)
             for symbol, own in risk.instruments.items()

@@ -164,7 +164,7 @@ async def test_restart_loads_the_snapshot_and_equals_a_full_rebuild(
     assert [m["snapshot_seq"] for m in manifests(journal)] == [0, last_seq]
     # offline: the newest snapshot plus its tail against every record applied
     loaded, _ = load_config(config)
-    digest = second.config_sha256
+    digest = second.snapshot_key
 
     def fresh() -> tuple[object, dict[str, object]]:
         engine = build_live_engine(loaded, SendOnly(ShadowSender()), order_id_prefix="x")
