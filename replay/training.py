@@ -76,6 +76,7 @@ from engine.signals.manifest import (
     write_manifest,
 )
 from replay.dataset import Dataset, ExtraColumn, build_dataset
+from replay.readers import DataSource
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -408,7 +409,7 @@ def final_iterations(folds: list[FoldReport]) -> int:
 
 def train(
     cfg: Config,
-    data: str | Path,
+    data: str | Path | DataSource,
     out: str | Path,
     *,
     extra_columns: dict[str, ExtraColumn] | None = None,
@@ -419,6 +420,8 @@ def train(
     """Build the dataset, evaluate walk-forward, fit the final model, write the model folder.
 
     Args:
+        data: a folder or file of ticks, or a ``DataSource`` (named files, a column
+            mapping, a time range), as replay reads them.
         label_tolerance_ns: how late a label's forward quote may be (default
             ``max(sample_interval, horizon / 10)``); later rows are dropped and counted.
 
