@@ -318,7 +318,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Sample data -> EMA-cross baseline replay -> train on the first two thirds ->
-    replay the held-out third with the model."""
+    replay the held-out third with the model -> its monitor page -> both runs compared."""
     from replay.sample_data import split_by_time
 
     out = Path(args.out)
@@ -339,8 +339,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     text = _ml_config_path().read_text()
     ml_cfg = out / "ml_replay.toml"
     ml_cfg.write_text(text.replace("[model]\n", '[model]\npath = "model"\n', 1))
-    return _run(["replay", str(out / "holdout"), "--config", str(ml_cfg),
-                 "--out", str(out / "ml_replay"), *force])  # fmt: skip
+    _run(["replay", str(out / "holdout"), "--config", str(ml_cfg),
+          "--out", str(out / "ml_replay"), *force])  # fmt: skip
+    # the model's monitor page (IC, calibration, drift, alarms) and the two runs side by side
+    _run(["monitor-report", str(out / "ml_replay"), "--out", str(out / "ml_replay" / "monitor")])
+    return _run(["compare", str(out / "replay"), str(out / "ml_replay"),
+                 "--out", str(out / "compare.html"), *force])  # fmt: skip
 
 
 def _run(argv: list[str]) -> int:

@@ -123,6 +123,10 @@ def test_cli_demo_runs_end_to_end_with_a_model_that_learned_something(
     assert manifest["train_range"]["end_ns"] < holdout_start
     out = capsys.readouterr().out
     assert "out-of-sample AUC" in out and str(demo / "ml_replay" / "report.html") in out
+    # the monitor page of the model's replay and both runs side by side
+    assert (demo / "ml_replay" / "monitor" / "monitor.html").stat().st_size > 0
+    page = (demo / "compare.html").read_text()
+    assert str(demo / "replay") in page and str(demo / "ml_replay") in page
 
 
 def test_cli_parity_on_a_folder_without_a_session_is_one_line(
