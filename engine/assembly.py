@@ -15,17 +15,21 @@ or point ``[model] path`` at its folder (``tradeloop models show VERSION`` print
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
+from engine.challenger import ChallengerShadow
 from engine.clock import ReplayClock
 from engine.config import Config, ModelConfig
 from engine.engine import Engine
-from engine.errors import ConfigError, ModelError, PluginLoadError
+from engine.errors import ConfigError, ModelError, PluginLoadError, RegistryError
+from engine.events import Alarm, ModelSwitched
 from engine.features import FeatureSet
 from engine.instruments import InstrumentTable
+from engine.journal import ModelSwitch
 from engine.model_registry import Resolved, resolve_version
 from engine.monitor import ModelMonitor, attach_monitor
 from engine.plugins import load_model, load_strategy
@@ -190,6 +194,191 @@ def _registry_model(
     )
 
 
+@dataclass(frozen=True)
+class ModelPins:
+    """The registry versions a session ran with, so its replay builds the same engine
+    whatever the aliases name now (versions are immutable and content-addressed).
+
+    Attributes:
+        version: the champion's full version id.
+        stage: the stage it ran at (its ``max_position`` share).
+        challenger: the challenger's version scored in shadow ("" for none).
+    """
+
+    version: str
+    stage: Stage
+    challenger: str = ""
+
+
+def pin_model_config(config: Config, pins: ModelPins | None) -> tuple[Config, Stage | None]:
+    """``config`` with ``[model] alias`` set to the pinned version, and the stage to apply
+    (None without pins or without a registry)."""
+    if pins is None or config.model is None or config.model.registry is None:
+        return config, None
+    model = msgspec.structs.replace(config.model, alias=pins.version)
+    return msgspec.structs.replace(config, model=model), pins.stage
+
+
+@dataclass(frozen=True)
+class PreparedModel:
+    """A registry version loaded and checked, ready to be swapped in at a journaled point.
+
+    Attributes:
+        alias: what it becomes (``champion``: the engine's model; ``challenger``).
+        model: the loaded model, checked against the feature set.
+        source: the version, its stage and the audit log's head when it was read.
+        risk: the ``[risk]`` its stage allows (the champion's; None for a challenger).
+        monitor: its monitor, not attached yet (None: monitoring off or no manifest).
+    """
+
+    alias: Literal["champion", "challenger"]
+    model: SignalModel
+    source: RegistryModel
+    risk: RiskConfig | None
+    monitor: ModelMonitor | None
+
+
+class ModelSwitcher:
+    """Loads registry versions and swaps them into an engine where a ``ModelSwitch`` record
+    says, the same way live and in the replay of a journal.
+
+    Live, ``prepare`` runs on a worker thread (it reads files and compiles nothing on the
+    loop), the result is handed back with ``offer``, and the record that applies it is
+    journaled; a replay finds nothing offered and prepares the version by its id when the
+    record comes (the version is immutable, so it is the same model bit for bit).
+
+    Args:
+        config: the session's config as written (with ``[model] registry``), not resolved.
+    """
+
+    def __init__(self, config: Config) -> None:
+        if config.model is None or config.model.registry is None:
+            raise ConfigError("model.registry", "model switches need a registry model")
+        self.config = config
+        self.registry = config.model.registry
+        self._offered: dict[tuple[str, str, str], PreparedModel] = {}
+
+    def prepare(
+        self, alias: Literal["champion", "challenger"], ref: str, stage: Stage | None = None
+    ) -> PreparedModel:
+        """Load and check the version ``ref`` names as ``alias`` would run it. Touches no
+        engine: safe on a worker thread.
+
+        Raises:
+            RegistryError, AuditChainError: unknown version, changed folder, broken log.
+            PluginLoadError, ModelError: the model does not load or its features differ
+                from the set, or its monitor cannot be built.
+            ConfigError: its stage's share needs a ``max_position`` an instrument lacks.
+        """
+        model, source = load_registry_model(self.config, ref)
+        applied: Stage = stage or source.stage
+        scale = self.config.registry.stage_scale
+        source = replace(source, stage=applied, share=stage_limits(applied, 1.0, scale))
+        risk = None
+        if alias == "champion":
+            symbols = [i.symbol for i in self.config.instruments]
+            risk = scaled_risk(self.config.risk, symbols, applied, scale)
+        return PreparedModel(alias, model, source, risk, _monitor_for(model, self.config))
+
+    def offer(self, prepared: PreparedModel) -> None:
+        """Keep a version prepared off the loop for the record that will apply it."""
+        key = (prepared.alias, prepared.source.version, prepared.source.stage)
+        self._offered[key] = prepared
+
+    def apply(self, engine: Engine, switch: ModelSwitch) -> None:
+        """Apply one journaled switch: swap the model (the champion's limits follow its
+        stage, its monitor is replaced by the new model's), emit ``ModelSwitched``; or,
+        for a refused switch, emit an Alarm and change nothing.
+
+        Raises:
+            RegistryError, ModelError, PluginLoadError, ConfigError: a replay cannot load
+                the version the journal names (the registry lost or changed it).
+        """
+        now = engine.clock.now_ns()
+        if switch.refused:
+            engine.counters["model_switches_refused"] += 1
+            engine.emit(Alarm(ts_event=now, ts_recv=now, source="registry", severity="warning",
+                              message=f"{switch.alias} -> {switch.version[:12]} ({switch.stage}) "
+                                      f"refused: {switch.refused}"))  # fmt: skip
+            return
+        key = (switch.alias, switch.version, switch.stage)
+        prepared = self._offered.pop(key, None) or self.prepare(
+            switch.alias, switch.version, switch.stage
+        )
+        if prepared.source.version != switch.version:
+            raise RegistryError(f"{switch.version[:12]} resolved to {prepared.source.version[:12]}")
+        if switch.alias == "champion":
+            before = engine.model_version
+            engine.switch_model(prepared.model, version=switch.version, risk=prepared.risk)
+            _replace_monitor(engine, prepared.monitor)
+        else:
+            shadow = find_challenger(engine)
+            before = shadow.version if shadow is not None else ""
+            if shadow is None:
+                engine.observers.append(
+                    ChallengerShadow(engine, prepared.model, switch.version, prepared.monitor)
+                )
+            else:
+                shadow.switch(prepared.model, switch.version, prepared.monitor)
+        engine.emit(ModelSwitched(ts_event=now, ts_recv=now, model=prepared.model.name,
+                                  alias=switch.alias, version=switch.version, stage=switch.stage,
+                                  from_version=before,
+                                  audit_entry_sha256=switch.audit_entry_sha256,
+                                  issuer=switch.issuer, reason=switch.reason))  # fmt: skip
+
+
+def _monitor_for(model: SignalModel, config: Config) -> ModelMonitor | None:
+    manifest = getattr(model, "manifest", None)
+    if not config.monitor.enabled or manifest is None:
+        return None
+    return ModelMonitor(
+        config=config.monitor,
+        manifest=manifest,
+        symbols=tuple(i.symbol for i in config.instruments),
+        sample_interval_ns=config.train.sample_interval_ns,
+        host=None,
+    )
+
+
+def _replace_monitor(engine: Engine, monitor: ModelMonitor | None) -> None:
+    """The champion's monitor (a ModelMonitor among the observers; a challenger's sits in
+    its ChallengerShadow) replaced in place, so the observers keep their order."""
+    if monitor is not None:
+        monitor.host = engine
+    index = next((i for i, o in enumerate(engine.observers) if isinstance(o, ModelMonitor)), None)
+    if index is None:
+        if monitor is not None:
+            engine.observers.append(monitor)
+            engine.sinks.append(monitor)
+        return
+    old: object = engine.observers[index]
+    if monitor is None:
+        del engine.observers[index]
+        engine.sinks[:] = [s for s in engine.sinks if s is not old]
+        return
+    engine.observers[index] = monitor
+    engine.sinks[:] = [monitor if s is old else s for s in engine.sinks]
+
+
+def find_challenger(engine: Engine) -> ChallengerShadow | None:
+    """The engine's challenger in shadow, if one is attached."""
+    return next((o for o in engine.observers if isinstance(o, ChallengerShadow)), None)
+
+
+def attach_challenger(engine: Engine, config: Config, ref: str) -> ChallengerShadow:
+    """Score the registry's ``ref`` (``challenger``, or the version a session ran) in shadow
+    beside ``engine``'s champion, with its own monitor.
+
+    Raises:
+        RegistryError, AuditChainError, PluginLoadError, ModelError: as
+            ``load_registry_model``.
+    """
+    model, source = load_registry_model(config, ref)
+    shadow = ChallengerShadow(engine, model, source.version, _monitor_for(model, config))
+    engine.observers.append(shadow)
+    return shadow
+
+
 def build_engine(
     config: Config,
     router: OrderRouter,
@@ -197,6 +386,7 @@ def build_engine(
     live: bool = False,
     order_id_prefix: str = "O",
     strategy: Strategy | None = None,
+    pins: ModelPins | None = None,
 ) -> tuple[Engine, ModelMonitor | None]:
     """Build the engine (and its model monitor, if the model has a manifest) of ``config``.
 
@@ -214,12 +404,15 @@ def build_engine(
             it is advanced by the journaled receive times.
         order_id_prefix: prefix of client order ids (node and session, live).
         strategy: an instance to use instead of the configured strategy (tests, notebooks).
+        pins: the registry versions to run instead of what the aliases name now (the
+            replay of a session; ``ModelPins``).
 
     Raises:
         ConfigError, PluginLoadError, ModelError, RegistryError: before any data is read
             or socket opened.
     """
-    config, _ = resolve_model_config(config)
+    config, stage = pin_model_config(config, pins)
+    config, source = resolve_model_config(config, stage=stage)
     instruments = InstrumentTable(list(config.instruments))
     features = FeatureSet(list(config.features))
     model = load_model(config.model) if config.model is not None else None
@@ -242,4 +435,6 @@ def build_engine(
         arrival_order=live,
         order_timeout_ns=timeout,
     )
+    if source is not None:
+        engine.model_version = source.version
     return engine, attach_monitor(engine, config)

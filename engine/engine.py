@@ -42,7 +42,7 @@ from engine.order_desk import OrderDesk
 from engine.orders import OrderBook
 from engine.portfolio import Portfolio
 from engine.ports import ExecutionReport, OrderRouter
-from engine.risk import RiskEngine
+from engine.risk import RiskConfig, RiskEngine
 from engine.signals import SignalModel, ZoneTracker, select_columns
 from engine.signals.manifest import check_against_features
 from engine.strategy import Strategy
@@ -132,6 +132,14 @@ class Engine:
         self._notify: deque[Event] = deque()
         self._model_columns: npt.NDArray[np.int64] | None = None
         self._zones: ZoneTracker | None = None
+        # which registry version ``model`` is ("" for a model folder): state, so a
+        # snapshot says which model its state was built with
+        self.model_version = ""
+        # set only while a batch is walked / a champion Signal is emitted (see
+        # ``batch_features`` and ``signal_inputs``): None between batches, so a snapshot
+        # never holds them
+        self._batch_features: npt.NDArray[np.float64] | None = None
+        self._signal_row: npt.NDArray[np.float64] | None = None
         thresholds = strategy.thresholds()
         if model is not None:
             manifest = getattr(model, "manifest", None)
@@ -148,6 +156,61 @@ class Engine:
         self.market.arm_loss_monitor(risk.config.daily_loss_limit, risk.config.max_drawdown)
         router.bind(self.market, instruments)
         self._started = False
+
+    def switch_model(
+        self, model: SignalModel, *, version: str, risk: RiskConfig | None = None
+    ) -> SignalModel | None:
+        """Score with ``model`` from the next tick on (a journaled switch point: the
+        caller applies it between inputs). The zones carry over, so a score of the new
+        model in another zone than the old one's last is a Signal at the next tick.
+
+        Args:
+            model: the new model; checked against the feature set before anything changes.
+            version: its registry version (``model_version``).
+            risk: the ``[risk]`` to apply from now on (the stage's ``max_position``), or
+                None to keep the current limits.
+
+        Returns:
+            The model replaced.
+
+        Raises:
+            ModelError, PluginLoadError: the model's features differ from the set (the
+                engine is unchanged).
+        """
+        manifest = getattr(model, "manifest", None)
+        if manifest is not None:
+            check_against_features(manifest, self.features.names, self.features.fingerprint)
+        columns = select_columns(model.name, model.feature_names, self.features.names)
+        old = self.model
+        self.model = model
+        self.model_version = version
+        self._model_columns = columns
+        thresholds = self.strategy.thresholds()
+        if self._zones is None and thresholds:
+            self._zones = ZoneTracker(thresholds, len(self.instruments))
+        if risk is not None:
+            # only max_position differs between stages; the rate buckets keep their state
+            self.risk.config = risk
+            self.risk.limits = [risk.limits_for(s) for s in self.instruments.symbols]
+        self._warm_columns = self._warmup_columns()
+        self.counters["model_switches"] += 1
+        return old
+
+    def batch_features(self) -> npt.NDArray[np.float64]:
+        """Every feature column of the batch being walked (float64[n, features]): what a
+        ``ScoreObserver`` scoring a second model (the challenger) takes its columns from.
+
+        Raises:
+            RuntimeError: called outside ``ScoreObserver.observe``.
+        """
+        if self._batch_features is None:
+            raise RuntimeError("batch_features is only defined while a batch is observed")
+        return self._batch_features
+
+    def signal_inputs(self) -> npt.NDArray[np.float64] | None:
+        """The model's input row (float64[k], the model's feature order) of the champion
+        ``Signal`` being emitted, for a sink that explains it; None at any other time."""
+        return self._signal_row
 
     def start(self) -> None:
         """Bind and start the strategy. Replay calls this on its first tick, with the
@@ -191,7 +254,11 @@ class Engine:
             if self._zones is not None:
                 sig_idx, sig_zone, sig_prev = self._zones.changes(batch, scores)
             if self.observers:
-                marks = [ob.observe(batch, inputs, scores) for ob in self.observers]
+                self._batch_features = feats
+                try:
+                    marks = [ob.observe(batch, inputs, scores) for ob in self.observers]
+                finally:
+                    self._batch_features = None
                 observed = np.unique(np.concatenate(marks))
         events = np.union1d(sig_idx, observed) if observed.shape[0] else sig_idx
         if self._wants_quotes or self._wants_trades:
@@ -245,7 +312,11 @@ class Engine:
                     )
                     s += 1
                     self.counters["signals"] += 1
-                    self.emit(sig)
+                    self._signal_row = inputs[t]
+                    try:
+                        self.emit(sig)
+                    finally:
+                        self._signal_row = None
                     self.call_strategy(self.strategy.on_signal, sig)
                 if batch.kind[t] == QUOTE and self._wants_quotes:
                     self.call_strategy(
@@ -411,6 +482,10 @@ class Engine:
                 self.desk.start_flatten()
             case "reload_model":
                 self._refuse(command, "model reload is handled by the daemon, not the engine")
+            case "promote" | "rollback":
+                # the daemon carries these out (registry write, load and check off the
+                # loop) and journals a ModelSwitched where the model changes
+                pass
 
     def _refuse(self, command: Command, why: str) -> None:
         self.counters["commands_refused"] += 1

@@ -17,7 +17,9 @@ OrderType = Literal["market", "limit"]
 TimeInForce = Literal["gtc", "ioc"]
 Liquidity = Literal["maker", "taker"]
 TradingStateName = Literal["ACTIVE", "REDUCE_ONLY", "HALTED"]
-CommandAction = Literal["kill", "reduce_only", "resume", "flatten", "reload_model"]
+CommandAction = Literal[
+    "kill", "reduce_only", "resume", "flatten", "reload_model", "promote", "rollback"
+]
 Severity = Literal["info", "warning", "critical"]
 
 
@@ -145,15 +147,56 @@ class TradingState(Event, frozen=True, tag="trading_state"):
 
 
 class Command(Event, frozen=True, tag="command"):
+    """An operator's command. ``promote`` points the registry's ``champion`` at
+    ``target`` (a version, a unique prefix, or ``challenger``), at ``stage`` if given;
+    ``rollback`` points it back at the version it named before. Both are carried out by
+    the daemon (the registry's audit log names ``issuer`` and ``reason``), which journals
+    a ``ModelSwitched`` at the point the engine changes model."""
+
     action: CommandAction
     reason: str = ""
     issuer: str = ""
+    target: str = ""
+    stage: str = ""
 
 
 class Alarm(Event, frozen=True, tag="alarm"):
     source: str
     severity: Severity
     message: str
+
+
+class ChallengerSignal(Event, frozen=True, tag="challenger_signal"):
+    """The challenger model, scored in shadow on the champion's feature rows, moved into
+    another zone of the strategy's thresholds. Logged beside the champion's ``Signal``;
+    a type of its own, so no strategy hook can ever receive it."""
+
+    instrument: str
+    model: str
+    version: str
+    score: float
+    zone: int
+    previous_zone: int
+
+
+class ModelSwitched(Event, frozen=True, tag="model_switched"):
+    """The model behind a registry alias changed at this point of the input stream
+    (journaled, so a replay switches at the same point).
+
+    ``alias`` is ``champion`` (the engine's model; ``max_position`` follows ``stage``) or
+    ``challenger`` (the shadow model). ``audit_entry_sha256`` is the registry audit entry
+    that made the change (empty when the daemon switched back to the registry's alias at
+    a session start); ``issuer`` and ``reason`` are that entry's who and why.
+    """
+
+    model: str
+    alias: str
+    version: str
+    stage: str
+    from_version: str
+    audit_entry_sha256: str
+    issuer: str
+    reason: str
 
 
 AnyEvent = (
@@ -172,6 +215,8 @@ AnyEvent = (
     | TradingState
     | Command
     | Alarm
+    | ChallengerSignal
+    | ModelSwitched
 )
 
 EVENT_TYPES: tuple[type[Event], ...] = (
@@ -190,4 +235,6 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     TradingState,
     Command,
     Alarm,
+    ChallengerSignal,
+    ModelSwitched,
 )

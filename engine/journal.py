@@ -264,6 +264,31 @@ class ExternalOrder(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     venue_order_id: str = ""
 
 
+class ModelSwitch(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The daemon changes the model behind a registry alias here: ``version`` (the full
+    sha256 content address, so a replay loads exactly it from the registry) at ``stage``.
+
+    ``refused`` non-empty: the version was asked for (a command, an alias changed by hand)
+    but did not load or pass its checks; applying the record raises an Alarm with the
+    reason and changes nothing, live and in replay alike.
+    """
+
+    alias: Literal["champion", "challenger"]
+    version: str
+    stage: Literal["shadow", "paper", "live"]
+    audit_entry_sha256: str = ""
+    issuer: str = ""
+    reason: str = ""
+    refused: str = ""
+
+
+class ModelSwitchRecord(Record, frozen=True, tag="model_switch"):
+    """A model switch (or its refusal) at this point of the stream. Added after format
+    version 1 shipped, like ``AdoptRecord``: older builds refuse a journal holding one."""
+
+    switch: ModelSwitch
+
+
 class AdoptRecord(Record, frozen=True, tag="adopt"):
     """Reconciliation adopted an order the OMS works that the engine never sent. Added
     after format version 1 shipped: an older build refuses a journal holding one (the
@@ -280,6 +305,7 @@ AnyRecord = (
     | ClockRecord
     | FeedRecord
     | AdoptRecord
+    | ModelSwitchRecord
 )
 RECORD_TYPES: Final[tuple[type[Record], ...]] = (
     MarketDataRecord,
@@ -289,8 +315,11 @@ RECORD_TYPES: Final[tuple[type[Record], ...]] = (
     ClockRecord,
     FeedRecord,
     AdoptRecord,
+    ModelSwitchRecord,
 )
-RecordBody = TickBatch | ExecutionReport | Command | TimerFired | FeedStatus | ExternalOrder
+RecordBody = (
+    TickBatch | ExecutionReport | Command | TimerFired | FeedStatus | ExternalOrder | ModelSwitch
+)
 
 
 def make_record(seq: int, ts_recv: int, body: RecordBody) -> AnyRecord:
@@ -310,6 +339,8 @@ def make_record(seq: int, ts_recv: int, body: RecordBody) -> AnyRecord:
             return FeedRecord(seq=seq, ts_recv=ts_recv, feed=body)
         case ExternalOrder():
             return AdoptRecord(seq=seq, ts_recv=ts_recv, external=body)
+        case ModelSwitch():
+            return ModelSwitchRecord(seq=seq, ts_recv=ts_recv, switch=body)
         case OrderAccepted() | OrderRejected() | Fill() | OrderCancelled() | CancelRejected():
             return ReportRecord(seq=seq, ts_recv=ts_recv, report=body)
     raise TypeError(f"{type(body).__name__} is not a journaled input")

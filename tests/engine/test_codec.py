@@ -7,10 +7,12 @@ from engine.events import (
     EVENT_TYPES,
     Alarm,
     Bar,
+    ChallengerSignal,
     CancelRejected,
     CancelRequest,
     Command,
     Fill,
+    ModelSwitched,
     OrderAccepted,
     OrderCancelled,
     OrderRejected,
@@ -79,6 +81,23 @@ EXAMPLES = [
     TradingState(**T, state="HALTED", previous="ACTIVE", reason="kill"),
     Command(**T, action="kill", reason="test", issuer="ops"),
     Alarm(**T, source="feed", severity="critical", message="stale"),
+    Command(
+        **T, action="promote", reason="better IC", issuer="ana", target="challenger", stage="paper"
+    ),  # fmt: skip
+    ChallengerSignal(
+        **T, instrument="X", model="m", version="ab" * 32, score=0.4, zone=0, previous_zone=1
+    ),  # fmt: skip
+    ModelSwitched(
+        **T,
+        model="m",
+        alias="champion",
+        version="ab" * 32,
+        stage="paper",
+        from_version="cd" * 32,
+        audit_entry_sha256="ef" * 32,
+        issuer="ana",
+        reason="better IC",
+    ),  # fmt: skip
 ]
 
 
