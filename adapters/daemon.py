@@ -51,6 +51,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import inspect
 import json
@@ -65,9 +66,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Final, ParamSpec, Protocol, TypeVar
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from adapters.explanations import (
+    Explainers,
+    ExplanationCollector,
+    ExplanationWorker,
+    explanations_path,
+)
 from adapters.journal_file import (
     FileJournalReader,
     FileJournalWriter,
@@ -77,7 +85,13 @@ from adapters.journal_file import (
     write_snapshot,
 )
 from adapters.live_sender import Outgoing, QueueSender, ShadowSender
-from adapters.metrics import DaemonMetrics, tradeloop_version
+from adapters.metrics import (
+    DaemonMetrics,
+    publish_engine_monitors,
+    publish_monitor,
+    tradeloop_version,
+)
+from adapters.model_registry_store import Registry
 from adapters.mqtt.ingest import CommandIn, Connection, Inbound, MarketData, Overflow, ReportIn
 from adapters.mqtt.session import MqttSession
 from adapters.mqtt.settings import MqttSettings
@@ -102,18 +116,29 @@ from adapters.reconciliation import (
     verdict,
 )
 from adapters.sim_venue import SimulatedVenue
-from engine.assembly import build_engine
+from engine.assembly import (
+    ModelPins,
+    ModelSwitcher,
+    PreparedModel,
+    attach_challenger,
+    build_engine,
+    find_challenger,
+    resolve_model_config,
+)
+from engine.challenger import ChallengerShadow
 from engine.clock import LiveClock
 from engine.codec import EventCodec
 from engine.config import Config, load_config
 from engine.engine import Engine
-from engine.errors import AdapterError, ConfigError, JournalError
+from engine.errors import AdapterError, ConfigError, JournalError, TradeloopError
 from engine.events import (
     Alarm,
     CancelRequest,
+    ChallengerSignal,
     Command,
     Event,
     Fill,
+    ModelSwitched,
     OrderRejected,
     OrderRequest,
     RiskRejected,
@@ -130,10 +155,15 @@ from engine.journal import (
     FeedRecord,
     FeedStatus,
     MarketDataRecord,
+    ModelSwitch,
+    ModelSwitchRecord,
     ReportRecord,
     TimerRecord,
 )
+from engine.model_registry import ALIASES_DIR, RegistryReader, resolve_version
+from engine.monitor import ModelMonitor
 from engine.ports import ExecutionReport, OrderRouter, OrderSender, SendOnly
+from engine.registry_types import STAGES, Alias
 from engine.snapshot import (
     STATE_VERSION,
     SnapshotHeader,
@@ -156,10 +186,20 @@ MAX_TURN_ITEMS = 1024
 # latencies kept raw for percentiles (bench, logs): about 8 MB at most
 _LATENCY_SAMPLES = 1_000_000
 
-InputBody = TickBatch | ExecutionReport | Command | FeedStatus | ExternalOrder | None
+InputBody = TickBatch | ExecutionReport | Command | FeedStatus | ExternalOrder | ModelSwitch | None
 """One input of the stream: ``None`` is a clock reading."""
 
-DECISION_TYPES = (Signal, OrderRequest, CancelRequest, RiskRejected, TradingState, Alarm)
+DECISION_TYPES = (
+    Signal,
+    OrderRequest,
+    CancelRequest,
+    RiskRejected,
+    TradingState,
+    Alarm,
+    ChallengerSignal,
+    ModelSwitched,
+)
+MODEL_COMMANDS: Final = ("promote", "rollback")
 
 
 # the receive clock
@@ -203,11 +243,17 @@ def new_session_id(now_ns: int) -> str:
 # one way for an input to reach the engine, live and in replay
 
 
-def apply_input(engine: Engine, ts_recv: int, body: InputBody) -> None:
+def apply_input(
+    engine: Engine, ts_recv: int, body: InputBody, switcher: ModelSwitcher | None = None
+) -> None:
     """Apply one journaled input to the engine, the way the daemon does.
 
     A batch carries its receive times; every other input first moves the engine to its
-    ``ts_recv`` (timers and venue events due by then, order timeouts).
+    ``ts_recv`` (timers and venue events due by then, order timeouts). A model switch
+    needs the session's ``switcher`` (``model_switcher``).
+
+    Raises:
+        ConfigError: a model switch and no registry model to switch.
     """
     if isinstance(body, TickBatch):
         engine.process_batch(body)
@@ -231,11 +277,16 @@ def apply_input(engine: Engine, ts_recv: int, body: InputBody) -> None:
                 venue_order_id=body.venue_order_id,
                 fills_follow_qty=body.fills_follow_qty,
             )
+        case ModelSwitch():
+            if switcher is None:
+                raise ConfigError("model.registry", "the journal switches models, the config "
+                                  "names no registry model")  # fmt: skip
+            switcher.apply(engine, body)
         case _:
             engine.on_report(body)
 
 
-def apply_record(engine: Engine, record: AnyRecord) -> None:
+def apply_record(engine: Engine, record: AnyRecord, switcher: ModelSwitcher | None = None) -> None:
     """Apply one record of a journal (the replay of a live session)."""
     match record:
         case MarketDataRecord():
@@ -248,6 +299,8 @@ def apply_record(engine: Engine, record: AnyRecord) -> None:
             apply_input(engine, record.ts_recv, record.feed)
         case AdoptRecord():
             apply_input(engine, record.ts_recv, record.external)
+        case ModelSwitchRecord():
+            apply_input(engine, record.ts_recv, record.switch, switcher)
         case ClockRecord() | TimerRecord():
             # the daemon journals no timer firings: timers fire inside the engine as the
             # clock moves, so a timer record only moves time
@@ -261,6 +314,7 @@ def rebuild(
     before_seq: int | None = None,
     config_sha256: str | None = None,
     extras: dict[str, object] | None = None,
+    switcher: ModelSwitcher | None = None,
 ) -> History:
     """Apply the journal's records (those before ``before_seq``) to a fresh engine, each
     session under its own client order id prefix (``adapters.reconciliation``): what a
@@ -295,7 +349,7 @@ def rebuild(
         )
     tail = apply_history(
         engine, FileJournalReader(journal_dir, start=start), session_starts(journal_dir),
-        apply_record, stop=stop,
+        functools.partial(apply_record, switcher=switcher), stop=stop,
     )  # fmt: skip
     tail.snapshots_invalid = invalid
     if header is None:
@@ -435,19 +489,67 @@ def build_router(config: Config, sender: QueueSender | None) -> OrderRouter:
 
 
 def build_live_engine(
-    config: Config, router: OrderRouter, *, order_id_prefix: str, strategy: Strategy | None = None
+    config: Config,
+    router: OrderRouter,
+    *,
+    order_id_prefix: str,
+    strategy: Strategy | None = None,
+    pins: ModelPins | None = None,
 ) -> Engine:
     """The engine a config describes, with the daemon's settings (``engine.assembly``):
-    receive time as the time axis, not strict, order timeouts in ``live`` mode, and the
-    model monitor attached, so the replay of a journal builds exactly the same engine.
+    receive time as the time axis, not strict, order timeouts in ``live`` mode, the
+    model monitor attached and, for a registry model with ``[registry]
+    shadow_challenger``, the challenger scored in shadow beside it, so the replay of a
+    journal builds exactly the same engine.
+
+    Args:
+        pins: the registry versions to run (``session_pins``; the replay of a session
+            passes the ones it recorded); None: what the aliases name now.
 
     Raises:
-        ConfigError, PluginLoadError, ModelError: before any socket opens.
+        ConfigError, PluginLoadError, ModelError, RegistryError: before any socket opens.
     """
     engine, _monitor = build_engine(
-        config, router, live=True, order_id_prefix=order_id_prefix, strategy=strategy
+        config, router, live=True, order_id_prefix=order_id_prefix, strategy=strategy, pins=pins
     )
+    challenger = pins.challenger if pins is not None else _challenger_version(config)
+    if challenger and config.registry.shadow_challenger:
+        attach_challenger(engine, config, challenger)
     return engine
+
+
+def _challenger_version(config: Config) -> str:
+    """The registry's challenger now ("" when the config has no registry or the alias is
+    unset: nothing to score in shadow)."""
+    if config.model is None or config.model.registry is None:
+        return ""
+    try:
+        return resolve_version(config.model.registry, "challenger").version
+    except TradeloopError as exc:
+        if "is not set" not in str(exc):
+            raise
+        return ""
+
+
+def session_pins(config: Config) -> ModelPins | None:
+    """What the config's registry aliases name now, resolved once at start: the session
+    runs these versions and records them, so its replay runs them too (None: no registry).
+
+    Raises:
+        RegistryError, AuditChainError: as ``resolve_model_config``.
+    """
+    _, source = resolve_model_config(config)
+    if source is None:
+        return None
+    challenger = _challenger_version(config) if config.registry.shadow_challenger else ""
+    return ModelPins(version=source.version, stage=source.stage, challenger=challenger)
+
+
+def model_switcher(config: Config) -> ModelSwitcher | None:
+    """The switcher of a registry model's config (None: the model cannot be switched)."""
+    if config.model is None or config.model.registry is None:
+        return None
+    return ModelSwitcher(config)
 
 
 class _WarmUpStrategy(Strategy):
@@ -607,12 +709,18 @@ class LiveCore:
         feed: FeedMonitor,
         metrics: DaemonMetrics,
         sender: QueueSender | None = None,
+        switcher: ModelSwitcher | None = None,
     ) -> None:
         self.engine = engine
         self.journal = journal
         self.feed = feed
         self.metrics = metrics
         self.sender = sender
+        self.switcher = switcher
+        # promote/rollback commands applied this turn: the daemon carries them out
+        self.model_commands: list[Command] = []
+        # called after each input is applied (the explanation collector's boundary)
+        self.after_input: Callable[[], None] | None = None
         self.counters: Counter[str] = Counter()
         self.last_ts = 0
         self.dirty = False  # a fill or a state change since the last status
@@ -701,7 +809,11 @@ class LiveCore:
             self.last_ts = max(self.last_ts, ts)
             if sender is not None:
                 sender.trigger = kind
-            apply_input(engine, ts, body)
+            apply_input(engine, ts, body, self.switcher)
+            if self.after_input is not None:
+                self.after_input()
+            if isinstance(body, Command) and body.action in MODEL_COMMANDS:
+                self.model_commands.append(body)
         if sender is not None:
             sender.trigger = ""
             dropped = sender.take_dropped()
@@ -846,7 +958,7 @@ class SessionFiles:
 
 def write_session_files(
     config: Config, config_bytes: bytes, directory: Path, session_id: str, start_ns: int,
-    order_id_prefix: str, *, first_seq: int | None = None, extra: dict[str, int] | None = None,
+    order_id_prefix: str, *, first_seq: int | None = None, extra: dict[str, object] | None = None,
 ) -> SessionFiles:  # fmt: skip
     """``session-{id}.toml`` (the config that ran, byte for byte) and ``session-{id}.json``."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -878,6 +990,26 @@ def write_session_files(
     return files
 
 
+_SwitchResult = tuple[ModelSwitch, PreparedModel | None] | None
+"""What a switch job found: the record to journal and, unless refused, the prepared model
+(None: nothing to switch)."""
+
+
+class _Labelled:
+    """A monitor's figures under another model label (the challenger's on Prometheus)."""
+
+    def __init__(self, monitor: ModelMonitor, label: str) -> None:
+        self._monitor = monitor
+        self.manifest = msgspec.structs.replace(monitor.manifest, name=label)
+
+    def latest(self) -> dict[str, object]:
+        return self._monitor.latest()
+
+
+def _challenger_label(shadow: ChallengerShadow) -> str:
+    return f"{shadow.model.name}@challenger:{shadow.version[:12]}"
+
+
 class Daemon:
     """One live session: composition, the loop, a graceful stop.
 
@@ -892,6 +1024,7 @@ class Daemon:
         receive_clock: Callable[[], int],
         session_factory: SessionFactory,
         reconcile_fetch: ReconcileFetch | None = None,
+        explain: bool = True,
     ) -> None:
         if config.mode not in LIVE_MODES:
             raise ConfigError(
@@ -916,7 +1049,29 @@ class Daemon:
         # nothing leaves while the journal's history is applied (paper: the venue is ours)
         self.switch = SwitchSender()
         router = build_router(config, None) if config.mode == "paper" else SendOnly(self.switch)
-        self.engine = build_live_engine(config, router, order_id_prefix=self.order_id_prefix)
+        # the registry versions this session runs, resolved once and recorded in the
+        # session file, so its replay runs them whatever the aliases name by then
+        self.pins = session_pins(config)
+        self.switcher = model_switcher(config)
+        self.engine = build_live_engine(
+            config, router, order_id_prefix=self.order_id_prefix, pins=self.pins
+        )
+        # (alias -> (version, stage)) the engine runs now, followed through ModelSwitched
+        self.models: dict[str, tuple[str, str]] = {}
+        if self.pins is not None:
+            self.models["champion"] = (self.pins.version, self.pins.stage)
+            if self.pins.challenger:
+                self.models["challenger"] = (self.pins.challenger, "")
+        self.engine.sinks.append(self._on_model_switched)
+        self.explain = explain
+        self.explainer: ExplanationWorker | None = None
+        self.collector: ExplanationCollector | None = None
+        self._switch_queue: deque[tuple[str, Callable[[], _SwitchResult]]] = deque()
+        self._switch_task: asyncio.Task[None] | None = None
+        self._switch_results: deque[tuple[str, _SwitchResult]] = deque()
+        self._alias_stats: dict[str, tuple[int, int, int] | None] = {}
+        self.model_switches: Counter[str] = Counter()
+        self._signals_at_start = 0
         self.ledger = FillLedger()
         self.claims = ClaimHolder(self.engine)
         self.engine.sinks += [self.ledger, self.claims]
@@ -929,7 +1084,11 @@ class Daemon:
         self.config_sha256 = hashlib.sha256(config_bytes).hexdigest()
         # a snapshot holds pickled objects of this build's classes: valid only for the same
         # config and the same code (a daemon upgraded between stop and start replays)
-        self.snapshot_key = snapshot_key(self.config_sha256, type(self.engine.strategy))
+        # ... and for the same registry versions (a snapshot holds the models' state)
+        pinned = "" if self.pins is None else (
+            f":{self.pins.version}:{self.pins.stage}:{self.pins.challenger}"
+        )  # fmt: skip
+        self.snapshot_key = snapshot_key(self.config_sha256 + pinned, type(self.engine.strategy))
         self.rebuild_ms = 0
         self.snapshots: Counter[str] = Counter()  # written, failed
         self._first_seq = 1  # the session's first journal record
@@ -963,6 +1122,7 @@ class Daemon:
         receive_clock: Callable[[], int] | None = None,
         session_factory: SessionFactory | None = None,
         reconcile_fetch: ReconcileFetch | None = None,
+        explain: bool = True,
     ) -> Daemon:
         """Load and validate the config, resolve plugins and secrets: no I/O beyond reading.
 
@@ -980,6 +1140,7 @@ class Daemon:
             receive_clock=receive_clock or ReceiveClock(),
             session_factory=session_factory or mqtt_session,
             reconcile_fetch=reconcile_fetch,
+            explain=explain,
         )
         if session_factory is None and reconcile_fetch is None:
             settings, topics = daemon.settings, daemon.topics
@@ -1017,6 +1178,7 @@ class Daemon:
             self.history = rebuild(
                 engine, journal_dir, before_seq=journal.next_seq,
                 config_sha256=self.snapshot_key, extras=self._snapshot_extras(),
+                switcher=self.switcher,
             )  # fmt: skip
             self.rebuild_ms = round((time.perf_counter() - t0) * 1000)
             self._first_seq = journal.next_seq
@@ -1032,7 +1194,7 @@ class Daemon:
                        "torn_bytes_cut": journal.torn_bytes_cut,
                        "snapshot_seq": self.history.snapshot_seq,
                        "snapshots_invalid": self.history.snapshots_invalid,
-                       "rebuild_ms": self.rebuild_ms},
+                       "rebuild_ms": self.rebuild_ms, **self._pins_manifest()},
             )  # fmt: skip
             log.info("session %s starting", self.session_id,
                      extra={"mode": cfg.mode, "order_id_prefix": self.order_id_prefix,
@@ -1041,13 +1203,18 @@ class Daemon:
             decisions = DecisionLog(self.files.decisions)
             limits = [lim.max_quote_age_ns for lim in engine.risk.limits]
             feed = FeedMonitor(engine.instruments.symbols, limits, self.start_ns)
-            core = self.core = LiveCore(engine, journal, feed, self.metrics, self.sender)
+            core = self.core = LiveCore(
+                engine, journal, feed, self.metrics, self.sender, self.switcher
+            )
             core.last_ts = self.history.last_ts
             engine.sinks += [decisions, self.metrics.on_event, core.on_event]
+            self._start_explanations(core, journal_dir)
             self.metrics.trading_state.set(0)
             if cfg.live.metrics_port:
                 self.metrics_port = self.metrics.serve(cfg.live.metrics_port)
             core.heartbeat(self.start_ns)  # the first clock reading starts the strategy
+            self._realign_models(core)
+            self._alias_stats = self._stat_aliases()
             will = encode_status(self._status(online=False, state="offline"))
             connected = asyncio.Event()
             main = asyncio.create_task(
@@ -1064,8 +1231,11 @@ class Daemon:
             finally:
                 guard.cancel()
             log.info("session %s stopped", self.session_id, extra=dict(core.counters))
+            self._close_explanations()
+            self._write_model_summary()
             return 0
         finally:
+            self._close_explanations()
             self.metrics.close()
             if decisions is not None:
                 decisions.close()
@@ -1244,6 +1414,8 @@ class Daemon:
         while not stop.is_set():
             if self._reconcile_result is not None:
                 self._finish_reconciliation(core)
+            if self._switch_results:
+                self._finish_switches(core)
             if core.reconnected:  # reports sent while we were away are lost: ask the OMS
                 core.reconnected = False
                 if self._reconcile_task is not None:  # asked over the lost connection
@@ -1279,6 +1451,12 @@ class Daemon:
                     self._waiting = None
 
     def _after_turn(self, core: LiveCore) -> None:
+        # the turn's orders are in the outbox now: only then are its signals explained
+        self._hand_explanations()
+        if core.model_commands:
+            for command in core.model_commands:
+                self._queue_switch("command", functools.partial(self._command_switch, command))
+            core.model_commands.clear()
         if core.dirty:
             self._offer_status(self._status())
 
@@ -1288,6 +1466,11 @@ class Daemon:
         self.heartbeat_seq += 1
         positions, pnl = core.book()
         self.metrics.set_book(positions, pnl)
+        publish_engine_monitors(self.metrics, self.engine)
+        shadow = find_challenger(self.engine)
+        if shadow is not None and shadow.monitor is not None:
+            publish_monitor(self.metrics, _Labelled(shadow.monitor, _challenger_label(shadow)))
+        self._poll_aliases()
         decisions.flush()
         self._offer_status(self._status())
 
@@ -1343,6 +1526,7 @@ class Daemon:
                 break
         if items:
             core.handle(items)
+            self._hand_explanations()
         # the goodbye goes straight out, after every status still waiting
         with contextlib.suppress(asyncio.QueueEmpty):
             self._status_slot.get_nowait()
@@ -1351,6 +1535,252 @@ class Daemon:
             log.error("shutdown: the outbox did not drain in %s", cfg.shutdown_timeout)
         core.journal.sync()
         self._maybe_snapshot(core, final=True)
+
+    # model governance: the registry versions the session runs, switches at journaled
+    # points (an operator's command, or an alias changed by hand), and the side-by-side
+    # figures of champion and challenger
+
+    def _pins_manifest(self) -> dict[str, object]:
+        pins = self.pins
+        if pins is None:
+            return {}
+        return {"model_version": pins.version, "model_stage": pins.stage,
+                "challenger_version": pins.challenger}  # fmt: skip
+
+    def _on_model_switched(self, event: Event) -> None:
+        if isinstance(event, ModelSwitched):
+            self.models[event.alias] = (event.version, event.stage)
+
+    def _switched_away(self) -> bool:
+        pins = self.pins
+        if pins is None:
+            return False
+        shadow = find_challenger(self.engine)
+        return (
+            self.models.get("champion") != (pins.version, pins.stage)
+            or (shadow.version if shadow is not None else "") != pins.challenger
+        )
+
+    def _realign_models(self, core: LiveCore) -> None:
+        """After the rebuild: an earlier session's switch may have left the engine on
+        another version than the one this session resolved; switch back to it here, as a
+        journaled input, so the replay of this session does the same."""
+        pins = self.pins
+        if pins is None or self.switcher is None:
+            return
+        if self.models.get("champion") != (pins.version, pins.stage):
+            core.inject(self.start_ns, ModelSwitch(
+                alias="champion", version=pins.version, stage=pins.stage, issuer="daemon",
+                reason="session start: the version the registry names"), "model_switch")  # fmt: skip
+        shadow = find_challenger(self.engine)
+        if pins.challenger and (shadow is None or shadow.version != pins.challenger):
+            stage = resolve_version(self.switcher.registry, pins.challenger).stage
+            core.inject(self.start_ns, ModelSwitch(
+                alias="challenger", version=pins.challenger, stage=stage, issuer="daemon",
+                reason="session start: the version the registry names"), "model_switch")  # fmt: skip
+
+    def _queue_switch(self, origin: str, job: Callable[[], _SwitchResult]) -> None:
+        """Run ``job`` (load and check a version, write the registry) on a worker thread,
+        one at a time, in the order asked; the consumer journals what it found."""
+        self._switch_queue.append((origin, job))
+        self._next_switch()
+
+    def _next_switch(self) -> None:
+        if self._switch_task is not None or not self._switch_queue or self._tasks is None:
+            return
+        origin, job = self._switch_queue.popleft()
+
+        async def run() -> None:
+            try:
+                result = await asyncio.to_thread(job)
+            finally:
+                self._switch_task = None
+            self._switch_results.append((origin, result))
+            self._wake()
+
+        self._switch_task = self._tasks.create_task(run(), name="model-switch")
+
+    def _command_switch(self, command: Command) -> _SwitchResult:
+        """A ``promote``/``rollback`` command, on a worker thread: the version is loaded and
+        checked first, and only then is the registry's audit entry written (who and why
+        from the signed command), so a version that fails changes nothing anywhere."""
+        switcher = self.switcher
+        target = command.target or ("challenger" if command.action == "promote" else "")
+        stage = command.stage if command.stage in STAGES else None
+        champion_stage = self.models.get("champion", ("", "shadow"))[1]
+        try:
+            if switcher is None:
+                raise ConfigError("model.registry", "the model is not a registry model")
+            if command.stage and stage is None:
+                raise ConfigError("stage", f"unknown stage {command.stage!r} ({', '.join(STAGES)})")
+            if not command.issuer.strip() or not command.reason.strip():
+                raise ConfigError("command", f"{command.action} needs an issuer and a reason "
+                                  "(the audit log's who and why)")  # fmt: skip
+            registry = Registry(switcher.registry)
+            if command.action == "promote":
+                prepared = switcher.prepare("champion", target, stage)
+                entry = registry.promote(prepared.source.version, alias="champion",
+                                         who=command.issuer, reason=command.reason,
+                                         stage=stage)  # fmt: skip
+            else:
+                back = registry.rollback_target("champion")
+                prepared = switcher.prepare("champion", back)
+                entry = registry.rollback("champion", who=command.issuer,
+                                          reason=command.reason, expect=back)  # fmt: skip
+            if (entry.version, entry.stage) != (prepared.source.version, prepared.source.stage):
+                prepared = switcher.prepare("champion", entry.version, entry.stage)
+        except TradeloopError as exc:
+            log.error("%s refused: %s", command.action, exc)
+            return ModelSwitch(alias="champion", version=target or "rollback",
+                               stage=stage or champion_stage,  # type: ignore[arg-type]
+                               issuer=command.issuer, reason=command.reason,
+                               refused=str(exc)), None  # fmt: skip
+        switch = ModelSwitch(alias="champion", version=entry.version, stage=entry.stage,
+                             audit_entry_sha256=entry.entry_sha256, issuer=entry.who,
+                             reason=entry.reason)  # fmt: skip
+        return switch, prepared
+
+    def _alias_switch(self, alias: Alias) -> _SwitchResult:
+        """An alias file changed (``tradeloop models promote`` by hand): what it names now,
+        loaded and checked, on a worker thread; None when that is what runs already."""
+        switcher = self.switcher
+        assert switcher is not None
+        try:
+            found = resolve_version(switcher.registry, alias)
+            state = RegistryReader(switcher.registry).state()
+            entry = next(e for e in reversed(state.entries) if e.alias == alias)
+            if self.models.get(alias, ("", ""))[0] == found.version and (
+                alias == "challenger" or self.models[alias][1] == found.stage
+            ):
+                return None
+            prepared = switcher.prepare(alias, found.version, found.stage)
+        except TradeloopError as exc:
+            log.error("alias %s changed, its version refused: %s", alias, exc)
+            stage = self.models.get("champion", ("", "shadow"))[1]
+            return ModelSwitch(alias=alias, version="(alias file)", stage=stage,  # type: ignore[arg-type]
+                               issuer="registry", reason=f"{alias} changed",
+                               refused=str(exc)), None  # fmt: skip
+        switch = ModelSwitch(alias=alias, version=found.version, stage=found.stage,
+                             audit_entry_sha256=entry.entry_sha256, issuer=entry.who,
+                             reason=entry.reason)  # fmt: skip
+        return switch, prepared
+
+    def _finish_switches(self, core: LiveCore) -> None:
+        while self._switch_results:
+            origin, result = self._switch_results.popleft()
+            if result is None:
+                continue
+            switch, prepared = result
+            if prepared is not None and self.switcher is not None:
+                current = self.models.get(switch.alias)
+                if (
+                    origin == "alias"
+                    and current is not None
+                    and current[0] == switch.version
+                    and (switch.alias == "challenger" or current[1] == switch.stage)
+                ):
+                    continue  # a command of ours got there first
+                self.switcher.offer(prepared)
+            self.model_switches["refused" if switch.refused else "applied"] += 1
+            core.inject(max(self.receive_clock(), core.last_ts), switch, "model_switch")
+            self._offer_status(self._status())
+        self._next_switch()
+
+    def _stat_aliases(self) -> dict[str, tuple[int, int, int] | None]:
+        if self.switcher is None:
+            return {}
+        folder = Path(self.switcher.registry) / ALIASES_DIR
+        out: dict[str, tuple[int, int, int] | None] = {}
+        for alias in ("champion", "challenger"):
+            try:
+                st = (folder / alias).stat()
+                out[alias] = (st.st_mtime_ns, st.st_size, st.st_ino)
+            except OSError:
+                out[alias] = None
+        return out
+
+    def _poll_aliases(self) -> None:
+        """On the heartbeat: two ``stat`` calls; an alias file that changed (written by
+        temp + rename, so a new inode) sends the version it names through the same
+        load, check and journaled switch as a command."""
+        if self.switcher is None or self._switch_task is not None or self._switch_queue:
+            return
+        stats = self._stat_aliases()
+        for alias in ("champion", "challenger"):
+            if stats.get(alias) == self._alias_stats.get(alias) or stats.get(alias) is None:
+                continue
+            if alias == "challenger" and not self.config.registry.shadow_challenger:
+                continue
+            self._queue_switch("alias", functools.partial(self._alias_switch, alias))
+        self._alias_stats = stats
+
+    def _write_model_summary(self) -> None:
+        """Champion and challenger side by side in the session file, at the stop."""
+        if self.files is None or self.pins is None:
+            return
+        engine = self.engine
+        monitor = next((o for o in engine.observers if isinstance(o, ModelMonitor)), None)
+        figures = monitor.latest() if monitor is not None else {}
+        champion = {
+            "version": engine.model_version,
+            "stage": self.models.get("champion", ("", ""))[1],
+            "model": engine.model.name if engine.model is not None else "",
+            "signals": engine.counters["signals"] - self._signals_at_start,
+            "ic": figures.get("ic"),
+            "hit_ratio": figures.get("hit_ratio"),
+            "scored": figures.get("scored"),
+        }
+        shadow = find_challenger(engine)
+        summary: dict[str, object] = {"champion": champion,
+                                      "switches": dict(self.model_switches)}  # fmt: skip
+        if shadow is not None:
+            summary["challenger"] = shadow.summary()
+        if self.explainer is not None:
+            worker = self.explainer
+            summary["explanations"] = {
+                "written": worker.written, "dropped": worker.dropped, "failed": worker.failed,
+                "mean_us": round(worker.seconds / worker.written * 1e6, 1) if worker.written else None,
+            }  # fmt: skip
+        try:
+            doc = json.loads(self.files.manifest.read_text())
+            doc["models"] = summary
+            self.files.manifest.write_text(json.dumps(doc, indent=2) + "\n")
+        except (OSError, ValueError) as exc:
+            log.error("session file %s: model summary not written: %s", self.files.manifest, exc)
+
+    def _start_explanations(self, core: LiveCore, journal_dir: Path) -> None:
+        self._signals_at_start = self.engine.counters["signals"]
+        if not self.explain or self.engine.model is None:
+            return
+        model_config = self.config.model
+        assert model_config is not None
+        registry = model_config.registry
+        path = model_config.path
+
+        def folder_of(version: str) -> Path:
+            if version and registry is not None:
+                return RegistryReader(registry).version_dir(version)
+            if path is None:
+                raise ConfigError("model.path", "no model folder to explain")
+            return Path(path)
+
+        self.collector = ExplanationCollector(self.engine)
+        self.engine.sinks.append(self.collector)
+        core.after_input = self.collector.end_input
+        self.explainer = ExplanationWorker(
+            explanations_path(journal_dir, self.session_id), Explainers(folder_of)
+        )
+
+    def _hand_explanations(self) -> None:
+        if self.collector is not None and self.explainer is not None:
+            jobs = self.collector.take()
+            if jobs:
+                self.explainer.submit(jobs)
+
+    def _close_explanations(self) -> None:
+        if self.explainer is not None:
+            self._hand_explanations()
+            self.explainer.close()
 
     # snapshots of the engine's state (``engine.snapshot``): a restart applies only the
     # journal after the newest
@@ -1367,6 +1797,10 @@ class Daemon:
         journal = core.journal
         seq = journal.next_seq - 1
         if seq <= self._snapshot_seq:
+            return
+        if self._switched_away():
+            # the restored engine is built with the session's pinned versions: a state
+            # taken while others run would be restored under the wrong model
             return
         loop = asyncio.get_running_loop()
         now = loop.time()
@@ -1428,6 +1862,7 @@ async def run_daemon(
     session_factory: SessionFactory | None = None,
     on_ready: Callable[[Daemon], None] | None = None,
     reconcile_fetch: ReconcileFetch | None = None,
+    explain: bool = True,
 ) -> int:
     """Run the daemon of ``config_path`` on the running loop until ``stop`` is set (or,
     without ``stop``, until SIGTERM or SIGINT). Returns the exit code.
@@ -1440,6 +1875,7 @@ async def run_daemon(
         on_ready: called with the daemon once it is built, before it connects.
         reconcile_fetch: asks the OMS for its snapshot (default: over the config's broker
             when ``session_factory`` is the default, else no reconciliation).
+        explain: write an explanation per champion signal (TreeSHAP, off the loop).
 
     Raises:
         ConfigError, PluginLoadError, ModelError: the config cannot run.
@@ -1450,6 +1886,7 @@ async def run_daemon(
         receive_clock=receive_clock,
         session_factory=session_factory,
         reconcile_fetch=reconcile_fetch,
+        explain=explain,
     )
     if on_ready is not None:
         on_ready(daemon)

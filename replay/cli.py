@@ -521,6 +521,14 @@ def _register_daemon(sub: Any) -> None:
     register(sub, sample_data=_sample_data, entry=(sys.executable, "-m", "replay.cli"))
 
 
+def _register_why(sub: Any) -> None:
+    from adapters.explanations import add_why_arguments, cmd_why
+
+    why = sub.add_parser("why", help=_LAZY_HELP["why"])
+    add_why_arguments(why)
+    why.set_defaults(func=cmd_why)
+
+
 def _register_tools(sub: Any) -> None:
     from adapters.tools_cli import register
 
@@ -537,6 +545,7 @@ _LAZY_HELP = {
     "live-demo": "the live path on one machine: broker, OMS simulator, daemon and a sample feed",
     "publish": "play tick files onto an MQTT broker as a live market-data feed",
     "oms-sim": "play the OMS on an MQTT broker: acks, fills, cancels, reconciliation",
+    "why": "a live decision explained: orders, signal, model version, features, contributions",
 }
 _LAZY_REGISTER: dict[str, Callable[[Any], None]] = {
     "models": _register_models,
@@ -546,6 +555,7 @@ _LAZY_REGISTER: dict[str, Callable[[Any], None]] = {
     "live-demo": _register_daemon,
     "publish": _register_tools,
     "oms-sim": _register_tools,
+    "why": _register_why,
 }
 
 

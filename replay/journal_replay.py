@@ -18,24 +18,35 @@ not applied but checked against the timers the replay fires at that point.
 from __future__ import annotations
 
 import argparse
+import functools
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
 import msgspec
 
-from adapters.daemon import DECISION_TYPES, apply_record, build_live_engine, build_router
+from adapters.daemon import (
+    DECISION_TYPES,
+    apply_record,
+    build_live_engine,
+    build_router,
+    model_switcher,
+)
+from adapters.explanations import Explainers, ExplanationCollector, explain_line
 from adapters.journal_file import FileJournalReader, journal_files
 from adapters.reconciliation import apply_history, session_starts
+from engine.assembly import ModelPins
 from engine.clock import ReplayClock, TimerFired
 from engine.config import Config, load_config
 from engine.engine import Engine
 from engine.errors import ConfigError, DataError, TradeloopError
 from engine.events import CancelRequest, Event, OrderRequest
 from engine.journal import AnyRecord, ClockRecord, TimerRecord
+from engine.model_registry import RegistryReader
 from engine.ports import OrderRouter, SendOnly
+from engine.registry_types import Stage
 
 LiveMode = Literal["shadow", "paper", "live"]
 SESSION_PREFIX: Final = "session-"
@@ -58,6 +69,9 @@ class SessionInfo(msgspec.Struct, frozen=True, kw_only=True):
         rebuilt_records: how many records of the earlier sessions the daemon applied to
             its engine before going live (0 for a daemon that started cold); the replay
             applies the same ones first.
+        model_version, model_stage, challenger_version: the registry versions the session
+            ran (a registry model only): the replay runs these, not what the aliases name
+            by then.
     """
 
     session_id: str
@@ -67,6 +81,15 @@ class SessionInfo(msgspec.Struct, frozen=True, kw_only=True):
     config_sha256: str = ""
     first_seq: int | None = None
     rebuilt_records: int = 0
+    model_version: str = ""
+    model_stage: Stage | None = None
+    challenger_version: str = ""
+
+    @property
+    def pins(self) -> ModelPins | None:
+        if not self.model_version or self.model_stage is None:
+            return None
+        return ModelPins(self.model_version, self.model_stage, self.challenger_version)
 
 
 @dataclass(frozen=True)
@@ -221,19 +244,21 @@ def load_session(journal_dir: Path, session: str | None = None) -> Session:
 
 
 def build_session_engine(
-    config: Config, *, order_id_prefix: str, clock: ReplayClock
+    config: Config, *, order_id_prefix: str, clock: ReplayClock, pins: ModelPins | None = None
 ) -> tuple[Engine, OrderRouter]:
     """The engine the daemon builds for ``config`` (``adapters.daemon.build_live_engine``:
     arrival order, not strict, the order timeout in live mode), on ``clock``.
 
     The router matches the mode: the daemon's simulated venue in paper, a ``SendOnly``
-    into a ``RecordingSender`` in shadow and live.
+    into a ``RecordingSender`` in shadow and live. ``pins``: the registry versions the
+    session recorded (a session of a registry model that recorded none ran before they
+    were recorded: its aliases are resolved now, as before).
 
     Raises:
         ConfigError, PluginLoadError, ModelError: before any record is read.
     """
     router = build_router(config, None) if config.mode == "paper" else SendOnly(RecordingSender())
-    engine = build_live_engine(config, router, order_id_prefix=order_id_prefix)
+    engine = build_live_engine(config, router, order_id_prefix=order_id_prefix, pins=pins)
     # build_live_engine makes its own ReplayClock; nothing has read it yet (the engine
     # starts at the first record), so a fresh clock that also reports its firings
     # replaces it
@@ -312,12 +337,24 @@ def replay_journal(journal_dir: Path, *, session: str | None = None) -> JournalR
     return replay_session(load_session(Path(journal_dir), session))
 
 
-def replay_session(session: Session) -> JournalReplayResult:
-    """``replay_journal`` for a session already loaded."""
+def replay_session(
+    session: Session, *, attach: Callable[[Engine], Callable[[], None] | None] | None = None
+) -> JournalReplayResult:
+    """``replay_journal`` for a session already loaded.
+
+    Args:
+        session: the session.
+        attach: called with the engine once the earlier sessions are applied, before
+            the session's first record (add a sink); what it returns, if anything, is
+            called after each record is applied.
+    """
     clock = WatchedClock()
     engine, router = build_session_engine(
-        session.config, order_id_prefix=session.info.order_id_prefix, clock=clock
-    )
+        session.config, order_id_prefix=session.info.order_id_prefix, clock=clock,
+        pins=session.info.pins,
+    )  # fmt: skip
+    switcher = model_switcher(session.config)
+    apply = functools.partial(apply_record, switcher=switcher)
     decisions: list[Event] = []
 
     def keep(event: Event) -> None:
@@ -330,7 +367,7 @@ def replay_session(session: Session) -> JournalReplayResult:
         engine,
         history_records(session) if session.info.rebuilt_records else (),
         session_starts(session.journal_dir),
-        apply_record,
+        apply,
     )
     if history.records != session.info.rebuilt_records:
         raise DataError(
@@ -344,6 +381,7 @@ def replay_session(session: Session) -> JournalReplayResult:
     sent_before = _sent(router)
     clock.fired.clear()
     engine.sinks.append(keep)
+    after_record = attach(engine) if attach is not None else None
     records: Counter[str] = Counter()
     journaled: list[tuple[TimerFired, int, int]] = []  # timer, seq, inputs applied before it
     fired_at: list[int] = []  # per replay firing: the index of the input that fired it
@@ -355,13 +393,15 @@ def replay_session(session: Session) -> JournalReplayResult:
             journaled.append((record.timer, record.seq, applied))
             continue
         try:
-            apply_record(engine, record)
+            apply(engine, record)
         except TradeloopError as exc:
             raise DataError(
                 str(session.journal_dir), f"record seq {record.seq} ({tag}) refused: {exc}"
             ) from exc
         fired_at.extend([applied] * (len(clock.fired) - len(fired_at)))
         applied += 1
+        if after_record is not None:
+            after_record()
     sent = router.sender if isinstance(router, SendOnly) else None
     return JournalReplayResult(
         session=session,
@@ -433,6 +473,44 @@ def _timer(timer: TimerFired) -> str:
     return f"{timer.name!r} due {timer.ts_event}{every}"
 
 
+def recompute_explanations(journal_dir: Path, *, session: str | None = None) -> list[bytes]:
+    """The lines of ``explanations-{id}.jsonl`` recomputed from the journal: the session
+    replayed with the daemon's collector, each signal explained as the daemon's worker
+    does (the same kernel on the same row). Equal to the live file unless the live worker
+    dropped some (counted in the session file's ``models.explanations.dropped``).
+
+    Raises:
+        DataError, ConfigError, PluginLoadError, JournalError: as ``replay_journal``.
+    """
+    loaded = load_session(Path(journal_dir), session)
+    model = loaded.config.model
+    collectors: list[ExplanationCollector] = []
+
+    def attach(engine: Engine) -> Callable[[], None]:
+        collector = ExplanationCollector(engine)
+        engine.sinks.append(collector)
+        collectors.append(collector)
+        return collector.end_input
+
+    replay_session(loaded, attach=attach)
+    if model is None:
+        return []
+    registry, path = model.registry, model.path
+
+    def folder_of(version: str) -> Path:
+        if version and registry is not None:
+            return RegistryReader(registry).version_dir(version)
+        return Path(path or "")
+
+    explainers = Explainers(folder_of)
+    lines: list[bytes] = []
+    for job in collectors[0].take():
+        explainer = explainers.get(job.version)
+        if explainer is not None:
+            lines.append(explain_line(job, explainer))
+    return lines
+
+
 def replay_summary(result: JournalReplayResult) -> str:
     """One line: the session, the records, ticks, orders and decisions."""
     records = ", ".join(f"{n} {tag}" for tag, n in sorted(result.records.items()))
@@ -469,6 +547,7 @@ __all__ = [
     "is_journal_dir",
     "list_sessions",
     "load_session",
+    "recompute_explanations",
     "replay_journal",
     "replay_session",
     "replay_summary",
