@@ -45,8 +45,8 @@ OnDone = Callable[[SweepTask, TaskOutcome], None]
 _BROKEN_DRAIN_S = 30.0
 
 WORKER_DIED = (
-    "worker process died (killed, out of memory, a crash in native code, or over "
-    "--trial-timeout); it was retried once on its own and died again"
+    "worker process died running this trial alone, twice (killed, out of memory, a crash "
+    "in native code, or over --trial-timeout)"
 )
 
 
@@ -60,10 +60,12 @@ def run_on_pool(
     """Run ``tasks`` on a local pool of ``workers`` processes.
 
     At most ``workers`` tasks are in flight, so the tasks lost when a worker dies are
-    exactly those running. A dead worker breaks the whole pool (every task in flight
-    fails with ``BrokenProcessPool``, the dead one's and its neighbours'); those tasks
-    are retried once each, alone in a fresh pool, so a second death is that task's own
-    and is recorded failed, and a neighbour is never charged for it.
+    exactly those running. A dead worker breaks the whole pool: every task in flight
+    fails with ``BrokenProcessPool``, the dead one's and its neighbours', and nothing
+    says which it was. So those tasks are run again one at a time in a fresh pool, not
+    charged; a death while a task runs alone is its own. A task that dies alone is
+    retried once (a crash can be transient: memory taken by others), and recorded failed
+    on its second death alone. A neighbour is never charged; a task runs at most 3 times.
     """
     pending: deque[SweepTask] = deque(tasks)
     suspects: deque[SweepTask] = deque()
@@ -75,17 +77,23 @@ def run_on_pool(
         while pending or suspects or inflight:
             if pool is None:
                 pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
-            if suspects:
-                if not inflight:
-                    task = suspects.popleft()
-                    inflight[pool.submit(evaluate_with_deadline, task, trial_timeout_s)] = task
-            else:
-                while pending and len(inflight) < workers:
-                    task = pending.popleft()
-                    inflight[pool.submit(evaluate_with_deadline, task, trial_timeout_s)] = task
-            done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
-            if any(isinstance(f.exception(), BrokenProcessPool) for f in done):
+            queue = suspects if suspects else pending
+            # a suspect runs alone; otherwise fill every worker
+            room = (0 if inflight else 1) if suspects else workers - len(inflight)
+            try:
+                while queue and room > 0:
+                    # submitted before it leaves its queue: a pool that broke since the
+                    # last wait refuses it here, and it must not be lost
+                    future = pool.submit(evaluate_with_deadline, queue[0], trial_timeout_s)
+                    inflight[future] = queue.popleft()
+                    room -= 1
+                done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
+                broken = any(isinstance(f.exception(), BrokenProcessPool) for f in done)
+            except BrokenProcessPool:
+                broken = True
+            if broken:
                 done, _ = wait(list(inflight), timeout=_BROKEN_DRAIN_S)
+                alone = len(inflight) == 1
                 dead = [t for f, t in inflight.items() if f not in done]
                 for future in done:
                     task = inflight[future]
@@ -97,7 +105,7 @@ def run_on_pool(
                 pool.shutdown(wait=False, cancel_futures=True)
                 pool = None
                 for task in dead:
-                    deaths[task.trial_id] += 1
+                    deaths[task.trial_id] += alone
                     if deaths[task.trial_id] >= 2:
                         on_done(task, _failed(task, WORKER_DIED))
                     else:
@@ -154,6 +162,10 @@ def dask_client(scheduler: str | None = None, workers: int | None = None) -> Ite
 
     The LocalCluster's scheduler gives a task one retry after its worker dies (Dask's
     default is 3), the process pool's rule: a task that kills its worker twice is failed.
+    It hands a worker only as many tasks as it has threads (worker saturation 1.0, Dask's
+    default 1.1 rounds up to 2 on one thread): Dask charges a death to every task
+    assigned to the dead worker, so a task queued behind a killer would be charged too.
+    A cluster of ``--scheduler`` follows its own settings.
 
     Raises:
         AdapterError: the scheduler cannot be reached.
@@ -171,7 +183,12 @@ def dask_client(scheduler: str | None = None, workers: int | None = None) -> Ite
         return
     n = workers or os.cpu_count() or 1
     with (
-        dask.config.set({"distributed.scheduler.allowed-failures": 1}),
+        dask.config.set(
+            {
+                "distributed.scheduler.allowed-failures": 1,
+                "distributed.scheduler.worker-saturation": 1.0,
+            }
+        ),
         LocalCluster(
             n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
         ) as cluster,
