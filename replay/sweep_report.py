@@ -40,7 +40,9 @@ DEFINITIONS = {
     "period": fig.DEFINITIONS["period"],
     "returns": fig.DEFINITIONS["returns"],
     "failed": "a trial (one combination on one block) whose replay raised, or whose worker "
-    "process died twice (it is retried once, alone); its error text is in results.parquet. "
+    "process died twice while running it alone (the local pool reruns the trials in flight "
+    "at a death one at a time, and retries a trial once after its own death; on Dask, the "
+    "scheduler's allowed-failures rule); its error text is in results.parquet. "
     "A combination with any failed block is left out of every statistic (trials, deflated "
     "sharpe, PBO, ranks): the statistics count only combinations that succeeded on every "
     "block",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pytest
 from distributed import Client
@@ -24,6 +26,8 @@ from engine.errors import ConfigError, SweepError
 from replay.sweep import run_sweep
 from replay.sweep_executor import WORKER_DIED, dask_client
 from replay.sweep_plan import Combination, SweepPlan, _model_paths_from, model_fingerprint
+from replay.sweep_store import FORMAT, SweepStore
+from replay.sweep_trial import TaskOutcome
 from tests.conftest import BASE_CONFIG
 from tests.replay.test_sweep import _toml
 
@@ -324,3 +328,32 @@ def test_model_fingerprint_changes_with_the_model_files(tmp_path: Path) -> None:
     # a relative path reads from the config file's folder, as load_config reads it
     resolved = _model_paths_from({"model": {"path": "model"}}, tmp_path)
     assert resolved["model"]["path"] == str(tmp_path.resolve() / "model")
+
+
+def test_sweep_store_torn_trial_file_counts_as_not_done(tmp_path: Path) -> None:
+    identity = {"format": FORMAT, "key": "k1"}
+    store = SweepStore.open(tmp_path / "out", identity)
+    ok = TaskOutcome(
+        "a" * 32,
+        0,
+        1,
+        {"num_trades": 3, "sharpe_per_period": float("nan"), "flat": True},
+        np.array([5, 7], dtype=np.int64),
+        np.array([0.1, -0.0], dtype=np.float64),
+    )
+    store.write(ok)
+    store.write(TaskOutcome("b" * 32, 1, 0, error="ValueError: no"))
+    got = store.read(["a" * 32, "b" * 32, "c" * 32])
+    assert set(got) == {"a" * 32, "b" * 32} and got["b" * 32].failed
+    back = got["a" * 32]
+    assert back.metrics["num_trades"] == 3 and back.metrics["flat"] is True
+    assert math.isnan(back.metrics["sharpe_per_period"])
+    assert back.returns.tobytes() == ok.returns.tobytes()  # -0.0 kept, bit for bit
+    assert np.array_equal(back.period_end_ns, ok.period_end_ns)
+    path = tmp_path / "out" / "trials" / f"{'a' * 32}.msgpack"
+    path.write_bytes(path.read_bytes()[:-5])  # a torn write
+    assert set(store.read(["a" * 32, "b" * 32])) == {"b" * 32}
+    # the same sweep reopens without --force; another is refused
+    SweepStore.open(tmp_path / "out", identity)
+    with pytest.raises(ConfigError, match="different sweep"):
+        SweepStore.open(tmp_path / "out", {**identity, "key": "k2"})
