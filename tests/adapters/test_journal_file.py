@@ -127,25 +127,37 @@ def test_journal_file_batch_syncs_control_records_at_commit(tmp_path: Path) -> N
         assert journal.fsyncs == 1  # one sync for the turn's group, market data included
 
 
-def test_journal_file_batch_groups_are_bounded_by_count_and_delay(tmp_path: Path) -> None:
+@pytest.mark.parametrize("background", [True, False])
+def test_journal_file_batch_groups_are_bounded_by_count_and_delay(
+    tmp_path: Path, background: bool
+) -> None:
     limits = FsyncLimits(
         control_records=4,
         control_delay_ns=MS,
         market_data_records=10,
         market_data_delay_ns=100 * MS,
     )
-    with FileJournalWriter(tmp_path, session_id="s", limits=limits) as journal:
+    with FileJournalWriter(
+        tmp_path, session_id="s", limits=limits, background_sync=background
+    ) as journal:
+
+        def syncs() -> tuple[int, int]:
+            # (on the caller's thread, handed to the background thread)
+            return journal.fsyncs, journal.background_syncs_started
+
+        market = (0, 1) if background else (1, 0)  # where a market-data group's sync runs
         for i in range(25):
             journal.append(T, batch(1, i))
-        assert journal.fsyncs == 2  # after the 10th and the 20th batch
+        assert syncs() == (2 * market[0], 2 * market[1])  # after the 10th and the 20th batch
         journal.append(T + 100 * MS, batch(1, 0))
-        assert journal.fsyncs == 3  # the oldest pending batch is 100 ms old
+        assert syncs() == (3 * market[0], 3 * market[1])  # the oldest batch is 100 ms old
         for i in range(4):
             journal.append(T + 100 * MS, fill(i))
-        assert journal.fsyncs == 4
+        # control records are synced inline whatever ``background_sync`` says
+        assert syncs() == (3 * market[0] + 1, 3 * market[1])
         journal.append(T + 100 * MS, fill(9))
         journal.append(T + 101 * MS, batch(1, 0))
-        assert journal.fsyncs == 5  # the pending fill waited 1 ms
+        assert syncs() == (3 * market[0] + 2, 3 * market[1])  # the pending fill waited 1 ms
 
 
 def test_journal_file_rotates_by_the_records_utc_day(tmp_path: Path) -> None:

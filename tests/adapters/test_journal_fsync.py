@@ -1,0 +1,198 @@
+"""The journal's market-data fsync off the loop's thread (``fsync = "batch"``): appends do
+not wait for it, control records are still synced before ``commit()`` returns, a failed
+background sync stops the writer, and a ``kill -9`` leaves every appended record."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import adapters.journal_file as journal_file
+from adapters.journal_file import NS_PER_DAY, FileJournalReader, FileJournalWriter, FsyncLimits
+from engine.errors import AdapterError
+from tests.adapters.test_journal_file import MS, T, batch, fill
+
+ROOT = Path(__file__).resolve().parents[2]
+LIMITS = FsyncLimits(market_data_records=10)
+
+
+class Disk:
+    """Stands in for fdatasync: a sync on a thread other than the test's blocks until
+    ``release``; every sync notes its thread and whether its fd was open."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.release = threading.Event()
+        self.started = threading.Event()
+        self.fail = fail
+        self.calls: list[tuple[bool, bool]] = []  # (on the test's thread, fd open)
+
+    def __call__(self, fd: int) -> None:
+        main = threading.current_thread() is threading.main_thread()
+        if not main:
+            self.started.set()
+            assert self.release.wait(10)
+        try:
+            os.fstat(fd)
+            is_open = True
+        except OSError:
+            is_open = False
+        self.calls.append((main, is_open))
+        if self.fail and not main:
+            raise OSError(errno.EIO, "I/O error")
+
+
+@pytest.fixture
+def disk(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Disk]]:
+    made: list[Disk] = []
+
+    def make(fail: bool = False) -> Disk:
+        d = Disk(fail)
+        monkeypatch.setattr(journal_file, "_sync", d)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        d.release.set()  # never leave a syncer blocked
+
+
+def test_journal_fsync_market_group_synced_in_background_append_does_not_wait(
+    tmp_path: Path, disk: Callable[..., Disk]
+) -> None:
+    d = disk()
+    with FileJournalWriter(tmp_path, session_id="s", limits=LIMITS) as journal:
+        written = [journal.append(T + i, batch(1, i)) for i in range(10)]
+        assert d.started.wait(10)  # the 10th append handed its group to the thread ...
+        assert journal.fsyncs == 0  # ... and returned while that sync is still blocked
+        assert (journal.background_syncs_started, journal.background_fsyncs) == (1, 0)
+        written += [journal.append(T + 10 + i, batch(1, i)) for i in range(5)]
+        d.release.set()
+        journal.wait_synced()
+        assert journal.background_fsyncs == 1
+    assert d.calls[0] == (False, True)  # off the test's thread, on an open fd
+    assert list(FileJournalReader(tmp_path)) == written
+
+
+def test_journal_fsync_control_record_synced_inline_while_background_sync_runs(
+    tmp_path: Path, disk: Callable[..., Disk]
+) -> None:
+    d = disk()
+    with FileJournalWriter(tmp_path, session_id="s", limits=LIMITS) as journal:
+        for i in range(10):
+            journal.append(T + i, batch(1, i))
+        assert d.started.wait(10)
+        journal.append(T + 10, fill(1))
+        assert journal.fsyncs == 0
+        journal.commit()  # a control record: on disk before anything acts on it
+        assert journal.fsyncs == 1
+        assert d.calls == [(True, True)]  # the commit's own sync, not the background one's
+        d.release.set()
+
+
+def test_journal_fsync_rotation_waits_for_the_background_sync_of_the_old_file(
+    tmp_path: Path, disk: Callable[..., Disk]
+) -> None:
+    d = disk()
+    with FileJournalWriter(tmp_path, session_id="s", limits=LIMITS) as journal:
+        for i in range(10):
+            journal.append(T + i, batch(1, i))
+        assert d.started.wait(10)
+        threading.Timer(0.05, d.release.set).start()
+        journal.append(T + NS_PER_DAY, fill(1))  # a new day: the old file's fd is closed
+    assert d.calls[0] == (False, True)  # it was still open when the thread synced it
+    assert len(list(journal.directory.glob("journal-*.tlj"))) == 2
+
+
+def test_journal_fsync_failed_background_sync_stops_the_writer(
+    tmp_path: Path, disk: Callable[..., Disk]
+) -> None:
+    d = disk(fail=True)
+    journal = FileJournalWriter(tmp_path, session_id="s", limits=LIMITS)
+    journal.open()
+    for i in range(10):
+        journal.append(T + i, batch(1, i))
+    d.release.set()
+    with pytest.raises(AdapterError, match="background fsync"):
+        journal.wait_synced()
+    assert journal.state == "failed"
+    with pytest.raises(AdapterError):
+        journal.append(T + 11, fill(1))  # nothing is journaled after the lost pages
+    journal.close()
+    assert journal.state == "failed"
+
+
+def test_journal_fsync_background_off_syncs_market_groups_inline(
+    tmp_path: Path, disk: Callable[..., Disk]
+) -> None:
+    d = disk()
+    with FileJournalWriter(
+        tmp_path, session_id="s", limits=LIMITS, background_sync=False
+    ) as journal:
+        for i in range(10):
+            journal.append(T + i * MS, batch(1, i))
+        assert (journal.fsyncs, journal.background_syncs_started) == (1, 0)
+    assert all(main for main, _ in d.calls)
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys
+    from adapters.journal_file import FileJournalWriter, FsyncLimits
+    from tests.adapters.test_journal_file import T, batch, fill
+
+    limits = FsyncLimits(market_data_records=5)
+    with FileJournalWriter(sys.argv[1], session_id="child", limits=limits) as journal:
+        i = 0
+        while True:
+            # a fill in every 20 records: market-data groups of 5 fill in between
+            body = batch(1 + i % 50, i) if i % 20 else fill(i)
+            record = journal.append(T + i, body)
+            journal.commit()
+            print(record.seq, journal.background_syncs_started, flush=True)
+            i += 1
+    """
+)
+
+
+def test_journal_fsync_kill_9_during_background_syncs_keeps_every_appended_record(
+    tmp_path: Path,
+) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(tmp_path)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert child.stdout is not None
+    reported = started = 0
+    for line in child.stdout:
+        reported, started = (int(x) for x in line.split())
+        if reported >= 600:
+            break
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    for line in child.stdout:
+        reported = int(line.split()[0])
+    child.stdout.close()
+    assert child.returncode == -signal.SIGKILL
+    assert started > 0  # background syncs were under way
+
+    reader = FileJournalReader(tmp_path)
+    seqs = [r.seq for r in reader]
+    assert seqs == list(range(1, len(seqs) + 1))
+    # every appended record survives the process (os.write before append returns); at
+    # most the one in flight beyond the last reported
+    assert reported <= seqs[-1] <= reported + 1
+    with FileJournalWriter(tmp_path, session_id="after") as journal:
+        assert journal.next_seq == seqs[-1] + 1
+        assert journal.torn_tails_cut == (1 if reader.torn is not None else 0)
