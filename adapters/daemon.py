@@ -1007,7 +1007,7 @@ class _Labelled:
 
 
 def _challenger_label(shadow: ChallengerShadow) -> str:
-    return f"{shadow.model.name}@challenger:{shadow.version[:12]}"
+    return f"{shadow.model.name}@{shadow.version[:12]} (challenger)"
 
 
 class Daemon:
@@ -1466,10 +1466,7 @@ class Daemon:
         self.heartbeat_seq += 1
         positions, pnl = core.book()
         self.metrics.set_book(positions, pnl)
-        publish_engine_monitors(self.metrics, self.engine)
-        shadow = find_challenger(self.engine)
-        if shadow is not None and shadow.monitor is not None:
-            publish_monitor(self.metrics, _Labelled(shadow.monitor, _challenger_label(shadow)))
+        self._publish_monitors()
         self._poll_aliases()
         decisions.flush()
         self._offer_status(self._status())
@@ -1539,6 +1536,25 @@ class Daemon:
     # model governance: the registry versions the session runs, switches at journaled
     # points (an operator's command, or an alias changed by hand), and the side-by-side
     # figures of champion and challenger
+
+    def _publish_monitors(self) -> None:
+        """Both models' monitor figures on Prometheus. A registry model's are labelled by
+        version and role (``name@version``, ``name@version (challenger)``): each label then
+        has one monitor for good (``ModelSwitcher`` keeps a version's monitor across
+        switches), where the model's bare name would get a fresh monitor at a switch and
+        ``publish_monitor``'s counters would have to go down (it raises)."""
+        engine = self.engine
+        if self.pins is None:
+            publish_engine_monitors(self.metrics, engine)
+            return
+        model = engine.model
+        monitor = next((o for o in engine.observers if isinstance(o, ModelMonitor)), None)
+        if monitor is not None and model is not None:
+            label = f"{model.name}@{engine.model_version[:12]}"
+            publish_monitor(self.metrics, _Labelled(monitor, label))
+        shadow = find_challenger(engine)
+        if shadow is not None and shadow.monitor is not None:
+            publish_monitor(self.metrics, _Labelled(shadow.monitor, _challenger_label(shadow)))
 
     def _pins_manifest(self) -> dict[str, object]:
         pins = self.pins

@@ -257,6 +257,9 @@ class ModelSwitcher:
         self.config = config
         self.registry = config.model.registry
         self._offered: dict[tuple[str, str, str], PreparedModel] = {}
+        # a version's monitor per role, kept across switches: switching back to a version
+        # carries on its figures (counts only grow, as Prometheus counters must)
+        self._monitors: dict[tuple[str, str], ModelMonitor | None] = {}
 
     def prepare(
         self, alias: Literal["champion", "challenger"], ref: str, stage: Stage | None = None
@@ -307,19 +310,25 @@ class ModelSwitcher:
         )
         if prepared.source.version != switch.version:
             raise RegistryError(f"{switch.version[:12]} resolved to {prepared.source.version[:12]}")
+        monitors = self._monitors
+        monitor = monitors.get((switch.alias, switch.version), prepared.monitor)
+        monitors[(switch.alias, switch.version)] = monitor
         if switch.alias == "champion":
             before = engine.model_version
+            old = next((o for o in engine.observers if isinstance(o, ModelMonitor)), None)
+            monitors.setdefault(("champion", before), old)
             engine.switch_model(prepared.model, version=switch.version, risk=prepared.risk)
-            _replace_monitor(engine, prepared.monitor)
+            _replace_monitor(engine, monitor)
         else:
             shadow = find_challenger(engine)
             before = shadow.version if shadow is not None else ""
             if shadow is None:
                 engine.observers.append(
-                    ChallengerShadow(engine, prepared.model, switch.version, prepared.monitor)
+                    ChallengerShadow(engine, prepared.model, switch.version, monitor)
                 )
             else:
-                shadow.switch(prepared.model, switch.version, prepared.monitor)
+                monitors.setdefault(("challenger", before), shadow.monitor)
+                shadow.switch(prepared.model, switch.version, monitor)
         engine.emit(ModelSwitched(ts_event=now, ts_recv=now, model=prepared.model.name,
                                   alias=switch.alias, version=switch.version, stage=switch.stage,
                                   from_version=before,
