@@ -117,8 +117,8 @@ class ModelError(TradeloopError):
 
 
 class SweepError(TradeloopError):
-    """A sweep task failed on a user's input (bad data in a block, a strategy that raised):
-    names the combination and the block."""
+    """No combination of a sweep succeeded (each trial's error is in results.parquet), or a
+    sweep cannot start (another sweep's folder, a grid that does not validate)."""
 
 
 class RegistryError(TradeloopError):

@@ -540,7 +540,8 @@ def _register_tools(sub: Any) -> None:
 _LAZY_HELP = {
     "models": "model registry: versions, champion/challenger, stages, audit log",
     "monitor-report": "model monitor page (HTML + PNG) of a run folder or a live journal",
-    "sweep": "parameter grid x walk-forward blocks on Dask, with deflated Sharpe and PBO",
+    "sweep": "parameter grid x walk-forward blocks on a process pool or Dask (resumable), "
+    "with deflated Sharpe and PBO",
     "run": "the live daemon beside the OMS (mode shadow, paper or live from the config)",
     "live-demo": "the live path on one machine: broker, OMS simulator, daemon and a sample feed",
     "publish": "play tick files onto an MQTT broker as a live market-data feed",
