@@ -13,13 +13,13 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from engine.monitor.round_trips import RoundTrip, round_trips_of
+
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
 YEAR_NS = 365 * 86_400 * 10**9  # markets trading 24/7: a year is 365 calendar days
 DAY_NS = 86_400 * 10**9
-# positions are multiples of lot sizes >= 1e-9; the portfolio rounds them at 1e-10 too
-_DUST_DECIMALS = 10
 
 DEFINITIONS = {
     "period": "one interval of the equity grid (replay.equity_interval); the grid is "
@@ -173,33 +173,39 @@ def annualisation_factor(periods: int, span_ns: int, min_span_ns: int) -> float 
     return math.sqrt(periods / (span_ns / YEAR_NS))
 
 
+def round_trips(fills: pl.DataFrame) -> tuple[list[RoundTrip], list[RoundTrip]]:
+    """Closed round trips in closing order and open ones in opening order, by the engine's
+    rule (``engine.monitor.round_trips``, the monitor's too; ``DEFINITIONS["round_trip"]``).
+
+    Args:
+        fills: columns ``instrument``, ``side`` ("buy"/"sell"), ``qty``, ``price``,
+            ``fee`` and optionally ``ts_event``, in fill order.
+    """
+    ts = (
+        fills["ts_event"] if "ts_event" in fills.columns else pl.repeat(0, fills.height, eager=True)
+    )
+    rows = zip(
+        fills["instrument"].to_list(),
+        (
+            q if side == "buy" else -q
+            for side, q in zip(fills["side"].to_list(), fills["qty"].to_list(), strict=True)
+        ),
+        fills["price"].to_list(),
+        fills["fee"].to_list(),
+        ts.to_list(),
+        strict=True,
+    )
+    return round_trips_of(rows)
+
+
 def round_trip_pnls(fills: pl.DataFrame) -> tuple[F64, int]:
     """PnL of each closed round trip, in closing order, and the number still open.
 
     Args:
-        fills: columns ``instrument``, ``side`` ("buy"/"sell"), ``qty``, ``price``,
-            ``fee``, in fill order.
+        fills: as ``round_trips``.
     """
-    position: dict[str, float] = {}
-    cash_flow: dict[str, float] = {}  # of the open round trip, per instrument
-    closed: list[float] = []
-    for symbol, side, qty, price, fee in fills.select(
-        "instrument", "side", "qty", "price", "fee"
-    ).iter_rows():
-        signed = qty if side == "buy" else -qty
-        before = position.get(symbol, 0.0)
-        after = round(before + signed, _DUST_DECIMALS)
-        position[symbol] = after
-        flow = cash_flow.get(symbol, 0.0)
-        if before == 0.0 or (after != 0.0 and (after > 0) == (before > 0)):
-            cash_flow[symbol] = flow - signed * price - fee  # opens, adds or reduces
-            continue
-        # back to flat, or through it: the share up to flat closes this round trip
-        closing = 1.0 if after == 0.0 else abs(before) / qty
-        closed.append(flow - closing * (signed * price + fee))
-        cash_flow[symbol] = -(1.0 - closing) * (signed * price + fee)
-    still_open = sum(1 for p in position.values() if p != 0.0)
-    return np.array(closed, dtype=np.float64), still_open
+    closed, still_open = round_trips(fills)
+    return np.array([t.cash_flow for t in closed], dtype=np.float64), len(still_open)
 
 
 def turnover(fills: pl.DataFrame, initial_cash: float) -> float:

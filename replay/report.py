@@ -91,40 +91,10 @@ def fills_frame(run: ReplayRun) -> pl.DataFrame:
 
 
 def round_trips_frame(fills: pl.DataFrame) -> pl.DataFrame:
-    """Every round trip (per instrument, flat to flat; a flip closes one and opens the
-    next, its quantity and fee split pro rata: ``metrics.DEFINITIONS["round_trip"]``),
-    closed ones with their PnL (net of fees), an open one with a null close."""
-    rows: list[dict[str, Any]] = []
-    trips: dict[str, dict[str, Any]] = {}
-    position: dict[str, float] = {}
-    for ts, symbol, side, qty, price, fee in fills.select(
-        "ts_event", "instrument", "side", "qty", "price", "fee"
-    ).iter_rows():
-        signed = qty if side == "buy" else -qty
-        before = position.get(symbol, 0.0)
-        after = round(before + signed, 10)  # as metrics.round_trip_pnls
-        position[symbol] = after
-        trip = trips.get(symbol)
-        if trip is None:
-            trip = trips[symbol] = _open_trip(symbol, ts, signed)
-        if before == 0.0 or (after != 0.0 and (after > 0) == (before > 0)):
-            trip["cash_flow"] -= signed * price + fee
-            trip["fills"] += 1
-            trip["max_qty"] = max(trip["max_qty"], abs(after))
-            continue
-        closing = 1.0 if after == 0.0 else abs(before) / qty
-        trip["cash_flow"] -= closing * (signed * price + fee)
-        trip["fills"] += 1
-        rows.append({**trip, "close_ts": ts, "pnl": trip.pop("cash_flow")})
-        del trips[symbol]
-        if after != 0.0:
-            flipped = trips[symbol] = _open_trip(symbol, ts, after)
-            flipped["cash_flow"] = -(1.0 - closing) * (signed * price + fee)
-            flipped["fills"] = 1
-            flipped["max_qty"] = abs(after)
-    for trip in trips.values():
-        rows.append({**trip, "close_ts": None, "pnl": None})
-        rows[-1].pop("cash_flow")
+    """Every round trip (``metrics.round_trips``: the engine's rule, the monitor's too),
+    closed ones in closing order with their PnL (net of fees), then open ones with a null
+    close and PnL."""
+    closed, still_open = fig.round_trips(fills)
     schema = {
         "instrument": pl.String,
         "direction": pl.String,
@@ -134,18 +104,11 @@ def round_trips_frame(fills: pl.DataFrame) -> pl.DataFrame:
         "max_qty": pl.Float64,
         "pnl": pl.Float64,
     }
-    return pl.DataFrame([{k: r[k] for k in schema} for r in rows], schema=schema)
-
-
-def _open_trip(symbol: str, ts: int, signed: float) -> dict[str, Any]:
-    return {
-        "instrument": symbol,
-        "direction": "long" if signed > 0 else "short",
-        "open_ts": ts,
-        "fills": 0,
-        "max_qty": 0.0,
-        "cash_flow": 0.0,
-    }
+    rows = [
+        (t.instrument, t.direction, t.open_ts, t.close_ts, t.fills, t.max_qty, t.pnl)
+        for t in [*closed, *still_open]
+    ]
+    return pl.DataFrame(rows, schema=schema, orient="row")
 
 
 def equity_frame(run: ReplayRun) -> pl.DataFrame:

@@ -5,7 +5,7 @@ alarms that act on the trading state. Pure engine code: no I/O."""
 
 from engine.monitor.drift import DriftCalibration, DriftWindow, calibrate_drift
 from engine.monitor.monitor import AlarmKind, ModelMonitor, MonitorHost, attach_monitor
-from engine.monitor.round_trips import RoundTrips
+from engine.monitor.round_trips import RoundTrip, RoundTrips, round_trips_of
 
 __all__ = [
     "AlarmKind",
@@ -13,7 +13,9 @@ __all__ = [
     "DriftWindow",
     "ModelMonitor",
     "MonitorHost",
+    "RoundTrip",
     "RoundTrips",
     "attach_monitor",
     "calibrate_drift",
+    "round_trips_of",
 ]
