@@ -30,6 +30,8 @@ Figures:
   sustained rate (first to last receipt) and ``mosquitto_sub``'s rate on the same feed.
 - ratios: tick->order p50 / p99 / p99.9 over the broker hop's p50 (the issue's goal:
   tick->order p99 <= 0.5 x broker hop p50, journal on).
+- journal fsyncs: those the loop waited for (control records, the heartbeat's clock
+  reading) and the market-data groups synced on the journal's background thread.
 
 The machine and the load average at the start and the end are printed with the figures.
 """
@@ -240,6 +242,15 @@ async def _run_one(
         counters = dict(session.counters)
         stop.set()
         await asyncio.wait_for(task, 30)
+        assert daemon.core is not None
+        journal = daemon.core.journal
+        # fsyncs the loop waited for vs those run on the journal's thread (an older
+        # journal writer has no background counters)
+        fsyncs = (
+            journal.fsyncs,
+            getattr(journal, "background_fsyncs", 0),
+            getattr(journal, "background_sync_ns", 0),
+        )
         pacer.wait()
         sub.terminate()
         sub.wait()
@@ -286,6 +297,7 @@ async def _run_one(
         "daemon_rate": rate_of(daemon_recv),
         "sub_rate": rate_of(sub_recv),
         "sub_count": len(sub_recv),
+        "fsyncs": fsyncs,
     }
 
 
@@ -323,6 +335,10 @@ def main() -> None:
         print(f"  tick->OMS (mosquitto_sub, {t2oms.size} orders): {_fmt_us(t2oms)}")
         print(f"  hop feeder->daemon stamp:        {_fmt_us(dhop)}")
         print(f"  hop feeder->mosquitto_sub (ref): {_fmt_us(shop)}")
+        inline, background, background_ns = r["fsyncs"]  # type: ignore[misc]
+        mean = f", mean {background_ns / background / 1e3:,.0f} us" if background else ""
+        print(f"  journal fsyncs: {inline} on the loop's thread, {background} on the "
+              f"journal's sync thread{mean}")  # fmt: skip
         print(f"  receive rate: daemon {r['daemon_rate']:,.0f} msgs/s, "
               f"mosquitto_sub {r['sub_rate']:,.0f} msgs/s")  # fmt: skip
         if t2o.size and shop.size:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,10 +25,12 @@ from typing import Any
 
 import aiomqtt
 import pytest
+from numba import typeof
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from adapters.mqtt.auth import SIGNATURE_PROPERTY, sign_command
+from adapters.mqtt.ingest import Ingest
 from adapters.mqtt.session import (
     CommandIn,
     Connection,
@@ -44,7 +47,7 @@ from engine.codec import EventCodec
 from engine.errors import AdapterError
 from engine.events import CancelRequest, Command, Fill, OrderAccepted, OrderRequest, Quote
 from engine.instruments import Instrument, InstrumentTable
-from engine.ticks import QUOTE
+from engine.ticks import QUOTE, TickBatch
 from tests.integration.conftest import MOSQUITTO, Broker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -196,6 +199,21 @@ async def test_session_quotes_in_arrive_as_tick_batch_with_columns(broker: Broke
     assert stamps == sorted(stamps)
     state: str = session.state  # after the block
     assert state == "closed"
+
+
+def test_session_one_quote_batch_has_the_columns_of_the_many_quote_path() -> None:
+    # a lone quote (the live loop's usual batch) takes a shorter path to its TickBatch:
+    # same values, dtypes, contiguity and numba types as that quote among others
+    ingest = Ingest(TOPICS, INSTRUMENTS, fmt="json", max_payload_bytes=4096, command_key=None,
+                    counters=Counter())  # fmt: skip
+    quote = (QUOTE_TOPIC, CODEC.encode(_quote(10, bid=100.07)), None)
+    (one,) = ingest.decode([quote], 77)
+    (two,) = ingest.decode([quote, quote], 77)
+    assert isinstance(one, MarketData) and isinstance(two, MarketData)
+    for column in TickBatch.__slots__:
+        a, b = getattr(one.batch, column), getattr(two.batch, column)[:1].copy()
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), column
+        assert a.flags.c_contiguous and typeof(a) == typeof(b), column
 
 
 @pytest.mark.asyncio
