@@ -1772,6 +1772,8 @@ class Daemon:
         assert model_config is not None
         registry = model_config.registry
         path = model_config.path
+        if registry is None and (path is None or model_config.kind != "lightgbm"):
+            return  # TreeSHAP explains LightGBM trees; a registry's versions say their kind
 
         def folder_of(version: str) -> Path:
             if version and registry is not None:

@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.engine import Engine
-from engine.errors import DataError, ModelError
+from engine.errors import DataError, TradeloopError
 from engine.events import Event, OrderRequest, Signal
 from engine.signals.explain import TreeExplainer
 from engine.signals.manifest import read_manifest, read_verified_model
@@ -219,7 +219,7 @@ class ExplanationWorker:
                 if explainer is None:
                     continue
                 line = explain_line(job, explainer)
-            except (ModelError, DataError, OSError) as exc:
+            except (TradeloopError, OSError) as exc:  # a bad version folder: logged, counted
                 self.failed += 1
                 log.error("explanation of %s at %d failed: %s", job.instrument, job.ts_event, exc)
                 continue
