@@ -158,7 +158,7 @@ def cmd_oms_sim(args: argparse.Namespace) -> int:
         AdapterError: the broker refused or dropped the connection.
     """
     from adapters.mqtt.topics import Topics
-    from adapters.oms_sim import AnswerFault, MqttOmsSimulator, SimulatedOms
+    from adapters.oms_sim import AnswerFault, MqttOmsSimulator, SimulatedOms, warm_up
     from adapters.sim_venue import SimulatedVenue
     from engine.instruments import InstrumentTable
 
@@ -183,6 +183,7 @@ def cmd_oms_sim(args: argparse.Namespace) -> int:
     if not 0.0 <= fee_bps <= 1000.0:
         raise ConfigError("--fee-bps", f"must be in 0 .. 1000, got {fee_bps:g}")
     instruments = InstrumentTable(list(config.instruments))
+    warm_up(instruments)  # before the banner: "orders on ..." means ready to answer
     oms = SimulatedOms(instruments, SimulatedVenue(latency_ns, fee_bps, sim.maker_fee_bps))
     topics = Topics(prefix=_prefix(args, config), account=args.account or config.live.account)
     simulator = MqttOmsSimulator(

@@ -50,7 +50,8 @@ from adapters.mqtt.reconcile import (
 )
 from adapters.mqtt.status import decode_status
 from bench.reliability import _PACER, _env, _rss_mb, start_broker
-from engine.journal import FeedRecord, MarketDataRecord
+from engine.events import OrderAccepted, OrderRejected
+from engine.journal import FeedRecord, MarketDataRecord, ReportRecord
 from replay.journal_replay import replay_journal
 from replay.parity import parity
 from tests.integration.conftest import MOSQUITTO, Broker
@@ -189,6 +190,39 @@ async def _oms_state(broker: Broker) -> dict[str, object]:
         "unique_fill_ids": len(set(fill_ids)),
         "position": positions.positions.get("BTC", 0.0),
         "open_orders": len(opened.orders),
+    }
+
+
+def order_round_trips(journal: Path) -> dict[str, object]:
+    """Orders the daemons decided and their risk gates passed (``decisions-*.jsonl``)
+    against the ones the journal has an ack or reject for, and the round trip decision ->
+    that first answer received (``ReportRecord.ts_recv``), on this machine's one clock."""
+    decided: dict[str, int] = {}
+    refused: set[str] = set()  # by the daemon's own risk gates: never sent
+    for path in journal.glob("decisions-*.jsonl"):
+        for line in path.read_text().splitlines():
+            event = json.loads(line)
+            if event.get("type") == "order_request":
+                decided[event["client_order_id"]] = int(event["ts_event"])
+            elif event.get("type") == "risk_rejected":
+                refused.add(event["client_order_id"])
+    for cid in refused:
+        decided.pop(cid, None)
+    answered: dict[str, int] = {}
+    for record in FileJournalReader(journal):
+        if isinstance(record, ReportRecord):
+            report = record.report
+            if isinstance(report, OrderAccepted | OrderRejected):
+                answered.setdefault(report.client_order_id, record.ts_recv)
+    trips = sorted((answered[cid] - ts) / 1e6 for cid, ts in decided.items() if cid in answered)
+
+    def at(q: float) -> float | None:
+        return round(trips[min(len(trips) - 1, int(q * len(trips)))], 1) if trips else None
+
+    return {
+        "orders_sent": len(decided),
+        "answers_journaled": sum(cid in answered for cid in decided),
+        "round_trip_ms_p50_p99_max": [at(0.5), at(0.99), at(1.0)],
     }
 
 
@@ -347,6 +381,7 @@ async def soak(
             else None,
             "loss_state_after_broker_kill_ms": loss_ms,
             "daemon_start_to_online_s": [round(s, 2) for s in online_s],
+            "daemon_orders": order_round_trips(journal),
             "parity_ok": parity(journal).ok,
         }
         (folder / "figures.json").write_text(json.dumps(figures, indent=1))
