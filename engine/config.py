@@ -219,6 +219,11 @@ class LiveConfig(_Strict, frozen=True):
     # engine did not decide sends the engine REDUCE_ONLY); ``adopt`` books it as ours
     # (journaled), so risk checks count it and kill/flatten cancel it
     external_orders: Literal["flag", "adopt"] = "flag"
+    # each champion signal of a tree model explained (TreeSHAP, the top ``explain_top``
+    # contributions) on a worker thread, into explanations-<session>.jsonl: off the
+    # decision path, dropped and counted if the worker falls behind
+    explain: bool = True
+    explain_top: Annotated[int, msgspec.Meta(ge=1, le=1_000)] = 5
 
     @property
     def order_timeout_ns(self) -> int:
