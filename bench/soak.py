@@ -8,7 +8,8 @@ The feed is ``mosquitto_pub -l`` paced by a small writer, one run per segment be
 faults (so every quote published is counted exactly). Before each fault the daemon's
 ``tradeloop_messages_in_total{kind="quote"}`` (its metrics endpoint) is read once it has
 stopped rising, so the quotes each daemon process received are known even for a process
-that is then SIGKILLed. Reported: quotes published, received and journaled; orders the
+that is then SIGKILLed; after a broker restart the next segment waits for the daemon's
+status and for oms-sim to answer a request. Reported: quotes published, received and journaled; orders the
 OMS received, answered, and received twice; fills at the OMS against fills booked by the
 replay of the last session; positions; RSS of the daemon and of oms-sim over time
 (``/proc/<pid>/status`` every second) and the load average; the time from each broker
@@ -50,6 +51,7 @@ from adapters.mqtt.reconcile import (
 )
 from adapters.mqtt.status import decode_status
 from bench.reliability import _PACER, _env, _rss_mb, start_broker
+from engine.errors import AdapterError
 from engine.events import OrderAccepted, OrderRejected
 from engine.journal import FeedRecord, MarketDataRecord, ReportRecord
 from replay.journal_replay import replay_journal
@@ -178,6 +180,21 @@ async def _publish(broker: Broker, rate: int, seconds: float) -> int:
     return int(err.decode().split()[-1])
 
 
+async def _oms_back(broker: Broker, timeout_s: float) -> None:
+    """Until oms-sim answers a request: after a broker restart it is back (and subscribed
+    to market data) a little after the daemon, and would miss the next segment's start."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            async with _client(broker, "soak-oms-back") as c:
+                await request(c, TOPICS, PositionsRequest(), timeout_s=1.0)
+            return
+        except (aiomqtt.MqttError, AdapterError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
 async def _oms_state(broker: Broker) -> dict[str, object]:
     """What the OMS holds, asked over the contract (as the daemon's reconciliation asks)."""
     async with _client(broker, "soak-oms-state") as c:
@@ -253,6 +270,8 @@ async def soak(
         samples: list[tuple[float, float | None, float | None, float, str]] = []
         marks: list[str] = []  # the fault of the next sample
         received: list[int | None] = []  # per daemon process, read before it was stopped
+        offered: list[int] = []  # published while each daemon process lived
+        offered_now = 0
         broker_kills_ns: list[int] = []
         online_s: list[float] = []
         published = 0
@@ -279,9 +298,13 @@ async def soak(
         try:
             online_s.append(await _online_since(broker, 0, _ONLINE_TIMEOUT_S))
             for i, event in enumerate([*events, None]):
-                published += await _publish(broker, rate, segment_s)
+                sent = await _publish(broker, rate, segment_s)
+                published += sent
+                offered_now += sent
                 if event == "daemon":
                     received.append(await _settled_received(metrics_port))
+                    offered.append(offered_now)
+                    offered_now = 0
                     marks.append("daemon kill")
                     daemon.kill()
                     daemon.wait(10)
@@ -300,10 +323,12 @@ async def soak(
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                     )  # fmt: skip
                     await _online_since(broker, broker_kills_ns[-1], _ONLINE_TIMEOUT_S)
+                    await _oms_back(broker, _ONLINE_TIMEOUT_S)
                 print(f"segment {i + 1}/{len(events) + 1} done ({event or 'end'}), "
                       f"{published:,} published, {time.monotonic() - t_start:.0f} s",
                       file=sys.stderr, flush=True)  # fmt: skip
             received.append(await _settled_received(metrics_port))
+            offered.append(offered_now)
             oms_cpu_s = _cpu_s(oms.pid) - oms_cpu0
             oms_state = await _oms_state(broker)
             daemon.send_signal(signal.SIGTERM)
@@ -363,6 +388,11 @@ async def soak(
             "rate_reached_per_s": round(published / (len(events) + 1) / segment_s),
             "quotes_received_by_daemons": sum(received_known),
             "received_per_process_known": f"{len(received_known)}/{len(received)}",
+            # where quotes went missing: per daemon process, published while it lived
+            # minus what it received (a broker kill inside its life included)
+            "not_received_per_process": [
+                None if r is None else o - r for o, r in zip(offered, received, strict=True)
+            ],
             "ticks_journaled": ticks,
             "journaled_minus_received": ticks - sum(received_known),
             "published_minus_journaled": published - ticks,
