@@ -66,7 +66,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Final, ParamSpec, Protocol, TypeVar
 
-import msgspec
 import numpy as np
 import numpy.typing as npt
 
@@ -95,7 +94,7 @@ from adapters.model_registry_store import Registry
 from adapters.mqtt.ingest import CommandIn, Connection, Inbound, MarketData, Overflow, ReportIn
 from adapters.mqtt.session import MqttSession
 from adapters.mqtt.settings import MqttSettings
-from adapters.mqtt.status import Status, encode_status
+from adapters.mqtt.status import ModelStatus, Status, encode_status
 from adapters.mqtt.topics import Topics
 from adapters.reconciliation import (
     SHUTDOWN_REASON,
@@ -995,15 +994,13 @@ _SwitchResult = tuple[ModelSwitch, PreparedModel | None] | None
 (None: nothing to switch)."""
 
 
-class _Labelled:
-    """A monitor's figures under another model label (the challenger's on Prometheus)."""
-
-    def __init__(self, monitor: ModelMonitor, label: str) -> None:
-        self._monitor = monitor
-        self.manifest = msgspec.structs.replace(monitor.manifest, name=label)
-
-    def latest(self) -> dict[str, object]:
-        return self._monitor.latest()
+def _model_status(
+    role: str, model: str, version: str, stage: str, monitor: ModelMonitor
+) -> ModelStatus:
+    fig = monitor.latest()
+    return ModelStatus(role=role, model=model, version=version, stage=stage, ic=fig["ic"],
+                       hit_ratio=fig["hit_ratio"], scored=int(fig["scored"]),
+                       alarms={k: int(v) for k, v in fig["alarms"].items()})  # fmt: skip
 
 
 def _challenger_label(shadow: ChallengerShadow) -> str:
@@ -1024,7 +1021,7 @@ class Daemon:
         receive_clock: Callable[[], int],
         session_factory: SessionFactory,
         reconcile_fetch: ReconcileFetch | None = None,
-        explain: bool = True,
+        explain: bool | None = None,
     ) -> None:
         if config.mode not in LIVE_MODES:
             raise ConfigError(
@@ -1060,10 +1057,12 @@ class Daemon:
         self.models: dict[str, tuple[str, str]] = {}
         if self.pins is not None:
             self.models["champion"] = (self.pins.version, self.pins.stage)
-            if self.pins.challenger:
-                self.models["challenger"] = (self.pins.challenger, "")
+            if self.pins.challenger and self.switcher is not None:
+                found = resolve_version(self.switcher.registry, self.pins.challenger)
+                self.models["challenger"] = (self.pins.challenger, found.stage)
         self.engine.sinks.append(self._on_model_switched)
-        self.explain = explain
+        # ``[live] explain`` unless the caller decides (tests, benchmarks)
+        self.explain = config.live.explain if explain is None else explain
         self.explainer: ExplanationWorker | None = None
         self.collector: ExplanationCollector | None = None
         self._switch_queue: deque[tuple[str, Callable[[], _SwitchResult]]] = deque()
@@ -1122,7 +1121,7 @@ class Daemon:
         receive_clock: Callable[[], int] | None = None,
         session_factory: SessionFactory | None = None,
         reconcile_fetch: ReconcileFetch | None = None,
-        explain: bool = True,
+        explain: bool | None = None,
     ) -> Daemon:
         """Load and validate the config, resolve plugins and secrets: no I/O beyond reading.
 
@@ -1487,7 +1486,25 @@ class Daemon:
             positions=dict(zip(e.instruments.symbols, positions)),
             pnl=float(sum(pnl)),
             heartbeat_seq=self.heartbeat_seq,
+            models=self._model_statuses(),
         )
+
+    def _model_statuses(self) -> list[ModelStatus]:
+        """Champion and challenger monitor figures for the status (what the monitors hold,
+        nothing recomputed)."""
+        engine = self.engine
+        out: list[ModelStatus] = []
+        monitor = next((o for o in engine.observers if isinstance(o, ModelMonitor)), None)
+        if monitor is not None and engine.model is not None:
+            stage = self.models.get("champion", ("", ""))[1]
+            out.append(_model_status("champion", engine.model.name, engine.model_version,
+                                     stage, monitor))  # fmt: skip
+        shadow = find_challenger(engine)
+        if shadow is not None and shadow.monitor is not None:
+            stage = self.models.get("challenger", ("", ""))[1]
+            out.append(_model_status("challenger", shadow.model.name, shadow.version, stage,
+                                     shadow.monitor))  # fmt: skip
+        return out
 
     def _offer_status(self, status: Status) -> None:
         payload = encode_status(status)
@@ -1541,8 +1558,9 @@ class Daemon:
         """Both models' monitor figures on Prometheus. A registry model's are labelled by
         version and role (``name@version``, ``name@version (challenger)``): each label then
         has one monitor for good (``ModelSwitcher`` keeps a version's monitor across
-        switches), where the model's bare name would get a fresh monitor at a switch and
-        ``publish_monitor``'s counters would have to go down (it raises)."""
+        switches, and a snapshot restores them), so a label's counters follow one
+        monitor; ``publish_monitor`` starts a new baseline if a label's monitor is ever
+        replaced or reset."""
         engine = self.engine
         if self.pins is None:
             publish_engine_monitors(self.metrics, engine)
@@ -1551,10 +1569,10 @@ class Daemon:
         monitor = next((o for o in engine.observers if isinstance(o, ModelMonitor)), None)
         if monitor is not None and model is not None:
             label = f"{model.name}@{engine.model_version[:12]}"
-            publish_monitor(self.metrics, _Labelled(monitor, label))
+            publish_monitor(self.metrics, monitor, label=label)
         shadow = find_challenger(engine)
         if shadow is not None and shadow.monitor is not None:
-            publish_monitor(self.metrics, _Labelled(shadow.monitor, _challenger_label(shadow)))
+            publish_monitor(self.metrics, shadow.monitor, label=_challenger_label(shadow))
 
     def _pins_manifest(self) -> dict[str, object]:
         pins = self.pins
@@ -1786,7 +1804,9 @@ class Daemon:
         self.engine.sinks.append(self.collector)
         core.after_input = self.collector.end_input
         self.explainer = ExplanationWorker(
-            explanations_path(journal_dir, self.session_id), Explainers(folder_of)
+            explanations_path(journal_dir, self.session_id),
+            Explainers(folder_of),
+            top=self.config.live.explain_top,
         )
 
     def _hand_explanations(self) -> None:
@@ -1804,8 +1824,13 @@ class Daemon:
     # journal after the newest
 
     def _snapshot_extras(self) -> dict[str, object]:
-        # they follow the engine's inputs as sinks, so their state is part of the rebuild's
-        return {"ledger": self.ledger, "claims": self.claims}
+        # they follow the engine's inputs (as sinks; the switcher's memory of each
+        # version's monitor, through the journaled switches), so their state is part of
+        # the rebuild's
+        extras: dict[str, object] = {"ledger": self.ledger, "claims": self.claims}
+        if self.switcher is not None:
+            extras["models"] = self.switcher.memory
+        return extras
 
     def _maybe_snapshot(self, core: LiveCore, *, final: bool = False) -> None:
         """Capture the state after the journal's last record, if due (``final``: at a
@@ -1880,7 +1905,7 @@ async def run_daemon(
     session_factory: SessionFactory | None = None,
     on_ready: Callable[[Daemon], None] | None = None,
     reconcile_fetch: ReconcileFetch | None = None,
-    explain: bool = True,
+    explain: bool | None = None,
 ) -> int:
     """Run the daemon of ``config_path`` on the running loop until ``stop`` is set (or,
     without ``stop``, until SIGTERM or SIGINT). Returns the exit code.
@@ -1893,7 +1918,8 @@ async def run_daemon(
         on_ready: called with the daemon once it is built, before it connects.
         reconcile_fetch: asks the OMS for its snapshot (default: over the config's broker
             when ``session_factory`` is the default, else no reconciliation).
-        explain: write an explanation per champion signal (TreeSHAP, off the loop).
+        explain: write an explanation per champion signal (TreeSHAP, off the loop); None:
+            as ``[live] explain`` says (the top ``[live] explain_top`` contributions).
 
     Raises:
         ConfigError, PluginLoadError, ModelError: the config cannot run.

@@ -173,13 +173,20 @@ class ExplanationWorker:
         path: the explanations file (appended to).
         explainers: the explainer of each version.
         capacity: jobs waiting at most; more are dropped and counted (``dropped``).
+        top: contributions per line (``[live] explain_top``).
     """
 
     def __init__(
-        self, path: Path, explainers: Explainers, *, capacity: int = QUEUE_CAPACITY
+        self,
+        path: Path,
+        explainers: Explainers,
+        *,
+        capacity: int = QUEUE_CAPACITY,
+        top: int = TOP_K,
     ) -> None:
         self.path = path
         self.explainers = explainers
+        self.top = top
         self.dropped = 0
         self.written = 0
         self.failed = 0
@@ -218,7 +225,7 @@ class ExplanationWorker:
                 explainer = self.explainers.get(job.version)
                 if explainer is None:
                     continue
-                line = explain_line(job, explainer)
+                line = explain_line(job, explainer, self.top)
             except (TradeloopError, OSError) as exc:  # a bad version folder: logged, counted
                 self.failed += 1
                 log.error("explanation of %s at %d failed: %s", job.instrument, job.ts_event, exc)
@@ -292,14 +299,15 @@ def cmd_why(args: argparse.Namespace) -> int:
     """``tradeloop why JOURNAL_DIR --at ISO_TIME [--session ID]``.
 
     Raises:
-        DataError: no session, no explanations file, a bad time.
+        DataError: no session, no explanations file, a bad time, no decision at or
+            before the time.
     """
     journal_dir = Path(args.journal_dir)
+    at_ns = _parse_time(args.at)
     session = args.session or _latest_session(journal_dir)
-    found = decisions_at(explanations_path(journal_dir, session), _parse_time(args.at))
+    found = decisions_at(explanations_path(journal_dir, session), at_ns)
     if not found:
-        print(f"no decision at or before {args.at} in session {session}")
-        return 1
+        raise DataError("--at", f"no decision at or before {args.at} in session {session}")
     for doc in found:
         for line in describe(doc):
             print(line)

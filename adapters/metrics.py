@@ -47,7 +47,7 @@ import math
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -192,9 +192,10 @@ class DaemonMetrics:
             "tradeloop_monitor_scored", "predictions scored by the monitor", ["model"],
             registry=r,
         )  # fmt: skip
-        # what publish_monitor last copied, per model: counters only ever move by the
-        # difference, so they stay monotonic whatever the call rate
-        self._monitor_published: dict[str, dict[str, int]] = {}
+        # what publish_monitor last copied, per label: the monitor it read and its counts;
+        # counters only ever move by the difference, so they stay monotonic whatever the
+        # call rate, and another monitor under the label starts from zero
+        self._monitor_published: dict[str, tuple[object, dict[str, int]]] = {}
         build = Gauge("tradeloop_build_info", "always 1", ["version"], registry=r)
         build.labels(build_version or tradeloop_version()).set(1)
         for s in symbols:
@@ -265,12 +266,21 @@ class MonitorFigures(Protocol):
     def latest(self) -> dict[str, Any]: ...
 
 
-def publish_monitor(metrics: DaemonMetrics, monitor: MonitorFigures) -> None:
-    """Copy the monitor's latest figures into ``metrics`` (labelled by the model's name):
-    IC, hit ratio, PSI and threshold per series as gauges (NaN where undefined), alarms
-    by kind and scored predictions as counters. Cheap: reads what the monitor holds, no
-    recomputation; call it on the heartbeat or after a check, from the loop thread."""
-    model = monitor.manifest.name
+def publish_monitor(
+    metrics: DaemonMetrics, monitor: MonitorFigures, *, label: str | None = None
+) -> None:
+    """Copy the monitor's latest figures into ``metrics``, labelled ``label`` (default: the
+    model's name): IC, hit ratio, PSI and threshold per series as gauges (NaN where
+    undefined), alarms by kind and scored predictions as counters. Cheap: reads what the
+    monitor holds, no recomputation; call it on the heartbeat or after a check, from the
+    loop thread.
+
+    A counter only moves up, by what the monitor counted since the last call. Another
+    monitor under the same label (a model reloaded or switched, a monitor rebuilt) or one
+    whose counts went down (reset) starts a new baseline at zero: its counts are added to
+    the label's totals, never subtracted.
+    """
+    model = label if label is not None else monitor.manifest.name
     fig = monitor.latest()
     metrics.monitor_ic.labels(model).set(_gauge(fig["ic"]))
     metrics.monitor_hit_ratio.labels(model).set(_gauge(fig["hit_ratio"]))
@@ -278,12 +288,20 @@ def publish_monitor(metrics: DaemonMetrics, monitor: MonitorFigures) -> None:
         metrics.monitor_psi.labels(model, series).set(_gauge(value))
     for series, value in fig["drift_threshold"].items():
         metrics.monitor_drift_threshold.labels(model, series).set(_gauge(value))
-    seen = metrics._monitor_published.setdefault(model, {})
-    for kind, count in fig["alarms"].items():
-        metrics.monitor_alarms.labels(model, kind).inc(count - seen.get(kind, 0))
-        seen[kind] = count
-    metrics.monitor_scored.labels(model).inc(fig["scored"] - seen.get("scored", 0))
-    seen["scored"] = fig["scored"]
+    counts: dict[str, int] = {**fig["alarms"], _SCORED: fig["scored"]}
+    source, seen = metrics._monitor_published.get(model, (None, {}))
+    if source is not monitor or any(n < seen.get(k, 0) for k, n in counts.items()):
+        seen = {}
+    for kind, count in counts.items():
+        step = count - seen.get(kind, 0)
+        if kind == _SCORED:
+            metrics.monitor_scored.labels(model).inc(step)
+        else:
+            metrics.monitor_alarms.labels(model, kind).inc(step)
+    metrics._monitor_published[model] = (monitor, counts)
+
+
+_SCORED: Final = "\x00scored"  # not an alarm kind
 
 
 class HasObservers(Protocol):

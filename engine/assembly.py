@@ -238,6 +238,24 @@ class PreparedModel:
     monitor: ModelMonitor | None
 
 
+class ModelMemory:
+    """Each registry version's monitor per role (``champion``, ``challenger``), kept across
+    switches: switching back to a version carries on its figures, so counts only grow.
+
+    It follows the journal's inputs (the switches) like the engine's own state does, so a
+    snapshot must capture it: the daemon passes it to ``engine.snapshot.capture_state`` as
+    an extra (``Daemon._snapshot_extras``). A restart from a snapshot without it would give
+    a version switched to again a fresh monitor where a full replay keeps the old one, and
+    the monitor's figures and alarms (and an alarm's action) would differ.
+
+    Attributes:
+        monitors: ``(role, version)`` -> that version's monitor (None: none was built).
+    """
+
+    def __init__(self) -> None:
+        self.monitors: dict[tuple[str, str], ModelMonitor | None] = {}
+
+
 class ModelSwitcher:
     """Loads registry versions and swaps them into an engine where a ``ModelSwitch`` record
     says, the same way live and in the replay of a journal.
@@ -257,9 +275,8 @@ class ModelSwitcher:
         self.config = config
         self.registry = config.model.registry
         self._offered: dict[tuple[str, str, str], PreparedModel] = {}
-        # a version's monitor per role, kept across switches: switching back to a version
-        # carries on its figures (counts only grow, as Prometheus counters must)
-        self._monitors: dict[tuple[str, str], ModelMonitor | None] = {}
+        # read through ``memory`` at each switch: a snapshot restores it in place
+        self.memory = ModelMemory()
 
     def prepare(
         self, alias: Literal["champion", "challenger"], ref: str, stage: Stage | None = None
@@ -310,7 +327,7 @@ class ModelSwitcher:
         )
         if prepared.source.version != switch.version:
             raise RegistryError(f"{switch.version[:12]} resolved to {prepared.source.version[:12]}")
-        monitors = self._monitors
+        monitors = self.memory.monitors
         monitor = monitors.get((switch.alias, switch.version), prepared.monitor)
         monitors[(switch.alias, switch.version)] = monitor
         if switch.alias == "champion":

@@ -507,7 +507,7 @@ def recompute_explanations(journal_dir: Path, *, session: str | None = None) -> 
     for job in collectors[0].take():
         explainer = explainers.get(job.version)
         if explainer is not None:
-            lines.append(explain_line(job, explainer))
+            lines.append(explain_line(job, explainer, loaded.config.live.explain_top))
     return lines
 
 

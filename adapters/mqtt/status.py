@@ -8,6 +8,30 @@ import msgspec
 _ENCODER = msgspec.json.Encoder()
 
 
+class ModelStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """One model's figures in a status: the champion, or the challenger in shadow.
+
+    Attributes:
+        role: ``champion`` or ``challenger``.
+        model: the model's name.
+        version: its registry version ("" for a model folder outside a registry).
+        stage: its registry stage (``shadow``, ``paper``, ``live``; "" when unknown).
+        ic: the monitor's last rolling Spearman IC (None before its first check).
+        hit_ratio: the monitor's last hit ratio (None before its first check).
+        scored: predictions the monitor has scored against realized returns.
+        alarms: the monitor's alarms so far, by kind.
+    """
+
+    role: str
+    model: str
+    version: str
+    stage: str
+    ic: float | None
+    hit_ratio: float | None
+    scored: int
+    alarms: dict[str, int]
+
+
 class Status(msgspec.Struct, frozen=True, kw_only=True):
     """One heartbeat of a daemon.
 
@@ -20,6 +44,8 @@ class Status(msgspec.Struct, frozen=True, kw_only=True):
         positions: signed position per instrument symbol.
         pnl: total profit and loss, in the account currency.
         heartbeat_seq: increases by one per heartbeat within a process.
+        models: the champion's and the challenger's monitor figures, side by side
+            (empty without a model monitor, and in the will).
     """
 
     node: str
@@ -30,6 +56,7 @@ class Status(msgspec.Struct, frozen=True, kw_only=True):
     positions: dict[str, float]
     pnl: float
     heartbeat_seq: int
+    models: list[ModelStatus] = msgspec.field(default_factory=list)
 
 
 _DECODER = msgspec.json.Decoder(Status)

@@ -105,3 +105,42 @@ def test_publish_engine_monitors_finds_the_attached_monitor() -> None:
     metrics = DaemonMetrics(("X",))
     publish_engine_monitors(metrics, FakeEngine([object(), mon]))
     assert metrics.registry.get_sample_value("tradeloop_monitor_ic", {"model": "m"}) == -1.0
+
+
+def test_publish_monitor_replaced_or_reset_monitor_starts_a_new_baseline() -> None:
+    """A label whose monitor is replaced (a model switched or reloaded) or reset (counts go
+    down) keeps publishing: the new monitor's counts are added from zero, the counters never
+    go down, and another label (another version) is untouched. Fails if publishing keeps
+    one baseline per label (``inc`` of a negative step raises ValueError, or the new
+    monitor's first counts are swallowed by the old one's)."""
+    metrics = DaemonMetrics(("X",))
+    first = monitor_with_figures()
+    counts = first.latest()
+    scored, low_ic = counts["scored"], counts["alarms"]["low_ic"]
+    assert scored > 0 and low_ic == 1
+
+    def value(name: str, **labels: str) -> float | None:
+        return metrics.registry.get_sample_value(name, labels)
+
+    publish_monitor(metrics, first, label="m@aaa")
+    publish_monitor(metrics, first, label="m@bbb")
+    # the same label, a fresh monitor that has counted nothing yet: nothing subtracted
+    fresh = ModelMonitor(config=MonitorConfig(), manifest=manifest(), symbols=("X",),
+                         sample_interval_ns=100)  # fmt: skip
+    publish_monitor(metrics, fresh, label="m@aaa")
+    assert value("tradeloop_monitor_scored_total", model="m@aaa") == scored
+    assert math.isnan(value("tradeloop_monitor_ic", model="m@aaa") or 0.0)
+    # the label gets another monitor with figures: its counts are added in full
+    second = monitor_with_figures()
+    publish_monitor(metrics, second, label="m@aaa")
+    assert value("tradeloop_monitor_scored_total", model="m@aaa") == 2 * scored
+    assert value("tradeloop_monitor_alarms_total", model="m@aaa", kind="low_ic") == 2
+    assert value("tradeloop_monitor_ic", model="m@aaa") == -1.0
+    # the same monitor reset in place (its counts went down): a new baseline too
+    second.__init__(config=MonitorConfig(), manifest=manifest(), symbols=("X",),  # type: ignore[misc]
+                    sample_interval_ns=100)  # fmt: skip
+    publish_monitor(metrics, second, label="m@aaa")
+    assert value("tradeloop_monitor_scored_total", model="m@aaa") == 2 * scored
+    # the other version's label is its own
+    assert value("tradeloop_monitor_scored_total", model="m@bbb") == scored
+    assert value("tradeloop_monitor_alarms_total", model="m@bbb", kind="low_ic") == 1
