@@ -277,9 +277,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg, _ = load_config(args.config or _ml_config_path())
     source = _source(args, cfg)
     cfg, _notes = _with_data(cfg, source)
+    if args.scheduler and args.workers is not None:
+        raise ConfigError("--workers", "sizes the local process pool; not with --scheduler")
     _announce_compile()
     t0 = time.perf_counter()
-    result = train(cfg, source, args.out)
+    result = train(
+        cfg, source, args.out, workers=args.workers or 1, scheduler=args.scheduler or None
+    )
     m = result.manifest.metrics
     line = (
         f"trained {result.manifest.kind} in {time.perf_counter() - t0:.1f}s on "
@@ -623,6 +627,17 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     t.add_argument("--out", required=True, help="model folder to write")
     t.add_argument("--force", action="store_true", help="write into --out if it exists")
+    t.add_argument(
+        "--workers",
+        type=_bounded(int, 1, 4096),
+        help="run the walk-forward folds on a local pool of N processes (default: 1, in this "
+        "process); each fit uses one thread, so at most one per core; same model bytes",
+    )
+    t.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run the walk-forward folds on the Dask cluster of this scheduler address",
+    )
     t.set_defaults(func=cmd_train)
 
     i = add("init", help="write a config for your data (instruments inferred) to edit and replay")

@@ -19,6 +19,11 @@ avoided: the driver may hold threads (tqdm's monitor, polars' and numba's pools,
 client) and a forked child of a threaded process can deadlock; the forkserver only
 imports and never runs polars or numba work, so it has no pool threads to inherit.
 Where there is no forkserver (Windows), ``spawn``.
+
+The machinery is generic over the task: ``run_tasks_on_pool`` and ``run_tasks_on_dask``
+run any picklable module-level function on any tasks (``tradeloop train`` runs its
+walk-forward folds on them, ``replay.training``); ``run_on_pool`` and ``run_on_dask`` are
+the sweep's trials on them.
 """
 
 from __future__ import annotations
@@ -30,15 +35,25 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+from typing import Any, TypeVar
 
 from engine.errors import AdapterError
 from replay.sweep_trial import SweepTask, TaskOutcome, evaluate, evaluate_with_deadline
 from replay.sweep_trial import failed_outcome as _failed
 
-__all__ = ["OnDone", "dask_client", "run_on_dask", "run_on_pool"]
+__all__ = [
+    "OnDone",
+    "dask_client",
+    "run_on_dask",
+    "run_on_pool",
+    "run_tasks_on_dask",
+    "run_tasks_on_pool",
+]
 
 OnDone = Callable[[SweepTask, TaskOutcome], None]
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 # how long the futures of a broken pool may take to be failed by its manager thread;
 # it does that at once, so this only guards against a hang of the executor itself
@@ -57,22 +72,55 @@ def run_on_pool(
     *,
     trial_timeout_s: int | None = None,
 ) -> None:
-    """Run ``tasks`` on a local pool of ``workers`` processes.
+    """Run the sweep's ``tasks`` on a local pool of ``workers`` processes
+    (``run_tasks_on_pool``: a trial that kills its worker alone twice is failed with
+    ``WORKER_DIED``)."""
+    run_tasks_on_pool(
+        tasks,
+        workers,
+        on_done,
+        function=evaluate_with_deadline,
+        args=(trial_timeout_s,),
+        key=lambda task: task.trial_id,
+        failed=_failed,
+        died=WORKER_DIED,
+        preload=("replay.sweep_trial",),
+    )
+
+
+def run_tasks_on_pool(
+    tasks: Sequence[T],
+    workers: int,
+    on_done: Callable[[T, R], None],
+    *,
+    function: Callable[..., R],
+    args: tuple[Any, ...] = (),
+    key: Callable[[T], str],
+    failed: Callable[[T, str], R],
+    died: str,
+    preload: Sequence[str] = (),
+) -> None:
+    """Run ``function(task, *args)`` for every task on a local pool of ``workers``
+    processes, handing each task and its result to ``on_done`` as it finishes.
 
     At most ``workers`` tasks are in flight, so the tasks lost when a worker dies are
     exactly those running. A dead worker breaks the whole pool: every task in flight
     fails with ``BrokenProcessPool``, the dead one's and its neighbours', and nothing
     says which it was. So those tasks are run again one at a time in a fresh pool, not
     charged; a death while a task runs alone is its own. A task that dies alone is
-    retried once (a crash can be transient: memory taken by others), and recorded failed
-    on its second death alone. A neighbour is never charged; a task runs at most 3 times.
+    retried once (a crash can be transient: memory taken by others), and handed to
+    ``on_done`` as ``failed(task, died)`` on its second death alone. A neighbour is never
+    charged; a task runs at most 3 times. Deaths are counted by ``key(task)``. An
+    exception raised by ``function`` (or a result that does not pickle) is handed on as
+    ``failed(task, "Type: message")``. ``preload``: modules the forkserver imports once.
+    An exception raised by ``on_done`` stops the run (the tasks in flight are cancelled).
     """
-    pending: deque[SweepTask] = deque(tasks)
-    suspects: deque[SweepTask] = deque()
+    pending: deque[T] = deque(tasks)
+    suspects: deque[T] = deque()
     deaths: Counter[str] = Counter()
-    context = _context()
+    context = _context(preload)
     pool: ProcessPoolExecutor | None = None
-    inflight: dict[Future[TaskOutcome], SweepTask] = {}
+    inflight: dict[Future[R], T] = {}
     try:
         while pending or suspects or inflight:
             if pool is None:
@@ -84,7 +132,7 @@ def run_on_pool(
                 while queue and room > 0:
                     # submitted before it leaves its queue: a pool that broke since the
                     # last wait refuses it here, and it must not be lost
-                    future = pool.submit(evaluate_with_deadline, queue[0], trial_timeout_s)
+                    future = pool.submit(function, queue[0], *args)
                     inflight[future] = queue.popleft()
                     room -= 1
                 done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
@@ -100,56 +148,78 @@ def run_on_pool(
                     if isinstance(future.exception(), BrokenProcessPool):
                         dead.append(task)
                     else:
-                        _finish(future, task, on_done)
+                        _finish(future, task, on_done, failed)
                 inflight.clear()
                 pool.shutdown(wait=False, cancel_futures=True)
                 pool = None
                 for task in dead:
-                    deaths[task.trial_id] += alone
-                    if deaths[task.trial_id] >= 2:
-                        on_done(task, _failed(task, WORKER_DIED))
+                    deaths[key(task)] += alone
+                    if deaths[key(task)] >= 2:
+                        on_done(task, failed(task, died))
                     else:
                         suspects.append(task)
                 continue
             for future in done:
-                _finish(future, inflight.pop(future), on_done)
+                _finish(future, inflight.pop(future), on_done, failed)
     finally:
         if pool is not None:
             # an interrupt: the trials in flight are lost (not stored), the rest were stored
             pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _context() -> multiprocessing.context.BaseContext:
+def _context(preload: Sequence[str]) -> multiprocessing.context.BaseContext:
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    # only applies if this process has not started its forkserver yet
-    context.set_forkserver_preload(["replay.sweep_trial"])
+    # only applies if this process has not started its forkserver yet; a module not
+    # preloaded is imported by each worker that needs it
+    context.set_forkserver_preload(list(preload))
     return context
 
 
-def _finish(future: Future[TaskOutcome], task: SweepTask, on_done: OnDone) -> None:
+def _finish(
+    future: Future[R], task: T, on_done: Callable[[T, R], None], failed: Callable[[T, str], R]
+) -> None:
     exc = future.exception()
     if exc is None:
         on_done(task, future.result())
     else:  # evaluate catches everything; this is a result that did not pickle, or ours
-        on_done(task, _failed(task, f"{type(exc).__name__}: {exc}"))
+        on_done(task, failed(task, f"{type(exc).__name__}: {exc}"))
 
 
 def run_on_dask(client: Any, tasks: Sequence[SweepTask], on_done: OnDone) -> None:
-    """Run ``tasks`` on a Dask cluster. A task whose worker died more often than the
-    scheduler allows (``KilledWorker``) or that was lost is recorded failed."""
+    """Run the sweep's ``tasks`` on a Dask cluster. A task whose worker died more often
+    than the scheduler allows (``KilledWorker``) or that was lost is recorded failed."""
+    run_tasks_on_dask(client, tasks, on_done, function=evaluate, failed=_failed)
+
+
+def run_tasks_on_dask(
+    client: Any,
+    tasks: Sequence[T],
+    on_done: Callable[[T, R], None],
+    *,
+    function: Callable[..., R],
+    args: tuple[Any, ...] = (),
+    failed: Callable[[T, str], R],
+) -> None:
+    """Run ``function(task, *args)`` for every task on a Dask cluster, handing each task
+    and its result to ``on_done`` as it finishes; an exception (``KilledWorker``, a lost
+    connection, one raised by ``function``) is handed on as ``failed(task, "Type:
+    message")``. ``args`` are the same for every task and may be Dask futures (from
+    ``client.scatter``), which reach the function as their values. An exception raised
+    by ``on_done`` stops the run (the remaining tasks are cancelled)."""
     from distributed import as_completed
 
-    futures = client.map(evaluate, list(tasks), pure=False)
+    n = len(tasks)
+    futures = client.map(function, list(tasks), *([a] * n for a in args), pure=False)
     by_key = {f.key: t for f, t in zip(futures, tasks)}
     try:
         for future in as_completed(futures):
             task = by_key[future.key]
             try:
-                outcome: TaskOutcome = future.result()
+                outcome: R = future.result()
             except Exception as exc:  # KilledWorker, CancelledError, a lost connection
-                outcome = _failed(task, f"{type(exc).__name__}: {exc}")
+                outcome = failed(task, f"{type(exc).__name__}: {exc}")
             on_done(task, outcome)
     finally:
         client.cancel(futures)

@@ -40,16 +40,30 @@ the first tree; or one class predicted on every test row), and a third or more o
 rows with features unlabelled (no forward quote in time, or inside the dead zone).
 
 Counts (rows, iterations, nanoseconds) are written as JSON integers.
+
+Where the folds run: in this process one after the other (the default, ``workers=1``), or
+as one task per fold (its model's fit and test scores, and the logistic baseline's) on
+the sweep's executor (``replay/sweep_executor.py``): a local process pool of ``workers``
+processes, or a Dask cluster (``scheduler``, or a given ``client``). The dataset is built
+once, here; the final refit stays here. Every fit is single-threaded with fixed seeds
+(``lightgbm_params``), so a fold gives the same bytes wherever it runs: the manifest and
+the model file do not depend on the executor. A fold that fails on a worker (an
+exception, a worker that died twice running it alone) stops training with a
+``ModelError`` naming the fold: a fold cannot be left out quietly, the out-of-sample
+figures would be of other folds than the manifest says.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
 import json
 import platform
-from dataclasses import dataclass
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +74,7 @@ import numpy.typing as npt
 from tqdm import tqdm
 
 from engine.config import Config
-from engine.errors import LeakageError, ModelError
+from engine.errors import LeakageError, ModelError, TradeloopError
 from engine.features import FeatureSet
 from engine.monitor import calibrate_drift
 from engine.monitor.drift import CALIBRATION_METHOD
@@ -189,7 +203,13 @@ def min_data_in_leaf(cfg: Config, rows: int) -> int:
 
 def lightgbm_params(cfg: Config, objective: str, rows: int = 0) -> dict[str, Any]:
     """LightGBM parameters for a fit on ``rows`` rows: single-threaded and deterministic,
-    so the same rows give the same model bytes."""
+    so the same rows give the same model bytes.
+
+    One thread whatever the executor: the threads are written into the model file's
+    parameters (other bytes), and LightGBM promises the same trees only for the same
+    ``num_threads``. (On the sample data and on 300,000 random rows, 1 and 2 threads and
+    ``deterministic``/``force_row_wise`` on or off gave the same trees; the pin keeps
+    that from resting on the data.) Folds on N workers use N threads: N <= cores."""
     t = cfg.train
     return {
         "objective": objective,
@@ -326,22 +346,60 @@ def _fit(
     ``rounds`` iterations."""
     t = cfg.train
     classify = t.label == "classification"
-    Xtr, ytr = ds.X[train], _target(cfg, ds, train)
+    params: dict[str, Any] = {}
+    if kind != "logistic":
+        params = lightgbm_params(cfg, "binary" if classify else "regression", int(train.shape[0]))
+    held_out = None
+    if validation is not None:
+        held_out = (ds.X[validation], _target(cfg, ds, validation))
+    return _fit_arrays(
+        FitSettings(classify, t.early_stopping_rounds, t.max_rounds, ds.feature_names),
+        kind,
+        params,
+        (ds.X[train], _target(cfg, ds, train)),
+        held_out,
+        rounds,
+    )
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """What a fit reads of ``[train]``, as plain data a worker receives."""
+
+    classify: bool
+    early_stopping_rounds: int
+    max_rounds: int
+    feature_names: list[str]
+
+
+def _fit_arrays(
+    settings: FitSettings,
+    kind: str,
+    params: dict[str, Any],
+    train: tuple[F64, F64],
+    validation: tuple[F64, F64] | None,
+    rounds: int = 0,
+) -> TrainedModel:
+    """``_fit`` on the rows' features and targets themselves (what a worker holds)."""
+    Xtr, ytr = train
     if kind == "logistic":
-        if not classify:
+        if not settings.classify:
             raise ModelError("the logistic baseline needs label = 'classification'")
         return TrainedModel(linear=fit_logistic(Xtr, ytr.astype(np.int64)))
-    params = lightgbm_params(cfg, "binary" if classify else "regression", int(train.shape[0]))
-    dtrain = lgb.Dataset(Xtr, ytr, feature_name=ds.feature_names, free_raw_data=False)
+    dtrain = lgb.Dataset(Xtr, ytr, feature_name=settings.feature_names, free_raw_data=False)
     if validation is None:
         booster = lgb.train(params, dtrain, num_boost_round=rounds)
         return TrainedModel(booster=booster, iterations=rounds)
-    dvalid = lgb.Dataset(ds.X[validation], _target(cfg, ds, validation), reference=dtrain)
-    stop = lgb.early_stopping(t.early_stopping_rounds, verbose=False)
+    dvalid = lgb.Dataset(validation[0], validation[1], reference=dtrain)
+    stop = lgb.early_stopping(settings.early_stopping_rounds, verbose=False)
     booster = lgb.train(
-        params, dtrain, num_boost_round=t.max_rounds, valid_sets=[dvalid], callbacks=[stop]
+        params,
+        dtrain,
+        num_boost_round=settings.max_rounds,
+        valid_sets=[dvalid],
+        callbacks=[stop],
     )
-    best = int(booster.best_iteration or t.max_rounds)
+    best = int(booster.best_iteration or settings.max_rounds)
     return TrainedModel(booster=booster, iterations=best)
 
 
@@ -363,7 +421,6 @@ def walk_forward(
         ModelError: no fold could be fit.
     """
     t = cfg.train
-    ts = ds.ts
     folds: list[FoldReport] = []
     scores, forwards = [], []
     dz = t.dead_zone_bps * 1e-4
@@ -373,28 +430,279 @@ def walk_forward(
         model = _fit(cfg, ds, kind, s.train, s.validation)
         score = model.predict(ds.X[s.test])
         metrics = classification_metrics(score, ds.forward_return[s.test], dz, threshold)
-        metrics["purged_rows"] = s.purged_rows
-        if kind == "lightgbm":
-            metrics["min_data_in_leaf"] = min_data_in_leaf(cfg, int(s.train.shape[0]))
         scores.append(score)
         forwards.append(ds.forward_return[s.test])
-        folds.append(
-            FoldReport(
-                fold=s.fold,
-                train=_range(ts, s.train),
-                validation=_range(ts, s.validation),
-                test=_range(ts, s.test),
-                train_rows=int(s.train.shape[0]),
-                test_rows=int(s.test.shape[0]),
-                best_iteration=model.iterations,
-                metrics=metrics,
+        folds.append(_fold_report(cfg, ds, kind, s, model.iterations, metrics))
+    if not folds:
+        raise ModelError(NO_FOLD)
+    return folds, np.concatenate(scores), np.concatenate(forwards)
+
+
+NO_FOLD = (
+    "no walk-forward fold had enough rows: more data, fewer folds or a shorter sample_interval"
+)
+
+
+def _fold_report(
+    cfg: Config, ds: Dataset, kind: str, s: FoldSplit, iterations: int, metrics: Metrics
+) -> FoldReport:
+    # the keys after the test metrics in this order: the manifest's bytes follow it
+    metrics["purged_rows"] = s.purged_rows
+    if kind == "lightgbm":
+        metrics["min_data_in_leaf"] = min_data_in_leaf(cfg, int(s.train.shape[0]))
+    return FoldReport(
+        fold=s.fold,
+        train=_range(ds.ts, s.train),
+        validation=_range(ds.ts, s.validation),
+        test=_range(ds.ts, s.test),
+        train_rows=int(s.train.shape[0]),
+        test_rows=int(s.test.shape[0]),
+        best_iteration=iterations,
+        metrics=metrics,
+    )
+
+
+@dataclass(frozen=True)
+class FoldArrays:
+    """One fold's rows of the built dataset: features and targets of its training and
+    early-stopping rows, features and forward returns of its test rows."""
+
+    X_train: F64
+    y_train: F64
+    X_validation: F64
+    y_validation: F64
+    X_test: F64
+    forward_test: F64
+
+
+@dataclass(frozen=True)
+class FoldMatrix:
+    """The built dataset as a Dask cluster receives it, once (``client.scatter``): every
+    row's features, fit target and forward return."""
+
+    X: F64
+    target: F64
+    forward: F64
+
+    def rows(self, train: I64, validation: I64, test: I64) -> FoldArrays:
+        return FoldArrays(
+            self.X[train],
+            self.target[train],
+            self.X[validation],
+            self.target[validation],
+            self.X[test],
+            self.forward[test],
+        )
+
+
+@dataclass(frozen=True)
+class FoldTask:
+    """What a worker receives for one fold: what its fits read of the config, and its rows,
+    either as arrays (``arrays``: a process pool) or as row numbers into the scattered
+    ``FoldMatrix`` (``rows``: Dask)."""
+
+    fold: int
+    kinds: tuple[str, ...]  # the model, then "logistic" when the baseline is scored
+    settings: FitSettings
+    params: dict[str, Any]  # LightGBM's for this fold's training rows
+    dead_zone: float
+    threshold: float
+    arrays: FoldArrays | None = None
+    rows: tuple[I64, I64, I64] | None = None  # train, validation, test
+
+
+@dataclass(frozen=True)
+class FoldOutcome:
+    """What a worker sends back: the model's best iteration, test metrics and test scores,
+    the baseline's test scores (``None`` without a baseline); or the error that stopped
+    the fold (then ``error``, and ``details``: the innermost frames of a bug's traceback)."""
+
+    fold: int
+    iterations: int = 0
+    metrics: Metrics = field(default_factory=dict)
+    score: F64 | None = None
+    baseline_score: F64 | None = None
+    error: str | None = None
+    details: str = ""
+
+
+def run_fold(task: FoldTask, matrix: FoldMatrix | None = None) -> FoldOutcome:
+    """Fit and score one fold: the model, then the logistic baseline (runs on a worker).
+
+    The same calls as the serial ``walk_forward`` on the same rows, so the same bytes. An
+    exception is returned as the outcome's error (ours and LightGBM's do not all survive
+    pickling): a ``TradeloopError`` as its line, anything else with its frames.
+    """
+    try:
+        if task.arrays is not None:
+            a = task.arrays
+        else:
+            assert task.rows is not None and matrix is not None
+            a = matrix.rows(*task.rows)
+        models = [
+            _fit_arrays(
+                task.settings,
+                kind,
+                task.params if kind != "logistic" else {},
+                (a.X_train, a.y_train),
+                (a.X_validation, a.y_validation),
+            )
+            for kind in task.kinds
+        ]
+        scores = [m.predict(a.X_test) for m in models]
+        metrics = classification_metrics(scores[0], a.forward_test, task.dead_zone, task.threshold)
+    except TradeloopError as exc:
+        return FoldOutcome(task.fold, error=f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # a fold's failure is the parent's to report, with the fold
+        frames = "".join(traceback.format_tb(exc.__traceback__, limit=-3))
+        return FoldOutcome(task.fold, error=f"{type(exc).__name__}: {exc}", details=frames)
+    baseline = scores[1] if len(scores) > 1 else None
+    return FoldOutcome(task.fold, models[0].iterations, metrics, scores[0], baseline)
+
+
+FOLD_WORKER_DIED = (
+    "its worker process died running it alone, twice (killed, out of memory, or a crash in "
+    "native code)"
+)
+
+
+def _fold_failed(task: FoldTask, error: str) -> FoldOutcome:
+    return FoldOutcome(task.fold, error=error)
+
+
+def _fold_task(
+    cfg: Config, ds: Dataset, s: FoldSplit, kinds: tuple[str, ...], target: F64, ship: bool
+) -> FoldTask:
+    t = cfg.train
+    classify = t.label == "classification"
+    params: dict[str, Any] = {}
+    if kinds[0] != "logistic":
+        params = lightgbm_params(cfg, "binary" if classify else "regression", int(s.train.shape[0]))
+    return FoldTask(
+        fold=s.fold,
+        kinds=kinds,
+        settings=FitSettings(classify, t.early_stopping_rounds, t.max_rounds, ds.feature_names),
+        params=params,
+        dead_zone=t.dead_zone_bps * 1e-4,
+        threshold=0.5 if classify else 0.0,
+        arrays=FoldMatrix(ds.X, target, ds.forward_return).rows(s.train, s.validation, s.test)
+        if ship
+        else None,
+        rows=None if ship else (s.train, s.validation, s.test),
+    )
+
+
+@dataclass(frozen=True)
+class WalkForward:
+    """Every fold's report, the model's out-of-sample scores and forward returns over all
+    folds in time order, and the logistic baseline's scores (``None`` without one)."""
+
+    folds: list[FoldReport]
+    score: F64
+    forward: F64
+    baseline_score: F64 | None
+
+
+def walk_forward_on_executor(
+    cfg: Config,
+    ds: Dataset,
+    splits: list[FoldSplit],
+    *,
+    workers: int = 1,
+    scheduler: str | None = None,
+    client: Any = None,
+    progress: bool | None = None,
+    fold_function: Callable[..., FoldOutcome] = run_fold,
+) -> WalkForward:
+    """Fit and score every fold of ``splits`` as one task per fold on a local process pool
+    of ``workers`` (without ``scheduler`` or ``client``) or on a Dask cluster.
+
+    What a worker receives: a pool's task carries its fold's rows as arrays (pickled: the
+    training rows grow with the fold, so the folds ship about ``folds / 2`` times the
+    matrix in all, against ``workers`` times for the whole matrix to every worker, and a
+    pool started afresh after a dead worker needs nothing re-sent); on Dask the matrix
+    is scattered once and a task carries row numbers (a cluster may be remote, where
+    bytes cost most; each worker fetches the matrix once). Not file paths, as a sweep
+    trial gets: a fold needs the built dataset (features and labels over all files), and
+    building it again on every worker would cost more than shipping it.
+
+    Raises:
+        ModelError: a fold failed on a worker (named), or no fold could be fit.
+    """
+    from replay.sweep_executor import dask_client, run_tasks_on_dask, run_tasks_on_pool
+
+    t = cfg.train
+    if not splits:
+        raise ModelError(NO_FOLD)
+    baseline = t.model == "lightgbm" and t.label == "classification"
+    kinds = (t.model, "logistic") if baseline else (t.model,)
+    fwd = ds.forward_return
+    target = (fwd > 0).astype(np.float64) if t.label == "classification" else fwd * 1e4
+    outcomes: dict[int, FoldOutcome] = {}
+    with contextlib.ExitStack() as stack:
+        bar = stack.enter_context(
+            tqdm(
+                total=len(splits),
+                desc="walk-forward folds",
+                unit="fold",
+                disable=None if progress is None else not progress,
+                leave=False,
             )
         )
-    if not folds:
-        raise ModelError(
-            "no walk-forward fold had enough rows: more data, fewer folds or a shorter sample_interval"
-        )
-    return folds, np.concatenate(scores), np.concatenate(forwards)
+
+        def done(task: FoldTask, outcome: FoldOutcome) -> None:
+            if outcome.error is not None:
+                # one line for the user; a bug's frames ride along as a note
+                line = outcome.error.splitlines()[0] if outcome.error else "no reason given"
+                err = ModelError(f"walk-forward fold {task.fold} failed: {line}")
+                if outcome.details:
+                    err.add_note(f"on the worker:\n{outcome.details}")
+                raise err
+            outcomes[task.fold] = outcome
+            bar.update(1)
+
+        if client is None and scheduler is None:
+            tasks = [_fold_task(cfg, ds, s, kinds, target, ship=True) for s in splits]
+            run_tasks_on_pool(
+                tasks,
+                max(1, min(workers, len(tasks))),
+                done,
+                function=fold_function,
+                key=lambda task: str(task.fold),
+                failed=_fold_failed,
+                died=FOLD_WORKER_DIED,
+                preload=("replay.training",),
+            )
+        else:
+            if client is None:
+                client = stack.enter_context(dask_client(scheduler))
+            # hash=False: no need to tokenise the whole matrix to name it
+            matrix = client.scatter(FoldMatrix(ds.X, target, fwd), hash=False)
+            stack.callback(client.cancel, [matrix])
+            tasks = [_fold_task(cfg, ds, s, kinds, target, ship=False) for s in splits]
+            run_tasks_on_dask(
+                client,
+                tasks,
+                done,
+                function=fold_function,
+                args=(matrix,),
+                failed=_fold_failed,
+            )
+    folds, scores, forwards, baselines = [], [], [], []
+    for s in splits:
+        o = outcomes[s.fold]
+        assert o.score is not None
+        folds.append(_fold_report(cfg, ds, t.model, s, o.iterations, o.metrics))
+        scores.append(o.score)
+        forwards.append(ds.forward_return[s.test])
+        if o.baseline_score is not None:
+            baselines.append(o.baseline_score)
+    return WalkForward(
+        folds,
+        np.concatenate(scores),
+        np.concatenate(forwards),
+        np.concatenate(baselines) if baseline else None,
+    )
 
 
 def _range(ts: I64, rows: I64) -> TimeRange:
@@ -416,6 +724,9 @@ def train(
     allow_lookahead: bool = False,
     label_tolerance_ns: int | None = None,
     progress: bool | None = None,
+    workers: int = 1,
+    scheduler: str | None = None,
+    client: Any = None,
 ) -> TrainResult:
     """Build the dataset, evaluate walk-forward, fit the final model, write the model folder.
 
@@ -424,10 +735,17 @@ def train(
             mapping, a time range), as replay reads them.
         label_tolerance_ns: how late a label's forward quote may be (default
             ``max(sample_interval, horizon / 10)``); later rows are dropped and counted.
+        workers: the folds on a local process pool of this many workers; 1 (the default)
+            runs them here, one after the other. Each fit takes one thread, so no more
+            workers than cores.
+        scheduler: the folds on the Dask cluster of this scheduler address.
+        client: the folds on the Dask cluster of this ``distributed.Client``.
+        The model folder is the same bytes for each of these.
 
     Raises:
         LeakageError: an extra column looks ahead (unless ``allow_lookahead``).
-        ModelError: not enough data for the split, or one class in all the data.
+        ModelError: not enough data for the split, one class in all the data, or a fold
+            that failed on a worker.
     """
     t = cfg.train
     ds = build_dataset(
@@ -449,14 +767,22 @@ def train(
     ]
     splits, skipped = walk_forward_splits(cfg, ds)
     warnings += skipped
-    folds, oos_score, oos_fwd = walk_forward(cfg, ds, t.model, splits, progress)
     dz = t.dead_zone_bps * 1e-4
     threshold = 0.5 if t.label == "classification" else 0.0
-    overall = classification_metrics(oos_score, oos_fwd, dz, threshold)
     baseline: Metrics = {}
-    if t.model == "lightgbm" and t.label == "classification":
-        _, b_score, b_fwd = walk_forward(cfg, ds, "logistic", splits, progress)
-        baseline = classification_metrics(b_score, b_fwd, dz, 0.5)
+    if workers <= 1 and scheduler is None and client is None:
+        folds, oos_score, oos_fwd = walk_forward(cfg, ds, t.model, splits, progress)
+        if t.model == "lightgbm" and t.label == "classification":
+            _, b_score, b_fwd = walk_forward(cfg, ds, "logistic", splits, progress)
+            baseline = classification_metrics(b_score, b_fwd, dz, 0.5)
+    else:
+        wf = walk_forward_on_executor(
+            cfg, ds, splits, workers=workers, scheduler=scheduler, client=client, progress=progress
+        )
+        folds, oos_score, oos_fwd = wf.folds, wf.score, wf.forward
+        if wf.baseline_score is not None:
+            baseline = classification_metrics(wf.baseline_score, oos_fwd, dz, 0.5)
+    overall = classification_metrics(oos_score, oos_fwd, dz, threshold)
     warnings += baseline_warnings(overall, baseline)
     warnings += fold_warnings(t.model, folds)
     unlabeled, with_features = unlabeled_rows(cfg, ds)
