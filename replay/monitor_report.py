@@ -251,6 +251,34 @@ def _plot_page(
 _KINDS = ("gap", "drift", "low_ic", "accuracy", "losing_streak")
 
 
+def calibration_text(drift: dict[str, Any]) -> str:
+    """How the drift thresholds were calibrated and the false-alarm bound they state, from
+    the snapshot's ``drift`` part (``engine.monitor.drift``; the manifest's
+    ``MonitorReference``): held-out time blocks state a bound per window; thresholds
+    taken in sample (manifests from before) or a document that does not say state none."""
+    method = drift.get("calibration_method")
+    bound = drift.get("stated_false_alarm_bound")
+    rate = drift.get("configured_false_alarm_rate")
+    if method == "time_blocks" and bound is not None:
+        text = (
+            f"calibration: held-out time blocks, {drift.get('calibration_windows')} training "
+            f"windows ({drift.get('independent_calibration_windows')} disjoint); stated "
+            f"false-alarm bound {bound:.3g} per window of unchanged data"
+        )
+        if rate is not None and bound > rate + 1e-12:
+            text += (
+                f", above the configured {rate:g}: too few disjoint training windows for "
+                "it; train on more data"
+            )
+        return text
+    if method == "in_sample":
+        return (
+            "calibration: in sample (thresholds taken on the rows their bins were counted "
+            "on, a manifest from before held-out calibration): no stated bound; retrain"
+        )
+    return "calibration: not recorded in this monitor document: no stated bound; retrain"
+
+
 def _when(ts: int) -> str:
     return datetime.fromtimestamp(ts / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
@@ -313,6 +341,11 @@ def _page_html(
         if drift.get("enabled") and "window" in drift
         else "drift monitoring off (the model's manifest has no reference bins)"
     )
+    calibration_note = (
+        f'<p id="drift-calibration">{html.escape(calibration_text(drift))}</p>'
+        if drift.get("enabled") and "window" in drift
+        else ""
+    )
     drift_table = _table(
         ["series", "PSI now", "max PSI", "calibrated threshold", "exceeded",
          "training windows > 0.1", "training windows > 0.25"],
@@ -340,7 +373,7 @@ def _page_html(
 <img alt="monitor figures" src="data:image/png;base64,{image}">
 <h2 id="performance">Rolling IC and accuracy</h2>{figures}
 <h2 id="calibration">Calibration</h2><p>realized: {html.escape(perf["calibration_realized"])}</p>{calibration}
-<h2 id="drift">Drift per feature</h2><p>{drift_note}</p>{drift_table}
+<h2 id="drift">Drift per feature</h2><p>{drift_note}</p>{calibration_note}{drift_table}
 <h2 id="timeline">Alarms, trading-state changes and promotions</h2>{events}
 </body></html>
 """
