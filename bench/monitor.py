@@ -109,6 +109,10 @@ def main() -> None:
     print(f"reference: scipy.stats.spearmanr on the same window, us: {runs(reference, ',.1f')}")
     ratio = [c / s for c, s in zip(per_check, reference, strict=True)]
     print(f"ratio per check / spearmanr: {runs(ratio, '.2f')}")
+    # per tick against the same run's reference: the machines are shared, and a ratio
+    # moves far less with their load than microseconds do
+    tick_ratio = [t / s for t, s in zip(per_tick, reference, strict=True)]
+    print(f"ratio per tick / spearmanr (x1000): {runs([1000 * r for r in tick_ratio], '.1f')}")
     end(started)
 
 
