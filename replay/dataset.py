@@ -27,7 +27,7 @@ from engine.errors import ConfigError
 from engine.features import FeatureSet
 from engine.instruments import InstrumentTable
 from engine.ticks import QUOTE
-from replay.readers import BadRowCounts, total_rows
+from replay.readers import BadRowCounts, DataSource, total_rows
 from replay.runner import tick_batches
 
 
@@ -132,7 +132,7 @@ def forward_returns(
 
 def build_dataset(
     config: Config,
-    data: str | Path,
+    data: str | Path | DataSource,
     *,
     extra_columns: dict[str, ExtraColumn] | None = None,
     label_tolerance_ns: int | None = None,
