@@ -448,7 +448,8 @@ class ModelMonitor:
         )
         self._edge("accuracy", below, index, ts, alarms,
                    f"hit ratio {hit if hit is None else round(hit, 4)} over the last {cfg.window} "
-                   f"scored predictions is below the out-of-sample accuracy {oos} minus "
+                   f"scored predictions is below the out-of-sample accuracy "
+                   f"{oos if oos is None else round(oos, 4)} minus "
                    f"{cfg.accuracy_margin}")  # fmt: skip
 
     def _edge(
