@@ -615,16 +615,18 @@ def walk_forward_on_executor(
     fold_function: Callable[..., FoldOutcome] = run_fold,
 ) -> WalkForward:
     """Fit and score every fold of ``splits`` as one task per fold on a local process pool
-    of ``workers`` (without ``scheduler`` or ``client``) or on a Dask cluster.
+    of ``workers`` (without ``scheduler`` or ``client``) or on a Dask cluster;
+    ``fold_function`` runs a fold on a worker (``run_fold``; tests put faults around it).
 
-    What a worker receives: a pool's task carries its fold's rows as arrays (pickled: the
-    training rows grow with the fold, so the folds ship about ``folds / 2`` times the
-    matrix in all, against ``workers`` times for the whole matrix to every worker, and a
-    pool started afresh after a dead worker needs nothing re-sent); on Dask the matrix
-    is scattered once and a task carries row numbers (a cluster may be remote, where
-    bytes cost most; each worker fetches the matrix once). Not file paths, as a sweep
-    trial gets: a fold needs the built dataset (features and labels over all files), and
-    building it again on every worker would cost more than shipping it.
+    What a worker receives. A pool's task carries its fold's rows as arrays, pickled:
+    the training rows grow with the fold, so the folds ship about ``folds / 2`` times the
+    matrix in all (held in the parent meanwhile), against ``workers`` times for the whole
+    matrix sent to every worker, and a pool started afresh after a dead worker needs
+    nothing sent again. On Dask the matrix is scattered once and a task carries row
+    numbers: a cluster may be remote, where bytes cost most, and each worker fetches the
+    matrix once. Not file paths, as a sweep trial gets: a fold needs the built dataset
+    (features and labels over all the files), and building it again on every worker
+    would cost more than shipping it.
 
     Raises:
         ModelError: a fold failed on a worker (named), or no fold could be fit.
@@ -638,6 +640,10 @@ def walk_forward_on_executor(
     kinds = (t.model, "logistic") if baseline else (t.model,)
     fwd = ds.forward_return
     target = (fwd > 0).astype(np.float64) if t.label == "classification" else fwd * 1e4
+    # the longest fits first: a fold's training rows grow with it, and a long fold started
+    # last would leave the other workers idle at the end (the reports are put back in
+    # fold order, so the order of running changes no byte)
+    largest_first = sorted(splits, key=lambda s: (-s.train.shape[0], s.fold))
     outcomes: dict[int, FoldOutcome] = {}
     with contextlib.ExitStack() as stack:
         bar = stack.enter_context(
@@ -662,7 +668,7 @@ def walk_forward_on_executor(
             bar.update(1)
 
         if client is None and scheduler is None:
-            tasks = [_fold_task(cfg, ds, s, kinds, target, ship=True) for s in splits]
+            tasks = [_fold_task(cfg, ds, s, kinds, target, ship=True) for s in largest_first]
             run_tasks_on_pool(
                 tasks,
                 max(1, min(workers, len(tasks))),
@@ -679,7 +685,7 @@ def walk_forward_on_executor(
             # hash=False: no need to tokenise the whole matrix to name it
             matrix = client.scatter(FoldMatrix(ds.X, target, fwd), hash=False)
             stack.callback(client.cancel, [matrix])
-            tasks = [_fold_task(cfg, ds, s, kinds, target, ship=False) for s in splits]
+            tasks = [_fold_task(cfg, ds, s, kinds, target, ship=False) for s in largest_first]
             run_tasks_on_dask(
                 client,
                 tasks,
