@@ -243,13 +243,16 @@ class ExplanationWorker:
 
 
 def _parse_time(text: str) -> int:
+    """The last nanosecond of the microsecond ``text`` names (ISO times stop at the
+    microsecond, explanations are stamped to the nanosecond: the time ``why`` prints for a
+    decision finds that decision)."""
     try:
         when = dt.datetime.fromisoformat(text)
     except ValueError as exc:
         raise DataError("--at", f"not an ISO time: {text!r}") from exc
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
-    return int(when.timestamp()) * 1_000_000_000 + when.microsecond * 1000
+    return int(when.timestamp()) * 1_000_000_000 + when.microsecond * 1000 + 999
 
 
 def decisions_at(path: Path, at_ns: int) -> list[dict[str, Any]]:

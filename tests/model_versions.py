@@ -175,15 +175,22 @@ def quote_batch(sample: Path, instruments: InstrumentTable, start: int, count: i
     )
 
 
-async def feed(client: aiomqtt.Client, ticks_in: Callable[[], int], items: list[Any]) -> None:
-    """Publish ticks as market data, in several batches, until the engine counted them
-    (``ticks_in``: the engine's tick counter)."""
+async def feed(
+    client: aiomqtt.Client, ticks_in: Callable[[], int], items: list[Any], pause: float = 0.005
+) -> None:
+    """Publish ticks as market data, in several batches (``pause`` s after every 50), until
+    the engine counted them (``ticks_in``: the engine's tick counter).
+
+    Live, the engine's time is the receive time: a monitor scores a prediction only once
+    its horizon (2 s in the packaged config) has passed in receive time, so a leg whose
+    predictions must be scored has to last longer than that (``pause``), whatever the
+    number of ticks."""
     before = ticks_in()
     for i, tick in enumerate(items):
         kind = "quote" if isinstance(tick, Quote) else "trade"
         await client.publish(f"md/SIM/{tick.instrument}/{kind}", CODEC.encode(tick), qos=1)
         if i % 50 == 49:
-            await asyncio.sleep(0.005)  # several batches, not one
+            await asyncio.sleep(pause)  # several batches, not one
     await until(lambda: ticks_in() >= before + len(items))
 
 

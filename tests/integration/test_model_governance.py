@@ -49,6 +49,7 @@ from tests.model_versions import (
 )
 
 LEG = 500  # ticks fed between two governance actions
+SCORED = 0.15  # pause per 50 ticks of a leg the monitors must score: 1000 ticks last 3 s
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +179,7 @@ async def test_models_promote_by_hand_switches_challenger_then_champion_on_the_h
                             "paper", "--reason", "B wins", "--who", "bob", "--registry", reg)  # fmt: skip
         assert code == 0, out
         await until(lambda: daemon.models["champion"] == (trained.b, "paper"))
-        await feed(md, _ticks_in(daemon), ticks(sample, 2 * LEG, 3 * LEG))
+        await feed(md, _ticks_in(daemon), ticks(sample, 2 * LEG, 2 * LEG), SCORED)
         await asyncio.sleep(0.35)  # heartbeats with nothing new: the status is settled
         async with _client(env) as reader:
             await reader.subscribe("tradeloop/n1/status", qos=1)
@@ -251,9 +252,9 @@ async def test_restart_after_switches_runs_the_last_switched_version_rebuilt_and
     sessions: list[str] = []
     offset = 0
 
-    async def leg(daemon: Daemon, md: Any, n: int = LEG) -> None:
+    async def leg(daemon: Daemon, md: Any, n: int = LEG, pause: float = 0.005) -> None:
         nonlocal offset
-        await feed(md, _ticks_in(daemon), ticks(sample, offset, n))
+        await feed(md, _ticks_in(daemon), ticks(sample, offset, n), pause)
         offset += n
 
     async with running(config) as daemon, _client(env) as md, _client(env, operator=True) as op:
@@ -270,7 +271,7 @@ async def test_restart_after_switches_runs_the_last_switched_version_rebuilt_and
         await leg(daemon, md)
         await command(op, "rollback")
         await until(lambda: daemon.models["champion"][0] == trained.a)
-        await leg(daemon, md, 3 * LEG)  # long enough for A's monitor to score
+        await leg(daemon, md, 2 * LEG, SCORED)  # long enough for A's monitor to score
         await command(op, "promote", target=trained.b, stage="paper")
         await until(lambda: daemon.models["champion"] == (trained.b, "paper"))
         await leg(daemon, md)
@@ -288,7 +289,7 @@ async def test_restart_after_switches_runs_the_last_switched_version_rebuilt_and
         await command(op, "rollback")
         await until(lambda: daemon.models["champion"][0] == trained.a)
         assert _champion_monitor(daemon.engine) is remembered  # A's monitor carries on
-        await leg(daemon, md, 3 * LEG)
+        await leg(daemon, md, 2 * LEG, SCORED)
         sessions.append(daemon.session_id)
         live = _champion_monitor(daemon.engine).latest()
         assert live["scored"] > scored_before

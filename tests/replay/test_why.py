@@ -50,6 +50,7 @@ def journal(tmp_path: Path, explainer: TreeExplainer) -> Path:
         _job(T0 + 20 * S, "BTC-USD", [-0.9, -0.3, 0.02, 0.1], ["n1-s-2", "n1-s-3"]),
         _job(T0 + 20 * S, "ETH-USD", [0.1, 0.0, 0.03, -0.2], []),
         _job(T0 + 30 * S, "ETH-USD", [1.5, 0.9, 0.01, 0.3], ["n1-s-4"]),
+        _job(T0 + 40 * S + 5_123, "BTC-USD", [0.2, 0.1, 0.02, 0.0], ["n1-s-5"]),  # 5.123 us
     ]
     lines = b"".join(explain_line(job, explainer, 3) for job in jobs)
     explanations_path(tmp_path, "s1").write_bytes(lines)
@@ -105,3 +106,12 @@ def test_why_with_a_bad_time_is_a_one_line_error(journal: Path, at: str) -> None
 def test_why_without_explanations_is_a_one_line_error(tmp_path: Path) -> None:
     code, out, err = why(str(tmp_path), "--at", "2026-01-01T00:00:15")
     assert (code, out) == (2, "") and err.count("\n") == 1 and "explanations" in err
+
+
+def test_why_at_the_printed_time_of_a_decision_finds_it(journal: Path) -> None:
+    """A decision stamped inside a microsecond (ns) is found at the time ``why`` prints for
+    it (ISO, to the microsecond). Fails if ``--at`` meant the microsecond's first ns."""
+    doc = _docs(journal)[-1]
+    assert doc["ts_utc"] == "2026-01-01T00:00:40.000005+00:00"
+    code, out, err = why(str(journal), "--at", str(doc["ts_utc"]))
+    assert (code, err) == (0, "") and "orders: n1-s-5" in out
