@@ -34,7 +34,7 @@ from pathlib import Path
 
 import msgspec
 import numpy as np
-from common import begin, end, median, runs
+from common import begin, end, median, runs, seconds
 
 from engine.config import config_from_dict
 from replay.dataset import build_dataset
@@ -44,7 +44,9 @@ from replay.training import (
     WalkForward,
     _fit,
     _fit_rows,
+    _fold_task,
     final_iterations,
+    run_fold,
     usable_rows,
     walk_forward,
     walk_forward_on_executor,
@@ -99,6 +101,23 @@ def main() -> None:
     serial = median(serial_runs)
     print(f"serial:                   {n / serial:6.2f} folds/s  {runs(serial_runs, '.2f')} s")
 
+    # each fold's own time in this process: the bound on N workers is the longest worker's
+    # share when folds go longest first (what walk_forward_on_executor does)
+    target = (ds.forward_return > 0).astype(np.float64)
+    fold_s = {}
+    for s in splits:
+        task = _fold_task(cfg, ds, s, ("lightgbm", "logistic"), target, ship=True)
+        fold_s[s.fold] = seconds(lambda task=task: run_fold(task))
+    loads = [0.0] * args.workers
+    rows = {s.fold: s.train.shape[0] for s in splits}
+    for fold in sorted(fold_s, key=lambda f: -rows[f]):
+        loads[loads.index(min(loads))] += fold_s[fold]
+    bound = sum(fold_s.values()) / max(loads)
+    print(
+        f"folds one by one: {', '.join(f'{v:.2f}' for v in fold_s.values())} s; "
+        f"{args.workers} workers at that speed, longest first: at most {bound:.2f}x serial"
+    )
+
     pool_runs = []
     for _ in range(args.repeat):
         t0 = time.perf_counter()
@@ -135,7 +154,7 @@ def main() -> None:
     )
     print(
         f"ratio to serial (folds/s): process pool {serial / pool:.2f}, LocalCluster end to end "
-        f"{serial / cold:.2f}, warm {serial / warm:.2f}"
+        f"{serial / cold:.2f}, warm {serial / warm:.2f}; bound {bound:.2f}"
     )
 
     fit_rows = _fit_rows(cfg, ds, usable_rows(ds))
