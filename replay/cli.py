@@ -630,6 +630,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     t.add_argument(
         "--workers",
         type=_bounded(int, 1, 4096),
+        metavar="N",
         help="run the walk-forward folds on a local pool of N processes (default: 1, in this "
         "process); each fit uses one thread, so at most one per core; same model bytes",
     )
