@@ -113,7 +113,8 @@ class StrategyError(TradeloopError):
 
 
 class ModelError(TradeloopError):
-    """A model file or its manifest was refused."""
+    """A model file or its manifest was refused, or training could not fit one (too few
+    usable rows, a walk-forward fold that failed: named)."""
 
 
 class SweepError(TradeloopError):
