@@ -208,6 +208,10 @@ class LiveConfig(_Strict, frozen=True):
     heartbeat: Duration = "1s"
     cancel_on_stop: bool = True
     command_key_env: str = "TRADELOOP_COMMAND_KEY"
+    # a signed command is acted on once, and only while fresh: its ts_event within this of
+    # the receive clock (either way: clocks of two machines), and a copy of a command seen
+    # in that window (a QoS 1 redelivery, a captured message replayed) is refused
+    command_max_age: Duration = "30s"
     metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65_535)] = 9108  # 0: no endpoint
     shutdown_timeout: Duration = "5s"
     # how long the OMS has to answer one reconciliation request, and how often a daemon
@@ -232,6 +236,10 @@ class LiveConfig(_Strict, frozen=True):
     @property
     def heartbeat_ns(self) -> int:
         return parse_duration_ns(self.heartbeat)
+
+    @property
+    def command_max_age_ns(self) -> int:
+        return parse_duration_ns(self.command_max_age)
 
     @property
     def reconcile_timeout_s(self) -> float:
@@ -355,6 +363,7 @@ def _durations(cfg: Config) -> list[tuple[str, Duration | None, bool]]:
         ("live.shutdown_timeout", cfg.live.shutdown_timeout, False),
         ("live.reconcile_timeout", cfg.live.reconcile_timeout, False),
         ("live.reconcile_retry", cfg.live.reconcile_retry, False),
+        ("live.command_max_age", cfg.live.command_max_age, False),
         ("journal.snapshot_every", cfg.journal.snapshot_every, False),
         *(
             (f"risk.instruments.{_key(symbol)}.max_quote_age", own.max_quote_age, False)
