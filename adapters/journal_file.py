@@ -226,6 +226,7 @@ class FileJournalWriter:
         self._market_first_ns = 0
         self.background_sync = background_sync
         self.background_syncs_started = 0
+        self.stale_snapshots = 0  # snapshots past the journal's end, set aside at open
         self._syncer: _SyncThread | None = None
 
     @property
@@ -262,6 +263,7 @@ class FileJournalWriter:
             files = journal_files(self.directory)
             if files:
                 self._resume(files[-1])
+            self._set_aside_stale_snapshots()
         except OSError as exc:
             raise AdapterError(f"journal {self.directory}: {exc}") from exc
         self.state = "open"
@@ -298,11 +300,18 @@ class FileJournalWriter:
         """
         self._check_open()
         if self.fsync == "batch" and self._control_pending:
+            # a background sync in flight first: a failure of it is reported to that
+            # call only (the kernel clears the file's error once told), so an inline
+            # fdatasync right after would succeed over pages that are gone
+            self._wait_background()
             self._fsync()
 
     def sync(self) -> None:
-        """fdatasync everything appended, whatever the policy."""
+        """fdatasync everything appended, whatever the policy: on return every record
+        appended so far is on disk (market-data syncs handed to the background thread
+        included: a snapshot relies on it)."""
         self._check_open()
+        self._wait_background()
         if self._control_pending or self._market_pending:
             self._fsync()
 
@@ -313,9 +322,15 @@ class FileJournalWriter:
         Raises:
             AdapterError: one of them failed; the writer is then ``failed``.
         """
-        if self._syncer is not None:
-            self._syncer.wait()
+        self._wait_background()
         self._check_open()
+
+    def _wait_background(self) -> None:
+        """Wait for the background syncs asked so far; raise if one failed."""
+        syncer = self._syncer
+        if syncer is not None:
+            syncer.wait()
+            self._check_open()
 
     def close(self) -> None:
         """Sync (unless the policy is ``"never"``) and close. Safe to call twice."""
@@ -345,6 +360,22 @@ class FileJournalWriter:
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         self.path = path
         log.info("journal %s: resumed at seq %d", path, self.next_seq)
+
+    def _set_aside_stale_snapshots(self) -> None:
+        """A snapshot of a state after a record the journal no longer holds (a machine
+        crash lost the journal's tail after the snapshot reached the disk) belongs to a
+        history that did not happen: renamed aside, counted and logged, before a new
+        session's records reach its seq and make it look valid again."""
+        for path in snapshot_files(self.directory):
+            stem = path.name.removeprefix(SNAPSHOT_PREFIX).removesuffix(SNAPSHOT_SUFFIX)
+            if int(stem) >= self.next_seq:
+                path.rename(path.with_name(path.name + ".stale"))
+                self.stale_snapshots += 1
+                log.error(
+                    "snapshot %s covers seq %s, past the journal's end (next seq %d): set "
+                    "aside as %s.stale",
+                    path.name, stem, self.next_seq, path.name,
+                )  # fmt: skip
 
     def _cut(self, path: Path, torn: TornTail) -> None:
         with path.open("r+b") as f:
@@ -406,8 +437,9 @@ class FileJournalWriter:
 
     def _rotate(self, ts_ns: int) -> None:
         if self._fd >= 0:
-            if self._syncer is not None:
-                self._syncer.wait()  # no background sync may still hold the fd being closed
+            # no background sync may still hold the fd being closed, and a failed one stops
+            # the writer here (the old file's last records may not be on disk)
+            self._wait_background()
             if self.fsync != "never":
                 self._fsync()
             os.close(self._fd)

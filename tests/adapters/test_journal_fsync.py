@@ -82,7 +82,7 @@ def test_journal_fsync_market_group_synced_in_background_append_does_not_wait(
     assert list(FileJournalReader(tmp_path)) == written
 
 
-def test_journal_fsync_control_record_synced_inline_while_background_sync_runs(
+def test_journal_fsync_control_record_synced_inline_after_the_background_sync(
     tmp_path: Path, disk: Callable[..., Disk]
 ) -> None:
     d = disk()
@@ -92,10 +92,62 @@ def test_journal_fsync_control_record_synced_inline_while_background_sync_runs(
         assert d.started.wait(10)
         journal.append(T + 10, fill(1))
         assert journal.fsyncs == 0
+        threading.Timer(0.05, d.release.set).start()
         journal.commit()  # a control record: on disk before anything acts on it
         assert journal.fsyncs == 1
-        assert d.calls == [(True, True)]  # the commit's own sync, not the background one's
-        d.release.set()
+        # the background sync finished first (its failure would be reported to it alone),
+        # then the commit's own
+        assert d.calls == [(False, True), (True, True)]
+
+
+def test_journal_fsync_commit_fails_when_the_background_sync_in_flight_fails(
+    tmp_path: Path, disk: Callable[..., Disk]
+) -> None:
+    """Mutation-checked: with ``commit`` checking the syncer's error before its inline
+    fdatasync but not waiting for the sync in flight (the reviewed race), the commit
+    returned as if the fill were durable and this test failed."""
+    d = disk(fail=True)
+    journal = FileJournalWriter(tmp_path, session_id="s", limits=LIMITS)
+    journal.open()
+    for i in range(10):
+        journal.append(T + i, batch(1, i))
+    assert d.started.wait(10)
+    journal.append(T + 10, fill(1))
+    threading.Timer(0.05, d.release.set).start()
+    with pytest.raises(AdapterError, match="background fsync"):
+        journal.commit()
+    assert journal.state == "failed"
+    journal.close()
+
+
+def test_journal_sync_waits_for_background_syncs_a_snapshot_relies_on_it(
+    tmp_path: Path, disk: Callable[..., Disk]
+) -> None:
+    d = disk()
+    with FileJournalWriter(tmp_path, session_id="s", limits=LIMITS) as journal:
+        for i in range(10):
+            journal.append(T + i, batch(1, i))
+        assert d.started.wait(10)
+        threading.Timer(0.05, d.release.set).start()
+        journal.sync()  # nothing pending inline: before the fix it returned at once
+        assert journal.background_fsyncs == 1
+
+
+def test_journal_open_sets_aside_snapshots_past_the_journal_end(tmp_path: Path) -> None:
+    """A machine crash lost the journal's tail after a snapshot of it reached the disk: at
+    the next open that snapshot is renamed aside, so a later session whose records pass
+    its seq cannot make it look valid (a state from a history that did not happen)."""
+    with FileJournalWriter(tmp_path, session_id="s", limits=LIMITS) as journal:
+        for i in range(30):
+            journal.append(T + i, batch(1, i))
+    (tmp_path / "snapshot-20.tls").write_bytes(b"kept: covers a record the journal holds")
+    (tmp_path / "snapshot-50.tls").write_bytes(b"lost timeline")
+    again = FileJournalWriter(tmp_path, session_id="s2", limits=LIMITS)
+    again.open()
+    assert again.next_seq == 31 and again.stale_snapshots == 1
+    assert (tmp_path / "snapshot-50.tls.stale").exists()
+    assert journal_file.snapshot_files(tmp_path) == [tmp_path / "snapshot-20.tls"]
+    again.close()
 
 
 def test_journal_fsync_rotation_waits_for_the_background_sync_of_the_old_file(
