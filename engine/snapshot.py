@@ -36,7 +36,10 @@ Bytes, all integers little-endian::
 
 Loading a snapshot runs pickle on its payload, which can run code: a snapshot is as
 trusted as the journal folder it sits in (whose config copy names the plugins to
-import). The loader only resolves classes from an allowed set of modules.
+import). The loader only resolves classes defined in an allowed set of modules, named
+directly (pickle would otherwise follow ``adapters.daemon`` + ``os.system`` to a
+function), numpy's ``ndarray``/``dtype`` and the few functions numpy and msgspec rebuild
+their objects with; the constructors of those classes still run, hence the trust.
 """
 
 from __future__ import annotations
@@ -70,6 +73,21 @@ _ALLOWED_MODULES: Final = ("engine", "adapters", "strategies", "replay", "numpy"
 _ALLOWED_STDLIB: Final = frozenset(
     {"collections", "copyreg", "datetime", "decimal", "fractions", "_collections", "enum"}
 )
+# the functions the pickles of numpy arrays and msgspec structs call to rebuild them
+_ALLOWED_FUNCTIONS: Final = frozenset(
+    {
+        ("msgspec._utils", "rebuild"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.multiarray", "scalar"),
+        ("copyreg", "_reconstructor"),
+    }
+)
+# numpy's classes a state holds (not ``memmap``, whose constructor writes files)
+_ALLOWED_NUMPY: Final = frozenset({"ndarray", "dtype"})
 _ALLOWED_BUILTINS: Final = frozenset(
     {"set", "frozenset", "dict", "list", "tuple", "bytearray", "complex", "slice", "range"}
 )
@@ -226,16 +244,38 @@ class _Unpickler(pickle.Unpickler):
         return self._table[pid]
 
     def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED_FUNCTIONS:
+            return super().find_class(module, name)
         root = module.split(".", 1)[0]
         allowed = (
             (module == "builtins" and name in _ALLOWED_BUILTINS)
-            or root in _ALLOWED_MODULES
+            or (root == "numpy" and name in _ALLOWED_NUMPY)
+            or (root in _ALLOWED_MODULES and root != "numpy")
             or root in _ALLOWED_STDLIB
             or module in self._modules
         )
         if not allowed:
             raise pickle.UnpicklingError(f"a snapshot may not name {module}.{name}")
-        return super().find_class(module, name)
+        # pickle follows a dotted name through attributes (``os.system`` from an allowed
+        # module that imports ``os``): only classes, step by step, each defined in an
+        # allowed module, may be named
+        try:
+            found: Any = super().find_class(module, name.split(".", 1)[0])
+        except (AttributeError, ImportError) as exc:
+            raise pickle.UnpicklingError(f"a snapshot names {module}.{name}: {exc}") from exc
+        for part in name.split(".")[1:]:
+            if not isinstance(found, type):
+                break
+            found = getattr(found, part, None)
+        home = getattr(found, "__module__", None) or ""
+        home_ok = (
+            home.split(".", 1)[0] in (*_ALLOWED_MODULES, *_ALLOWED_STDLIB)
+            or home in self._modules
+            or home == "builtins"
+        )
+        if not isinstance(found, type) or not home_ok:
+            raise pickle.UnpicklingError(f"a snapshot may only name classes, not {module}.{name}")
+        return found
 
 
 def _type_name(obj: object) -> str:
