@@ -191,6 +191,8 @@ class Engine:
             # only max_position differs between stages; the rate buckets keep their state
             self.risk.config = risk
             self.risk.limits = [risk.limits_for(s) for s in self.instruments.symbols]
+            # a lower stage's limit binds the orders already working too, not only new ones
+            self.desk.enforce_position_limits()
         self._warm_columns = self._warmup_columns()
         self.counters["model_switches"] += 1
         return old

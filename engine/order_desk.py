@@ -377,6 +377,33 @@ class OrderDesk:
                     continue
                 self._send_cancel(order, state.lower())
 
+    def enforce_position_limits(self) -> None:
+        """Cancel the open orders that would take a position beyond its ``max_position``
+        if they and the older orders on their side filled: what a limit lowered while
+        orders work (a model switched to a lower stage) leaves behind. Orders that reduce
+        the position are never cancelled; the strategy may resubmit within the limit."""
+        e = self._e
+        positions = e.portfolio.positions
+        for i in range(len(e.instruments)):
+            limit = e.risk.limits[i].max_position
+            orders = e.orders.open_orders(i)
+            if limit is None or not orders:
+                continue
+            position = float(positions[i])
+            bought = sold = 0.0  # what the kept orders of each side add
+            for order in orders:
+                qty = order.remaining_qty
+                if order.request.side == "buy":
+                    if position + bought + qty > limit + _EPS:
+                        self._send_cancel(order, "max_position")
+                        continue
+                    bought += qty
+                else:
+                    if position - sold - qty < -(limit + _EPS):
+                        self._send_cancel(order, "max_position")
+                        continue
+                    sold += qty
+
     def start_flatten(self) -> None:
         """The operator's ``flatten``: cancel every open order, then close every position
         with reducing market orders until flat (retried after reports and batches)."""

@@ -3,7 +3,7 @@ per stage. Pure data and arithmetic; the files are read by ``engine.model_regist
 by ``replay.registry``.
 
 A model version moves ``shadow`` -> ``paper`` -> ``live``. Its stage scales the configured
-``max_position``: in shadow nothing is sent (0), in paper a quarter, live the whole limit
+``max_position``: in shadow no position may be opened (0; reducing orders still go out), in paper a quarter, live the whole limit
 (defaults of :class:`StageScale`, ``[registry] stage_scale`` in the config).
 """
 
@@ -42,7 +42,7 @@ class StageScale(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
     def __post_init__(self) -> None:
         if self.shadow != 0.0:
-            raise ValueError("shadow sends no orders: its scale must be 0")
+            raise ValueError("shadow opens no position: its scale must be 0")
         if not self.shadow <= self.paper <= self.live:
             raise ValueError(
                 f"stage scales must widen in steps (shadow <= paper <= live), got "

@@ -107,6 +107,34 @@ def test_max_position_zero_refuses_every_order_that_adds_risk() -> None:
     assert d.order("sell", 1.0, 101.0) is None  # back to flat: allowed
 
 
+def test_lowered_max_position_cancels_working_orders_beyond_it_keeps_reducing_ones() -> None:
+    """A model switched to a lower stage lowers ``max_position`` while orders work: the
+    orders that would take the position beyond the new limit are cancelled, oldest kept
+    first, and reducing orders stay (``Engine.switch_model`` calls this when it applies a
+    stage's limits). Mutation-checked: with the method a no-op (the reviewed code had
+    none) every order kept working and this test failed."""
+    d = Desk({"max_position": 5.0})
+    assert d.order("buy", 1.0) is None
+    d.fill_pending()  # long 1
+    assert d.order("buy", 1.0, 99.0) is None  # rests: worst case long 2
+    assert d.order("buy", 2.0, 99.0) is None  # rests: worst case long 4
+    assert d.order("sell", 3.0, 101.0) is None  # rests: worst case short 2
+    d.engine.risk.limits[0] = msgspec.structs.replace(d.engine.risk.limits[0], max_position=2.0)
+    d.engine.desk.enforce_position_limits()
+    working = {
+        (o.request.side, o.request.qty): o.cancel_sent for o in d.engine.orders.open_orders(0)
+    }
+    # long 1 + 1 = 2 fits; + 2 more would be 4 > 2; selling 3 from long 1 is short 2: fits
+    assert working == {("buy", 1.0): False, ("buy", 2.0): True, ("sell", 3.0): False}
+    d.engine.risk.limits[0] = msgspec.structs.replace(d.engine.risk.limits[0], max_position=0.0)
+    d.engine.desk.enforce_position_limits()
+    working = {
+        (o.request.side, o.request.qty): o.cancel_sent for o in d.engine.orders.open_orders(0)
+    }
+    # a shadow stage's 0: the buy adds risk; the sell of 3 from long 1 flips to short 2
+    assert working[("buy", 1.0)] and working[("sell", 3.0)]
+
+
 def test_max_gross_exposure_across_instruments() -> None:
     d = Desk({"max_gross_exposure": 250.0})
     assert d.order("buy", 1.0) is None
