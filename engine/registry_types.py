@@ -3,8 +3,8 @@ per stage. Pure data and arithmetic; the files are read by ``engine.model_regist
 by ``replay.registry``.
 
 A model version moves ``shadow`` -> ``paper`` -> ``live``. Its stage scales the configured
-``max_position``: in shadow no position may be opened (0; reducing orders still go out), in paper a quarter, live the whole limit
-(defaults of :class:`StageScale`, ``[registry] stage_scale`` in the config).
+``max_position``: in shadow no position may be opened (0; reducing orders still go
+out), in paper a quarter, live the whole limit (defaults of :class:`StageScale`, ``[registry] stage_scale`` in the config).
 """
 
 from __future__ import annotations

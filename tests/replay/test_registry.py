@@ -300,7 +300,7 @@ def test_stage_limits_scale_max_position_per_stage() -> None:
 @pytest.mark.parametrize(
     ("scale", "reason"),
     [
-        ({"shadow": 0.1}, "shadow sends no orders"),
+        ({"shadow": 0.1}, "shadow opens no position"),
         ({"paper": 0.8, "live": 0.5}, "widen"),
         ({"live": 1.5}, "<= 1.0"),
     ],
