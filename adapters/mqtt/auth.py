@@ -1,6 +1,12 @@
 """Operator commands are signed: HMAC-SHA256 of the exact payload bytes, hex, carried as
 the MQTT 5 user property ``signature``. The broker's ACL (only the operator user may
-publish on the command topic) is the second layer."""
+publish on the command topic) is the second layer.
+
+A signature says who wrote a command, not when or how often it arrives: a QoS 1
+redelivery or a captured message published again verifies as well as the original. A
+sender stamps every command with a fresh ``ts_event`` (the current time, never reused);
+``adapters.mqtt.command_guard`` refuses one stamped outside ``[live] command_max_age`` of
+the receive clock and any copy of a command already accepted."""
 
 from __future__ import annotations
 

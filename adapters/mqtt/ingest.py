@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from adapters.mqtt.auth import verify
+from adapters.mqtt.command_guard import CommandGuard
 from adapters.mqtt.topics import Topics
 from engine.codec import EventCodec, Format
 from engine.errors import BadMessage
@@ -225,6 +226,10 @@ class Ingest:
         max_payload_bytes: larger payloads are refused unread (counter ``oversized``).
         command_key: HMAC key of operator commands (None: every command is refused).
         counters: where counts go (shared with the session).
+        command_guard: refuses a verified command that is stale, future-dated or a copy
+            of one accepted before (counters ``bad_command_stale``, ``_future``,
+            ``_duplicate``); the daemon passes the one it primed from its journal
+            (None: a fresh guard with the default ``[live] command_max_age``).
     """
 
     def __init__(
@@ -236,12 +241,14 @@ class Ingest:
         max_payload_bytes: int,
         command_key: bytes | None,
         counters: Counter[str],
+        command_guard: CommandGuard | None = None,
     ) -> None:
         self.topics = topics
         self.instruments = instruments
         self.counters = counters
         self._max_payload = max_payload_bytes
         self._command_key = command_key
+        self.command_guard = CommandGuard() if command_guard is None else command_guard
         self._codec = EventCodec(fmt, source="mqtt")
         # exact topic -> (route, instrument index, symbol): one dict lookup per message
         self._routes: dict[str, tuple[int, int, str]] = {
@@ -331,6 +338,12 @@ class Ingest:
                 else:
                     if not isinstance(event, Command):
                         self._bad(topic, payload, "wrong_type", detail=type(event).__name__)
+                        continue
+                    # after the signature: only the key holder's commands are remembered
+                    refusal = self.command_guard.check(event, ts_recv)
+                    if refusal is not None:
+                        detail = f"ts_event {event.ts_event}, received {ts_recv}"
+                        self._bad(topic, payload, f"command_{refusal}", detail=detail)
                         continue
                     if len(columns):
                         out.append(columns.take(ts_recv))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from adapters.mqtt.auth import sign_command, verify
+from adapters.mqtt.command_guard import CommandGuard
 from adapters.mqtt.ingest import CommandIn, Ingest, MarketData, RawMessage, ReportIn
 from adapters.mqtt.settings import MqttSettings
 from adapters.mqtt.status import Status, decode_status, encode_status, offline_payload
@@ -258,6 +259,53 @@ def test_ingest_unsigned_or_wrongly_signed_commands_ignored_and_counted(fmt: For
     assert ingest.decode(messages, ts_recv=1) == []
     assert ingest.counters["commands_unauthenticated"] == 4
     assert ingest.counters["bad_messages"] == 0
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_ingest_signed_command_redelivered_applied_once_counted_duplicate(fmt: Format) -> None:
+    codec = EventCodec(fmt)
+    s = 1_000_000_000
+    t = 1_700_000_000 * s
+    kill = Command(ts_event=t, ts_recv=t, action="kill", issuer="ops")
+    ingest = _ingest(fmt)
+    # a QoS 1 redelivery in the same drain, then a replay a little later
+    assert ingest.decode([_command(kill, codec), _command(kill, codec)], ts_recv=t) == [
+        CommandIn(command=kill, ts_recv=t)
+    ]
+    assert ingest.decode([_command(kill, codec)], ts_recv=t + 5 * s) == []
+    assert ingest.counters["bad_command_duplicate"] == 2
+    # a new stamp is a new command
+    again = Command(ts_event=t + 6 * s, ts_recv=0, action="kill", issuer="ops")
+    assert ingest.decode([_command(again, codec)], ts_recv=t + 6 * s) == [
+        CommandIn(command=again, ts_recv=t + 6 * s)
+    ]
+    assert ingest.counters["commands_unauthenticated"] == 0
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_ingest_signed_command_stale_or_future_refused_and_counted(fmt: Format) -> None:
+    codec = EventCodec(fmt)
+    s = 1_000_000_000
+    t = 1_700_000_000 * s
+    ingest = Ingest(
+        TOPICS,
+        INSTRUMENTS,
+        fmt=fmt,
+        max_payload_bytes=65536,
+        command_key=KEY,
+        counters=Counter(),
+        command_guard=CommandGuard(10 * s),
+    )
+    stale = Command(ts_event=t - 11 * s, ts_recv=0, action="resume", issuer="ops")
+    future = Command(ts_event=t + 11 * s, ts_recv=0, action="rollback", issuer="ops")
+    quote = _quote(t)
+    items = ingest.decode(
+        [_command(stale, codec), _command(future, codec), _md(quote, codec)], ts_recv=t
+    )
+    assert [type(item) for item in items] == [MarketData]  # the feed goes on
+    assert ingest.counters["bad_command_stale"] == 1
+    assert ingest.counters["bad_command_future"] == 1
+    assert len(ingest.command_guard) == 0
 
 
 def test_ingest_without_command_key_refuses_every_command() -> None:
