@@ -37,7 +37,10 @@ class ConfigError(TradeloopError):
     def __init__(self, where: str, reason: str) -> None:
         self.where = where
         self.reason = reason
-        super().__init__(f"config {where}: {reason}")
+        # a command-line flag (``--out``) is not a config field: no "config" in front
+        super().__init__(
+            f"{where}: {reason}" if where.startswith("-") else f"config {where}: {reason}"
+        )
 
 
 class PluginLoadError(TradeloopError):

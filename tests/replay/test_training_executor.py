@@ -160,6 +160,6 @@ def test_cli_train_workers_with_scheduler_refused_in_one_line(
     err = capsys.readouterr().err.strip()
     assert (
         err
-        == "tradeloop: error: config --workers: sizes the local process pool; not with --scheduler"
+        == "tradeloop: error: --workers: sizes the local process pool; not with --scheduler"
     )
     assert not (tmp_path / "m").exists()
