@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.config import Config, config_from_dict, load_config
-from engine.errors import ConfigError, TradeloopError
+from engine.errors import ConfigError, DataError, TradeloopError
 
 # Only what every command needs is imported here: ``tradeloop --help`` and a small replay
 # should cost little more than importing numba, polars and numpy (issue 13, part 5;
@@ -241,6 +241,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     run = run_replay(cfg, source, batch_size=args.batch_size)
     elapsed = time.perf_counter() - t0
+    if run.engine.counters["ticks"] == 0:
+        # a range past the data (or files with no rows) is a mistake, not an empty report
+        raise DataError(
+            str(args.data or "DATA"),
+            "no tick replayed: the data has no rows"
+            + (" in the range --start/--end ([replay] start/end)" if _ranged(source) else ""),
+        )
     metrics = write_report(run, args.out, digest, notes=[*cfg_notes, *notes])
     ticks = metrics["ticks"]
     print(
@@ -249,6 +256,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     )
     print(f"report: {Path(args.out) / 'report.html'}")
     return 0
+
+
+def _ranged(source: DataSource) -> bool:
+    return source.start_ns is not None or source.end_ns is not None
 
 
 def _sharpe_text(metrics: dict[str, Any]) -> str:

@@ -235,6 +235,18 @@ def discover_files(data: str | Path | DataSource) -> Discovery:
             "no tick files found (parquet or CSV with quote or trade columns)"
             + (f": {detail}" if detail else ""),
         )
+    # a mapping that names a column no file has is a typo, not a no-op: without this the
+    # replay ran on the files' own columns and said nothing
+    unused = [
+        f"{target}={column}"
+        for target, column in source.columns.items()
+        if not any(layout.rename.get(column) == target for layout in layouts)
+    ]
+    if unused:
+        raise DataError(
+            "--columns/[columns]",
+            f"{', '.join(unused)}: no tick file has such a column",
+        )
     return Discovery(layouts, skipped)
 
 

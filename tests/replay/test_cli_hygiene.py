@@ -239,3 +239,24 @@ def test_bad_columns_or_time_in_the_config_is_one_line(
     assert main(["replay", str(tiny), "--config", str(config), "--out", str(out)]) == 2
     assert needle in _error(capsys)
     assert not out.exists()
+
+
+def test_columns_mapping_naming_no_column_is_an_error(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a typo in a mapping used to be ignored: the replay ran on the files' own columns
+    code = main(["replay", str(tiny), "--out", str(tmp_path / "r"), "--columns", "bid=nope"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "bid=nope" in err[0] and "no tick file has such a column" in err[0]
+    assert not (tmp_path / "r").exists()
+
+
+def test_range_past_the_data_is_an_error_not_an_empty_report(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["replay", str(tiny), "--out", str(tmp_path / "r"), "--start", "2090-01-01"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("tradeloop: error:")
+    assert "no tick replayed" in err[-1] and "--start/--end" in err[-1]
+    assert not (tmp_path / "r").exists()
