@@ -105,7 +105,9 @@ def train_versions(sample: Path, root: Path) -> Versions:
 
 
 def write_config(tmp: Path, port: int, registry: Path, **live: Any) -> Path:
-    """The shadow daemon's config over the registry's champion (``live`` adds to ``[live]``)."""
+    """The shadow daemon's config over the registry's champion (``live`` adds to ``[live]``;
+    ``metrics_port`` is 0, no metrics server, unless it names one: two daemons, or a
+    user's, would collide on the default port)."""
     data = config_data()
     lines = ['mode = "shadow"\n']
     path = tmp / "live.toml"
@@ -118,7 +120,8 @@ def write_config(tmp: Path, port: int, registry: Path, **live: Any) -> Path:
                     "password_env": "TL_GOV_PASSWORD", "reconnect_min": "50ms",
                     "reconnect_max": "200ms"}  # fmt: skip
     data["live"] = {"node": "n1", "account": "a1", "heartbeat": "100ms", "order_timeout": "30s",
-                    "command_key_env": "TL_GOV_KEY", "shutdown_timeout": "3s"} | live  # fmt: skip
+                    "command_key_env": "TL_GOV_KEY", "shutdown_timeout": "3s",
+                    "metrics_port": 0} | live  # fmt: skip
     data["journal"] = {"dir": (tmp / "journal").as_posix(), "fsync": "batch"}
     data["risk"]["max_quote_age"] = "60s"
     for key, value in data.items():
