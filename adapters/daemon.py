@@ -306,6 +306,69 @@ def apply_record(engine: Engine, record: AnyRecord, switcher: ModelSwitcher | No
             apply_input(engine, record.ts_recv, None)
 
 
+HISTORY_PER_SESSION: Final = "per_session"
+"""A session manifest's ``history_versions``: its daemon rebuilt each earlier session on
+the versions that session ran (``history_apply``), then switched to its own."""
+
+
+def session_versions(journal_dir: Path) -> dict[str, ModelPins | None]:
+    """The registry versions each session of a journal folder ran, as its manifest
+    (``session-{id}.json``) records them: session id -> pins (None: the manifest records
+    none, a daemon older than the record or a model without a registry). An unreadable
+    manifest is left out (``session_starts`` logs it)."""
+    found: dict[str, ModelPins | None] = {}
+    for path in journal_dir.glob("session-*.json"):
+        try:
+            data = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(data, dict) or not isinstance(data.get("session_id"), str):
+            continue
+        version, stage = data.get("model_version"), data.get("model_stage")
+        challenger = data.get("challenger_version") or ""
+        found[data["session_id"]] = None
+        for known in STAGES:  # the stage as a ``Stage``, or no pins
+            if (
+                isinstance(version, str)
+                and version
+                and isinstance(challenger, str)
+                and (stage == known)
+            ):
+                found[data["session_id"]] = ModelPins(version, known, challenger)
+    return found
+
+
+def history_apply(
+    journal_dir: Path, switcher: ModelSwitcher | None
+) -> Callable[[Engine, AnyRecord], None]:
+    """How a rebuild applies a record of the journal's history (``apply_history``): at
+    each session's first record the engine is first switched to the registry versions
+    that session ran (``ModelSwitcher.align``), as its daemon built it, so each session's
+    records are decided again by the models that decided them live, whatever the
+    registry names now. A session whose manifest records no versions is applied on what
+    ran before it: logged and counted (``ModelSwitcher.sessions_without_versions``)."""
+    if switcher is None:
+        return apply_record
+    sessions = session_starts(journal_dir)
+    versions = session_versions(journal_dir)
+
+    def apply(engine: Engine, record: AnyRecord) -> None:
+        for session in sessions:
+            if not session.starts_at(record):
+                continue
+            pins = versions.get(session.session_id)
+            if pins is None:
+                switcher.sessions_without_versions.append(session.session_id)
+                log.warning("session %s recorded no model versions: its records are "
+                            "applied on the versions that ran before it",
+                            session.session_id)  # fmt: skip
+            else:
+                switcher.align(engine, pins, reason=f"session {session.session_id} start")
+        apply_record(engine, record, switcher)
+
+    return apply
+
+
 def rebuild(
     engine: Engine,
     journal_dir: Path,
@@ -319,6 +382,10 @@ def rebuild(
     session under its own client order id prefix (``adapters.reconciliation``): what a
     restarted daemon does before it goes live, and what the replay of a later session
     does first. The engine's router must send nothing meanwhile.
+
+    Each session's records are applied on the registry versions that session ran
+    (``history_apply``), switched to at its first record; ``switcher`` must then know the
+    versions ``engine`` was built with (``model_switcher(config, pins)``).
 
     With ``config_sha256`` the newest valid snapshot of that config (``engine.snapshot``)
     is loaded first, into the engine and ``extras`` (objects outside the engine that
@@ -346,9 +413,11 @@ def rebuild(
         start = JournalPosition(
             file=header.journal_file, offset=header.journal_offset, seq=header.seq + 1
         )
+    if header is not None and switcher is not None:
+        switcher.restored(engine)  # the champion the snapshot ran, if not the build's
     tail = apply_history(
         engine, FileJournalReader(journal_dir, start=start), session_starts(journal_dir),
-        functools.partial(apply_record, switcher=switcher), stop=stop,
+        history_apply(journal_dir, switcher), stop=stop,
     )  # fmt: skip
     tail.snapshots_invalid = invalid
     if header is None:
@@ -544,11 +613,12 @@ def session_pins(config: Config) -> ModelPins | None:
     return ModelPins(version=source.version, stage=source.stage, challenger=challenger)
 
 
-def model_switcher(config: Config) -> ModelSwitcher | None:
-    """The switcher of a registry model's config (None: the model cannot be switched)."""
+def model_switcher(config: Config, pins: ModelPins | None = None) -> ModelSwitcher | None:
+    """The switcher of a registry model's config (None: the model cannot be switched).
+    ``pins``: the versions the engine was built with (``build_live_engine``'s)."""
     if config.model is None or config.model.registry is None:
         return None
-    return ModelSwitcher(config)
+    return ModelSwitcher(config, pins)
 
 
 class _WarmUpStrategy(Strategy):
@@ -1049,7 +1119,7 @@ class Daemon:
         # the registry versions this session runs, resolved once and recorded in the
         # session file, so its replay runs them whatever the aliases name by then
         self.pins = session_pins(config)
-        self.switcher = model_switcher(config)
+        self.switcher = model_switcher(config, self.pins)
         self.engine = build_live_engine(
             config, router, order_id_prefix=self.order_id_prefix, pins=self.pins
         )
@@ -1183,6 +1253,13 @@ class Daemon:
             self._first_seq = journal.next_seq
             self._snapshot_seq = journal.next_seq - 1 if self.history.snapshot_seq else 0
             engine.desk.begin_session(self.order_id_prefix)
+            if self.pins is not None and self.switcher is not None:
+                # the rebuild left the engine on what the last session ran last: this
+                # session runs its own versions from its first record on, as a later
+                # rebuild does from this session's manifest (not journaled)
+                self.switcher.align(engine, self.pins, reason=f"session {self.session_id} start")
+                if find_challenger(engine) is None:  # detached: this session scores none
+                    self.models.pop("challenger", None)
             self.switch.target = self.sender if self.sender is not None else ShadowSender()
             self.start_ns = max(self.start_ns, self.history.last_ts)
             self.files = write_session_files(
@@ -1193,7 +1270,9 @@ class Daemon:
                        "torn_bytes_cut": journal.torn_bytes_cut,
                        "snapshot_seq": self.history.snapshot_seq,
                        "snapshots_invalid": self.history.snapshots_invalid,
-                       "rebuild_ms": self.rebuild_ms, **self._pins_manifest()},
+                       "rebuild_ms": self.rebuild_ms, **self._pins_manifest(),
+                       "history_versions": HISTORY_PER_SESSION,
+                       "sessions_without_versions": self._sessions_without_versions()},
             )  # fmt: skip
             log.info("session %s starting", self.session_id,
                      extra={"mode": cfg.mode, "order_id_prefix": self.order_id_prefix,
@@ -1581,24 +1660,19 @@ class Daemon:
         return {"model_version": pins.version, "model_stage": pins.stage,
                 "challenger_version": pins.challenger}  # fmt: skip
 
+    def _sessions_without_versions(self) -> int:
+        return len(self.switcher.sessions_without_versions) if self.switcher is not None else 0
+
     def _on_model_switched(self, event: Event) -> None:
         if isinstance(event, ModelSwitched):
             self.models[event.alias] = (event.version, event.stage)
 
-    def _switched_away(self) -> bool:
-        pins = self.pins
-        if pins is None:
-            return False
-        shadow = find_challenger(self.engine)
-        return (
-            self.models.get("champion") != (pins.version, pins.stage)
-            or (shadow.version if shadow is not None else "") != pins.challenger
-        )
-
     def _realign_models(self, core: LiveCore) -> None:
-        """After the rebuild: an earlier session's switch may have left the engine on
-        another version than the one this session resolved; switch back to it here, as a
-        journaled input, so the replay of this session does the same."""
+        """After the rebuild and the session-start ``align`` (which already put the
+        engine on this session's versions, unjournaled, from its manifest): a journaled
+        switch back only if the engine still runs another version (kept as a guard; a
+        session of an older daemon journaled these switches, and they replay as
+        recorded)."""
         pins = self.pins
         if pins is None or self.switcher is None:
             return
@@ -1841,10 +1915,6 @@ class Daemon:
         seq = journal.next_seq - 1
         if seq <= self._snapshot_seq:
             return
-        if self._switched_away():
-            # the restored engine is built with the session's pinned versions: a state
-            # taken while others run would be restored under the wrong model
-            return
         loop = asyncio.get_running_loop()
         now = loop.time()
         if not final:
@@ -1953,6 +2023,7 @@ async def run_daemon(
 
 __all__ = [
     "DECISION_TYPES",
+    "HISTORY_PER_SESSION",
     "Daemon",
     "DecisionLog",
     "FeedMonitor",
@@ -1961,6 +2032,7 @@ __all__ = [
     "apply_input",
     "apply_record",
     "build_live_engine",
+    "history_apply",
     "load_snapshot",
     "new_session_id",
     "rebuild",

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import msgspec
 
@@ -248,12 +248,20 @@ class ModelMemory:
     a version switched to again a fresh monitor where a full replay keeps the old one, and
     the monitor's figures and alarms (and an alarm's action) would differ.
 
+    It also says which versions the engine runs now (``active``), so a rebuild knows
+    whether a session's recorded versions need a switch, and a snapshot taken while other
+    versions than the session's run is restored onto the right model
+    (``ModelSwitcher.restored``).
+
     Attributes:
         monitors: ``(role, version)`` -> that version's monitor (None: none was built).
+        active: role -> ``(version, stage)`` the engine runs now (the challenger's stage
+            is informative only; a role the switcher was not told about is absent).
     """
 
     def __init__(self) -> None:
         self.monitors: dict[tuple[str, str], ModelMonitor | None] = {}
+        self.active: dict[str, tuple[str, str]] = {}
 
 
 class ModelSwitcher:
@@ -267,16 +275,28 @@ class ModelSwitcher:
 
     Args:
         config: the session's config as written (with ``[model] registry``), not resolved.
+        pins: the versions the engine was built with (``build_engine``'s ``pins``), so
+            ``align`` and ``restored`` know what it runs before any switch.
+
+    Attributes:
+        sessions_without_versions: sessions a rebuild found no recorded versions for
+            (their records were applied on whatever ran before: see ``align``).
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, pins: ModelPins | None = None) -> None:
         if config.model is None or config.model.registry is None:
             raise ConfigError("model.registry", "model switches need a registry model")
         self.config = config
         self.registry = config.model.registry
+        self.pins = pins
         self._offered: dict[tuple[str, str, str], PreparedModel] = {}
         # read through ``memory`` at each switch: a snapshot restores it in place
         self.memory = ModelMemory()
+        if pins is not None:
+            self.memory.active["champion"] = (pins.version, pins.stage)
+            if pins.challenger:
+                self.memory.active["challenger"] = (pins.challenger, "")
+        self.sessions_without_versions: list[str] = []
 
     def prepare(
         self, alias: Literal["champion", "challenger"], ref: str, stage: Stage | None = None
@@ -346,11 +366,67 @@ class ModelSwitcher:
             else:
                 monitors.setdefault(("challenger", before), shadow.monitor)
                 shadow.switch(prepared.model, switch.version, monitor)
+        self.memory.active[switch.alias] = (switch.version, switch.stage)
         engine.emit(ModelSwitched(ts_event=now, ts_recv=now, model=prepared.model.name,
                                   alias=switch.alias, version=switch.version, stage=switch.stage,
                                   from_version=before,
                                   audit_entry_sha256=switch.audit_entry_sha256,
                                   issuer=switch.issuer, reason=switch.reason))  # fmt: skip
+
+    def align(self, engine: Engine, pins: ModelPins, *, reason: str) -> int:
+        """Switch ``engine`` to the versions a session ran (its manifest's ``pins``) where
+        it runs others: what a session's first record needs in a rebuild, and what the
+        daemon does after its rebuild, before its own first record. Not journaled: the
+        session's manifest is the record, so a replay does the same at the same point.
+
+        Each switch is ``apply``'s (the monitor kept per version, ``ModelSwitched``
+        emitted); a challenger the session did not score is detached (its monitor kept).
+
+        Returns:
+            How many roles were switched (0: the engine already ran ``pins``).
+
+        Raises:
+            RegistryError, ModelError, PluginLoadError, ConfigError: as ``apply``.
+        """
+        active = self.memory.active
+        switched = 0
+        champion = active.get("champion")
+        running = champion if champion is not None else (engine.model_version, pins.stage)
+        if running != (pins.version, pins.stage):
+            self.apply(engine, ModelSwitch(alias="champion", version=pins.version,
+                                           stage=pins.stage, issuer="session",
+                                           reason=reason))  # fmt: skip
+            switched += 1
+        shadow = find_challenger(engine)
+        current = shadow.version if shadow is not None else ""
+        if pins.challenger and current != pins.challenger:
+            stage = resolve_version(self.registry, pins.challenger).stage
+            self.apply(engine, ModelSwitch(alias="challenger", version=pins.challenger,
+                                           stage=stage, issuer="session",
+                                           reason=reason))  # fmt: skip
+            switched += 1
+        elif not pins.challenger and shadow is not None:
+            self.memory.monitors.setdefault(("challenger", shadow.version), shadow.monitor)
+            engine.observers.remove(shadow)
+            active.pop("challenger", None)
+            switched += 1
+        return switched
+
+    def restored(self, engine: Engine) -> None:
+        """After a snapshot was restored into ``engine`` (built with ``pins``): the model
+        object is the build's (a snapshot references the model, never pickles it), so if
+        the snapshot was taken while another champion ran, load that one in its place.
+        Everything else (its columns, its stage's limits, its monitor) came with the
+        snapshot.
+
+        Raises:
+            RegistryError, ModelError, PluginLoadError: the recorded version cannot load.
+        """
+        champion = self.memory.active.get("champion")
+        if champion is None or self.pins is None or champion[0] == self.pins.version:
+            return
+        version, stage = champion
+        engine.model = self.prepare("champion", version, cast(Stage, stage)).model
 
 
 def _monitor_for(model: SignalModel, config: Config) -> ModelMonitor | None:

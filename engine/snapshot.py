@@ -19,7 +19,9 @@ classes is captured without a list to keep up to date here.
 What is not captured: the wiring the composition root makes again from the config
 (instruments, the feature set and its compiled kernels, the model, the event sinks,
 the order sender). These are written as references (pickle's persistent ids) and
-resolved to the new engine's own objects on load. A few objects are referenced from
+resolved to the new engine's own objects on load (the model is the one the engine was
+built with: a snapshot taken after a switch to another champion needs that champion loaded
+in its place, which the daemon's rebuild does, ``ModelSwitcher.restored``). A few objects are referenced from
 outside the engine (the engine itself, its clock, the model monitor, the daemon's
 fill ledger): their state is restored in place, so every holder sees the restored
 state.

@@ -29,9 +29,11 @@ import msgspec
 
 from adapters.daemon import (
     DECISION_TYPES,
+    HISTORY_PER_SESSION,
     apply_record,
     build_live_engine,
     build_router,
+    history_apply,
     model_switcher,
 )
 from adapters.explanations import Explainers, ExplanationCollector, explain_line
@@ -72,6 +74,10 @@ class SessionInfo(msgspec.Struct, frozen=True, kw_only=True):
         model_version, model_stage, challenger_version: the registry versions the session
             ran (a registry model only): the replay runs these, not what the aliases name
             by then.
+        history_versions: ``per_session`` when the daemon rebuilt each earlier session on
+            the versions that session ran (``adapters.daemon.history_apply``) and then
+            switched to its own; "" for a daemon before that, which rebuilt the earlier
+            sessions on its own versions: the replay does what the daemon did.
     """
 
     session_id: str
@@ -84,6 +90,7 @@ class SessionInfo(msgspec.Struct, frozen=True, kw_only=True):
     model_version: str = ""
     model_stage: Stage | None = None
     challenger_version: str = ""
+    history_versions: str = ""
 
     @property
     def pins(self) -> ModelPins | None:
@@ -353,7 +360,7 @@ def replay_session(
         session.config, order_id_prefix=session.info.order_id_prefix, clock=clock,
         pins=session.info.pins,
     )  # fmt: skip
-    switcher = model_switcher(session.config)
+    switcher = model_switcher(session.config, session.info.pins)
     apply = functools.partial(apply_record, switcher=switcher)
     decisions: list[Event] = []
 
@@ -363,11 +370,14 @@ def replay_session(
 
     # the earlier sessions first, as the daemon rebuilt them, each under its own prefix;
     # their decisions, orders and timers are not this session's
+    # (each on the registry versions it ran, switched to at its first record, where the
+    # daemon did so)
+    per_session = session.info.history_versions == HISTORY_PER_SESSION
     history = apply_history(
         engine,
         history_records(session) if session.info.rebuilt_records else (),
         session_starts(session.journal_dir),
-        apply,
+        history_apply(session.journal_dir, switcher) if per_session else apply,
     )
     if history.records != session.info.rebuilt_records:
         raise DataError(
@@ -377,6 +387,9 @@ def replay_session(
             f"{history.records} before it",
         )
     engine.desk.begin_session(session.info.order_id_prefix)
+    pins = session.info.pins
+    if per_session and pins is not None and switcher is not None:  # as its daemon did
+        switcher.align(engine, pins, reason=f"session {session.info.session_id} start")
     before = engine.counters["orders_sent"], engine.counters["ticks"]
     sent_before = _sent(router)
     clock.fired.clear()

@@ -236,8 +236,10 @@ async def test_models_promote_by_hand_switches_challenger_then_champion_on_the_h
 async def test_restart_after_switches_runs_the_last_switched_version_rebuilt_and_from_snapshot(
     env: Broker, tmp_path: Path, sample: Path, trained: Versions, registry: Path
 ) -> None:
-    """Session 1 promotes B (command) and stops on it: no snapshot at the stop (it runs
-    another version than it pinned). Session 2 rebuilds the whole journal and runs B; it rolls back to A
+    """Session 1 promotes B (command) and stops on it (its snapshot, of its own pinned
+    versions, is not valid for session 2, which pins B). Session 2 rebuilds the whole
+    journal, session 1 on A and then B as it ran (its rebuilt book is the orders session 1
+    sent), and runs B; it rolls back to A
     and promotes B again, and stops on B: a snapshot. Session 3 starts from that snapshot
     on B and rolls back to A, whose monitor carries on from the snapshot's memory. Every
     session's parity is exact, and session 3's monitors equal the replay's (which applies
@@ -268,6 +270,21 @@ async def test_restart_after_switches_runs_the_last_switched_version_rebuilt_and
         await until(lambda: daemon.core is not None and daemon.session is not None)
         assert daemon.history.snapshot_seq == 0 and daemon.history.records > 0
         assert daemon.engine.model_version == trained.b
+        # the rebuilt book holds the orders session 1 sent: those before the promote
+        # decided by A again (the version session 1 started on), not by B (what the
+        # registry names now)
+        sent = sorted(
+            (d["client_order_id"], d["instrument"], d["side"], d["qty"])
+            for d in read_decisions(journal, sessions[0])
+            if d["type"] == "order_request"
+        )
+        prefix = f"n1-{sessions[0]}-"
+        book = sorted(
+            (o.client_order_id, o.request.instrument, o.request.side, o.request.qty)
+            for o in daemon.engine.orders._orders.values()
+            if o.client_order_id.startswith(prefix)
+        )
+        assert sent and book == sent
         await leg(daemon, md)
         await command(op, "rollback")
         await until(lambda: daemon.models["champion"][0] == trained.a)
