@@ -137,11 +137,13 @@ async def test_command_replay_duplicate_stale_future_refused_fresh_applied(
     reason="needs the daemon to prime the session's CommandGuard from its journal "
     "(adapters/daemon.py, the lead's change): remove this marker with it",
 )
+@pytest.mark.parametrize("snapshot", [True, False], ids=["from_snapshot", "from_journal"])
 @pytest.mark.asyncio
 async def test_command_replay_after_restart_refused_as_duplicate(
-    operator_env: Broker, tmp_path: Path
+    operator_env: Broker, tmp_path: Path, snapshot: bool
 ) -> None:
     config = write_config(tmp_path, operator_env.port, mode="paper")
+    journal = tmp_path / "journal"
     kill, resume = signed("kill"), signed("resume")
     async with client(operator_env) as operator:
         async with running(config) as daemon:
@@ -150,6 +152,9 @@ async def test_command_replay_after_restart_refused_as_duplicate(
             await until(lambda: daemon.engine.risk.state == "HALTED")
             await publish(operator, resume)
             await until(lambda: daemon.engine.risk.state == "ACTIVE")
+        if not snapshot:  # as after a crash before any snapshot: the journal alone
+            for path in journal.glob("snapshot-*"):
+                path.unlink()
         # restarted within the window: both come back from the journal, and a replay of
         # the kill is the copy of a command already applied
         async with running(config) as daemon:
@@ -158,4 +163,5 @@ async def test_command_replay_after_restart_refused_as_duplicate(
             await publish(operator, kill)
             await settle(daemon, "bad_command_duplicate", 1)
             assert daemon.engine.risk.state == "ACTIVE"
-    assert journaled_actions(tmp_path / "journal") == ["kill", "resume"]
+            assert daemon.history.snapshot_seq > 0 if snapshot else daemon.history.snapshot_seq == 0
+    assert journaled_actions(journal) == ["kill", "resume"]
