@@ -91,6 +91,7 @@ from adapters.metrics import (
     tradeloop_version,
 )
 from adapters.model_registry_store import Registry
+from adapters.mqtt.command_guard import CommandGuard
 from adapters.mqtt.ingest import CommandIn, Connection, Inbound, MarketData, Overflow, ReportIn
 from adapters.mqtt.session import MqttSession
 from adapters.mqtt.settings import MqttSettings
@@ -950,7 +951,7 @@ class LiveSession(Protocol):
 
 
 SessionFactory = Callable[
-    [MqttSettings, Topics, InstrumentTable, Callable[[], int], bytes],
+    [MqttSettings, Topics, InstrumentTable, Callable[[], int], bytes, CommandGuard],
     contextlib.AbstractAsyncContextManager[LiveSession],
 ]
 
@@ -966,11 +967,13 @@ def mqtt_session(
     instruments: InstrumentTable,
     receive_clock: Callable[[], int],
     will_payload: bytes,
+    command_guard: CommandGuard,
 ) -> contextlib.AbstractAsyncContextManager[LiveSession]:
     """The real session: ``MqttSession`` over aiomqtt."""
     return MqttSession(
-        settings, topics, instruments, receive_clock=receive_clock, will_payload=will_payload
-    )
+        settings, topics, instruments, receive_clock=receive_clock, will_payload=will_payload,
+        command_guard=command_guard,
+    )  # fmt: skip
 
 
 def _env(name: str | None, where: str) -> str | None:
@@ -1143,7 +1146,10 @@ class Daemon:
         self._signals_at_start = 0
         self.ledger = FillLedger()
         self.claims = ClaimHolder(self.engine)
-        self.engine.sinks += [self.ledger, self.claims]
+        # remembers every command the engine applies, the rebuild's too: a copy of one
+        # applied before a restart is refused as a duplicate
+        self.command_guard = CommandGuard(config.live.command_max_age_ns)
+        self.engine.sinks += [self.ledger, self.claims, self.command_guard]
         self.reconcile_fetch = reconcile_fetch
         # orders the OMS has and we never sent: flagged (an Alarm) or adopted as ours
         self.external_orders: ExternalOrders = config.live.external_orders
@@ -1262,6 +1268,7 @@ class Daemon:
                     self.models.pop("challenger", None)
             self.switch.target = self.sender if self.sender is not None else ShadowSender()
             self.start_ns = max(self.start_ns, self.history.last_ts)
+            self.command_guard.expire(self.start_ns)  # what the rebuild primed and aged out
             self.files = write_session_files(
                 cfg, self.config_bytes, journal_dir, self.session_id, self.start_ns,
                 self.order_id_prefix, first_seq=journal.next_seq,
@@ -1325,7 +1332,8 @@ class Daemon:
     ) -> None:  # fmt: skip
         engine = self.engine
         async with self.session_factory(self.settings, self.topics, engine.instruments,
-                                        self.receive_clock, will) as session:  # fmt: skip
+                                        self.receive_clock, will,
+                                        self.command_guard) as session:  # fmt: skip
             connected.set()
             self.session = session
             self.metrics.watch_session(lambda: session.counters)
@@ -1901,7 +1909,8 @@ class Daemon:
         # they follow the engine's inputs (as sinks; the switcher's memory of each
         # version's monitor, through the journaled switches), so their state is part of
         # the rebuild's
-        extras: dict[str, object] = {"ledger": self.ledger, "claims": self.claims}
+        extras: dict[str, object] = {"ledger": self.ledger, "claims": self.claims,
+                                     "command_guard": self.command_guard}  # fmt: skip
         if self.switcher is not None:
             extras["models"] = self.switcher.memory
         return extras

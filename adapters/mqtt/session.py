@@ -85,6 +85,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from adapters.mqtt.auth import SIGNATURE_PROPERTY
+from adapters.mqtt.command_guard import CommandGuard
 from adapters.mqtt.feed_protocol import PINGREQ, FeedProtocol, open_feed
 from adapters.mqtt.ingest import (
     CommandIn,
@@ -343,6 +344,7 @@ class MqttSession:
         *,
         receive_clock: Callable[[], int],
         will_payload: bytes,
+        command_guard: CommandGuard | None = None,
     ) -> None:
         self.settings = settings
         self.topics = topics
@@ -363,6 +365,7 @@ class MqttSession:
             max_payload_bytes=settings.max_payload_bytes,
             command_key=settings.command_key,
             counters=self.counters,
+            command_guard=command_guard,
         )
         self._command_topic = topics.command
         # market data on its own MQTT 3.1.1 connection (QoS 0 only)

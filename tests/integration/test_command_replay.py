@@ -132,11 +132,6 @@ async def test_command_replay_duplicate_stale_future_refused_fresh_applied(
     assert journaled_actions(tmp_path / "journal") == ["kill", "resume", "kill", "resume"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the daemon to prime the session's CommandGuard from its journal "
-    "(adapters/daemon.py, the lead's change): remove this marker with it",
-)
 @pytest.mark.parametrize("snapshot", [True, False], ids=["from_snapshot", "from_journal"])
 @pytest.mark.asyncio
 async def test_command_replay_after_restart_refused_as_duplicate(

@@ -251,7 +251,7 @@ async def test_session_one_connection_reports_commands_quotes_keep_broker_order(
         fee=0.01,
         liquidity="taker",
     )
-    kill = Command(ts_event=7, ts_recv=0, action="kill", reason="test", issuer="ops")
+    kill = Command(ts_event=time.time_ns(), ts_recv=0, action="kill", reason="test", issuer="ops")
     kill_payload = CODEC.encode(kill)
     async with (
         _session(broker, market_data_qos=1) as session,
@@ -291,7 +291,7 @@ async def test_session_two_connections_inbox_in_receipt_order(broker: Broker) ->
     """Market data at QoS 0 has its own connection: each connection keeps the broker's
     order, and across them the inbox is in receipt order (stamps never decrease; a report
     or a command is an item of its own, between batches)."""
-    kill = Command(ts_event=7, ts_recv=0, action="kill", reason="test", issuer="ops")
+    kill = Command(ts_event=time.time_ns(), ts_recv=0, action="kill", reason="test", issuer="ops")
     kill_payload = CODEC.encode(kill)
     async with _session(broker) as session, _client(broker, operator=True) as operator:
         assert isinstance(await _get(session), Connection)
@@ -529,8 +529,12 @@ async def test_session_bad_payloads_counted_nothing_enqueued(broker: Broker) -> 
 
 @pytest.mark.asyncio
 async def test_session_commands_need_signature_and_operator(broker: Broker) -> None:
-    payload = CODEC.encode(Command(ts_event=1, ts_recv=0, action="reduce_only", issuer="ops"))
-    resume = CODEC.encode(Command(ts_event=2, ts_recv=0, action="resume", issuer="ops"))
+    payload = CODEC.encode(
+        Command(ts_event=time.time_ns(), ts_recv=0, action="reduce_only", issuer="ops")
+    )
+    resume = CODEC.encode(
+        Command(ts_event=time.time_ns(), ts_recv=0, action="resume", issuer="ops")
+    )
     async with (
         _session(broker) as session,
         _client(broker, operator=True) as operator,
