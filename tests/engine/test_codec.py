@@ -7,9 +7,9 @@ from engine.events import (
     EVENT_TYPES,
     Alarm,
     Bar,
-    ChallengerSignal,
     CancelRejected,
     CancelRequest,
+    ChallengerSignal,
     Command,
     Fill,
     ModelSwitched,
@@ -83,10 +83,10 @@ EXAMPLES = [
     Alarm(**T, source="feed", severity="critical", message="stale"),
     Command(
         **T, action="promote", reason="better IC", issuer="ana", target="challenger", stage="paper"
-    ),  # fmt: skip
+    ),
     ChallengerSignal(
         **T, instrument="X", model="m", version="ab" * 32, score=0.4, zone=0, previous_zone=1
-    ),  # fmt: skip
+    ),
     ModelSwitched(
         **T,
         model="m",
@@ -97,7 +97,7 @@ EXAMPLES = [
         audit_entry_sha256="ef" * 32,
         issuer="ana",
         reason="better IC",
-    ),  # fmt: skip
+    ),
 ]
 
 
