@@ -1259,6 +1259,10 @@ class Daemon:
             self._first_seq = journal.next_seq
             self._snapshot_seq = journal.next_seq - 1 if self.history.snapshot_seq else 0
             engine.desk.begin_session(self.order_id_prefix)
+            # this session sends from here on: what the start's switch decides (cancels of
+            # working orders beyond a lower stage's limit) must reach the OMS, or the desk
+            # would believe them sent and never cancel those orders again
+            self.switch.target = self.sender if self.sender is not None else ShadowSender()
             if self.pins is not None and self.switcher is not None:
                 # the rebuild left the engine on what the last session ran last: this
                 # session runs its own versions from its first record on, as a later
@@ -1266,7 +1270,6 @@ class Daemon:
                 self.switcher.align(engine, self.pins, reason=f"session {self.session_id} start")
                 if find_challenger(engine) is None:  # detached: this session scores none
                     self.models.pop("challenger", None)
-            self.switch.target = self.sender if self.sender is not None else ShadowSender()
             self.start_ns = max(self.start_ns, self.history.last_ts)
             self.command_guard.expire(self.start_ns)  # what the rebuild primed and aged out
             self.files = write_session_files(

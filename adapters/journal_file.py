@@ -467,6 +467,10 @@ class FileJournalWriter:
         self.path = path
 
     def _fsync(self) -> None:
+        # every inline sync first waits for a background one in flight and fails with it:
+        # the kernel reports a failed fdatasync to one caller only, so this sync would
+        # succeed over the lost pages (commit, a full control group in _write, rotation)
+        self._wait_background()
         try:
             _sync(self._fd)
         except OSError as exc:

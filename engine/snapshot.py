@@ -248,10 +248,14 @@ class _Unpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _ALLOWED_FUNCTIONS:
             return super().find_class(module, name)
+        # decided before anything is imported: no dunder step (``X.__class__`` reaches
+        # ``type``; ``pkg.__main__`` runs a program on import), numpy only by exact name
+        if any(part.startswith("__") for part in (*module.split("."), *name.split("."))):
+            raise pickle.UnpicklingError(f"a snapshot may not name {module}.{name}")
         root = module.split(".", 1)[0]
         allowed = (
             (module == "builtins" and name in _ALLOWED_BUILTINS)
-            or (root == "numpy" and name in _ALLOWED_NUMPY)
+            or (module == "numpy" and name in _ALLOWED_NUMPY)
             or (root in _ALLOWED_MODULES and root != "numpy")
             or root in _ALLOWED_STDLIB
             or module in self._modules
@@ -273,7 +277,7 @@ class _Unpickler(pickle.Unpickler):
         home_ok = (
             home.split(".", 1)[0] in (*_ALLOWED_MODULES, *_ALLOWED_STDLIB)
             or home in self._modules
-            or home == "builtins"
+            or (home == "builtins" and getattr(found, "__name__", "") in _ALLOWED_BUILTINS)
         )
         if not isinstance(found, type) or not home_ok:
             raise pickle.UnpicklingError(f"a snapshot may only name classes, not {module}.{name}")
@@ -329,7 +333,7 @@ def restore_state(
     modules.add(type(engine.strategy).__module__)
     try:
         state = _Unpickler(io.BytesIO(payload), _table(engine, extras), modules).load()
-    except Exception as exc:  # pickle raises whatever the bytes make it raise
+    except (Exception, SystemExit) as exc:  # whatever the bytes make pickle raise
         raise JournalError("snapshot", 0, f"the state does not load: {exc!r}") from exc
     if not isinstance(state, dict):
         raise JournalError("snapshot", 0, "the state is not a mapping")

@@ -84,6 +84,10 @@ class CommandGuard:
         """Why ``command``, received at ``ts_recv``, must not be applied; None if it may,
         and then it is remembered (a second copy is a ``duplicate``)."""
         self.expire(ts_recv)
+        # judged on the latest time seen, not a clock that stepped back (or another host's,
+        # after a failover) behind what was already forgotten: a forgotten command must be
+        # stale, or its copy would pass as new
+        ts_recv = max(ts_recv, self._now)
         ts_event = command.ts_event
         if ts_recv - ts_event > self.max_age_ns:
             return "stale"

@@ -159,3 +159,15 @@ def test_command_digest_ignores_ts_recv_and_names_every_other_field() -> None:
 def test_command_guard_window_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_age_ns"):
         CommandGuard(0)
+
+
+def test_command_guard_clock_behind_the_journal_does_not_readmit_a_forgotten_command() -> None:
+    """The second reviewer's case: primed and aged out up to the journal's last time, then
+    a receive clock behind it (stepped back, or another host after a failover). Mutation-
+    checked: judging staleness on the raw receive time accepted the copy."""
+    guard = CommandGuard(AGE)
+    old = _command(T)
+    guard(old)  # applied before the restart
+    guard.expire(T + AGE + 10 * S)  # the journal ended past its window: forgotten
+    assert len(guard) == 0
+    assert guard.check(old, T + AGE // 2) == "stale"  # a clock behind the journal

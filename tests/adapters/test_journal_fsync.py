@@ -120,6 +120,28 @@ def test_journal_fsync_commit_fails_when_the_background_sync_in_flight_fails(
     journal.close()
 
 
+def test_journal_fsync_full_control_group_fails_when_the_background_sync_fails(
+    tmp_path: Path, disk: Callable[..., Disk]
+) -> None:
+    """The second reviewer's path: a control group filling inside ``append`` syncs
+    inline there, and the ``commit`` after it has nothing pending. Mutation-checked: with
+    the wait only in ``commit``/``sync`` (not in ``_fsync``), the 16 fills were appended
+    and committed with the writer still open and this test failed."""
+    d = disk(fail=True)
+    journal = FileJournalWriter(tmp_path, session_id="s", limits=LIMITS)
+    journal.open()
+    for i in range(10):
+        journal.append(T + i, batch(1, i))
+    assert d.started.wait(10)
+    threading.Timer(0.05, d.release.set).start()
+    with pytest.raises(AdapterError, match="background fsync"):
+        for i in range(LIMITS.control_records):
+            journal.append(T + 10 + i, fill(i))
+        journal.commit()
+    assert journal.state == "failed"
+    journal.close()
+
+
 def test_journal_sync_waits_for_background_syncs_a_snapshot_relies_on_it(
     tmp_path: Path, disk: Callable[..., Disk]
 ) -> None:

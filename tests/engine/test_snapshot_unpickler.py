@@ -33,6 +33,10 @@ def _global_call(module: str, name: str, arg: str) -> bytes:
         ("adapters.daemon", "subprocess.Popen"),  # a class, but of a forbidden module
         ("collections", "namedtuple"),  # an allowed module's function, not a class
         ("builtins", "eval"),
+        ("numpy.f2py.__main__", "ndarray"),  # the second review: importing it runs f2py
+        ("collections", "OrderedDict.__class__"),  # a dunder step reaches ``type``
+        ("enum", "__class__"),
+        ("engine.__main__", "X"),
     ],
 )
 def test_unpickler_refuses_anything_but_allowed_classes(
