@@ -245,8 +245,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         # a range past the data (or files with no rows) is a mistake, not an empty report
         raise DataError(
             str(args.data or "DATA"),
-            "no tick replayed: the data has no rows"
-            + (" in the range --start/--end ([replay] start/end)" if _ranged(source) else ""),
+            "no tick replayed: no rows"
+            + (" in the range --start/--end ([replay] start/end)" if _ranged(source) else "")
+            + ", or every row refused (see the warnings above)",
         )
     metrics = write_report(run, args.out, digest, notes=[*cfg_notes, *notes])
     ticks = metrics["ticks"]

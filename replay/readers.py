@@ -179,6 +179,13 @@ class Discovery:
         return [f for f in self.files if f.kind == kind]
 
 
+def _has_target(kind: str, target: str) -> bool:
+    """Whether files of ``kind`` have tradeloop column ``target``."""
+    if target in ("ts_recv", "symbol", "ts_event"):
+        return True
+    return target in (QUOTE_COLUMNS if kind == "quotes" else (*TRADE_COLUMNS, "is_buyer_maker"))
+
+
 def as_source(data: str | Path | DataSource) -> DataSource:
     return data if isinstance(data, DataSource) else DataSource(path=Path(data))
 
@@ -237,10 +244,13 @@ def discover_files(data: str | Path | DataSource) -> Discovery:
         )
     # a mapping that names a column no file has is a typo, not a no-op: without this the
     # replay ran on the files' own columns and said nothing
+    # (checked against the files of the kinds that have that column: a config's mapping
+    # for trade columns is no typo on a folder of quotes)
     unused = [
         f"{target}={column}"
         for target, column in source.columns.items()
-        if not any(layout.rename.get(column) == target for layout in layouts)
+        if any(_has_target(layout.kind, target) for layout in layouts)
+        and not any(layout.rename.get(column) == target for layout in layouts)
     ]
     if unused:
         raise DataError(

@@ -252,6 +252,13 @@ def test_columns_mapping_naming_no_column_is_an_error(
     assert not (tmp_path / "r").exists()
 
 
+def test_columns_mapping_for_the_other_kind_is_no_error(tiny: Path, tmp_path: Path) -> None:
+    # a shared config maps trade columns; replaying quotes alone must not call it a typo
+    quotes = str(tiny / "quotes.parquet")
+    argv = ["replay", "--quotes", quotes, "--out", str(tmp_path / "r"), "--columns", "price=p"]
+    assert main(argv) == 0
+
+
 def test_range_past_the_data_is_an_error_not_an_empty_report(
     tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
