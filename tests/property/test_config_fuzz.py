@@ -57,10 +57,12 @@ class Duration:
 
 
 AMOUNT = Number(0.0, 1e12)
+POSITION = Number(0.0, 1e12, low_closed=True)  # 0: only reducing orders (a shadow stage)
 # Every numeric field of the config and the range the schema documents for it.
 FIELDS: dict[tuple[str | int, ...], Number | Integer | Duration] = {
-    **{("risk", f): AMOUNT for f in ("max_order_qty", "max_order_notional", "max_position",
+    **{("risk", f): AMOUNT for f in ("max_order_qty", "max_order_notional",
                                      "max_gross_exposure", "daily_loss_limit", "max_drawdown")},
+    ("risk", "max_position"): POSITION,
     ("risk", "price_collar_bps"): Number(0.0, 10_000.0),
     ("risk", "orders_per_second"): Number(0.0, 1e6),
     ("risk", "account_orders_per_second"): Number(0.0, 1e6),
@@ -68,7 +70,8 @@ FIELDS: dict[tuple[str | int, ...], Number | Integer | Duration] = {
     ("risk", "account_max_open_orders"): Integer(1, 10**6),
     ("risk", "max_quote_age"): Duration(),
     **{("risk", "instruments", "BTC-USD", f): AMOUNT
-       for f in ("max_order_qty", "max_order_notional", "max_position")},
+       for f in ("max_order_qty", "max_order_notional")},
+    ("risk", "instruments", "BTC-USD", "max_position"): POSITION,
     ("risk", "instruments", "BTC-USD", "price_collar_bps"): Number(0.0, 10_000.0),
     ("risk", "instruments", "BTC-USD", "orders_per_second"): Number(0.0, 1e6),
     ("risk", "instruments", "BTC-USD", "max_open_orders"): Integer(1, 10**6),
