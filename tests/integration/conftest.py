@@ -51,6 +51,10 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path) -> None
     raise RuntimeError("mosquitto did not start listening within 10 s")
 
 
+# the command key every test daemon's config reads (``command_key_env``)
+COMMAND_KEY = "test-command-key"
+
+
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:
     """A mosquitto on a free port: anonymous access off, two users (``daemon`` and
@@ -100,3 +104,13 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def daemon_env(broker: Broker, monkeypatch: pytest.MonkeyPatch) -> Broker:
+    """The broker, with the environment a test daemon's config names for its credentials
+    (``TL_TEST_MQTT_USER``/``_PASSWORD``) and its command key (``TL_TEST_COMMAND_KEY``)."""
+    monkeypatch.setenv("TL_TEST_MQTT_USER", broker.username)
+    monkeypatch.setenv("TL_TEST_MQTT_PASSWORD", broker.password)
+    monkeypatch.setenv("TL_TEST_COMMAND_KEY", COMMAND_KEY)
+    return broker

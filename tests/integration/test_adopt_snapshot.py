@@ -37,14 +37,6 @@ from tests.integration.test_reliability import (
 )
 
 
-@pytest.fixture
-def daemon_env(broker: Broker, monkeypatch: pytest.MonkeyPatch) -> Broker:
-    monkeypatch.setenv("TL_TEST_MQTT_USER", broker.username)
-    monkeypatch.setenv("TL_TEST_MQTT_PASSWORD", broker.password)
-    monkeypatch.setenv("TL_TEST_COMMAND_KEY", "reliability-key")
-    return broker
-
-
 def _config(tmp: Path, port: int, name: str, *, external: str, every: int) -> Path:
     base = write_config(tmp, port, cancel_on_stop=False, every=every, rest=False)
     text = base.read_text().replace('node = "n1"', f'node = "n1"\nexternal_orders = "{external}"')

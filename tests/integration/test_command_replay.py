@@ -19,19 +19,11 @@ from adapters.journal_file import FileJournalReader
 from adapters.mqtt.auth import SIGNATURE_PROPERTY, sign_command
 from engine.events import Command, CommandAction, Event, OrderRequest
 from engine.journal import CommandRecord
-from tests.integration.conftest import Broker
-from tests.integration.test_faults import COMMAND_KEY, online, write_config
+from tests.integration.conftest import COMMAND_KEY, Broker
+from tests.integration.test_faults import online, write_config
 from tests.integration.test_reliability import CODEC, TOPICS, client, quote, running, until
 
 S = 1_000_000_000
-
-
-@pytest.fixture
-def operator_env(broker: Broker, monkeypatch: pytest.MonkeyPatch) -> Broker:
-    monkeypatch.setenv("TL_TEST_MQTT_USER", broker.username)
-    monkeypatch.setenv("TL_TEST_MQTT_PASSWORD", broker.password)
-    monkeypatch.setenv("TL_TEST_COMMAND_KEY", COMMAND_KEY)
-    return broker
 
 
 def signed(action: CommandAction, ts_event: int | None = None) -> tuple[bytes, str]:
@@ -64,12 +56,12 @@ async def settle(daemon: Daemon, counter: str, value: int) -> None:
 
 @pytest.mark.asyncio
 async def test_command_replay_duplicate_stale_future_refused_fresh_applied(
-    operator_env: Broker, tmp_path: Path
+    daemon_env: Broker, tmp_path: Path
 ) -> None:
-    config = write_config(tmp_path, operator_env.port, mode="paper", max_orders=10**6)
+    config = write_config(tmp_path, daemon_env.port, mode="paper", max_orders=10**6)
     async with (
-        client(operator_env) as feed,
-        client(operator_env) as operator,
+        client(daemon_env) as feed,
+        client(daemon_env) as operator,
         running(config) as daemon,
     ):
         await online(daemon)
@@ -135,12 +127,12 @@ async def test_command_replay_duplicate_stale_future_refused_fresh_applied(
 @pytest.mark.parametrize("snapshot", [True, False], ids=["from_snapshot", "from_journal"])
 @pytest.mark.asyncio
 async def test_command_replay_after_restart_refused_as_duplicate(
-    operator_env: Broker, tmp_path: Path, snapshot: bool
+    daemon_env: Broker, tmp_path: Path, snapshot: bool
 ) -> None:
-    config = write_config(tmp_path, operator_env.port, mode="paper")
+    config = write_config(tmp_path, daemon_env.port, mode="paper")
     journal = tmp_path / "journal"
     kill, resume = signed("kill"), signed("resume")
-    async with client(operator_env) as operator:
+    async with client(daemon_env) as operator:
         async with running(config) as daemon:
             await online(daemon)
             await publish(operator, kill)

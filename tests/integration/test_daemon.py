@@ -50,11 +50,10 @@ from engine.events import (
 from engine.journal import ClockRecord, CommandRecord, FeedRecord, MarketDataRecord
 from engine.ports import OrderRouter, SendOnly
 from engine.strategy import Strategy
-from tests.integration.conftest import Broker
+from tests.integration.conftest import COMMAND_KEY, Broker
 from tests.support import quotes
 
 ROOT = Path(__file__).resolve().parents[2]
-KEY = "test-command-key"
 SYMBOL = "BTC"
 CODEC = EventCodec("json")
 
@@ -148,14 +147,6 @@ fsync = "batch"
     return path
 
 
-@pytest.fixture
-def daemon_env(broker: Broker, monkeypatch: pytest.MonkeyPatch) -> Broker:
-    monkeypatch.setenv("TL_TEST_MQTT_USER", broker.username)
-    monkeypatch.setenv("TL_TEST_MQTT_PASSWORD", broker.password)
-    monkeypatch.setenv("TL_TEST_COMMAND_KEY", KEY)
-    return broker
-
-
 @contextlib.asynccontextmanager
 async def running(config: Path) -> AsyncIterator[Daemon]:
     """The daemon of ``config`` as a task of this loop; stopped gracefully on exit."""
@@ -238,7 +229,7 @@ async def publish_quote(client: aiomqtt.Client, bid: float = 100.0, ask: float =
 
 
 async def publish_command(
-    client: aiomqtt.Client, action: str, *, signed: bool = True, key: str = KEY
+    client: aiomqtt.Client, action: str, *, signed: bool = True, key: str = COMMAND_KEY
 ) -> None:
     ts = time.time_ns()
     payload = CODEC.encode(Command(ts_event=ts, ts_recv=ts, action=action,  # type: ignore[arg-type]

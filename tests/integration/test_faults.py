@@ -28,7 +28,7 @@ from engine.journal import CommandRecord, MarketDataRecord
 from engine.orders import OrderStatus
 from engine.strategy import Strategy
 from replay.parity import parity
-from tests.integration.conftest import Broker
+from tests.integration.conftest import COMMAND_KEY, Broker
 from tests.integration.test_reliability import (
     CODEC,
     SYMBOL,
@@ -41,7 +41,6 @@ from tests.integration.test_reliability import (
 )
 from tests.integration.test_reliability import serving as reliability_serving
 
-COMMAND_KEY = "faults-key"
 MOSQUITTO_PUB = shutil.which("mosquitto_pub")
 
 
@@ -131,14 +130,6 @@ dir = "{(tmp / "journal").as_posix()}"
 fsync = "batch"
 """)
     return path
-
-
-@pytest.fixture
-def daemon_env(broker: Broker, monkeypatch: pytest.MonkeyPatch) -> Broker:
-    monkeypatch.setenv("TL_TEST_MQTT_USER", broker.username)
-    monkeypatch.setenv("TL_TEST_MQTT_PASSWORD", broker.password)
-    monkeypatch.setenv("TL_TEST_COMMAND_KEY", COMMAND_KEY)
-    return broker
 
 
 # the reliability tests' oms-sim, with a short drain: a faulty OMS may hold answers back

@@ -44,9 +44,8 @@ from engine.events import (
 )
 from engine.strategy import Strategy
 from replay.parity import cmd_parity, parity
-from tests.integration.conftest import Broker
+from tests.integration.conftest import COMMAND_KEY, Broker
 
-KEY = "parity-command-key"
 SYMBOL = "BTC"
 CODEC = EventCodec("json")
 MS = 1_000_000
@@ -125,8 +124,8 @@ max_quote_age = "60s"
 [mqtt]
 host = "127.0.0.1"
 port = {port}
-username_env = "TL_PARITY_MQTT_USER"
-password_env = "TL_PARITY_MQTT_PASSWORD"
+username_env = "TL_TEST_MQTT_USER"
+password_env = "TL_TEST_MQTT_PASSWORD"
 reconnect_min = "50ms"
 reconnect_max = "200ms"
 
@@ -135,7 +134,7 @@ node = "n1"
 account = "a1"
 heartbeat = "50ms"
 order_timeout = "300ms"
-command_key_env = "TL_PARITY_COMMAND_KEY"
+command_key_env = "TL_TEST_COMMAND_KEY"
 metrics_port = 0
 shutdown_timeout = "3s"
 
@@ -144,14 +143,6 @@ dir = "{(tmp / "journal").as_posix()}"
 fsync = "batch"
 """)
     return path
-
-
-@pytest.fixture
-def daemon_env(broker: Broker, monkeypatch: pytest.MonkeyPatch) -> Broker:
-    monkeypatch.setenv("TL_PARITY_MQTT_USER", broker.username)
-    monkeypatch.setenv("TL_PARITY_MQTT_PASSWORD", broker.password)
-    monkeypatch.setenv("TL_PARITY_COMMAND_KEY", KEY)
-    return broker
 
 
 def _client(broker: Broker, *, operator: bool = False) -> aiomqtt.Client:
@@ -212,7 +203,7 @@ async def command(operator: aiomqtt.Client, action: CommandAction) -> None:
         Command(ts_event=ts, ts_recv=ts, action=action, reason="parity test", issuer="ops")
     )
     props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-    props.UserProperty = [(SIGNATURE_PROPERTY, sign_command(payload, KEY.encode()))]
+    props.UserProperty = [(SIGNATURE_PROPERTY, sign_command(payload, COMMAND_KEY.encode()))]
     await operator.publish("tradeloop/n1/command", payload, qos=1, properties=props)
 
 

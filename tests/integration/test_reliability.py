@@ -125,14 +125,6 @@ fsync = "batch"
     return path
 
 
-@pytest.fixture
-def daemon_env(broker: Broker, monkeypatch: pytest.MonkeyPatch) -> Broker:
-    monkeypatch.setenv("TL_TEST_MQTT_USER", broker.username)
-    monkeypatch.setenv("TL_TEST_MQTT_PASSWORD", broker.password)
-    monkeypatch.setenv("TL_TEST_COMMAND_KEY", "reliability-key")
-    return broker
-
-
 def new_oms() -> SimulatedOms:
     instruments = InstrumentTable([Instrument(symbol=SYMBOL, venue="SIM")])
     return SimulatedOms(instruments, SimulatedVenue(0, fee_bps=1.0))
