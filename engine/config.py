@@ -572,12 +572,13 @@ def load_config(path: str | Path) -> tuple[Config, str]:
     except tomllib.TOMLDecodeError as exc:
         # tomllib's message ends with "(at line L, column C)"
         raise ConfigError(str(p), f"not valid TOML: {exc}") from exc
-    return config_from_dict(_relative_to(data, p.parent), str(p)), hashlib.sha256(raw).hexdigest()
+    cfg = config_from_dict(model_paths_relative_to(data, p.parent), str(p))
+    return cfg, hashlib.sha256(raw).hexdigest()
 
 
-def _relative_to(data: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """``[model] path`` and ``registry`` read relative to the config file's folder, not the
-    working directory: a config and its model move together."""
+def model_paths_relative_to(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """``[model] path`` and ``registry`` of parsed TOML read relative to the config file's
+    folder, not the working directory: a config and its model move together."""
     model = data.get("model")
     if not isinstance(model, dict):
         return data

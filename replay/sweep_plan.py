@@ -25,7 +25,7 @@ import msgspec
 import numpy as np
 import polars as pl
 
-from engine.config import config_from_dict, load_config
+from engine.config import config_from_dict, load_config, model_paths_relative_to
 from engine.errors import ConfigError, DataError, PluginLoadError
 from engine.plugins import load_model, load_strategy
 from replay.readers import discover
@@ -192,8 +192,10 @@ def plan_sweep(config_file: str | Path, grid_file: str | Path) -> SweepPlan:
         ConfigError, PluginLoadError: naming the field and the combination.
     """
     _, config_sha = load_config(config_file)  # the base itself, with its own errors
-    base = _model_paths_from(
-        tomllib.loads(Path(config_file).read_bytes().decode()), Path(config_file).parent
+    # absolute: the combinations are configs without a file, read in workers whose
+    # working folder may be another
+    base = model_paths_relative_to(
+        tomllib.loads(Path(config_file).read_bytes().decode()), Path(config_file).parent.resolve()
     )
     grid, grid_sha = load_grid(grid_file)
     keys = list(grid)
@@ -319,21 +321,6 @@ def split_blocks(data: str | Path, folds: int, scratch: str | Path) -> list[Bloc
             raise DataError(str(data), f"block {k + 1} of {folds} has no ticks: use fewer --folds")
         blocks.append(Block(k, cuts[k], cuts[k + 1], str(root / f"block-{k}")))
     return blocks
-
-
-def _model_paths_from(data: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """``[model] path`` and ``registry`` made absolute from the config file's folder, as
-    ``load_config`` reads them: the combinations are configs without a file, read in
-    workers whose working folder may be another."""
-    model = data.get("model")
-    if not isinstance(model, dict):
-        return data
-    model = dict(model)
-    for key in ("path", "registry"):
-        value = model.get(key)
-        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
-            model[key] = str(folder.resolve() / value)
-    return {**data, "model": model}
 
 
 def _files_of(path: Path) -> list[list[Any]]:

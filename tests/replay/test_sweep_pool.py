@@ -22,10 +22,11 @@ import polars as pl
 import pytest
 from distributed import Client
 
+from engine.config import model_paths_relative_to
 from engine.errors import ConfigError, SweepError
 from replay.sweep import run_sweep
 from replay.sweep_executor import WORKER_DIED, dask_client
-from replay.sweep_plan import Combination, SweepPlan, _model_paths_from, model_fingerprint
+from replay.sweep_plan import Combination, SweepPlan, model_fingerprint
 from replay.sweep_store import FORMAT, SweepStore
 from replay.sweep_trial import TaskOutcome
 from tests.conftest import BASE_CONFIG
@@ -326,7 +327,7 @@ def test_model_fingerprint_changes_with_the_model_files(tmp_path: Path) -> None:
     (folder / "model.txt").write_text("tree 1 retrained")
     assert model_fingerprint(plan) != before
     # a relative path reads from the config file's folder, as load_config reads it
-    resolved = _model_paths_from({"model": {"path": "model"}}, tmp_path)
+    resolved = model_paths_relative_to({"model": {"path": "model"}}, tmp_path.resolve())
     assert resolved["model"]["path"] == str(tmp_path.resolve() / "model")
 
 
