@@ -65,6 +65,14 @@ def disk(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Disk]]:
         d.release.set()  # never leave a syncer blocked
 
 
+def _group_in_flight(journal: FileJournalWriter, d: Disk) -> None:
+    """Append a full market-data group (``LIMITS``: 10 batches) and wait until its sync
+    runs, blocked, on the background thread."""
+    for i in range(LIMITS.market_data_records):
+        journal.append(T + i, batch(1, i))
+    assert d.started.wait(10)
+
+
 def test_journal_fsync_market_group_synced_in_background_append_does_not_wait(
     tmp_path: Path, disk: Callable[..., Disk]
 ) -> None:
@@ -87,9 +95,7 @@ def test_journal_fsync_control_record_synced_inline_after_the_background_sync(
 ) -> None:
     d = disk()
     with FileJournalWriter(tmp_path, session_id="s", limits=LIMITS) as journal:
-        for i in range(10):
-            journal.append(T + i, batch(1, i))
-        assert d.started.wait(10)
+        _group_in_flight(journal, d)
         journal.append(T + 10, fill(1))
         assert journal.fsyncs == 0
         threading.Timer(0.05, d.release.set).start()
@@ -109,9 +115,7 @@ def test_journal_fsync_commit_fails_when_the_background_sync_in_flight_fails(
     d = disk(fail=True)
     journal = FileJournalWriter(tmp_path, session_id="s", limits=LIMITS)
     journal.open()
-    for i in range(10):
-        journal.append(T + i, batch(1, i))
-    assert d.started.wait(10)
+    _group_in_flight(journal, d)
     journal.append(T + 10, fill(1))
     threading.Timer(0.05, d.release.set).start()
     with pytest.raises(AdapterError, match="background fsync"):
@@ -130,9 +134,7 @@ def test_journal_fsync_full_control_group_fails_when_the_background_sync_fails(
     d = disk(fail=True)
     journal = FileJournalWriter(tmp_path, session_id="s", limits=LIMITS)
     journal.open()
-    for i in range(10):
-        journal.append(T + i, batch(1, i))
-    assert d.started.wait(10)
+    _group_in_flight(journal, d)
     threading.Timer(0.05, d.release.set).start()
     with pytest.raises(AdapterError, match="background fsync"):
         for i in range(LIMITS.control_records):
@@ -147,9 +149,7 @@ def test_journal_sync_waits_for_background_syncs_a_snapshot_relies_on_it(
 ) -> None:
     d = disk()
     with FileJournalWriter(tmp_path, session_id="s", limits=LIMITS) as journal:
-        for i in range(10):
-            journal.append(T + i, batch(1, i))
-        assert d.started.wait(10)
+        _group_in_flight(journal, d)
         threading.Timer(0.05, d.release.set).start()
         journal.sync()  # nothing pending inline: before the fix it returned at once
         assert journal.background_fsyncs == 1
@@ -177,9 +177,7 @@ def test_journal_fsync_rotation_waits_for_the_background_sync_of_the_old_file(
 ) -> None:
     d = disk()
     with FileJournalWriter(tmp_path, session_id="s", limits=LIMITS) as journal:
-        for i in range(10):
-            journal.append(T + i, batch(1, i))
-        assert d.started.wait(10)
+        _group_in_flight(journal, d)
         threading.Timer(0.05, d.release.set).start()
         journal.append(T + NS_PER_DAY, fill(1))  # a new day: the old file's fd is closed
     assert d.calls[0] == (False, True)  # it was still open when the thread synced it
