@@ -300,11 +300,7 @@ class FileJournalWriter:
         """
         self._check_open()
         if self.fsync == "batch" and self._control_pending:
-            # a background sync in flight first: a failure of it is reported to that
-            # call only (the kernel clears the file's error once told), so an inline
-            # fdatasync right after would succeed over pages that are gone
-            self._wait_background()
-            self._fsync()
+            self._fsync()  # after a background sync in flight, failing with it
 
     def sync(self) -> None:
         """fdatasync everything appended, whatever the policy: on return every record
@@ -438,7 +434,8 @@ class FileJournalWriter:
     def _rotate(self, ts_ns: int) -> None:
         if self._fd >= 0:
             # no background sync may still hold the fd being closed, and a failed one stops
-            # the writer here (the old file's last records may not be on disk)
+            # the writer here (the old file's last records may not be on disk); ``_fsync``
+            # waits too, but a ``"never"`` journal does not call it
             self._wait_background()
             if self.fsync != "never":
                 self._fsync()
@@ -468,8 +465,9 @@ class FileJournalWriter:
 
     def _fsync(self) -> None:
         # every inline sync first waits for a background one in flight and fails with it:
-        # the kernel reports a failed fdatasync to one caller only, so this sync would
-        # succeed over the lost pages (commit, a full control group in _write, rotation)
+        # the kernel reports a failed fdatasync to one caller only (it clears the file's
+        # error once told), so this sync would succeed over the lost pages (commit, a full
+        # control group in _write, sync, rotation)
         self._wait_background()
         try:
             _sync(self._fd)
