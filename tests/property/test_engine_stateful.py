@@ -300,6 +300,12 @@ class EngineMachine(RuleBasedStateMachine):
             engine.market_data_restored("harness")
         elif kind == "report":
             engine.on_report(payload)
+        elif kind == "limit":
+            # what ``Engine.switch_model`` does with a lower stage's limits
+            engine.risk.limits[0] = msgspec.structs.replace(
+                engine.risk.limits[0], max_position=payload
+            )
+            engine.desk.enforce_position_limits()
 
     def _input(self, item: tuple[str, Any]) -> None:
         self.inputs.append(item)
@@ -386,6 +392,21 @@ class EngineMachine(RuleBasedStateMachine):
         self._input(("command", action))
         if action == "resume" and tripped:
             self._same_quote_after_resume()
+
+    @rule(to=st.sampled_from([0.0, 0.5, 1.0]))
+    def lower_max_position(self, to: float) -> None:
+        """A model switched to a lower stage lowers ``max_position`` while orders work:
+        right after, no order that was not cancelled can, with the older ones of its
+        side, take the position beyond the new limit (an order that only reduces stays).
+        Mutation-checked: with ``enforce_position_limits`` a no-op this fails."""
+        current = self.engine.risk.limits[0].max_position
+        limit = to if current is None else min(current, to)
+        self._input(("limit", limit))
+        kept = [o for o in self.engine.orders.open_orders(0) if not o.cancel_sent]
+        buys = sum(o.remaining_qty for o in kept if o.request.side == "buy")
+        sells = sum(o.remaining_qty for o in kept if o.request.side == "sell")
+        assert buys <= EPS or self.position + buys <= limit + EPS, (self.position, buys)
+        assert sells <= EPS or self.position - sells >= -limit - EPS, (self.position, sells)
 
     @rule()
     def data_lost(self) -> None:
