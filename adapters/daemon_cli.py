@@ -76,7 +76,7 @@ def register(
 
     Args:
         subparsers: the dispatcher's ``add_subparsers()`` result.
-        sample_data: writes sample tick files (``replay.sample_data.generate``).
+        sample_data: writes sample tick files (``replay.files.sample_data.generate``).
         entry: runs the dispatcher in a child process, e.g.
             ``(sys.executable, "-m", "replay.cli")``.
     """

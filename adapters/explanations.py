@@ -9,7 +9,7 @@ per signal to ``explanations-{session}.jsonl`` in the journal folder. Its queue 
 a worker that falls behind drops jobs and counts them, it never holds the loop.
 
 A line is a function of the journal (the row, the version and the orders are all decided by
-the input stream), so a replay recomputes the same file (``replay.journal_replay.
+the input stream), so a replay recomputes the same file (``replay.sessions.journal_replay.
 recompute_explanations``). ``tradeloop why JOURNAL_DIR --at TIME`` reads it back.
 """
 

@@ -84,7 +84,7 @@ _TAIL_LINES = 5
 
 class SampleData(Protocol):
     """Writes ``quotes.parquet`` and ``trades.parquet`` of the first ``symbols`` sample
-    instruments (``replay.sample_data.generate``, wired by the dispatcher)."""
+    instruments (``replay.files.sample_data.generate``, wired by the dispatcher)."""
 
     def __call__(
         self,
@@ -153,7 +153,7 @@ def run_live_demo(settings: DemoSettings, *, sample_data: SampleData, entry: Seq
 
     Args:
         settings: the command line's choices.
-        sample_data: writes the sample (``replay.sample_data.generate``).
+        sample_data: writes the sample (``replay.files.sample_data.generate``).
         entry: the command that runs the ``tradeloop`` dispatcher in a child process,
             e.g. ``(sys.executable, "-m", "replay.cli")``.
 

@@ -2,7 +2,7 @@
 point the aliases (champion, challenger) at versions with a stage each, roll back, verify.
 
 It lives in ``adapters`` so that both writers can use the one implementation: the
-``tradeloop models`` commands (``replay.registry`` re-exports it) and the live daemon,
+``tradeloop models`` commands (``replay.registry.cli``) and the live daemon,
 which carries out an operator's ``promote``/``rollback`` command itself and writes the
 audit entry (``adapters`` may not import ``replay``).
 

@@ -6,7 +6,7 @@ loss-monitor figures, token buckets, feature state, the trading state and who se
 what they were, because they are a function of the input stream. Each earlier session is
 replayed under its own client order id prefix (``OrderDesk.begin_session``), so the
 orders it makes again carry the ids the OMS knows, and nothing is sent meanwhile. The
-replay of a journal (``replay.journal_replay``) applies the earlier sessions the same way
+replay of a journal (``replay.sessions.journal_replay``) applies the earlier sessions the same way
 before the session it checks, so parity stays exact.
 
 Reconcile. Then the daemon asks the OMS (``adapters.mqtt.reconcile``, MQTT 5 request /

@@ -52,7 +52,7 @@ from common import begin, end  # noqa: E402
 
 from adapters.daemon import Daemon  # noqa: E402
 from engine.config import load_config  # noqa: E402
-from replay.training import train  # noqa: E402
+from replay.research.training import train  # noqa: E402
 
 SYMBOL = live_latency.SYMBOL
 LOW_BID = 100.0  # the feeder's two levels (``live_latency.PACER``) and its spread

@@ -36,8 +36,8 @@ from common import begin, end, machine, median, runs
 from numba import njit
 
 from engine.config import load_config
+from replay.backtest.runner import run_replay
 from replay.cli import _default_config_path
-from replay.runner import run_replay
 
 # one pass of the bare loop takes tens of milliseconds, short enough for one preemption
 # on a loaded machine to double it: each run times it this many times and takes the median

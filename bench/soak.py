@@ -54,8 +54,8 @@ from bench.reliability import _PACER, _env, _rss_mb, start_broker
 from engine.errors import AdapterError
 from engine.events import OrderAccepted, OrderRejected
 from engine.journal import FeedRecord, MarketDataRecord, ReportRecord
-from replay.journal_replay import replay_journal
-from replay.parity import parity
+from replay.sessions.journal_replay import replay_journal
+from replay.sessions.parity import parity
 from tests.integration.conftest import MOSQUITTO, Broker
 from tests.integration.test_reliability import TOPICS, write_config
 

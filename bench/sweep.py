@@ -31,10 +31,10 @@ from pathlib import Path
 from replay_throughput import machine
 
 from replay.cli import _default_config_path
-from replay.sample_data import generate
-from replay.sweep_executor import dask_client, run_on_dask, run_on_pool
-from replay.sweep_plan import data_fingerprint, plan_sweep, split_blocks
-from replay.sweep_trial import SweepTask, TaskOutcome, evaluate, make_tasks
+from replay.files.sample_data import generate
+from replay.research.sweep.executor import dask_client, run_on_dask, run_on_pool
+from replay.research.sweep.plan import data_fingerprint, plan_sweep, split_blocks
+from replay.research.sweep.trial import SweepTask, TaskOutcome, evaluate, make_tasks
 
 GRID = '"features[1].span" = [100, 200, 400, 800]\n"strategy.params.notional" = [5000.0, 10000.0, 20000.0]\n'
 

@@ -37,10 +37,10 @@ import numpy as np
 from common import begin, end, median, runs, seconds
 
 from engine.config import config_from_dict
-from replay.dataset import build_dataset
-from replay.sample_data import SYMBOLS, generate
-from replay.sweep_executor import dask_client
-from replay.training import (
+from replay.files.sample_data import SYMBOLS, generate
+from replay.research.dataset import build_dataset
+from replay.research.sweep.executor import dask_client
+from replay.research.training import (
     WalkForward,
     _fit,
     _fit_rows,

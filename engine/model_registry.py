@@ -1,7 +1,7 @@
 """The read-only half of the model registry: find the version an alias or a version id
 names, with its folder checked against its content address and the audit log's chain
 checked first. Every composition root (replay, the daemon, the replay of a journal) loads
-a registry model through this; ``replay.registry.Registry`` adds the writing half (add,
+a registry model through this; ``adapters.model_registry_store.Registry`` adds the writing half (add,
 promote, rollback) on top of it.
 
 Layout under the registry folder::

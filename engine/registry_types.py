@@ -1,6 +1,6 @@
 """The model registry's records: stages, alias records, audit entries and the capital limit
 per stage. Pure data and arithmetic; the files are read by ``engine.model_registry`` and written
-by ``replay.registry``.
+by ``adapters.model_registry_store``.
 
 A model version moves ``shadow`` -> ``paper`` -> ``live``. Its stage scales the configured
 ``max_position``: in shadow no position may be opened (0; reducing orders still go

@@ -27,7 +27,7 @@ from engine.errors import ConfigError, DataError, TradeloopError
 # heavy modules (daemon, MQTT tools, registry, sweep) are registered only when they run.
 if TYPE_CHECKING:
     from engine.ticks import TickBatch
-    from replay.readers import DataSource
+    from replay.files.readers import DataSource
 
 
 def _default_config_path() -> Path:
@@ -111,7 +111,7 @@ def _check_out(out: Path, args: argparse.Namespace, what: str) -> None:
 
 
 def cmd_sample_data(args: argparse.Namespace) -> int:
-    from replay.sample_data import generate
+    from replay.files.sample_data import generate
 
     t0 = time.perf_counter()
     q, t = generate(args.out, symbols=args.symbols, hours=args.hours,
@@ -124,8 +124,8 @@ def _source(args: argparse.Namespace, cfg: Config) -> DataSource:
     """The data a command reads: DATA, ``--quotes``/``--trades`` files, the columns
     (``[columns]``, with ``--columns`` over it) and the time range (``--start``/``--end``,
     else ``[replay] start``/``end``)."""
-    from replay.formats import config_column_mapping, parse_column_mapping, parse_time_ns
-    from replay.readers import DataSource
+    from replay.files.formats import config_column_mapping, parse_column_mapping, parse_time_ns
+    from replay.files.readers import DataSource
 
     quotes = tuple(Path(p) for p in getattr(args, "quotes", None) or ())
     trades = tuple(Path(p) for p in getattr(args, "trades", None) or ())
@@ -157,7 +157,7 @@ def _source(args: argparse.Namespace, cfg: Config) -> DataSource:
 
 def _with_data(cfg: Config, source: DataSource) -> tuple[Config, list[str]]:
     """The config with the data's symbols it lacks; skipped files and notes printed."""
-    from replay.init_config import with_data_instruments
+    from replay.files.init_config import with_data_instruments
 
     cfg, found, notes = with_data_instruments(cfg, source)
     for line in found.warnings:
@@ -167,7 +167,7 @@ def _with_data(cfg: Config, source: DataSource) -> tuple[Config, list[str]]:
 
 
 # modules whose numba kernels (``cache=True``) every replay and training run loads
-_KERNEL_MODULES = ("engine/features/kernels.py", "engine/market.py", "replay/plausibility.py")
+_KERNEL_MODULES = ("engine/features/kernels.py", "engine/market.py", "replay/files/plausibility.py")
 
 
 def _cold_kernels() -> bool:
@@ -206,7 +206,7 @@ def _announce_compile() -> None:
 
 
 def _is_journal(path: Path) -> bool:
-    """Whether DATA is a live journal folder. ``replay.journal_replay`` brings the daemon
+    """Whether DATA is a live journal folder. ``replay.sessions.journal_replay`` brings the daemon
     and MQTT client in (~0.2 s): a folder with no journal or session file is ruled out
     first without it (the patterns ``is_journal_dir`` looks for)."""
     if not path.is_dir():
@@ -215,7 +215,7 @@ def _is_journal(path: Path) -> bool:
 
     if not journal_files(path) and not any(path.glob("session-*.json")):
         return False
-    from replay.journal_replay import is_journal_dir
+    from replay.sessions.journal_replay import is_journal_dir
 
     return is_journal_dir(path)
 
@@ -224,7 +224,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.out:
         _check_out(Path(args.out), args, "--out")
     if args.data is not None and _is_journal(Path(args.data)):
-        from replay.journal_replay import cmd_replay_journal
+        from replay.sessions.journal_replay import cmd_replay_journal
 
         return cmd_replay_journal(args)
     if not args.out:
@@ -235,8 +235,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     source = _source(args, cfg)
     cfg, notes = _with_data(cfg, source)
     _announce_compile()
-    from replay.report import write_report
-    from replay.runner import run_replay
+    from replay.backtest.report import write_report
+    from replay.backtest.runner import run_replay
 
     t0 = time.perf_counter()
     run = run_replay(cfg, source, batch_size=args.batch_size)
@@ -283,7 +283,7 @@ def _figure(value: float | None, spec: str) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from replay.training import train
+    from replay.research.training import train
 
     _check_out(Path(args.out), args, "--out")
     cfg, _ = load_config(args.config or _ml_config_path())
@@ -316,7 +316,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from replay.init_config import init_config_text
+    from replay.files.init_config import init_config_text
 
     out = Path(args.out)
     # a config file may sit beside the data (it is not read as ticks): only never clobbered
@@ -335,7 +335,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Sample data -> EMA-cross baseline replay -> train on the first two thirds ->
     replay the held-out third with the model -> its monitor page -> both runs compared."""
-    from replay.sample_data import split_by_time
+    from replay.files.sample_data import split_by_time
 
     out = Path(args.out)
     if out.exists() and not args.force:
@@ -370,7 +370,7 @@ def _run(argv: list[str]) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from replay.compare import write_compare_page
+    from replay.backtest.compare import write_compare_page
 
     out = Path(args.out)
     if out.exists() and not args.force:
@@ -381,7 +381,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_parity(args: argparse.Namespace) -> int:
-    from replay.parity import cmd_parity
+    from replay.sessions.parity import cmd_parity
 
     return cmd_parity(args)
 
@@ -390,7 +390,7 @@ def _sample_data(
     out_dir: str | Path, *, symbols: int, hours: float, quote_interval_ms: float, seed: int
 ) -> tuple[Path, Path]:
     """Sample tick files for live-demo (imported only when used)."""
-    from replay.sample_data import generate
+    from replay.files.sample_data import generate
 
     return generate(
         out_dir, symbols=symbols, hours=hours, quote_interval_ms=quote_interval_ms, seed=seed
@@ -429,8 +429,8 @@ def _bounded(kind: Callable[[str], float], low: float, high: float, *, open_low:
 def _tick_files(config: Config, data: str | Path) -> tuple[Iterator[TickBatch], int | None]:
     """Opens tick files for the live tools (``publish``), with replay's readers."""
     from engine.instruments import InstrumentTable
-    from replay.readers import BadRowCounts, total_rows
-    from replay.runner import tick_batches
+    from replay.backtest.runner import tick_batches
+    from replay.files.readers import BadRowCounts, total_rows
 
     batches, files = tick_batches(
         config, data, InstrumentTable(list(config.instruments)), BadRowCounts()
@@ -508,13 +508,13 @@ def version() -> str:
 
 
 def _register_models(sub: Any) -> None:
-    from replay.registry_cli import add_models_commands
+    from replay.registry.cli import add_models_commands
 
     add_models_commands(sub)
 
 
 def _register_monitor_report(sub: Any) -> None:
-    from replay.monitor_cli import add_monitor_report_arguments, cmd_monitor_report
+    from replay.monitor.cli import add_monitor_report_arguments, cmd_monitor_report
 
     mr = sub.add_parser("monitor-report", help=_LAZY_HELP["monitor-report"])
     add_monitor_report_arguments(mr)
@@ -522,7 +522,7 @@ def _register_monitor_report(sub: Any) -> None:
 
 
 def _register_sweep(sub: Any) -> None:
-    from replay.sweep import add_sweep_arguments, cmd_sweep
+    from replay.research.sweep.command import add_sweep_arguments, cmd_sweep
 
     sw = sub.add_parser("sweep", help=_LAZY_HELP["sweep"])
     add_sweep_arguments(sw)

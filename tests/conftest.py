@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from engine.config import Config, config_from_dict
-from replay.sample_data import generate
+from replay.files.sample_data import generate
 
 
 def _real_data_dir() -> Path:

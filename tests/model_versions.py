@@ -24,6 +24,7 @@ import polars as pl
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from adapters.model_registry_store import Registry
 from adapters.mqtt.auth import SIGNATURE_PROPERTY, sign_command
 from engine.codec import EventCodec
 from engine.config import config_from_dict
@@ -31,9 +32,8 @@ from engine.events import Command, Quote, Signal, Trade
 from engine.instruments import InstrumentTable
 from engine.strategy import NoParams, Strategy
 from engine.ticks import TickBatch
-from replay.registry import Registry
-from replay.sample_data import generate
-from replay.training import train
+from replay.files.sample_data import generate
+from replay.research.training import train
 
 CODEC = EventCodec("json")
 KEY = "governance-key"

@@ -2,7 +2,7 @@
 trades, the losing-streak alarm) and for the run report and its metrics (through
 ``round_trips_of``, the batch form).
 
-The rule (``replay.metrics.DEFINITIONS["round_trip"]`` states it for readers): per
+The rule (``replay.backtest.metrics.DEFINITIONS["round_trip"]`` states it for readers): per
 instrument, a round trip runs from a flat position back to flat. Fills that open, add to
 or partly reduce the position belong to the open trip; the fill that takes it to flat
 closes it. A fill that goes through zero (a flip) is split pro rata by quantity: the

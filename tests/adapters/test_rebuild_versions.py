@@ -35,7 +35,7 @@ from engine.journal import AnyRecord, ModelSwitch
 from engine.ports import SendOnly
 from engine.snapshot import capture_state
 from engine.ticks import TickBatch
-from replay.journal_replay import load_session, replay_session
+from replay.sessions.journal_replay import load_session, replay_session
 from tests.engine.test_model_switch import Outbox
 from tests.engine.test_snapshot import state_differences
 from tests.model_versions import Versions, make_sample, quote_batch, train_versions, write_config

@@ -20,7 +20,7 @@ from adapters.reconciliation import ClaimHolder, FillLedger
 from engine.config import load_config
 from engine.events import OrderRequest, Quote
 from engine.ports import SendOnly
-from replay.parity import parity
+from replay.sessions.parity import parity
 from tests.engine.test_snapshot import state_differences
 from tests.integration.conftest import Broker
 from tests.integration.test_reliability import (

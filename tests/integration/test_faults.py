@@ -27,7 +27,7 @@ from engine.events import Alarm, Command, Event, Quote, Side, TradingState
 from engine.journal import CommandRecord, MarketDataRecord
 from engine.orders import OrderStatus
 from engine.strategy import Strategy
-from replay.parity import parity
+from replay.sessions.parity import parity
 from tests.integration.conftest import COMMAND_KEY, Broker
 from tests.integration.test_reliability import (
     CODEC,

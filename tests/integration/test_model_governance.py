@@ -25,14 +25,14 @@ import pytest
 from adapters.daemon import Daemon
 from adapters.explanations import explanations_path
 from adapters.journal_file import FileJournalReader
+from adapters.model_registry_store import Registry
 from adapters.mqtt.status import decode_status
 from engine.assembly import find_challenger
 from engine.journal import ModelSwitchRecord
 from engine.model_registry import RegistryReader
 from engine.monitor import ModelMonitor
 from replay.cli import main as cli
-from replay.parity import parity
-from replay.registry import Registry
+from replay.sessions.parity import parity
 from tests.integration.conftest import Broker
 from tests.integration.test_daemon import _client, running
 from tests.model_versions import (

@@ -21,12 +21,12 @@ import adapters.daemon as daemon_module
 from adapters.daemon import Daemon
 from adapters.explanations import explanations_path
 from adapters.journal_file import FileJournalReader
+from adapters.model_registry_store import Registry
 from engine.events import Quote, Trade
 from engine.journal import CommandRecord, ModelSwitch, ModelSwitchRecord
 from engine.model_registry import RegistryReader
-from replay.journal_replay import load_session, recompute_explanations, replay_session
-from replay.parity import parity
-from replay.registry import Registry
+from replay.sessions.journal_replay import load_session, recompute_explanations, replay_session
+from replay.sessions.parity import parity
 from tests.integration.conftest import Broker
 from tests.integration.test_daemon import _client, running
 from tests.model_versions import (

@@ -3,7 +3,7 @@
 The daemon runs in this process (``run_daemon``) in live mode. A strategy driven by a
 repeating timer and by signals trades against a scripted OMS (acks, fills, a duplicate,
 an order left unanswered until it times out), signed operator commands kill, resume and
-flatten, and the daemon is stopped (its own kill). Then ``replay.parity`` must find the
+flatten, and the daemon is stopped (its own kill). Then ``replay.sessions.parity`` must find the
 replay's decisions equal to the session's log, bit for bit.
 """
 
@@ -43,7 +43,7 @@ from engine.events import (
     Signal,
 )
 from engine.strategy import Strategy
-from replay.parity import cmd_parity, parity
+from replay.sessions.parity import cmd_parity, parity
 from tests.integration.conftest import COMMAND_KEY, Broker
 
 SYMBOL = "BTC"

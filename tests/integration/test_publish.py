@@ -22,9 +22,9 @@ from engine.errors import AdapterError
 from engine.events import Event, Quote, Trade
 from engine.instruments import InstrumentTable
 from engine.ticks import QUOTE, TickBatch
-from replay.readers import BadRowCounts, total_rows
-from replay.runner import tick_batches
-from replay.sample_data import generate
+from replay.backtest.runner import tick_batches
+from replay.files.readers import BadRowCounts, total_rows
+from replay.files.sample_data import generate
 from tests.integration.conftest import Broker
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "replay" / "default_config.toml"

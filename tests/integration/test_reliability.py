@@ -30,8 +30,8 @@ from engine.codec import EventCodec
 from engine.events import Event, OrderRequest, Quote, Side, TradingState
 from engine.instruments import Instrument, InstrumentTable
 from engine.strategy import Strategy
-from replay.journal_replay import replay_journal
-from replay.parity import parity
+from replay.sessions.journal_replay import replay_journal
+from replay.sessions.parity import parity
 from tests.integration.conftest import Broker
 from tests.integration.test_mqtt_session import _open_gate, _restart_broker
 

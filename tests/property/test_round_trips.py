@@ -1,7 +1,7 @@
 """Round trips against an independent oracle, on arbitrary fill sequences.
 
 The convention (``engine/monitor/round_trips.py``, the one implementation the monitor,
-``replay.metrics`` and the run report share): per instrument a round trip runs from flat
+``replay.backtest.metrics`` and the run report share): per instrument a round trip runs from flat
 back to flat; a fill through zero is split pro rata by quantity (the share up to flat,
 with that share of the fee, closes the trip; the rest opens the next one); a trip's PnL
 is its cash flows, fees included. The code never matches lots.
@@ -49,8 +49,8 @@ from hypothesis import strategies as st
 from engine.events import Fill, Side
 from engine.monitor.round_trips import RoundTrip, RoundTrips, round_trips_of
 from engine.portfolio import Portfolio
-from replay import metrics
-from replay.report import round_trips_frame
+from replay.backtest import metrics
+from replay.backtest.report import round_trips_frame
 
 # lot sizes with float dust in their sums (0.1 + 0.2 != 0.3 in float64) and a BTC-like one
 LOTS = {"A": 0.1, "B": 0.001, "C": 1e-5}

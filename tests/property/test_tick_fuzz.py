@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-import replay.report
+import replay.backtest.report
 from replay.cli import _default_config_path, main
 
 T0 = 1_723_111_200_000_000_000  # 2024-08-08T10:00:00Z
@@ -448,7 +448,7 @@ def _config(folder: Path, policy: str) -> Path:
 
 @pytest.fixture(autouse=True)
 def _no_plot(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(replay.report, "plot_svg", lambda *a, **k: "<svg/>")
+    monkeypatch.setattr(replay.backtest.report, "plot_svg", lambda *a, **k: "<svg/>")
 
 
 def run_cli(

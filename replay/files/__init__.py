@@ -1,0 +1,1 @@
+"""Tick files: readers, formats, the file boundary, plausibility, configs inferred from data, sample data."""

@@ -1,0 +1,1 @@
+"""The model monitor's pages and ``tradeloop monitor-report``."""

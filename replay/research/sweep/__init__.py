@@ -1,0 +1,1 @@
+"""Parameter sweeps (``tradeloop sweep``): plan, trials, executors, the resumable store, the report."""
