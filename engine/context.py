@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from engine.engine_view import ContextHost
 from engine.events import Quote, Side, TimeInForce
 from engine.instruments import Instrument
 from engine.market import ASK, ASK_SIZE, BID, BID_SIZE
-
-if TYPE_CHECKING:
-    from engine.engine import Engine
 
 
 class EngineContext:
     """Reads the engine's state and sends orders through its risk gates."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: ContextHost) -> None:
         self._e = engine
 
     def now_ns(self) -> int:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING
 
+from engine.engine_view import DeskHost
 from engine.events import (
     Alarm,
     CancelRejected,
@@ -30,9 +30,6 @@ from engine.events import (
 )
 from engine.orders import FillOutcome, Order, OrderStatus, ReportOutcome
 from engine.ports import ExecutionReport
-
-if TYPE_CHECKING:
-    from engine.engine import Engine
 
 log = logging.getLogger("tradeloop.orders")
 
@@ -52,7 +49,7 @@ class OrderDesk:
     """
 
     def __init__(
-        self, engine: Engine, order_id_prefix: str, order_timeout_ns: int | None = None
+        self, engine: DeskHost, order_id_prefix: str, order_timeout_ns: int | None = None
     ) -> None:
         self._e = engine
         self._prefix = order_id_prefix
@@ -453,7 +450,7 @@ def _finite(x: float) -> bool:
 
 
 def _adopt_refusal(
-    engine: Engine, request: OrderRequest, filled_qty: float, fills_follow_qty: float
+    engine: DeskHost, request: OrderRequest, filled_qty: float, fills_follow_qty: float
 ) -> str | None:
     """Why an external order cannot be adopted, or None."""
     if request.instrument not in engine.instruments.index:
