@@ -26,54 +26,56 @@ environment variables the config names, one user per role; the command key is ma
 run and kept, with the broker's address and the operator's login, in
 ``DIR/live-demo.json`` (mode 0600), which ``live-demo --command ACTION`` reads to send a
 signed operator command.
+
+The broker side (logins, the mosquitto of its own, the status watcher) is
+``adapters.demo_broker``; what the demo prints, ``adapters.demo_report``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import getpass
 import json
 import os
 import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import IO, Protocol
 
-import msgspec
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 
-from adapters.journal_file import FileJournalReader
+from adapters.demo_broker import (
+    ROLES,
+    BrokerAccess,
+    Login,
+    Mosquitto,
+    StatusWatcher,
+    docs_file,
+    free_port,
+    paho_client,
+    paho_connect,
+    parse_broker,
+)
+from adapters.demo_report import print_summary, print_where, read_summary, scrape_filled
 from adapters.mqtt.auth import SIGNATURE_PROPERTY, sign_command
-from adapters.mqtt.status import Status, decode_status
 from adapters.mqtt.topics import Topics
 from engine.clock import LiveClock
 from engine.codec import EventCodec
 from engine.config import Config, load_config
 from engine.errors import AdapterError, ConfigError
-from engine.events import Command, CommandAction, Fill
-from engine.journal import ReportRecord
+from engine.events import Command, CommandAction
 
 DEMO_FILE = "live-demo.json"
 MODES = ("paper", "live", "shadow")
-_DOCS = Path(__file__).resolve().parent.parent / "docs"
-# the users of docs/mosquitto.acl, one per role
-_ROLES = {"daemon": "tradeloop", "oms": "oms", "feed": "feed", "operator": "operator"}
 # first start of a daemon compiles every numba kernel (later starts load numba's cache)
 _ONLINE_TIMEOUT_S = 180.0
 _READY_TIMEOUT_S = 60.0
@@ -118,33 +120,6 @@ class DemoSettings:
     grace_s: float = 3.0
 
 
-@dataclass(frozen=True)
-class Login:
-    username: str
-    password: str
-
-
-@dataclass(frozen=True)
-class BrokerAccess:
-    """Where the broker is and who logs in for each role (None: anonymous)."""
-
-    host: str
-    port: int
-    own: bool
-    logins: dict[str, Login | None]
-
-
-@dataclass
-class DemoSummary:
-    """The session's counts, read after the stop."""
-
-    session_id: str = ""
-    decisions: Counter[str] = field(default_factory=Counter)
-    rejections: Counter[str] = field(default_factory=Counter)
-    fills: int | None = None
-    last_state: str | None = None
-
-
 # the entry point
 
 
@@ -168,7 +143,7 @@ def run_live_demo(settings: DemoSettings, *, sample_data: SampleData, entry: Seq
     out = settings.out.resolve()
     for sub in ("data", "logs", "journal"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    template = _template("live.toml")
+    template = docs_file("live.toml")
     base, _ = load_config(template)
     symbols = [i.symbol for i in base.instruments]
     sample_data(
@@ -220,7 +195,7 @@ def run_live_demo(settings: DemoSettings, *, sample_data: SampleData, entry: Seq
             "the daemon did not come online",
         )
         session = _new_session(journal, manifests)
-        _print_where(out, settings, access, config, topics, session)
+        print_where(out, settings.speed, settings.minutes, access, config, topics, session)
         feed = start(
             "publish",
             "feed",
@@ -236,11 +211,11 @@ def run_live_demo(settings: DemoSettings, *, sample_data: SampleData, entry: Seq
         elif not stop.is_set():
             print(f"feed done: {feed.last_line()}; stopping in {settings.grace_s:g} s", flush=True)
             stop.wait(settings.grace_s)
-        filled = _scrape_filled(config.live.metrics_port)
+        filled = scrape_filled(config.live.metrics_port)
         parts = ["feed", "daemon", *(["OMS"] if oms else []), *(["broker"] if access.own else [])]
         print(f"stopping: {', '.join(parts)}", flush=True)
-    summary = _summary(journal, session, config.mode)
-    _print_summary(summary, settings, journal, at_feed_end, watcher.latest, filled)
+    summary = read_summary(journal, session, config.mode)
+    print_summary(summary, settings.mode, journal, at_feed_end, watcher.latest, filled)
     failed = [c.name for c in children if c.returncode not in (0, None)]
     if failed:
         print(f"live-demo: {', '.join(failed)} failed: see {out / 'logs'}", file=sys.stderr)
@@ -265,15 +240,6 @@ def _check(settings: DemoSettings) -> None:
             "mosquitto is not installed (apt install mosquitto, brew install mosquitto): "
             "install it or give a broker with --broker HOST:PORT",
         )
-
-
-def _template(name: str) -> Path:
-    path = _DOCS / name
-    if not path.is_file():
-        raise ConfigError(
-            "live-demo", f"{path} not found: live-demo runs from a clone of the repository"
-        )
-    return path
 
 
 @contextlib.contextmanager
@@ -317,22 +283,10 @@ def _broker(settings: DemoSettings, out: Path, stack: contextlib.ExitStack) -> B
         host, port = parse_broker(settings.broker)
         user = os.environ.get("TRADELOOP_MQTT_USER")
         login = Login(user, os.environ.get("TRADELOOP_MQTT_PASSWORD", "")) if user else None
-        return BrokerAccess(host, port, own=False, logins=dict.fromkeys(_ROLES, login))
+        return BrokerAccess(host, port, own=False, logins=dict.fromkeys(ROLES, login))
     binary = _mosquitto()
     assert binary is not None  # checked with the flags
     return stack.enter_context(Mosquitto(binary, out / "broker", out / "logs" / "broker.log"))
-
-
-def parse_broker(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:1883`` for an IPv6 host).
-
-    Raises:
-        ConfigError: not ``HOST:PORT``.
-    """
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65_535:
-        raise ConfigError("--broker", f"expected HOST:PORT, got {text!r}")
-    return host.strip("[]"), int(port)
 
 
 def _mosquitto() -> str | None:
@@ -340,97 +294,6 @@ def _mosquitto() -> str | None:
     if found is None and Path("/usr/sbin/mosquitto").exists():  # not on a user's PATH
         found = "/usr/sbin/mosquitto"
     return found
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Mosquitto:
-    """A mosquitto of the demo's own on a free port of 127.0.0.1: anonymous access off, a
-    generated password per user of ``docs/mosquitto.acl``, that ACL, Nagle off.
-
-    Args:
-        binary: the mosquitto executable.
-        directory: where the config, password file and ACL go.
-        log: the broker's log file.
-    """
-
-    def __init__(self, binary: str, directory: Path, log: Path) -> None:
-        self.binary = binary
-        self.directory = directory
-        self.log = log
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> BrokerAccess:
-        passwd_tool = shutil.which("mosquitto_passwd") or str(
-            Path(self.binary).with_name("mosquitto_passwd")
-        )
-        self.directory.mkdir(parents=True, exist_ok=True)
-        passwd = self.directory / "passwd"
-        passwd.unlink(missing_ok=True)
-        logins: dict[str, Login | None] = {}
-        for role, user in _ROLES.items():
-            login = Login(user, secrets.token_urlsafe(18))
-            try:
-                subprocess.run(
-                    [
-                        passwd_tool,
-                        "-b",
-                        *(["-c"] if not logins else []),
-                        str(passwd),
-                        user,
-                        login.password,
-                    ],
-                    check=True,
-                    capture_output=True,
-                )
-            except (OSError, subprocess.CalledProcessError) as exc:
-                raise AdapterError(f"mosquitto_passwd failed: {exc}") from exc
-            logins[role] = login
-        passwd.chmod(0o600)
-        acl = self.directory / "acl"
-        shutil.copyfile(_template("mosquitto.acl"), acl)
-        port = _free_port()
-        conf = self.directory / "mosquitto.conf"
-        # started as root, mosquitto switches to its own user unless told to stay, and could
-        # not read the files here then
-        conf.write_text(
-            f"user {getpass.getuser()}\nlistener {port} 127.0.0.1\nallow_anonymous false\n"
-            f"password_file {passwd}\nacl_file {acl}\npersistence false\n"
-            f"log_dest file {self.log}\nmax_queued_messages 100000\n"
-            # as docs/mosquitto.conf: Nagle held quotes to the daemon by ~10 ms
-            "set_tcp_nodelay true\n"
-        )
-        self._proc = subprocess.Popen(
-            [self.binary, "-c", str(conf)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 10.0
-        while True:
-            if self._proc.poll() is not None:
-                raise AdapterError(f"mosquitto exited ({self._proc.returncode}): see {self.log}")
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if time.monotonic() > deadline:
-                raise AdapterError(f"mosquitto did not listen on {port} within 10 s")
-            time.sleep(0.02)
-        return BrokerAccess("127.0.0.1", port, own=True, logins=logins)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._proc is None:
-            return
-        self._proc.terminate()
-        try:
-            self._proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
 
 
 # the config, the demo file, the children's environment
@@ -442,7 +305,7 @@ def _write_config(
     """``DIR/live.toml``: the template with the mode, broker, metrics port and journal set;
     validated in full (``load_config``) before anything starts."""
     text = template.read_text()
-    metrics_port = _free_port()
+    metrics_port = free_port()
     journal = (out / "journal").as_posix()
     text = set_toml_key(text, "", "mode", json.dumps(settings.mode))
     text = set_toml_key(text, "mqtt", "host", json.dumps(access.host))
@@ -627,73 +490,6 @@ class _Child:
         return " | ".join(line.strip() for line in self._lines()[-_TAIL_LINES:]) or "(no output)"
 
 
-# the status topic
-
-
-class StatusWatcher:
-    """Subscribes to the daemon's retained status (as the operator) and keeps the newest."""
-
-    def __init__(self, access: BrokerAccess, topic: str) -> None:
-        self.access = access
-        self.topic = topic
-        self.latest: Status | None = None
-        self._client = _client("tradeloop-live-demo-status", access.logins["operator"])
-        self._client.on_message = self._on_message
-
-    @property
-    def online(self) -> bool:
-        return self.latest is not None and self.latest.online
-
-    def __enter__(self) -> StatusWatcher:
-        _connect(self._client, self.access)
-        self._client.subscribe(self.topic, qos=1)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
-
-    def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
-        try:
-            status = decode_status(bytes(message.payload))
-        except msgspec.DecodeError:
-            return
-        self.latest = status
-
-
-def _client(client_id: str, login: Login | None) -> paho.Client:
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
-    if login is not None:
-        client.username_pw_set(login.username, login.password)
-    return client
-
-
-def _connect(client: paho.Client, access: BrokerAccess, timeout_s: float = 10.0) -> None:
-    """Connect and wait for the broker's answer (paho's thread runs from here on).
-
-    Raises:
-        AdapterError: no broker there, or it refused the login.
-    """
-    answered = threading.Event()
-    reasons: list[ReasonCode] = []
-
-    def on_connect(c: paho.Client, u: object, f: object, reason: ReasonCode, p: object) -> None:
-        reasons.append(reason)
-        answered.set()
-
-    client.on_connect = on_connect
-    where = f"{access.host}:{access.port}"
-    try:
-        client.connect(access.host, access.port)
-    except OSError as exc:
-        raise AdapterError(f"broker {where}: {exc}") from exc
-    client.loop_start()
-    if not answered.wait(timeout_s) or reasons[0].is_failure:
-        client.loop_stop()
-        why = str(reasons[0]) if reasons else f"no answer within {timeout_s:g} s"
-        raise AdapterError(f"broker {where} refused the connection: {why}")
-
-
 # signed operator commands
 
 
@@ -724,9 +520,9 @@ def send_command(out: Path, action: CommandAction, reason: str = "live-demo") ->
     props.UserProperty = [
         (SIGNATURE_PROPERTY, sign_command(payload, document["command_key"].encode()))
     ]
-    client = _client("tradeloop-live-demo-command", access.logins["operator"])
+    client = paho_client("tradeloop-live-demo-command", access.logins["operator"])
     try:
-        _connect(client, access)
+        paho_connect(client, access)
     except AdapterError as exc:
         raise AdapterError(f"{exc} (is `tradeloop live-demo --out {out}` running?)") from exc
     try:
@@ -740,126 +536,11 @@ def send_command(out: Path, action: CommandAction, reason: str = "live-demo") ->
     return str(document["command_topic"])
 
 
-# what the demo prints
-
-
-def _print_where(
-    out: Path,
-    settings: DemoSettings,
-    access: BrokerAccess,
-    config: Config,
-    topics: Topics,
-    session: str,
-) -> None:
-    wall = (
-        "as fast as the broker takes it"
-        if settings.speed == 0
-        else (f"about {settings.minutes * 60 / settings.speed:.0f} s at {settings.speed:g}x")
-    )
-    operator = access.logins["operator"]
-    login = "" if operator is None else f" -u {operator.username} -P {operator.password}"
-    broker = "mosquitto of its own" if access.own else "--broker"
-    logs = out / "logs"
-    names = "oms-sim,daemon,publish" if config.mode == "live" else "daemon,publish"
-    print(
-        f"\nlive-demo: daemon online in {config.mode} mode, session {session}; feed of "
-        f"{settings.minutes:g} min starts now ({wall}). Ctrl-C stops everything.\n"
-        f"  broker    {access.host}:{access.port} ({broker}; log {logs / 'broker.log'})\n"
-        f"  metrics   http://127.0.0.1:{config.live.metrics_port}/metrics\n"
-        f"  status    {topics.status} (retained): mosquitto_sub -V 5 -h {access.host} "
-        f"-p {access.port}{login} -t {topics.status}\n"
-        f"  journal   {config.journal.dir} (decisions: decisions-{session}.jsonl in it)\n"
-        f"  logs      {logs}/{{{names}}}.log\n"
-        f"  command   tradeloop live-demo --out {out} --command kill   "
-        "(or reduce_only, flatten, resume; signed with this run's key)\n"
-        f"  parity    tradeloop parity {config.journal.dir}   (after the stop)\n",
-        flush=True,
-    )
-
-
-def _scrape_filled(port: int) -> float | None:
-    """Orders filled by the daemon's count (paper fills never cross the journal)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-            text = r.read().decode()
-    except OSError:
-        return None
-    match = re.search(r'^tradeloop_orders_total\{status="filled"\} (\S+)$', text, re.M)
-    return float(match.group(1)) if match else 0.0
-
-
-def _summary(journal: Path, session: str, mode: str) -> DemoSummary:
-    summary = DemoSummary(session_id=session)
-    decisions = journal / f"decisions-{session}.jsonl"
-    with contextlib.suppress(OSError), decisions.open("rb") as f:
-        for line in f:
-            event = json.loads(line)
-            kind = str(event.get("type"))
-            summary.decisions[kind] += 1
-            if kind == "risk_rejected":
-                summary.rejections[str(event.get("check"))] += 1
-            elif kind == "trading_state":
-                summary.last_state = str(event.get("state"))
-    if mode == "live":
-        manifest = json.loads((journal / f"session-{session}.json").read_text())
-        prefix = str(manifest["order_id_prefix"])
-        summary.fills = sum(
-            1
-            for record in FileJournalReader(journal)
-            if isinstance(record, ReportRecord)
-            and isinstance(record.report, Fill)
-            and record.report.client_order_id.startswith(prefix)
-        )
-    return summary
-
-
-def _print_summary(
-    summary: DemoSummary,
-    settings: DemoSettings,
-    journal: Path,
-    at_feed_end: Status | None,
-    goodbye: Status | None,
-    filled: float | None,
-) -> None:
-    d = summary.decisions
-    refused = ", ".join(f"{check} {n}" for check, n in summary.rejections.most_common())
-    if settings.mode == "shadow":
-        fills = "no fills (shadow: intended orders only)"
-    elif summary.fills is not None:
-        fills = f"{summary.fills} fills (journal)"
-    elif filled is not None:
-        fills = f"{filled:g} fills (the daemon's metrics: paper fills stay inside it)"
-    else:
-        fills = "fills unknown"
-    book = goodbye if goodbye is not None else at_feed_end
-    if book is None:
-        book_line = "?"
-    else:
-        positions = ", ".join(f"{s} {q:g}" for s, q in book.positions.items())
-        book_line = f"{positions}; pnl {book.pnl:,.2f}"
-    refused_count = d["risk_rejected"]
-    alarms = f"  alarms    {d['alarm']} (in the decisions log)\n" if d["alarm"] else ""
-    print(
-        f"\nlive-demo stopped: session {summary.session_id}\n"
-        f"  orders    {d['order_request']} requested, {refused_count} refused by risk"
-        f"{f' ({refused})' if refused else ''}, {d['order_request'] - refused_count} sent, "
-        f"{d['cancel_request']} cancels; {fills}\n"
-        f"  state     {at_feed_end.state if at_feed_end else '?'} when the feed stopped, "
-        f"{summary.last_state or 'ACTIVE'} after the stop\n"
-        f"{alarms}"
-        f"  book      {book_line}\n"
-        f"check parity: tradeloop parity {journal}   (or replay it: tradeloop replay {journal})"
-    )
-
-
 __all__ = [
     "DEMO_FILE",
     "MODES",
     "DemoSettings",
-    "Mosquitto",
     "SampleData",
-    "StatusWatcher",
-    "parse_broker",
     "run_live_demo",
     "send_command",
     "set_toml_key",

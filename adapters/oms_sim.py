@@ -3,18 +3,15 @@ for paper sessions, demos and tests of the daemon.
 
 It reads orders and cancels on ``topics.orders``, reconciliation requests on
 ``topics.requests`` and the market data of the configured instruments, and answers with
-execution reports (QoS 1) on ``topics.reports``. Fills follow the simulated venue's rules
-(``adapters.sim_venue``, README "Simulated venue"), run on the OMS's own time axis: every
-message is stamped with the time the OMS read it, ticks and orders alike, so an order
-reaches the venue ``latency`` after the OMS received it and fills against the quotes the
-OMS had seen by then. The senders' clocks (a tick file's ``ts_event``, the daemon's) never
-mix with it.
+execution reports (QoS 1) on ``topics.reports``. The state and the rules are
+``adapters.simulated_oms.SimulatedOms`` (fills by the simulated venue, on the OMS's own
+time axis): every message is stamped with the time the OMS read it, ticks and orders
+alike. The senders' clocks (a tick file's ``ts_event``, the daemon's) never mix with it.
 
-Idempotent on resend: an ``OrderRequest`` whose ``client_order_id`` the OMS already holds
-is not a new order; the OMS sends the order's latest report again (nothing while the order
-is still on its way to the venue). Payloads are decoded as JSON or MessagePack, whichever
-the bytes are (a JSON payload starts with ``{``, a MessagePack event with a map marker);
-reports go out in the configured format, answers in the format of their request.
+An order resent with a ``client_order_id`` the OMS already holds gets the order's latest
+report again. Payloads are decoded as JSON or MessagePack, whichever the bytes are (a JSON
+payload starts with ``{``, a MessagePack event with a map marker); reports go out in the
+configured format, answers in the format of their request.
 
 For fault tests of the daemon, ``AnswerFault`` makes it misbehave the way real OMSs do:
 late, twice, out of order, or never.
@@ -35,56 +32,33 @@ from typing import Any, Literal, cast
 
 import aiomqtt
 import msgspec
-import numpy as np
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from adapters.mqtt.feed_protocol import PINGREQ, FeedProtocol, open_feed
 from adapters.mqtt.ingest import RawMessage
-from adapters.mqtt.reconcile import (
-    FillsResponse,
-    FillsSinceRequest,
-    OpenOrder,
-    OpenOrdersRequest,
-    OpenOrdersResponse,
-    PositionsRequest,
-    PositionsResponse,
-    ReconcileCodec,
-    ReconcileRequest,
-    ReconcileResponse,
-    RequestFailed,
-)
+from adapters.mqtt.reconcile import ReconcileCodec, ReconcileResponse, RequestFailed
 from adapters.mqtt.topics import Topics
-from adapters.sim_venue import SimulatedVenue
+from adapters.simulated_oms import SimulatedOms, TickRow, tick_batch
 from engine.clock import Clock, LiveClock
 from engine.codec import EventCodec, Format
 from engine.errors import AdapterError, BadMessage
 from engine.events import (
     CancelRejected,
     CancelRequest,
-    Fill,
-    OrderAccepted,
-    OrderCancelled,
     OrderRejected,
     OrderRequest,
     Quote,
     Trade,
     side_sign,
 )
-from engine.instruments import InstrumentTable
-from engine.market import MarketState
 from engine.ports import ExecutionReport
-from engine.ticks import QUOTE, TRADE, TickBatch
+from engine.ticks import QUOTE, TRADE
 
 log = logging.getLogger(__name__)
 
 AnswerMode = Literal["normal", "late", "twice", "shuffled", "never"]
-OrderState = Literal["pending", "accepted", "partially_filled", "filled", "cancelled", "rejected"]
-
-# Quantities are sums of floats on a lot grid; 1e-12 is far below any lot and far above
-# the rounding noise of summing a few thousand fills.
-_QTY_EPS = 1e-12
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,171 +84,6 @@ class AnswerFault:
 _CLOSED: frozenset[str] = frozenset({"filled", "cancelled", "rejected"})
 
 
-@dataclass(slots=True)
-class _Order:
-    request: OrderRequest  # as received, with the sender's timestamps
-    status: OrderState = "pending"
-    filled_qty: float = 0.0
-    venue_order_id: str = ""
-    last_report: ExecutionReport | None = None
-
-
-class SimulatedOms:
-    """The OMS's state and rules, without I/O: orders, fills and positions, with matching
-    delegated to a ``SimulatedVenue`` driven the way the engine drives it.
-
-    Every method takes the OMS's time (``now_ns``, or the ticks' ``ts_event``), which must
-    not go backwards, and returns the execution reports it produced, already applied to
-    the state.
-
-    Args:
-        instruments: what can be traded; anything else is rejected by the venue.
-        venue: the matching rules, latency and fees.
-    """
-
-    def __init__(self, instruments: InstrumentTable, venue: SimulatedVenue) -> None:
-        self.instruments = instruments
-        self.venue = venue
-        self.market = MarketState(len(instruments))
-        venue.bind(self.market, instruments)
-        # the market scan marks equity to these; the OMS has no cash account
-        self._flat = np.zeros(len(instruments))
-        self._cash = np.zeros(1)
-        self.orders: dict[str, _Order] = {}
-        self.fills: list[Fill] = []
-        self.positions: dict[str, float] = dict.fromkeys(instruments.symbols, 0.0)
-        self.counters: Counter[str] = Counter()
-
-    def next_event_ns(self) -> int | None:
-        """When the next order or cancel reaches the venue, if any is on its way."""
-        return self.venue.next_event_ns()
-
-    def on_order(self, order: OrderRequest, now_ns: int) -> list[ExecutionReport]:
-        """Take an order received at ``now_ns``; a known client order id is a resend."""
-        known = self.orders.get(order.client_order_id)
-        if known is not None:
-            self.counters["resends"] += 1
-            return [] if known.last_report is None else [known.last_report]
-        self.counters["orders"] += 1
-        self.orders[order.client_order_id] = _Order(order)
-        self.venue.submit(msgspec.structs.replace(order, ts_event=now_ns, ts_recv=now_ns))
-        return self.advance_to(now_ns)
-
-    def on_cancel(self, cancel: CancelRequest, now_ns: int) -> list[ExecutionReport]:
-        """Take a cancel received at ``now_ns``; the venue answers it after latency."""
-        self.counters["cancels"] += 1
-        self.venue.cancel(msgspec.structs.replace(cancel, ts_event=now_ns, ts_recv=now_ns))
-        return self.advance_to(now_ns)
-
-    def advance_to(self, now_ns: int) -> list[ExecutionReport]:
-        """Handle the orders and cancels that reached the venue by ``now_ns``."""
-        self.venue.advance_to(now_ns)
-        return self._apply(self.venue.drain_reports())
-
-    def on_ticks(self, batch: TickBatch) -> list[ExecutionReport]:
-        """Apply ticks (stamped with the OMS's receive time), filling resting orders.
-
-        An order or cancel arriving at ``T`` is handled after every tick stamped at or
-        before ``T`` and before the first one after it, as in the engine's loop.
-        """
-        n = len(batch)
-        if n == 0:
-            return []
-        ts = batch.ts_event
-        self.counters["ticks"] += n
-        self.market.begin_batch(n)
-        pos = 0
-        while pos < n:
-            self.venue.advance_to(int(ts[pos]) - 1)
-            nxt = self.venue.next_event_ns()
-            end = n if nxt is None else int(np.searchsorted(ts, nxt, side="right"))
-            stop = self.venue.match(batch, pos, end)
-            self.market.update(batch, pos, stop, self._flat, self._cash)
-            self.venue.commit()
-            pos = stop
-        self.market.end_batch()
-        return self._apply(self.venue.drain_reports())
-
-    def answer(self, request: ReconcileRequest, now_ns: int) -> ReconcileResponse:
-        """The answer to a reconciliation request, as of ``now_ns``."""
-        self.counters["requests"] += 1
-        match request:
-            case OpenOrdersRequest():
-                return OpenOrdersResponse(as_of_ns=now_ns, orders=self.open_orders())
-            case FillsSinceRequest(since_ns=since):
-                fills = [f for f in self.fills if f.ts_event >= since]
-                return FillsResponse(as_of_ns=now_ns, fills=fills)
-            case PositionsRequest():
-                return PositionsResponse(as_of_ns=now_ns, positions=dict(self.positions))
-
-    def open_orders(self) -> list[OpenOrder]:
-        """Working orders in the order they were received."""
-        return [
-            OpenOrder(
-                order=o.request,
-                status=o.status,
-                filled_qty=o.filled_qty,
-                venue_order_id=o.venue_order_id,
-            )
-            for o in self.orders.values()
-            if o.status in ("pending", "accepted", "partially_filled")
-        ]
-
-    def _apply(self, reports: list[ExecutionReport]) -> list[ExecutionReport]:
-        for report in reports:
-            self.counters["reports"] += 1
-            if isinstance(report, CancelRejected):
-                self.counters["cancels_rejected"] += 1
-                continue  # the order's state is what it was
-            order = self.orders[report.client_order_id]
-            order.last_report = report
-            match report:
-                case OrderAccepted():
-                    order.venue_order_id = report.venue_order_id
-                    if order.status == "pending":
-                        order.status = "accepted"
-                case OrderRejected():
-                    order.status = "rejected"
-                    self.counters["orders_rejected"] += 1
-                case Fill():
-                    self._book(order, report)
-                case OrderCancelled():
-                    order.status = "cancelled"
-        return reports
-
-    def _book(self, order: _Order, fill: Fill) -> None:
-        self.counters["fills"] += 1
-        self.fills.append(fill)
-        order.filled_qty = round(order.filled_qty + fill.qty, 12)
-        done = order.filled_qty >= order.request.qty - _QTY_EPS
-        order.status = "filled" if done else "partially_filled"
-        held = self.positions.get(fill.instrument, 0.0)
-        self.positions[fill.instrument] = round(held + side_sign(fill.side) * fill.qty, 12)
-
-
-def warm_up(instruments: InstrumentTable) -> None:
-    """Run a throwaway ``SimulatedOms`` through quotes, a market order and a resting limit
-    order that the market then fills, so the venue's numba kernels are compiled (or
-    loaded from numba's cache: 1.4 s here, longer with a cold cache) before the first
-    real order: otherwise the first orders are answered seconds late."""
-    if not instruments.instruments:
-        return
-    oms = SimulatedOms(instruments, SimulatedVenue(0, 0.0))
-    symbol = instruments.instruments[0].symbol
-    nan = math.nan
-    market = OrderRequest(
-        ts_event=0, ts_recv=0, client_order_id="warm-1", instrument=symbol, side="buy", qty=1.0
-    )
-    limit = msgspec.structs.replace(
-        market, client_order_id="warm-2", order_type="limit", limit_price=99.5
-    )
-    oms.on_ticks(_batch([(1, 0, QUOTE, 100.0, 101.0, 1.0, 1.0, nan, nan, 0)]))
-    oms.on_order(market, 2)
-    oms.on_order(limit, 3)  # rests below the ask
-    oms.on_ticks(_batch([(4, 0, QUOTE, 98.0, 99.0, 1.0, 1.0, nan, nan, 0)]))  # fills it
-    oms.on_ticks(_batch([(5, 0, TRADE, nan, nan, nan, nan, 99.0, 1.0, -1)]))
-
-
 def payload_format(raw: bytes) -> Format:
     """``"json"`` if the bytes start like a JSON object, else ``"msgpack"``.
 
@@ -284,30 +93,9 @@ def payload_format(raw: bytes) -> Format:
     return "json" if raw[:1] in (b"{", b" ", b"\n", b"\r", b"\t") else "msgpack"
 
 
-# One row per tick (``ts, instrument, kind, bid, ask, bid_size, ask_size, price, size,
-# side``), turned into columns once per read of the socket: one append per message.
-_Row = tuple[int, int, int, float, float, float, float, float, float, int]
-
+# what a market-data topic carries (``MqttOmsSimulator._routes``)
 _ROUTE_QUOTE = 0
 _ROUTE_TRADE = 1
-
-
-def _batch(rows: list[_Row]) -> TickBatch:
-    ts, instrument, kind, bid, ask, bid_size, ask_size, price, size, side = zip(*rows, strict=True)
-    stamps = np.array(ts, np.int64)
-    return TickBatch(
-        stamps,
-        stamps,
-        np.array(instrument, np.int32),
-        np.array(kind, np.int8),
-        np.array(bid, np.float64),
-        np.array(ask, np.float64),
-        np.array(bid_size, np.float64),
-        np.array(ask_size, np.float64),
-        np.array(price, np.float64),
-        np.array(size, np.float64),
-        np.array(side, np.int8),
-    )
 
 
 class _ReceiptQueue(asyncio.Queue[aiomqtt.Message]):
@@ -412,7 +200,7 @@ class MqttOmsSimulator:
         for index, inst in enumerate(oms.instruments.instruments):
             self._routes[topics.quote(inst.venue, inst.symbol)] = (_ROUTE_QUOTE, index, inst.symbol)
             self._routes[topics.trade(inst.venue, inst.symbol)] = (_ROUTE_TRADE, index, inst.symbol)
-        self._rows: list[_Row] = []
+        self._rows: list[TickRow] = []
         self._flush_soon: asyncio.Handle | None = None
         self._late: deque[tuple[float, ExecutionReport]] = deque()
         self._late_added = asyncio.Event()
@@ -684,7 +472,7 @@ class MqttOmsSimulator:
         self._flush_soon = None
         if self._rows:
             rows, self._rows = self._rows, []
-            self._emit(self.oms.on_ticks(_batch(rows)))
+            self._emit(self.oms.on_ticks(tick_batch(rows)))
 
     def _on_order(self, raw: bytes, now: int) -> None:
         fmt = payload_format(raw)

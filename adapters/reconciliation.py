@@ -160,7 +160,7 @@ def apply_history(
         engine: a fresh engine of the config (its router must send nothing).
         records: the journal's records in sequence order.
         sessions: ``session_starts`` of the folder.
-        apply: how one record reaches the engine (``adapters.daemon.apply_record``).
+        apply: how one record reaches the engine (``adapters.daemon.core.apply_record``).
         stop: the first record that is not history (None: all of them are).
     """
     history = History()

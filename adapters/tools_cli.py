@@ -158,8 +158,9 @@ def cmd_oms_sim(args: argparse.Namespace) -> int:
         AdapterError: the broker refused or dropped the connection.
     """
     from adapters.mqtt.topics import Topics
-    from adapters.oms_sim import AnswerFault, MqttOmsSimulator, SimulatedOms, warm_up
+    from adapters.oms_sim import AnswerFault, MqttOmsSimulator
     from adapters.sim_venue import SimulatedVenue
+    from adapters.simulated_oms import SimulatedOms, warm_up
     from engine.instruments import InstrumentTable
 
     config = _config(args)

@@ -50,9 +50,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 import live_latency  # noqa: E402
 from common import begin, end  # noqa: E402
 
-from adapters.daemon import Daemon  # noqa: E402
+from adapters.daemon.run import Daemon  # noqa: E402
 from engine.config import load_config  # noqa: E402
-from replay.research.training import train  # noqa: E402
+from replay.research.training.run import train  # noqa: E402
 
 SYMBOL = live_latency.SYMBOL
 LOW_BID = 100.0  # the feeder's two levels (``live_latency.PACER``) and its spread

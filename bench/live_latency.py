@@ -58,7 +58,7 @@ sys.path.insert(0, str(ROOT))
 
 from common import begin, end  # noqa: E402
 
-from adapters.daemon import Daemon, run_daemon  # noqa: E402
+from adapters.daemon.run import Daemon, run_daemon  # noqa: E402
 from adapters.journal_file import FileJournalReader  # noqa: E402
 from engine.journal import MarketDataRecord  # noqa: E402
 

@@ -149,7 +149,7 @@ def load(rate: int, seconds: float) -> dict[str, object]:
         config.write_text(config.read_text().replace('mode = "live"', 'mode = "shadow"'))
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         daemon = subprocess.Popen(
-            [sys.executable, "-m", "adapters.daemon_cli", "run", "--config", str(config)],
+            [sys.executable, "-m", "adapters.daemon.cli", "run", "--config", str(config)],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:
@@ -238,7 +238,10 @@ def restart(records: int, tail: int) -> dict[str, object]:
 
     import numpy as np
 
-    from adapters.daemon import apply_input, build_live_engine, rebuild, snapshot_header
+    from adapters.daemon.assembly import build_live_engine
+    from adapters.daemon.core import apply_input
+    from adapters.daemon.rebuild import rebuild
+    from adapters.daemon.snapshots import snapshot_header
     from adapters.journal_file import FileJournalWriter, write_snapshot
     from adapters.live_sender import ShadowSender
     from adapters.reconciliation import ClaimHolder, FillLedger

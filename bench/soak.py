@@ -89,7 +89,7 @@ def _free_port() -> int:
 def _spawn_daemon(config: Path) -> subprocess.Popen[bytes]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.Popen(
-        [sys.executable, "-m", "adapters.daemon_cli", "run", "--config", str(config)],
+        [sys.executable, "-m", "adapters.daemon.cli", "run", "--config", str(config)],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
 

@@ -40,18 +40,16 @@ from engine.config import config_from_dict
 from replay.files.sample_data import SYMBOLS, generate
 from replay.research.dataset import build_dataset
 from replay.research.sweep.executor import dask_client
-from replay.research.training import (
+from replay.research.training.fit import _fit
+from replay.research.training.folds import _fit_rows, usable_rows, walk_forward_splits
+from replay.research.training.run import final_iterations
+from replay.research.training.walk_forward import (
     WalkForward,
-    _fit,
-    _fit_rows,
     _fold_task,
-    final_iterations,
-    run_fold,
-    usable_rows,
     walk_forward,
     walk_forward_on_executor,
-    walk_forward_splits,
 )
+from replay.research.training.worker import run_fold
 
 
 def _bits(wf: WalkForward) -> bytes:

@@ -244,8 +244,9 @@ class ModelMemory:
 
     It follows the journal's inputs (the switches) like the engine's own state does, so a
     snapshot must capture it: the daemon passes it to ``engine.snapshot.capture_state`` as
-    an extra (``Daemon._snapshot_extras``). A restart from a snapshot without it would give
-    a version switched to again a fresh monitor where a full replay keeps the old one, and
+    an extra (``adapters.daemon.snapshots.snapshot_extras``). A restart from a snapshot
+    without it would give a version switched to again a fresh monitor where a full replay
+    keeps the old one, and
     the monitor's figures and alarms (and an alarm's action) would differ.
 
     It also says which versions the engine runs now (``active``), so a rebuild knows

@@ -130,7 +130,7 @@ class TrainConfig(_Strict, frozen=True):
     - ``early_stopping_rounds = 30``: stop a fold after this many trees without a better
       validation loss (1 to 100000).
     - ``min_data_in_leaf``: default automatic, a fortieth of the rows the model is fit
-      on, between 5 and 200 (``replay.research.training.min_data_in_leaf``); an integer (1 to 10000000)
+      on, between 5 and 200 (``replay.research.training.fit.min_data_in_leaf``); an integer (1 to 10000000)
       fixes it. A fixed 200 cannot split a tree on the few hundred rows a fold of a
       few minutes' data has, so every fold stopped at its first, constant tree.
     - ``seed = 7``: LightGBM's seed (a 32-bit int, 0 to 2**31 - 1); training is

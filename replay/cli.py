@@ -27,7 +27,7 @@ from engine.errors import ConfigError, DataError, TradeloopError
 # heavy modules (daemon, MQTT tools, registry, sweep) are registered only when they run.
 if TYPE_CHECKING:
     from engine.ticks import TickBatch
-    from replay.files.readers import DataSource
+    from replay.files.discovery import DataSource
 
 
 def _default_config_path() -> Path:
@@ -124,8 +124,8 @@ def _source(args: argparse.Namespace, cfg: Config) -> DataSource:
     """The data a command reads: DATA, ``--quotes``/``--trades`` files, the columns
     (``[columns]``, with ``--columns`` over it) and the time range (``--start``/``--end``,
     else ``[replay] start``/``end``)."""
+    from replay.files.discovery import DataSource
     from replay.files.formats import config_column_mapping, parse_column_mapping, parse_time_ns
-    from replay.files.readers import DataSource
 
     quotes = tuple(Path(p) for p in getattr(args, "quotes", None) or ())
     trades = tuple(Path(p) for p in getattr(args, "trades", None) or ())
@@ -167,7 +167,12 @@ def _with_data(cfg: Config, source: DataSource) -> tuple[Config, list[str]]:
 
 
 # modules whose numba kernels (``cache=True``) every replay and training run loads
-_KERNEL_MODULES = ("engine/features/kernels.py", "engine/market.py", "replay/files/plausibility.py")
+_KERNEL_MODULES = (
+    "engine/features/kernels.py",
+    "engine/features/program.py",
+    "engine/market.py",
+    "replay/files/plausibility.py",
+)
 
 
 def _cold_kernels() -> bool:
@@ -283,7 +288,7 @@ def _figure(value: float | None, spec: str) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from replay.research.training import train
+    from replay.research.training.run import train
 
     _check_out(Path(args.out), args, "--out")
     cfg, _ = load_config(args.config or _ml_config_path())
@@ -430,7 +435,8 @@ def _tick_files(config: Config, data: str | Path) -> tuple[Iterator[TickBatch], 
     """Opens tick files for the live tools (``publish``), with replay's readers."""
     from engine.instruments import InstrumentTable
     from replay.backtest.runner import tick_batches
-    from replay.files.readers import BadRowCounts, total_rows
+    from replay.files.raw_files import total_rows
+    from replay.files.readers import BadRowCounts
 
     batches, files = tick_batches(
         config, data, InstrumentTable(list(config.instruments)), BadRowCounts()
@@ -532,7 +538,7 @@ def _register_sweep(sub: Any) -> None:
 def _register_daemon(sub: Any) -> None:
     # the live composition roots live in ``adapters``; this dispatcher hands the tools
     # replay's readers, which ``adapters`` may not import
-    from adapters.daemon_cli import register
+    from adapters.daemon.cli import register
 
     register(sub, sample_data=_sample_data, entry=(sys.executable, "-m", "replay.cli"))
 

@@ -33,7 +33,7 @@ from engine.instruments import InstrumentTable
 from engine.strategy import NoParams, Strategy
 from engine.ticks import TickBatch
 from replay.files.sample_data import generate
-from replay.research.training import train
+from replay.research.training.run import train
 
 CODEC = EventCodec("json")
 KEY = "governance-key"

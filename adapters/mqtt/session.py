@@ -43,23 +43,14 @@ while the MQTT 5 connection is down is still delivered (fresh data, after the
 ``Connection(False)``); the daemon's feed monitor does not call the feed restored
 before ``Connection(True)``.
 
-Sending. Orders, cancels and statuses go out at QoS 1 on the MQTT 5 connection, in the
-order they were accepted. An item accepted while nothing waits before it and the
-connection is up is handed to paho and written to the socket before the call returns
-(``publish_order_now``, and ``publish_order`` without suspending): no task wakes between
-the engine's decision and the write. Otherwise it waits in the outbox, which a writer task
-hands over in order once the connection is up. An item is done when its PUBACK comes;
-items handed over but not acknowledged when the connection is lost go out again, first,
-after the reconnect (so the OMS may see one twice: it is idempotent by client order id).
-At most ``outbox_size`` items are accepted and not yet acknowledged; beyond that
-``publish_*`` waits (back-pressure) and ``publish_order_now`` declines. The socket has
-TCP_NODELAY: paho leaves Nagle on, which holds a small PUBLISH written while an earlier
-one is unacknowledged at the TCP level.
+Sending (``adapters.mqtt.outbox``). Orders, cancels and statuses go out at QoS 1 on the
+MQTT 5 connection, in the order they were accepted, through a bounded outbox that survives
+reconnects: written before the call returns when nothing waits before them and the
+connection is up, else handed over in order by a writer task once it is.
 
-Back-pressure. When the inbox is full, items wait in a pending list, still in order:
-reports, commands and connection changes are never dropped; consecutive market data
-merges into one batch, and beyond ``max_pending_ticks`` the oldest ticks are dropped,
-counted, and announced by an ``Overflow`` item just before the batch they were cut from.
+Back-pressure (``adapters.mqtt.inbox``). When the inbox is full, items wait in a pending
+list, still in order; only the oldest market data beyond ``max_pending_ticks`` is dropped,
+counted and announced by an ``Overflow`` item.
 """
 
 from __future__ import annotations
@@ -72,21 +63,18 @@ import random
 import socket
 import ssl
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import Literal, cast
 
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
-from paho.mqtt.client import Client as PahoClient
-from paho.mqtt.enums import MQTTErrorCode
-from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from adapters.mqtt.auth import SIGNATURE_PROPERTY
 from adapters.mqtt.command_guard import CommandGuard
 from adapters.mqtt.feed_protocol import PINGREQ, FeedProtocol, open_feed
+from adapters.mqtt.inbox import Inbox
 from adapters.mqtt.ingest import (
     CommandIn,
     Connection,
@@ -97,16 +85,13 @@ from adapters.mqtt.ingest import (
     RawMessage,
     ReportIn,
 )
+from adapters.mqtt.outbox import Outbox, Publish, reason_value
 from adapters.mqtt.settings import MqttSettings
 from adapters.mqtt.topics import Topics
 from engine.codec import EventCodec
 from engine.errors import AdapterError
 from engine.events import CancelRequest, OrderRequest
 from engine.instruments import InstrumentTable
-from engine.ticks import TickBatch
-
-if TYPE_CHECKING:
-    from paho.mqtt.client import SocketLike
 
 __all__ = [
     "CommandIn",
@@ -127,10 +112,6 @@ SessionState = Literal["new", "connecting", "connected", "reconnecting", "closed
 # reader parse one more packet (~50 us each here), so a burst is cut into batches of up
 # to ~64 messages and the first one waits at most a few ms; an idle feed costs one turn.
 _DRAIN_TURNS = 64
-
-# Market data held while the inbox is full: 100k ticks is ~9 MB of columns, seconds of a
-# busy feed; beyond that the oldest ticks go (counted) rather than memory growing.
-MAX_PENDING_TICKS = 100_000
 
 # Bound of the market-data connection's handshake (connect, CONNACK, SUBACK), as
 # aiomqtt's default timeout on the other connection.
@@ -163,112 +144,6 @@ class _ReceiptQueue(asyncio.Queue[aiomqtt.Message]):
         self._take(item)
 
 
-@dataclass(frozen=True, slots=True)
-class _Publish:
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
-    counter: str
-
-
-class _Writer:
-    """Publishes on one connection's paho client and writes the packet at once.
-
-    aiomqtt's ``publish`` is a coroutine (a task must run it) and registers the socket for
-    writing through ``call_soon_threadsafe``: the packet leaves two turns of the event loop
-    later. Here the session calls paho's ``publish`` itself and, through paho's public
-    external-loop callbacks (``on_socket_register_write``, ``loop_write``, ``on_publish``),
-    writes while paho asks for the socket to be registered; whatever a full socket buffer
-    leaves unwritten is registered with aiomqtt as before. Only the session's own publishes
-    write at once: a packet paho queues from inside its reader (a PUBACK) keeps aiomqtt's
-    path, as paho itself never writes from inside its callbacks.
-    """
-
-    def __init__(self, client: aiomqtt.Client, on_ack: Callable[[int, int], None]) -> None:
-        # aiomqtt 2.x has no public handle on its paho client; 3.x drops paho altogether
-        paho: PahoClient = client._client
-        self._paho = paho
-        self._on_ack = on_ack
-        self._now = False
-        self._register = paho.on_socket_register_write
-        self._acknowledged: Any = paho.on_publish
-        paho.on_socket_register_write = self._register_write
-        paho.on_publish = self._published
-
-    def publish(self, item: _Publish) -> int:
-        """Hand ``item`` to paho and write it now; its message id."""
-        self._now = True
-        try:
-            info = self._paho.publish(item.topic, item.payload, item.qos, item.retain)
-        finally:
-            self._now = False
-        # MQTT_ERR_NO_CONN: the connection is going; the reader reports it and the item
-        # goes out again after the reconnect
-        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
-            raise aiomqtt.MqttCodeError(info.rc, f"could not publish to {item.topic}")
-        return info.mid
-
-    def _register_write(self, client: PahoClient, userdata: Any, sock: SocketLike) -> None:
-        if self._now:
-            self._now = False
-            client.loop_write()  # on a broken socket paho reports the loss (on_disconnect)
-            if not client.want_write():
-                return
-        if self._register is not None:
-            self._register(client, userdata, sock)
-
-    def _published(
-        self,
-        client: PahoClient,
-        userdata: Any,
-        mid: int,
-        reason_code: ReasonCode,
-        properties: Properties,
-    ) -> None:
-        if self._acknowledged is not None:
-            self._acknowledged(client, userdata, mid, reason_code, properties)
-        self._on_ack(mid, _code(reason_code))
-
-
-class _PendingMarket:
-    """Market data waiting for room in the inbox; parts are concatenated on delivery."""
-
-    __slots__ = ("dropped", "parts", "ticks", "ts_recv")
-
-    def __init__(self, item: MarketData) -> None:
-        self.parts: list[TickBatch] = [item.batch]
-        self.ticks = len(item.batch)
-        self.dropped = 0
-        self.ts_recv = item.ts_recv
-
-    def add(self, item: MarketData) -> None:
-        self.parts.append(item.batch)
-        self.ticks += len(item.batch)
-        self.ts_recv = item.ts_recv
-
-    def drop_oldest(self, count: int) -> int:
-        dropped = 0
-        while count > 0 and self.parts:
-            first = self.parts[0]
-            n = len(first)
-            if n <= count:
-                self.parts.pop(0)
-                cut = n
-            else:
-                self.parts[0] = first.slice(count, n)
-                cut = count
-            count -= cut
-            dropped += cut
-        self.ticks -= dropped
-        self.dropped += dropped
-        return dropped
-
-    def take(self) -> MarketData:
-        batch = TickBatch.concat(self.parts)
-        return MarketData(batch=batch, ts_recv=self.ts_recv, messages=len(batch))
-
-
 def _tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
     if not settings.tls:
         return None
@@ -288,10 +163,6 @@ def _signature(message: aiomqtt.Message) -> str | None:
         if key == SIGNATURE_PROPERTY:
             return str(value)
     return None
-
-
-def _code(code: int | ReasonCode) -> int:
-    return code.value if isinstance(code, ReasonCode) else int(code)
 
 
 def _reason(exc: BaseException) -> str:
@@ -349,10 +220,10 @@ class MqttSession:
         self.settings = settings
         self.topics = topics
         self.instruments = instruments
-        self.inbox: asyncio.Queue[Inbound] = asyncio.Queue(maxsize=settings.inbox_size)
         self.counters: collections.Counter[str] = collections.Counter()
         self.state: SessionState = "new"
-        self.max_pending_ticks = MAX_PENDING_TICKS
+        self._inbox = Inbox(settings.inbox_size, self.counters)
+        self.inbox: asyncio.Queue[Inbound] = self._inbox.queue
         self._clock = receive_clock
         self._last_ts = 0
         self._will = aiomqtt.Will(topics.status, will_payload, qos=1, retain=True)
@@ -374,20 +245,7 @@ class MqttSession:
         self._raw: asyncio.Queue[aiomqtt.Message] = (
             _ReceiptQueue(self._ingest_one) if self._split_feed else asyncio.Queue()
         )
-        # outbound: waiting (in order, first to go first), then handed to the connection's
-        # paho client and waiting for the PUBACK (by message id, in publish order)
-        self._outbox: collections.deque[_Publish] = collections.deque()
-        self._unacked: dict[int, _Publish] = {}
-        self._writer: _Writer | None = None  # while the MQTT 5 connection serves
-        self._unsent = 0  # accepted and not acknowledged: outbox + unacked
-        self._outbox_ready = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
-        self._settled = asyncio.Event()
-        self._settled.set()
-        self._pending: collections.deque[Inbound | _PendingMarket] = collections.deque()
-        self._pending_ready = asyncio.Event()
-        self._delivering = False
+        self._outbox = Outbox(settings.outbox_size, self.counters, lambda: self.state == "closed")
         self._tasks: asyncio.TaskGroup | None = None
         self._background: list[asyncio.Task[None]] = []
         self._market_filters = [
@@ -395,6 +253,14 @@ class MqttSession:
         ]
         self._up = dict.fromkeys((_MAIN, _FEED) if self._split_feed else (_MAIN,), False)
         self._was_connected = False
+
+    @property
+    def max_pending_ticks(self) -> int:
+        return self._inbox.max_pending_ticks
+
+    @max_pending_ticks.setter
+    def max_pending_ticks(self, ticks: int) -> None:
+        self._inbox.max_pending_ticks = ticks
 
     async def __aenter__(self) -> MqttSession:
         if self.state != "new":
@@ -405,7 +271,7 @@ class MqttSession:
             try:
                 feed = await self._connect_feed_first() if self._split_feed else None
             except BaseException:
-                self._writer = None
+                self._outbox.disconnected()
                 with contextlib.suppress(aiomqtt.MqttError):
                     await client.__aexit__(None, None, None)
                 raise
@@ -416,7 +282,7 @@ class MqttSession:
         self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
         self._background = [
-            self._tasks.create_task(self._deliver(), name="mqtt-deliver"),
+            self._tasks.create_task(self._inbox.deliver(), name="mqtt-deliver"),
             self._tasks.create_task(self._run(client), name="mqtt-connection"),
         ]
         if feed is not None:
@@ -434,7 +300,7 @@ class MqttSession:
         tb: TracebackType | None,
     ) -> bool | None:
         self.state = "closed"
-        self._room.set()  # publishers waiting for room see the session closed
+        self._outbox.close()  # publishers waiting for room see the session closed
         if self._tasks is None:
             return None
         for task in self._background:
@@ -453,7 +319,7 @@ class MqttSession:
         Raises:
             AdapterError: the session is closed.
         """
-        await self._enqueue(self._order_publish(order))
+        await self._outbox.put(self._order_publish(order))
 
     def publish_order_now(self, order: OrderRequest | CancelRequest) -> bool:
         """Write an order or a cancel to the broker now, if it can go at once.
@@ -466,11 +332,11 @@ class MqttSession:
         Returns:
             True if the message was handed to the connection, False if nothing was done.
         """
-        return self._send_now(self._order_publish(order))
+        return self._outbox.send_now(self._order_publish(order))
 
-    def _order_publish(self, order: OrderRequest | CancelRequest) -> _Publish:
+    def _order_publish(self, order: OrderRequest | CancelRequest) -> Publish:
         counter = "published_order" if isinstance(order, OrderRequest) else "published_cancel"
-        return _Publish(self.topics.orders, self._codec.encode(order), 1, False, counter)
+        return Publish(self.topics.orders, self._codec.encode(order), 1, False, counter)
 
     async def publish_status(self, payload: bytes) -> None:
         """Queue a status message: retained, QoS 1, on ``topics.status``.
@@ -478,7 +344,7 @@ class MqttSession:
         Raises:
             AdapterError: the session is closed.
         """
-        await self._enqueue(_Publish(self.topics.status, payload, 1, True, "published_status"))
+        await self._outbox.put(Publish(self.topics.status, payload, 1, True, "published_status"))
 
     async def publish(
         self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
@@ -488,76 +354,16 @@ class MqttSession:
         Raises:
             AdapterError: the session is closed.
         """
-        await self._enqueue(_Publish(topic, payload, qos, retain, "published"))
+        await self._outbox.put(Publish(topic, payload, qos, retain, "published"))
 
     def outbox_empty(self) -> bool:
         """True when every queued message has been sent (and acknowledged, at QoS 1)."""
-        return self._unsent == 0
+        return self._outbox.empty()
 
     async def flush(self, timeout_s: float) -> bool:
         """Wait until every queued message is sent and acknowledged; False if ``timeout_s``
         passed first."""
-        try:
-            await asyncio.wait_for(self._settled.wait(), timeout_s)
-        except TimeoutError:
-            return False
-        return True
-
-    async def _enqueue(self, item: _Publish) -> None:
-        self._check_open(item.topic)
-        if self._send_now(item):
-            return
-        while self._unsent >= self.settings.outbox_size:
-            self._room.clear()
-            await self._room.wait()
-            self._check_open(item.topic)
-        self._outbox.append(item)
-        self._accepted()
-        self._outbox_ready.set()
-
-    def _check_open(self, topic: str) -> None:
-        if self.state == "closed":
-            raise AdapterError(f"publish to {topic} on a closed MqttSession")
-
-    def _send_now(self, item: _Publish) -> bool:
-        # nothing may overtake what waits in the outbox
-        if (
-            self._writer is None
-            or self._outbox
-            or self._unsent >= self.settings.outbox_size
-            or self.state == "closed"
-        ):
-            return False
-        try:
-            self._send(item)
-        except aiomqtt.MqttError:
-            return False  # queued instead: the writer meets the error and reconnects
-        self._accepted()
-        return True
-
-    def _send(self, item: _Publish) -> None:
-        """Hand ``item`` to the connection's client; it stays ours until its PUBACK."""
-        assert self._writer is not None
-        mid = self._writer.publish(item)
-        self._unacked[mid] = item
-
-    def _accepted(self) -> None:
-        self._unsent += 1
-        self._settled.clear()
-
-    def _acked(self, mid: int, code: int) -> None:
-        item = self._unacked.pop(mid, None)
-        if item is None:  # not ours (aiomqtt's own calls) or from a connection since lost
-            return
-        if code >= 0x80:
-            self.counters["publish_refused"] += 1
-            log.error("broker refused a publish to %s: reason code 0x%02x", item.topic, code)
-        else:
-            self.counters[item.counter] += 1
-        self._unsent -= 1
-        self._room.set()
-        if self._unsent == 0:
-            self._settled.set()
+        return await self._outbox.flush(timeout_s)
 
     def _raw_queue(self, maxsize: int) -> asyncio.Queue[aiomqtt.Message]:
         return self._raw  # aiomqtt's ``queue_type(maxsize=0)``: ours, unbounded, drained fast
@@ -588,8 +394,7 @@ class MqttSession:
                 await client.__aexit__(None, None, None)
             raise
         log.info("mqtt connected to %s:%d", self.settings.host, self.settings.port)
-        # publishes may go from here on (what the outbox holds still goes first)
-        self._writer = _Writer(client, self._acked)
+        self._outbox.connected(client)  # publishes may go from here on
         return client
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
@@ -602,7 +407,7 @@ class MqttSession:
         subscriptions += [(self.topics.reports, live_only), (self.topics.command, live_only)]
         codes: Sequence[int | ReasonCode] = await client.subscribe(subscriptions)
         for (topic, _), code in zip(subscriptions, codes):
-            if _code(code) >= 0x80:
+            if reason_value(code) >= 0x80:
                 self.counters["subscriptions_refused"] += 1
                 log.error("mqtt subscription to %s refused by the broker: %s", topic, code)
 
@@ -612,7 +417,7 @@ class MqttSession:
             try:
                 return await self._connect()
             except MqttConnectError as exc:
-                if exc.rc is not None and _code(exc.rc) in _REFUSALS:
+                if exc.rc is not None and reason_value(exc.rc) in _REFUSALS:
                     raise AdapterError(
                         f"broker {self.settings.host}:{self.settings.port} refused the "
                         f"connection: {exc}"
@@ -690,7 +495,7 @@ class MqttSession:
         if self._was_connected:
             self.counters["reconnects"] += 1
         self._was_connected = True
-        self._emit(Connection(connected=True, ts_recv=self._stamp(), reason=reason))
+        self._inbox.add(Connection(connected=True, ts_recv=self._stamp(), reason=reason))
 
     def _link_down(self, link: str, reason: str) -> None:
         """``link`` is lost; the first loss of a connected session is one item."""
@@ -701,7 +506,9 @@ class MqttSession:
             return
         self.state = "reconnecting"
         self.counters["connection_lost"] += 1
-        self._emit(Connection(connected=False, ts_recv=self._stamp(), reason=f"{link}: {reason}"))
+        self._inbox.add(
+            Connection(connected=False, ts_recv=self._stamp(), reason=f"{link}: {reason}")
+        )
 
     async def _run(self, client: aiomqtt.Client) -> None:
         while True:
@@ -750,14 +557,12 @@ class MqttSession:
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._read(client), name="mqtt-read")
-                group.create_task(self._write(), name="mqtt-write")
+                group.create_task(self._outbox.write(), name="mqtt-write")
         except* aiomqtt.MqttError as lost:
             reason = "; ".join(_reason(e) for e in lost.exceptions)
         finally:
             # handed over and not acknowledged: first out after the reconnect, in order
-            self._writer = None
-            self._outbox.extendleft(reversed(self._unacked.values()))
-            self._unacked.clear()
+            self._outbox.disconnected()
             # what arrived before the loss goes in before the Connection(False) item
             self._take_waiting()
             with contextlib.suppress(aiomqtt.MqttError):
@@ -788,7 +593,7 @@ class MqttSession:
     def _ingest_market(self, messages: list[RawMessage]) -> None:
         # the feed connection's reads, in order: every publish of one read, one stamp
         for item in self._ingest.decode(messages, self._stamp()):
-            self._emit(item)
+            self._inbox.add(item)
 
     def _take_waiting(self) -> None:
         group = []
@@ -804,7 +609,7 @@ class MqttSession:
             topic = m.topic.value
             messages.append((topic, m.payload, _signature(m) if topic == command else None))
         for item in self._ingest.decode(messages, self._stamp()):
-            self._emit(item)
+            self._inbox.add(item)
 
     def _stamp(self) -> int:
         ts = self._clock()
@@ -812,68 +617,3 @@ class MqttSession:
             ts = self._last_ts
         self._last_ts = ts
         return ts
-
-    def _emit(self, item: Inbound) -> None:
-        pending = self._pending
-        if isinstance(item, MarketData) and pending and isinstance(pending[-1], _PendingMarket):
-            pending[-1].add(item)
-            self._bound_pending()
-            return
-        if not pending and not self._delivering:
-            try:
-                self.inbox.put_nowait(item)
-                return
-            except asyncio.QueueFull:
-                pass
-        if isinstance(item, MarketData):
-            pending.append(_PendingMarket(item))
-            self._bound_pending()
-        else:
-            pending.append(item)
-        self._pending_ready.set()
-
-    def _bound_pending(self) -> None:
-        held = [p for p in self._pending if isinstance(p, _PendingMarket)]
-        excess = sum(p.ticks for p in held) - self.max_pending_ticks
-        for p in held:
-            if excess <= 0:
-                break
-            first_drop = p.dropped == 0
-            dropped = p.drop_oldest(excess)
-            excess -= dropped
-            self.counters["dropped_market_data"] += dropped
-            if first_drop and dropped:
-                log.warning(
-                    "inbox full: dropping the oldest market data beyond %d ticks",
-                    self.max_pending_ticks,
-                )
-
-    async def _deliver(self) -> None:
-        pending = self._pending
-        while True:
-            await self._pending_ready.wait()
-            self._pending_ready.clear()
-            while pending:
-                head = pending.popleft()
-                self._delivering = True
-                if isinstance(head, _PendingMarket):
-                    if head.dropped:
-                        await self.inbox.put(
-                            Overflow(dropped_messages=head.dropped, ts_recv=head.ts_recv)
-                        )
-                    if head.ticks:
-                        await self.inbox.put(head.take())
-                else:
-                    await self.inbox.put(head)
-            self._delivering = False
-
-    async def _write(self) -> None:
-        """Hand the outbox to the connection, in order; a lost connection ends this task
-        through the reader (``_serve`` puts what is unacknowledged back)."""
-        outbox = self._outbox
-        while True:
-            while outbox:
-                self._send(outbox[0])
-                outbox.popleft()
-            self._outbox_ready.clear()
-            await self._outbox_ready.wait()

@@ -1,6 +1,6 @@
 """``FeatureSet``: features declared in config, validated, fused into one jitted update.
 
-The set compiles to a small op table run by ``kernels.run_program``: a single compiled
+The set compiles to a small op table run by ``program.run_program``: a single compiled
 function (cached on disk by numba) serves every feature set, so neither a replay nor a
 daemon restart compiles anything for a new config. The column order and the
 ``fingerprint`` are what a model's manifest pins.
@@ -26,6 +26,7 @@ import numpy.typing as npt
 
 from engine.errors import ConfigError
 from engine.features import kernels as k
+from engine.features import program
 from engine.ticks import QUOTE, TRADE, TickBatch
 from engine.units import parse_duration_ns
 
@@ -493,9 +494,9 @@ class FeatureSet:
         n = len(batch)
         res = np.empty((len(self._ops), n))
         run = (
-            k.run_program_parallel
-            if parallel and n >= k.PARALLEL_MIN_TICKS and state.values.shape[0] > 1
-            else k.run_program
+            program.run_program_parallel
+            if parallel and n >= program.PARALLEL_MIN_TICKS and state.values.shape[0] > 1
+            else program.run_program
         )
         done = 0
         while True:

@@ -1,7 +1,7 @@
 """The live path for one tick at a time: scalars in, the instrument's feature row out.
 
 A daemon receiving one quote should not build a ``TickBatch`` of eleven one-element
-arrays: ``push`` hands the scalars to ``kernels.run_one``, which runs the same compiled
+arrays: ``push`` hands the scalars to ``program.run_one``, which runs the same compiled
 ``run_program`` over one-row scratch columns. Same kernel, same state, same values as
 the batch path. When a ring must grow, the kernel does nothing and says so; ``push`` grows
 the state (``FeatureSet.grow``) and pushes the tick again.
@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.features.feature_set import FeatureSet, FeatureState
-from engine.features.kernels import run_one
+from engine.features.program import run_one
 
 
 class StreamingFeatures:

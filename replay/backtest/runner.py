@@ -21,17 +21,10 @@ from engine.instruments import InstrumentTable
 from engine.monitor import ModelMonitor
 from engine.strategy import Strategy
 from engine.ticks import TickBatch
-from replay.files.readers import (
-    BadRowCounts,
-    DataSource,
-    TickFileReader,
-    as_source,
-    discover_files,
-    merge_streams,
-    prefetch,
-    rebatch,
-    total_rows,
-)
+from replay.files.discovery import DataSource, as_source, discover_files
+from replay.files.raw_files import total_rows
+from replay.files.readers import BadRowCounts, TickFileReader
+from replay.files.streams import merge_streams, prefetch, rebatch
 
 
 @dataclass

@@ -27,9 +27,9 @@ import polars as pl
 from engine.config import Config
 from engine.errors import DataError
 from engine.instruments import Instrument
+from replay.files.discovery import DataSource, Discovery, discover_files
 from replay.files.formats import FileLayout
 from replay.files.raw_files import RaggedRow, RawFile
-from replay.files.readers import DataSource, Discovery, discover_files
 
 __all__ = [
     "InferredInstrument",

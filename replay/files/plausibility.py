@@ -1,7 +1,7 @@
 """What a tick must look like to be replayed: the plausibility policy of tick files.
 
 Checks that need only the row itself (missing values, NaN, crossed quotes, ...) live in
-``replay.files.readers``; this module holds the policy's numbers and the two checks that look
+``replay.files.row_checks``; this module holds the policy's numbers and the two checks that look
 at neighbouring rows, as numba kernels that walk a file's rows once, in order.
 
 Policy:

@@ -1,4 +1,4 @@
-"""Tick files (parquet, CSV) read in chunks, validated row by row, merged in time order.
+"""Tick files (parquet, CSV) read in chunks and validated row by row: ``TickFileReader``.
 
 Schema (see README): quotes ``ts_event, symbol, bid, ask, bid_size, ask_size``; trades
 ``ts_event, symbol, price, size, side``; ``ts_recv`` is optional (defaults to
@@ -17,15 +17,19 @@ raises ``DataError`` naming file, row and column, or, with ``on_bad_row="skip"``
 dropped and counted once, by the first reason it fails in this order: text encoding,
 timestamps, symbol, prices, sizes, crossed quote, side, price band, time order. A CSV
 row whose field count differs from the header's is a bad row like any other.
+
+The tick files of a source: ``replay/files/discovery.py``; the bad-row reasons and the
+checks of a chunk's columns: ``replay/files/row_checks.py``; readers merged in time order,
+re-cut and prefetched: ``replay/files/streams.py``.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -34,78 +38,38 @@ import polars as pl
 from engine.errors import DataError
 from engine.instruments import InstrumentTable
 from engine.ticks import TickBatch
-from replay.files.formats import (
-    QUOTE_COLUMNS,
-    TRADE_COLUMNS,
-    UNIT_WORDS,
-    UNITS_NS,
-    FileLayout,
-    Kind,
-    inspect_file,
+from replay.files.formats import QUOTE_COLUMNS, TRADE_COLUMNS, FileLayout, Kind, inspect_file
+from replay.files.plausibility import PRICE_MAX, PRICE_MIN, SIZE_MAX, PriceBand, TimeOrder
+from replay.files.raw_files import RaggedRow, RawChunk, RawFile, TypeClass
+from replay.files.row_checks import (
+    _TS_COLUMNS,
+    BACKWARDS,
+    CROSSED,
+    JUMPS,
+    MAKER_BAD,
+    NOT_UTF8,
+    PRICE_BAD,
+    PRICE_BAND,
+    PRICE_RANGE,
+    QUOTE_SIZE_BAD,
+    RAGGED,
+    SIDE_BAD,
+    SIZE_RANGE,
+    TRADE_SIZE_BAD,
+    UNKNOWN_SYMBOL,
+    _Check,
+    _number_masks,
+    _Rows,
+    _status_masks,
+    _timestamps,
+    _ts_exprs,
+    _ts_reasons,
 )
-from replay.files.plausibility import (
-    PRICE_MAX,
-    PRICE_MIN,
-    SIZE_MAX,
-    TS_MAX_NS,
-    TS_MIN_NS,
-    WINDOW,
-    PriceBand,
-    TimeOrder,
-)
-from replay.files.raw_files import RaggedRow, RawChunk, RawFile, TypeClass, is_tabular, total_rows
 
-__all__ = [
-    "BadRowCounts",
-    "DataSource",
-    "Discovery",
-    "TickFileReader",
-    "discover",
-    "discover_files",
-    "file_kind",
-    "merge_streams",
-    "prefetch",
-    "rebatch",
-    "total_rows",
-]
+__all__ = ["BadRowCounts", "BadRowPolicy", "TickFileReader"]
+
 
 BadRowPolicy = Literal["raise", "skip"]
-
-_TS_COLUMNS = ("ts_event", "ts_recv")
-
-NOT_UTF8 = "not UTF-8 text"
-TS_MISSING = "timestamp missing or not int ns / ISO-8601"
-TS_RANGE = "timestamp outside 2000-01-01 .. 2100-01-01"
-TS_UNIT = "timestamp looks like {unit}, unlike the column's first rows ({expected})"
-UNKNOWN_SYMBOL = "unknown symbol (not in [[instruments]])"
-PRICE_BAD = "price is NaN, missing or not > 0"
-PRICE_RANGE = f"price outside {PRICE_MIN:g} .. {PRICE_MAX:g}"
-QUOTE_SIZE_BAD = "size is negative, NaN or missing"
-TRADE_SIZE_BAD = "size is not > 0, NaN or missing"
-SIZE_RANGE = f"size above {SIZE_MAX:g}"
-CROSSED = "crossed or locked quote (bid >= ask)"
-SIDE_BAD = "side is not buy/sell"
-MAKER_BAD = "is_buyer_maker is not true/false"
-PRICE_BAND = f"price more than 50% away from the median of the symbol's last {WINDOW} prices"
-BACKWARDS = "timestamp goes backwards"
-JUMPS = "timestamp jumps forward (the rows after it are earlier)"
-RAGGED = "ragged row (field count differs from the header)"
-
-
-def _ts_reasons(expected: str) -> tuple[str, ...]:
-    """Timestamp status from ``_timestamps`` - 1 -> reason, for a column in ``expected``."""
-    return (
-        TS_MISSING,
-        TS_RANGE,
-        *(
-            TS_UNIT.format(unit=UNIT_WORDS[u], expected=UNIT_WORDS[expected])
-            for u in _guesses(expected)
-        ),
-    )
-
-
-def _guesses(expected: str) -> list[str]:
-    return [u for u in UNITS_NS if u != expected]
 
 
 @dataclass
@@ -117,200 +81,6 @@ class BadRowCounts:
     @property
     def total(self) -> int:
         return sum(self.by_reason.values())
-
-
-def file_kind(path: Path) -> Kind | None:
-    """The kind a file's name suggests (``quote``/``trade`` in it): only a hint, used to
-    name what is missing when its columns make no tick file."""
-    name = path.name.lower()
-    if not is_tabular(path):
-        return None
-    if "quote" in name:
-        return "quotes"
-    if "trade" in name:
-        return "trades"
-    return None
-
-
-@dataclass(frozen=True)
-class DataSource:
-    """Where ticks come from, beyond a folder: files named with their kind, a column
-    mapping and a time range.
-
-    Attributes:
-        path: a folder (every tick file in it, by its columns) or one file; may be None
-            when files are named.
-        quotes: files read as quotes (``--quotes``).
-        trades: files read as trades (``--trades``).
-        columns: tradeloop column name -> the files' name (``--columns``).
-        start_ns: first ``ts_event`` kept (inclusive), ns since the epoch.
-        end_ns: end of the range (exclusive).
-    """
-
-    path: Path | None = None
-    quotes: tuple[Path, ...] = ()
-    trades: tuple[Path, ...] = ()
-    columns: Mapping[str, str] = field(default_factory=dict)
-    start_ns: int | None = None
-    end_ns: int | None = None
-
-    def __str__(self) -> str:
-        parts = [str(p) for p in (self.path, *self.quotes, *self.trades) if p is not None]
-        return ", ".join(parts)
-
-
-@dataclass(frozen=True)
-class Discovery:
-    """The tick files of a source: each with its layout, the files skipped with the
-    reason, and notes on how files are read."""
-
-    files: list[FileLayout]
-    skipped: list[tuple[Path, str]]
-
-    @property
-    def notes(self) -> list[str]:
-        return [n for f in self.files for n in f.notes]
-
-    @property
-    def warnings(self) -> list[str]:
-        return [f"skipped {p}: {reason}" for p, reason in self.skipped]
-
-    def of_kind(self, kind: Kind) -> list[FileLayout]:
-        return [f for f in self.files if f.kind == kind]
-
-
-def _has_target(kind: str, target: str) -> bool:
-    """Whether files of ``kind`` have tradeloop column ``target``."""
-    if target in ("ts_recv", "symbol", "ts_event"):
-        return True
-    return target in (QUOTE_COLUMNS if kind == "quotes" else (*TRADE_COLUMNS, "is_buyer_maker"))
-
-
-def as_source(data: str | Path | DataSource) -> DataSource:
-    return data if isinstance(data, DataSource) else DataSource(path=Path(data))
-
-
-def discover_files(data: str | Path | DataSource) -> Discovery:
-    """The tick files of ``data``: files of a folder by their columns (files named with
-    their kind as such), in name order.
-
-    A file of a folder that is no tick file (another suffix, or columns that make
-    neither quotes nor trades) is skipped and named in ``skipped``; a file whose name
-    says quotes or trades but whose columns do not fit is an error naming what is
-    missing.
-
-    Raises:
-        DataError: a path does not exist, a file cannot be read, or no tick file is found.
-    """
-    source = as_source(data)
-    layouts: list[FileLayout] = []
-    skipped: list[tuple[Path, str]] = []
-    for kind, named in (("quotes", source.quotes), ("trades", source.trades)):
-        for p in named:
-            if not Path(p).is_file():
-                raise DataError(str(p), "no such file")
-            found = inspect_file(Path(p), kind=kind, columns=source.columns)  # type: ignore[arg-type]
-            assert isinstance(found, FileLayout)
-            layouts.append(found)
-    root = source.path
-    if root is not None:
-        if not root.exists():
-            raise DataError(str(root), "no such file or folder")
-        files = [root] if root.is_file() else sorted(p for p in root.iterdir() if p.is_file())
-        named_files = {Path(p).resolve() for p in (*source.quotes, *source.trades)}
-        for p in files:
-            if p.resolve() in named_files:
-                continue
-            if not is_tabular(p):
-                skipped.append((p, "not a .parquet, .csv or .csv.gz file"))
-                continue
-            found = inspect_file(p, columns=source.columns)
-            if isinstance(found, str):
-                hint = file_kind(p)
-                if hint is None:
-                    skipped.append((p, found))
-                    continue
-                # the name says what it should be: the reader names the missing column
-                found = inspect_file(p, kind=hint, columns=source.columns)
-                assert isinstance(found, FileLayout)
-            layouts.append(found)
-    if not layouts:
-        where = str(root) if root is not None else str(source)
-        detail = "; ".join(f"{p.name}: {r}" for p, r in skipped[:3])
-        raise DataError(
-            where,
-            "no tick files found (parquet or CSV with quote or trade columns)"
-            + (f": {detail}" if detail else ""),
-        )
-    # a mapping that names a column no file has is a typo, not a no-op: without this the
-    # replay ran on the files' own columns and said nothing
-    # (checked against the files of the kinds that have that column: a config's mapping
-    # for trade columns is no typo on a folder of quotes)
-    unused = [
-        f"{target}={column}"
-        for target, column in source.columns.items()
-        if any(_has_target(layout.kind, target) for layout in layouts)
-        and not any(layout.rename.get(column) == target for layout in layouts)
-    ]
-    if unused:
-        raise DataError(
-            "--columns/[columns]",
-            f"{', '.join(unused)}: no tick file has such a column",
-        )
-    return Discovery(layouts, skipped)
-
-
-def discover(data: str | Path | DataSource) -> tuple[list[Path], list[Path]]:
-    """Quote and trade files under ``data`` (a folder, or one file), sorted by name.
-
-    Raises:
-        DataError: nothing readable found.
-    """
-    found = discover_files(data)
-    return [f.path for f in found.of_kind("quotes")], [f.path for f in found.of_kind("trades")]
-
-
-@dataclass(frozen=True)
-class _Check:
-    column: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class _Rows:
-    """Typed columns of rows not yet released, with each row's first failed check in
-    ``code`` (0: none so far). Quotes: a, b, c, d = bid, ask, bid_size, ask_size;
-    trades: a = b = price, c = d = size."""
-
-    row: npt.NDArray[np.int64]
-    ts: npt.NDArray[np.int64]
-    ts_recv: npt.NDArray[np.int64]
-    inst: npt.NDArray[np.int32]
-    a: npt.NDArray[np.float64]
-    b: npt.NDArray[np.float64]
-    c: npt.NDArray[np.float64]
-    d: npt.NDArray[np.float64]
-    side: npt.NDArray[np.int8]
-    code: npt.NDArray[np.int8]
-
-    def __len__(self) -> int:
-        return int(self.row.shape[0])
-
-    def _map(self, fn: Callable[[npt.NDArray[Any]], npt.NDArray[Any]]) -> _Rows:
-        return _Rows(*(fn(getattr(self, f.name)) for f in fields(self)))
-
-    def slice(self, start: int, stop: int | None = None) -> _Rows:
-        return self._map(lambda v: v[start:stop])
-
-    def keep(self, mask: npt.NDArray[np.bool_]) -> _Rows:
-        return self._map(lambda v: v[mask])
-
-    def append(self, other: _Rows) -> _Rows:
-        if len(self) == 0:
-            return other
-        return _Rows(
-            *(np.concatenate([getattr(self, f.name), getattr(other, f.name)]) for f in fields(self))
-        )
 
 
 class TickFileReader:
@@ -684,214 +454,3 @@ class TickFileReader:
         after_end = bool(valid.any()) and bool(after[valid].all())
         outside = before | after
         return (rows.keep(~outside) if outside.any() else rows), after_end
-
-
-def _status_masks(
-    masks: dict[_Check, npt.NDArray[np.bool_]],
-    column: str,
-    status: npt.NDArray[np.int8],
-    unit: str,
-) -> None:
-    if status.any():
-        for k, reason in enumerate(_ts_reasons(unit), start=1):
-            masks[_Check(column, reason)] = status == k
-
-
-def _number_masks(
-    masks: dict[_Check, npt.NDArray[np.bool_]],
-    column: str,
-    v: npt.NDArray[np.float64],
-    bad: str,
-    out_of_range: str,
-    low: float,
-    high: float,
-    *,
-    zero_ok: bool = False,
-) -> None:
-    """``bad``: NaN, missing, not > 0 (or < 0 with ``zero_ok``); ``out_of_range``: outside
-    [low, high]. One pass when every value is fine (the common case)."""
-    sign_ok = (v >= 0) if zero_ok else (v > 0)
-    fine = sign_ok & (v >= low) & (v <= high)  # NaN and inf fail it too
-    if fine.all():
-        return
-    masks[_Check(column, bad)] = ~sign_ok | ~np.isfinite(v)
-    masks[_Check(column, out_of_range)] = ~fine
-
-
-def _ts_exprs(name: str, cls: TypeClass) -> list[pl.Expr]:
-    """Columns ``name`` (Int64: ns for ISO text, else the stored value), for text
-    ``name__iso`` (parsed as ISO-8601) and ``name__us`` (the same instant in us, whose
-    range shows an ISO date that ns overflow wrapped), and for ``ts_recv``
-    ``name__absent`` (no value: it defaults to ``ts_event``)."""
-    col = pl.col(name)
-    if cls != "text":
-        exprs = [col.cast(pl.Int64, strict=False).alias(name)]
-        absent = col.is_null()
-    else:
-        text = col.str.strip_chars()
-        is_int = text.str.contains(r"^-?\d+$")
-        iso_ns = text.str.to_datetime(time_unit="ns", time_zone="UTC", strict=False)
-        iso_us = text.str.to_datetime(time_unit="us", time_zone="UTC", strict=False)
-        exprs = [
-            pl.when(is_int)
-            .then(text.cast(pl.Int64, strict=False))
-            .otherwise(iso_ns.dt.epoch("ns"))
-            .alias(name),
-            (~is_int & text.is_not_null()).alias(f"{name}__iso"),
-            pl.when(is_int).then(None).otherwise(iso_us.dt.epoch("us")).alias(f"{name}__us"),
-        ]
-        absent = text.is_null() | (text == "")
-    if name == "ts_recv":
-        exprs.append(absent.alias(f"{name}__absent"))
-    return exprs
-
-
-def _timestamps(
-    df: pl.DataFrame, name: str, cls: TypeClass, unit_ns: dict[str, int], unit: str
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int8]]:
-    """ns values and a status per row: 0 ok, then the index in ``_ts_reasons(unit)`` + 1.
-
-    Integers count in ``unit`` (found by magnitude for the file), an arrow timestamp in
-    its declared unit; ISO text is ns already."""
-    s = df[name]
-    missing = s.is_null().to_numpy()
-    v = s.fill_null(0).to_numpy().astype(np.int64, copy=False)
-    status = np.where(missing, 1, 0).astype(np.int8)
-    factor = unit_ns.get(name, 1) if cls == "timestamp" else UNITS_NS[unit]
-    lo, hi = -(-TS_MIN_NS // factor), -(-TS_MAX_NS // factor)
-    ok = ~missing & (v >= lo) & (v < hi)
-    scaled = ok
-    if cls == "text":
-        iso = df[f"{name}__iso"].to_numpy()
-        if iso.any():
-            us = df[f"{name}__us"].fill_null(0).to_numpy()
-            iso_ok = ~missing & (us >= TS_MIN_NS // 1000) & (us < TS_MAX_NS // 1000)
-            ok = np.where(iso, iso_ok, ok)
-            scaled = ok & ~iso
-    out_of_range = ~missing & ~ok
-    if out_of_range.any():
-        status[out_of_range] = 2
-        if cls != "timestamp":  # a declared unit needs no guess
-            guessable = out_of_range
-            if cls == "text":
-                guessable = guessable & ~df[f"{name}__iso"].to_numpy()
-            for k, other in enumerate(_guesses(unit), start=3):
-                per = UNITS_NS[other]
-                looks = guessable & (v >= -(-TS_MIN_NS // per)) & (v < -(-TS_MAX_NS // per))
-                status[looks] = k
-    if factor != 1:
-        # zero the rows out of range first: scaling them could overflow int64
-        v = np.where(ok, v, 0)
-        v = np.where(scaled, v * factor, v)
-    return v, status
-
-
-def merge_streams(streams: list[Iterator[TickBatch]]) -> Iterator[TickBatch]:
-    """K-way merge of time-ordered chunk streams into time-ordered chunks.
-
-    Rows are released only below the smallest ``last ts`` of the streams still open, so
-    the output order (by ts, quotes before trades, then stream order, then file order)
-    does not depend on how the files were chunked.
-    """
-    buffers: list[TickBatch | None] = [None] * len(streams)
-    open_ = [True] * len(streams)
-
-    def refill(k: int) -> None:
-        try:
-            nxt = next(streams[k])
-        except StopIteration:
-            open_[k] = False
-            return
-        buf = buffers[k]
-        buffers[k] = nxt if buf is None or len(buf) == 0 else TickBatch.concat([buf, nxt])
-
-    while True:
-        for k in range(len(streams)):
-            while open_[k] and (buffers[k] is None or len(buffers[k]) == 0):  # type: ignore[arg-type]
-                refill(k)
-        if not any(open_):
-            rest = [b for b in buffers if b is not None and len(b)]
-            if rest:
-                yield TickBatch.merge(*rest)
-            return
-        watermark = min(
-            int(b.ts_event[-1]) for k, b in enumerate(buffers) if open_[k] and b is not None
-        )
-        out: list[TickBatch] = []
-        for k, buf in enumerate(buffers):
-            if buf is None or len(buf) == 0:
-                continue
-            cut = int(np.searchsorted(buf.ts_event, watermark, side="left"))
-            if cut:
-                out.append(buf.slice(0, cut))
-                buffers[k] = buf.slice(cut, len(buf))
-        if out:
-            yield TickBatch.merge(*out)
-        else:
-            # every open stream's buffer starts at the watermark: read further in those
-            for k, buf in enumerate(buffers):
-                if open_[k] and buf is not None and int(buf.ts_event[-1]) == watermark:
-                    refill(k)
-
-
-def rebatch(chunks: Iterator[TickBatch], size: int) -> Iterator[TickBatch]:
-    """Re-cut a chunk stream into batches of exactly ``size`` rows (the last may be short)."""
-    pending: list[TickBatch] = []
-    held = 0
-    for chunk in chunks:
-        pending.append(chunk)
-        held += len(chunk)
-        if held >= size:
-            joined = TickBatch.concat(pending)
-            start = 0
-            while held - start >= size:
-                yield joined.slice(start, start + size)
-                start += size
-            pending = [joined.slice(start, len(joined))] if start < len(joined) else []
-            held = len(joined) - start
-    if held:
-        yield TickBatch.concat(pending)
-
-
-def prefetch(source: Iterator[TickBatch], depth: int = 2) -> Iterator[TickBatch]:
-    """Produce ``source`` on a background thread, at most ``depth`` batches ahead.
-
-    File decoding and validation (pyarrow, polars, numpy: they release the GIL) overlap
-    with the engine's numba kernels (compiled ``nogil``) on another core, while memory
-    stays bounded by the queue. An exception in the producer is re-raised here.
-    """
-    import queue
-    import threading
-
-    q: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in source:
-                while not stop.is_set():
-                    try:
-                        q.put(("item", item), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(("done", None))
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            q.put(("error", exc))
-
-    worker = threading.Thread(target=produce, name="tick-prefetch", daemon=True)
-    worker.start()
-    try:
-        while True:
-            kind, value = q.get()
-            if kind == "item":
-                yield value  # type: ignore[misc]
-            elif kind == "error":
-                raise value  # type: ignore[misc]
-            else:
-                return
-    finally:
-        stop.set()
-        worker.join(timeout=5)

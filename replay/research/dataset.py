@@ -28,7 +28,9 @@ from engine.features import FeatureSet
 from engine.instruments import InstrumentTable
 from engine.ticks import QUOTE
 from replay.backtest.runner import tick_batches
-from replay.files.readers import BadRowCounts, DataSource, total_rows
+from replay.files.discovery import DataSource
+from replay.files.raw_files import total_rows
+from replay.files.readers import BadRowCounts
 
 
 @dataclass(frozen=True)

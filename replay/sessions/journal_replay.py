@@ -1,6 +1,6 @@
 """Replay of a live session: the same ``Engine`` fed the same sequenced input stream.
 
-A live daemon (``adapters/daemon.py``) leaves in its journal folder the day files of the
+A live daemon (``adapters/daemon/``) leaves in its journal folder the day files of the
 input journal, the exact config that ran (``session-{id}.toml``), what it was started with
 (``session-{id}.json``) and the decisions its engine emitted (``decisions-{id}.jsonl``).
 This module builds that engine again with the daemon's own composition
@@ -27,15 +27,10 @@ from typing import Final, Literal
 
 import msgspec
 
-from adapters.daemon import (
-    DECISION_TYPES,
-    HISTORY_PER_SESSION,
-    apply_record,
-    build_live_engine,
-    build_router,
-    history_apply,
-    model_switcher,
-)
+from adapters.daemon.assembly import build_live_engine, build_router
+from adapters.daemon.core import DECISION_TYPES, apply_record
+from adapters.daemon.rebuild import HISTORY_PER_SESSION, history_apply
+from adapters.daemon.switching import model_switcher
 from adapters.explanations import Explainers, ExplanationCollector, explain_line
 from adapters.journal_file import FileJournalReader, journal_files
 from adapters.reconciliation import apply_history, session_starts
@@ -75,7 +70,7 @@ class SessionInfo(msgspec.Struct, frozen=True, kw_only=True):
             ran (a registry model only): the replay runs these, not what the aliases name
             by then.
         history_versions: ``per_session`` when the daemon rebuilt each earlier session on
-            the versions that session ran (``adapters.daemon.history_apply``) and then
+            the versions that session ran (``adapters.daemon.rebuild.history_apply``) and then
             switched to its own; "" for a daemon before that, which rebuilt the earlier
             sessions on its own versions: the replay does what the daemon did.
     """
@@ -253,7 +248,7 @@ def load_session(journal_dir: Path, session: str | None = None) -> Session:
 def build_session_engine(
     config: Config, *, order_id_prefix: str, clock: ReplayClock, pins: ModelPins | None = None
 ) -> tuple[Engine, OrderRouter]:
-    """The engine the daemon builds for ``config`` (``adapters.daemon.build_live_engine``:
+    """The engine the daemon builds for ``config`` (``adapters.daemon.assembly.build_live_engine``:
     arrival order, not strict, the order timeout in live mode), on ``clock``.
 
     The router matches the mode: the daemon's simulated venue in paper, a ``SendOnly``
@@ -275,7 +270,7 @@ def build_session_engine(
 
 def history_records(session: Session) -> Iterator[AnyRecord]:
     """The records of the sessions before ``session``: what its daemon applied to its
-    engine before going live (``adapters.daemon.rebuild``).
+    engine before going live (``adapters.daemon.rebuild.rebuild``).
 
     Raises:
         JournalError: a journal file is corrupt or the sequence has a gap.

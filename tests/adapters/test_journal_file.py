@@ -378,7 +378,7 @@ order_timeout = "5s"
 
 
 def _snap_engine(tmp_path: Path) -> tuple[object, dict[str, object]]:
-    from adapters.daemon import build_live_engine
+    from adapters.daemon.assembly import build_live_engine
     from adapters.live_sender import ShadowSender
     from adapters.reconciliation import ClaimHolder, FillLedger
     from engine.config import load_config
@@ -396,7 +396,8 @@ def _snap_engine(tmp_path: Path) -> tuple[object, dict[str, object]]:
 def _session(tmp_path: Path, n: int, snapshot_every: int) -> list[int]:
     """A session journaled and applied as the daemon does, with a snapshot every
     ``snapshot_every`` records; fills answer the orders. Returns the snapshots' seqs."""
-    from adapters.daemon import apply_input, snapshot_header
+    from adapters.daemon.core import apply_input
+    from adapters.daemon.snapshots import snapshot_header
     from adapters.journal_file import write_snapshot
     from engine.events import OrderRequest
     from engine.snapshot import capture_state
@@ -451,7 +452,7 @@ def _session(tmp_path: Path, n: int, snapshot_every: int) -> list[int]:
 
 
 def _rebuilt(tmp_path: Path, *, snapshots: bool) -> tuple[object, object]:
-    from adapters.daemon import rebuild
+    from adapters.daemon.rebuild import rebuild
 
     engine, extras = _snap_engine(tmp_path)
     with FileJournalWriter(tmp_path / "journal", session_id="s2") as writer:
@@ -517,7 +518,7 @@ def test_snapshot_after_a_kill_9_torn_tail_and_a_foreign_config(tmp_path: Path) 
     fast, history = _rebuilt(tmp_path, snapshots=True)
     assert history.snapshot_seq == seqs[-1]  # type: ignore[attr-defined]
     assert state_differences(fast, full) == []  # type: ignore[arg-type]
-    from adapters.daemon import rebuild
+    from adapters.daemon.rebuild import rebuild
 
     engine, extras = _snap_engine(tmp_path)
     other = rebuild(engine, tmp_path / "journal", config_sha256="another", extras=extras)  # type: ignore[arg-type]

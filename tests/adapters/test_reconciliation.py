@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.daemon import apply_input, build_live_engine
+from adapters.daemon.assembly import build_live_engine
+from adapters.daemon.core import apply_input
 from adapters.live_sender import ShadowSender
 from adapters.mqtt.reconcile import (
     FillsResponse,

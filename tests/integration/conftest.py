@@ -39,14 +39,19 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+def _wait_running(port: int, proc: subprocess.Popen[bytes], log: Path) -> bool:
+    """True once this mosquitto logs that it runs (it logs ``running`` only after its
+    listener is bound, so a port another test's broker took in the meantime, which
+    ``connect`` alone would not tell apart, reads as a failed start); False if it exited."""
     deadline = time.monotonic() + 10.0
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"mosquitto exited: {log.read_text(errors='replace')}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
+            return False
+        text = log.read_text(errors="replace") if log.exists() else ""
+        if " running" in text:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    return True
         time.sleep(0.02)
     raise RuntimeError("mosquitto did not start listening within 10 s")
 
@@ -62,7 +67,6 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     may publish market data, orders, reports and status)."""
     if MOSQUITTO is None:
         pytest.skip("mosquitto is not installed (apt install mosquitto)")
-    port = _free_port()
     passwd = tmp_path / "passwd"
     users = {"daemon": "daemon-secret", "operator": "operator-secret"}
     for i, (user, password) in enumerate(users.items()):
@@ -79,21 +83,29 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     )
     log = tmp_path / "mosquitto.log"
     conf = tmp_path / "mosquitto.conf"
-    # started as root, mosquitto switches to its own user unless told to stay, and could
-    # not read files in pytest's private tmp dir then
-    conf.write_text(
-        f"user {getpass.getuser()}\nlistener {port} 127.0.0.1\nallow_anonymous false\npassword_file {passwd}\n"
-        f"acl_file {acl}\npersistence false\nlog_dest file {log}\n"
-        "max_queued_messages 100000\n"
-        # without it the broker's Nagle holds quotes to a client that also publishes
-        # (the daemon) by ~10 ms once it has sent its first order
-        "set_tcp_nodelay true\n"
-    )
-    proc = subprocess.Popen(
-        [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    # tests run in parallel workers: a free port can be taken by another worker's broker
+    # before this one binds it, so a failed start is retried on another port
+    for _attempt in range(5):
+        port = _free_port()
+        log.unlink(missing_ok=True)
+        # started as root, mosquitto switches to its own user unless told to stay, and
+        # could not read files in pytest's private tmp dir then
+        conf.write_text(
+            f"user {getpass.getuser()}\nlistener {port} 127.0.0.1\nallow_anonymous false\n"
+            f"password_file {passwd}\nacl_file {acl}\npersistence false\nlog_dest file {log}\n"
+            "max_queued_messages 100000\n"
+            # without it the broker's Nagle holds quotes to a client that also publishes
+            # (the daemon) by ~10 ms once it has sent its first order
+            "set_tcp_nodelay true\n"
+        )
+        proc = subprocess.Popen(
+            [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        if _wait_running(port, proc, log):
+            break
+    else:
+        raise RuntimeError(f"mosquitto exited: {log.read_text(errors='replace')}")
     try:
-        _wait_listening(port, proc, log)
         yield Broker(
             "127.0.0.1", port, "daemon", users["daemon"], "operator", users["operator"], log
         )

@@ -12,7 +12,8 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from adapters.daemon import build_live_engine, rebuild
+from adapters.daemon.assembly import build_live_engine
+from adapters.daemon.rebuild import rebuild
 from adapters.journal_file import snapshot_files
 from adapters.live_sender import ShadowSender
 from adapters.mqtt.command_guard import CommandGuard

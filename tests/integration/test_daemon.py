@@ -23,14 +23,9 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from adapters.daemon import (
-    DECISION_TYPES,
-    Daemon,
-    ReceiveClock,
-    apply_record,
-    build_live_engine,
-    run_daemon,
-)
+from adapters.daemon.assembly import build_live_engine
+from adapters.daemon.core import DECISION_TYPES, ReceiveClock, apply_record
+from adapters.daemon.run import Daemon, run_daemon
 from adapters.journal_file import FileJournalReader
 from adapters.live_sender import ShadowSender
 from adapters.mqtt.auth import SIGNATURE_PROPERTY, sign_command
@@ -475,7 +470,7 @@ def test_daemon_sigterm_exits_zero_offline_status_and_clean_journal(
     config = write_config(tmp_path, "live", daemon_env.port)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "adapters.daemon_cli", "run", "--config", str(config)],
+        [sys.executable, "-m", "adapters.daemon.cli", "run", "--config", str(config)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
 

@@ -19,7 +19,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from adapters.daemon import Daemon
+from adapters.daemon.run import Daemon
 from adapters.journal_file import FileJournalReader
 from adapters.mqtt.auth import SIGNATURE_PROPERTY, sign_command
 from adapters.oms_sim import AnswerFault

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from adapters.daemon import Daemon
+from adapters.daemon.run import Daemon
 from adapters.explanations import explanations_path
 from adapters.journal_file import FileJournalReader
 from adapters.model_registry_store import Registry

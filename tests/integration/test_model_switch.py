@@ -17,8 +17,8 @@ from typing import Any
 import aiomqtt
 import pytest
 
-import adapters.daemon as daemon_module
-from adapters.daemon import Daemon
+import adapters.daemon.core as daemon_module
+from adapters.daemon.run import Daemon
 from adapters.explanations import explanations_path
 from adapters.journal_file import FileJournalReader
 from adapters.model_registry_store import Registry

@@ -32,8 +32,9 @@ from adapters.mqtt.reconcile import (
     response_topic,
 )
 from adapters.mqtt.topics import Topics
-from adapters.oms_sim import AnswerMode, MqttOmsSimulator, SimulatedOms
+from adapters.oms_sim import AnswerMode, MqttOmsSimulator
 from adapters.sim_venue import SimulatedVenue
+from adapters.simulated_oms import SimulatedOms
 from adapters.tools_cli import ANSWER_MODES
 from engine.codec import EventCodec
 from engine.errors import AdapterError

@@ -24,7 +24,7 @@ try:
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
-    from adapters.daemon import Daemon, run_daemon
+    from adapters.daemon.run import Daemon, run_daemon
     from adapters.mqtt.auth import SIGNATURE_PROPERTY, sign_command
 except ImportError as exc:  # the daemon is not in this tree yet
     pytest.skip(f"the live daemon is not importable: {exc}", allow_module_level=True)

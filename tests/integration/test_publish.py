@@ -23,7 +23,8 @@ from engine.events import Event, Quote, Trade
 from engine.instruments import InstrumentTable
 from engine.ticks import QUOTE, TickBatch
 from replay.backtest.runner import tick_batches
-from replay.files.readers import BadRowCounts, total_rows
+from replay.files.raw_files import total_rows
+from replay.files.readers import BadRowCounts
 from replay.files.sample_data import generate
 from tests.integration.conftest import Broker
 

@@ -21,11 +21,12 @@ import aiomqtt
 import msgspec
 import pytest
 
-from adapters.daemon import Daemon, run_daemon
+from adapters.daemon.run import Daemon, run_daemon
 from adapters.mqtt.status import decode_status
 from adapters.mqtt.topics import Topics
-from adapters.oms_sim import AnswerFault, MqttOmsSimulator, SimulatedOms
+from adapters.oms_sim import AnswerFault, MqttOmsSimulator
 from adapters.sim_venue import SimulatedVenue
+from adapters.simulated_oms import SimulatedOms
 from engine.codec import EventCodec
 from engine.events import Event, OrderRequest, Quote, Side, TradingState
 from engine.instruments import Instrument, InstrumentTable
@@ -365,7 +366,7 @@ async def test_broker_back_but_oms_silent_halts_until_it_answers(
 def _spawn(config: Path) -> subprocess.Popen[bytes]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.Popen(
-        [sys.executable, "-m", "adapters.daemon_cli", "run", "--config", str(config)],
+        [sys.executable, "-m", "adapters.daemon.cli", "run", "--config", str(config)],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
 

@@ -128,10 +128,10 @@ def test_every_kernel_in_the_parity_set_produces_values() -> None:
 
 
 def test_long_batches_walked_in_blocks_and_in_parallel_equal_small_batches() -> None:
-    from engine.features import kernels
+    from engine.features import program
 
     rng = np.random.default_rng(3)
-    n = 2 * kernels.PARALLEL_BLOCK_TICKS + 1234  # several blocks on both paths
+    n = 2 * program.PARALLEL_BLOCK_TICKS + 1234  # several blocks on both paths
     ts = 1_700_000_000_000_000_000 + np.cumsum(rng.choice([0, 1_000, 2_000_000], n)).astype(
         np.int64
     )

@@ -22,7 +22,7 @@ Where there is no forkserver (Windows), ``spawn``.
 
 The machinery is generic over the task: ``run_tasks_on_pool`` and ``run_tasks_on_dask``
 run any picklable module-level function on any tasks (``tradeloop train`` runs its
-walk-forward folds on them, ``replay.research.training``); ``run_on_pool`` and ``run_on_dask`` are
+walk-forward folds on them, ``replay.research.training.walk_forward``); ``run_on_pool`` and ``run_on_dask`` are
 the sweep's trials on them.
 """
 

@@ -28,7 +28,7 @@ import polars as pl
 from engine.config import config_from_dict, load_config, model_paths_relative_to
 from engine.errors import ConfigError, DataError, PluginLoadError
 from engine.plugins import load_model, load_strategy
-from replay.files.readers import discover
+from replay.files.discovery import discover
 
 __all__ = [
     "Block",

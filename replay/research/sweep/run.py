@@ -19,7 +19,7 @@ from typing import Any
 from tqdm import tqdm
 
 from engine.errors import ConfigError
-from replay.files.readers import discover
+from replay.files.discovery import discover
 from replay.research.sweep.executor import dask_client, run_on_dask, run_on_pool
 from replay.research.sweep.plan import (
     data_fingerprint,

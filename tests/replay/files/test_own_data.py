@@ -21,9 +21,10 @@ from engine.instruments import Instrument, InstrumentTable
 from engine.ticks import QUOTE, TickBatch
 from replay.backtest.runner import run_replay
 from replay.cli import main
+from replay.files.discovery import DataSource, discover_files
 from replay.files.formats import FileLayout, inspect_file, parse_column_mapping, parse_time_ns
 from replay.files.init_config import grid_step, infer_instruments, with_data_instruments
-from replay.files.readers import DataSource, TickFileReader, discover_files
+from replay.files.readers import TickFileReader
 from tests.conftest import make_config
 
 T0_MS = 1_723_161_254_087  # 2024-08-08T23:54:14.087Z

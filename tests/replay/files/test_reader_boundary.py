@@ -15,7 +15,8 @@ from engine.errors import DataError
 from engine.instruments import Instrument, InstrumentTable
 from engine.ticks import TickBatch
 from replay.cli import main
-from replay.files.readers import BadRowCounts, TickFileReader, total_rows
+from replay.files.raw_files import total_rows
+from replay.files.readers import BadRowCounts, TickFileReader
 
 INST = InstrumentTable([Instrument(symbol="X"), Instrument(symbol="Y")])
 T0 = 1_723_111_200_000_000_000  # 2024-08-08T10:00:00Z

@@ -9,7 +9,8 @@ import pytest
 from engine.errors import DataError
 from engine.instruments import Instrument, InstrumentTable
 from engine.ticks import TickBatch
-from replay.files.readers import BadRowCounts, TickFileReader, merge_streams, rebatch
+from replay.files.readers import BadRowCounts, TickFileReader
+from replay.files.streams import merge_streams, rebatch
 
 INST = InstrumentTable([Instrument(symbol="X"), Instrument(symbol="Y")])
 T0 = 1_723_111_200_000_000_000  # 2024-08-08T10:00:00Z

@@ -23,7 +23,7 @@ from engine.signals.manifest import read_manifest
 from replay.backtest.runner import run_replay
 from replay.files.sample_data import START_NS, generate
 from replay.research.dataset import build_dataset
-from replay.research.training import train
+from replay.research.training.run import train
 
 HOUR_NS = 3600 * 10**9
 HOURS = 4.0

@@ -30,7 +30,7 @@ from replay.files.readers import BadRowCounts
 from replay.files.sample_data import split_by_time
 from replay.monitor.report import monitor_document, write_monitor_report
 from replay.research.dataset import build_dataset
-from replay.research.training import train
+from replay.research.training.run import train
 
 SYMBOLS = [
     {"symbol": "BTC-USD", "venue": "SIM", "tick_size": 0.01, "lot_size": 1e-5},

@@ -18,7 +18,7 @@ from replay.backtest.report import write_report
 from replay.backtest.runner import run_replay
 from replay.files.sample_data import generate, split_by_time
 from replay.monitor.cli import add_monitor_report_arguments, cmd_monitor_report
-from replay.research.training import train
+from replay.research.training.run import train
 
 FEATURES = ["imb", "imb_ema", "flow_2s", "ret_1s", "z_mid_10s"]
 

@@ -28,7 +28,7 @@ from replay.backtest.report import write_report
 from replay.backtest.runner import ReplayRun, run_replay
 from replay.files.sample_data import split_by_time
 from replay.registry.cli import add_models_commands
-from replay.research.training import train
+from replay.research.training.run import train
 
 SYMBOLS = [
     {"symbol": "BTC-USD", "venue": "SIM", "tick_size": 0.01, "lot_size": 1e-5},

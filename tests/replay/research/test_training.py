@@ -19,7 +19,8 @@ from engine.signals.lightgbm_model import LightGBMModel
 from engine.signals.manifest import read_manifest, sha256_file
 from replay.backtest.runner import run_replay
 from replay.research.dataset import QuoteHistory, build_dataset, forward_returns
-from replay.research.training import auc, spearman, train
+from replay.research.training.metrics import auc, spearman
+from replay.research.training.run import train
 
 SYMBOLS = [
     {"symbol": "BTC-USD", "venue": "SIM", "tick_size": 0.01, "lot_size": 1e-5},

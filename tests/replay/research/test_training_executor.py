@@ -18,17 +18,10 @@ from engine.errors import ModelError
 from replay.cli import main
 from replay.research.dataset import Dataset, build_dataset
 from replay.research.sweep.executor import dask_client
-from replay.research.training import (
-    FOLD_WORKER_DIED,
-    FoldMatrix,
-    FoldOutcome,
-    FoldSplit,
-    FoldTask,
-    run_fold,
-    train,
-    walk_forward_on_executor,
-    walk_forward_splits,
-)
+from replay.research.training.folds import FoldSplit, walk_forward_splits
+from replay.research.training.run import train
+from replay.research.training.walk_forward import FOLD_WORKER_DIED, walk_forward_on_executor
+from replay.research.training.worker import FoldMatrix, FoldOutcome, FoldTask, run_fold
 from tests.replay.research.test_training import ml_config
 
 FAILING_FOLD = 1

@@ -17,17 +17,11 @@ import pytest
 from engine.signals.lightgbm_model import LightGBMModel
 from replay.backtest.runner import run_replay
 from replay.research.dataset import Dataset, QuoteHistory, build_dataset
-from replay.research.training import (
-    FoldSplit,
-    TrainResult,
-    classification_metrics,
-    final_iterations,
-    lightgbm_params,
-    purge,
-    usable_rows,
-    walk_forward_splits,
-)
-from replay.research.training import train as train_model
+from replay.research.training.fit import lightgbm_params
+from replay.research.training.folds import FoldSplit, purge, usable_rows, walk_forward_splits
+from replay.research.training.metrics import classification_metrics
+from replay.research.training.run import TrainResult, final_iterations
+from replay.research.training.run import train as train_model
 from tests.replay.research.test_training import ml_config
 
 S = 1_000_000_000

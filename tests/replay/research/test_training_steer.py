@@ -21,13 +21,9 @@ import pytest
 from engine.config import Config, TrainConfig, config_from_dict
 from engine.signals.linear import LinearModel
 from replay.backtest.runner import run_replay
-from replay.research.training import (
-    TrainResult,
-    baseline_warnings,
-    min_data_in_leaf,
-    score_deciles,
-    train,
-)
+from replay.research.training.fit import min_data_in_leaf
+from replay.research.training.report import score_deciles
+from replay.research.training.run import TrainResult, baseline_warnings, train
 from tests.replay.research.test_training import SYMBOLS
 
 REAL_DAY = "spot_btcusdt_20240808"  # 5.8 minutes of Binance BTCUSDT quotes and trades

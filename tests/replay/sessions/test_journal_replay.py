@@ -22,7 +22,7 @@ import msgspec
 import numpy as np
 import pytest
 
-from adapters.daemon import apply_input
+from adapters.daemon.core import apply_input
 from adapters.journal_file import FileJournalReader, FileJournalWriter, journal_files
 from adapters.sim_venue import SimulatedVenue
 from engine.clock import ReplayClock, TimerFired

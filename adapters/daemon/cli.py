@@ -1,7 +1,7 @@
 """``tradeloop run`` (the daemon) and ``tradeloop live-demo``, registered by the
 ``tradeloop`` dispatcher.
 
-``python -m adapters.daemon_cli run --config live.toml`` runs the daemon without the
+``python -m adapters.daemon.cli run --config live.toml`` runs the daemon without the
 dispatcher. ``live-demo`` needs what only the dispatcher has (``adapters`` may not import
 ``replay``): the sample-data writer and the command that runs the dispatcher itself in a
 child process (for ``publish``, ``oms-sim`` and ``run``); without them it is not offered.
@@ -17,7 +17,7 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, get_args
 
-from adapters.daemon import run_daemon
+from adapters.daemon.run import run_daemon
 from adapters.json_logging import install_json_logging
 from adapters.live_demo import MODES, DemoSettings, SampleData, run_live_demo, send_command
 from engine.errors import TradeloopError

@@ -6,7 +6,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from adapters.daemon import snapshot_key
+from adapters.daemon.snapshots import snapshot_key
 from strategies.ema_cross import EmaCross
 
 

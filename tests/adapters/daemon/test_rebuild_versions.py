@@ -17,15 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from adapters.daemon import (
-    HISTORY_PER_SESSION,
-    apply_record,
-    build_live_engine,
-    model_switcher,
-    rebuild,
-    snapshot_header,
-    write_session_files,
-)
+from adapters.daemon.assembly import build_live_engine
+from adapters.daemon.core import apply_record
+from adapters.daemon.rebuild import HISTORY_PER_SESSION, rebuild
+from adapters.daemon.session import write_session_files
+from adapters.daemon.snapshots import snapshot_header
+from adapters.daemon.switching import model_switcher
 from adapters.journal_file import FileJournalReader, FileJournalWriter, write_snapshot
 from adapters.reconciliation import History
 from engine.assembly import ModelPins, ModelSwitcher

@@ -1,0 +1,496 @@
+"""The live core: every input journaled, committed, then applied to the engine in the
+journal's order (no asyncio, no broker), and the one way an input reaches the engine, live
+and in replay.
+
+The loop and its ordering guarantees
+------------------------------------
+One task consumes the inbox (``adapters.daemon.run``). A turn takes every item waiting (up
+to ``MAX_TURN_ITEMS``), merges consecutive market data into one micro-batch, turns each into
+journal inputs, appends them all, calls ``journal.commit()`` (so a report or command is as
+durable as the fsync policy asks before anything acts on it), then applies them to the
+engine in the same order through ``apply_input``. The heartbeat is a turn of the same task,
+taken between item turns, never beside them, so everything that reaches the engine is
+serialized in the journal's order:
+
+- ``MarketData`` -> the batch (``engine.process_batch``); after it, if the feed was lost and
+  every instrument has quoted since, ``FeedStatus("restored")``.
+- ``ReportIn`` -> the report (``engine.on_report``); ``CommandIn`` -> the command
+  (``engine.on_command``), each after ``engine.advance_to(ts_recv)``.
+- ``Connection(False)`` -> ``FeedStatus("lost")``; ``Connection(True)`` -> nothing (the
+  feed is restored by fresh quotes, not by the connection).
+- ``Overflow`` -> ``FeedStatus("overflow")`` (the engine treats it as lost data).
+- heartbeat -> a clock record (``engine.advance_to``: timers, order timeouts), then
+  ``FeedStatus("lost")`` if an instrument's last quote is older than its
+  ``max_quote_age``, or if the feed is still lost after an operator's resume cleared the
+  data-loss claim.
+- an order the outbox had no room for -> an ``OrderRejected`` report for it and a
+  ``reduce_only`` command from issuer ``daemon`` (sticky until an operator resumes).
+- stop (SIGTERM/SIGINT) -> a ``kill`` command from issuer ``daemon`` if
+  ``live.cancel_on_stop`` (HALTED cancels every open order).
+
+Receive times entering the engine never go backwards: the receive clock is
+``LiveClock`` made non-decreasing, read only by the session at receipt and by the
+heartbeat, and an item stamped before the last applied time (it waited for room in a
+full inbox) is journaled and applied at that time (counted, ``receive_time_clamped``).
+
+A replay of the journal applies each record with ``apply_record``: same stream, same
+engine, same decisions.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import IO, Final, ParamSpec, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from adapters.journal_file import FileJournalWriter
+from adapters.live_sender import QueueSender
+from adapters.metrics import DaemonMetrics
+from adapters.mqtt.ingest import CommandIn, Connection, Inbound, MarketData, Overflow, ReportIn
+from adapters.reconciliation import alarms_of
+from engine.assembly import ModelSwitcher
+from engine.clock import LiveClock
+from engine.codec import EventCodec
+from engine.engine import Engine
+from engine.errors import ConfigError
+from engine.events import (
+    Alarm,
+    CancelRequest,
+    ChallengerSignal,
+    Command,
+    Event,
+    Fill,
+    ModelSwitched,
+    OrderRejected,
+    OrderRequest,
+    RiskRejected,
+    Signal,
+    TradingState,
+)
+from engine.journal import (
+    AdoptRecord,
+    AnyRecord,
+    ClockRecord,
+    CommandRecord,
+    ExternalOrder,
+    FeedRecord,
+    FeedStatus,
+    MarketDataRecord,
+    ModelSwitch,
+    ModelSwitchRecord,
+    ReportRecord,
+    TimerRecord,
+)
+from engine.ports import ExecutionReport
+from engine.ticks import QUOTE, TickBatch
+
+log = logging.getLogger("tradeloop.daemon")
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+InputBody = TickBatch | ExecutionReport | Command | FeedStatus | ExternalOrder | ModelSwitch | None
+"""One input of the stream: ``None`` is a clock reading."""
+
+DECISION_TYPES = (
+    Signal,
+    OrderRequest,
+    CancelRequest,
+    RiskRejected,
+    TradingState,
+    Alarm,
+    ChallengerSignal,
+    ModelSwitched,
+)
+MODEL_COMMANDS: Final = ("promote", "rollback")
+
+
+# the receive clock
+
+
+class ReceiveClock:
+    """Wall-clock receive times made non-decreasing (``max`` with the last reading).
+
+    Args:
+        source: raw time source in ns (default ``LiveClock().now_ns``).
+    """
+
+    def __init__(self, source: Callable[[], int] | None = None) -> None:
+        self._source = source if source is not None else LiveClock().now_ns
+        self._last = 0
+        self.steps_back = 0
+
+    def __call__(self) -> int:
+        t = self._source()
+        if t < self._last:
+            self.steps_back += 1
+            return self._last
+        self._last = t
+        return t
+
+
+# one way for an input to reach the engine, live and in replay
+
+
+def apply_input(
+    engine: Engine, ts_recv: int, body: InputBody, switcher: ModelSwitcher | None = None
+) -> None:
+    """Apply one journaled input to the engine, the way the daemon does.
+
+    A batch carries its receive times; every other input first moves the engine to its
+    ``ts_recv`` (timers and venue events due by then, order timeouts). A model switch
+    needs the session's ``switcher`` (``model_switcher``).
+
+    Raises:
+        ConfigError: a model switch and no registry model to switch.
+    """
+    if isinstance(body, TickBatch):
+        engine.process_batch(body)
+        return
+    engine.advance_to(ts_recv)
+    match body:
+        case None:
+            pass
+        case Command():
+            for alarm in alarms_of(body):  # a reconciliation kill names each difference
+                engine.emit(alarm)
+            engine.on_command(body)
+        case FeedStatus(status="restored"):
+            engine.market_data_restored(body.reason)
+        case FeedStatus():
+            engine.market_data_lost(body.reason)
+        case ExternalOrder():
+            engine.desk.adopt(
+                body.order,
+                body.filled_qty,
+                venue_order_id=body.venue_order_id,
+                fills_follow_qty=body.fills_follow_qty,
+            )
+        case ModelSwitch():
+            if switcher is None:
+                raise ConfigError("model.registry", "the journal switches models, the config "
+                                  "names no registry model")  # fmt: skip
+            switcher.apply(engine, body)
+        case _:
+            engine.on_report(body)
+
+
+def apply_record(engine: Engine, record: AnyRecord, switcher: ModelSwitcher | None = None) -> None:
+    """Apply one record of a journal (the replay of a live session)."""
+    match record:
+        case MarketDataRecord():
+            apply_input(engine, record.ts_recv, record.ticks.to_batch())
+        case ReportRecord():
+            apply_input(engine, record.ts_recv, record.report)
+        case CommandRecord():
+            apply_input(engine, record.ts_recv, record.command)
+        case FeedRecord():
+            apply_input(engine, record.ts_recv, record.feed)
+        case AdoptRecord():
+            apply_input(engine, record.ts_recv, record.external)
+        case ModelSwitchRecord():
+            apply_input(engine, record.ts_recv, record.switch, switcher)
+        case ClockRecord() | TimerRecord():
+            # the daemon journals no timer firings: timers fire inside the engine as the
+            # clock moves, so a timer record only moves time
+            apply_input(engine, record.ts_recv, None)
+
+
+# feed health, decided from the stream alone (so a replay journals nothing new)
+
+
+class FeedMonitor:
+    """Tracks whether market data is flowing, per instrument.
+
+    Args:
+        symbols: instruments in dense-index order.
+        max_age_ns: per instrument, the quote age that counts as a lost feed (None: none).
+        start_ns: the session's first clock reading (an instrument that never quoted is
+            stale ``max_age`` after it).
+    """
+
+    def __init__(
+        self, symbols: tuple[str, ...], max_age_ns: list[int | None], start_ns: int
+    ) -> None:
+        self.symbols = symbols
+        self.max_age_ns = max_age_ns
+        self.start_ns = start_ns
+        self.lost = False
+        self.connected = True
+        self._awaiting: set[int] = set()
+
+    def on_market_data(self, batch: TickBatch) -> FeedStatus | None:
+        """``restored`` once every instrument quoted since a loss (nothing to do, and no
+        cost, while the feed is fine: staleness is read from the engine at heartbeats)."""
+        if not self.lost:
+            return None
+        quotes = batch.kind == QUOTE
+        if not quotes.any():
+            return None
+        self._awaiting.difference_update(np.unique(batch.instrument[quotes]).tolist())
+        if self._awaiting or not self.connected:
+            return None
+        self.lost = False
+        return FeedStatus(status="restored", reason="a fresh quote for every instrument")
+
+    def on_connection(self, connected: bool, reason: str) -> FeedStatus | None:
+        self.connected = connected
+        if connected:
+            return None
+        return self._lose("lost", f"broker connection lost: {reason}")
+
+    def on_overflow(self, dropped: int) -> FeedStatus:
+        status = self._lose("overflow", f"inbound queue overflow: {dropped} messages dropped")
+        return replace(status, dropped=dropped)
+
+    def check(
+        self, now_ns: int, quote_ns: npt.NDArray[np.int64], claim_cleared: bool
+    ) -> FeedStatus | None:
+        """At a heartbeat: ``lost`` when a quote is too old (``quote_ns``: receive time of
+        each instrument's last quote, 0 if none), or again when the feed is still lost but
+        an operator's resume cleared the engine's data-loss claim."""
+        if self.lost:
+            if claim_cleared:
+                return FeedStatus(status="lost", reason="market data still lost after resume")
+            return None
+        stale = [
+            self.symbols[i]
+            for i, age in enumerate(self.max_age_ns)
+            if age is not None and now_ns - max(int(quote_ns[i]), self.start_ns) > age
+        ]
+        if not stale:
+            return None
+        return self._lose("lost", f"no quote within max_quote_age for {', '.join(stale)}")
+
+    def _lose(self, status: str, reason: str) -> FeedStatus:
+        self.lost = True
+        self._awaiting = set(range(len(self.symbols)))
+        if status == "overflow":
+            return FeedStatus(status="overflow", reason=reason)
+        return FeedStatus(status="lost", reason=reason)
+
+
+# the decisions log
+
+
+class DecisionLog:
+    """Every decision the engine emits (signals, orders, cancels, risk refusals, state
+    changes, alarms), one JSON event per line: what a parity check compares."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._codec = EventCodec("json")
+        self._file: IO[bytes] = path.open("ab")
+        self.lines = 0
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, DECISION_TYPES):
+            self._file.write(self._codec.encode(event) + b"\n")
+            self.lines += 1
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+
+
+# the core: journal, then apply (no asyncio, no broker)
+
+
+class LiveCore:
+    """Journals and applies the input stream, one turn at a time.
+
+    Args:
+        engine: the engine.
+        journal: the open journal writer.
+        feed: the feed-health tracker.
+        metrics: the daemon's metrics.
+        sender: the live mode's queue (dropped orders become inputs), else None.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        journal: FileJournalWriter,
+        feed: FeedMonitor,
+        metrics: DaemonMetrics,
+        sender: QueueSender | None = None,
+        switcher: ModelSwitcher | None = None,
+    ) -> None:
+        self.engine = engine
+        self.journal = journal
+        self.feed = feed
+        self.metrics = metrics
+        self.sender = sender
+        self.switcher = switcher
+        # promote/rollback commands applied this turn: the daemon carries them out
+        self.model_commands: list[Command] = []
+        # called after each input is applied (the explanation collector's boundary)
+        self.after_input: Callable[[], None] | None = None
+        self.counters: Counter[str] = Counter()
+        self.last_ts = 0
+        self.dirty = False  # a fill or a state change since the last status
+        self.reconnected = False  # the session came back since the daemon last looked
+
+    def handle(self, items: list[Inbound]) -> None:
+        """One turn over inbox items: journal all, commit, apply all in order."""
+        inputs: list[tuple[int, InputBody, str]] = []
+        run: list[MarketData] = []
+        for item in items:
+            if isinstance(item, MarketData):
+                run.append(item)
+                continue
+            if run:
+                self._inputs_of(_merged(run), inputs)
+                run.clear()
+            self._inputs_of(item, inputs)
+        if run:
+            self._inputs_of(_merged(run), inputs)
+        self._run(inputs)
+
+    def heartbeat(self, ts_ns: int) -> None:
+        """A clock reading (and what the feed's health says at it), journaled and applied."""
+        ts = max(ts_ns, self.last_ts)
+        claim_cleared = self.engine.risk.trading.claim("data_loss") == "ACTIVE"
+        inputs: list[tuple[int, InputBody, str]] = [(ts, None, "clock")]
+        # the engine runs on receive time: its last quote stamps are receive times
+        lost = self.feed.check(ts, self.engine.market.quote_ts, claim_cleared)
+        if lost is not None:
+            inputs.append((ts, lost, "feed"))
+        self._run(inputs)
+        self._timed(self.journal.sync)  # market data of an idle stretch is synced too
+
+    def inject(self, ts_ns: int, body: InputBody, kind: str) -> None:
+        """An input the daemon makes itself (stop, outbox overflow), journaled first."""
+        self._run([(max(ts_ns, self.last_ts), body, kind)])
+
+    def inject_all(self, inputs: list[tuple[int, InputBody, str]]) -> None:
+        """Inputs the daemon makes itself (reconciliation), journaled, committed, applied."""
+        self._run([(max(ts, self.last_ts), body, kind) for ts, body, kind in inputs])
+
+    def _inputs_of(self, item: Inbound, out: list[tuple[int, InputBody, str]]) -> None:
+        floor = self.last_ts
+        ts = item.ts_recv
+        if ts < floor:
+            self.counters["receive_time_clamped"] += 1
+            ts = floor
+        self.last_ts = ts
+        match item:
+            case MarketData():
+                batch = item.batch
+                if int(batch.ts_recv[0]) < floor:
+                    batch = replace(batch, ts_recv=np.maximum(batch.ts_recv, floor))
+                out.append((ts, batch, "market_data"))
+                restored = self.feed.on_market_data(batch)
+                if restored is not None:
+                    out.append((ts, restored, "feed"))
+            case ReportIn():
+                out.append((ts, item.report, "report"))
+            case CommandIn():
+                out.append((ts, item.command, "command"))
+            case Connection():
+                self.metrics.broker_connected.set(1 if item.connected else 0)
+                log.warning("broker %s: %s", "connected" if item.connected else "lost",
+                            item.reason)  # fmt: skip
+                if item.connected and item.reason == "reconnected":
+                    self.reconnected = True
+                status = self.feed.on_connection(item.connected, item.reason)
+                if status is not None:
+                    out.append((ts, status, "feed"))
+            case Overflow():
+                self.counters["overflow_dropped"] += item.dropped_messages
+                out.append((ts, self.feed.on_overflow(item.dropped_messages), "feed"))
+
+    def _run(self, inputs: list[tuple[int, InputBody, str]]) -> None:
+        journal = self.journal
+        for ts, body, _ in inputs:
+            if body is None:
+                self._timed(journal.append_clock, ts)
+            else:
+                self._timed(journal.append, ts, body)
+        self._timed(journal.commit)
+        engine = self.engine
+        sender = self.sender
+        for ts, body, kind in inputs:
+            self.last_ts = max(self.last_ts, ts)
+            if sender is not None:
+                sender.trigger = kind
+            apply_input(engine, ts, body, self.switcher)
+            if self.after_input is not None:
+                self.after_input()
+            if isinstance(body, Command) and body.action in MODEL_COMMANDS:
+                self.model_commands.append(body)
+        if sender is not None:
+            sender.trigger = ""
+            dropped = sender.take_dropped()
+            if dropped:
+                self._dropped(dropped)
+
+    def _dropped(self, orders: list[OrderRequest]) -> None:
+        ts = self.last_ts
+        inputs: list[tuple[int, InputBody, str]] = []
+        for order in orders:
+            self.metrics.orders.labels("dropped").inc()
+            inputs.append((ts, OrderRejected(ts_event=ts, ts_recv=ts,
+                                             client_order_id=order.client_order_id,
+                                             reason="not sent: outbox full"), "report"))  # fmt: skip
+        inputs.append((ts, Command(ts_event=ts, ts_recv=ts, action="reduce_only", issuer="daemon",
+                                   reason=f"outbox full: {len(orders)} orders not sent"), "command"))  # fmt: skip
+        self._run(inputs)
+
+    def _timed(self, call: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        before = self.journal.fsyncs
+        t0 = time.perf_counter()
+        result = call(*args, **kwargs)
+        if self.journal.fsyncs != before:
+            self.metrics.journal_fsync.observe(time.perf_counter() - t0)
+        return result
+
+    def on_event(self, event: Event) -> None:
+        """Engine sink: note what changes the status."""
+        if isinstance(event, Fill | TradingState):
+            self.dirty = True
+
+    def book(self) -> tuple[list[float], list[float]]:
+        """Positions and PnL (realized + unrealized, net of fees) per instrument."""
+        e = self.engine
+        mids = e.market.mids()
+        unrealized = np.nan_to_num(e.portfolio.unrealized(mids))
+        return e.portfolio.positions.tolist(), (e.portfolio.realized + unrealized).tolist()
+
+
+def _merged(run: list[MarketData]) -> MarketData:
+    """Consecutive market-data items of one turn as one micro-batch (arrival order kept):
+    under load the loop catches up in larger batches, one journal record and one pass of
+    the kernels each; batch invariance makes the split irrelevant to decisions."""
+    if len(run) == 1:
+        return run[0]
+    return MarketData(
+        batch=TickBatch.concat([m.batch for m in run]),
+        ts_recv=run[-1].ts_recv,
+        messages=sum(m.messages for m in run),
+    )
+
+
+__all__ = [
+    "DECISION_TYPES",
+    "MODEL_COMMANDS",
+    "DecisionLog",
+    "FeedMonitor",
+    "InputBody",
+    "LiveCore",
+    "ReceiveClock",
+    "apply_input",
+    "apply_record",
+]

@@ -1,0 +1,267 @@
+"""Snapshots of the daemon's state (``engine.snapshot``): a restart loads the newest valid
+one and applies only the journal after it (``adapters.daemon.rebuild``).
+
+A snapshot holds pickled objects of this build's classes and the models' state: it is
+valid only for the same config, the same code and the same registry versions
+(``snapshot_key``), and it covers, besides the engine, the objects outside it that follow
+its inputs (``snapshot_extras``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Final
+
+from adapters.daemon.background import Background
+from adapters.daemon.core import LiveCore
+from adapters.journal_file import (
+    FileJournalReader,
+    FileJournalWriter,
+    JournalPosition,
+    read_snapshot,
+    snapshot_files,
+    write_snapshot,
+)
+from adapters.mqtt.command_guard import CommandGuard
+from adapters.reconciliation import ClaimHolder, FillLedger, History
+from engine.assembly import ModelPins, ModelSwitcher
+from engine.config import Config
+from engine.engine import Engine
+from engine.errors import AdapterError, JournalError
+from engine.snapshot import (
+    STATE_VERSION,
+    SnapshotHeader,
+    capture_state,
+    payload_digest,
+    restore_state,
+)
+
+log = logging.getLogger("tradeloop.daemon")
+
+
+def load_snapshot(
+    engine: Engine,
+    journal_dir: Path,
+    *,
+    config_sha256: str,
+    before_seq: int | None = None,
+    extras: dict[str, object] | None = None,
+) -> tuple[SnapshotHeader | None, int]:
+    """Restore the newest valid snapshot of ``journal_dir`` into a fresh ``engine`` (and
+    ``extras``); returns its header (None: none valid, the engine untouched) and how
+    many were skipped as invalid. Valid: intact (checksums), of this config and state
+    version, covering a record before ``before_seq`` (the journal's next), and the
+    journal has that record's successor where the snapshot says."""
+    invalid = 0
+    for stale in journal_dir.glob(".snapshot-*.tmp"):  # a write cut short by a crash
+        stale.unlink(missing_ok=True)
+    for path in snapshot_files(journal_dir):
+        try:
+            header, payload = read_snapshot(path)
+            if header.config_sha256 != config_sha256:
+                raise JournalError(str(path), 0, "taken with another config")
+            if header.state_version != STATE_VERSION:
+                raise JournalError(str(path), 0, f"state version {header.state_version}")
+            if before_seq is not None and header.seq >= before_seq:
+                raise JournalError(str(path), 0, f"covers seq {header.seq}, past the journal")
+            _check_tail_start(journal_dir, header, before_seq)
+            restore_state(engine, payload, extras)
+        except (JournalError, AdapterError) as exc:
+            invalid += 1
+            log.error("snapshot %s ignored: %s", path.name, exc)
+            continue
+        log.info("snapshot %s loaded: state after seq %d", path.name, header.seq)
+        return header, invalid
+    return None, invalid
+
+
+def _check_tail_start(journal_dir: Path, header: SnapshotHeader, before_seq: int | None) -> None:
+    start = JournalPosition(
+        file=header.journal_file, offset=header.journal_offset, seq=header.seq + 1
+    )
+    first = None
+    # the reader checks that the record there is ``start.seq``; one record is enough
+    for first in FileJournalReader(journal_dir, start=start):  # noqa: B007
+        break
+    if first is None and before_seq is not None and before_seq != start.seq:
+        raise JournalError(header.journal_file, start.offset, "no record where the tail starts")
+
+
+_CODE_PACKAGES: Final = ("engine", "adapters", "strategies")
+
+
+def snapshot_key(config_sha256: str, strategy_class: type) -> str:
+    """What a snapshot is valid for: sha256 over the config's hash and the source of every
+    module whose objects a snapshot may hold (tradeloop's packages and the strategy
+    plugin's module). ``STATE_VERSION`` is bumped by hand when a class changes; this
+    catches the change nobody remembered to announce, at the cost of a full replay
+    after any upgrade."""
+    digest = hashlib.sha256(config_sha256.encode())
+    root = Path(__file__).resolve().parents[2]
+    files = sorted(p for package in _CODE_PACKAGES for p in (root / package).rglob("*.py"))
+    plugin = inspect.getsourcefile(strategy_class)
+    if plugin is not None and Path(plugin).resolve() not in files:
+        files.append(Path(plugin).resolve())
+    for path in files:
+        digest.update(str(path.relative_to(root) if path.is_relative_to(root) else path).encode())
+        try:
+            digest.update(path.read_bytes())
+        except OSError:  # a module that went away: its code is not this build's either
+            digest.update(b"<missing>")
+    return digest.hexdigest()
+
+
+def snapshot_header(
+    journal: FileJournalWriter, payload: bytes, *, records: int, sessions: list[str],
+    ts_recv: int, config_sha256: str,
+) -> SnapshotHeader | None:  # fmt: skip
+    """The header of a snapshot of the state after the journal's last record (None when
+    the journal has no file yet)."""
+    position = journal.position()
+    if position is None:
+        return None
+    return SnapshotHeader(
+        seq=position.seq - 1, ts_recv=ts_recv, records=records, sessions=sessions,
+        journal_file=position.file, journal_offset=position.offset,
+        config_sha256=config_sha256, state_version=STATE_VERSION,
+        payload_bytes=len(payload), payload_sha256=payload_digest(payload),
+    )  # fmt: skip
+
+
+def snapshot_extras(
+    ledger: FillLedger,
+    claims: ClaimHolder,
+    command_guard: CommandGuard,
+    switcher: ModelSwitcher | None,
+) -> dict[str, object]:
+    """The daemon's objects outside the engine that a snapshot holds besides it."""
+    # they follow the engine's inputs (as sinks; the switcher's memory of each
+    # version's monitor, through the journaled switches), so their state is part of
+    # the rebuild's
+    extras: dict[str, object] = {"ledger": ledger, "claims": claims,
+                                 "command_guard": command_guard}  # fmt: skip
+    if switcher is not None:
+        extras["models"] = switcher.memory
+    return extras
+
+
+class SnapshotTaker:
+    """Takes the session's snapshots: every ``[journal] snapshot_every_records`` records or
+    ``snapshot_every_s`` seconds, and at a graceful stop.
+
+    Args:
+        config: the session's config (``[journal]``).
+        config_sha256: sha256 of the config's bytes.
+        pins: the registry versions the session runs (part of the key).
+        engine: the engine whose state is captured.
+        extras: ``snapshot_extras`` of the daemon.
+        background: where a snapshot is written while the session runs.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        config_sha256: str,
+        pins: ModelPins | None,
+        engine: Engine,
+        extras: dict[str, object],
+        background: Background,
+    ) -> None:
+        self.config = config
+        self.engine = engine
+        self.extras = extras
+        self.background = background
+        # a snapshot holds pickled objects of this build's classes: valid only for the same
+        # config and the same code (a daemon upgraded between stop and start replays)
+        # ... and for the same registry versions (a snapshot holds the models' state)
+        pinned = "" if pins is None else f":{pins.version}:{pins.stage}:{pins.challenger}"
+        self.key = snapshot_key(config_sha256 + pinned, type(engine.strategy))
+        self.counts: Counter[str] = Counter()  # written, failed
+        self.history = History()
+        self.session_id = ""
+        self._first_seq = 1  # the session's first journal record
+        self._snapshot_seq = 0  # the last record a snapshot of this session covers
+        self._snapshot_at = 0.0  # loop time of that snapshot
+        self._task: asyncio.Task[None] | None = None
+
+    def begin(self, history: History, session_id: str, first_seq: int) -> None:
+        """The session starts at journal record ``first_seq``, after ``history``."""
+        self.history = history
+        self.session_id = session_id
+        self._first_seq = first_seq
+        self._snapshot_seq = first_seq - 1 if history.snapshot_seq else 0
+
+    def maybe_take(self, core: LiveCore, *, final: bool = False) -> None:
+        """Capture the state after the journal's last record, if due (``final``: at a
+        graceful stop, whenever there is something new), and write it: in a thread while
+        the session runs, at once at the stop. Called between turns, when every record
+        journaled has been applied, and after the journal was synced."""
+        journal = core.journal
+        seq = journal.next_seq - 1
+        if seq <= self._snapshot_seq:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if not final:
+            if self._task is not None:  # the last one is still being written
+                return
+            every = self.config.journal
+            due = seq - self._snapshot_seq >= every.snapshot_every_records or (
+                now - self._snapshot_at >= every.snapshot_every_s
+            )
+            if not due:
+                return
+        self._snapshot_seq = seq
+        self._snapshot_at = now
+        journal.sync()  # the records a snapshot covers are on disk before it is
+        try:
+            payload = capture_state(self.engine, self.extras)
+        except JournalError as exc:
+            self.counts["failed"] += 1
+            log.error("snapshot of seq %d not taken: %s", seq, exc)
+            return
+        header = snapshot_header(
+            journal, payload,
+            records=self.history.records + journal.next_seq - self._first_seq,
+            sessions=[*self.history.sessions, self.session_id], ts_recv=core.last_ts,
+            config_sha256=self.key,
+        )  # fmt: skip
+        if header is None:
+            return
+        directory = Path(self.config.journal.dir)
+        tasks = self.background.tasks
+        if final or tasks is None:
+            self._write(directory, header, payload)
+            return
+
+        async def write() -> None:
+            try:
+                await asyncio.to_thread(self._write, directory, header, payload)
+            finally:
+                self._task = None
+
+        self._task = tasks.create_task(write(), name="snapshot-writer")
+
+    def _write(self, directory: Path, header: SnapshotHeader, payload: bytes) -> None:
+        try:
+            path = write_snapshot(directory, header, payload)
+        except AdapterError as exc:
+            self.counts["failed"] += 1
+            log.error("snapshot of seq %d not written: %s", header.seq, exc)
+            return
+        self.counts["written"] += 1
+        log.info("snapshot %s written (%d bytes)", path.name, header.payload_bytes)
+
+
+__all__ = [
+    "SnapshotTaker",
+    "load_snapshot",
+    "snapshot_extras",
+    "snapshot_header",
+    "snapshot_key",
+]

@@ -1,0 +1,120 @@
+"""The training report of a model folder: ``training_report.png`` (feature importance,
+out-of-sample forward return by score decile) and ``training_report.html`` (that image,
+the data and final fit, the warnings, every fold's metrics, the out-of-sample figures)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from engine.signals.manifest import Manifest
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+
+def score_deciles(score: F64) -> I64:
+    """Each score's decile 0-9 by rank, ties broken by row order: every decile holds a
+    tenth of the rows (to one row) however many scores tie, where quantile edges of a
+    score with few distinct values repeat and leave empty deciles."""
+    n = score.shape[0]
+    order = np.lexsort((np.arange(n), score))
+    deciles = np.empty(n, np.int64)
+    deciles[order] = np.arange(n) * 10 // max(n, 1)
+    return deciles
+
+
+def _write_report(folder: Path, m: Manifest, score: F64, fwd: F64) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    names = list(m.feature_importance)
+    axes[0].barh(names, [m.feature_importance[n] for n in names], color="#1f5fa8")
+    axes[0].set_title("feature importance (final model)")
+    bucket = score_deciles(score)
+    mean_bps = [
+        float(np.mean(fwd[bucket == d]) * 1e4) if np.any(bucket == d) else 0.0 for d in range(10)
+    ]
+    distinct = np.unique(score).shape[0]
+    axes[1].bar(range(1, 11), mean_bps, color=["#c0392b" if v < 0 else "#27ae60" for v in mean_bps])
+    axes[1].set_title(
+        f"out-of-sample forward return by score decile (IC {_fmt(m.metrics.get('oos_ic'))})"
+    )
+    axes[1].set_xlabel(
+        "score decile (by rank; ties split in time order)"
+        if distinct < score.shape[0]
+        else "score decile"
+    )
+    axes[1].set_ylabel(f"mean forward return over {m.label.horizon_ns / 1e9:g}s, bps")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    png = buf.getvalue()
+    (folder / "training_report.png").write_bytes(png)
+
+    keys = ["accuracy", "precision", "recall", "auc", "ic"]
+    counts = ["labeled_rows", "predicted_up_rows", "purged_rows", "min_data_in_leaf"]
+    fold_rows = "".join(
+        f"<tr><td>{f.fold}</td><td>{f.train_rows}</td><td>{f.test_rows}</td><td>{f.best_iteration}</td>"
+        + "".join(f"<td>{_fmt(f.metrics.get(k))}</td>" for k in keys)
+        + "".join(f"<td>{_count(f.metrics.get(k))}</td>" for k in counts)
+        + "</tr>"
+        for f in m.folds
+    )
+    overall = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{_fmt(v)}</td></tr>"
+        for k, v in m.metrics.items()
+        if k.startswith(("oos_", "baseline_"))
+    )
+    mx = m.metrics
+    data = (
+        f"<p>{_count(mx.get('data_rows'))} sampled rows, {_count(mx.get('data_usable_rows'))} usable "
+        f"({_count(mx.get('data_unlabeled_rows'))} with features but no label) "
+        f"(every feature and a label); {_count(mx.get('data_late_label_rows'))} dropped because the "
+        f"label's forward quote came more than {_seconds(mx.get('data_label_tolerance_ns'))} after "
+        f"t + {m.label.horizon_ns / 1e9:g}s. Final model: refit on all "
+        f"{_count(mx.get('final_fit_rows'))} fit rows from {m.train_range.start_ns} to "
+        f"{m.train_range.end_ns} ns, {_count(mx.get('final_iterations'))} iterations (median of "
+        "the folds' early-stopped best iterations; 0 for the logistic model), min_data_in_leaf "
+        f"{_count(mx.get('final_min_data_in_leaf'))}.</p>"
+    )
+    warn = "".join(f"<li><b>{html.escape(w)}</b></li>" for w in m.warnings) or "<li>none</li>"
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>training report {html.escape(m.name)}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse}}
+th,td{{border-bottom:1px solid #ddd;padding:3px 8px;text-align:left}}</style></head><body>
+<h1>Training report: {html.escape(m.name)} ({m.kind})</h1>
+<p>label: {m.label.kind}, forward mid return over {m.label.horizon_ns / 1e9:g}s, dead zone {m.label.dead_zone_bps} bps;
+features {", ".join(m.feature_names)} (fingerprint <code>{m.feature_fingerprint[:16]}</code>);
+model sha256 <code>{m.model_sha256[:16]}</code></p>
+<h2>Data and final fit</h2>{data}
+<h2>Warnings</h2><ul>{warn}</ul>
+<img src="data:image/png;base64,{base64.b64encode(png).decode()}" style="width:100%">
+<h2>Walk-forward folds (purged by label end, embargoed)</h2><table><tr><th>fold</th><th>train rows</th>
+<th>test rows</th><th>best iteration</th>{"".join(f"<th>{k}</th>" for k in keys + counts)}</tr>{fold_rows}</table>
+<h2>Out-of-sample, all folds</h2><table>{overall}</table>
+<p>n/a: undefined on these rows (no labelled row, one class, no "up" prediction, or a constant score).</p>
+</body></html>"""
+    (folder / "training_report.html").write_text(page)
+
+
+def _fmt(v: float | None) -> str:
+    if isinstance(v, int):
+        return f"{v:,}"
+    return "n/a" if v is None or v != v else f"{v:.4f}"
+
+
+def _count(v: float | None) -> str:
+    return "n/a" if v is None else f"{int(v):,}"
+
+
+def _seconds(v: float | None) -> str:
+    return "n/a" if v is None else f"{v / 1e9:g}s"

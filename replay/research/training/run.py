@@ -1,0 +1,370 @@
+"""``tradeloop train``: walk-forward training with purging and an embargo, out-of-sample
+metrics, and a model folder the engine can load (model file + manifest + report).
+
+Labels: a row at time ``t`` is labelled with the forward mid return read at the first
+quote at or after ``t + horizon``; that quote's time is the row's label end ``L``. Rows
+whose forward quote is later than ``t + horizon + label_tolerance`` are dropped in
+``build_dataset`` (counted; the default tolerance is ``max(sample_interval, horizon /
+10)``), so a "2 s" label never measures a 100 s return across a data gap.
+
+The folds, purged and embargoed: ``replay/research/training/folds.py``; where they run:
+``replay/research/training/walk_forward.py``.
+
+Final model: refit on every usable row (all fit rows, no validation hold-out) for the
+median of the folds' best iterations; ``train_range`` in the manifest is the first and
+last time of the rows it was fit on.
+
+Degenerate folds: a metric that is undefined on a fold (no labelled rows, one class, no
+"up" prediction, a constant score) is ``None``, never NaN. A fold that cannot be fit
+(too few rows, one class in its training window) is skipped with a warning in the
+manifest.
+
+Warnings a user can act on (manifest ``warnings``, printed by ``tradeloop train`` and
+listed in the report): LightGBM no better than the logistic baseline out of sample (AUC
+not above the baseline's), a degenerate fold (best iteration 1: early stopping kept only
+the first tree; or one class predicted on every test row), and a third or more of the
+rows with features unlabelled (no forward quote in time, or inside the dead zone).
+
+Counts (rows, iterations, nanoseconds) are written as JSON integers.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import msgspec
+import numpy as np
+import numpy.typing as npt
+
+from engine.config import Config
+from engine.errors import LeakageError, ModelError
+from engine.features import FeatureSet
+from engine.monitor import calibrate_drift
+from engine.monitor.drift import CALIBRATION_METHOD
+from engine.signals.manifest import (
+    DataFile,
+    FoldReport,
+    LabelSpec,
+    Manifest,
+    MonitorReference,
+    ReferenceBins,
+    sha256_file,
+    write_manifest,
+)
+from replay.files.discovery import DataSource
+from replay.research.dataset import Dataset, ExtraColumn, build_dataset
+from replay.research.training.fit import TrainedModel, _fit, min_data_in_leaf
+from replay.research.training.folds import (
+    _fit_rows,
+    _range,
+    _train_problem,
+    usable_rows,
+    walk_forward_splits,
+)
+from replay.research.training.metrics import Metrics, classification_metrics
+from replay.research.training.report import _count, _write_report
+from replay.research.training.walk_forward import walk_forward, walk_forward_on_executor
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+
+# a third or more of the rows unlabelled: the label (horizon, dead zone, tolerance) does
+# not fit the data, and the metrics rest on the remaining few
+UNLABELED_WARN_FRACTION = 1 / 3
+
+
+@dataclass
+class TrainResult:
+    manifest: Manifest
+    folder: Path
+    oos_score: F64
+    oos_forward: F64
+    baseline_metrics: Metrics
+
+
+def final_iterations(folds: list[FoldReport]) -> int:
+    """The final model's LightGBM iterations: the median of the folds' early-stopped best
+    iterations (rounded half up), so the refit on all rows needs no hold-out of its own."""
+    return max(1, int(np.floor(np.median([f.best_iteration for f in folds]) + 0.5)))
+
+
+def train(
+    cfg: Config,
+    data: str | Path | DataSource,
+    out: str | Path,
+    *,
+    extra_columns: dict[str, ExtraColumn] | None = None,
+    allow_lookahead: bool = False,
+    label_tolerance_ns: int | None = None,
+    progress: bool | None = None,
+    workers: int = 1,
+    scheduler: str | None = None,
+    client: Any = None,
+) -> TrainResult:
+    """Build the dataset, evaluate walk-forward, fit the final model, write the model folder.
+
+    Args:
+        data: a folder or file of ticks, or a ``DataSource`` (named files, a column
+            mapping, a time range), as replay reads them.
+        label_tolerance_ns: how late a label's forward quote may be (default
+            ``max(sample_interval, horizon / 10)``); later rows are dropped and counted.
+        workers: the folds on a local process pool of this many workers; 1 (the default)
+            runs them here, one after the other. Each fit takes one thread, so no more
+            workers than cores.
+        scheduler: the folds on the Dask cluster of this scheduler address.
+        client: the folds on the Dask cluster of this ``distributed.Client``.
+        The model folder is the same bytes for each of these.
+
+    Raises:
+        LeakageError: an extra column looks ahead (unless ``allow_lookahead``).
+        ModelError: not enough data for the split, one class in all the data, or a fold
+            that failed on a worker.
+    """
+    t = cfg.train
+    ds = build_dataset(
+        cfg,
+        data,
+        extra_columns=extra_columns,
+        label_tolerance_ns=label_tolerance_ns,
+        progress=progress,
+    )
+    if ds.lookahead and not allow_lookahead:
+        raise LeakageError(
+            str(data),
+            f"columns {ds.lookahead} change when future data is removed: they look "
+            "ahead and would score well in research and fail live",
+        )
+    warnings = [
+        f"look-ahead column {c!r} (audit failed): results are not achievable live"
+        for c in ds.lookahead
+    ]
+    splits, skipped = walk_forward_splits(cfg, ds)
+    warnings += skipped
+    dz = t.dead_zone_bps * 1e-4
+    threshold = 0.5 if t.label == "classification" else 0.0
+    baseline: Metrics = {}
+    if workers <= 1 and scheduler is None and client is None:
+        folds, oos_score, oos_fwd = walk_forward(cfg, ds, t.model, splits, progress)
+        if t.model == "lightgbm" and t.label == "classification":
+            _, b_score, b_fwd = walk_forward(cfg, ds, "logistic", splits, progress)
+            baseline = classification_metrics(b_score, b_fwd, dz, 0.5)
+    else:
+        wf = walk_forward_on_executor(
+            cfg, ds, splits, workers=workers, scheduler=scheduler, client=client, progress=progress
+        )
+        folds, oos_score, oos_fwd = wf.folds, wf.score, wf.forward
+        if wf.baseline_score is not None:
+            baseline = classification_metrics(wf.baseline_score, oos_fwd, dz, 0.5)
+    overall = classification_metrics(oos_score, oos_fwd, dz, threshold)
+    warnings += baseline_warnings(overall, baseline)
+    warnings += fold_warnings(t.model, folds)
+    unlabeled, with_features = unlabeled_rows(cfg, ds)
+    if with_features and unlabeled >= UNLABELED_WARN_FRACTION * with_features:
+        warnings.append(
+            f"{unlabeled:,} of {with_features:,} rows with features ({unlabeled / with_features:.0%}) "
+            f"have no label (no quote within {ds.label_tolerance_ns / 1e9:g}s after the "
+            f"{t.horizon_ns / 1e9:g}s horizon, or a return within the {t.dead_zone_bps:g} bps "
+            "dead zone, e.g. an unchanged mid): the metrics rest on the rest; a longer "
+            "horizon labels more rows"
+        )
+    oos_auc = overall["auc"]
+    if oos_auc is not None and oos_auc > t.suspicious_auc:
+        warnings.append(
+            f"out-of-sample AUC {oos_auc:.3f} > {t.suspicious_auc}: too good to be true for "
+            "market data; check for leakage"
+        )
+    usable = usable_rows(ds)
+    fit_rows = _fit_rows(cfg, ds, usable)
+    problem = _train_problem(cfg, ds, fit_rows)
+    if problem:
+        raise ModelError(f"the final model cannot be fit: {problem}")
+    rounds = final_iterations(folds) if t.model == "lightgbm" else 0
+    final = _fit(cfg, ds, t.model, fit_rows, None, rounds)
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    fs = FeatureSet(list(cfg.features))
+    importance: dict[str, float] = {}
+    if final.booster is not None:
+        model_file = "model.txt"
+        final.booster.save_model(str(folder / model_file), num_iteration=final.iterations)
+        gain = final.booster.feature_importance(importance_type="gain", iteration=final.iterations)
+        total = float(gain.sum()) or 1.0
+        importance = {n: float(g) / total for n, g in zip(ds.feature_names, gain, strict=True)}
+        output = "probability" if t.label == "classification" else "raw"
+    else:
+        assert final.linear is not None
+        model_file = "linear.json"
+        w, b = final.linear
+        linear = {
+            "features": ds.feature_names,
+            "weights": w.tolist(),
+            "bias": b,
+            "link": "logistic",
+        }
+        (folder / model_file).write_text(json.dumps(linear, indent=2) + "\n")
+        scale = np.nanstd(ds.X[fit_rows], axis=0)
+        contrib = np.abs(w) * scale
+        importance = {
+            n: float(c / (contrib.sum() or 1.0))
+            for n, c in zip(ds.feature_names, contrib, strict=True)
+        }
+        output = "probability"
+    reference = monitor_reference(cfg, ds, usable, final)
+    if reference.score.drift_threshold is None:
+        warnings.append(
+            f"{reference.rows} usable rows, fewer than two [monitor] drift_window = "
+            f"{reference.window}: no drift thresholds, the monitor will not alarm on drift"
+        )
+    elif (reference.false_alarm_bound or 0.0) > reference.configured_false_alarm_rate:
+        warnings.append(
+            f"{reference.independent_windows} disjoint drift windows of {reference.window} "
+            f"rows cannot state a false-alarm rate of {reference.configured_false_alarm_rate:g}: "
+            f"the drift thresholds are the held-out maxima and their stated bound is "
+            f"{reference.false_alarm_bound:.4f} (more rows or a shorter drift_window)"
+        )
+    # dataset and final-fit facts ride in ``metrics`` until the manifest has a home for them
+    facts: Metrics = {
+        "data_rows": len(ds),
+        "data_usable_rows": int(usable.shape[0]),
+        "data_unlabeled_rows": unlabeled,
+        "data_late_label_rows": int(ds.late_label_rows),
+        "data_label_tolerance_ns": int(ds.label_tolerance_ns),
+        "final_fit_rows": int(fit_rows.shape[0]),
+        "final_iterations": int(final.iterations),
+    }
+    if final.booster is not None:
+        facts["final_min_data_in_leaf"] = min_data_in_leaf(cfg, int(fit_rows.shape[0]))
+    kind = "lightgbm" if final.booster is not None else "linear"
+    manifest = Manifest(
+        name=folder.name,
+        kind=kind,
+        model_file=model_file,
+        model_sha256=sha256_file(folder / model_file),
+        output=output,
+        feature_names=ds.feature_names,
+        feature_fingerprint=fs.fingerprint,
+        feature_specs=[msgspec.to_builtins(s) for s in cfg.features],
+        label=LabelSpec(kind=t.label, horizon_ns=t.horizon_ns, dead_zone_bps=t.dead_zone_bps),
+        train_range=_range(ds.ts, fit_rows),
+        folds=folds,
+        metrics={
+            **{f"oos_{k}": v for k, v in overall.items()},
+            **{f"baseline_logistic_oos_{k}": v for k, v in baseline.items()},
+            **facts,
+        },
+        feature_importance=importance,
+        data_files=[
+            DataFile(path=p.name, sha256=sha256_file(p), bytes=p.stat().st_size) for p in ds.files
+        ],
+        library_versions={
+            "lightgbm": lgb.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+            "tradeloop": _version(),
+        },
+        warnings=warnings,
+        reference=reference,
+    )
+    write_manifest(folder, manifest)
+    _write_report(folder, manifest, oos_score, oos_fwd)
+    return TrainResult(manifest, folder, oos_score, oos_fwd, baseline)
+
+
+def baseline_warnings(overall: Metrics, baseline: Metrics) -> list[str]:
+    """A warning when the model's out-of-sample AUC is not above the logistic baseline's
+    (both defined); nothing without a baseline."""
+    ours, theirs = overall.get("auc"), baseline.get("auc")
+    if ours is None or theirs is None or ours > theirs:
+        return []
+    return [
+        f"out-of-sample AUC {ours:.3f} is no better than the logistic baseline's "
+        f"{theirs:.3f}: the trees add nothing the linear model lacks on this data; "
+        'more data, or model = "logistic"'
+    ]
+
+
+def fold_warnings(kind: str, folds: list[FoldReport]) -> list[str]:
+    """A warning per degenerate fold: LightGBM's best iteration 1 (early stopping kept
+    only the first tree: nothing learnt), or every test row scored as one class."""
+    out: list[str] = []
+    for f in folds:
+        if kind == "lightgbm" and f.best_iteration <= 1:
+            out.append(
+                f"fold {f.fold}: best iteration {f.best_iteration} of {f.train_rows:,} training "
+                f"rows (min_data_in_leaf {_count(f.metrics.get('min_data_in_leaf'))}): no tree "
+                "after the first improved the validation loss, the fold learnt nothing"
+            )
+        up, rows = f.metrics.get("predicted_up_rows"), f.metrics.get("rows")
+        if up is not None and rows and up in (0, rows):
+            side = "up" if up else "not up"
+            out.append(
+                f"fold {f.fold}: every one of its {int(rows):,} test rows predicted {side!r}"
+            )
+    return out
+
+
+def unlabeled_rows(cfg: Config, ds: Dataset) -> tuple[int, int]:
+    """Rows with every feature but no label (no forward quote in time, or for
+    classification a return inside the dead zone), and rows with every feature."""
+    with_features = ~np.isnan(ds.X).any(axis=1)
+    fwd = ds.forward_return[with_features]
+    labeled = ~np.isnan(fwd)
+    if cfg.train.label == "classification":
+        labeled &= np.abs(np.nan_to_num(fwd)) > cfg.train.dead_zone_bps * 1e-4
+    n = int(with_features.sum())
+    return n - int(labeled.sum()), n
+
+
+def monitor_reference(cfg: Config, ds: Dataset, rows: I64, model: TrainedModel) -> MonitorReference:
+    """The model monitor's reference: quantile bins of every feature and of the final
+    model's score over ``rows``, with PSI thresholds calibrated on held-out time blocks of
+    them (``engine.monitor.drift``: each block's windows against bins of the others).
+
+    ``rows`` are every usable row (all features and a label), not only the rows the
+    classifier was fit on: the monitor sees every sampled row, and dropping the dead
+    zone (at 0 bps, every unchanged mid) would skew features tied to quiet markets.
+    """
+    m = cfg.monitor
+    values = np.column_stack((ds.X[rows], model.predict(ds.X[rows])))
+    refs, cal = calibrate_drift(values, m.reference_bins, m.drift_window, m.false_alarm_rate)
+    bins = [
+        ReferenceBins(
+            edges=edges.tolist(),
+            fractions=fractions.tolist(),
+            drift_threshold=None if cal is None else cal.thresholds[j],
+            conventional_false_alarm_rates={} if cal is None else cal.series_conventional_rates[j],
+        )
+        for j, (edges, fractions) in enumerate(refs)
+    ]
+    return MonitorReference(
+        rows=int(rows.shape[0]),
+        sample_interval_ns=cfg.train.sample_interval_ns,
+        label_tolerance_ns=ds.label_tolerance_ns,
+        window=m.drift_window,
+        configured_false_alarm_rate=m.false_alarm_rate,
+        false_alarm_rate=None if cal is None else cal.false_alarm_rate,
+        windows=0 if cal is None else cal.windows,
+        conventional_false_alarm_rates={} if cal is None else cal.conventional_rates,
+        calibration_method=CALIBRATION_METHOD,
+        calibration_blocks=0 if cal is None else cal.blocks,
+        calibration_block_rows=[] if cal is None else cal.block_rows,
+        independent_windows=0 if cal is None else cal.independent_windows,
+        false_alarm_bound=None if cal is None else cal.false_alarm_bound,
+        features=dict(zip(ds.feature_names, bins[:-1], strict=True)),
+        score=bins[-1],
+    )
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tradeloop")
+    except PackageNotFoundError:
+        return "unknown"
