@@ -228,6 +228,41 @@ class LiveConfig(_Strict, frozen=True):
     # decision path, dropped and counted if the worker falls behind
     explain: bool = True
     explain_top: Annotated[int, msgspec.Meta(ge=1, le=1_000)] = 5
+    # the bus is hostile: market data whose ts_event is older than ``max_tick_age`` when it
+    # arrives, or ahead of its receipt by more than ``max_tick_future``, is refused and
+    # counted (it never counts as a fresh feed)
+    max_tick_age: Duration = "5s"
+    max_tick_future: Duration = "1s"
+    # a fill's fee beyond this many bps of its notional (either sign) is refused
+    max_fee_bps: Annotated[float, msgspec.Meta(gt=0.0, le=10_000.0)] = 100.0
+    # the wall clock stepping away from the monotonic clock by more than this (either way)
+    # is journaled with an Alarm; the engine's automatic claim goes to ``on_clock_jump``
+    clock_jump: Duration = "2s"
+    on_clock_jump: Literal["alarm", "reduce_only", "halt"] = "reduce_only"
+    # a cancel with no answer is sent again after ``cancel_retry``, doubling up to
+    # ``cancel_retry_max``: one cancel per working order in flight
+    cancel_retry: Duration = "1s"
+    cancel_retry_max: Duration = "30s"
+
+    @property
+    def max_tick_age_ns(self) -> int:
+        return parse_duration_ns(self.max_tick_age)
+
+    @property
+    def max_tick_future_ns(self) -> int:
+        return parse_duration_ns(self.max_tick_future)
+
+    @property
+    def clock_jump_ns(self) -> int:
+        return parse_duration_ns(self.clock_jump)
+
+    @property
+    def cancel_retry_ns(self) -> int:
+        return parse_duration_ns(self.cancel_retry)
+
+    @property
+    def cancel_retry_max_ns(self) -> int:
+        return parse_duration_ns(self.cancel_retry_max)
 
     @property
     def order_timeout_ns(self) -> int:
@@ -364,6 +399,11 @@ def _durations(cfg: Config) -> list[tuple[str, Duration | None, bool]]:
         ("live.reconcile_timeout", cfg.live.reconcile_timeout, False),
         ("live.reconcile_retry", cfg.live.reconcile_retry, False),
         ("live.command_max_age", cfg.live.command_max_age, False),
+        ("live.max_tick_age", cfg.live.max_tick_age, False),
+        ("live.max_tick_future", cfg.live.max_tick_future, False),
+        ("live.clock_jump", cfg.live.clock_jump, False),
+        ("live.cancel_retry", cfg.live.cancel_retry, False),
+        ("live.cancel_retry_max", cfg.live.cancel_retry_max, False),
         ("journal.snapshot_every", cfg.journal.snapshot_every, False),
         *(
             (f"risk.instruments.{_key(symbol)}.max_quote_age", own.max_quote_age, False)
