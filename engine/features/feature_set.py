@@ -10,6 +10,10 @@ Memory: a time window or time lag keeps its values in a ring that starts at
 ``capacity`` (default ``DEFAULT_CAPACITY``); a tick window allocates its window up front.
 One instrument's state with every ring at its capacity must fit in ``MAX_ROW_BYTES``,
 checked when the set is built, so a config cannot ask for terabytes.
+
+Gaps: a time window, time lag or half-life EMA whose input is silent for longer than its
+span (trade windows: no tick of the instrument) starts over, NaN until it has covered its
+span again (``engine.features.kernels``); ``warmup()`` says so per feature.
 """
 
 from __future__ import annotations
@@ -31,8 +35,10 @@ from engine.ticks import QUOTE, TRADE, TickBatch
 from engine.units import parse_duration_ns
 
 # bump when a kernel's arithmetic changes: models trained on old values must not load
-# (2: growing rings, NaN while a window is truncated, equal-timestamp EMA, resum schedule)
-KERNEL_VERSION = 2
+# (2: growing rings, NaN while a window is truncated, equal-timestamp EMA, resum schedule;
+# 3: time windows, time lags and half-life EMAs warm up again after a gap longer than
+# their span)
+KERNEL_VERSION = 3
 # the most values a time window or time lag holds per instrument unless ``capacity`` says
 # otherwise: 60 s at 1,092 updates/s; a full ring costs 1-1.5 MiB per instrument
 DEFAULT_CAPACITY = 65_536
@@ -185,7 +191,7 @@ def _compile_op(spec: FeatureSpec, input_index: int) -> _Op:
         cap = _capacity(spec)
         canon |= {"window_ns": w, "capacity": cap}
         op = k.OP_TRADE_FLOW_IMBALANCE if kind == "trade_flow_imbalance" else k.OP_VWAP
-        note = f"{w} ns after the first tick"
+        note = f"{w} ns after the first tick, and again after {w} ns without a tick"
         return _time_ring(op, -1, w, cap, note, canon, rings=2, pushes=k.RING_TRADES)
     # every kind below reads another feature
     if spec.input is None:
@@ -196,7 +202,10 @@ def _compile_op(spec: FeatureSpec, input_index: int) -> _Op:
         w = _duration(spec, "window", spec.window)
         cap = _capacity(spec)
         canon |= {"window_ns": w, "capacity": cap}
-        note = f"{w} ns after the first trade, and a trade in the window"
+        note = (
+            f"{w} ns after the first trade, and a trade in the window; again after {w} ns "
+            "without a trade or an input update"
+        )
         return _time_ring(
             k.OP_VWAP_DISTANCE_BPS, input_index, w, cap, note, canon, rings=2, pushes=k.RING_TRADES
         )
@@ -210,7 +219,8 @@ def _compile_op(spec: FeatureSpec, input_index: int) -> _Op:
             return _Op(k.OP_EMA, input_index, 1, 1, span, f"{span} input updates", canon)
         hl = _duration(spec, "half_life", spec.half_life)
         canon["half_life_ns"] = hl
-        return _Op(k.OP_EMA_TIME, input_index, 3, 3, hl, f"{hl} ns of input history", canon)
+        note = f"{hl} ns of input history, again after {hl} ns without an update"
+        return _Op(k.OP_EMA_TIME, input_index, 3, 3, hl, note, canon)
     if kind == "log_return":
         _allowed(spec, {"input", "lag", "capacity"})
         if isinstance(spec.lag, int) and not isinstance(spec.lag, bool):
@@ -224,7 +234,7 @@ def _compile_op(spec: FeatureSpec, input_index: int) -> _Op:
         lag_ns = _duration(spec, "lag", spec.lag)
         cap = _capacity(spec)
         canon |= {"lag_ns": lag_ns, "capacity": cap}
-        note = f"{lag_ns} ns of input history"
+        note = f"{lag_ns} ns of input history, again after {lag_ns} ns without an update"
         return _time_ring(k.OP_LOG_RETURN_TIME, input_index, lag_ns, cap, note, canon)
     if kind in ("rolling_mean", "rolling_std", "zscore"):
         _allowed(spec, {"input", "window", "capacity"})
@@ -246,13 +256,14 @@ def _compile_op(spec: FeatureSpec, input_index: int) -> _Op:
         canon |= {"window_ns": w, "capacity": cap}
         op = {"rolling_mean": k.OP_ROLLING_MEAN_TIME, "rolling_std": k.OP_ROLLING_STD_TIME,
               "zscore": k.OP_ZSCORE_TIME}[kind]  # fmt: skip
-        return _time_ring(op, input_index, w, cap, f"{w} ns of input history", canon)
+        note = f"{w} ns of input history, again after {w} ns without an update"
+        return _time_ring(op, input_index, w, cap, note, canon)
     if kind == "realized_vol":
         _allowed(spec, {"input", "window", "capacity"})
         w = _duration(spec, "window", spec.window)
         cap = _capacity(spec)
         canon |= {"window_ns": w, "capacity": cap}
-        note = f"{w} ns of input history"
+        note = f"{w} ns of input history, again after {w} ns without an update"
         return _time_ring(k.OP_REALIZED_VOL_TIME, input_index, w, cap, note, canon, rings=2)
     raise _bad(spec, f"unknown kind {kind!r}; known: {', '.join(KINDS)}")
 
@@ -479,8 +490,15 @@ class FeatureSet:
 
     def current(self, state: FeatureState, instrument: int) -> dict[str, float]:
         """The latest value of every feature for one instrument, by name."""
-        row = state.values[instrument]
-        return {name: float(row[self._columns[c]]) for c, name in enumerate(self.names)}
+        return self.values_of(state.values[instrument])
+
+    def values_of(self, values: npt.NDArray[np.float64]) -> dict[str, float]:
+        """Every feature by name from one instrument's row of ``FeatureState.values``."""
+        return {name: float(values[self._columns[c]]) for c, name in enumerate(self.names)}
+
+    def named(self, row: npt.NDArray[np.float64]) -> dict[str, float]:
+        """Every feature by name from one row of ``update``'s result (the set's order)."""
+        return {name: float(row[c]) for c, name in enumerate(self.names)}
 
     def update(
         self, batch: TickBatch, state: FeatureState, *, parallel: bool = False

@@ -27,6 +27,16 @@ window, so a value never covers a shorter window than its name says. (The kernel
 assert that a ring below its capacity never fills: numba's exception path costs ~0.1 us a
 tick on the live path; the tests check the overflow count instead.)
 
+Time windows, time lags and half-life EMAs restart across a gap. A gap is a stretch
+longer than the feature's span (window, lag or half-life) without an update of its input
+(for trade windows, the VWAP distance included: without a tick of the instrument); the
+feature then forgets the past, reads NaN and warms up again over its span, as at the
+start. So a 1 s return right after a 9-minute gap is NaN for a second, never the 9-minute
+move called a 1 s one, and a 10 s realized vol does not sum the move across the gap. The
+reset is decided per tick from the state alone (the time of the previous update), so
+streaming, any batching and the batch path agree. Tick-count windows and lags (``window
+= 20``) count updates, not time, and do not reset.
+
 Kernels compile with numpy's error model: a division by zero yields inf or NaN (and a
 NaN feature yields no signal) instead of raising inside the loop; it also drops the
 zero checks from the hot loops.
@@ -82,15 +92,16 @@ RING_TRADES = 2
 NAN = np.nan
 
 # int state layout of every ring kernel (the ts ring only for time windows):
-# [head, count, pushes_since_recompute, overflow, first_ts, lost_ts, flag, ring_ts...]
+# [head, count, pushes_since_recompute, overflow, first_ts, lost_ts, flag, last_ts, ring_ts...]
 R_HEAD = 0
 R_COUNT = 1
 R_SINCE = 2
 R_OVERFLOW = 3
-R_FIRST_TS = 4
+R_FIRST_TS = 4  # start of the current warm-up: the first update, or the first after a gap
 R_LOST_TS = 5  # timestamp of the newest value dropped by an overflow
 R_FLAG = 6
-R_TS0 = 7
+R_LAST_TS = 7  # time of the previous update (trade windows: the previous tick), for gaps
+R_TS0 = 8
 # float state layout: [sum (a), sumsq (b), anchor (or previous input), ring a..., ring b...]
 RF_SUM = 0
 RF_SUMSQ = 1
@@ -115,17 +126,18 @@ def _wrap(x, cap):  # type: ignore[no-untyped-def]
 def ema_time_update(fs, i, fo, ist, io, half_life_ns, x, ts):  # type: ignore[no-untyped-def]
     """EMA with a time half-life: weight of the past decays by 2^(-dt/half_life) per gap.
 
-    Irregular spacing is exact: a gap of 2h decays twice as much as a gap of h. Equal
+    Irregular spacing is exact: a gap of h decays twice as much as a gap of h/2. Equal
     timestamps: the input's value at a time is its last update at that time, so a later
     update at the same timestamp replaces the earlier one's contribution (the EMA is that
     of the series with one value per timestamp, the last). Warm after one half-life of
-    history.
+    history; an input silent for longer than the half-life restarts it (a gap: the EMA
+    starts again from the value after it and is NaN for a half-life).
 
     fs: [ema, ema before the current timestamp, decay of the current timestamp's gap];
     ist: [started, current ts, first ts].
     """
-    if ist[i, io] == 0:
-        # decay 0 for the first timestamp: the EMA is its (last) value
+    if ist[i, io] == 0 or ts - ist[i, io + 1] > half_life_ns:
+        # decay 0 for the first timestamp (or the first after a gap): the EMA is its value
         fs[i, fo + 1] = 0.0
         fs[i, fo + 2] = 0.0
         ist[i, io] = 1
@@ -146,11 +158,15 @@ def log_return_time_update(fs, i, fo, ist, io, cap, lag_ns, x, ts):  # type: ign
 
     Keeps the values newer than t - lag plus the newest one at or before it (the ring grows
     to hold them). At its capacity the oldest is dropped and counted; the return then reads
-    NaN until the history covers the lag again (never a return over a shorter lag).
+    NaN until the history covers the lag again (never a return over a shorter lag). After
+    a gap (no update for longer than the lag) the history is dropped: NaN for one lag.
     """
     cutoff = ts - lag_ns
     rv = fo + RF_V0
     rt = io + R_TS0
+    if ts - ist[i, io + R_LAST_TS] > lag_ns:
+        ist[i, io + R_COUNT] = 0
+    ist[i, io + R_LAST_TS] = ts
     # drop the oldest while the next-oldest is also at or before the cutoff
     while ist[i, io + R_COUNT] >= 2:
         tail = _wrap(ist[i, io + R_HEAD] - ist[i, io + R_COUNT], cap)
@@ -182,10 +198,12 @@ def window_sums_update(fs, i, fo, ist, io, cap, window_ns, ts, a, b, add):  # ty
     fs: [sum_a, sum_b, -, ring_a..., ring_b...]; ist: the ring layout (``R_*``). Sums of
     trade quantities are well conditioned, so no anchor is needed; they are recomputed
     whenever the window empties, which resets rounding drift. Not warm while a value
-    dropped at its capacity would still be in the window.
+    dropped at its capacity would still be in the window, nor for a window after a gap
+    (no call for longer than the window: the warm-up starts again).
     """
-    if ist[i, io + R_FIRST_TS] == 0:
+    if ist[i, io + R_FIRST_TS] == 0 or ts - ist[i, io + R_LAST_TS] > window_ns:
         ist[i, io + R_FIRST_TS] = ts
+    ist[i, io + R_LAST_TS] = ts
     ra = fo + RF_V0
     rb = fo + RF_V0 + cap
     rt = io + R_TS0
@@ -230,7 +248,9 @@ def rolling_run(op, fs, ist, i, fo, io, cap, window, idx, ts, res, upd, src, val
 
     A tick window's ring is the window (``cap`` values). A time window's ring grows (see
     the module docstring); at its capacity the oldest value is dropped and the value reads
-    NaN until that value would have left the window.
+    NaN until that value would have left the window. After a gap in the input longer than
+    the window, the window warms up again (its old values have all left it), and on the
+    ticks of the gap itself it reads NaN.
     """
     is_time = op == OP_ROLLING_MEAN_TIME or op == OP_ROLLING_STD_TIME or op == OP_ZSCORE_TIME
     want_mean = op == OP_ROLLING_MEAN or op == OP_ROLLING_MEAN_TIME
@@ -241,6 +261,7 @@ def rolling_run(op, fs, ist, i, fo, io, cap, window, idx, ts, res, upd, src, val
     overflow = ist[i, io + R_OVERFLOW]
     first = ist[i, io + R_FIRST_TS]
     lost = ist[i, io + R_LOST_TS]
+    last = ist[i, io + R_LAST_TS]
     s = fs[i, fo + RF_SUM]
     ss = fs[i, fo + RF_SUMSQ]
     anchor = fs[i, fo + RF_ANCHOR]
@@ -253,8 +274,10 @@ def rolling_run(op, fs, ist, i, fo, io, cap, window, idx, ts, res, upd, src, val
             upd[j, t] = True
             now = ts[t]
             if is_time:
-                if count == 0 and first == 0:
+                gap = first != 0 and now - last > window
+                if first == 0 or gap:
                     first = now
+                last = now
                 cutoff = now - window
                 while count > 0:
                     tail = head - count
@@ -266,6 +289,12 @@ def rolling_run(op, fs, ist, i, fo, io, cap, window, idx, ts, res, upd, src, val
                     s -= d
                     ss -= d * d
                     count -= 1
+                if gap:
+                    # every value has left the window: start over exactly as a fresh state
+                    # (sums, anchor and resum schedule), so a gap is a fresh start bit for bit
+                    s = 0.0
+                    ss = 0.0
+                    since = 0
                 if count == cap:
                     tail = head - count
                     if tail < 0:
@@ -327,6 +356,8 @@ def rolling_run(op, fs, ist, i, fo, io, cap, window, idx, ts, res, upd, src, val
                     else:
                         v = (x - mean) / sd if sd > 0.0 else 0.0
             cur = v
+        elif is_time and first != 0 and ts[t] - last > window:
+            cur = NAN  # the input silent for longer than the window: no value until it speaks
         res[j, t] = cur
     ist[i, io + R_HEAD] = head
     ist[i, io + R_COUNT] = count
@@ -334,6 +365,7 @@ def rolling_run(op, fs, ist, i, fo, io, cap, window, idx, ts, res, upd, src, val
     ist[i, io + R_OVERFLOW] = overflow
     ist[i, io + R_FIRST_TS] = first
     ist[i, io + R_LOST_TS] = lost
+    ist[i, io + R_LAST_TS] = last
     fs[i, fo + RF_SUM] = s
     fs[i, fo + RF_SUMSQ] = ss
     fs[i, fo + RF_ANCHOR] = anchor
@@ -345,13 +377,16 @@ def trade_window_run(  # type: ignore[no-untyped-def]
     op, fs, ist, i, fo, io, cap, window, idx, ts, kind, price, size, side, res, upd, values, j,
 ):  # fmt: skip
     """Trade-flow imbalance or VWAP over one instrument's ticks, with the window's
-    scalars in locals (the same arithmetic as ``window_sums_update``)."""
+    scalars in locals (the same arithmetic as ``window_sums_update``). A stretch longer
+    than the window without a tick of the instrument is a gap: the warm-up starts again
+    (a quiet market that still quotes is not a gap: its flow is 0, its VWAP NaN)."""
     flow = op == OP_TRADE_FLOW_IMBALANCE
     head = ist[i, io + R_HEAD]
     count = ist[i, io + R_COUNT]
     overflow = ist[i, io + R_OVERFLOW]
     first = ist[i, io + R_FIRST_TS]
     lost = ist[i, io + R_LOST_TS]
+    last = ist[i, io + R_LAST_TS]
     sa = fs[i, fo + RF_SUM]
     sb = fs[i, fo + RF_SUMSQ]
     ra = fo + RF_V0
@@ -361,8 +396,9 @@ def trade_window_run(  # type: ignore[no-untyped-def]
     for t in idx:
         now = ts[t]
         upd[j, t] = True
-        if first == 0:
+        if first == 0 or now - last > window:
             first = now
+        last = now
         cutoff = now - window
         while count > 0:
             tail = head - count
@@ -409,6 +445,7 @@ def trade_window_run(  # type: ignore[no-untyped-def]
     ist[i, io + R_OVERFLOW] = overflow
     ist[i, io + R_FIRST_TS] = first
     ist[i, io + R_LOST_TS] = lost
+    ist[i, io + R_LAST_TS] = last
     fs[i, fo + RF_SUM] = sa
     fs[i, fo + RF_SUMSQ] = sb
     values[i, j] = v

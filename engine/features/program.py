@@ -56,8 +56,10 @@ from engine.features.kernels import (
     OP_ZSCORE,
     OP_ZSCORE_TIME,
     R_COUNT,
+    R_FIRST_TS,
     R_FLAG,
     R_HEAD,
+    R_LAST_TS,
     R_TS0,
     RF_ANCHOR,
     RF_SUM,
@@ -307,6 +309,7 @@ def _instrument_ops(  # type: ignore[no-untyped-def]
             elif op == OP_LOG_RETURN:
                 log_return_run(fstate, istate, i, fo, io, ip, idx, res, upd, src, values, j)
             elif op == OP_VWAP_DISTANCE_BPS:
+                first = io + R_FIRST_TS
                 for t in idx:
                     if kind[t] != 0:
                         # trades feed its VWAP window; the distance moves with its input
@@ -334,6 +337,8 @@ def _instrument_ops(  # type: ignore[no-untyped-def]
                             vwap = fstate[i, fo + RF_SUM] / fstate[i, fo + RF_SUMSQ]
                             v = (x - vwap) / vwap * 1e4
                         cur = v
+                    elif ts[t] - istate[i, first] < ip:
+                        cur = NAN  # the window restarted at this trade (after a gap)
                     res[j, t] = cur
                 values[i, j] = cur
             else:
@@ -342,6 +347,8 @@ def _instrument_ops(  # type: ignore[no-untyped-def]
                     if upd[src, t] and not math.isnan(x):
                         upd[j, t] = True
                         cur = _derived(op, fstate, i, fo, istate, io, cap, ip, x, ts[t])
+                    elif _silent(op, istate, i, io, ip, ts[t]):
+                        cur = NAN
                     res[j, t] = cur
                 values[i, j] = cur
         elif op == OP_MID:
@@ -399,6 +406,17 @@ def _instrument_ops(  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, inline="always", error_model="numpy")
+def _silent(op, ist, i, io, ip, now):  # type: ignore[no-untyped-def]
+    """A time feature whose input has been silent for longer than its span (a gap): it
+    reads NaN from then on, until its input updates and it warms up again."""
+    if op == OP_EMA_TIME:
+        return ist[i, io] != 0 and now - ist[i, io + 1] > ip
+    if op == OP_LOG_RETURN_TIME or op == OP_REALIZED_VOL_TIME:
+        return ist[i, io + R_LAST_TS] != 0 and now - ist[i, io + R_LAST_TS] > ip
+    return False
+
+
+@njit(cache=True, inline="always", error_model="numpy")
 def _derived(op, fs, i, fo, ist, io, cap, ip, x, now):  # type: ignore[no-untyped-def]
     """One update of a derived kernel (input updated and not NaN); returns its value."""
     v = NAN
@@ -408,7 +426,8 @@ def _derived(op, fs, i, fo, ist, io, cap, ip, x, now):  # type: ignore[no-untype
         v = log_return_time_update(fs, i, fo, ist, io, cap, ip, x, now)
     elif op == OP_REALIZED_VOL_TIME:
         # the previous input sits in the anchor slot; squared log returns go into the window
-        have = ist[i, io + R_FLAG] > 0
+        # (none across a gap longer than the window: that move is not the window's)
+        have = ist[i, io + R_FLAG] > 0 and now - ist[i, io + R_LAST_TS] <= ip
         r2 = 0.0
         if have:
             lr = math.log(x / fs[i, fo + RF_ANCHOR])

@@ -10,6 +10,10 @@ forward quote comes later than ``t + horizon + label_tolerance`` is dropped and 
 the last ``window`` (N); every ``check_every`` of them the window's Spearman IC, hit
 ratio (outside the label's dead zone, as training's accuracy), Brier score and
 expected calibration error (probability models) are taken and the alarms checked.
+``low_ic`` and ``losing_streak`` are calibrated from training's out-of-sample IC and hit
+ratio to ``false_alarm_rate`` per window (``engine.monitor.alarms``); drift samples are
+put on their scales (ticks, not the price level: ``engine.monitor.scales``) before they
+are binned, as training binned them.
 
 Everything is computed from the tick stream in stream order, so the figures and the
 tick an alarm lands on do not depend on how the stream is cut into batches. An alarm
@@ -34,9 +38,11 @@ from engine.config import Config, MonitorConfig
 from engine.engine import Engine
 from engine.errors import ModelError
 from engine.events import Alarm, Event, Fill, Severity, TradingStateName
+from engine.monitor.alarms import alarm_figures, losing_streak_alarm, low_ic_alarm, out_of_sample
 from engine.monitor.drift import DriftWindow, conventional_key
 from engine.monitor.edges import alarm_edges
 from engine.monitor.round_trips import RoundTrips
+from engine.monitor.scales import apply_scales
 from engine.monitor.stats import (
     CONVENTIONAL_PSI,
     F64,
@@ -46,7 +52,7 @@ from engine.monitor.stats import (
     hit_ratio,
     spearman,
 )
-from engine.signals.manifest import Manifest
+from engine.signals.manifest import DriftScale, Manifest
 from engine.ticks import QUOTE, TRADE, TickBatch
 
 log = logging.getLogger("tradeloop.monitor")
@@ -117,6 +123,8 @@ class ModelMonitor:
         else:  # training's default
             self.label_tolerance_ns = max(self.sample_interval_ns, self.horizon_ns // 10)
         self.series = [*manifest.feature_names, "score"]
+        self._scales: list[DriftScale] = []
+        self._tick = np.empty(0)
         self.drift: DriftWindow | None = None
         self.drift_thresholds: F64 | None = None
         if ref is not None:
@@ -129,6 +137,14 @@ class ModelMonitor:
                                  f"false-alarm rate of {ref.configured_false_alarm_rate:g}, [monitor] "
                                  f"false_alarm_rate is {config.false_alarm_rate:g}: set it or retrain")  # fmt: skip
             bins = [ref.features[f] for f in manifest.feature_names] + [ref.score]
+            self._scales = [b.scale for b in bins]
+            if any(s != "none" for s in self._scales):
+                unknown = [s for s in symbols if s not in ref.tick_sizes]
+                if unknown:
+                    raise ModelError(f"model {manifest.name!r}: its drift bins are in ticks but "
+                                     f"the manifest records no tick size for {unknown}: it "
+                                     "was trained on other instruments; retrain")  # fmt: skip
+                self._tick = np.array([ref.tick_sizes[s] for s in symbols], np.float64)
             self.drift = DriftWindow(
                 [(np.asarray(b.edges, np.float64), np.asarray(b.fractions)) for b in bins],
                 ref.window,
@@ -140,6 +156,13 @@ class ModelMonitor:
                                 "before held-out calibration): their false-alarm rate on new data "
                                 "is above the configured %g and unstated; retrain the model for "
                                 "a stated bound", manifest.name, ref.configured_false_alarm_rate)  # fmt: skip
+        # the low-IC and losing-streak alarms, from training's out-of-sample figures at this
+        # config's window and rate (the manifest's reference states them at training's)
+        oos = out_of_sample(manifest.metrics, self.horizon_ns, self.sample_interval_ns)
+        rate = config.false_alarm_rate
+        self.low_ic = low_ic_alarm(oos, config.ic_min, config.window, rate)
+        self.streak = losing_streak_alarm(oos, config.losing_streak,
+                                          config.losing_streak_window, rate)  # fmt: skip
         score_ref = ref.score.edges if ref is not None else []
         if score_ref:
             self.calibration_edges = np.asarray(score_ref, np.float64)
@@ -179,6 +202,8 @@ class ModelMonitor:
             "drift": config.drift_window, "low_ic": checks, "accuracy": checks,
         }  # fmt: skip
         self.alarm_counts: Counter[str] = Counter()
+        self._ic_checks = 0  # full-window checks with a low-IC threshold, and those below it
+        self._ic_below = 0
         self.alarms: list[dict[str, Any]] = []
         self._queued: list[tuple[int, int, AlarmKind, str, int]] = []
         self._queued_next = 0
@@ -232,7 +257,7 @@ class ModelMonitor:
         for trip_pnl in self.trips.on_fill(event):
             if self.trips.losing_streak == 1:
                 self._streak_start_pnl = self.trips.pnl - trip_pnl
-            k = self.config.losing_streak
+            k = self.streak.length
             if k is None:
                 continue
             streak = self.trips.losing_streak
@@ -242,7 +267,8 @@ class ModelMonitor:
             if streak == k and rearm is None:
                 self._streak_rearm_pnl = self._streak_start_pnl
                 self._fire("losing_streak", f"{streak} losing round trips in a row "
-                           f"(last PnL {self.trips.pnl:.2f} in total)", event.ts_event)  # fmt: skip
+                           f"(last PnL {self.trips.pnl:.2f} in total); {self.streak.note}",
+                           event.ts_event)  # fmt: skip
 
     def count_bad_ticks(self, n: int) -> None:
         """Ticks the source refused (undecodable, bad rows): counted in the bad-tick rate."""
@@ -305,6 +331,10 @@ class ModelMonitor:
     ) -> None:
         assert self.drift is not None
         seen = self.drift.seen
+        if self._tick.shape[0]:
+            # on the scales training binned them on: ticks at the sample's own mid
+            mid = 0.5 * (batch.bid[rows] + batch.ask[rows])
+            values = apply_scales(values, self._scales, mid, self._tick[batch.instrument[rows]])
         psis = self.drift.update(values)
         full = ~np.isnan(psis[:, 0])
         if not np.any(full):
@@ -434,10 +464,15 @@ class ModelMonitor:
             return
         cfg = self.config
         ic = fig["ic"]
-        low = cfg.ic_min is not None and ic is not None and ic < cfg.ic_min
+        threshold = self.low_ic.threshold
+        low = threshold is not None and ic is not None and ic < threshold
+        if threshold is not None:
+            self._ic_checks += 1
+            self._ic_below += int(low)
         self._edge("low_ic", low, index, ts, alarms,
                    f"IC {ic if ic is None else round(ic, 4)} over the last {cfg.window} scored "
-                   f"predictions is below {cfg.ic_min}")  # fmt: skip
+                   f"predictions is below {threshold if threshold is None else round(threshold, 4)} "
+                   f"({self.low_ic.note})")  # fmt: skip
         oos = self.manifest.metrics.get("oos_accuracy")
         hit = fig["hit_ratio"]
         below = (
@@ -566,6 +601,7 @@ class ModelMonitor:
                 "stated_false_alarm_bound": ref.false_alarm_bound,
                 "calibration_windows": ref.windows,
                 "independent_calibration_windows": ref.independent_windows,
+                "effective_calibration_windows": ref.effective_windows or None,
                 "training_conventional_false_alarm_rates": ref.conventional_false_alarm_rates,
                 "windows_checked": windows,
                 "share_of_windows_over": {
@@ -583,6 +619,9 @@ class ModelMonitor:
                         "max_psi": float(self._drift_max[j]) if windows else None,
                         "threshold": None if thresholds is None else float(thresholds[j]),
                         "training_conventional_false_alarm_rates": bins[j].conventional_false_alarm_rates,
+                        "scale": bins[j].scale,
+                        "binning": bins[j].binning,
+                        "bins": len(bins[j].fractions),
                     }
                     for j, name in enumerate(self.series)
                 },
@@ -626,6 +665,9 @@ class ModelMonitor:
                 "by_kind": {k: self.alarm_counts[k] for k in _KIND_ORDER},
                 "holding": {k: v for k, v in self._holding.items() if k != "gap"},
                 "events": list(self.alarms),
+                "calibration": alarm_figures(
+                    self.low_ic, self.streak, self._ic_checks, self._ic_below
+                ),
             },
         }
 

@@ -6,6 +6,8 @@ Undefined figures are ``None`` (too few rows, a constant input), never NaN.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numba
 import numpy as np
 import numpy.typing as npt
@@ -148,6 +150,37 @@ def reference_bins(values: F64, bins: int) -> tuple[F64, F64]:
     edges = np.unique(qs)
     counts = np.bincount(bucket_index(edges, values), minlength=edges.shape[0] + 1)
     return edges, counts / values.shape[0]
+
+
+Binning = Literal["quantiles", "values"]
+
+
+def binning_of(values: F64, bins: int) -> Binning:
+    """How ``drift_bins`` bins these values: by value when they take at most ``bins``."""
+    return "values" if np.unique(values).shape[0] <= bins else "quantiles"
+
+
+def drift_bins(values: F64, bins: int) -> tuple[F64, F64, Binning]:
+    """The drift reference of one series: where it takes at most ``bins`` distinct values
+    (a spread in ticks, a count), one bin per value, edges half way between neighbouring
+    values (``"values"``): every value keeps its own share, and a value never seen falls
+    in the bin of the nearer one. Otherwise ``reference_bins``' quantile edges
+    (``"quantiles"``); values repeated there (a mass at one value) are never split,
+    since a value on an edge belongs to the bin above it.
+
+    Raises:
+        ValueError: no values.
+    """
+    if values.shape[0] == 0:
+        raise ValueError("reference bins of no values")
+    distinct = np.unique(values)
+    if binning_of(distinct, bins) == "quantiles":
+        edges, fractions = reference_bins(values, bins)
+        return edges, fractions, "quantiles"
+    # unique: the midpoint of two values one ulp apart is one of them
+    edges = np.unique(0.5 * (distinct[1:] + distinct[:-1]))
+    counts = np.bincount(bucket_index(edges, values), minlength=edges.shape[0] + 1)
+    return edges, counts / values.shape[0], "values"
 
 
 def psi(reference: F64, window: F64) -> F64:

@@ -64,6 +64,27 @@ class TimeRange(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             raise ValueError(f"time range ends ({self.end_ns}) before it starts ({self.start_ns})")
 
 
+class FoldBounds(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where a walk-forward fold's purge and embargo cut (``replay.research.training.folds``):
+    enough to check the purge from the manifest alone (``tradeloop models show --folds``).
+
+    The fold tests on the block ``[test_block_start_ns, test_block_end_ns)``. A row is fit
+    on only if its label ends before ``purge_before_ns`` (the block's start minus
+    ``embargo_ns``); a training row also only if its label ends before
+    ``validation_purge_before_ns`` (the early-stopping rows' first time minus the embargo).
+    ``*_label_end_ns``: the latest label end of the fold's training and early-stopping
+    rows (the time of the quote each label reads).
+    """
+
+    test_block_start_ns: TimeNs
+    test_block_end_ns: TimeNs
+    embargo_ns: TimeNs
+    purge_before_ns: int
+    validation_purge_before_ns: int
+    train_label_end_ns: TimeNs
+    validation_label_end_ns: TimeNs
+
+
 class FoldReport(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     fold: Count
     train: TimeRange
@@ -73,6 +94,7 @@ class FoldReport(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     test_rows: Count
     best_iteration: Count
     metrics: dict[str, Metric]
+    bounds: FoldBounds | None = None  # absent in manifests from before fold bounds
 
 
 class DataFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -84,13 +106,21 @@ class DataFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 Fraction = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 
 
+DriftScale = Literal[
+    "none", "price_offset", "price_ticks", "return_ticks", "relative_ticks", "bps_ticks"
+]
+
+
 class ReferenceBins(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """One series' distribution on the training rows, for drift (PSI) checks.
 
     A value ``v`` falls in bin ``searchsorted(edges, v, side="right")``: bin 0 is
     ``v < edges[0]``, bin k is ``edges[k-1] <= v < edges[k]``. ``edges`` are the distinct
-    interior quantiles (fewer than asked for when values repeat), ``fractions`` the share
-    of rows in each of the ``len(edges) + 1`` bins, counted with that same rule.
+    interior quantiles (fewer than asked for when values repeat) or, with ``binning =
+    "values"``, half way between the series' few distinct values; ``fractions`` the share
+    of rows in each of the ``len(edges) + 1`` bins, counted with that same rule, on values
+    put on ``scale`` first (``engine.monitor.scales``: spreads in ticks, prices as their
+    distance from the mid in ticks).
     ``drift_threshold`` is the calibrated PSI alarm threshold (None: too few rows to
     calibrate); ``conventional_false_alarm_rates`` the share of the calibration windows
     whose PSI exceeds the conventional 0.1 and 0.25 (keys ``"0.1"``, ``"0.25"``).
@@ -100,6 +130,10 @@ class ReferenceBins(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     fractions: Annotated[list[Fraction], msgspec.Meta(min_length=1)]
     drift_threshold: NonNegative | None = None
     conventional_false_alarm_rates: dict[str, Fraction] = {}
+    # the scale the values were put on before binning (engine.monitor.scales), and
+    # "values": one bin per distinct value; absent in manifests from before: as they came
+    scale: DriftScale = "none"
+    binning: Literal["quantiles", "values"] = "quantiles"
 
     def __post_init__(self) -> None:
         if len(self.fractions) != len(self.edges) + 1:
@@ -108,6 +142,42 @@ class ReferenceBins(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             raise ValueError("edges must increase strictly")
         if abs(sum(self.fractions) - 1.0) > 1e-6:
             raise ValueError(f"fractions sum to {sum(self.fractions)}, not 1")
+
+
+class LowIcReference(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The low-IC alarm for training's ``[monitor]`` window and false-alarm rate
+    (``engine.monitor.alarms``): ``threshold = expected_ic - z * standard_error`` with
+    ``expected_ic`` the out-of-sample IC over ``training_predictions`` and the standard
+    error of the window's IC minus training's, each over its effective labels
+    (predictions / ``labels_per_horizon``); ``false_alarm_rate`` is the stated chance
+    that a window of unchanged data falls below it. ``calibrated`` false: a fixed
+    ``ic_min`` from the config, with the rate it has."""
+
+    expected_ic: Finite
+    training_predictions: Count
+    labels_per_horizon: Annotated[float, msgspec.Meta(ge=1.0, le=_MAX)]
+    window: Count
+    effective_labels: NonNegative
+    standard_error: NonNegative
+    threshold: Finite
+    false_alarm_rate: Fraction
+    calibrated: bool = True
+
+
+class LosingStreakReference(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The losing-streak alarm for training's ``[monitor]``: ``length`` losing round trips
+    in a row, the shortest whose chance within ``window`` round trips (each a loss with
+    probability ``1 - hit_ratio``, the out-of-sample accuracy over
+    ``labelled_predictions``, averaged over its standard error) is at most the configured
+    rate; ``false_alarm_rate`` is that chance. ``calibrated`` false: a fixed length."""
+
+    hit_ratio: Fraction
+    hit_ratio_standard_error: NonNegative
+    labelled_predictions: Count
+    window: Annotated[int, msgspec.Meta(ge=1)]
+    length: Annotated[int, msgspec.Meta(ge=1)]
+    false_alarm_rate: Fraction
+    calibrated: bool = True
 
 
 class MonitorReference(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -126,8 +196,11 @@ class MonitorReference(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
       scored against bins of its own rows. ``false_alarm_rate``: the share of those
       held-out windows above the thresholds on at least one series.
       ``false_alarm_bound``: the stated rate for new unchanged windows, ``(j + 1) /
-      (independent_windows + 1)`` with j disjoint windows allowed over (at most the
-      configured rate, unless too few rows: training then warns).
+      (n + 1)`` with j disjoint windows allowed over, ``n`` the ``effective_windows``
+      (the disjoint ones after the dependence correction; ``independent_windows`` in
+      manifests without it); when the thresholds are the series' maxima, ``(m + 1) / (n +
+      1)`` with m the windows holding a maximum. At most the configured rate, unless too
+      few rows: training then warns.
     - ``"in_sample"``: a manifest from before held-out calibration (the field is absent):
       thresholds were taken on windows of the very rows the bins were counted on, which
       understates the rate on new data (1.5-3 % measured at a stated 1 %). Such a
@@ -154,6 +227,13 @@ class MonitorReference(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     false_alarm_bound: Fraction | None = None
     features: dict[str, ReferenceBins]
     score: ReferenceBins
+    # disjoint windows after the dependence correction (0: not counted, a manifest from
+    # before); each instrument's tick size, for series on a tick scale; the low-IC and
+    # losing-streak alarms as calibrated (None: before calibration, or nothing to go on)
+    effective_windows: Count = 0
+    tick_sizes: dict[str, Annotated[float, msgspec.Meta(gt=0.0, le=_MAX)]] = {}
+    low_ic: LowIcReference | None = None
+    losing_streak: LosingStreakReference | None = None
 
     def __post_init__(self) -> None:
         if self.calibration_method == "in_sample" and self.false_alarm_bound is not None:
@@ -161,6 +241,125 @@ class MonitorReference(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
         if len(self.calibration_block_rows) != self.calibration_blocks:
             raise ValueError(f"{self.calibration_blocks} calibration blocks but "
                              f"{len(self.calibration_block_rows)} block sizes")  # fmt: skip
+
+
+class LeakCheck(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One leak check of training (``replay.research.training.leakage``) and its outcome.
+
+    ``outcome``: ``"passed"``, ``"failed"`` (training stopped unless ``allowed``: the
+    check was named in ``[train] allow_failed_leak_checks``, and the model was written
+    anyway) or ``"not_run"`` (too little data; ``detail`` says why). ``rule``: the test
+    and its thresholds in words; ``statistics``: what it measured.
+    """
+
+    name: Text
+    outcome: Literal["passed", "failed", "not_run"]
+    allowed: bool = False
+    rule: Text
+    detail: str = ""
+    statistics: dict[str, Metric] = {}
+
+
+# --- out-of-sample significance, baselines and costs (replay.research.training.assessment)
+
+
+class Estimate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """An out-of-sample figure with its uncertainty (``replay.research.training.significance``).
+
+    ``low``/``high``: its 95 % block-bootstrap interval; ``chance``: its mean with the
+    forward returns rotated against the scores (what a model without skill scores on
+    these rows); ``p_value``: one-sided, of a figure at least this high without skill
+    (for a difference: of a difference at or below 0). None: undefined or not testable.
+    """
+
+    value: Metric = None
+    low: Metric = None
+    high: Metric = None
+    chance: Metric = None
+    p_value: Fraction | None = None
+
+
+class FoldSignificance(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One walk-forward fold's test metrics (as in ``FoldReport.metrics``) with their
+    intervals and p-values."""
+
+    fold: Count
+    metrics: dict[str, Estimate]
+
+
+class BaselineScore(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The model or a baseline on the same out-of-sample rows, ranked by IC (1: highest).
+
+    ``kind``: ``"model"``; ``"logistic"`` (the logistic model fit on the same folds);
+    ``"feature"`` (one feature as the score, its sign per fold, ``signs``, chosen on the
+    fold's training rows, never on its test rows).
+    """
+
+    name: Text
+    kind: Literal["model", "logistic", "feature"]
+    rank: Annotated[int, msgspec.Meta(ge=1)]
+    metrics: dict[str, Estimate]
+    signs: list[Literal[-1, 1]] = []
+
+
+class BaselineComparison(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The model's IC minus the best baseline's, resampled pairwise (the same blocks for
+    both); ``significant``: its p-value below ``alpha``."""
+
+    baseline: Text
+    difference: Estimate
+    significant: bool
+
+
+class NetEdge(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The expected net edge per trade at the strategy's thresholds, from out-of-sample
+    scores and realised forward returns; ``formula`` says how, in words.
+
+    ``rows``: out-of-sample rows; ``trades``: rows whose score would trade (``long_trades``
+    at or above ``upper``, ``short_trades`` below ``lower``); ``half_spread_bps`` and
+    ``cost_bps``: means over the trades; ``gross_edge_bps`` and ``net_edge_bps``: with
+    their intervals, chance levels and p-values.
+    """
+
+    formula: Text
+    upper: Finite
+    lower: Finite
+    allow_short: bool
+    fee_bps: NonNegative
+    rows: Count
+    trades: Count
+    long_trades: Count
+    short_trades: Count
+    half_spread_bps: Metric = None
+    cost_bps: Metric = None
+    gross_edge_bps: Estimate = Estimate()
+    net_edge_bps: Estimate = Estimate()
+
+
+class OutOfSampleStatistics(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How far the out-of-sample figures can be trusted (``method``: how they were
+    resampled, in words). ``block_rows``: the bootstrap block and the shortest shift, at
+    least ``label_overlap_rows`` (the most rows one label's span holds). ``metrics``: the
+    model's over all folds, ``folds`` per fold; ``baselines``: the model and every
+    baseline ranked by IC (the model at ``model_rank``); ``better_than_chance``: AUC and
+    IC each with a p-value below ``alpha`` (None: not testable, too few rows);
+    ``net_edge`` (None: no thresholds to trade at, ``net_edge_note`` says why).
+    """
+
+    method: Text
+    alpha: Fraction
+    confidence: Fraction
+    replicates: Count
+    block_rows: Annotated[int, msgspec.Meta(ge=1)]
+    label_overlap_rows: Annotated[int, msgspec.Meta(ge=1)]
+    metrics: dict[str, Estimate]
+    folds: list[FoldSignificance] = []
+    baselines: list[BaselineScore] = []
+    model_rank: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    versus_best_baseline: BaselineComparison | None = None
+    better_than_chance: bool | None = None
+    net_edge: NetEdge | None = None
+    net_edge_note: str = ""
 
 
 class Manifest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -188,6 +387,8 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     library_versions: dict[str, str] = {}
     warnings: list[str] = []
     reference: MonitorReference | None = None  # absent in manifests from before monitoring
+    leak_checks: list[LeakCheck] = []  # absent in manifests from before the leak checks
+    statistics: OutOfSampleStatistics | None = None  # absent before significance testing
 
     def __post_init__(self) -> None:
         if len(set(self.feature_names)) != len(self.feature_names):

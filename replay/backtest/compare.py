@@ -4,7 +4,10 @@ the headline metrics in one table, and the equity curves overlaid in one chart.
 
 Curves are drawn as return on initial cash against hours since each run's start, so
 runs with different cash or over different dates can be laid over each other; the
-table says which dates each run covers.
+table says which dates each run covers. Runs over different data windows are not
+comparable: the page says so at its top, naming each window (a baseline over a whole
+sample beside a model over its last third compared two different things). A model
+replayed over its own training range is marked in sample.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ _ROWS: tuple[tuple[str, str], ...] = (
     ("strategy", "header.strategy"),
     ("parameters", "header.strategy_params"),
     ("model", "header.model"),
+    ("in sample", "header.model.in_sample"),
     ("data from (UTC)", "header.data_from"),
     ("data to (UTC)", "header.data_to"),
     ("span (hours)", "header.data_span_hours"),
@@ -76,6 +80,8 @@ def _shown(key: str, value: Any) -> str:
     if value is None or (isinstance(value, float) and value != value):
         return "n/a"
     name = key.rsplit(".", 1)[-1]
+    if name == "in_sample" and isinstance(value, dict):
+        return f"yes: {value.get('share_of_run', 0.0):.0%} of the data (see its report)"
     if name == "model" and isinstance(value, dict):
         return f"{value.get('kind', '')} {value.get('name', '')}"
     if isinstance(value, dict):
@@ -135,10 +141,28 @@ def compare_page(runs: Sequence[Path]) -> str:
         for label, key in _ROWS
     )
     where = "".join(f"<li><code>{html.escape(str(r))}</code></li>" for r in runs)
+    windows = [(_value(m, "header.data_from"), _value(m, "header.data_to")) for m, _ in loaded]
+    if len(set(windows)) > 1:
+        named = "; ".join(
+            f"{html.escape(n)}: {html.escape(str(a))} to {html.escape(str(b))}"
+            for n, (a, b) in zip(names, windows, strict=True)
+        )
+        window_note = (
+            '<p id="different-data" style="color:#c0392b"><b>These runs cover different '
+            f"data ({named}): their figures are not comparable. Replay them over the same "
+            "window (tradeloop replay --start/--end).</b></p>"
+        )
+    elif len(runs) > 1:
+        window_note = (
+            f'<p id="same-data">All {len(runs)} runs cover the same data window, '
+            f"{html.escape(str(windows[0][0]))} to {html.escape(str(windows[0][1]))}.</p>"
+        )
+    else:
+        window_note = ""
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>tradeloop compare</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;font-size:13px}}
 th,td{{border-bottom:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}}td{{font-variant-numeric:tabular-nums}}</style></head><body>
-<h1>tradeloop: {len(runs)} runs side by side</h1><ul>{where}</ul>
+<h1>tradeloop: {len(runs)} runs side by side</h1><ul>{where}</ul>{window_note}
 <div>{svg}</div>
 <h2>Metrics</h2><p>fractions in %; Sharpe is annualised only where the run's span allowed it (see each run's report)</p>
 <table><tr><th></th>{head}</tr>{body}</table>

@@ -8,6 +8,10 @@ strategy and parameters, model and manifest hash, data range, and the effective-
 hash (of the validated config that ran, as canonical JSON: the copy in the folder
 hashes to it). The folder is written into a temporary sibling and renamed into place
 at the end, so a failure leaves no half-written run folder.
+
+In sample: when the replayed data overlaps the model's training range (its manifest's
+``train_range``), ``header.model.in_sample`` holds the overlap (``engine.signals.in_sample``)
+and the page, the monitor page and ``tradeloop replay`` say so in words, with the overlap.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import polars as pl
 from engine.errors import ConfigError
 from engine.events import side_sign
 from engine.instruments import InstrumentTable
+from engine.signals.in_sample import in_sample
 from replay.backtest import metrics as fig
 from replay.backtest.runner import ReplayRun
 from replay.files.init_config import config_toml, effective_config_hash
@@ -148,9 +153,9 @@ def compute_metrics(
     sortino = fig.sortino_ratio(rets)
     skew, kurt = fig.skewness_kurtosis(rets)
     factor = fig.annualisation_factor(n, span_ns, min_annualise_span_ns)
-    grid = f"{n} periods of {interval / 1e9:g} s spanning {span_ns / 3.6e12:.4g} h"
+    grid = f"{n} periods of {interval / 1e9:g} s spanning {_hours(span_ns)}"
     if factor is None:
-        minimum = f"{min_annualise_span_ns / 3.6e12:.4g} h"
+        minimum = _hours(min_annualise_span_ns)
         annualisation = f"not annualised: {grid}, below the minimum {minimum}; see *_per_period"
     else:
         annualisation = (
@@ -215,6 +220,17 @@ def compute_metrics(
         "definitions": {**fig.DEFINITIONS, "min_annualise_span_ns": min_annualise_span_ns},
         "units": UNITS,
     }
+
+
+def _hours(ns: int) -> str:
+    """A span in hours, to the second where it is not whole (``23 h 59 min 49 s``): a span
+    a few seconds short of a minimum must not read as the minimum itself."""
+    seconds = int(ns // 10**9)
+    h, rest = divmod(seconds, 3600)
+    m, sec = divmod(rest, 60)
+    if m == 0 and sec == 0 and ns % 10**9 == 0:
+        return f"{h} h"
+    return f"{h} h {m} min {sec} s" if sec or ns % 10**9 else f"{h} h {m} min"
 
 
 def _json_safe(obj: Any) -> Any:
@@ -378,6 +394,14 @@ def run_header(run: ReplayRun, equity: pl.DataFrame) -> dict[str, Any]:
     ts = equity["ts_event"]
     first = int(ts[0]) if equity.height else None
     last = run.engine.clock.now_ns() or None
+    if model is not None:
+        manifest = getattr(run.engine.model, "manifest", None)
+        overlap = (
+            in_sample(manifest, first, last)
+            if manifest is not None and first is not None and last is not None
+            else None
+        )
+        model["in_sample"] = None if overlap is None else overlap.to_dict()
     return {
         "strategy": cfg.strategy.name,
         "strategy_params": params,
@@ -400,6 +424,15 @@ def _registry_text(source: dict[str, Any] | None) -> str:
         f"<code>{html.escape(source['version'])}</code>, stage {html.escape(source['stage'])} "
         f"({source['max_position_share'] * 100:g} % of max_position)"
     )
+
+
+def _in_sample_rows(model: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The headline's in-sample warning (a model whose training range the data overlaps)."""
+    overlap = None if model is None else model.get("in_sample")
+    if overlap is None:
+        return []
+    text = html.escape(overlap["text"])
+    return [("IN SAMPLE", f'<b id="in-sample" style="color:#c0392b">{text}</b>')]
 
 
 def _manifest_sha(path: str | None) -> str | None:
@@ -470,6 +503,7 @@ def _html(
             f"{html.escape(h['strategy'])} <code>{html.escape(json.dumps(h['strategy_params']))}</code>",
         ),
         ("model", model_text),
+        *_in_sample_rows(model),
         ("data", f"{h['data_from']} to {h['data_to']} ({h['data_span_hours']:.2f} h)"),
         ("effective config sha256", f"<code>{h['effective_config_sha256']}</code> (config.toml)"),
         ("total return", _shown("total_return", metrics["total_return"]) + " of initial cash"),
@@ -639,5 +673,6 @@ def _write_files(
     (out / "report.svg").write_text(svg)
     (out / "report.html").write_text(_html(metrics, svg, fills, trips, run.engine.instruments))
     if run.monitor is not None:
-        write_monitor_report(run.monitor, out)
+        model = header["model"] or {}
+        write_monitor_report(run.monitor, out, in_sample=model.get("in_sample"))
     return metrics

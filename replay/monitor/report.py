@@ -31,10 +31,22 @@ DEFINITIONS = {
     "brier": "mean (probability - outcome)^2, outcome 1 for an up move (probability models)",
     "ece": "expected calibration error: sum over score buckets (edges: the training score's "
     "quantiles) of rows share x |mean probability - up frequency|",
-    "psi": "sum over the training quantile bins of (w - r) ln(w / r), w and r the window's and "
-    "training's bin shares floored at 1e-4, over the last drift_window samples",
-    "threshold": "calibrated PSI threshold: on windows of drift_window consecutive training "
-    "rows, at most false_alarm_rate of them exceed their threshold on any series",
+    "psi": "sum over the training bins of (w - r) ln(w / r), w and r the window's and "
+    "training's bin shares floored at 1e-4, over the last drift_window samples; each series "
+    "on its scale first (spreads in whole ticks, prices as their distance from the "
+    "sample's mid in ticks, returns as moves in ticks: not the price level) and binned "
+    "by value where it takes at most reference_bins values, by quantile otherwise",
+    "threshold": "calibrated PSI threshold: on held-out windows of drift_window consecutive "
+    "training rows, at most false_alarm_rate of them exceed their threshold on any series; "
+    "the stated bound counts the disjoint windows after a correction for their dependence, "
+    "and every series' maximum when the thresholds are the maxima",
+    "low_ic_threshold": "training's out-of-sample IC minus z(1 - false_alarm_rate) x the "
+    "standard error of a window's IC minus training's, 1.06 (1 - IC^2)^2 / (predictions / L "
+    "- 3) each, L = horizon / sample_interval predictions per label (overlapping labels "
+    "counted); the rate is per window of unchanged data",
+    "losing_streak_length": "the shortest run of losing round trips whose chance within "
+    "losing_streak_window round trips, each lost with probability 1 - the out-of-sample hit "
+    "ratio (averaged over its standard error), is at most false_alarm_rate",
     "share_of_windows_over": "share of this run's full drift windows (one per sample) above "
     "the calibrated thresholds on any series, and above the conventional 0.1 and 0.25",
     "round_trip": "per instrument, flat to flat; a flip closes one and opens the next, its "
@@ -46,17 +58,24 @@ DEFINITIONS = {
 }
 
 
-def monitor_document(monitor: ModelMonitor) -> dict[str, Any]:
-    """What ``monitor.json`` holds: the snapshot, the history and the definitions."""
-    return {**monitor.snapshot(), "history": monitor.history(), "definitions": DEFINITIONS}
+def monitor_document(
+    monitor: ModelMonitor, in_sample: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """What ``monitor.json`` holds: the snapshot, the history and the definitions; with
+    ``in_sample`` (``engine.signals.in_sample.InSample.to_dict``), the run's overlap with
+    the model's training range, which the page states."""
+    extra = {"in_sample": in_sample} if in_sample is not None else {}
+    return {**monitor.snapshot(), **extra, "history": monitor.history(), "definitions": DEFINITIONS}
 
 
-def write_monitor_report(monitor: ModelMonitor, out_dir: str | Path) -> list[Path]:
+def write_monitor_report(
+    monitor: ModelMonitor, out_dir: str | Path, *, in_sample: dict[str, Any] | None = None
+) -> list[Path]:
     """Write ``monitor.json`` and ``monitor.png`` into ``out_dir``; returns their paths.
     Same run, same bytes."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    doc = monitor_document(monitor)
+    doc = monitor_document(monitor, in_sample)
     path = out / "monitor.json"
     path.write_text(json.dumps(_clean(doc), indent=2, allow_nan=False) + "\n")
     png = out / "monitor.png"
@@ -194,6 +213,9 @@ def _plot_page(
         value = doc["training"].get(key)
         if value is not None:
             ax.axhline(value, color=color, ls=":", label=f"training {name} (out of sample)")
+    low_ic = doc["alarms"].get("calibration", {}).get("low_ic", {})
+    if low_ic.get("threshold") is not None:
+        ax.axhline(low_ic["threshold"], color="#c0392b", ls="--", label="low-IC threshold")
     ax.axhline(0.0, color="#888", lw=0.5)
     ax.set_title(f"rolling IC and hit ratio (last {doc['window']} scored predictions)")
     ax.set_xlabel("minutes")
@@ -251,6 +273,25 @@ def _plot_page(
 _KINDS = ("gap", "drift", "low_ic", "accuracy", "losing_streak")
 
 
+def alarm_rates_text(alarms: dict[str, Any]) -> list[str]:
+    """The low-IC and losing-streak alarms in words: how each threshold was set and the
+    false-alarm rate it states (``engine.monitor.alarms``), with the share of this run's
+    checks below the IC threshold; nothing for a document from before they were stated."""
+    cal = alarms.get("calibration")
+    if not cal:
+        return ["low IC and losing streak: no stated false-alarm rate in this monitor "
+                "document (fixed thresholds; retrain and replay for calibrated ones)"]  # fmt: skip
+    ic, streak = cal["low_ic"], cal["losing_streak"]
+    lines = [f"low IC: {ic['note']}"]
+    if ic.get("share_of_checks_below") is not None:
+        lines[-1] += (
+            f"; this run: IC below the threshold at {ic['share_of_checks_below']:.3g} of "
+            f"{ic['checks']} checks (neighbouring checks share most of their window)"
+        )
+    lines.append(f"losing streak: {streak['note']}")
+    return lines
+
+
 def calibration_text(drift: dict[str, Any]) -> str:
     """How the drift thresholds were calibrated and the false-alarm bound they state, from
     the snapshot's ``drift`` part (``engine.monitor.drift``; the manifest's
@@ -262,9 +303,12 @@ def calibration_text(drift: dict[str, Any]) -> str:
     if method == "time_blocks" and bound is not None:
         text = (
             f"calibration: held-out time blocks, {drift.get('calibration_windows')} training "
-            f"windows ({drift.get('independent_calibration_windows')} disjoint); stated "
-            f"false-alarm bound {bound:.3g} per window of unchanged data"
+            f"windows ({drift.get('independent_calibration_windows')} disjoint)"
         )
+        effective = drift.get("effective_calibration_windows")
+        if effective is not None and effective != drift.get("independent_calibration_windows"):
+            text += f", {effective} independent after the dependence correction"
+        text += f"; stated false-alarm bound {bound:.3g} per window of unchanged data"
         if rate is not None and bound > rate + 1e-12:
             text += (
                 f", above the configured {rate:g}: too few disjoint training windows for "
@@ -277,6 +321,35 @@ def calibration_text(drift: dict[str, Any]) -> str:
             "on, a manifest from before held-out calibration): no stated bound; retrain"
         )
     return "calibration: not recorded in this monitor document: no stated bound; retrain"
+
+
+def _in_sample_line(doc: dict[str, Any]) -> str:
+    """The run's overlap with the model's training range, when it has one."""
+    overlap = doc.get("in_sample")
+    if not overlap:
+        return ""
+    text = html.escape(overlap["text"])
+    return f'\n<p id="in-sample"><b style="color:#c0392b">{text}</b></p>'
+
+
+_SCALE_WORDS = {
+    "none": "as it comes",
+    "price_offset": "distance from the mid, ticks",
+    "price_ticks": "ticks",
+    "return_ticks": "move in ticks",
+    "relative_ticks": "ticks at the mid",
+    "bps_ticks": "ticks",
+}
+
+
+def _scale(series: dict[str, Any]) -> str:
+    scale = series.get("scale")
+    if scale is None:  # a document from before scales
+        return "as it comes"
+    words = _SCALE_WORDS.get(scale, scale)
+    if series.get("bins") == 1:
+        return f"{words} (constant: not monitored)"
+    return f"{words}, by value" if series.get("binning") == "values" else words
 
 
 def _when(ts: int) -> str:
@@ -327,7 +400,7 @@ def _page_html(
     )  # fmt: skip
     series = drift.get("series", {})
     drift_rows = [
-        [name, s["psi"], s["max_psi"], s["threshold"],
+        [name, _scale(s), s["psi"], s["max_psi"], s["threshold"],
          "yes" if s["threshold"] is not None and (s["max_psi"] or 0.0) > s["threshold"] else "no",
          s["training_conventional_false_alarm_rates"].get("0.1"),
          s["training_conventional_false_alarm_rates"].get("0.25")]
@@ -347,10 +420,13 @@ def _page_html(
         else ""
     )
     drift_table = _table(
-        ["series", "PSI now", "max PSI", "calibrated threshold", "exceeded",
+        ["series", "binned on", "PSI now", "max PSI", "calibrated threshold", "exceeded",
          "training windows > 0.1", "training windows > 0.25"],
         drift_rows, "no drift figures",
     )  # fmt: skip
+    alarm_rates = "".join(
+        f"<li>{html.escape(line)}</li>" for line in alarm_rates_text(doc["alarms"])
+    )
     timeline = sorted(
         [(a["ts"], "alarm", f"{a['kind']} ({a['action']})", a["message"])
          for a in doc["alarms"]["events"]]
@@ -368,11 +444,12 @@ def _page_html(
     heading = html.escape(title or f"model monitor: {doc['model']}")
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{heading}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;margin-bottom:1em}}td,th{{border:1px solid #ccc;padding:2px 8px;font-size:13px;text-align:left}}</style></head><body>
-<h1>{heading}</h1>
+<h1>{heading}</h1>{_in_sample_line(doc)}
 <p>model {html.escape(str(doc["model"]))} ({html.escape(str(doc["output"]))}), horizon {doc["horizon_ns"] / 1e9:g} s, window {doc["window"]} scored predictions, checked every {doc["check_every"]}</p>
 <img alt="monitor figures" src="data:image/png;base64,{image}">
 <h2 id="performance">Rolling IC and accuracy</h2>{figures}
 <h2 id="calibration">Calibration</h2><p>realized: {html.escape(perf["calibration_realized"])}</p>{calibration}
+<h2 id="alarm-rates">Alarm thresholds and their false-alarm rates</h2><ul>{alarm_rates}</ul>
 <h2 id="drift">Drift per feature</h2><p>{drift_note}</p>{calibration_note}{drift_table}
 <h2 id="timeline">Alarms, trading-state changes and promotions</h2>{events}
 </body></html>

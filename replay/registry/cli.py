@@ -25,6 +25,7 @@ from engine.registry_types import (
     Stage,
 )
 from engine.signals.manifest import Manifest, read_verified_model
+from replay.registry.fold_bounds import fold_problems, fold_rows
 
 SHORT = 12  # hex digits of a version shown in tables
 LIST_METRICS = ("oos_auc", "oos_ic", "oos_accuracy")
@@ -50,6 +51,12 @@ def add_models_commands(subparsers: Any) -> None:
 
     s = sub.add_parser("show", parents=[common], help="one version's manifest summary")
     s.add_argument("ref", metavar="VERSION|ALIAS")
+    s.add_argument(
+        "--folds",
+        action="store_true",
+        help="also print each walk-forward fold's ranges, label ends and purge boundaries, "
+        "and verify the purge from them (exit 2 if a check fails)",
+    )
     s.set_defaults(func=cmd_show)
 
     p = sub.add_parser("promote", parents=[common], help="point an alias at a version")
@@ -153,7 +160,36 @@ def cmd_show(args: argparse.Namespace) -> int:
     ]
     width = max(len(k) for k, _ in lines)
     print("\n".join(f"{k.ljust(width)}  {v}" for k, v in lines))
+    if getattr(args, "folds", False):
+        _show_folds(found.version, m)
     return 0
+
+
+def _show_folds(version: str, m: Manifest) -> None:
+    """The folds' table, then the purge verified from it (``replay.registry.fold_bounds``).
+
+    Raises:
+        RegistryError: a check failed (each failure is printed first).
+    """
+    print()
+    print(_table(fold_rows(m)) if m.folds else "no walk-forward folds recorded")
+    problems, notes = fold_problems(m)
+    for note in notes:
+        print(f"note: {note}")
+    for problem in problems:
+        print(f"FAILED: {problem}")
+    if problems:
+        raise RegistryError(
+            f"{version[:SHORT]}: {len(problems)} fold check(s) failed (listed above): the "
+            "out-of-sample figures of this manifest may rest on leaked labels"
+        )
+    checked = sum(f.bounds is not None for f in m.folds)
+    if checked:
+        print(
+            f"folds verified: {checked} of {len(m.folds)}; every training and early-stopping "
+            "label ends before its purge boundary (test block start minus the embargo), the "
+            "embargo is at least the horizon, and no two test blocks or test ranges overlap"
+        )
 
 
 def _label(m: Manifest) -> str:

@@ -88,6 +88,8 @@ class Dataset:
     quotes: QuoteHistory
     lookahead: list[str] = field(default_factory=list)
     bad_rows: BadRowCounts = field(default_factory=BadRowCounts)
+    # each row's quoted spread (ask - bid over the mid, bps): the cost of crossing it
+    spread_bps: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
 
     def __len__(self) -> int:
         return int(self.ts.shape[0])
@@ -165,6 +167,7 @@ def build_dataset(
     bad = BadRowCounts()
     batches, files = tick_batches(config, data, instruments, bad)
     xs, ts_rows, inst_rows, q_ts, q_inst, q_mid = [], [], [], [], [], []
+    spreads: list[npt.NDArray[np.float64]] = []
     with tqdm(
         total=total_rows(files),
         unit="tick",
@@ -192,6 +195,8 @@ def build_dataset(
             rows = np.flatnonzero(keep)
             xs.append(np.ascontiguousarray(feats[rows][:, cols]))
             ts_rows.append(batch.ts_event[rows])
+            mid = 0.5 * (batch.bid[rows] + batch.ask[rows])
+            spreads.append((batch.ask[rows] - batch.bid[rows]) / mid * 1e4)
             inst_rows.append(batch.instrument[rows])
             bar.update(len(batch))
     quotes = QuoteHistory(np.concatenate(q_ts), np.concatenate(q_inst), np.concatenate(q_mid))
@@ -220,6 +225,7 @@ def build_dataset(
         quotes,
         lookahead,
         bad,
+        spread_bps=np.concatenate(spreads) if spreads else np.empty(0),
     )
 
 

@@ -16,7 +16,7 @@ from engine.features import FeatureSet, FeatureSpec
 from engine.features.feature_set import DEFAULT_CAPACITY, INITIAL_CAPACITY, MAX_ROW_BYTES
 from engine.features.streaming import StreamingFeatures
 from engine.ticks import QUOTE, TickBatch
-from tests.engine.test_features import ema_time_oracle
+from tests.engine.test_features import ema_time_oracle, segment_starts
 
 S = FeatureSpec
 T0 = 1_700_000_000_000_000_000
@@ -129,11 +129,17 @@ def test_log_return_time_lag_over_more_updates_than_the_ring_starts_with_has_val
 
 
 def test_time_window_at_its_capacity_reads_nan_until_dropped_values_leave_it() -> None:
-    # bursts of 30 quotes within 30 us, 200 ms apart; window 100 ms holds one burst, but the
-    # capacity is 8: values dropped from a burst are in the window for the next 100 ms
+    # bursts of 30 quotes within 30 us, 200 ms apart, and a quote every 40 ms between
+    # them (no gap longer than the window, so no restart); window 100 ms holds one burst,
+    # but the capacity is 8: values dropped from a burst are in the window for 100 ms
     bursts, per = 12, 30
-    ts = (T0 + (np.arange(bursts) * 200 * MS)[:, None] + np.arange(per) * 1_000).ravel()
-    ts = np.concatenate([ts, T0 + bursts * 200 * MS + np.arange(1, 40) * 20 * MS]).astype(np.int64)
+    burst_ts = (T0 + (np.arange(bursts) * 200 * MS)[:, None] + np.arange(per) * 1_000).ravel()
+    filler = T0 + 20 * MS + np.arange(bursts * 5) * 40 * MS
+    tail = T0 + bursts * 200 * MS + np.arange(1, 40) * 20 * MS
+    ts = np.concatenate([burst_ts, filler, tail]).astype(np.int64)
+    order = np.argsort(ts, kind="stable")
+    ts = ts[order]
+    in_burst = (order < bursts * per) & (order % per >= 8)  # a burst's 9th quote on
     n = ts.shape[0]
     mid = 100 + np.cumsum(np.random.default_rng(4).normal(0, 0.01, n))
     specs = [
@@ -146,7 +152,7 @@ def test_time_window_at_its_capacity_reads_nan_until_dropped_values_leave_it() -
     state = fs.new_state(1)
     out = fs.update(quotes(mid, ts), state)
     assert fs.capacities(state) == {"mean": 8, "rv": 8, "ret": 8}
-    assert fs.overflow_counts(state)["mean"] == bursts * (per - 8)
+    assert fs.overflow_counts(state)["mean"] >= bursts * (per - 8)
     lr = np.r_[np.nan, np.diff(np.log(mid))]
     for t in range(n):
         inwin = (ts > ts[t] - 100 * MS) & (np.arange(n) <= t)
@@ -158,8 +164,9 @@ def test_time_window_at_its_capacity_reads_nan_until_dropped_values_leave_it() -
         if np.isfinite(out[t, 3]):
             before = np.flatnonzero(ts[: t + 1] <= ts[t] - 100 * MS)
             assert out[t, 3] == pytest.approx(math.log(mid[t] / mid[before[-1]]), rel=1e-12)
-    in_burst = (np.arange(n) < bursts * per) & (np.arange(n) % per >= 8)
     assert np.isnan(out[in_burst, 1]).all()  # truncated windows read NaN
+    warm = ts - ts[0] >= 100 * MS
+    assert np.isfinite(out[warm & ~in_burst, 1]).any()  # NaN for the overflow, not a restart
     assert np.isfinite(out[-20:, 1:]).all()  # and values come back once the drops are out
 
 
@@ -210,27 +217,29 @@ def test_trade_windows_at_their_capacity_read_nan_until_dropped_trades_leave_the
 
 def test_ema_time_later_update_at_the_same_timestamp_replaces_the_earlier() -> None:
     h = 10 * MS
-    ts = np.array([T0, T0 + 2 * h, T0 + 2 * h, T0 + 3 * h], np.int64)
+    ts = np.array([T0, T0 + h, T0 + h, T0 + 2 * h], np.int64)
     x = np.array([100.0, 110.0, 200.0, 200.0])
     fs = FeatureSet([S(name="mid", kind="mid"), S(name="e", kind="ema", input="mid", half_life=h)])
     out = fs.update(quotes(x, ts), fs.new_state(1))[:, 1]
-    assert out[1] == pytest.approx(0.25 * 100 + 0.75 * 110)  # 107.5
-    assert out[2] == pytest.approx(0.25 * 100 + 0.75 * 200)  # 175: 200 is the value at 2h
-    assert out[3] == pytest.approx(0.5 * 175 + 0.5 * 200)
+    assert out[1] == pytest.approx(0.5 * 100 + 0.5 * 110)  # 105
+    assert out[2] == pytest.approx(0.5 * 100 + 0.5 * 200)  # 150: 200 is the value at h
+    assert out[3] == pytest.approx(0.5 * 150 + 0.5 * 200)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_ema_time_with_repeated_timestamps_matches_oracle_in_any_batching(seed: int) -> None:
     rng = np.random.default_rng(seed)
     n = 300
-    ts = T0 + np.cumsum(rng.choice([0, 0, 0, 1_000, 3 * MS, 20 * MS], n)).astype(np.int64)
+    gaps = rng.choice([0, 0, 0, 1_000, 3 * MS, 3 * MS], n)
+    gaps[rng.choice(n, 6, replace=False)] = 20 * MS  # gaps longer than the half-life
+    ts = T0 + np.cumsum(gaps).astype(np.int64)
     mid = 100 + np.cumsum(rng.normal(0, 0.1, n))
-    h = 5 * MS
+    h = 10 * MS
     fs = FeatureSet([S(name="mid", kind="mid"), S(name="e", kind="ema", input="mid", half_life=h)])
     b = quotes(mid, ts)
     whole = fs.update(b, fs.new_state(1))[:, 1]
-    warm = ts - ts[0] >= h
-    assert np.isnan(whole[~warm]).all()
+    warm = ts - ts[segment_starts(ts, h)] >= h  # 20 ms gaps restart the 10 ms half-life
+    assert np.isnan(whole[~warm]).all() and warm.sum() > n // 4
     np.testing.assert_allclose(whole[warm], ema_time_oracle(ts, mid, h)[warm], rtol=1e-12)
     # cuts inside runs of equal stamps change nothing
     state = fs.new_state(1)
@@ -332,3 +341,45 @@ def test_real_btcusdt_60s_window_and_lag_have_values_with_default_settings(real_
         assert out[t, 1] == pytest.approx(qmid[inwin].mean(), rel=1e-12)
         anchor = np.searchsorted(qts, ts[t] - 60 * SEC, side="right") - 1
         assert out[t, 2] == pytest.approx(math.log(qmid[k] / qmid[anchor]), rel=1e-9, abs=1e-15)
+
+
+def test_a_nine_minute_gap_is_not_reported_as_a_one_second_return_or_a_10s_vol() -> None:
+    # the audit's case: a quote every 100 ms, nine minutes of nothing, a trade, quotes
+    # again; the move across the gap is 1 % (a 100 bp jump)
+    before = T0 + np.arange(300, dtype=np.int64) * 100 * MS
+    after = before[-1] + 540 * SEC + np.arange(300, dtype=np.int64) * 100 * MS
+    ts = np.concatenate([before, after])
+    n = ts.shape[0]
+    mid = 100 * np.exp(np.cumsum(np.random.default_rng(9).normal(0, 1e-5, n)))
+    mid[300:] *= 1.01
+    q = TickBatch.quotes(
+        ts, ts, np.zeros(n, np.int32), mid - 0.005, mid + 0.005, np.ones(n), np.ones(n)
+    )
+    trade = TickBatch.trades(after[:1] - 1, after[:1] - 1, np.zeros(1, np.int32), mid[300:301],
+                             np.ones(1), np.ones(1, np.int8))  # fmt: skip
+    b = TickBatch.concat([q.slice(0, 300), trade, q.slice(300, n)])
+    fs = FeatureSet([
+        S(name="mid", kind="mid"),
+        S(name="ret_1s", kind="log_return", input="mid", lag="1s"),
+        S(name="rv_10s", kind="realized_vol", input="mid", window="10s"),
+        S(name="ema_1s", kind="ema", input="mid", half_life="1s"),
+        S(name="mean_10s", kind="rolling_mean", input="mid", window="10s"),
+        S(name="flow_2s", kind="trade_flow_imbalance", window="2s"),
+    ])  # fmt: skip
+    out = fs.update(b, fs.new_state(1))
+    rows = np.r_[np.arange(300), np.arange(301, n + 1)]  # the quote rows of ``b``
+    ret, rv = out[rows, 1], out[rows, 2]
+    assert np.isfinite(ret[10:300]).all() and np.isfinite(rv[100:300]).all()
+    # after the gap: NaN until a whole lag / window of new quotes, never the 1 % jump
+    assert np.isnan(ret[300:310]).all() and np.isnan(rv[300:400]).all()
+    np.testing.assert_allclose(ret[310:], np.log(mid[310:] / mid[300:-10]), rtol=1e-12)
+    assert np.nanmax(np.abs(ret[300:])) < 1e-3 and np.nanmax(rv[300:]) < 1e-3
+    assert np.isnan(out[rows[300:310], 3]).all() and np.isnan(out[rows[300:400], 4]).all()
+    # the trade that ends the gap reads no stale value of any time feature
+    assert np.isnan(out[300, 1:]).all() and np.isfinite(out[299, 1:5]).all()
+    # and streaming gives the same, tick by tick
+    stream = StreamingFeatures(fs, 1)
+    pushed = np.array([stream.push(int(b.ts_event[t]), 0, int(b.kind[t]), float(b.bid[t]), float(b.ask[t]),
+                                   float(b.bid_size[t]), float(b.ask_size[t]), float(b.price[t]),
+                                   float(b.size[t]), int(b.side[t])).copy() for t in range(len(b))])  # fmt: skip
+    assert np.array_equal(out, pushed, equal_nan=True)

@@ -36,6 +36,13 @@ def irregular_ts(n: int, seed: int) -> np.ndarray:
     )
 
 
+def segment_starts(ts: np.ndarray, span: int) -> np.ndarray:
+    """Per row, the index of the first row of its segment: a segment starts after a gap
+    longer than ``span`` (where a time feature forgets the past and warms up again)."""
+    new = np.r_[True, np.diff(ts) > span]
+    return np.maximum.accumulate(np.where(new, np.arange(ts.shape[0]), 0))
+
+
 def test_raw_quote_features_match_formulas() -> None:
     n = 50
     rng = np.random.default_rng(0)
@@ -69,15 +76,18 @@ def test_ema_ticks_matches_polars_ewm_and_warms_after_span() -> None:
 
 
 def ema_time_oracle(ts: np.ndarray, x: np.ndarray, h: int) -> np.ndarray:
-    """Closed form of the half-life EMA after each update, from scratch for every row.
+    """Closed form of the half-life EMA after each update, from scratch for every row,
+    over the rows since the last gap longer than ``h`` (the EMA restarts there).
 
     Equal timestamps: the input's value at a time is its last update there, so the EMA
     after row t is that of the series with one value per timestamp (the last one, up to t).
     Weight of x_k = (1 - d_k) * prod_{l > k} d_l; the first value keeps prod_{l > 0} d_l.
     """
     out = np.empty(ts.shape[0])
+    seg = segment_starts(ts, h)
     for t in range(ts.shape[0]):
-        last = np.flatnonzero(np.r_[ts[1 : t + 1] != ts[:t], True])  # last row of each stamp
+        a = seg[t]
+        last = a + np.flatnonzero(np.r_[ts[a + 1 : t + 1] != ts[a:t], True])  # each stamp's last
         u, v = ts[last], x[last]
         d = np.exp(-math.log(2.0) * np.diff(u) / h)
         tail = np.r_[np.cumprod(d[::-1])[::-1], 1.0]  # prod_{l > k} d_l for k = 0..m-1
@@ -94,15 +104,17 @@ def test_ema_time_half_life_handles_irregular_gaps_exactly() -> None:
     h = 20_000_000
     out = compute([S(name="e", kind="ema", input="mid", half_life=h)], quotes(mid, ts))[:, 0]
     ref = ema_time_oracle(ts, mid, h)
-    warm = ts - ts[0] >= h
+    # 50 ms gaps in the stream are longer than the 20 ms half-life: it restarts there
+    warm = ts - ts[segment_starts(ts, h)] >= h
+    assert 0 < (~warm[1:] & warm[:-1]).sum() < n // 4  # restarts happen, and values remain
     assert np.isnan(out[~warm]).all()
     np.testing.assert_allclose(out[warm], ref[warm], rtol=1e-12)
-    # a gap of 2h decays twice as much as a gap of h: check on a constant-then-step input
+    # a gap of h decays twice as much as a gap of h/2: check on a constant-then-step input
     step = np.array([0.0, 1.0, 1.0])
-    t3 = np.array([T0, T0 + 2 * h, T0 + 3 * h], np.int64)
+    t3 = np.array([T0, T0 + h, T0 + 3 * h // 2], np.int64)
     e = compute([S(name="e", kind="ema", input="mid", half_life=h)], quotes(step + 10, t3))[:, 0]
-    assert e[1] == pytest.approx(10 + 0.75)  # 1 - 2^-2
-    assert e[2] == pytest.approx(10 + 1 - 0.25 * 0.5)
+    assert e[1] == pytest.approx(10 + 0.5)  # 1 - 2^-1
+    assert e[2] == pytest.approx(10 + 1 - 0.5 * 2**-0.5)
 
 
 @pytest.mark.parametrize("window", [2, 5, 30])
@@ -143,21 +155,24 @@ def test_time_window_features_match_brute_force() -> None:
         quotes(mid, ts),
     )
     lr = np.concatenate([[np.nan], np.diff(np.log(mid))])
+    row = np.arange(n)
+    seg_w, seg_lag = segment_starts(ts, w), segment_starts(ts, 25_000_000)
+    assert (seg_w > 0).any()  # the stream has gaps longer than the window (50 ms)
     for t in range(n):
-        inwin = (ts > ts[t] - w) & (ts <= ts[t]) & (np.arange(n) <= t)
-        warm = ts[t] - ts[0] >= w
+        inwin = (ts > ts[t] - w) & (ts <= ts[t]) & (row <= t)
+        warm = ts[t] - ts[seg_w[t]] >= w  # again a window after a gap longer than it
         if not warm:
-            assert np.isnan(out[t, 0])
-            continue
-        x = mid[inwin]
-        assert out[t, 0] == pytest.approx(x.mean(), rel=1e-12)
-        if x.shape[0] >= 2:
-            assert out[t, 1] == pytest.approx(x.std(ddof=1), rel=1e-7, abs=1e-9)
-        # realized vol: sqrt of the sum of squared log returns stamped in the window
-        r = lr[inwin & (np.arange(n) >= 1)]
-        assert out[t, 3] == pytest.approx(math.sqrt(float(np.sum(r * r))), rel=1e-9, abs=1e-12)
-        # log return over 25 ms: against the last value at or before t - lag
-        before = np.flatnonzero((ts <= ts[t] - 25_000_000) & (np.arange(n) <= t))
+            assert np.isnan(out[t, [0, 1, 3]]).all()
+        else:
+            x = mid[inwin]
+            assert out[t, 0] == pytest.approx(x.mean(), rel=1e-12)
+            if x.shape[0] >= 2:
+                assert out[t, 1] == pytest.approx(x.std(ddof=1), rel=1e-7, abs=1e-9)
+            # realized vol: the squared log returns stamped in the window, none across a gap
+            r = lr[inwin & (row > seg_w[t])]
+            assert out[t, 3] == pytest.approx(math.sqrt(float(np.sum(r * r))), rel=1e-9, abs=1e-12)
+        # log return over 25 ms: against the last value at or before t - lag, since the gap
+        before = np.flatnonzero((ts <= ts[t] - 25_000_000) & (row <= t) & (row >= seg_lag[t]))
         if before.shape[0]:
             assert out[t, 2] == pytest.approx(
                 math.log(mid[t] / mid[before[-1]]), rel=1e-12, abs=1e-15
@@ -190,10 +205,11 @@ def test_trade_window_features_match_brute_force() -> None:
         ]
     )
     out = fs.update(b, fs.new_state(1))
+    seg = segment_starts(ts, w)
     for t in range(n):
         m = (ts > ts[t] - w) & (np.arange(n) <= t)
-        if ts[t] - ts[0] < w:
-            assert np.isnan(out[t, 0])
+        if ts[t] - ts[seg[t]] < w:  # warming up: from the first tick, or after a gap
+            assert np.isnan(out[t, :2]).all()
             continue
         assert out[t, 0] == pytest.approx(
             np.sum(side[m] * size[m]) / np.sum(size[m]), rel=1e-9, abs=1e-12

@@ -25,6 +25,16 @@ from pathlib import Path
 from engine.errors import ConfigError
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -79,6 +89,15 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
         default=8,
         help="CSCV submatrices for PBO (even; lowered to what the periods allow)",
     )
+    parser.add_argument(
+        "--prior-trials",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="trials run before on the same data (other grids, earlier ideas): counted in "
+        "the deflated Sharpe's number of trials, as every one of them was a chance to be "
+        "lucky (default 0)",
+    )
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -100,6 +119,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         partitions=args.partitions,
         force=getattr(args, "force", False),
         trial_timeout_s=getattr(args, "trial_timeout", None),
+        prior_trials=getattr(args, "prior_trials", 0),
     )
     best = summary["best"]
     pbo = summary["pbo"]
@@ -121,7 +141,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         f"{run['elapsed_s']:.1f}s on {run['scheduler']} ({run['tasks_run']} trials run, "
         f"{run['tasks_resumed']} resumed{failed_text}); best: {best['label']} (sharpe per "
         f"period {best['sharpe_per_period']:.4f}, deflated sharpe "
-        f"{'n/a' if dsr is None else f'{dsr:.3f}'} of {summary['trials']} trials), {pbo_text}"
+        f"{'n/a' if dsr is None else f'{dsr:.3f}'} of {summary['trials_counted']} trials), "
+        f"{pbo_text}"
     )
+    print(summary["verdict"]["headline"])
     print(f"report: {Path(args.out) / 'report.html'}")
     return 0

@@ -259,8 +259,10 @@ def dask_client(scheduler: str | None = None, workers: int | None = None) -> Ite
                 "distributed.scheduler.worker-saturation": 1.0,
             }
         ),
+        # ":0": a free port for the dashboard (None still binds 8787, and a second
+        # cluster on the machine then fails to start where warnings are errors)
         LocalCluster(
-            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0"
         ) as cluster,
         Client(cluster) as client,
     ):

@@ -3,7 +3,8 @@ the overfitting statistics and their definitions (JSON), one PNG and one self-co
 HTML page.
 
 The statistics are defined in ``replay/research/overfitting.py`` (``DEFINITIONS``, copied into
-summary.json next to the numbers).
+summary.json next to the numbers); what they mean, with the thresholds read, is
+``replay/research/sweep/verdict.py``'s (summary.json ``verdict``, the page's first lines).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import polars as pl
 from engine.errors import SweepError
 from replay.backtest import metrics as fig
 from replay.research import overfitting as ov
+from replay.research.sweep import verdict as vd
 
 if TYPE_CHECKING:
     from replay.research.sweep.plan import Block, SweepPlan
@@ -51,6 +53,15 @@ DEFINITIONS = {
     "modification time, and folds), and not run again; failed trials are run again",
     "results_metrics": "the scalar figures of a replay's metrics.json (replay/backtest/metrics.py), "
     "one row per combination x block",
+    "prior_trials": "trials run before on the same data (tradeloop sweep --prior-trials): "
+    "counted in the deflated Sharpe's N with this sweep's combinations (SR0 from this "
+    "sweep's Sharpe variance)",
+    "deflated_sharpe_autocorrelation_adjusted": "the deflated Sharpe with T replaced by T (1 - "
+    "rho) / (1 + rho), rho > 0 the best's lag-1 return autocorrelation (AR(1) approximation, "
+    "Lo 2002): periods of held positions are not independent",
+    "verdict": f"the reading of DSR and PBO: DSR (the smaller of the two) >= "
+    f"{vd.DSR_SIGNIFICANT:g} significant (the best beats luck among the trials counted); "
+    f"PBO > {vd.PBO_NOISE:g} the choice within the grid is noise",
 }
 
 
@@ -206,13 +217,16 @@ def summarise(
     *,
     partitions: int,
     run: dict[str, Any],
+    prior_trials: int = 0,
 ) -> tuple[dict[str, Any], ov.BlockRanks, ov.Pbo | None]:
     # positions (columns of the matrix) here; combination indices in what is written
     n = len(matrix.combos)
     periods = matrix.returns.shape[0]
     best = int(np.argmax(_ranked(matrix.full_perf)))
     chosen = matrix.combos[best]
-    dsr = ov.deflated_sharpe(matrix.returns, best) if periods >= 2 else None
+    dsr = vd.deflated_sharpe(matrix.returns, best, prior_trials) if periods >= 2 else None
+    rho = vd.lag1_autocorrelation(matrix.returns[:, best]) if periods >= 2 else None
+    dsr_adjusted = None if dsr is None or rho is None else vd.autocorrelation_adjusted(dsr, rho)
     ranks = ov.block_ranks(np.nan_to_num(matrix.block_perf, nan=-np.inf), best)
     usable = ov.usable_partitions(periods, partitions)
     pbo: ov.Pbo | None = None
@@ -235,8 +249,28 @@ def summarise(
             "out_of_sample_ranks": pbo.out_of_sample_rank,
         }
     metrics = [matrix.by[(chosen.index, b.index)].metrics for b in blocks]
+    correlation = ov.mean_pairwise_correlation(matrix.returns)
+    reading = vd.verdict(
+        dsr=None if dsr is None else dsr.deflated_sharpe,
+        dsr_adjusted=dsr_adjusted,
+        rho=rho,
+        pbo=None if pbo is None else pbo.pbo,
+        splits=None if pbo is None else pbo.splits,
+        trials=n,
+        prior_trials=prior_trials,
+        correlation=correlation,
+    )
     summary = {
+        "verdict": {
+            "headline": reading.headline,
+            "significant": reading.significant,
+            "choice_is_noise": reading.choice_is_noise,
+            "sentences": reading.sentences,
+            "thresholds": {"deflated_sharpe": vd.DSR_SIGNIFICANT, "pbo": vd.PBO_NOISE},
+        },
         "trials": n,
+        "prior_trials": prior_trials,
+        "trials_counted": n + prior_trials,
         "combinations": len(plan.combinations),
         "failed": _failures(plan, matrix),
         "folds": len(blocks),
@@ -247,6 +281,8 @@ def summarise(
             "params": chosen.values,
             "sharpe_per_period": float(matrix.full_perf[best]),
             "deflated_sharpe": None if dsr is None else dsr.deflated_sharpe,
+            "deflated_sharpe_autocorrelation_adjusted": dsr_adjusted,
+            "returns_lag1_autocorrelation": rho,
             "probabilistic_sharpe": None if dsr is None else dsr.probabilistic_sharpe,
             "expected_max_sharpe": None if dsr is None else dsr.expected_max_sharpe,
             "sharpe_variance_across_trials": None if dsr is None else dsr.sharpe_variance,
@@ -272,7 +308,7 @@ def summarise(
         ],
         "winner_ranks": ranks.winner_ranks,
         "winner_next_block_rank": ranks.winner_next_block_rank,
-        "mean_pairwise_correlation": ov.mean_pairwise_correlation(matrix.returns),
+        "mean_pairwise_correlation": correlation,
         "grid": plan.grid,
         "config_file": plan.config_file,
         "config_sha256": plan.config_sha256,
@@ -421,10 +457,22 @@ def _html(summary: dict[str, Any], plan: SweepPlan, matrix: _Matrix, png: bytes)
         ("sharpe per period, full sample", _number(best["sharpe_per_period"])),
         ("probabilistic sharpe (vs 0)", _number(best["probabilistic_sharpe"], ".3f")),
         ("expected max sharpe of the trials (SR0)", _number(best["expected_max_sharpe"])),
-        (f"deflated sharpe ({summary['trials']} trials)", _number(best["deflated_sharpe"], ".3f")),
+        (
+            f"deflated sharpe ({summary['trials_counted']} trials counted"
+            + (
+                f", {summary['prior_trials']} of them before this sweep"
+                if summary["prior_trials"]
+                else ""
+            )
+            + ")",
+            _number(best["deflated_sharpe"], ".3f")
+            + f" (>= {vd.DSR_SIGNIFICANT:g}: significant); with autocorrelated periods "
+            + _number(best["deflated_sharpe_autocorrelation_adjusted"], ".3f"),
+        ),
         (
             "probability of backtest overfitting",
-            f"{pbo['value']:.3f} over {pbo['splits']} splits (S = {pbo['partitions']})"
+            f"{pbo['value']:.3f} over {pbo['splits']} splits (S = {pbo['partitions']}; > "
+            f"{vd.PBO_NOISE:g}: the choice within the grid is noise)"
             if pbo["value"] is not None
             else f"n/a: {html.escape(pbo['reason'])}",
         ),
@@ -478,6 +526,8 @@ th,td{{border-bottom:1px solid #ddd;padding:3px 8px;text-align:left}}dd{{margin:
 <h1>tradeloop sweep report</h1>
 <p>config <code>{html.escape(plan.config_file)}</code> sha256 <code>{plan.config_sha256}</code>;
 grid <code>{html.escape(plan.grid_file)}</code> sha256 <code>{plan.grid_sha256}</code></p>
+<h2 id="verdict">What this says</h2><p><b>{html.escape(summary["verdict"]["headline"])}</b></p>
+<ul>{"".join(f"<li>{html.escape(t)}</li>" for t in summary["verdict"]["sentences"])}</ul>
 <table>{head_rows}</table>
 <img alt="sharpe by block and over the grid, cumulative returns, CSCV logits" src="data:image/png;base64,{img}" style="width:100%">
 <h2>Blocks</h2><table><tr><th>block</th><th>start</th><th>end</th><th>periods</th><th>best in block</th>
@@ -497,8 +547,12 @@ def write_sweep(
     *,
     partitions: int = 8,
     run: dict[str, Any] | None = None,
+    prior_trials: int = 0,
 ) -> dict[str, Any]:
     """Write results.parquet, returns.parquet, summary.json, report.png and report.html.
+
+    ``prior_trials``: trials run before on the same data, counted in the deflated
+    Sharpe's number of trials (``replay/research/sweep/verdict.py``).
 
     The statistics are over the combinations that succeeded on every block; the failed
     trials are rows of results.parquet (status ``failed``, the error text) and are
@@ -526,7 +580,9 @@ def write_sweep(
             f"{first['combination']}, block {first['block'] + 1}: "
             f"{str(first['error']).splitlines()[0]} (all in {out / 'results.parquet'})"
         )
-    summary, ranks, pbo = summarise(plan, blocks, matrix, partitions=partitions, run=run or {})
+    summary, ranks, pbo = summarise(
+        plan, blocks, matrix, partitions=partitions, run=run or {}, prior_trials=prior_trials
+    )
     results_frame(plan, blocks, matrix, ranks).write_parquet(out / "results.parquet")
     returns_frame(matrix).write_parquet(out / "returns.parquet")
     summary = _json_safe(summary)

@@ -56,6 +56,7 @@ def run_sweep(
     progress: bool | None = None,
     force: bool = False,
     trial_timeout_s: int | None = None,
+    prior_trials: int = 0,
 ) -> dict[str, Any]:
     """Run a sweep, or resume it, and write ``out``: sweep.json, trials/, results.parquet,
     returns.parquet, summary.json, report.png, report.html.
@@ -75,6 +76,9 @@ def run_sweep(
         force: start over in an ``out`` that holds something else.
         trial_timeout_s: local pool only: a trial running longer has its worker ended
             and counts as a worker death.
+        prior_trials: trials run before on the same data, counted in the deflated
+            Sharpe's number of trials (not in the sweep's identity: a resumed sweep may
+            count differently).
 
     Returns:
         The summary written to summary.json.
@@ -88,6 +92,8 @@ def run_sweep(
     """
     if folds < 1:
         raise ConfigError("--folds", f"must be >= 1, got {folds}")
+    if prior_trials < 0:
+        raise ConfigError("--prior-trials", f"must be >= 0, got {prior_trials}")
     if partitions < 2 or partitions % 2:
         raise ConfigError("--partitions", f"must be an even number >= 2, got {partitions}")
     if trial_timeout_s is not None and (client is not None or scheduler is not None):
@@ -181,7 +187,15 @@ def run_sweep(
         "workers": workers_seen,
         "scheduler": where,
     }
-    return write_sweep(plan, blocks, outcomes, out_dir, partitions=partitions, run=run_info)
+    return write_sweep(
+        plan,
+        blocks,
+        outcomes,
+        out_dir,
+        partitions=partitions,
+        run=run_info,
+        prior_trials=prior_trials,
+    )
 
 
 def _key(identity: dict[str, Any]) -> str:

@@ -7,5 +7,12 @@
 - ``metrics``: out-of-sample metrics (accuracy, precision, recall, AUC, IC).
 - ``walk_forward``: every fold fit and scored, here or on the sweep's executor.
 - ``worker``: one fold on a worker (its task, its outcome, ``run_fold``).
-- ``report``: ``training_report.html`` and ``training_report.png``.
+- ``significance``: intervals (block bootstrap) and p-values against chance (circular
+  shift) of out-of-sample figures whose labels overlap.
+- ``baselines``: single-feature baselines (sign chosen on training rows) and the net
+  edge per trade at the strategy's thresholds after fees and the spread.
+- ``assessment``: both for a trained model: the manifest's ``statistics`` and the
+  warnings.
+- ``report``: ``training_report.html`` and ``training_report.png``
+  (``report_statistics``: its sections on significance, baselines and costs).
 """

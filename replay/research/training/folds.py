@@ -20,6 +20,10 @@ above. LightGBM stops early on it; the fold records its best iteration.
 
 A fold that cannot be fit (too few rows, one class in its training window) is skipped
 with a reason, which becomes a warning in the manifest.
+
+Each fold's cut points go into the manifest (``FoldBounds``: the test block, the embargo,
+the purge boundaries and the latest label end of its training and early-stopping rows),
+so the purge can be checked from the manifest alone (``tradeloop models show --folds``).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import numpy.typing as npt
 
 from engine.config import Config
 from engine.errors import ModelError
-from engine.signals.manifest import TimeRange
+from engine.signals.manifest import FoldBounds, TimeRange
 from replay.research.dataset import Dataset
 
 I64 = npt.NDArray[np.int64]
@@ -127,6 +131,21 @@ def _train_problem(cfg: Config, ds: Dataset, train: I64) -> str:
     if cfg.train.label == "classification" and np.unique(ds.forward_return[train] > 0).shape[0] < 2:
         return "one class in the training rows"
     return ""
+
+
+def fold_bounds(cfg: Config, ds: Dataset, s: FoldSplit) -> FoldBounds:
+    """Where the fold's purge and embargo cut, and the latest label end of the rows it
+    fits on (``FoldBounds``)."""
+    embargo = cfg.train.embargo_ns
+    return FoldBounds(
+        test_block_start_ns=s.test_start_ns,
+        test_block_end_ns=s.test_end_ns,
+        embargo_ns=embargo,
+        purge_before_ns=s.test_start_ns - embargo,
+        validation_purge_before_ns=int(ds.ts[s.validation[0]]) - embargo,
+        train_label_end_ns=int(ds.label_end_ns[s.train].max()),
+        validation_label_end_ns=int(ds.label_end_ns[s.validation].max()),
+    )
 
 
 def _range(ts: I64, rows: I64) -> TimeRange:

@@ -4,6 +4,8 @@ on every row. A metric undefined on the rows is ``None``, never NaN."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import numpy.typing as npt
 
@@ -11,19 +13,32 @@ F64 = npt.NDArray[np.float64]
 Metrics = dict[str, float | int | None]
 
 
-def _ranks(x: F64) -> F64:
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(x.shape[0])
-    ranks[order] = np.arange(x.shape[0], dtype=np.float64)
-    # average ranks over ties, so the statistics match the textbook definitions
+@dataclass(frozen=True)
+class Ranking:
+    """A series sorted once: ``order`` (rows by value), the tie groups in that order
+    (``first`` row of each, ``size``), and every row's rank 0..n-1 in row order, ties
+    given their average rank (so the statistics match the textbook definitions)."""
+
+    order: npt.NDArray[np.int64]
+    first: npt.NDArray[np.int64]
+    size: npt.NDArray[np.int64]
+    ranks: F64
+
+
+def ranking(x: F64) -> Ranking:
+    n = x.shape[0]
+    # the average rank of a tie group does not depend on the order inside it: any sort
+    order = np.argsort(x)
     xs = x[order]
-    start = 0
-    for k in range(1, xs.shape[0] + 1):
-        if k == xs.shape[0] or xs[k] != xs[start]:
-            if k - start > 1:
-                ranks[order[start:k]] = (start + k - 1) / 2.0
-            start = k
-    return ranks
+    first = np.flatnonzero(np.concatenate(([True], xs[1:] != xs[:-1]))) if n else order[:0]
+    size = np.diff(np.append(first, n))
+    ranks = np.empty(n)
+    ranks[order] = np.repeat((2 * first + size - 1) / 2.0, size)
+    return Ranking(order, first, size, ranks)
+
+
+def _ranks(x: F64) -> F64:
+    return ranking(x).ranks
 
 
 def auc(y: npt.NDArray[np.int64], score: F64) -> float | None:
@@ -40,8 +55,13 @@ def spearman(a: F64, b: F64) -> float | None:
     """Spearman rank correlation; None for fewer than 3 rows or a constant input."""
     if a.shape[0] < 3:
         return None
-    ra, rb = _ranks(a), _ranks(b)
-    if ra.std() == 0 or rb.std() == 0:
+    return rank_correlation(_ranks(a), _ranks(b))
+
+
+def rank_correlation(ra: F64, rb: F64) -> float | None:
+    """The Pearson correlation of two rank series (``spearman`` from ranks already
+    computed); None for fewer than 3 rows or a constant series."""
+    if ra.shape[0] < 3 or ra.std() == 0 or rb.std() == 0:
         return None
     return float(np.corrcoef(ra, rb)[0, 1])
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from engine.signals.manifest import Manifest
+from engine.signals.manifest import Estimate, Manifest
+from replay.research.training.report_statistics import statistics_html
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -65,13 +66,13 @@ def _write_report(folder: Path, m: Manifest, score: F64, fwd: F64) -> None:
     counts = ["labeled_rows", "predicted_up_rows", "purged_rows", "min_data_in_leaf"]
     fold_rows = "".join(
         f"<tr><td>{f.fold}</td><td>{f.train_rows}</td><td>{f.test_rows}</td><td>{f.best_iteration}</td>"
-        + "".join(f"<td>{_fmt(f.metrics.get(k))}</td>" for k in keys)
+        + "".join(f"<td>{_fmt(f.metrics.get(k))}{_fold_estimate(m, f.fold, k)}</td>" for k in keys)
         + "".join(f"<td>{_count(f.metrics.get(k))}</td>" for k in counts)
         + "</tr>"
         for f in m.folds
     )
     overall = "".join(
-        f"<tr><th>{html.escape(k)}</th><td>{_fmt(v)}</td></tr>"
+        f"<tr><th>{html.escape(k)}</th><td>{_fmt(v)}</td>{_estimate_cells(_overall_estimate(m, k))}</tr>"
         for k, v in m.metrics.items()
         if k.startswith(("oos_", "baseline_"))
     )
@@ -97,11 +98,14 @@ features {", ".join(m.feature_names)} (fingerprint <code>{m.feature_fingerprint[
 model sha256 <code>{m.model_sha256[:16]}</code></p>
 <h2>Data and final fit</h2>{data}
 <h2>Warnings</h2><ul>{warn}</ul>
+{statistics_html(m)}
 <img src="data:image/png;base64,{base64.b64encode(png).decode()}" style="width:100%">
 <h2>Walk-forward folds (purged by label end, embargoed)</h2><table><tr><th>fold</th><th>train rows</th>
 <th>test rows</th><th>best iteration</th>{"".join(f"<th>{k}</th>" for k in keys + counts)}</tr>{fold_rows}</table>
-<h2>Out-of-sample, all folds</h2><table>{overall}</table>
-<p>n/a: undefined on these rows (no labelled row, one class, no "up" prediction, or a constant score).</p>
+<h2>Out-of-sample, all folds</h2><table><tr><th>metric</th><th>value</th><th>95 % interval</th>
+<th>against chance</th></tr>{overall}</table>
+<p>n/a: undefined on these rows (no labelled row, one class, no "up" prediction, or a constant score).
+Each fold's metric is shown with its 95 % interval and its p-value against chance.</p>
 </body></html>"""
     (folder / "training_report.html").write_text(page)
 
@@ -118,3 +122,40 @@ def _count(v: float | None) -> str:
 
 def _seconds(v: float | None) -> str:
     return "n/a" if v is None else f"{v / 1e9:g}s"
+
+
+def _overall_estimate(m: Manifest, key: str) -> Estimate | None:
+    """The ``Estimate`` of a manifest metric (``oos_auc``, ``baseline_logistic_oos_ic``)."""
+    st = m.statistics
+    if st is None:
+        return None
+    if key.startswith("oos_"):
+        return st.metrics.get(key.removeprefix("oos_"))
+    if key.startswith("baseline_logistic_oos_"):
+        for b in st.baselines:
+            if b.kind == "logistic":
+                return b.metrics.get(key.removeprefix("baseline_logistic_oos_"))
+    return None
+
+
+def _estimate_cells(e: Estimate | None) -> str:
+    if e is None:
+        return ""
+    ci = "n/a" if e.low is None or e.high is None else f"{e.low:.4f} to {e.high:.4f}"
+    chance = "" if e.chance is None else f"chance {e.chance:.4f}, "
+    p = "p n/a" if e.p_value is None else f"p = {e.p_value:.3f}"
+    return f"<td>{ci}</td><td>{chance}{p}</td>"
+
+
+def _fold_estimate(m: Manifest, fold: int, key: str) -> str:
+    st = m.statistics
+    if st is None:
+        return ""
+    for f in st.folds:
+        if f.fold == fold and key in f.metrics:
+            e = f.metrics[key]
+            if e.low is None or e.high is None:
+                return ""
+            p = "" if e.p_value is None else f", p {e.p_value:.3f}"
+            return f"<br><small>{e.low:.3f} to {e.high:.3f}{p}</small>"
+    return ""

@@ -23,7 +23,16 @@ Warnings a user can act on (manifest ``warnings``, printed by ``tradeloop train`
 listed in the report): LightGBM no better than the logistic baseline out of sample (AUC
 not above the baseline's), a degenerate fold (best iteration 1: early stopping kept only
 the first tree; or one class predicted on every test row), and a third or more of the
-rows with features unlabelled (no forward quote in time, or inside the dead zone).
+rows with features unlabelled (no forward quote in time, or inside the dead zone); and
+from ``assessment.py``: the model not significantly better than chance, or than the
+best baseline (one feature alone, the logistic model), and a negative expected net edge
+per trade at the strategy's thresholds after fees and the spread (manifest
+``statistics``: every out-of-sample metric with its interval and p-value).
+
+Leaks: ``leakage.py``'s checks on the out-of-sample scores (an implausible AUC; scores
+that know where the label ends) stop training with ``LeakageError`` before any model
+file is written, unless ``[train] allow_failed_leak_checks`` names the check (then a
+warning); the manifest's ``leak_checks`` records each outcome.
 
 Counts (rows, iterations, nanoseconds) are written as JSON integers.
 """
@@ -45,7 +54,10 @@ from engine.config import Config
 from engine.errors import LeakageError, ModelError
 from engine.features import FeatureSet
 from engine.monitor import calibrate_drift
+from engine.monitor.alarms import alarm_references, out_of_sample
 from engine.monitor.drift import CALIBRATION_METHOD
+from engine.monitor.scales import apply_scales, own_quote_mids, scales_of
+from engine.monitor.stats import binning_of
 from engine.signals.manifest import (
     DataFile,
     FoldReport,
@@ -58,6 +70,7 @@ from engine.signals.manifest import (
 )
 from replay.files.discovery import DataSource
 from replay.research.dataset import Dataset, ExtraColumn, build_dataset
+from replay.research.training.assessment import assess
 from replay.research.training.fit import TrainedModel, _fit, min_data_in_leaf
 from replay.research.training.folds import (
     _fit_rows,
@@ -66,6 +79,7 @@ from replay.research.training.folds import (
     usable_rows,
     walk_forward_splits,
 )
+from replay.research.training.leakage import screen_leaks
 from replay.research.training.metrics import Metrics, classification_metrics
 from replay.research.training.report import _count, _write_report
 from replay.research.training.walk_forward import walk_forward, walk_forward_on_executor
@@ -149,16 +163,18 @@ def train(
     dz = t.dead_zone_bps * 1e-4
     threshold = 0.5 if t.label == "classification" else 0.0
     baseline: Metrics = {}
+    baseline_score: F64 | None = None  # the logistic model's out-of-sample scores, if fit
     if workers <= 1 and scheduler is None and client is None:
         folds, oos_score, oos_fwd = walk_forward(cfg, ds, t.model, splits, progress)
         if t.model == "lightgbm" and t.label == "classification":
-            _, b_score, b_fwd = walk_forward(cfg, ds, "logistic", splits, progress)
-            baseline = classification_metrics(b_score, b_fwd, dz, 0.5)
+            _, baseline_score, b_fwd = walk_forward(cfg, ds, "logistic", splits, progress)
+            baseline = classification_metrics(baseline_score, b_fwd, dz, 0.5)
     else:
         wf = walk_forward_on_executor(
             cfg, ds, splits, workers=workers, scheduler=scheduler, client=client, progress=progress
         )
         folds, oos_score, oos_fwd = wf.folds, wf.score, wf.forward
+        baseline_score = wf.baseline_score
         if wf.baseline_score is not None:
             baseline = classification_metrics(wf.baseline_score, oos_fwd, dz, 0.5)
     overall = classification_metrics(oos_score, oos_fwd, dz, threshold)
@@ -173,12 +189,13 @@ def train(
             "dead zone, e.g. an unchanged mid): the metrics rest on the rest; a longer "
             "horizon labels more rows"
         )
-    oos_auc = overall["auc"]
-    if oos_auc is not None and oos_auc > t.suspicious_auc:
-        warnings.append(
-            f"out-of-sample AUC {oos_auc:.3f} > {t.suspicious_auc}: too good to be true for "
-            "market data; check for leakage"
-        )
+    # the leak checks (replay/research/training/leakage.py): a failure not allowed by name
+    # in [train] allow_failed_leak_checks stops here, before any model file is written
+    leaks = screen_leaks(cfg, ds, splits, oos_score, overall, str(data))
+    warnings += leaks.warnings
+    # intervals, p-values, baselines and the net edge after costs (assessment.py)
+    assessment = assess(cfg, ds, splits, oos_score, oos_fwd, baseline_score)
+    warnings += assessment.warnings
     usable = usable_rows(ds)
     fit_rows = _fit_rows(cfg, ds, usable)
     problem = _train_problem(cfg, ds, fit_rows)
@@ -215,7 +232,7 @@ def train(
             for n, c in zip(ds.feature_names, contrib, strict=True)
         }
         output = "probability"
-    reference = monitor_reference(cfg, ds, usable, final)
+    reference = monitor_reference(cfg, ds, usable, final, overall)
     if reference.score.drift_threshold is None:
         warnings.append(
             f"{reference.rows} usable rows, fewer than two [monitor] drift_window = "
@@ -270,6 +287,8 @@ def train(
         },
         warnings=warnings,
         reference=reference,
+        leak_checks=leaks.checks,
+        statistics=assessment.statistics,
     )
     write_manifest(folder, manifest)
     _write_report(folder, manifest, oos_score, oos_fwd)
@@ -321,10 +340,16 @@ def unlabeled_rows(cfg: Config, ds: Dataset) -> tuple[int, int]:
     return n - int(labeled.sum()), n
 
 
-def monitor_reference(cfg: Config, ds: Dataset, rows: I64, model: TrainedModel) -> MonitorReference:
-    """The model monitor's reference: quantile bins of every feature and of the final
-    model's score over ``rows``, with PSI thresholds calibrated on held-out time blocks of
-    them (``engine.monitor.drift``: each block's windows against bins of the others).
+def monitor_reference(
+    cfg: Config, ds: Dataset, rows: I64, model: TrainedModel, oos: Metrics | None = None
+) -> MonitorReference:
+    """The model monitor's reference: bins of every feature and of the final model's
+    score over ``rows``, on the scale each is monitored on (``engine.monitor.scales``:
+    tick-grid features in ticks at the row's own mid, price levels as their distance from
+    it), one bin per value where a series takes few, with PSI thresholds calibrated on
+    held-out time blocks of them (``engine.monitor.drift``: each block's windows against
+    bins of the others); and the low-IC and losing-streak alarms calibrated from the
+    out-of-sample figures ``oos`` (``engine.monitor.alarms``), each with its rate.
 
     ``rows`` are every usable row (all features and a label), not only the rows the
     classifier was fit on: the monitor sees every sampled row, and dropping the dead
@@ -332,6 +357,13 @@ def monitor_reference(cfg: Config, ds: Dataset, rows: I64, model: TrainedModel) 
     """
     m = cfg.monitor
     values = np.column_stack((ds.X[rows], model.predict(ds.X[rows])))
+    specs = [msgspec.to_builtins(s) for s in cfg.features]
+    scales = [*scales_of(ds.feature_names, specs), "none"]
+    if any(s != "none" for s in scales):
+        q, inst = ds.quotes, ds.instrument[rows]
+        mid = own_quote_mids(q.ts, q.instrument, q.mid, ds.ts[rows], inst)
+        tick = np.array([i.tick_size for i in cfg.instruments], np.float64)[inst]
+        values = apply_scales(values, scales, mid, tick)
     refs, cal = calibrate_drift(values, m.reference_bins, m.drift_window, m.false_alarm_rate)
     bins = [
         ReferenceBins(
@@ -339,9 +371,15 @@ def monitor_reference(cfg: Config, ds: Dataset, rows: I64, model: TrainedModel) 
             fractions=fractions.tolist(),
             drift_threshold=None if cal is None else cal.thresholds[j],
             conventional_false_alarm_rates={} if cal is None else cal.series_conventional_rates[j],
+            scale=scales[j],
+            binning=binning_of(values[:, j], m.reference_bins),
         )
         for j, (edges, fractions) in enumerate(refs)
     ]
+    measured = {f"oos_{k}": v for k, v in (oos or {}).items()}
+    low_ic, streak = alarm_references(
+        out_of_sample(measured, cfg.train.horizon_ns, cfg.train.sample_interval_ns), m
+    )
     return MonitorReference(
         rows=int(rows.shape[0]),
         sample_interval_ns=cfg.train.sample_interval_ns,
@@ -355,9 +393,13 @@ def monitor_reference(cfg: Config, ds: Dataset, rows: I64, model: TrainedModel) 
         calibration_blocks=0 if cal is None else cal.blocks,
         calibration_block_rows=[] if cal is None else cal.block_rows,
         independent_windows=0 if cal is None else cal.independent_windows,
+        effective_windows=0 if cal is None else cal.effective_windows,
         false_alarm_bound=None if cal is None else cal.false_alarm_bound,
         features=dict(zip(ds.feature_names, bins[:-1], strict=True)),
         score=bins[-1],
+        tick_sizes={i.symbol: i.tick_size for i in cfg.instruments},
+        low_ic=low_ic,
+        losing_streak=streak,
     )
 
 

@@ -30,7 +30,7 @@ from engine.errors import ModelError
 from engine.signals.manifest import FoldReport
 from replay.research.dataset import Dataset
 from replay.research.training.fit import FitSettings, _fit, lightgbm_params, min_data_in_leaf
-from replay.research.training.folds import FoldSplit, _range
+from replay.research.training.folds import FoldSplit, _range, fold_bounds
 from replay.research.training.metrics import Metrics, classification_metrics
 from replay.research.training.worker import FoldMatrix, FoldOutcome, FoldTask, run_fold
 
@@ -84,6 +84,7 @@ def _fold_report(
         test_rows=int(s.test.shape[0]),
         best_iteration=iterations,
         metrics=metrics,
+        bounds=fold_bounds(cfg, ds, s),
     )
 
 

@@ -55,7 +55,7 @@ def _toml(data: dict[str, Any]) -> str:
 def client() -> Iterator[Client]:
     with (
         LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
         ) as cluster,
         Client(cluster) as c,
     ):
@@ -119,7 +119,7 @@ def test_sweep_writes_every_combination_and_block(swept: dict[str, Any]) -> None
     returns = pl.read_parquet(out / "returns.parquet")
     assert returns.height == summary["periods"]
     html = (out / "report.html").read_text()
-    assert "data:image/png;base64," in html and "deflated sharpe (6 trials)" in html
+    assert "data:image/png;base64," in html and "deflated sharpe (6 trials counted)" in html
     assert "0 of 18 combination x block trials" in html
     assert not (out / ".blocks").exists()
     assert len(list((out / "trials").iterdir())) == 18
