@@ -377,6 +377,10 @@ def _write_demo_file(out: Path, access: BrokerAccess, config: Config, command_ke
         "operator": None if operator is None else [operator.username, operator.password],
         "command_key": command_key,
         "command_topic": topics.command,
+        # a signature names its target: the daemon refuses one made for another
+        "topic_prefix": topics.prefix,
+        "node": topics.node,
+        "account": topics.account,
         "status_topic": topics.status,
     }
     path = out / DEMO_FILE
@@ -517,8 +521,13 @@ def send_command(out: Path, action: CommandAction, reason: str = "live-demo") ->
         Command(ts_event=ts, ts_recv=ts, action=action, reason=reason, issuer="operator")
     )
     props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    try:
+        target = Topics(document["topic_prefix"], document["node"], document["account"])
+    except KeyError as exc:
+        raise ConfigError("--out", f"{path}: written by an older tradeloop, restart the demo "
+                          f"(no {exc})") from exc  # fmt: skip
     props.UserProperty = [
-        (SIGNATURE_PROPERTY, sign_command(payload, document["command_key"].encode()))
+        (SIGNATURE_PROPERTY, sign_command(payload, document["command_key"].encode(), target))
     ]
     client = paho_client("tradeloop-live-demo-command", access.logins["operator"])
     try:

@@ -423,7 +423,7 @@ class MqttOmsSimulator:
                 self._flush_ticks()
                 self._on_request(bytes(raw), message.properties, now)
             else:  # market data at QoS 1 or 2 (on this connection)
-                self._on_market_data([(topic, bytes(raw), None)], now)
+                self._on_market_data([(topic, bytes(raw), None, False)], now)
                 if self._flush_soon is None:
                     loop = asyncio.get_running_loop()
                     self._flush_soon = loop.call_soon(self._flush_ticks)
@@ -441,7 +441,7 @@ class MqttOmsSimulator:
         routes = self._routes
         events = self._events
         nan = math.nan
-        for topic, raw, _ in messages:
+        for topic, raw, _, _ in messages:
             route = routes.get(topic)
             if route is None:
                 self._bad(

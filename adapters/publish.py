@@ -3,7 +3,11 @@
 Each quote goes out as a ``Quote`` on ``topics.quote(venue, symbol)`` and each trade as a
 ``Trade`` on ``topics.trade(venue, symbol)``, QoS 0, encoded with the event codec, with
 ``ts_recv = ts_event`` (a receiver stamps its own receive time). Messages are paced by
-``ts_event / speed``; ``speed = 0`` sends as fast as the broker takes them.
+the file's ``ts_event / speed``; ``speed = 0`` sends as fast as the broker takes them.
+As a live feed would, the publisher stamps each message with the wall-clock time it is
+sent (a daemon refuses market data older than ``[live] max_tick_age`` when it arrives, and
+a file's ticks are hours to years old); ``restamp=False`` (``--keep-time``) sends the
+file's own times.
 
 Batching is what makes it fast. paho's ``publish`` costs two system calls per message (a
 wake-up byte and a ``send``), which held it near 11k msgs/s here. Paho still does what
@@ -31,6 +35,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from adapters.mqtt.topics import Topics
+from engine.clock import LiveClock
 from engine.codec import EventCodec
 from engine.errors import AdapterError
 from engine.events import Quote, Trade
@@ -77,6 +82,8 @@ class MqttTickPublisher:
         password: the user's password.
         client_id: MQTT client id.
         connect_timeout_s: how long to wait for the broker's CONNACK.
+        restamp: stamp each message with the time it is sent (a live feed), not the
+            file's ``ts_event``.
     """
 
     def __init__(
@@ -91,11 +98,13 @@ class MqttTickPublisher:
         password: str | None = None,
         client_id: str = "tradeloop-publish",
         connect_timeout_s: float = 10.0,
+        restamp: bool = True,
     ) -> None:
         self.host = host
         self.port = port
         self.codec = codec
         self.connect_timeout_s = connect_timeout_s
+        self._wall = LiveClock().now_ns if restamp else None
         self._symbols = [i.symbol for i in instruments.instruments]
         self._quote_heads = [
             _topic_head(topics.quote(i.venue, i.symbol)) for i in instruments.instruments
@@ -208,7 +217,8 @@ class MqttTickPublisher:
         return PublishResult(sent, (time.perf_counter_ns() - start) / 1e9)
 
     def _send(self, batch: TickBatch, start: int, stop: int) -> None:
-        ts = batch.ts_event[start:stop].tolist()
+        # a chunk goes out in one write: one reading of the wall clock stamps all of it
+        ts = [self._wall()] * (stop - start) if self._wall else batch.ts_event[start:stop].tolist()
         inst = batch.instrument[start:stop].tolist()
         kind = batch.kind[start:stop].tolist()
         bid, ask = batch.bid[start:stop].tolist(), batch.ask[start:stop].tolist()

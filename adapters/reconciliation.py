@@ -32,7 +32,9 @@ new session's journal still holds everything its engine was fed:
   reason names each difference on its own line; ``apply_input`` emits one ``Alarm`` per
   line before the kill, in the live daemon and in replay alike. The daemon asks again
   while it holds that kill, and lifts it (``resume`` from ``reconciliation``) once they
-  agree, unless another source claims a restricted state.
+  agree. That resume clears only reconciliation's own claim and the previous session's
+  shutdown kill (``engine.trading_state``): an operator's kill, a loss limit or the
+  engine's own claims stay, across restarts too.
 
 The positions and fills are read as one consistent snapshot: fills, positions, fills
 again, retried until no fill was booked between the two fill reads.
@@ -43,11 +45,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Literal, TypeVar
+from typing import Literal, TypeVar
 
 import aiomqtt
 import msgspec
@@ -67,6 +71,7 @@ from adapters.mqtt.reconcile import (
 )
 from adapters.mqtt.settings import MqttSettings
 from adapters.mqtt.topics import Topics
+from engine.clock import Clock
 from engine.engine import Engine
 from engine.errors import AdapterError
 from engine.events import (
@@ -81,14 +86,10 @@ from engine.events import (
 from engine.journal import AnyRecord, ClockRecord, ExternalOrder
 from engine.orders import OrderStatus
 from engine.ports import ExecutionReport
+from engine.trading_state import RECONCILIATION, SHUTDOWN_REASON
 
 log = logging.getLogger("tradeloop.reconciliation")
 
-RECONCILIATION: Final = "reconciliation"
-"""Issuer of the commands reconciliation journals."""
-SHUTDOWN_REASON: Final = "daemon shutdown"
-"""Reason of the daemon's own kill at a graceful stop (lifted at the next start once the
-OMS agrees)."""
 ExternalOrders = Literal["adopt", "flag"]
 
 _T = TypeVar("_T", bound=ReconcileResponse)
@@ -182,21 +183,43 @@ def apply_history(
 
 
 class FillLedger:
-    """Every fill id the engine was given and the latest fill time: what a restart asks
-    the OMS about (``FillsSinceRequest``) and what it need not apply again."""
+    """Every fill id the engine was given and when the last one was received: what a
+    restart asks the OMS about (``FillsSinceRequest``) and what it need not apply again.
 
-    def __init__(self) -> None:
+    The time is our own: the engine's clock when it booked the fill, which is the receive
+    time the journal holds for it, never the fill's ``ts_event`` (the OMS's stamp, or a
+    forger's: one fill stamped a day ahead moved the question a day forward, and the
+    fills made while the daemon was down were never asked for again).
+
+    Args:
+        clock: the engine's clock (it runs on receive time).
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
         self.fill_ids: set[str] = set()
-        self.last_fill_ns = 0
+        self.last_receipt_ns = 0
         self.entries: list[tuple[str, str, float]] = []  # fill id, instrument, signed qty
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, Fill) and event.fill_id not in self.fill_ids:
             self.fill_ids.add(event.fill_id)
-            self.last_fill_ns = max(self.last_fill_ns, event.ts_event)
+            self.last_receipt_ns = max(self.last_receipt_ns, self._clock.now_ns())
             self.entries.append(
                 (event.fill_id, event.instrument, side_sign(event.side) * event.qty)
             )
+
+    def window_start_ns(self, now_ns: int, lookback_ns: int) -> int:
+        """Where the question for missed fills starts (``FillsSinceRequest.since_ns``):
+        ``lookback_ns`` (``[live] reconcile_lookback``) before the receipt of the last
+        fill booked, or before ``now_ns`` if that is earlier (a receive clock that ran
+        ahead); 0, every fill, before the first. The OMS compares it with its own stamps:
+        the lookback covers its clock being behind ours and a report in flight when the
+        connection went; fills are matched by id, so a wider window costs only bandwidth.
+        """
+        if not self.fill_ids:
+            return 0
+        return max(0, min(self.last_receipt_ns, now_ns) - lookback_ns)
 
     def booked_after(self, mark: int, known: set[str]) -> dict[str, float]:
         """Net quantity by instrument of the fills booked since ``len(entries)`` was
@@ -209,40 +232,22 @@ class FillLedger:
 
 
 class ClaimHolder:
-    """Who holds the operator's claim on the trading state: the ``(issuer, reason)`` of
-    the command that set it (a sink: the engine emits each command before applying it)."""
+    """The trading-state claims reconciliation acts on, read from the engine's trading
+    state (``engine.trading_state``: one claim per holder, rebuilt from the journal and
+    restored from a snapshot with the rest of the engine), never kept twice."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self.holder: tuple[str, str] | None = None
-
-    def __call__(self, event: Event) -> None:
-        if not isinstance(event, Command):
-            return
-        killed = self._engine.risk.trading.is_killed()
-        match event.action:
-            case "kill":
-                self.holder = (event.issuer, event.reason.split("\n", 1)[0])
-            case "reduce_only" | "flatten" if not killed:
-                self.holder = (event.issuer, event.reason)
-            case "resume":
-                self.holder = None
 
     def liftable(self) -> bool:
-        """The operator claim is reconciliation's own (or the previous session's shutdown
-        kill) and no other source but data loss claims a restricted state, so a
-        ``resume`` lifts exactly that claim (a feed still lost claims again at the next
-        heartbeat)."""
-        if self.holder is None:
-            return False
-        issuer, reason = self.holder
-        ours = issuer == RECONCILIATION or (issuer == "daemon" and reason == SHUTDOWN_REASON)
-        claims = self._engine.risk.trading.claims()
-        others = (claims["loss_limit"], claims["automatic"])
-        return ours and claims["operator"] != "ACTIVE" and all(c == "ACTIVE" for c in others)
+        """Reconciliation's own kill, or the previous session's shutdown kill, is in
+        force: what a ``resume`` from reconciliation lifts (and nothing else: an
+        operator's kill, a loss limit or the engine's own claims stay)."""
+        trading = self._engine.risk.trading
+        return trading.claim("reconciliation") != "ACTIVE" or trading.claim("shutdown") != "ACTIVE"
 
     def held_by_reconciliation(self) -> bool:
-        return self.holder is not None and self.holder[0] == RECONCILIATION
+        return self._engine.risk.trading.claim("reconciliation") != "ACTIVE"
 
 
 def alarms_of(command: Command) -> list[Alarm]:
@@ -307,11 +312,14 @@ class MqttReconcileClient:
     Args:
         settings: the daemon's connection settings.
         topics: the topic contract.
+        counters: where refused answers are counted (the session's, so they reach metrics).
     """
 
-    def __init__(self, settings: MqttSettings, topics: Topics) -> None:
+    def __init__(
+        self, settings: MqttSettings, topics: Topics, counters: Counter[str] | None = None
+    ) -> None:
         self.topics = topics
-        self._codec = ReconcileCodec(settings.format)
+        self._codec = ReconcileCodec(settings.format, limits=settings.limits, counters=counters)
         self._client = aiomqtt.Client(
             settings.host,
             settings.port,
@@ -349,7 +357,11 @@ class MqttReconcileClient:
 
 
 async def fetch_over_mqtt(
-    settings: MqttSettings, topics: Topics, since_ns: int, timeout_s: float
+    settings: MqttSettings,
+    topics: Topics,
+    since_ns: int,
+    timeout_s: float,
+    counters: Counter[str] | None = None,
 ) -> OmsSnapshot:
     """``fetch_snapshot`` on a connection of its own.
 
@@ -357,7 +369,7 @@ async def fetch_over_mqtt(
         AdapterError: as ``fetch_snapshot``, or the broker cannot be reached.
     """
     async with asyncio.timeout(timeout_s * (2 * _SNAPSHOT_ATTEMPTS + 3)):
-        async with MqttReconcileClient(settings, topics) as client:
+        async with MqttReconcileClient(settings, topics, counters) as client:
             return await fetch_snapshot(client.ask, since_ns, timeout_s)
 
 
@@ -456,12 +468,24 @@ def position_differences(
     for i, symbol in enumerate(symbols):
         theirs = snapshot.positions.get(symbol, 0.0)
         ours = float(positions[i]) - later.get(symbol, 0.0)
-        if abs(ours - theirs) > _QTY_EPS:
+        if not _same_qty(ours, theirs):
             out.append(f"position {symbol}: engine {ours:g}, OMS {theirs:g}")
     for symbol, theirs in snapshot.positions.items():
-        if symbol not in engine.instruments.index and abs(theirs) > _QTY_EPS:
-            out.append(f"position {symbol}: not an instrument here, OMS {theirs:g}")
+        if symbol not in engine.instruments.index and not _same_qty(0.0, theirs):
+            out.append(f"position {_printable(symbol)}: not an instrument here, OMS {theirs:g}")
     return out
+
+
+def _same_qty(ours: float, theirs: float) -> bool:
+    """Equal positions: both finite and within rounding. A NaN compares unequal to
+    everything, so ``abs(a - b) > eps`` alone let a NaN position agree with any."""
+    return math.isfinite(ours) and math.isfinite(theirs) and abs(ours - theirs) <= _QTY_EPS
+
+
+def _printable(symbol: str) -> str:
+    """A symbol the OMS named, fit for one line of a kill's reason (each line becomes an
+    Alarm): as it is if short and printable, else quoted and cut."""
+    return symbol if symbol.isprintable() and len(symbol) <= 64 else repr(symbol[:64])
 
 
 def verdict(

@@ -60,6 +60,12 @@ def register(
     p.add_argument(
         "--speed", type=float, default=1.0, help="1 = real time, 10 = ten times faster, 0 = max"
     )
+    p.add_argument(
+        "--keep-time",
+        action="store_true",
+        help="send the files' ts_event (default: the time each message is sent, as a live "
+        "feed; a daemon refuses market data older than [live] max_tick_age)",
+    )
     _broker_arguments(p)
     p.add_argument("--format", choices=("json", "msgpack"), help="payload format ([mqtt] format)")
     p.set_defaults(func=cmd_publish, tick_files=tick_files, default_config=default_config)
@@ -137,6 +143,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
         codec=EventCodec(args.format or config.mqtt.format),
         username=username,
         password=password,
+        restamp=not args.keep_time,
     )
     with (
         publisher,

@@ -244,7 +244,7 @@ def restart(records: int, tail: int) -> dict[str, object]:
     from adapters.daemon.snapshots import snapshot_header
     from adapters.journal_file import FileJournalWriter, write_snapshot
     from adapters.live_sender import ShadowSender
-    from adapters.reconciliation import ClaimHolder, FillLedger
+    from adapters.reconciliation import FillLedger
     from engine.config import load_config
     from engine.events import Fill, OrderRequest
     from engine.ports import SendOnly
@@ -259,9 +259,9 @@ def restart(records: int, tail: int) -> dict[str, object]:
 
     def engine_and_extras() -> tuple[object, dict[str, object]]:
         engine = build_live_engine(config, SendOnly(ShadowSender()), order_id_prefix="n-s")
-        ledger, claims = FillLedger(), ClaimHolder(engine)
-        engine.sinks += [ledger, claims]
-        return engine, {"ledger": ledger, "claims": claims}
+        ledger = FillLedger(engine.clock)
+        engine.sinks.append(ledger)
+        return engine, {"ledger": ledger}
 
     # the session: journaled and applied as the daemon does; the snapshot at ``records -
     # tail`` is taken from the live engine, as the daemon takes it

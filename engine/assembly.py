@@ -503,7 +503,8 @@ def build_engine(
         live: the daemon's settings (also when its journal is replayed): receive time is
             the time axis, a raising strategy halts instead of stopping the process, and in
             ``live`` mode an order without an answer becomes UNKNOWN after
-            ``[live] order_timeout``. The clock is a ``ReplayClock`` in every case: live,
+            ``[live] order_timeout`` and a cancel is resent no sooner than
+            ``[live] cancel_retry``, doubling up to ``cancel_retry_max``. The clock is a ``ReplayClock`` in every case: live,
             it is advanced by the journaled receive times.
         order_id_prefix: prefix of client order ids (node and session, live).
         strategy: an instance to use instead of the configured strategy (tests, notebooks).
@@ -523,6 +524,9 @@ def build_engine(
         strategy = load_strategy(config.strategy)
     # orders sent to an OMS wait for its answer; the simulator and shadow always answer
     timeout = config.live.order_timeout_ns if live and config.mode == "live" else None
+    # ...and a cancel it leaves unanswered or rejects is resent with back-off, not at once
+    retry = config.live.cancel_retry_ns if timeout is not None else None
+    retry_max = config.live.cancel_retry_max_ns if timeout is not None else None
     engine = Engine(
         instruments=instruments,
         clock=ReplayClock(),
@@ -537,6 +541,8 @@ def build_engine(
         order_id_prefix=order_id_prefix,
         arrival_order=live,
         order_timeout_ns=timeout,
+        cancel_retry_ns=retry,
+        cancel_retry_max_ns=retry_max,
     )
     if source is not None:
         engine.model_version = source.version

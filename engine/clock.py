@@ -3,6 +3,13 @@
 Both clocks keep the same timer queue: timers fire in event-time order, ties broken by
 the order they were set. A timer due at ``T`` fires after every tick stamped ``<= T``
 and before the first tick stamped ``> T``, in replay and live alike.
+
+Time has two jobs. The wall clock (``wall_clock_ns``) stamps: it says what time it is,
+and it steps when NTP or an operator sets it. The monotonic clock
+(``monotonic_clock_ns``) measures intervals: it never steps. The live daemon's receive
+clock (``adapters.daemon.core.ReceiveClock``) reads both: its readings run on the
+monotonic clock, placed on the wall clock's scale once, and a change of one against the
+other is a jump it reports rather than follows.
 """
 
 from __future__ import annotations
@@ -14,6 +21,17 @@ from typing import Protocol
 import msgspec
 
 from engine.errors import ClockError
+
+
+def wall_clock_ns() -> int:
+    """The wall clock: ns since the epoch (steps when the host's time is set)."""
+    return time.time_ns()
+
+
+def monotonic_clock_ns() -> int:
+    """The monotonic clock: ns since an arbitrary point, never stepping back or forward
+    (intervals only)."""
+    return time.monotonic_ns()
 
 
 class TimerFired(msgspec.Struct, frozen=True, kw_only=True):
@@ -101,7 +119,7 @@ class LiveClock(_TimerQueue):
     """Wall-clock time in ns since the epoch; timers are fired by the live driver."""
 
     def now_ns(self) -> int:
-        return time.time_ns()
+        return wall_clock_ns()
 
     def advance(self, ts_ns: int) -> None:
         """Wall time moves by itself; the engine's calls are accepted and ignored."""

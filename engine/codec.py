@@ -50,3 +50,5 @@ class EventCodec:
             return self._decoder.decode(raw)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise BadMessage(bytes(raw), self.source, str(exc)) from exc
+        except RecursionError as exc:  # msgspec's answer to deeply nested input
+            raise BadMessage(bytes(raw), self.source, "nested too deeply") from exc

@@ -135,13 +135,21 @@ class TrainConfig(_Strict, frozen=True):
       few minutes' data has, so every fold stopped at its first, constant tree.
     - ``seed = 7``: LightGBM's seed (a 32-bit int, 0 to 2**31 - 1); training is
       single-threaded and deterministic, so a seed gives the same model bytes.
-    - ``suspicious_auc = 0.9``: an out-of-sample AUC above it is flagged as probable
-      leakage (0.5 to 1).
+    - ``suspicious_auc = 0.9``: an out-of-sample AUC above it is implausible for market
+      data at a trading horizon and stops training as probable leakage (0.5 to 1).
+    - ``allow_failed_leak_checks = []``: the leak checks of
+      ``replay.research.training.leakage`` (``"implausible_score"``, ``"label_end"``) whose
+      failure may not stop training, by name; a failure let through is a warning and is
+      recorded in the manifest (``leak_checks``).
 
     Training warns (manifest ``warnings``, printed by ``tradeloop train``, listed in the
     training report) when LightGBM is no better than the logistic baseline out of
     sample, when a fold degenerates (best iteration 1, or one class predicted on all its
-    test rows), and when a third or more of the rows with features have no label.
+    test rows), and when a third or more of the rows with features have no label; and
+    (``replay.research.training.assessment``) when the model is not significantly better
+    than chance or than the best baseline (a single feature, the logistic model) out of
+    sample, or its expected net edge per trade at ``[strategy]``'s thresholds after
+    ``[venue.sim] fee_bps`` and the spread is negative.
     """
 
     model: Literal["lightgbm", "logistic"] = "lightgbm"
@@ -160,6 +168,7 @@ class TrainConfig(_Strict, frozen=True):
     min_data_in_leaf: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] | None = None
     seed: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)] = 7
     suspicious_auc: Annotated[float, msgspec.Meta(ge=0.5, le=1.0)] = 0.9
+    allow_failed_leak_checks: list[Literal["implausible_score", "label_end"]] = []
 
     @property
     def horizon_ns(self) -> int:
@@ -202,7 +211,9 @@ class LiveConfig(_Strict, frozen=True):
     """``[live]``: the daemon next to the OMS. ``node`` names this daemon's command and
     status topics, ``account`` the OMS account's order and report topics."""
 
-    node: str = "node1"
+    # letters, digits and _ only: client order ids are ``{node}-{session}-{n}``, and a
+    # daemon books only reports under its own ``{node}-`` (no node a prefix of another's)
+    node: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_]{1,64}$")] = "node1"
     account: str = "acct1"
     order_timeout: Duration = "5s"
     heartbeat: Duration = "1s"
@@ -218,6 +229,10 @@ class LiveConfig(_Strict, frozen=True):
     # halted by reconciliation asks again
     reconcile_timeout: Duration = "2s"
     reconcile_retry: Duration = "2s"
+    # the OMS is asked for the fills it booked since this long before our receipt of the
+    # last fill booked (its clock may be behind ours, a report may have been in flight);
+    # fills are matched by id, so a wider window costs only bandwidth
+    reconcile_lookback: Duration = "1m"
     # an order the OMS reports open that this daemon has no record of: ``flag`` raises an
     # Alarm naming it and leaves it the OMS's (its fills are booked, and a position the
     # engine did not decide sends the engine REDUCE_ONLY); ``adopt`` books it as ours
@@ -284,6 +299,10 @@ class LiveConfig(_Strict, frozen=True):
     def reconcile_retry_s(self) -> float:
         return parse_duration_ns(self.reconcile_retry) / 1e9
 
+    @property
+    def reconcile_lookback_ns(self) -> int:
+        return parse_duration_ns(self.reconcile_lookback)
+
 
 class JournalConfig(_Strict, frozen=True):
     """``[journal]``: where the live input journal goes and how often it is fsynced
@@ -312,7 +331,11 @@ class MonitorConfig(_Strict, frozen=True):
     full. ``drift_window`` (M samples) and ``false_alarm_rate`` (the chance that M
     samples of unchanged data raise a drift alarm on any feature or the score) are
     calibrated by ``tradeloop train`` into the manifest; a running monitor refuses a model
-    calibrated for other values. ``None`` turns an alarm off. Each alarm's action
+    calibrated for other values. ``ic_min`` and ``losing_streak`` are ``"calibrated"``
+    (``engine.monitor.alarms``) from the model's out-of-sample IC and hit ratio to the
+    same ``false_alarm_rate``, per window of ``window`` predictions and of
+    ``losing_streak_window`` round trips; a number fixes them (its rate is stated
+    beside it). ``None`` turns an alarm off. Each alarm's action
     (``on_*``) is ``notify`` (an Alarm event and a log line), or the engine's own sticky
     claim on the trading state, ``reduce_only`` or ``halted``, which only an operator
     ``resume`` clears and which never lowers another source's claim. Every action
@@ -325,9 +348,14 @@ class MonitorConfig(_Strict, frozen=True):
     drift_window: Annotated[int, msgspec.Meta(ge=10, le=1_000_000)] = 500
     reference_bins: Annotated[int, msgspec.Meta(ge=2, le=100)] = 10
     false_alarm_rate: Annotated[float, msgspec.Meta(ge=0.0001, le=0.5)] = 0.01
-    ic_min: Annotated[float, msgspec.Meta(ge=-1.0, le=1.0)] | None = 0.0
+    ic_min: Annotated[float, msgspec.Meta(ge=-1.0, le=1.0)] | Literal["calibrated"] | None = (
+        "calibrated"
+    )
     accuracy_margin: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] | None = 0.05
-    losing_streak: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = 5
+    losing_streak: (
+        Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | Literal["calibrated"] | None
+    ) = "calibrated"
+    losing_streak_window: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
     gap: Duration | None = "30s"
     stale_quote_age: Duration | None = "5s"
     history: Annotated[int, msgspec.Meta(ge=0, le=10_000_000)] = 100_000
@@ -398,6 +426,7 @@ def _durations(cfg: Config) -> list[tuple[str, Duration | None, bool]]:
         ("live.shutdown_timeout", cfg.live.shutdown_timeout, False),
         ("live.reconcile_timeout", cfg.live.reconcile_timeout, False),
         ("live.reconcile_retry", cfg.live.reconcile_retry, False),
+        ("live.reconcile_lookback", cfg.live.reconcile_lookback, True),
         ("live.command_max_age", cfg.live.command_max_age, False),
         ("live.max_tick_age", cfg.live.max_tick_age, False),
         ("live.max_tick_future", cfg.live.max_tick_future, False),

@@ -43,8 +43,7 @@ class EngineContext:
         )
 
     def features(self, symbol: str) -> dict[str, float]:
-        i = self._e.instruments.index[symbol]
-        return self._e.features.current(self._e.feature_state, i)
+        return self._e.features_now(self._e.instruments.index[symbol])
 
     def submit_market(
         self, symbol: str, side: Side, qty: float, *, reduce_only: bool = False

@@ -46,7 +46,7 @@ from engine.signals import SignalModel, ZoneTracker, select_columns
 from engine.signals.manifest import check_against_features
 from engine.strategy import Strategy
 from engine.ticks import QUOTE, TRADE, TickBatch
-from engine.trading_state import SEVERITY, Source
+from engine.trading_state import SEVERITY, Source, command_source
 
 log = logging.getLogger("tradeloop.engine")
 
@@ -88,6 +88,11 @@ class Engine:
         order_timeout_ns: an order with no answer from the venue this long after it was
             sent becomes UNKNOWN, with an Alarm, and the engine reduces only until the
             venue answers (None: no timeout, as with the simulated venue).
+        cancel_retry_ns: a cancel sent for an order is not sent again before this, then
+            again with the wait doubling up to ``cancel_retry_max_ns``, while the order is
+            open (None: once per order, again only after the venue rejected it, as the
+            simulated venue needs; see ``OrderDesk``).
+        cancel_retry_max_ns: the longest wait between two cancels of one order.
     """
 
     def __init__(
@@ -106,6 +111,8 @@ class Engine:
         order_id_prefix: str = "O",
         arrival_order: bool = False,
         order_timeout_ns: int | None = None,
+        cancel_retry_ns: int | None = None,
+        cancel_retry_max_ns: int | None = None,
     ) -> None:
         n = len(instruments)
         self.instruments = instruments
@@ -123,7 +130,9 @@ class Engine:
         self.counters: Counter[str] = Counter()
         self.sinks: list[EventSink] = []
         self.observers: list[ScoreObserver] = []
-        self.desk = OrderDesk(self, order_id_prefix, order_timeout_ns)
+        self.desk = OrderDesk(
+            self, order_id_prefix, order_timeout_ns, cancel_retry_ns, cancel_retry_max_ns
+        )
         self.arrival_order = arrival_order
         self._max_event_ts = 0
         self._automatic_sticky: TradingStateName = "ACTIVE"
@@ -139,6 +148,10 @@ class Engine:
         # never holds them
         self._batch_features: npt.NDArray[np.float64] | None = None
         self._signal_row: npt.NDArray[np.float64] | None = None
+        # the batch being walked, for ``features_now``: its feature rows, the feature
+        # values before it, how many of its ticks the walk has passed, and per instrument
+        # the index of its latest tick so far (built on the first read); None between batches
+        self._walk: _Walk | None = None
         thresholds = strategy.thresholds()
         if model is not None:
             manifest = getattr(model, "manifest", None)
@@ -213,6 +226,19 @@ class Engine:
         ``Signal`` being emitted, for a sink that explains it; None at any other time."""
         return self._signal_row
 
+    def features_now(self, instrument: int) -> dict[str, float]:
+        """Every feature of ``instrument`` as of the latest tick the loop has passed: inside
+        a batch, its row at the newest of its ticks up to there (the values before the
+        batch if it has none yet), not the batch's last row, which is the future for a
+        hook called at an earlier tick; between batches, the latest values."""
+        walk = self._walk
+        if walk is None:
+            return self.features.current(self.feature_state, instrument)
+        row = walk.latest_row(instrument)
+        if row < 0:
+            return self.features.values_of(walk.before[instrument])
+        return self.features.named(walk.features[row])
+
     def start(self) -> None:
         """Bind and start the strategy. Replay calls this on its first tick, with the
         clock already at that tick's time, so ``on_start`` sees a real time."""
@@ -246,7 +272,15 @@ class Engine:
             self.clock.advance(int(ts[0]))
             self.start()
         self.counters["ticks"] += n
+        self.market.begin_batch(n)
+        # what is due before the batch's first tick (timers, orders reaching the venue)
+        # runs before the batch's features are computed, so its hooks read the state
+        # before the batch; a one-tick batch then needs no record of the walk (every later
+        # read is at or after its tick), a longer one keeps the values before it
+        self._advance_external(int(ts[0]) - 1)
+        before = self.feature_state.values.copy() if n > 1 else None
         feats = self.features.update(batch, self.feature_state)
+        walk = self._walk = None if before is None else _Walk(batch.instrument, feats, before)
         sig_idx = sig_zone = sig_prev = observed = _EMPTY
         scores = None
         if self.model is not None and self._model_columns is not None:
@@ -269,7 +303,6 @@ class Engine:
             if self._wants_trades:
                 mask |= batch.kind == TRADE
             events = np.union1d(events, np.flatnonzero(mask))
-        self.market.begin_batch(n)
         positions, cash = self.portfolio.positions, self.portfolio.cash
         loss = self.market.loss
         e = 0  # next entry of ``events``
@@ -278,7 +311,10 @@ class Engine:
         n_events = events.shape[0]
         pos = 0
         while pos < n:
-            self._advance_external(int(ts[pos]) - 1)
+            if pos:  # what was due before the first tick ran before the features
+                if walk is not None:
+                    walk.passed = pos
+                self._advance_external(int(ts[pos]) - 1)
             nxt = self._next_external_ns()
             end = n if nxt is None else int(np.searchsorted(ts, nxt, side="right"))
             stop = end
@@ -290,6 +326,8 @@ class Engine:
                 self.router.commit()  # else a loss limit tripped before the fill tick
             self.clock.advance(int(ts[k - 1]))
             self._last_ts = int(ts[k - 1])
+            if walk is not None:
+                walk.passed = k
             self.desk.handle_reports()
             if loss[L_BREACH] != 0.0:
                 self._check_loss_breach()
@@ -329,6 +367,7 @@ class Engine:
                     )
                 e += 1
             pos = j
+        self._walk = None
         self.market.end_batch()
         if self.desk.flattening:
             self.desk.flatten_step()
@@ -396,15 +435,28 @@ class Engine:
         claim; other claims (an operator's kill, a loss limit) stay."""
         self.request_state("data_loss", "ACTIVE", f"market data restored: {reason}")
 
-    def _warmup_columns(self) -> list[int]:
+    def _warmup_columns(self) -> tuple[list[int], list[int]]:
+        """Where the features that must be warm sit: in a ``FeatureState.values`` row, and
+        in a row of a batch's features (the set's order)."""
         wanted = list(self.strategy.required_features())
         if not wanted and self.model is not None:
             wanted = list(self.model.feature_names)
-        return [int(c) for c in self.features.state_columns(wanted)]
+        in_state = [int(c) for c in self.features.state_columns(wanted)]
+        return in_state, [self.features.names.index(name) for name in wanted]
 
     def _is_warm(self, instrument: int) -> bool:
-        row = self.feature_state.values[instrument]
-        return all(row[c] == row[c] for c in self._warm_columns)  # NaN != NaN
+        # as of the tick the loop is at, as ``features_now``: the state after the whole
+        # batch would let an order through on features warmed by ticks of its future
+        in_state, in_batch = self._warm_columns
+        walk = self._walk
+        row = -1 if walk is None else walk.latest_row(instrument)
+        if row >= 0:
+            assert walk is not None
+            values, columns = walk.features[row], in_batch
+        else:
+            before = self.feature_state.values if walk is None else walk.before
+            values, columns = before[instrument], in_state
+        return all(values[c] == values[c] for c in columns)  # NaN != NaN
 
     async def run(self, source: AsyncIterable[TickBatch] | Iterable[TickBatch]) -> None:
         """The loop: feed every batch of ``source`` through the stages, then finish.
@@ -471,23 +523,30 @@ class Engine:
     def on_command(self, command: Command) -> None:
         """Apply an operator command: kill, reduce_only, resume, flatten.
 
-        A kill is left only by ``resume``; ``reduce_only`` during a kill is refused with an
-        Alarm. ``flatten`` cancels every open order and closes every position with
+        The command's issuer holds the claim it sets (``command_source``: the operator,
+        the daemon's shutdown, reconciliation, the daemon). A kill is left only by a
+        ``resume`` that clears it; ``reduce_only`` during the same holder's kill is refused
+        with an Alarm. The operator's ``resume`` clears every claim; another holder's only
+        its own. ``flatten`` cancels every open order and closes every position with
         reducing orders (also while HALTED), and keeps the state at least REDUCE_ONLY.
         """
         self.emit(command)
         reason = f"command {command.action} from {command.issuer or 'operator'}: {command.reason}"
-        killed = self.risk.trading.is_killed()
+        source = command_source(command.issuer, command.reason)
+        killed = self.risk.trading.is_killed(source)
         match command.action:
             case "kill":
                 self.desk.stop_flatten()
-                self.request_state("operator", "HALTED", reason)
+                self.request_state(source, "HALTED", reason)
                 self.desk.enforce_state()  # also a flatten's orders still working
             case "reduce_only":
                 if killed:
                     self._refuse(command, "a kill is in force; only resume leaves it")
                 else:
-                    self.request_state("operator", "REDUCE_ONLY", reason)
+                    self.request_state(source, "REDUCE_ONLY", reason)
+            case "resume" if source != "operator":
+                now = self.clock.now_ns()
+                self._state_changed(self.risk.trading.resume(reason, now, by=source))
             case "resume":
                 self.desk.stop_flatten()
                 self._automatic_sticky = "ACTIVE"
@@ -498,7 +557,7 @@ class Engine:
                     )
             case "flatten":
                 if not killed:
-                    self.request_state("operator", "REDUCE_ONLY", reason)
+                    self.request_state(source, "REDUCE_ONLY", reason)
                 self.desk.start_flatten()
             case "reload_model":
                 self._refuse(command, "model reload is handled by the daemon, not the engine")
@@ -602,3 +661,32 @@ def _trade_at(batch: TickBatch, t: int, instruments: InstrumentTable) -> Trade:
 
 
 __all__ = ["Engine", "EngineContext", "EventSink", "ScoreObserver"]
+
+
+class _Walk:
+    """Where the loop is in the batch it walks (``Engine.features_now``)."""
+
+    __slots__ = ("_latest", "before", "features", "instrument", "passed")
+
+    def __init__(
+        self,
+        instrument: npt.NDArray[np.int32],
+        features: npt.NDArray[np.float64],
+        before: npt.NDArray[np.float64],
+    ) -> None:
+        self.instrument = instrument
+        self.features = features
+        self.before = before
+        self.passed = 0
+        self._latest: dict[int, npt.NDArray[np.int64]] = {}
+
+    def latest_row(self, instrument: int) -> int:
+        """The index of ``instrument``'s newest tick among the ticks passed, or -1."""
+        if self.passed == 0:
+            return -1
+        latest = self._latest.get(instrument)
+        if latest is None:
+            index = np.arange(self.instrument.shape[0], dtype=np.int64)
+            latest = np.maximum.accumulate(np.where(self.instrument == instrument, index, -1))
+            self._latest[instrument] = latest
+        return int(latest[self.passed - 1])

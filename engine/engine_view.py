@@ -14,7 +14,6 @@ from typing import Any, Protocol
 
 from engine.clock import Clock
 from engine.events import Event, OrderType, RiskRejected, Side, TimeInForce, TradingStateName
-from engine.features import FeatureSet, FeatureState
 from engine.instruments import InstrumentTable
 from engine.market import MarketState
 from engine.orders import OrderBook
@@ -71,9 +70,8 @@ class ContextHost(Protocol):
     portfolio: Portfolio
     orders: OrderBook
     market: MarketState
-    features: FeatureSet
-    feature_state: FeatureState
     risk: RiskEngine
 
     @property
     def desk(self) -> OrderEntry: ...
+    def features_now(self, instrument: int) -> dict[str, float]: ...

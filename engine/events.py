@@ -138,7 +138,8 @@ class RiskRejected(Event, frozen=True, tag="risk_rejected"):
 
 class TradingState(Event, frozen=True, tag="trading_state"):
     """The effective trading state changed; ``source`` is the claim that now decides it
-    (operator, loss_limit, data_loss, automatic; see ``engine.trading_state``)."""
+    (operator, shutdown, reconciliation, daemon, loss_limit, data_loss, automatic; see
+    ``engine.trading_state``)."""
 
     state: TradingStateName
     previous: TradingStateName

@@ -297,6 +297,27 @@ class AdoptRecord(Record, frozen=True, tag="adopt"):
     external: ExternalOrder
 
 
+class ClockJump(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The wall clock jumped: wall minus monotonic changed by ``step_ns`` (either sign)
+    between two readings, or (at a start) the wall clock is behind the journal's last
+    receive time. Receive times keep to the monotonic clock; applying the record raises
+    a critical Alarm with ``reason`` and puts the engine's own claim at ``policy``
+    (sticky: until an operator resumes; ``alarm``: no claim), live and in replay alike.
+    """
+
+    step_ns: int
+    wall_ns: int
+    policy: Literal["alarm", "reduce_only", "halt"]
+    reason: str = ""
+
+
+class ClockJumpRecord(Record, frozen=True, tag="clock_jump"):
+    """A wall-clock jump at this point of the stream. Added after format version 1
+    shipped, like ``AdoptRecord``: older builds refuse a journal holding one."""
+
+    jump: ClockJump
+
+
 AnyRecord = (
     MarketDataRecord
     | ReportRecord
@@ -306,6 +327,7 @@ AnyRecord = (
     | FeedRecord
     | AdoptRecord
     | ModelSwitchRecord
+    | ClockJumpRecord
 )
 RECORD_TYPES: Final[tuple[type[Record], ...]] = (
     MarketDataRecord,
@@ -316,9 +338,17 @@ RECORD_TYPES: Final[tuple[type[Record], ...]] = (
     FeedRecord,
     AdoptRecord,
     ModelSwitchRecord,
+    ClockJumpRecord,
 )
 RecordBody = (
-    TickBatch | ExecutionReport | Command | TimerFired | FeedStatus | ExternalOrder | ModelSwitch
+    TickBatch
+    | ExecutionReport
+    | Command
+    | TimerFired
+    | FeedStatus
+    | ExternalOrder
+    | ModelSwitch
+    | ClockJump
 )
 
 
@@ -341,6 +371,8 @@ def make_record(seq: int, ts_recv: int, body: RecordBody) -> AnyRecord:
             return AdoptRecord(seq=seq, ts_recv=ts_recv, external=body)
         case ModelSwitch():
             return ModelSwitchRecord(seq=seq, ts_recv=ts_recv, switch=body)
+        case ClockJump():
+            return ClockJumpRecord(seq=seq, ts_recv=ts_recv, jump=body)
         case OrderAccepted() | OrderRejected() | Fill() | OrderCancelled() | CancelRejected():
             return ReportRecord(seq=seq, ts_recv=ts_recv, report=body)
     raise TypeError(f"{type(body).__name__} is not a journaled input")

@@ -43,13 +43,32 @@ _EPS = 1e-9
 class OrderDesk:
     """Sends orders and cancels, applies execution reports, enforces the trading state.
 
+    Cancels: one per working order in flight. With ``cancel_retry_ns`` (live) a cancel
+    sent for an order is not sent again until that long has passed, whatever asks for it
+    (a state that flaps in and out of HALTED, a venue that rejects the cancel while the
+    order stays open); then it is resent, at the latest at the next clock reading, with
+    the wait doubling up to ``cancel_retry_max_ns``, for as long as the order stays open.
+    The rule runs on the engine's clock, so a replay sends the same cancels. Without it
+    (replay against the simulated venue, which answers every cancel) a cancel is sent
+    once per order, and again after the venue rejected it.
+
     Args:
         engine: the engine it works for (events, counters, state, strategy hooks).
         order_id_prefix: prefix of client order ids (unique per session in live).
+        order_timeout_ns: an order without an answer this long becomes UNKNOWN (None:
+            never).
+        cancel_retry_ns: the wait before a cancel of the same order is sent again (None:
+            as described above).
+        cancel_retry_max_ns: the longest wait the doubling reaches (None: no cap).
     """
 
     def __init__(
-        self, engine: DeskHost, order_id_prefix: str, order_timeout_ns: int | None = None
+        self,
+        engine: DeskHost,
+        order_id_prefix: str,
+        order_timeout_ns: int | None = None,
+        cancel_retry_ns: int | None = None,
+        cancel_retry_max_ns: int | None = None,
     ) -> None:
         self._e = engine
         self._prefix = order_id_prefix
@@ -58,6 +77,13 @@ class OrderDesk:
         self._waiting: dict[str, int] = {}  # sent, no answer yet: client id -> sent at
         self._unknown: set[str] = set()  # timed out, still no answer
         self.flattening = False
+        if cancel_retry_ns is not None and cancel_retry_ns <= 0:
+            raise ValueError(f"cancel_retry_ns must be > 0, got {cancel_retry_ns}")
+        self._cancel_retry_ns = cancel_retry_ns
+        self._cancel_retry_max_ns = max(cancel_retry_max_ns or 0, cancel_retry_ns or 0) or None
+        # open orders a cancel was sent for: client id -> (sent at, wait before a resend,
+        # reason); dropped when the order closes
+        self._cancels: dict[str, tuple[int, int, str]] = {}
 
     def begin_session(self, order_id_prefix: str) -> None:
         """Client order ids from here on are ``{order_id_prefix}-{n}`` counted from 1: the
@@ -135,10 +161,25 @@ class OrderDesk:
             self._send_cancel(order, "strategy")
 
     def _send_cancel(self, order: Order, reason: str) -> None:
-        if order.cancel_sent:
-            return
-        order.cancel_sent = True
         now = self._e.clock.now_ns()
+        retry = self._cancel_retry_ns
+        if retry is None:
+            if order.cancel_sent:
+                return
+        else:
+            cid = order.client_order_id
+            held = self._cancels.get(cid)
+            if held is None:
+                self._cancels[cid] = (now, retry, reason)
+            else:
+                sent, wait, first = held
+                if now - sent < wait:
+                    return  # one in flight: not again before its back-off
+                doubled = 2 * wait
+                cap = self._cancel_retry_max_ns
+                self._cancels[cid] = (now, doubled if cap is None else min(doubled, cap), first)
+                self._e.counters["cancels_resent"] += 1
+        order.cancel_sent = True
         req = CancelRequest(
             ts_event=now,
             ts_recv=now,
@@ -228,9 +269,11 @@ class OrderDesk:
             case CancelRejected():
                 self._e.counters["cancels_rejected"] += 1
                 order = self._e.orders.find(report.client_order_id)
-                if order is not None and order.is_open:
+                if order is not None and order.is_open and self._cancel_retry_ns is None:
                     order.cancel_sent = False  # still open: a later sweep may cancel again
                 self._e.call_strategy(self._e.strategy.on_order, report)
+        if self._cancels:
+            self._forget_cancel(report.client_order_id)
         if self._e.risk.state != "ACTIVE":
             self.enforce_state()
         if self.flattening:
@@ -317,7 +360,10 @@ class OrderDesk:
 
     def check_timeouts(self, now: int) -> None:
         """Orders sent ``order_timeout`` ago without any answer become UNKNOWN: never a
-        reject (the venue may have them), and the engine reduces only until it answers."""
+        reject (the venue may have them), and the engine reduces only until it answers.
+        Cancels whose back-off has passed are sent again."""
+        if self._cancels:
+            self._resend_cancels(now)
         if self._timeout_ns is None or not self._waiting:
             return
         late = [cid for cid, sent in self._waiting.items() if now - sent >= self._timeout_ns]
@@ -336,6 +382,19 @@ class OrderDesk:
             )
         if self._unknown:
             self._e.raise_automatic("REDUCE_ONLY", "orders without an answer", sticky=False)
+
+    def _resend_cancels(self, now: int) -> None:
+        for cid, (sent, wait, reason) in list(self._cancels.items()):
+            order = self._e.orders.find(cid)
+            if order is None or not order.is_open:
+                del self._cancels[cid]
+            elif now - sent >= wait:
+                self._send_cancel(order, reason)
+
+    def _forget_cancel(self, client_order_id: str) -> None:
+        order = self._e.orders.find(client_order_id)
+        if order is None or not order.is_open:
+            self._cancels.pop(client_order_id, None)
 
     def _answered(self, client_order_id: str) -> None:
         self._waiting.pop(client_order_id, None)

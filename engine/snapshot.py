@@ -63,8 +63,11 @@ from engine.errors import JournalError
 MAGIC: Final = b"TLSNAP\r\n"
 FORMAT_VERSION: Final = 1
 # Bump when a class in the engine's state changes its attributes incompatibly: a snapshot
-# of another layout is then ignored (a full replay), never half-loaded.
-STATE_VERSION: Final = 1
+# of another layout is then ignored (a full replay), never half-loaded. 2: the trading
+# state holds a claim per holder (shutdown, reconciliation, daemon beside the operator).
+# 3: the feature kernels' time rings keep the time of their last update (gap resets), one
+# more int per ring: an older row would be read shifted by one.
+STATE_VERSION: Final = 3
 _PREFIX = struct.Struct("<8sII")  # magic, version, header length
 _CRC = struct.Struct("<I")
 # the engine's attributes the composition root sets (not state)

@@ -1,38 +1,83 @@
 """The trading state: who may restrict trading, who may lift it, and what the engine does.
 
-Every source that can restrict trading holds its own *claim* (the state it asks for).
+Every holder that can restrict trading holds its own *claim* (the state it asks for).
 The effective state is the most severe claim: ``HALTED`` > ``REDUCE_ONLY`` > ``ACTIVE``.
-A source only ever changes its own claim, so a state set by one source can never be
-lowered by another; the ranking decides which source is named as the cause when several
+A holder only ever changes its own claim, so a state set by one holder can never be
+lowered by another; the ranking decides which holder is named as the cause when several
 claim the same state, and who may clear what:
 
-==========  ====  ==========================================================
-source      rank  claims and clears
-==========  ====  ==========================================================
-operator    3     ``kill`` (HALTED), ``reduce_only``; ``resume`` clears every
-                  claim (the operator's word is final; a condition that still
-                  holds, such as a stale feed, claims again at its next check)
-loss_limit  2     a daily-loss or drawdown breach; cleared only by ``resume``
-data_loss   1     market data lost or stale; cleared when data is back
-automatic   0     the engine's own alarms (a strategy that raised, a fill on
-                  an unknown order, an order without an answer); cleared by
-                  the engine when the condition ends, or by ``resume``
-==========  ====  ==========================================================
+==============  ====  ======================================================
+source          rank  claims and clears
+==============  ====  ======================================================
+operator        6     ``kill`` (HALTED), ``reduce_only``; ``resume`` clears every
+                      claim (the operator's word is final; a condition that still
+                      holds, such as a stale feed, claims again at its next check)
+shutdown        5     the daemon's own ``kill`` at a graceful stop (issuer
+                      ``daemon``, reason ``SHUTDOWN_REASON``); cleared at the next
+                      start by reconciliation's ``resume`` once the OMS agrees
+reconciliation  4     its ``kill`` when positions differ from the OMS's or the OMS
+                      does not answer; cleared by its own ``resume``, which clears
+                      the ``shutdown`` claim too and nothing else
+daemon          3     the daemon's other commands (``reduce_only`` when its outbox
+                      had no room for orders); cleared only by an operator
+loss_limit      2     a daily-loss or drawdown breach; cleared only by ``resume``
+data_loss       1     market data lost or stale; cleared when data is back
+automatic       0     the engine's own alarms (a strategy that raised, a fill on
+                      an unknown order, an order without an answer, a wall-clock
+                      jump); cleared by the engine when the condition ends, or by
+                      ``resume``
+==============  ====  ======================================================
 
-A kill is left only by ``resume``: an operator ``reduce_only`` while killed is refused.
+Commands name their issuer; ``command_source`` maps an issuer to the claim it holds, so
+a restart that rebuilds the claims from the journal (or restores them from a snapshot)
+restores who holds what, not only the state. A holder's kill is left only by a
+``resume`` that clears it: a ``reduce_only`` from the same holder while it is killed is
+refused.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
 
 from engine.events import TradingState, TradingStateName
 
-Source = Literal["operator", "loss_limit", "data_loss", "automatic"]
+Source = Literal[
+    "operator", "shutdown", "reconciliation", "daemon", "loss_limit", "data_loss", "automatic"
+]
 
-SOURCES: tuple[Source, ...] = ("operator", "loss_limit", "data_loss", "automatic")
-RANK: dict[Source, int] = {"operator": 3, "loss_limit": 2, "data_loss": 1, "automatic": 0}
+# highest rank first (the table above)
+SOURCES: tuple[Source, ...] = (
+    "operator", "shutdown", "reconciliation", "daemon", "loss_limit", "data_loss", "automatic"
+)  # fmt: skip
 SEVERITY: dict[TradingStateName, int] = {"ACTIVE": 0, "REDUCE_ONLY": 1, "HALTED": 2}
+
+RECONCILIATION: Final = "reconciliation"
+"""Issuer of the commands reconciliation journals."""
+DAEMON: Final = "daemon"
+"""Issuer of the commands the daemon makes itself (its stop, a full outbox)."""
+SHUTDOWN_REASON: Final = "daemon shutdown"
+"""Reason of the daemon's own kill at a graceful stop (lifted at the next start once the
+OMS agrees)."""
+
+# what a ``resume`` from each holder clears: the operator's clears every claim; the others
+# only what they hold (reconciliation also the previous session's shutdown kill, which it
+# exists to lift once the OMS agrees)
+LIFTS: Final[dict[Source, tuple[Source, ...]]] = {
+    "operator": SOURCES,
+    "shutdown": ("shutdown",),
+    "reconciliation": ("reconciliation", "shutdown"),
+    "daemon": ("daemon",),
+}
+
+
+def command_source(issuer: str, reason: str) -> Source:
+    """The claim a command's issuer holds: ``reconciliation``, the daemon's ``shutdown``
+    kill, the ``daemon``'s other commands, or else the ``operator``."""
+    if issuer == RECONCILIATION:
+        return "reconciliation"
+    if issuer == DAEMON:
+        return "shutdown" if reason == SHUTDOWN_REASON else "daemon"
+    return "operator"
 
 
 class TradingStateMachine:
@@ -51,9 +96,13 @@ class TradingStateMachine:
     def claims(self) -> dict[Source, TradingStateName]:
         return dict(self._claims)
 
-    def is_killed(self) -> bool:
-        """An operator kill is in force (only ``resume`` leaves it)."""
-        return self._claims["operator"] == "HALTED"
+    def reason(self, source: Source) -> str:
+        """Why ``source`` claims what it claims ("" when it claims nothing)."""
+        return self._reasons[source]
+
+    def is_killed(self, source: Source = "operator") -> bool:
+        """``source`` holds a kill (only a ``resume`` that clears it leaves it)."""
+        return self._claims[source] == "HALTED"
 
     def request(
         self, source: Source, state: TradingStateName, reason: str, ts_ns: int
@@ -61,21 +110,22 @@ class TradingStateMachine:
         """Set ``source``'s claim to ``state``; returns the event if the effective state
         or its cause changed, else None.
 
-        An operator claim of HALTED (a kill) is not lowered by this call: use
-        ``resume``.
+        A command holder's kill (operator, shutdown, reconciliation, daemon) is not
+        lowered by this call: use ``resume``.
         """
-        if source == "operator" and self.is_killed() and state != "HALTED":
+        if source in LIFTS and self.is_killed(source) and state != "HALTED":
             return None
         self._claims[source] = state
         self._reasons[source] = reason
         return self._settle(source, reason, ts_ns)
 
-    def resume(self, reason: str, ts_ns: int) -> TradingState | None:
-        """The operator's ``resume``: clears every claim."""
-        for source in SOURCES:
+    def resume(self, reason: str, ts_ns: int, by: Source = "operator") -> TradingState | None:
+        """A ``resume`` from ``by``: the operator's clears every claim; another holder's
+        only its own (``LIFTS``)."""
+        for source in LIFTS.get(by, (by,)):
             self._claims[source] = "ACTIVE"
             self._reasons[source] = ""
-        return self._settle("operator", reason, ts_ns)
+        return self._settle(by, reason, ts_ns)
 
     def _settle(self, requester: Source, reason: str, ts_ns: int) -> TradingState | None:
         state: TradingStateName = "ACTIVE"

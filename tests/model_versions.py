@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import msgspec
 import numpy as np
 import polars as pl
 from paho.mqtt.packettypes import PacketTypes
@@ -26,6 +27,7 @@ from paho.mqtt.properties import Properties
 
 from adapters.model_registry_store import Registry
 from adapters.mqtt.auth import SIGNATURE_PROPERTY, sign_command
+from adapters.mqtt.topics import Topics
 from engine.codec import EventCodec
 from engine.config import config_from_dict
 from engine.events import Command, Quote, Signal, Trade
@@ -191,6 +193,11 @@ async def feed(
     before = ticks_in()
     for i, tick in enumerate(items):
         kind = "quote" if isinstance(tick, Quote) else "trade"
+        # stamped when sent, as ``tradeloop publish`` does: the daemon refuses market data
+        # older than ``[live] max_tick_age`` (the sample's own stamps are from 2024), and
+        # live the engine's time is the receive time anyway
+        now = time.time_ns()
+        tick = msgspec.structs.replace(tick, ts_event=now, ts_recv=now)
         await client.publish(f"md/SIM/{tick.instrument}/{kind}", CODEC.encode(tick), qos=1)
         if i % 50 == 49:
             await asyncio.sleep(pause)  # several batches, not one
@@ -206,7 +213,8 @@ async def command(client: aiomqtt.Client, action: str, *, signed: bool = True,
                                    target=target, stage=stage))  # fmt: skip
     props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     if signed:
-        props.UserProperty = [(SIGNATURE_PROPERTY, sign_command(payload, KEY.encode()))]
+        signature = sign_command(payload, KEY.encode(), Topics(node="n1", account="a1"))
+        props.UserProperty = [(SIGNATURE_PROPERTY, signature)]
     await client.publish("tradeloop/n1/command", payload, qos=1, properties=props)
 
 

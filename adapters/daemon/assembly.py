@@ -66,10 +66,11 @@ def build_live_engine(
     pins: ModelPins | None = None,
 ) -> Engine:
     """The engine a config describes, with the daemon's settings (``engine.assembly``):
-    receive time as the time axis, not strict, order timeouts in ``live`` mode, the
-    model monitor attached and, for a registry model with ``[registry]
-    shadow_challenger``, the challenger scored in shadow beside it, so the replay of a
-    journal builds exactly the same engine.
+    receive time as the time axis, not strict, order timeouts and the cancels' back-off
+    (``[live] cancel_retry``, ``cancel_retry_max``) in ``live`` mode, the model monitor
+    attached and, for a registry model with ``[registry] shadow_challenger``, the
+    challenger scored in shadow beside it, so the replay of a journal builds exactly the
+    same engine.
 
     Args:
         pins: the registry versions to run (``session_pins``; the replay of a session

@@ -19,19 +19,22 @@ serialized in the journal's order:
 - ``Connection(False)`` -> ``FeedStatus("lost")``; ``Connection(True)`` -> nothing (the
   feed is restored by fresh quotes, not by the connection).
 - ``Overflow`` -> ``FeedStatus("overflow")`` (the engine treats it as lost data).
-- heartbeat -> a clock record (``engine.advance_to``: timers, order timeouts), then
-  ``FeedStatus("lost")`` if an instrument's last quote is older than its
-  ``max_quote_age``, or if the feed is still lost after an operator's resume cleared the
-  data-loss claim.
+- heartbeat -> a clock record (``engine.advance_to``: timers, order timeouts, cancels
+  due again), a ``ClockJump`` if the wall clock jumped since the last one (a critical
+  Alarm and ``[live] on_clock_jump``), then ``FeedStatus("lost")`` if an instrument's
+  last quote is older than its ``max_quote_age``, or if the feed is still lost after an
+  operator's resume cleared the data-loss claim.
 - an order the outbox had no room for -> an ``OrderRejected`` report for it and a
   ``reduce_only`` command from issuer ``daemon`` (sticky until an operator resumes).
 - stop (SIGTERM/SIGINT) -> a ``kill`` command from issuer ``daemon`` if
   ``live.cancel_on_stop`` (HALTED cancels every open order).
 
-Receive times entering the engine never go backwards: the receive clock is
-``LiveClock`` made non-decreasing, read only by the session at receipt and by the
-heartbeat, and an item stamped before the last applied time (it waited for room in a
-full inbox) is journaled and applied at that time (counted, ``receive_time_clamped``).
+Receive times entering the engine never go backwards: the receive clock
+(``ReceiveClock``) runs on the monotonic clock, placed on the wall clock's scale at the
+start and never below the journal's last receive time; it is read by the session at
+receipt, by the heartbeat and by what the daemon journals itself. An item stamped before
+the last applied time (it waited for room in a full inbox) is journaled and applied at
+that time (counted, ``receive_time_clamped``).
 
 A replay of the journal applies each record with ``apply_record``: same stream, same
 engine, same decisions.
@@ -46,7 +49,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import IO, Final, ParamSpec, TypeVar
+from typing import IO, Final, Literal, ParamSpec, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -57,8 +60,9 @@ from adapters.metrics import DaemonMetrics
 from adapters.mqtt.ingest import CommandIn, Connection, Inbound, MarketData, Overflow, ReportIn
 from adapters.reconciliation import alarms_of
 from engine.assembly import ModelSwitcher
-from engine.clock import LiveClock
+from engine.clock import monotonic_clock_ns, wall_clock_ns
 from engine.codec import EventCodec
+from engine.config import LiveConfig
 from engine.engine import Engine
 from engine.errors import ConfigError
 from engine.events import (
@@ -74,10 +78,13 @@ from engine.events import (
     RiskRejected,
     Signal,
     TradingState,
+    TradingStateName,
 )
 from engine.journal import (
     AdoptRecord,
     AnyRecord,
+    ClockJump,
+    ClockJumpRecord,
     ClockRecord,
     CommandRecord,
     ExternalOrder,
@@ -96,8 +103,13 @@ log = logging.getLogger("tradeloop.daemon")
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
-InputBody = TickBatch | ExecutionReport | Command | FeedStatus | ExternalOrder | ModelSwitch | None
+InputBody = (
+    TickBatch | ExecutionReport | Command | FeedStatus | ExternalOrder | ModelSwitch | ClockJump
+    | None
+)  # fmt: skip
 """One input of the stream: ``None`` is a clock reading."""
+ClockJumpPolicy = Literal["alarm", "reduce_only", "halt"]
+_DEFAULT_LIVE: Final = LiveConfig()
 
 DECISION_TYPES = (
     Signal,
@@ -116,24 +128,102 @@ MODEL_COMMANDS: Final = ("promote", "rollback")
 
 
 class ReceiveClock:
-    """Wall-clock receive times made non-decreasing (``max`` with the last reading).
+    """Receive times on the monotonic clock, placed on the wall clock's scale once.
+
+    The engine runs on receive time: quote ages, order timeouts, timers, the heartbeat's
+    feed check and command freshness are differences of these readings, so they are
+    measured on the monotonic clock and a wall clock that steps (NTP, a hand-set date)
+    moves none of them. A reading is ``monotonic + base``, with ``base`` the wall clock
+    minus the monotonic clock when the clock was made (raised by ``continue_from`` so a
+    restart never goes back in time from its journal); the readings are what the daemon
+    journals, so a replay of the journal sees the very same times.
+
+    The wall clock is read only to place the readings and to watch for jumps: ``jumped``
+    compares wall minus monotonic with its value at the last call, and a change beyond
+    ``jump_ns`` either way is a ``ClockJump`` the daemon journals (a critical Alarm and
+    ``policy``), never followed and never absorbed silently.
 
     Args:
-        source: raw time source in ns (default ``LiveClock().now_ns``).
+        wall: the wall-clock source, ns since the epoch (default ``wall_clock_ns``).
+        monotonic: the monotonic source, ns (default ``monotonic_clock_ns``).
+        jump_ns: the change of wall minus monotonic that is a jump (``[live] clock_jump``).
+        policy: what a jump does to the engine's claim (``[live] on_clock_jump``).
     """
 
-    def __init__(self, source: Callable[[], int] | None = None) -> None:
-        self._source = source if source is not None else LiveClock().now_ns
-        self._last = 0
-        self.steps_back = 0
+    def __init__(
+        self,
+        wall: Callable[[], int] | None = None,
+        monotonic: Callable[[], int] | None = None,
+        *,
+        jump_ns: int = _DEFAULT_LIVE.clock_jump_ns,
+        policy: ClockJumpPolicy = _DEFAULT_LIVE.on_clock_jump,
+    ) -> None:
+        self._wall = wall if wall is not None else wall_clock_ns
+        self._monotonic = monotonic if monotonic is not None else monotonic_clock_ns
+        self.jump_ns = jump_ns
+        self.policy: ClockJumpPolicy = policy
+        mono = self._monotonic()
+        offset = self._wall() - mono
+        self._base = offset  # reading = monotonic + base
+        self._offset = offset  # wall - monotonic at the last ``jumped``
+        self._pending: list[ClockJump] = []
 
     def __call__(self) -> int:
-        t = self._source()
-        if t < self._last:
-            self.steps_back += 1
-            return self._last
-        self._last = t
-        return t
+        return self._monotonic() + self._base
+
+    def continue_from(self, last_ns: int) -> None:
+        """Readings from now on are at or after ``last_ns`` (the journal's last receive
+        time): the engine's time never goes back across a restart. A wall clock behind it
+        by more than ``jump_ns`` (it stepped back while the daemon was down, or the last
+        session ran on a clock that was ahead) is a jump, reported by the next
+        ``jumped``; the readings then run ahead of the wall clock by that gap, on the
+        monotonic clock, until the next restart on a wall clock past them."""
+        now = self()
+        if now >= last_ns:
+            return
+        gap = last_ns - now
+        self._base += gap
+        if gap > self.jump_ns:
+            self._jump(-gap, f"wall clock {gap / 1e9:.3f} s behind the journal's last "
+                             "receive time at start: receive times continue from the "
+                             "journal on the monotonic clock")  # fmt: skip
+
+    def jumped(self) -> list[ClockJump]:
+        """The jumps since the last call: reads both clocks (the daemon calls it at each
+        heartbeat); empty unless wall minus monotonic moved by more than ``jump_ns``."""
+        mono = self._monotonic()
+        offset = self._wall() - mono
+        step = offset - self._offset
+        self._offset = offset
+        if abs(step) > self.jump_ns:
+            self._jump(step, f"wall clock jumped {step / 1e9:+.3f} s against the monotonic "
+                             "clock: receive times keep to the monotonic clock")  # fmt: skip
+        out, self._pending = self._pending, []
+        return out
+
+    def _jump(self, step_ns: int, reason: str) -> None:
+        wall = self._wall()
+        log.critical("%s (on_clock_jump = %s)", reason, self.policy)
+        self._pending.append(ClockJump(step_ns=step_ns, wall_ns=wall, policy=self.policy,
+                                       reason=reason))  # fmt: skip
+
+
+_JUMP_STATE: Final[dict[ClockJumpPolicy, TradingStateName]] = {
+    "reduce_only": "REDUCE_ONLY",
+    "halt": "HALTED",
+}
+
+
+def _clock_jumped(engine: Engine, ts_recv: int, jump: ClockJump) -> None:
+    """The engine's answer to a wall-clock jump: a critical Alarm and, unless the policy
+    is ``alarm``, its own claim at the policy's state, sticky (the jump does not end in
+    a way the engine can see: an operator checks the host's time and resumes)."""
+    engine.counters["clock_jumps"] += 1
+    engine.emit(Alarm(ts_event=ts_recv, ts_recv=ts_recv, source="clock", severity="critical",
+                      message=f"{jump.reason} (on_clock_jump = {jump.policy})"))  # fmt: skip
+    state = _JUMP_STATE.get(jump.policy)
+    if state is not None:
+        engine.raise_automatic(state, f"wall clock jump: {jump.reason}", sticky=True)
 
 
 # one way for an input to reach the engine, live and in replay
@@ -173,6 +263,8 @@ def apply_input(
                 venue_order_id=body.venue_order_id,
                 fills_follow_qty=body.fills_follow_qty,
             )
+        case ClockJump():
+            _clock_jumped(engine, ts_recv, body)
         case ModelSwitch():
             if switcher is None:
                 raise ConfigError("model.registry", "the journal switches models, the config "
@@ -197,6 +289,8 @@ def apply_record(engine: Engine, record: AnyRecord, switcher: ModelSwitcher | No
             apply_input(engine, record.ts_recv, record.external)
         case ModelSwitchRecord():
             apply_input(engine, record.ts_recv, record.switch, switcher)
+        case ClockJumpRecord():
+            apply_input(engine, record.ts_recv, record.jump)
         case ClockRecord() | TimerRecord():
             # the daemon journals no timer firings: timers fire inside the engine as the
             # clock moves, so a timer record only moves time
@@ -342,6 +436,10 @@ class LiveCore:
         self.last_ts = 0
         self.dirty = False  # a fill or a state change since the last status
         self.reconnected = False  # the session came back since the daemon last looked
+        # whether a report is this daemon's to book (``adapters.daemon.own_reports``)
+        self.owns: Callable[[ExecutionReport], bool] | None = None
+        # the wall-clock jumps since the last heartbeat (``ReceiveClock.jumped``)
+        self.clock_jumps: Callable[[], list[ClockJump]] | None = None
 
     def handle(self, items: list[Inbound]) -> None:
         """One turn over inbox items: journal all, commit, apply all in order."""
@@ -364,6 +462,8 @@ class LiveCore:
         ts = max(ts_ns, self.last_ts)
         claim_cleared = self.engine.risk.trading.claim("data_loss") == "ACTIVE"
         inputs: list[tuple[int, InputBody, str]] = [(ts, None, "clock")]
+        if self.clock_jumps is not None:
+            inputs += [(ts, jump, "clock_jump") for jump in self.clock_jumps()]
         # the engine runs on receive time: its last quote stamps are receive times
         lost = self.feed.check(ts, self.engine.market.quote_ts, claim_cleared)
         if lost is not None:
@@ -396,7 +496,11 @@ class LiveCore:
                 if restored is not None:
                     out.append((ts, restored, "feed"))
             case ReportIn():
-                out.append((ts, item.report, "report"))
+                # on a shared account another node's reports are counted, never journaled
+                if self.owns is None or self.owns(item.report):
+                    out.append((ts, item.report, "report"))
+                else:
+                    self.counters["reports_other_node"] += 1
             case CommandIn():
                 out.append((ts, item.command, "command"))
             case Connection():

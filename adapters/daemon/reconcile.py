@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from adapters.daemon.background import Background
 from adapters.daemon.core import LiveCore
+from adapters.mqtt.reconcile import RefusedAnswer
 from adapters.reconciliation import (
     ClaimHolder,
     ExternalOrders,
@@ -76,6 +77,7 @@ class Reconciler:
         self.external_orders: ExternalOrders = config.live.external_orders
         self.timeout_s = config.live.reconcile_timeout_s
         self.retry_s = config.live.reconcile_retry_s
+        self.lookback_ns = config.live.reconcile_lookback_ns
         self.counts: Counter[str] = Counter()
         self._task: asyncio.Task[None] | None = None
         self._result: tuple[OmsSnapshot | AdapterError, set[str] | None, int] | None = None
@@ -94,7 +96,7 @@ class Reconciler:
         t0 = time.perf_counter()
         mark = len(self.ledger.entries)
         try:
-            snapshot = await self.fetch(self.ledger.last_fill_ns, self.timeout_s)
+            snapshot = await self.fetch(self._since(), self.timeout_s)
         except AdapterError as exc:
             self._failed(core, exc, halt=True)
             return
@@ -102,17 +104,19 @@ class Reconciler:
         self.counts["start_ms"] = round((time.perf_counter() - t0) * 1000)
 
     def start(self, *, asked_open: bool) -> None:
-        """Ask the OMS in the background (once the session is up, one fetch at a time)."""
+        """Ask the OMS in the background (once the session is up, one fetch at a time;
+        live mode only: paper and shadow have no OMS to agree with, and a question nobody
+        answers after a reconnect ended in a kill nothing lifts)."""
         fetch = self.fetch
         tasks = self.background.tasks
-        if fetch is None or tasks is None or self._task is not None:
+        if not self.live or fetch is None or tasks is None or self._task is not None:
             return
         self._due = None
         asked = (
             {o.client_order_id for o in self.engine.orders.open_orders()} if asked_open else None
         )
         mark = len(self.ledger.entries)
-        since = self.ledger.last_fill_ns
+        since = self._since()
 
         async def run() -> None:
             result: OmsSnapshot | AdapterError
@@ -149,9 +153,15 @@ class Reconciler:
             # after a reconnect nobody knows what became of the orders in flight: an OMS
             # that does not answer halts trading as at a restart, and is asked again until
             # it does (a fresh feed alone must not bring back ACTIVE on a wrong position)
-            self._failed(core, result, halt=self._after_reconnect)
+            # a refused answer (bad values, undecodable) does not agree, whenever it comes
+            refused = isinstance(result, RefusedAnswer)
+            self._failed(core, result, halt=self._after_reconnect or refused)
         else:
             self._apply(core, result, asked, mark)
+
+    def _since(self) -> int:
+        # keyed on our receipt times, never on the OMS's stamps (``FillLedger``)
+        return self.ledger.window_start_ns(self.receive_clock(), self.lookback_ns)
 
     def cancel(self) -> None:
         """The session ends: a fetch still under way is dropped."""

@@ -24,6 +24,7 @@ from adapters.daemon.assembly import SwitchSender, build_live_engine, build_rout
 from adapters.daemon.background import Background
 from adapters.daemon.core import DecisionLog, FeedMonitor, LiveCore, ReceiveClock
 from adapters.daemon.explaining import ExplanationHandOff
+from adapters.daemon.own_reports import OwnReports
 from adapters.daemon.rebuild import HISTORY_PER_SESSION, rebuild
 from adapters.daemon.reconcile import ReconcileFetch, Reconciler
 from adapters.daemon.session import (
@@ -54,7 +55,6 @@ from adapters.reconciliation import (
     OmsSnapshot,
     fetch_over_mqtt,
 )
-from engine.clock import LiveClock
 from engine.config import Config, load_config
 from engine.errors import ConfigError
 from engine.events import Command, OrderRequest
@@ -101,7 +101,9 @@ class Daemon:
         self.order_id_prefix = f"{config.live.node}-{self.session_id}"
         self.topics = Topics(config.mqtt.topic_prefix, config.live.node, config.live.account)
         self.latencies_ns: deque[int] = deque(maxlen=_LATENCY_SAMPLES)
-        self._wall = LiveClock().now_ns  # publish times for metrics, never the engine's
+        # publish times for metrics (never the engine's), on the line of the receive times
+        # that stamp the orders, so a wall-clock step does not skew the latencies
+        self._wall = receive_clock
         self.sender = (
             QueueSender(config.mqtt.outbox_size, wall_clock=self._wall,
                         on_published=self._published)
@@ -127,19 +129,19 @@ class Daemon:
         self.explanations = ExplanationHandOff(
             config, self.engine, enabled=config.live.explain if explain is None else explain
         )
-        self.ledger = FillLedger()
+        self.ledger = FillLedger(self.engine.clock)  # receipt times: the engine runs on them
         self.claims = ClaimHolder(self.engine)
         # remembers every command the engine applies, the rebuild's too: a copy of one
         # applied before a restart is refused as a duplicate
         self.command_guard = CommandGuard(config.live.command_max_age_ns)
-        self.engine.sinks += [self.ledger, self.claims, self.command_guard]
+        self.engine.sinks += [self.ledger, self.command_guard]
         self.reconciler = Reconciler(
             config, self.engine, self.ledger, self.claims, receive_clock, self.background,
             fetch=reconcile_fetch,
         )  # fmt: skip
         self.reconciliation = self.reconciler.counts
         self.history = History()
-        extras = snapshot_extras(self.ledger, self.claims, self.command_guard, self.switcher)
+        extras = snapshot_extras(self.ledger, self.command_guard, self.switcher)
         self.snapshot_taker = SnapshotTaker(
             config, hashlib.sha256(config_bytes).hexdigest(), self.pins, self.engine, extras,
             self.background,
@@ -178,16 +180,20 @@ class Daemon:
         daemon = cls(
             config,
             Path(config_path).read_bytes(),
-            receive_clock=receive_clock or ReceiveClock(),
+            receive_clock=receive_clock
+            or ReceiveClock(jump_ns=config.live.clock_jump_ns, policy=config.live.on_clock_jump),
             session_factory=session_factory or mqtt_session,
             reconcile_fetch=reconcile_fetch,
             explain=explain,
         )
-        if session_factory is None and reconcile_fetch is None:
+        # paper and shadow never reconcile: no OMS holds their orders
+        if session_factory is None and reconcile_fetch is None and config.mode == "live":
             settings, topics = daemon.settings, daemon.topics
 
             async def fetch(since_ns: int, timeout_s: float) -> OmsSnapshot:
-                return await fetch_over_mqtt(settings, topics, since_ns, timeout_s)
+                # refused answers are counted with the session's refusals (metrics)
+                counters = daemon.session.counters if daemon.session is not None else None
+                return await fetch_over_mqtt(settings, topics, since_ns, timeout_s, counters)
 
             daemon.reconciler.fetch = fetch
         return daemon
@@ -240,6 +246,8 @@ class Daemon:
             # would believe them sent and never cancel those orders again
             self.switch.target = self.sender if self.sender is not None else ShadowSender()
             governance.align_to_session(self.session_id)
+            if isinstance(self.receive_clock, ReceiveClock):  # never back from the journal
+                self.receive_clock.continue_from(self.history.last_ts)
             self.start_ns = max(self.start_ns, self.history.last_ts)
             self.command_guard.expire(self.start_ns)  # what the rebuild primed and aged out
             files = self.files = write_session_files(
@@ -265,6 +273,9 @@ class Daemon:
                 engine, journal, feed, self.metrics, self.sender, self.switcher
             )
             core.last_ts = self.history.last_ts
+            core.owns = OwnReports(cfg.live.node, engine)  # a shared account: ours only
+            if isinstance(self.receive_clock, ReceiveClock):  # jumps journaled at heartbeats
+                core.clock_jumps = self.receive_clock.jumped
             engine.sinks += [decisions, self.metrics.on_event, core.on_event]
             signals_at_start = engine.counters["signals"]
             self.explanations.start(core, journal_dir, self.session_id)
@@ -468,7 +479,8 @@ async def run_daemon(
     Args:
         config_path: the TOML config (mode shadow, paper or live).
         stop: set it to stop the daemon gracefully (in-process use, tests).
-        receive_clock: the receive clock (default: wall time made non-decreasing).
+        receive_clock: the receive clock (default: ``ReceiveClock``, the monotonic clock
+            on the wall clock's scale, with ``[live] clock_jump``/``on_clock_jump``).
         session_factory: builds the session (default: ``MqttSession``; tests pass a fake).
         on_ready: called with the daemon once it is built, before it connects.
         reconcile_fetch: asks the OMS for its snapshot (default: over the config's broker

@@ -28,6 +28,7 @@ from adapters.mqtt.ingest import Inbound
 from adapters.mqtt.session import MqttSession
 from adapters.mqtt.settings import MqttSettings
 from adapters.mqtt.topics import Topics
+from adapters.mqtt.validation import MessageLimits
 from engine.config import Config
 from engine.errors import ConfigError
 from engine.events import CancelRequest, OrderRequest
@@ -125,6 +126,7 @@ def mqtt_settings(config: Config) -> MqttSettings:
         reconnect_min_s=parse_duration_ns(m.reconnect_min) / 1e9,
         reconnect_max_s=parse_duration_ns(m.reconnect_max) / 1e9,
         command_key=key.encode() if key else None,
+        limits=MessageLimits.from_config(config.live),
     )
 
 

@@ -28,7 +28,7 @@ from adapters.journal_file import (
     write_snapshot,
 )
 from adapters.mqtt.command_guard import CommandGuard
-from adapters.reconciliation import ClaimHolder, FillLedger, History
+from adapters.reconciliation import FillLedger, History
 from engine.assembly import ModelPins, ModelSwitcher
 from engine.config import Config
 from engine.engine import Engine
@@ -135,16 +135,15 @@ def snapshot_header(
 
 def snapshot_extras(
     ledger: FillLedger,
-    claims: ClaimHolder,
     command_guard: CommandGuard,
     switcher: ModelSwitcher | None,
 ) -> dict[str, object]:
-    """The daemon's objects outside the engine that a snapshot holds besides it."""
+    """The daemon's objects outside the engine that a snapshot holds besides it (the
+    trading-state claims and their holders are the engine's own state)."""
     # they follow the engine's inputs (as sinks; the switcher's memory of each
     # version's monitor, through the journaled switches), so their state is part of
     # the rebuild's
-    extras: dict[str, object] = {"ledger": ledger, "claims": claims,
-                                 "command_guard": command_guard}  # fmt: skip
+    extras: dict[str, object] = {"ledger": ledger, "command_guard": command_guard}
     if switcher is not None:
         extras["models"] = switcher.memory
     return extras

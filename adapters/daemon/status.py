@@ -85,6 +85,11 @@ class StatusBoard:
             pnl=float(sum(pnl)),
             heartbeat_seq=self.heartbeat_seq,
             models=self.model_statuses(),
+            claims={
+                source: claim
+                for source, claim in e.risk.trading.claims().items()
+                if claim != "ACTIVE"
+            },
         )
 
     def model_statuses(self) -> list[ModelStatus]:

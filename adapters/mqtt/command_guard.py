@@ -10,7 +10,10 @@ verified:
   way (the operator's machine and the daemon's have clocks of their own): ``stale`` or
   ``future``;
 - a command equal to one accepted before (same action, target, stage, issuer, reason and
-  ``ts_event``; a redelivery or a replay carries the same payload): ``duplicate``.
+  ``ts_event``; a redelivery or a replay carries the same payload): ``duplicate``;
+- a command naming an issuer the daemon keeps for its own commands (``daemon``,
+  ``reconciliation``): ``reserved_issuer``. Their claims are lifted by reconciliation
+  (``engine.trading_state``), so an operator's kill must never be filed under them.
 
 A command is remembered until it would be refused as stale anyway (its ``ts_event`` plus
 ``max_age_ns`` is behind the receive clock), so the memory holds only commands whose
@@ -33,8 +36,9 @@ import msgspec
 
 from engine.config import LiveConfig
 from engine.events import Command, Event
+from engine.trading_state import DAEMON, RECONCILIATION
 
-Refusal = Literal["stale", "future", "duplicate"]
+Refusal = Literal["stale", "future", "duplicate", "reserved_issuer"]
 
 DEFAULT_MAX_AGE_NS: Final = LiveConfig().command_max_age_ns
 """``[live] command_max_age`` of a config that does not set it."""
@@ -83,6 +87,8 @@ class CommandGuard:
     def check(self, command: Command, ts_recv: int) -> Refusal | None:
         """Why ``command``, received at ``ts_recv``, must not be applied; None if it may,
         and then it is remembered (a second copy is a ``duplicate``)."""
+        if command.issuer in (DAEMON, RECONCILIATION):
+            return "reserved_issuer"
         self.expire(ts_recv)
         # judged on the latest time seen, not a clock that stepped back (or another host's,
         # after a failover) behind what was already forgotten: a forgotten command must be

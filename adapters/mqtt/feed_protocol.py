@@ -7,10 +7,15 @@ of MQTT 5: this subscriber only sends CONNECT, SUBSCRIBE, PINGREQ and DISCONNECT
 its ``data_received`` parses EVERY complete PUBLISH in what the socket gave (up to 256 KiB
 a read) in one loop, so a burst reaches the decoder as one list, one ``TickBatch``.
 
-What it accepts from the broker: CONNACK, SUBACK, PINGRESP and PUBLISH at QoS 0. A PUBLISH
-at QoS 1 or 2 (the broker never sends one on a QoS 0 subscription) is parsed, dropped and
-counted (``feed_qos_refused``). Anything else, a remaining length that is not a valid
-varint, a frame larger than a publish we accept, or a topic that is not UTF-8 is counted
+What it accepts from the broker: CONNACK, SUBACK, PINGRESP and PUBLISH at QoS 0, each
+publish with its RETAIN flag (the decoder drops retained market data). A PUBLISH at QoS 1
+or 2 (the broker never sends one on a QoS 0 subscription) is parsed, dropped and counted
+(``feed_qos_refused``). A PUBLISH larger than any we accept is skipped by its length:
+its bytes are read and discarded as they arrive, never buffered, and it is counted
+(``feed_frames_oversized``, ``oversized``, ``bad_messages``); the frames after it are
+parsed as usual, so one message never costs the connection (a retained one would cost it
+again at every reconnect). Anything else, a remaining length that is not a valid varint,
+an oversized frame that is not a PUBLISH, a topic that is not UTF-8, is counted
 (``feed_frames_malformed`` / ``feed_frames_oversized``) and the connection is reset: after
 such a frame the byte stream cannot be trusted, and guessing would misparse every later
 message. Valid frames before it in the same read are delivered.
@@ -48,7 +53,7 @@ DISCONNECT = b"\xe0\x00"
 
 # A topic name is length-prefixed by two bytes (MQTT 3.1.1, 1.5.3): no publish of ours
 # can be longer than the payload bound plus that and its two length bytes, so a larger
-# remaining length is refused before a byte of its body is buffered.
+# remaining length is skipped without a byte of its body buffered.
 MAX_TOPIC_BYTES = 65_535
 
 # the one SUBSCRIBE of a connection; the broker answers with the same identifier
@@ -147,25 +152,36 @@ class FrameParser:
     """Splits the broker's byte stream into frames (sans-I/O).
 
     ``feed`` takes what the socket gave and returns every complete PUBLISH in it as
-    ``(topic, payload, None)`` in stream order; other packets go to ``controls`` as
-    ``(first byte, body)``; a partial frame waits for the next call.
+    ``(topic, payload, None, retained)`` in stream order; other packets go to
+    ``controls`` as ``(first byte, body)``; a partial frame waits for the next call.
 
     Args:
-        max_payload_bytes: the largest payload the session accepts; a frame larger than
-            that plus a topic is refused (``error``) before it is buffered. Payloads
-            between the two are delivered, for the decoder to count as oversized.
-        counters: ``feed_qos_refused``, ``feed_frames_malformed``, ``feed_frames_oversized``.
+        max_payload_bytes: the largest payload the session accepts; a PUBLISH larger than
+            that plus a topic is skipped by its length (never buffered) and counted.
+            Payloads between the two are delivered, for the decoder to count as oversized.
+        counters: ``feed_qos_refused``, ``feed_frames_malformed``, ``feed_frames_oversized``
+            (and ``oversized``, ``bad_messages`` for a skipped publish).
 
     Attributes:
         controls: non-PUBLISH packets not yet handled, in stream order.
         error: set when the stream cannot be trusted; nothing more is parsed after it.
     """
 
-    __slots__ = ("_buffer", "_max_remaining", "_need", "_topics", "controls", "counters", "error")
+    __slots__ = (
+        "_buffer",
+        "_max_remaining",
+        "_need",
+        "_skip",
+        "_topics",
+        "controls",
+        "counters",
+        "error",
+    )
 
     def __init__(self, max_payload_bytes: int, counters: collections.Counter[str]) -> None:
         self._buffer = bytearray()
         self._need = 0  # bytes the buffered partial frame needs before it is worth a parse
+        self._skip = 0  # bytes of an oversized publish still to discard as they arrive
         self._max_remaining = 2 + MAX_TOPIC_BYTES + 2 + max_payload_bytes
         self._topics: dict[bytes, str] = {}
         self.controls: list[tuple[int, bytes]] = []
@@ -177,6 +193,12 @@ class FrameParser:
         out: list[RawMessage] = []
         if self.error is not None:
             return out
+        if self._skip:
+            discard = min(self._skip, len(chunk))
+            self._skip -= discard
+            if discard == len(chunk):
+                return out
+            chunk = chunk[discard:]
         buffer = self._buffer
         if buffer:
             buffer += chunk
@@ -206,10 +228,18 @@ class FrameParser:
                     if length == -2:
                         self._fail("frames_malformed", "remaining length longer than 4 bytes")
                         return out
-            if length > limit:
-                self._fail("frames_oversized", f"frame of {length} bytes (limit {limit})")
-                return out
             end = start + length
+            if length > limit:
+                if first & 0xF0 != _PUBLISH:
+                    self._fail("frames_oversized", f"frame of {length} bytes (limit {limit})")
+                    return out
+                self._skipped(length, limit)
+                if end > n:  # the rest of it is discarded as it arrives
+                    self._skip = end - n
+                    pos = n
+                    break
+                pos = end
+                continue
             if end > n:
                 self._need = end - pos
                 break
@@ -227,7 +257,7 @@ class FrameParser:
                     topic = self._topic(raw_topic)
                     if topic is None:
                         return out
-                out.append((topic, data[topic_end:end], None))
+                out.append((topic, data[topic_end:end], None, bool(first & 0x01)))
             elif not self._other(first, data, start, end):
                 return out
             pos = end
@@ -239,6 +269,13 @@ class FrameParser:
         else:
             buffer += data[pos:]
         return out
+
+    def _skipped(self, length: int, limit: int) -> None:
+        counters = self.counters
+        counters["feed_frames_oversized"] += 1
+        counters["oversized"] += 1
+        counters["bad_messages"] += 1
+        log.warning("market-data publish of %d bytes skipped (limit %d)", length, limit)
 
     def _topic(self, raw: bytes) -> str | None:
         try:
@@ -294,7 +331,8 @@ class FeedProtocol(asyncio.Protocol):
 
     Args:
         max_payload_bytes: see ``FrameParser``.
-        counters: shared with the session.
+        counters: shared with the session (``feed_delivery_failed``: a read whose
+            messages the receiver raised on, counted and logged, the connection kept).
         on_messages: receives every read's publishes, in stream order.
 
     Attributes:
@@ -334,7 +372,7 @@ class FeedProtocol(asyncio.Protocol):
         if messages:
             held = self._held
             if held is None:
-                self._on_messages(messages)
+                self._deliver(messages)
             else:
                 held.extend(messages)
         if parser.controls:
@@ -360,7 +398,16 @@ class FeedProtocol(asyncio.Protocol):
         """Deliver what was held and every later read directly."""
         held, self._held = self._held, None
         if held:
-            self._on_messages(held)
+            self._deliver(held)
+
+    def _deliver(self, messages: list[RawMessage]) -> None:
+        # an exception here would make asyncio drop the connection: what a read brought
+        # is the receiver's to count, never a reason to reset
+        try:
+            self._on_messages(messages)
+        except Exception:
+            self.counters["feed_delivery_failed"] += 1
+            log.exception("market data of one read not delivered (%d messages)", len(messages))
 
     def send(self, packet: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():

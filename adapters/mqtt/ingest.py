@@ -3,8 +3,17 @@
 ``Ingest.decode`` takes every message one wake-up of the session drained, in arrival
 order, and returns the items for the inbox: consecutive market-data messages become ONE
 ``TickBatch`` (a micro-batch, in arrival order); each execution report and each operator
-command is an item of its own between batches. Nothing bad is enqueued: it is counted
-(``bad_messages`` and one counter per reason) and logged with its raw bytes.
+command is an item of its own between batches.
+
+One validation path, one message at a time: each message is decoded into its typed
+Struct, checked (``adapters.mqtt.validation``: timestamps, age and skew of market data,
+bounds of prices, sizes and fees, a known instrument; retained market data is dropped),
+and only then committed (a row of the batch's columns, an item). A refusal is counted
+(``bad_messages`` and ``bad_<reason>``) and logged with its raw bytes (at most
+``_LOGS_PER_SECOND`` lines per reason per second of receipt time; the rest is counted and
+summed up in one line). Nothing of a refused message stays behind, and no exception
+leaves ``decode``: a failure of our own while handling one message refuses that message
+(``bad_internal``, logged with its traceback) and the next is decoded as usual.
 """
 
 from __future__ import annotations
@@ -20,6 +29,19 @@ import numpy as np
 from adapters.mqtt.auth import verify
 from adapters.mqtt.command_guard import CommandGuard
 from adapters.mqtt.topics import Topics
+from adapters.mqtt.validation import (
+    PRICE_MAX,
+    PRICE_MIN,
+    SIZE_MAX,
+    SIZE_MIN,
+    TS_MAX_NS,
+    TS_MIN_NS,
+    MessageLimits,
+    command_problem,
+    quote_problem,
+    report_problem,
+    trade_problem,
+)
 from engine.codec import EventCodec, Format
 from engine.errors import BadMessage
 from engine.events import (
@@ -40,6 +62,8 @@ log = logging.getLogger(__name__)
 
 # how much of a bad payload goes into the log line
 _LOGGED_BYTES = 200
+# refusals logged per reason per second of receipt time; a flood is counted, not logged
+_LOGS_PER_SECOND = 10
 
 _ROUTE_QUOTE = 0
 _ROUTE_TRADE = 1
@@ -47,7 +71,6 @@ _ROUTE_REPORT = 2
 _ROUTE_COMMAND = 3
 _ROUTE_NAMES = ("quote", "trade", "report", "command")
 _REPORT_TYPES = (OrderAccepted, OrderRejected, Fill, OrderCancelled, CancelRejected)
-_INF = math.inf
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +117,9 @@ class Overflow:
 
 Inbound = MarketData | ReportIn | CommandIn | Connection | Overflow
 
-RawMessage = tuple[str, bytes, str | None]
-"""``(topic, payload, signature)``; the signature is read only on the command topic."""
+RawMessage = tuple[str, bytes, str | None, bool]
+"""``(topic, payload, signature, retained)``: the signature is read only on the command
+topic; ``retained`` is the MQTT retain flag (a retained message sent at subscription)."""
 
 
 _Row = tuple[int, int, int, float, float, float, float, float, float, int]
@@ -106,7 +130,8 @@ class _Columns:
 
     One tuple per tick (``ts_event, instrument, kind, bid, ask, bid_size, ask_size,
     price, size, side``), turned into columns once per batch: one append per message
-    instead of ten is most of what this costs on a busy feed.
+    instead of ten is most of what this costs on a busy feed. A row is appended only
+    for a message that passed every check, so its conversion cannot fail.
     """
 
     __slots__ = ("rows",)
@@ -132,11 +157,12 @@ class _Columns:
         )
 
     def take(self, ts_recv: int) -> MarketData:
-        rows = self.rows
+        # the rows leave the buffer before their conversion: whatever happens to them,
+        # the next batch starts empty
+        rows, self.rows = self.rows, []
         n = len(rows)
         if n == 1:
             batch = _one_tick(rows[0], ts_recv)
-            self.rows = []
             return MarketData(batch=batch, ts_recv=ts_recv, messages=1)
         ts_event, instrument, kind, bid, ask, bid_size, ask_size, price, size, side = zip(
             *rows, strict=True
@@ -156,7 +182,6 @@ class _Columns:
             size=np.array(size, np.float64),
             side=np.array(side, np.int8),
         )
-        self.rows = []
         return MarketData(batch=batch, ts_recv=ts_recv, messages=n)
 
 
@@ -184,37 +209,6 @@ def _one_tick(row: _Row, ts_recv: int) -> TickBatch:
     )
 
 
-def _quote_problem(q: Quote) -> str | None:
-    if not (
-        math.isfinite(q.bid)
-        and math.isfinite(q.ask)
-        and math.isfinite(q.bid_size)
-        and math.isfinite(q.ask_size)
-    ):
-        return "non_finite"
-    if q.bid <= 0.0 or q.ask <= 0.0 or q.bid_size <= 0.0 or q.ask_size <= 0.0:
-        return "non_positive"
-    if q.bid >= q.ask:
-        return "crossed"
-    return None
-
-
-def _trade_problem(t: Trade) -> str | None:
-    if not (math.isfinite(t.price) and math.isfinite(t.size)):
-        return "non_finite"
-    if t.price <= 0.0 or t.size <= 0.0:
-        return "non_positive"
-    return None
-
-
-def _fill_problem(f: Fill) -> str | None:
-    if not (math.isfinite(f.price) and math.isfinite(f.qty) and math.isfinite(f.fee)):
-        return "non_finite"
-    if f.price <= 0.0 or f.qty <= 0.0:
-        return "non_positive"
-    return None
-
-
 class Ingest:
     """Decodes drained messages into inbox items; built once per session.
 
@@ -230,6 +224,8 @@ class Ingest:
             of one accepted before (counters ``bad_command_stale``, ``_future``,
             ``_duplicate``); the daemon passes the one it primed from its journal
             (None: a fresh guard with the default ``[live] command_max_age``).
+        limits: the configured bounds of the checks (``[live] max_tick_age``,
+            ``max_tick_future``, ``max_fee_bps``; None: their defaults).
     """
 
     def __init__(
@@ -242,10 +238,12 @@ class Ingest:
         command_key: bytes | None,
         counters: Counter[str],
         command_guard: CommandGuard | None = None,
+        limits: MessageLimits | None = None,
     ) -> None:
         self.topics = topics
         self.instruments = instruments
         self.counters = counters
+        self.limits = MessageLimits() if limits is None else limits
         self._max_payload = max_payload_bytes
         self._command_key = command_key
         self.command_guard = CommandGuard() if command_guard is None else command_guard
@@ -260,21 +258,33 @@ class Ingest:
             self._routes[topics.trade(inst.venue, inst.symbol)] = (_ROUTE_TRADE, index, inst.symbol)
         self._in_counter = tuple(f"messages_in_{name}" for name in _ROUTE_NAMES)
         self._columns = _Columns()
+        # the log's rate limit: refusals logged per reason in the current second
+        self._now = 0
+        self._log_second = 0
+        self._logged: Counter[str] = Counter()
+        self._not_logged: Counter[str] = Counter()
 
     def decode(self, messages: Iterable[RawMessage], ts_recv: int) -> list[Inbound]:
         """Items for the inbox from ``messages`` (arrival order), all stamped ``ts_recv``.
 
-        Bad messages are counted and logged, never returned.
+        Bad messages are counted and logged, never returned; nothing raises.
         """
         out: list[Inbound] = []
         columns = self._columns
         add_quote = columns.add_quote
         routes = self._routes
         counters = self.counters
+        limits = self.limits
+        self._now = ts_recv
+        # a quote's whole time check in one chained comparison: in range, not older than
+        # max_tick_age at its receipt, not further ahead of it than max_tick_future
+        earliest = max(TS_MIN_NS, ts_recv - limits.max_tick_age_ns)
+        latest = min(TS_MAX_NS - 1, ts_recv + limits.max_tick_future_ns)
         received = [0, 0, 0, 0]  # per route, added to the counters once per call
         problem: str | None
-        try:
-            for topic, payload, signature in messages:
+        for message in messages:
+            try:
+                topic, payload, signature, retained = message
                 route = routes.get(topic)
                 if route is None:
                     self._bad(topic, payload, "unknown_topic")
@@ -284,12 +294,18 @@ class Ingest:
                 if len(payload) > self._max_payload:
                     self._bad(topic, payload, "oversized", detail=f"{len(payload)} bytes")
                     continue
-                if kind == _ROUTE_COMMAND and not verify(payload, signature, self._command_key):
+                if kind == _ROUTE_COMMAND and not verify(
+                    payload, signature, self._command_key, self.topics, self.counters
+                ):
                     self._unauthenticated(topic, payload, signature)
+                    continue
+                if retained and kind <= _ROUTE_TRADE:
+                    # sent at subscription, of any age: never a fresh feed
+                    self._bad(topic, payload, "retained")
                     continue
                 try:
                     event = self._codec.decode(payload)
-                except BadMessage as exc:
+                except BadMessage as exc:  # deeply nested input too (RecursionError)
                     self._bad(topic, payload, "undecodable", detail=exc.reason)
                     continue
                 if kind == _ROUTE_QUOTE:
@@ -301,14 +317,15 @@ class Ingest:
                     # reason is looked up only for a quote that fails it
                     if not (
                         q.instrument == symbol
-                        and 0.0 < q.bid < q.ask < _INF
-                        and 0.0 < q.bid_size < _INF
-                        and 0.0 < q.ask_size < _INF
+                        and earliest <= q.ts_event <= latest
+                        and PRICE_MIN <= q.bid < q.ask <= PRICE_MAX
+                        and SIZE_MIN <= q.bid_size <= SIZE_MAX
+                        and SIZE_MIN <= q.ask_size <= SIZE_MAX
                     ):
                         problem = self._instrument_problem(q.instrument, symbol)
-                        problem = problem or _quote_problem(q)
+                        problem = problem or quote_problem(q, ts_recv, limits)
                         if problem is not None:
-                            self._bad(topic, payload, problem)
+                            self._bad(topic, payload, problem, detail=_times(q, ts_recv))
                             continue
                     add_quote(q, index)
                     continue
@@ -317,27 +334,29 @@ class Ingest:
                         self._bad(topic, payload, "wrong_type", detail=type(event).__name__)
                         continue
                     problem = self._instrument_problem(event.instrument, symbol)
-                    if problem is None:
-                        problem = _trade_problem(event)
+                    problem = problem or trade_problem(event, ts_recv, limits)
                     if problem is not None:
-                        self._bad(topic, payload, problem)
+                        self._bad(topic, payload, problem, detail=_times(event, ts_recv))
                         continue
                     columns.add_trade(event, index)
                 elif kind == _ROUTE_REPORT:
                     if not isinstance(event, _REPORT_TYPES):
                         self._bad(topic, payload, "wrong_type", detail=type(event).__name__)
                         continue
-                    if isinstance(event, Fill):
-                        problem = _fill_problem(event)
-                        if problem is not None:
-                            self._bad(topic, payload, problem)
-                            continue
+                    problem = report_problem(event, limits)
+                    if problem is not None:
+                        self._bad(topic, payload, problem, detail=_times(event, ts_recv))
+                        continue
                     if len(columns):
-                        out.append(columns.take(ts_recv))
+                        self._take(out, ts_recv)
                     out.append(ReportIn(report=event, ts_recv=ts_recv))
                 else:
                     if not isinstance(event, Command):
                         self._bad(topic, payload, "wrong_type", detail=type(event).__name__)
+                        continue
+                    problem = command_problem(event)
+                    if problem is not None:
+                        self._bad(topic, payload, problem, detail=_times(event, ts_recv))
                         continue
                     # after the signature: only the key holder's commands are remembered
                     refusal = self.command_guard.check(event, ts_recv)
@@ -346,22 +365,47 @@ class Ingest:
                         self._bad(topic, payload, f"command_{refusal}", detail=detail)
                         continue
                     if len(columns):
-                        out.append(columns.take(ts_recv))
+                        self._take(out, ts_recv)
                     out.append(CommandIn(command=event, ts_recv=ts_recv))
-        finally:
-            for route_kind, count in enumerate(received):
-                if count:
-                    counters[self._in_counter[route_kind]] += count
+            except Exception as exc:  # a bug of ours: this message's refusal, nothing more
+                self._internal(message, exc)
+        for route_kind, count in enumerate(received):
+            if count:
+                counters[self._in_counter[route_kind]] += count
         if len(columns):
-            out.append(columns.take(ts_recv))
+            self._take(out, ts_recv)
         return out
+
+    def _take(self, out: list[Inbound], ts_recv: int) -> None:
+        columns = self._columns
+        n = len(columns)
+        try:
+            out.append(columns.take(ts_recv))
+        except Exception as exc:  # checked rows convert; if not, they go, counted
+            columns.rows = []
+            self.counters["bad_messages"] += n
+            self.counters["bad_internal"] += n
+            log.error("%d market-data messages refused: their batch failed: %r", n, exc,
+                      exc_info=exc)  # fmt: skip
+
+    def _internal(self, message: object, exc: Exception) -> None:
+        self.counters["bad_messages"] += 1
+        self.counters["bad_internal"] += 1
+        topic = payload = None
+        if isinstance(message, tuple) and len(message) >= 2:
+            topic, payload = message[0], message[1]
+        if self._may_log("internal"):
+            raw = payload[:_LOGGED_BYTES] if isinstance(payload, bytes | bytearray) else payload
+            log.error("message on %s refused: handling it failed: %r: %r", topic, exc, raw,
+                      exc_info=exc)  # fmt: skip
 
     def _unauthenticated(self, topic: str, payload: bytes, signature: str | None) -> None:
         self.counters["commands_unauthenticated"] += 1
         why = "no command key configured" if self._command_key is None else "bad signature"
         if self._command_key is not None and not signature:
             why = "unsigned"
-        log.warning("command refused on %s (%s): %r", topic, why, payload[:_LOGGED_BYTES])
+        if self._may_log("unauthenticated"):
+            log.warning("command refused on %s (%s): %r", topic, why, payload[:_LOGGED_BYTES])
 
     def _instrument_problem(self, symbol: str, expected: str) -> str | None:
         if symbol == expected:
@@ -380,10 +424,30 @@ class Ingest:
     ) -> None:
         self.counters["bad_messages"] += 1
         self.counters["oversized" if reason == "oversized" else f"bad_{reason}"] += 1
-        log.warning(
-            "bad message on %s (%s%s): %r",
-            topic,
-            reason,
-            f": {detail}" if detail else "",
-            payload[:_LOGGED_BYTES],
-        )
+        if self._may_log(reason):
+            log.warning(
+                "bad message on %s (%s%s): %r",
+                topic,
+                reason,
+                f": {detail}" if detail else "",
+                payload[:_LOGGED_BYTES],
+            )
+
+    def _may_log(self, reason: str) -> bool:
+        second = self._now // 1_000_000_000
+        if second != self._log_second:
+            self._log_second = second
+            self._logged.clear()
+            if self._not_logged:
+                log.warning("refusals not logged in the last second(s) (counted): %s",
+                            dict(self._not_logged))  # fmt: skip
+                self._not_logged.clear()
+        if self._logged[reason] < _LOGS_PER_SECOND:
+            self._logged[reason] += 1
+            return True
+        self._not_logged[reason] += 1
+        return False
+
+
+def _times(event: Quote | Trade | ExecutionReport | Command, ts_recv: int) -> str:
+    return f"ts_event {event.ts_event}, received {ts_recv}"

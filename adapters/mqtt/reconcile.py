@@ -8,6 +8,14 @@ topic with the same correlation data, which is how an answer finds its question.
 Payloads are a tagged union of frozen structs (``type`` on the wire), JSON or MessagePack
 like every other payload. An OMS that cannot answer says so with ``RequestFailed``,
 which ``request`` raises as an ``AdapterError``; no answer in time is one too.
+
+An answer is a message like any other: it passes the checks of live reports
+(``adapters.mqtt.validation``: the same ``fill_problem`` for its fills, timestamps, bounds
+of order quantities and prices, finite positions). An answer that cannot be decoded or
+holds one value the checks refuse is refused whole: each refused value is counted
+(``bad_answer_<reason>``) and logged, nothing of the answer is booked, and ``request``
+raises ``RefusedAnswer``, so the reconciliation does not agree. Its positions were
+computed with its fills: booking the rest of it would make the two disagree quietly.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections import Counter
 from typing import Literal, overload
 
 import aiomqtt
@@ -24,11 +33,21 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from adapters.mqtt.topics import Topics
+from adapters.mqtt.validation import (
+    MessageLimits,
+    fill_problem,
+    order_problem,
+    position_problem,
+    timestamp_problem,
+)
 from engine.codec import Format
 from engine.errors import AdapterError, BadMessage
 from engine.events import Fill, OrderRequest
 
 log = logging.getLogger(__name__)
+
+# refused values named in one answer's error and log (the rest are counted)
+_NAMED_REFUSALS = 10
 
 OrderStatus = Literal["pending", "accepted", "partially_filled"]
 
@@ -99,6 +118,65 @@ _ANSWERS: dict[type[ReconcileMessage], type[ReconcileMessage]] = {
 }
 
 
+class RefusedAnswer(AdapterError):
+    """The OMS's answer could not be decoded, or holds values the checks refuse: nothing
+    of it is booked, and the reconciliation does not agree.
+
+    Attributes:
+        reason: what was refused (the first few values, by fill id, symbol or order).
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"refused answer from the OMS: {reason}")
+
+
+def answer_refusals(answer: ReconcileResponse, limits: MessageLimits) -> list[tuple[str, str]]:
+    """``(reason, what)`` for every value of ``answer`` the checks refuse (empty: none).
+
+    The fills get the one fill check of live reports (``validation.fill_problem``); an
+    open order its quantity, limit price, filled quantity and stamps; a position must be
+    finite and bounded; ``as_of_ns`` a time in range.
+    """
+    out: list[tuple[str, str]] = []
+    if isinstance(answer, RequestFailed):
+        return out
+    problem = timestamp_problem(answer.as_of_ns)
+    if problem is not None:
+        out.append((problem, f"as_of_ns {answer.as_of_ns}"))
+    match answer:
+        case FillsResponse():
+            for fill in answer.fills:
+                problem = fill_problem(fill, limits)
+                if problem is not None:
+                    out.append((problem, f"fill {fill.fill_id!r}: {_fill_text(fill)}"))
+        case PositionsResponse():
+            for symbol, qty in answer.positions.items():
+                problem = position_problem(qty)
+                if problem is not None:
+                    out.append((problem, f"position {symbol!r}: {qty!r}"))
+        case OpenOrdersResponse():
+            for held in answer.orders:
+                order = held.order
+                problem = order_problem(order) or position_problem(held.filled_qty)
+                if problem is None and held.filled_qty < 0.0:
+                    problem = "non_positive"
+                if problem is not None:
+                    what = (
+                        f"open order {order.client_order_id!r}: qty {order.qty!r}, limit "
+                        f"{order.limit_price!r}, filled {held.filled_qty!r}, ts {order.ts_event}"
+                    )
+                    out.append((problem, what))
+    return out
+
+
+def _fill_text(fill: Fill) -> str:
+    return (
+        f"qty {fill.qty!r}, price {fill.price!r}, fee {fill.fee!r}, ts_event {fill.ts_event}, "
+        f"ts_recv {fill.ts_recv}"
+    )
+
+
 def response_topic(topics: Topics) -> str:
     """Where this daemon asks the OMS to answer: under the account's ``oms/`` tree (which
     the OMS may write to) and per node, so daemons sharing an account never read each
@@ -112,11 +190,23 @@ class ReconcileCodec:
     Args:
         fmt: ``"json"`` or ``"msgpack"``.
         source: named in ``BadMessage`` to say where bad bytes came from.
+        limits: the bounds of the checks answers pass (None: the defaults of ``[live]``).
+        counters: where refused answers are counted (``bad_messages``,
+            ``bad_answer_<reason>`` per refused value; None: a counter of its own).
     """
 
-    def __init__(self, fmt: Format = "json", source: str = "reconcile") -> None:
+    def __init__(
+        self,
+        fmt: Format = "json",
+        source: str = "reconcile",
+        *,
+        limits: MessageLimits | None = None,
+        counters: Counter[str] | None = None,
+    ) -> None:
         self.format: Format = fmt
         self.source = source
+        self.limits = MessageLimits() if limits is None else limits
+        self.counters: Counter[str] = Counter() if counters is None else counters
         self._encoder: msgspec.json.Encoder | msgspec.msgpack.Encoder
         self._requests: (
             msgspec.json.Decoder[ReconcileRequest] | msgspec.msgpack.Decoder[ReconcileRequest]
@@ -146,15 +236,37 @@ class ReconcileCodec:
             return self._requests.decode(raw)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise BadMessage(bytes(raw), self.source, str(exc)) from exc
+        except RecursionError as exc:  # msgspec's answer to deeply nested input
+            raise BadMessage(bytes(raw), self.source, "nested too deeply") from exc
 
     def decode_response(self, raw: bytes) -> ReconcileResponse:
-        """Raises:
-        BadMessage: not a reconciliation response in this format.
+        """An answer, decoded and checked (``answer_refusals``); never an exception other
+        than ``BadMessage``, whatever the bytes.
+
+        Raises:
+            BadMessage: not a reconciliation response in this format, or one holding a
+                value the checks refuse (each counted ``bad_answer_<reason>``, logged).
         """
         try:
-            return self._responses.decode(raw)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise BadMessage(bytes(raw), self.source, str(exc)) from exc
+            answer = self._responses.decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+            self.counters["bad_messages"] += 1
+            self.counters["bad_answer_undecodable"] += 1
+            why = str(exc) if not isinstance(exc, RecursionError) else "nested too deeply"
+            log.error("reconcile: undecodable answer from the OMS (%s): %r", why, bytes(raw[:200]))
+            raise BadMessage(bytes(raw), self.source, why) from exc
+        refusals = answer_refusals(answer, self.limits)
+        if not refusals:
+            return answer
+        self.counters["bad_messages"] += 1
+        for reason, _ in refusals:
+            self.counters[f"bad_answer_{reason}"] += 1
+        named = [f"{what} ({reason})" for reason, what in refusals[:_NAMED_REFUSALS]]
+        if len(refusals) > _NAMED_REFUSALS:
+            named.append(f"and {len(refusals) - _NAMED_REFUSALS} more")
+        reason = f"{type(answer).__name__} with {len(refusals)} refused values: " + "; ".join(named)
+        log.error("reconcile: %s", reason)
+        raise BadMessage(bytes(raw), self.source, reason)
 
 
 class PendingRequests:
@@ -202,7 +314,7 @@ class PendingRequests:
             future.set_result(self.codec.decode_response(_payload(message)))
         except BadMessage as exc:
             self.bad += 1
-            future.set_exception(AdapterError(f"undecodable answer from the OMS: {exc.reason}"))
+            future.set_exception(RefusedAnswer(exc.reason))
         return True
 
 
@@ -262,8 +374,10 @@ async def request(
         The answer of the type that matches ``req``.
 
     Raises:
+        RefusedAnswer: an undecodable answer, or one holding values the checks refuse
+            (an ``AdapterError``).
         AdapterError: no answer within ``timeout_s``, the OMS answered ``RequestFailed``
-            or with the wrong type, an undecodable answer, or a broker error.
+            or with the wrong type, or a broker error.
     """
     own_reader = pending is None
     if pending is None:

@@ -237,6 +237,7 @@ class MqttSession:
             command_key=settings.command_key,
             counters=self.counters,
             command_guard=command_guard,
+            limits=settings.limits,
         )
         self._command_topic = topics.command
         # market data on its own MQTT 3.1.1 connection (QoS 0 only)
@@ -603,11 +604,18 @@ class MqttSession:
             self._ingest_group(group)
 
     def _ingest_group(self, group: list[aiomqtt.Message]) -> None:
+        # runs inside paho's callback: nothing may leave it (it would drop the connection)
         command = self._command_topic
         messages: list[RawMessage] = []
         for m in group:
-            topic = m.topic.value
-            messages.append((topic, m.payload, _signature(m) if topic == command else None))
+            try:
+                topic = m.topic.value
+                signature = _signature(m) if topic == command else None
+                messages.append((topic, m.payload, signature, bool(m.retain)))
+            except Exception:
+                self.counters["bad_messages"] += 1
+                self.counters["bad_internal"] += 1
+                log.exception("mqtt message refused: its topic or properties cannot be read")
         for item in self._ingest.decode(messages, self._stamp()):
             self._inbox.add(item)
 

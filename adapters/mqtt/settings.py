@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
+from adapters.mqtt.validation import MessageLimits
 from engine.errors import ConfigError
 
 
@@ -37,6 +38,8 @@ class MqttSettings:
         reconnect_min_s: first reconnect delay bound.
         reconnect_max_s: cap of the reconnect delay bound.
         command_key: HMAC-SHA256 key of operator commands (None: every command is refused).
+        limits: the configured bounds of inbound checks (``[live] max_tick_age``,
+            ``max_tick_future``, ``max_fee_bps``), market data, reports and answers alike.
 
     Raises:
         ConfigError: a field is out of range.
@@ -60,6 +63,7 @@ class MqttSettings:
     reconnect_min_s: float = 0.1
     reconnect_max_s: float = 10.0
     command_key: bytes | None = None
+    limits: MessageLimits = field(default_factory=MessageLimits)
 
     def __post_init__(self) -> None:
         checks = (

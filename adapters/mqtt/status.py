@@ -46,6 +46,9 @@ class Status(msgspec.Struct, frozen=True, kw_only=True):
         heartbeat_seq: increases by one per heartbeat within a process.
         models: the champion's and the challenger's monitor figures, side by side
             (empty without a model monitor, and in the will).
+        claims: who restricts trading: each holder's claim other than ``ACTIVE``
+            (``operator``, ``shutdown``, ``reconciliation``, ``daemon``, ``loss_limit``,
+            ``data_loss``, ``automatic``; see ``engine.trading_state``).
     """
 
     node: str
@@ -57,6 +60,7 @@ class Status(msgspec.Struct, frozen=True, kw_only=True):
     pnl: float
     heartbeat_seq: int
     models: list[ModelStatus] = msgspec.field(default_factory=list)
+    claims: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 _DECODER = msgspec.json.Decoder(Status)

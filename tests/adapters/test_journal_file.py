@@ -380,7 +380,7 @@ order_timeout = "5s"
 def _snap_engine(tmp_path: Path) -> tuple[object, dict[str, object]]:
     from adapters.daemon.assembly import build_live_engine
     from adapters.live_sender import ShadowSender
-    from adapters.reconciliation import ClaimHolder, FillLedger
+    from adapters.reconciliation import FillLedger
     from engine.config import load_config
     from engine.ports import SendOnly
 
@@ -388,9 +388,9 @@ def _snap_engine(tmp_path: Path) -> tuple[object, dict[str, object]]:
     path.write_text(_SNAP_CONFIG)
     config, _ = load_config(path)
     engine = build_live_engine(config, SendOnly(ShadowSender()), order_id_prefix="n-s")
-    ledger, claims = FillLedger(), ClaimHolder(engine)
-    engine.sinks += [ledger, claims]
-    return engine, {"ledger": ledger, "claims": claims}
+    ledger = FillLedger(engine.clock)
+    engine.sinks.append(ledger)
+    return engine, {"ledger": ledger}
 
 
 def _session(tmp_path: Path, n: int, snapshot_every: int) -> list[int]:

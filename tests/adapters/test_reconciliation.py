@@ -36,6 +36,7 @@ from adapters.reconciliation import (
     position_differences,
     verdict,
 )
+from engine.clock import ReplayClock
 from engine.config import load_config
 from engine.engine import Engine
 from engine.errors import AdapterError
@@ -80,10 +81,10 @@ order_timeout = "5s"
 def _engine(tmp_path: Path) -> tuple[Engine, FillLedger, ClaimHolder, list[Event]]:
     config, _ = load_config(_config(tmp_path))
     engine = build_live_engine(config, SendOnly(ShadowSender()), order_id_prefix="n-s")
-    ledger = FillLedger()
+    ledger = FillLedger(engine.clock)
     holder = ClaimHolder(engine)
     events: list[Event] = []
-    engine.sinks += [ledger, holder, events.append]
+    engine.sinks += [ledger, events.append]
     apply_input(engine, T, quotes([(T, 100.0, 100.5, 5.0, 5.0)]))
     return engine, ledger, holder, events
 
@@ -155,11 +156,16 @@ async def test_fetch_snapshot_fills_that_never_settle_is_adapter_error() -> None
 
 
 def test_missed_fills_only_unknown_ids_once_each_in_oms_order(tmp_path: Path) -> None:
-    ledger = FillLedger()
+    clock = ReplayClock()
+    ledger = FillLedger(clock)
+    assert ledger.window_start_ns(T, 5) == 0  # no fill yet: every fill
+    clock.advance(T + 7)  # received 7 ns after its stamp
     ledger(_fill("f1"))
     snapshot = OmsSnapshot([_fill("f1"), _fill("f3"), _fill("f2"), _fill("f3")], {}, [], 1)
     assert [f.fill_id for f in missed_fills(ledger, snapshot)] == ["f3", "f2"]
-    assert ledger.last_fill_ns == T
+    assert ledger.last_receipt_ns == T + 7
+    assert ledger.window_start_ns(T + 10, 5) == T + 2
+    assert ledger.window_start_ns(T, 5) == T - 5  # a receive clock that stepped back
 
 
 def test_order_reports_closed_at_oms_cancelled_working_acked_external_flagged(
@@ -214,19 +220,23 @@ def test_verdict_kill_names_each_difference_resume_only_over_our_own_claim(
     assert [a.message for a in alarms] == ["position BTC: engine 1, OMS 0", "position ETH: ..."]
     assert alarms == alarms_of(kill)
     assert engine.risk.state == "HALTED" and holder.held_by_reconciliation()
-    resume = verdict([], holder, T + 1)
+    # an operator's kill since: reconciliation's resume lifts its own kill, never that one
+    apply_input(engine, T + 1, Command(ts_event=T, ts_recv=T, action="kill", issuer="ops"))
+    resume = verdict([], holder, T + 2)
     assert resume is not None and resume.action == "resume"
-    # an operator's kill since: never lifted by reconciliation
-    apply_input(engine, T + 2, Command(ts_event=T, ts_recv=T, action="kill", issuer="ops"))
-    assert verdict([], holder, T + 3) is None
-    # the previous session's shutdown kill is, once the OMS agrees
+    apply_input(engine, T + 2, resume)
+    assert not holder.held_by_reconciliation() and engine.risk.state == "HALTED"
+    assert verdict([], holder, T + 3) is None  # nothing of its own left to lift
+    # the previous session's shutdown kill is lifted once the OMS agrees, and only it: a
+    # loss limit's claim stays
     apply_input(engine, T + 4, Command(ts_event=T, ts_recv=T, action="resume", issuer="ops"))
     apply_input(engine, T + 5, Command(ts_event=T, ts_recv=T, action="kill", issuer="daemon",
                                        reason="daemon shutdown"))  # fmt: skip
+    engine.request_state("loss_limit", "REDUCE_ONLY", "test")
     lifted = verdict([], holder, T + 6)
     assert lifted is not None and lifted.action == "resume"
-    # but not over a loss limit's claim
-    engine.request_state("loss_limit", "REDUCE_ONLY", "test")
+    apply_input(engine, T + 6, lifted)
+    assert engine.risk.state == "REDUCE_ONLY"
     assert verdict([], holder, T + 7) is None
 
 

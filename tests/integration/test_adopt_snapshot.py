@@ -17,7 +17,7 @@ from adapters.daemon.rebuild import rebuild
 from adapters.journal_file import snapshot_files
 from adapters.live_sender import ShadowSender
 from adapters.mqtt.command_guard import CommandGuard
-from adapters.reconciliation import ClaimHolder, FillLedger
+from adapters.reconciliation import FillLedger
 from engine.config import load_config
 from engine.events import OrderRequest, Quote
 from engine.ports import SendOnly
@@ -162,9 +162,9 @@ async def test_restart_loads_the_snapshot_and_equals_a_full_rebuild(
 
     def fresh() -> tuple[object, dict[str, object]]:
         engine = build_live_engine(loaded, SendOnly(ShadowSender()), order_id_prefix="x")
-        ledger, claims, guard = FillLedger(), ClaimHolder(engine), CommandGuard()
-        engine.sinks += [ledger, claims, guard]
-        return engine, {"ledger": ledger, "claims": claims, "command_guard": guard}
+        ledger, guard = FillLedger(engine.clock), CommandGuard()
+        engine.sinks += [ledger, guard]
+        return engine, {"ledger": ledger, "command_guard": guard}
 
     full, full_extras = fresh()
     rebuild(full, journal, extras=full_extras)  # type: ignore[arg-type]

@@ -32,7 +32,7 @@ def signed(action: CommandAction, ts_event: int | None = None) -> tuple[bytes, s
     payload = CODEC.encode(
         Command(ts_event=ts, ts_recv=ts, action=action, reason="replay test", issuer="ops")
     )
-    return payload, sign_command(payload, COMMAND_KEY.encode())
+    return payload, sign_command(payload, COMMAND_KEY.encode(), TOPICS)
 
 
 async def publish(operator: aiomqtt.Client, message: tuple[bytes, str]) -> None:

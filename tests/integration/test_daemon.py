@@ -31,6 +31,7 @@ from adapters.live_sender import ShadowSender
 from adapters.mqtt.auth import SIGNATURE_PROPERTY, sign_command
 from adapters.mqtt.ingest import CommandIn, Connection, Inbound, MarketData, ReportIn
 from adapters.mqtt.status import Status, decode_status
+from adapters.mqtt.topics import Topics
 from adapters.sim_venue import SimulatedVenue
 from engine.codec import EventCodec
 from engine.config import load_config
@@ -223,6 +224,9 @@ async def publish_quote(client: aiomqtt.Client, bid: float = 100.0, ask: float =
     await client.publish(f"md/SIM/{SYMBOL}/quote", CODEC.encode(quote), qos=0)
 
 
+N1 = Topics(node="n1", account="a1")  # the test daemon's target
+
+
 async def publish_command(
     client: aiomqtt.Client, action: str, *, signed: bool = True, key: str = COMMAND_KEY
 ) -> None:
@@ -231,7 +235,7 @@ async def publish_command(
                                    reason="test", issuer="ops"))  # fmt: skip
     props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     if signed:
-        props.UserProperty = [(SIGNATURE_PROPERTY, sign_command(payload, key.encode()))]
+        props.UserProperty = [(SIGNATURE_PROPERTY, sign_command(payload, key.encode(), N1))]
     await client.publish("tradeloop/n1/command", payload, qos=1, properties=props)
 
 

@@ -81,6 +81,7 @@ def write_config(
     qty: float = 1.0,
     every: int = 1,
     max_orders: int = 1,
+    max_tick_age: str = "5s",
 ) -> Path:
     path = tmp / "faults.toml"
     path.write_text(f"""
@@ -120,6 +121,7 @@ node = "n1"
 account = "a1"
 heartbeat = "50ms"
 order_timeout = "{order_timeout}"
+max_tick_age = "{max_tick_age}"
 cancel_on_stop = false
 command_key_env = "TL_TEST_COMMAND_KEY"
 metrics_port = 0
@@ -316,19 +318,24 @@ BURST = 100_000
 async def test_burst_of_100k_quotes_every_received_tick_journaled_memory_bounded(
     daemon_env: Broker, tmp_path: Path
 ) -> None:
-    config = write_config(tmp_path, daemon_env.port, mode="shadow", max_orders=0)
-    lines = tmp_path / "quotes.jsonl"
-    ts = time.time_ns()
-    lines.write_text(
-        "".join(
-            f'{{"type":"quote","ts_event":{ts + i},"ts_recv":{ts + i},"instrument":"BTC",'
-            f'"bid":100.0,"ask":{100.5 + (i % 7) * 0.01:.2f},"bid_size":1.0,"ask_size":1.0}}\n'
-            for i in range(BURST)
-        )
+    # the burst's quotes are stamped when written, and the loaded daemon may read the last
+    # ones seconds later: fresh enough for a minute (quotes older are refused, counted)
+    config = write_config(
+        tmp_path, daemon_env.port, mode="shadow", max_orders=0, max_tick_age="60s"
     )
+    lines = tmp_path / "quotes.jsonl"
     b = daemon_env
     async with running(config) as daemon:
         await online(daemon)
+        ts = time.time_ns()
+        lines.write_text(
+            "".join(
+                f'{{"type":"quote","ts_event":{ts + i},"ts_recv":{ts + i},"instrument":"BTC",'
+                f'"bid":100.0,"ask":{100.5 + (i % 7) * 0.01:.2f},"bid_size":1.0,'
+                '"ask_size":1.0}\n'
+                for i in range(BURST)
+            )
+        )
         assert daemon.session is not None
         counters = daemon.session.counters
         rss_before = _rss_kb()
@@ -382,7 +389,7 @@ async def publish_commands(mqtt: aiomqtt.Client, payloads: list[bytes], *, key: 
     for payload in payloads:
         props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         if key is not None:
-            props.UserProperty = [(SIGNATURE_PROPERTY, sign_command(payload, key.encode()))]
+            props.UserProperty = [(SIGNATURE_PROPERTY, sign_command(payload, key.encode(), TOPICS))]
         await mqtt.publish(TOPICS.command, payload, qos=1, properties=props)
 
 

@@ -43,6 +43,7 @@ from adapters.mqtt.session import (
 from adapters.mqtt.settings import MqttSettings
 from adapters.mqtt.status import Status, decode_status, encode_status, offline_payload
 from adapters.mqtt.topics import Topics
+from adapters.mqtt.validation import MessageLimits
 from engine.codec import EventCodec
 from engine.errors import AdapterError
 from engine.events import CancelRequest, Command, Fill, OrderAccepted, OrderRequest, Quote
@@ -52,6 +53,12 @@ from tests.integration.conftest import MOSQUITTO, Broker
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = b"operator-key"
+# Quotes and reports here are stamped BASE + a small id (the tests follow them by it) and
+# age by at most the run's length: the sessions take a day either way, the checks of
+# market data's age are the validation tests' (tests/adapters/mqtt/test_validation.py)
+BASE = time.time_ns()
+_DAY = 86_400 * 1_000_000_000
+WIDE = MessageLimits(max_tick_age_ns=_DAY, max_tick_future_ns=_DAY)
 TOPICS = Topics(node="n1", account="a1")
 INSTRUMENTS = InstrumentTable(
     [Instrument(symbol="BTC-USD", venue="X"), Instrument(symbol="ETH-USD", venue="X")]
@@ -71,6 +78,7 @@ def _settings(broker: Broker, **overrides: Any) -> MqttSettings:
         "reconnect_min_s": 0.05,
         "reconnect_max_s": 0.5,
         "keepalive_s": 5,
+        "limits": WIDE,
     }
     values.update(overrides)
     return MqttSettings(**values)
@@ -117,7 +125,7 @@ async def _client(broker: Broker, *, operator: bool = False) -> AsyncIterator[ai
 
 def _quote(ts: int, symbol: str = "BTC-USD", bid: float = 100.0) -> Quote:
     return Quote(
-        ts_event=ts,
+        ts_event=BASE + ts,
         ts_recv=0,
         instrument=symbol,
         bid=bid,
@@ -127,9 +135,14 @@ def _quote(ts: int, symbol: str = "BTC-USD", bid: float = 100.0) -> Quote:
     )
 
 
+def _ids(batch: TickBatch) -> list[int]:
+    """The ids of a batch's ticks (their ``ts_event`` less ``BASE``)."""
+    return [t - BASE for t in batch.ts_event.tolist()]
+
+
 def _signed(payload: bytes, key: bytes = KEY) -> Properties:
     properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-    properties.UserProperty = [(SIGNATURE_PROPERTY, sign_command(payload, key))]
+    properties.UserProperty = [(SIGNATURE_PROPERTY, sign_command(payload, key, TOPICS))]
     return properties
 
 
@@ -185,7 +198,7 @@ async def test_session_quotes_in_arrive_as_tick_batch_with_columns(broker: Broke
     batches = [i for i in items if isinstance(i, MarketData)]
     rows = [
         (
-            int(b.batch.ts_event[k]),
+            int(b.batch.ts_event[k]) - BASE,
             int(b.batch.instrument[k]),
             float(b.batch.bid[k]),
             float(b.batch.ask[k]),
@@ -205,10 +218,10 @@ def test_session_one_quote_batch_has_the_columns_of_the_many_quote_path() -> Non
     # a lone quote (the live loop's usual batch) takes a shorter path to its TickBatch:
     # same values, dtypes, contiguity and numba types as that quote among others
     ingest = Ingest(TOPICS, INSTRUMENTS, fmt="json", max_payload_bytes=4096, command_key=None,
-                    counters=Counter())  # fmt: skip
-    quote = (QUOTE_TOPIC, CODEC.encode(_quote(10, bid=100.07)), None)
-    (one,) = ingest.decode([quote], 77)
-    (two,) = ingest.decode([quote, quote], 77)
+                    counters=Counter(), limits=WIDE)  # fmt: skip
+    quote = (QUOTE_TOPIC, CODEC.encode(_quote(10, bid=100.07)), None, False)
+    (one,) = ingest.decode([quote], BASE + 77)
+    (two,) = ingest.decode([quote, quote], BASE + 77)
     assert isinstance(one, MarketData) and isinstance(two, MarketData)
     for column in TickBatch.__slots__:
         a, b = getattr(one.batch, column), getattr(two.batch, column)[:1].copy()
@@ -225,7 +238,7 @@ async def test_session_burst_arrives_in_few_batches_nothing_lost(broker: Broker)
         items = await _until_ticks(session, n)
         await asyncio.to_thread(proc.wait)
     batches = [i for i in items if isinstance(i, MarketData)]
-    ts_event = [int(t) for b in batches for t in b.batch.ts_event]
+    ts_event = [t for b in batches for t in _ids(b.batch)]
     assert ts_event == list(range(1, n + 1))  # nothing lost, arrival order kept
     assert sum(b.messages for b in batches) == n
     print(f"\n{n} quotes in {len(batches)} batches (mean {n / len(batches):.1f} per batch)")
@@ -238,9 +251,11 @@ async def test_session_one_connection_reports_commands_quotes_keep_broker_order(
     broker: Broker,
 ) -> None:
     """Market data at QoS 1 shares the MQTT 5 connection: the broker's order, exactly."""
-    accepted = OrderAccepted(ts_event=5, ts_recv=0, client_order_id="S-1", venue_order_id="V-1")
+    accepted = OrderAccepted(
+        ts_event=BASE + 5, ts_recv=0, client_order_id="S-1", venue_order_id="V-1"
+    )
     fill = Fill(
-        ts_event=6,
+        ts_event=BASE + 6,
         ts_recv=0,
         client_order_id="S-1",
         fill_id="F-1",
@@ -274,7 +289,7 @@ async def test_session_one_connection_reports_commands_quotes_keep_broker_order(
             assert item.ts_recv >= last
             last = item.ts_recv
             if isinstance(item, MarketData):
-                seen += [f"quote {t}" for t in item.batch.ts_event.tolist()]
+                seen += [f"quote {t}" for t in _ids(item.batch)]
             elif isinstance(item, ReportIn):
                 seen.append(item.report)
             elif isinstance(item, CommandIn):
@@ -283,7 +298,7 @@ async def test_session_one_connection_reports_commands_quotes_keep_broker_order(
 
 
 def _report(k: int) -> OrderAccepted:
-    return OrderAccepted(ts_event=k, ts_recv=0, client_order_id=f"S-{k}", venue_order_id="V")
+    return OrderAccepted(ts_event=BASE + k, ts_recv=0, client_order_id=f"S-{k}", venue_order_id="V")
 
 
 @pytest.mark.asyncio
@@ -314,7 +329,7 @@ async def test_session_two_connections_inbox_in_receipt_order(broker: Broker) ->
             CommandIn,
             MarketData,
         ]
-        assert [i.batch.ts_event.tolist() for i in stepped if isinstance(i, MarketData)] == [
+        assert [_ids(i.batch) for i in stepped if isinstance(i, MarketData)] == [
             [1],
             [2],
             [3],
@@ -332,7 +347,7 @@ async def test_session_two_connections_inbox_in_receipt_order(broker: Broker) ->
         await asyncio.to_thread(proc.wait)
     stamps = [i.ts_recv for i in [*stepped, *items]]
     assert stamps == sorted(stamps)
-    quotes = [t for i in items if isinstance(i, MarketData) for t in i.batch.ts_event.tolist()]
+    quotes = [t for i in items if isinstance(i, MarketData) for t in _ids(i.batch)]
     assert quotes == list(range(10, 10 + n))
     assert [i.report for i in items if isinstance(i, ReportIn)] == [
         _report(100 + k) for k in range(reports)
@@ -462,6 +477,7 @@ async def test_session_tls_market_data_connection_uses_the_same_context(
             client_id=f"tradeloop-tls-{os.getpid()}",
             tls=True,
             ca_file=str(ca),
+            limits=WIDE,
         ),
         TOPICS,
         INSTRUMENTS,
@@ -477,7 +493,7 @@ async def test_session_tls_market_data_connection_uses_the_same_context(
         assert isinstance(await _get(session), Connection)
         await feed.publish(QUOTE_TOPIC, CODEC.encode(_quote(7)))
         items = await _until_ticks(session, 1)
-    assert [i.batch.ts_event.tolist() for i in items if isinstance(i, MarketData)] == [[7]]
+    assert [_ids(i.batch) for i in items if isinstance(i, MarketData)] == [[7]]
     assert session.counters["messages_in_quote"] == 1
 
 
@@ -487,7 +503,7 @@ async def test_session_bad_payloads_counted_nothing_enqueued(broker: Broker) -> 
         ts_event=1, ts_recv=0, client_order_id="c", instrument="BTC-USD", side="buy", qty=1.0
     )
     crossed = Quote(
-        ts_event=1,
+        ts_event=BASE + 1,
         ts_recv=0,
         instrument="BTC-USD",
         bid=101.0,
@@ -513,7 +529,7 @@ async def test_session_bad_payloads_counted_nothing_enqueued(broker: Broker) -> 
         items = await _until_ticks(session, 1)
         await asyncio.sleep(0.1)
         assert session.inbox.empty()
-    assert [i.batch.ts_event.tolist() for i in items if isinstance(i, MarketData)] == [[99]]
+    assert [_ids(i.batch) for i in items if isinstance(i, MarketData)] == [[99]]
     assert len(items) == 1
     c = session.counters
     assert c["bad_messages"] == 8
@@ -806,7 +822,7 @@ async def test_session_broker_restart_reconnects_and_resends(broker: Broker) -> 
                 await oms.publish(QUOTE_TOPIC, CODEC.encode(_quote(42)))
                 items = await _until_ticks(session, 1, timeout=10)
                 assert isinstance(items[-1], MarketData)
-                assert items[-1].batch.ts_event.tolist() == [42]
+                assert _ids(items[-1].batch) == [42]
             assert session.counters["reconnects"] == 1
             assert session.counters["connection_lost"] == 1
             assert session.counters["feed_reconnects"] == 1
@@ -841,7 +857,7 @@ async def test_session_inbox_overflow_drops_oldest_market_data_with_overflow_ite
     dropped = sum(o.dropped_messages for o in overflows)
     assert overflows and dropped > 0
     assert dropped == session.counters["dropped_market_data"]
-    kept = [int(t) for b in batches for t in b.batch.ts_event]
+    kept = [t for b in batches for t in _ids(b.batch)]
     assert len(kept) + dropped == n  # nothing vanished without a count
     assert kept == sorted(kept)  # the oldest went, order kept
     assert kept[-100:] == list(range(n - 99, n + 1))  # the newest are all there

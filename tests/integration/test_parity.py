@@ -26,6 +26,7 @@ try:
 
     from adapters.daemon.run import Daemon, run_daemon
     from adapters.mqtt.auth import SIGNATURE_PROPERTY, sign_command
+    from adapters.mqtt.topics import Topics
 except ImportError as exc:  # the daemon is not in this tree yet
     pytest.skip(f"the live daemon is not importable: {exc}", allow_module_level=True)
 
@@ -203,7 +204,8 @@ async def command(operator: aiomqtt.Client, action: CommandAction) -> None:
         Command(ts_event=ts, ts_recv=ts, action=action, reason="parity test", issuer="ops")
     )
     props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-    props.UserProperty = [(SIGNATURE_PROPERTY, sign_command(payload, COMMAND_KEY.encode()))]
+    signature = sign_command(payload, COMMAND_KEY.encode(), Topics(node="n1", account="a1"))
+    props.UserProperty = [(SIGNATURE_PROPERTY, signature)]
     await operator.publish("tradeloop/n1/command", payload, qos=1, properties=props)
 
 

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiomqtt
+import msgspec
 import pytest
 
 from adapters.mqtt.topics import Topics
@@ -142,6 +143,7 @@ async def test_publish_command_every_tick_arrives_in_order_with_its_payload(
             broker.username,
             "--password-env",
             "TEST_MQTT_PASSWORD",
+            "--keep-time",
         ]
     )
     config, _ = load_config(DEFAULT_CONFIG)
@@ -169,6 +171,7 @@ async def test_publish_paces_by_event_time_over_speed(broker: Broker, sample: Pa
         codec=EventCodec("json"),
         username=broker.operator,
         password=broker.operator_password,
+        restamp=False,
     )
     async with subscriber(broker, "lab/md/#", operator=True) as c:
         listening = asyncio.create_task(collect(c, len(want), EventCodec("json")))
@@ -183,6 +186,41 @@ async def test_publish_paces_by_event_time_over_speed(broker: Broker, sample: Pa
         got = await listening
     assert got == want
     assert 0.55 <= elapsed < 2.0
+
+
+@pytest.mark.asyncio
+async def test_publish_stamps_each_message_with_its_send_time_as_a_live_feed(
+    broker: Broker, sample: Path
+) -> None:
+    # a file's ticks are old: a daemon refuses market data older than [live] max_tick_age
+    config, _ = load_config(DEFAULT_CONFIG)
+    want = expected(config, sample, Topics())
+    publisher = MqttTickPublisher(
+        broker.host,
+        broker.port,
+        instruments=InstrumentTable(list(config.instruments)),
+        topics=Topics(),
+        codec=EventCodec("json"),
+        username=broker.username,
+        password=broker.password,
+    )
+    async with subscriber(broker, "md/#") as c:
+        listening = asyncio.create_task(collect(c, len(want), EventCodec("json")))
+        t0 = time.time_ns()
+
+        def run() -> None:
+            with publisher:
+                publisher.publish(tick_files(config, str(sample))[0], speed=0)
+
+        await asyncio.to_thread(run)
+        t1 = time.time_ns()
+        got = await listening
+    stamps = [e.ts_event for _, e in got]
+    assert all(t0 <= t <= t1 for t in stamps) and stamps == sorted(stamps)
+    assert all(e.ts_recv == e.ts_event for _, e in got)
+    assert [(topic, msgspec.structs.replace(e, ts_event=0, ts_recv=0)) for topic, e in got] == [
+        (topic, msgspec.structs.replace(e, ts_event=0, ts_recv=0)) for topic, e in want
+    ]
 
 
 def test_publish_wrong_password_is_one_adapter_error(broker: Broker) -> None:

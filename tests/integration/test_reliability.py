@@ -346,7 +346,7 @@ async def test_broker_back_but_oms_silent_halts_until_it_answers(
                     await quote(feed)
                     await asyncio.sleep(0.05)
                 assert engine.risk.state == "HALTED"
-                assert engine.risk.trading.claim("operator") == "HALTED"
+                assert engine.risk.trading.claim("reconciliation") == "HALTED"
             runs = daemon.reconciliation["runs"]
             async with serving(daemon_env, oms), client(daemon_env) as feed:
                 await until(lambda: daemon.reconciliation["runs"] > runs, timeout=20)

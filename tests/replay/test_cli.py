@@ -125,8 +125,17 @@ def test_cli_demo_runs_end_to_end_with_a_model_that_learned_something(
     assert "out-of-sample AUC" in out and str(demo / "ml_replay" / "report.html") in out
     # the monitor page of the model's replay and both runs side by side
     assert (demo / "ml_replay" / "monitor" / "monitor.html").stat().st_size > 0
+    # the two runs compared cover the same held-out window: the baseline replayed there too
     page = (demo / "compare.html").read_text()
-    assert str(demo / "replay") in page and str(demo / "ml_replay") in page
+    assert str(demo / "baseline_holdout") in page and str(demo / "ml_replay") in page
+    assert 'id="same-data"' in page and 'id="different-data"' not in page
+    base = json.loads((demo / "baseline_holdout" / "metrics.json").read_text())
+    assert base["header"]["data_from"] == ml["header"]["data_from"]
+    assert base["header"]["data_to"] == ml["header"]["data_to"]
+    # the sample covers the span it is called (the annualisation rule's minimum is a span)
+    quotes = pl.read_parquet(demo / "data" / "quotes.parquet")["ts_event"]
+    assert quotes.max() - quotes.min() >= 0.5 * 3.6e12
+    assert ml["header"]["model"]["in_sample"] is None  # held out: not in sample
 
 
 def test_cli_parity_on_a_folder_without_a_session_is_one_line(

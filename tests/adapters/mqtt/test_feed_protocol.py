@@ -50,11 +50,11 @@ def _parser(max_payload: int = MAX_PAYLOAD) -> FrameParser:
 
 
 def _messages(n: int) -> list[RawMessage]:
-    return [(f"md/X/S{i % 3}/quote", b'{"n":%d}' % i, None) for i in range(n)]
+    return [(f"md/X/S{i % 3}/quote", b'{"n":%d}' % i, None, False) for i in range(n)]
 
 
 def _stream(messages: list[RawMessage]) -> bytes:
-    return b"".join(_publish(topic, payload) for topic, payload, _ in messages)
+    return b"".join(_publish(topic, payload) for topic, payload, _, _ in messages)
 
 
 @pytest.mark.parametrize("payload", [b'{"bid":1.5}', b"q" * 300], ids=["1-byte", "2-byte"])
@@ -64,12 +64,12 @@ def test_frame_parser_frame_split_at_every_byte_same_message(payload: bytes) -> 
         parser = _parser()
         first = parser.feed(frame[:cut])
         second = parser.feed(frame[cut:])
-        assert first + second == [(TOPIC, payload, None)], cut
+        assert first + second == [(TOPIC, payload, None, True)], cut
         assert (first == []) == (cut < len(frame))
         assert parser.error is None
     parser = _parser()
     out = [m for k in range(len(frame)) for m in parser.feed(frame[k : k + 1])]
-    assert out == [(TOPIC, payload, None)]
+    assert out == [(TOPIC, payload, None, True)]
 
 
 def test_frame_parser_many_frames_in_one_read_all_in_order() -> None:
@@ -112,23 +112,60 @@ def test_frame_parser_remaining_length_varints_1_to_4_bytes(
     parser = _parser(max_payload=len(payload))
     # the varint itself split across reads, then the body
     out = parser.feed(frame[:2]) + parser.feed(frame[2:-1]) + parser.feed(frame[-1:] + after)
-    assert out == [(TOPIC, payload, None), (TOPIC, b"next", None)]
+    assert out == [(TOPIC, payload, None, False), (TOPIC, b"next", None, False)]
 
 
 def test_frame_parser_payload_above_max_delivered_for_the_decoder_to_count() -> None:
     # above max_payload_bytes but within payload + topic: the decoder counts it oversized
     parser = _parser()
     frame = _publish(TOPIC, b"x" * (MAX_PAYLOAD + 100))
-    assert parser.feed(frame) == [(TOPIC, b"x" * (MAX_PAYLOAD + 100), None)]
+    assert parser.feed(frame) == [(TOPIC, b"x" * (MAX_PAYLOAD + 100), None, False)]
     assert parser.error is None
 
 
-def test_frame_parser_oversized_frame_counted_refused_before_buffering() -> None:
+LIMIT = 2 + MAX_TOPIC_BYTES + 2 + MAX_PAYLOAD  # the largest publish the parser keeps
+
+
+@pytest.mark.parametrize("retain", [False, True])
+@pytest.mark.parametrize("size", [1, 2, 5, 4096, 1 << 20])
+def test_frame_parser_oversized_publish_skipped_by_length_stream_goes_on(
+    retain: bool, size: int
+) -> None:
+    # issue 19, item 6: a payload over about 131 kB reset the feed connection; retained,
+    # it did again at every reconnect. Now it is skipped by its length, read in any cuts.
+    big = _publish(TOPIC, b"x" * (LIMIT - 2 - len(TOPIC) + 1), retain=retain)
+    huge = _publish(TOPIC, b"y" * 300_000)
+    stream = _publish(TOPIC, b"a") + big + _publish(TOPIC, b"b") + huge + _publish(TOPIC, b"c")
     parser = _parser()
-    limit = 2 + MAX_TOPIC_BYTES + 2 + MAX_PAYLOAD
-    good = _publish(TOPIC, b"ok")
-    header = b"\x30" + _varint(limit + 1)  # only the fixed header of the big frame
-    assert parser.feed(good + header) == [(TOPIC, b"ok", None)]
+    out = []
+    for k in range(0, len(stream), size):
+        out += parser.feed(stream[k : k + size])
+    assert [m[1] for m in out] == [b"a", b"b", b"c"]
+    assert parser.error is None
+    assert parser.counters == {"feed_frames_oversized": 2, "oversized": 2, "bad_messages": 2}
+    assert len(parser._buffer) == 0  # nothing of the skipped frames is held
+
+
+def test_frame_parser_oversized_publish_never_buffered() -> None:
+    parser = _parser()
+    body = 10 * LIMIT
+    header = b"\x30" + _varint(body)
+    assert parser.feed(_publish(TOPIC, b"ok") + header + b"z" * 1000) == [
+        (TOPIC, b"ok", None, False)
+    ]
+    for _ in range(body // 65536):
+        assert parser.feed(b"z" * 65536) == []
+        assert len(parser._buffer) == 0
+    rest = body - 1000 - (body // 65536) * 65536
+    assert parser.feed(b"z" * rest + _publish(TOPIC, b"after")) == [(TOPIC, b"after", None, False)]
+    assert parser.error is None and parser.counters["feed_frames_oversized"] == 1
+
+
+def test_frame_parser_oversized_control_packet_counted_stream_stops() -> None:
+    # only a publish is a message to skip: a huge SUBACK means the stream is not MQTT
+    parser = _parser()
+    header = b"\x90" + _varint(LIMIT + 1)
+    assert parser.feed(_publish(TOPIC, b"ok") + header) == [(TOPIC, b"ok", None, False)]
     assert parser.error is not None and "limit" in parser.error
     assert parser.counters == {"feed_frames_oversized": 1}
     assert parser.feed(_publish(TOPIC, b"after")) == []  # nothing more is trusted
@@ -153,7 +190,9 @@ def test_frame_parser_oversized_frame_counted_refused_before_buffering() -> None
 def test_frame_parser_malformed_frame_counted_stream_stops(frame: bytes, why: str) -> None:
     parser = _parser()
     before = _publish(TOPIC, b"before")
-    assert parser.feed(before + frame + _publish(TOPIC, b"after")) == [(TOPIC, b"before", None)]
+    assert parser.feed(before + frame + _publish(TOPIC, b"after")) == [
+        (TOPIC, b"before", None, False)
+    ]
     assert parser.error is not None and why in parser.error
     assert parser.counters == {"feed_frames_malformed": 1}
     assert parser.feed(_publish(TOPIC, b"later")) == []
@@ -163,7 +202,7 @@ def test_frame_parser_control_packets_listed_publishes_returned() -> None:
     parser = _parser()
     stream = CONNACK_OK + SUBACK_OK + _publish(TOPIC, b"a") + PINGRESP + _publish(TOPIC, b"b")
     assert parser.feed(stream[:7]) == []
-    assert parser.feed(stream[7:]) == [(TOPIC, b"a", None), (TOPIC, b"b", None)]
+    assert parser.feed(stream[7:]) == [(TOPIC, b"a", None, False), (TOPIC, b"b", None, False)]
     assert parser.controls == [(0x20, b"\x00\x00"), (0x90, b"\x00\x01\x00"), (0xD0, b"")]
     assert parser.error is None
 
@@ -171,7 +210,7 @@ def test_frame_parser_control_packets_listed_publishes_returned() -> None:
 def test_frame_parser_publish_at_qos1_dropped_counted_stream_goes_on() -> None:
     parser = _parser()
     stream = _publish(TOPIC, b"q1", qos=1) + _publish(TOPIC, b"q0")
-    assert parser.feed(stream) == [(TOPIC, b"q0", None)]
+    assert parser.feed(stream) == [(TOPIC, b"q0", None, False)]
     assert parser.counters == {"feed_qos_refused": 1}
     assert parser.error is None
 
@@ -234,13 +273,32 @@ async def test_feed_protocol_malformed_stream_counted_connection_reset() -> None
     protocol, transport = _protocol(reads)
     protocol.start()
     protocol.data_received(_publish(TOPIC, b"ok") + b"\x30\xff\xff\xff\xff\x01")
-    assert reads == [[(TOPIC, b"ok", None)]]
+    assert reads == [[(TOPIC, b"ok", None, False)]]
     assert transport.aborted
     assert protocol.counters["feed_frames_malformed"] == 1
     protocol.connection_lost(None)
     assert "malformed" in protocol.lost.result()
     with pytest.raises(ConnectionError):
         protocol.connack.result()
+
+
+@pytest.mark.asyncio
+async def test_feed_protocol_receiver_raising_counted_connection_kept() -> None:
+    # an exception out of data_received makes asyncio drop the connection
+    def on_messages(messages: list[RawMessage]) -> None:
+        raise RuntimeError("a bug downstream")
+
+    protocol = FeedProtocol(
+        max_payload_bytes=MAX_PAYLOAD, counters=collections.Counter(), on_messages=on_messages
+    )
+    transport = _Transport()
+    protocol.connection_made(transport)
+    protocol.start()
+    protocol.data_received(_stream(_messages(3)))
+    protocol.data_received(_publish(TOPIC, b"y" * (LIMIT + 1)) + _stream(_messages(2)))
+    assert not transport.aborted and not protocol.lost.done()
+    assert protocol.counters["feed_delivery_failed"] == 2
+    assert protocol.counters["feed_frames_oversized"] == 1
 
 
 @pytest.mark.asyncio
@@ -357,7 +415,7 @@ async def test_open_feed_handshake_refused_filter_counted_messages_flow() -> Non
         DISCONNECT,
     ]
     assert counters["subscriptions_refused"] == 1
-    assert reads == [[("md/X/A/quote", b"1", None)]]
+    assert reads == [[("md/X/A/quote", b"1", None, False)]]
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import msgspec
 import numpy as np
 import pytest
 
-from adapters.mqtt.auth import sign_command, verify
+from adapters.mqtt.auth import sign_command
 from adapters.mqtt.command_guard import CommandGuard
 from adapters.mqtt.ingest import CommandIn, Ingest, MarketData, RawMessage, ReportIn
 from adapters.mqtt.settings import MqttSettings
@@ -34,6 +34,8 @@ from engine.instruments import Instrument, InstrumentTable
 from engine.ticks import QUOTE, TRADE
 
 KEY = b"operator-key"
+S = 1_000_000_000
+T = 1_700_000_000 * S  # every stamp here is T + a few ns: in range and fresh
 TOPICS = Topics(prefix="t/", node="n1", account="a1")
 INSTRUMENTS = InstrumentTable(
     [Instrument(symbol="BTC-USD", venue="X"), Instrument(symbol="ETH-USD", venue="X")]
@@ -52,23 +54,23 @@ def _ingest(fmt: Format, *, key: bytes | None = KEY, max_payload: int = 65536) -
     )
 
 
-def _quote(ts: int = 1, symbol: str = "BTC-USD", **kw: Any) -> Quote:
+def _quote(ts: int = T, symbol: str = "BTC-USD", **kw: Any) -> Quote:
     values: dict[str, Any] = {"bid": 100.0, "ask": 100.5, "bid_size": 1.0, "ask_size": 2.0}
     values.update(kw)
     return Quote(ts_event=ts, ts_recv=0, instrument=symbol, **values)
 
 
-def _trade(ts: int = 1, symbol: str = "BTC-USD", **kw: Any) -> Trade:
+def _trade(ts: int = T, symbol: str = "BTC-USD", **kw: Any) -> Trade:
     values: dict[str, Any] = {"price": 100.25, "size": 0.5, "side": "sell"}
     values.update(kw)
     return Trade(ts_event=ts, ts_recv=0, instrument=symbol, **values)
 
 
 REPORTS: list[Event] = [
-    OrderAccepted(ts_event=5, ts_recv=0, client_order_id="S1-1", venue_order_id="V1"),
-    OrderRejected(ts_event=5, ts_recv=0, client_order_id="S1-2", reason="no funds"),
+    OrderAccepted(ts_event=T + 5, ts_recv=0, client_order_id="S1-1", venue_order_id="V1"),
+    OrderRejected(ts_event=T + 5, ts_recv=0, client_order_id="S1-2", reason="no funds"),
     Fill(
-        ts_event=6,
+        ts_event=T + 6,
         ts_recv=0,
         client_order_id="S1-1",
         fill_id="F1",
@@ -79,23 +81,24 @@ REPORTS: list[Event] = [
         fee=0.01,
         liquidity="taker",
     ),
-    OrderCancelled(ts_event=7, ts_recv=0, client_order_id="S1-3", reason="user"),
-    CancelRejected(ts_event=7, ts_recv=0, client_order_id="S1-4", reason="unknown order"),
+    OrderCancelled(ts_event=T + 7, ts_recv=0, client_order_id="S1-3", reason="user"),
+    CancelRejected(ts_event=T + 7, ts_recv=0, client_order_id="S1-4", reason="unknown order"),
 ]
 
 
 def _md(event: Quote | Trade, codec: EventCodec, venue: str = "X") -> RawMessage:
     kind = "quote" if isinstance(event, Quote) else "trade"
-    return (f"t/md/{venue}/{event.instrument}/{kind}", codec.encode(event), None)
+    return (f"t/md/{venue}/{event.instrument}/{kind}", codec.encode(event), None, False)
 
 
 def _report(event: Event, codec: EventCodec) -> RawMessage:
-    return (TOPICS.reports, codec.encode(event), None)
+    return (TOPICS.reports, codec.encode(event), None, False)
 
 
 def _command(command: Command, codec: EventCodec, key: bytes | None = KEY) -> RawMessage:
     payload = codec.encode(command)
-    return (TOPICS.command, payload, None if key is None else sign_command(payload, key))
+    signature = None if key is None else sign_command(payload, key, TOPICS)
+    return (TOPICS.command, payload, signature, False)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -103,18 +106,18 @@ def test_ingest_quotes_and_trades_one_batch_in_arrival_order(fmt: Format) -> Non
     codec = EventCodec(fmt)
     ingest = _ingest(fmt)
     events: list[Quote | Trade] = [
-        _quote(10),
-        _trade(12, symbol="ETH-USD", side="buy"),
-        _quote(11, symbol="ETH-USD", bid=20.0, ask=20.1),  # ts_event going back: kept
+        _quote(T + 10),
+        _trade(T + 12, symbol="ETH-USD", side="buy"),
+        _quote(T + 11, symbol="ETH-USD", bid=20.0, ask=20.1),  # ts_event going back: kept
     ]
-    items = ingest.decode([_md(e, codec) for e in events], ts_recv=99)
+    items = ingest.decode([_md(e, codec) for e in events], ts_recv=T + 99)
     assert len(items) == 1
     item = items[0]
     assert isinstance(item, MarketData)
-    assert item.messages == 3 and item.ts_recv == 99
+    assert item.messages == 3 and item.ts_recv == T + 99
     b = item.batch
-    assert b.ts_event.tolist() == [10, 12, 11]
-    assert b.ts_recv.tolist() == [99, 99, 99]
+    assert b.ts_event.tolist() == [T + 10, T + 12, T + 11]
+    assert b.ts_recv.tolist() == [T + 99] * 3
     assert b.instrument.tolist() == [0, 1, 1]
     assert b.kind.tolist() == [QUOTE, TRADE, QUOTE]
     assert b.side.tolist() == [0, 1, 0]
@@ -134,45 +137,45 @@ def test_ingest_quotes_and_trades_one_batch_in_arrival_order(fmt: Format) -> Non
 @pytest.mark.parametrize("report", REPORTS, ids=lambda r: type(r).__name__)
 def test_ingest_each_report_type_round_trips(fmt: Format, report: Event) -> None:
     codec = EventCodec(fmt)
-    items = _ingest(fmt).decode([_report(report, codec)], ts_recv=5)
-    assert items == [ReportIn(report=report, ts_recv=5)]  # type: ignore[arg-type]
+    items = _ingest(fmt).decode([_report(report, codec)], ts_recv=T + 5)
+    assert items == [ReportIn(report=report, ts_recv=T + 5)]  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("action", ["kill", "reduce_only", "resume", "flatten", "reload_model"])
 def test_ingest_signed_command_round_trips(fmt: Format, action: Any) -> None:
     codec = EventCodec(fmt)
-    command = Command(ts_event=1, ts_recv=0, action=action, reason="test", issuer="ops")
-    items = _ingest(fmt).decode([_command(command, codec)], ts_recv=3)
-    assert items == [CommandIn(command=command, ts_recv=3)]
+    command = Command(ts_event=T + 1, ts_recv=0, action=action, reason="test", issuer="ops")
+    items = _ingest(fmt).decode([_command(command, codec)], ts_recv=T + 3)
+    assert items == [CommandIn(command=command, ts_recv=T + 3)]
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_ingest_reports_and_commands_split_batches_in_arrival_order(fmt: Format) -> None:
     codec = EventCodec(fmt)
-    command = Command(ts_event=1, ts_recv=0, action="kill")
+    command = Command(ts_event=T + 1, ts_recv=0, action="kill")
     messages = [
-        _md(_quote(1), codec),
-        _md(_quote(2), codec),
+        _md(_quote(T + 1), codec),
+        _md(_quote(T + 2), codec),
         _report(REPORTS[0], codec),
-        _md(_trade(3), codec),
+        _md(_trade(T + 3), codec),
         _command(command, codec),
         _report(REPORTS[2], codec),
-        _md(_quote(4), codec),
+        _md(_quote(T + 4), codec),
     ]
-    items = _ingest(fmt).decode(messages, ts_recv=7)
+    items = _ingest(fmt).decode(messages, ts_recv=T + 7)
     kinds = [type(i).__name__ for i in items]
     assert kinds == ["MarketData", "ReportIn", "MarketData", "CommandIn", "ReportIn", "MarketData"]
     batches = [i.batch.ts_event.tolist() for i in items if isinstance(i, MarketData)]
-    assert batches == [[1, 2], [3], [4]]
+    assert batches == [[T + 1, T + 2], [T + 3], [T + 4]]
 
 
 def _bad_cases(codec: EventCodec) -> list[tuple[str, RawMessage]]:
     quote_topic = "t/md/X/BTC-USD/quote"
     order = OrderRequest(
-        ts_event=1, ts_recv=0, client_order_id="c", instrument="BTC-USD", side="buy", qty=1.0
+        ts_event=T, ts_recv=0, client_order_id="c", instrument="BTC-USD", side="buy", qty=1.0
     )
-    return [
+    cases: list[tuple[str, tuple[str, bytes, None]]] = [
         ("bad_undecodable", (quote_topic, b"{not json", None)),
         ("bad_undecodable", (quote_topic, b"\xc1\xff", None)),
         ("bad_wrong_type", (quote_topic, codec.encode(order), None)),
@@ -190,6 +193,7 @@ def _bad_cases(codec: EventCodec) -> list[tuple[str, RawMessage]]:
         ("bad_unknown_topic", ("t/md/X/BTC-USD/book", codec.encode(_quote()), None)),
         ("bad_unknown_topic", ("t/md/X/DOGE/quote", codec.encode(_quote()), None)),
     ]
+    return [(reason, (*message, False)) for reason, message in cases]
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -197,7 +201,7 @@ def test_ingest_bad_messages_counted_by_reason_nothing_enqueued(fmt: Format) -> 
     codec = EventCodec(fmt)
     ingest = _ingest(fmt)
     cases = _bad_cases(codec)
-    assert ingest.decode([m for _, m in cases], ts_recv=1) == []
+    assert ingest.decode([m for _, m in cases], ts_recv=T) == []
     expected = Counter(reason for reason, _ in cases)
     for reason, count in expected.items():
         assert ingest.counters[reason] == count, reason
@@ -207,7 +211,7 @@ def test_ingest_bad_messages_counted_by_reason_nothing_enqueued(fmt: Format) -> 
 def test_ingest_bad_message_logged_with_raw_bytes(caplog: pytest.LogCaptureFixture) -> None:
     ingest = _ingest("json")
     raw = b"{garbage" + b"x" * 1000
-    ingest.decode([("t/md/X/BTC-USD/quote", raw, None)], ts_recv=1)
+    ingest.decode([("t/md/X/BTC-USD/quote", raw, None, False)], ts_recv=T)
     [record] = [r for r in caplog.records if r.levelname == "WARNING"]
     assert "undecodable" in record.getMessage()
     assert repr(raw[:200]) in record.getMessage()
@@ -224,11 +228,11 @@ def test_ingest_non_finite_values_counted() -> None:
         _md(_trade(price=math.nan), codec),
         _report(msgspec.structs.replace(REPORTS[2], price=math.inf), codec),
     ]
-    assert ingest.decode(messages, ts_recv=1) == []
+    assert ingest.decode(messages, ts_recv=T) == []
     assert ingest.counters["bad_non_finite"] == 4
     huge = b'{"type":"quote","ts_event":1,"ts_recv":0,"instrument":"BTC-USD","bid":1e999}'
     json_ingest = _ingest("json")
-    assert json_ingest.decode([("t/md/X/BTC-USD/quote", huge, None)], ts_recv=1) == []
+    assert json_ingest.decode([("t/md/X/BTC-USD/quote", huge, None, False)], ts_recv=T) == []
     assert json_ingest.counters["bad_undecodable"] == 1
 
 
@@ -239,7 +243,7 @@ def test_ingest_oversized_payload_refused_unread(fmt: Format) -> None:
     big = _quote(symbol="BTC-USD")
     payload = codec.encode(big)
     assert len(payload) > 64
-    assert ingest.decode([("t/md/X/BTC-USD/quote", payload, None)], ts_recv=1) == []
+    assert ingest.decode([("t/md/X/BTC-USD/quote", payload, None, False)], ts_recv=T) == []
     assert ingest.counters["oversized"] == 1
     assert ingest.counters["bad_messages"] == 1
 
@@ -247,16 +251,17 @@ def test_ingest_oversized_payload_refused_unread(fmt: Format) -> None:
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_ingest_unsigned_or_wrongly_signed_commands_ignored_and_counted(fmt: Format) -> None:
     codec = EventCodec(fmt)
-    command = Command(ts_event=1, ts_recv=0, action="resume")
+    command = Command(ts_event=T, ts_recv=0, action="resume")
     payload = codec.encode(command)
     ingest = _ingest(fmt)
     messages: list[RawMessage] = [
-        (TOPICS.command, payload, None),
-        (TOPICS.command, payload, ""),
-        (TOPICS.command, payload, sign_command(payload, b"other-key")),
-        (TOPICS.command, payload + b" ", sign_command(payload, KEY)),  # payload altered
+        (TOPICS.command, payload, None, False),
+        (TOPICS.command, payload, "", False),
+        (TOPICS.command, payload, sign_command(payload, b"other-key", TOPICS), False),
+        # the payload altered after signing
+        (TOPICS.command, payload + b" ", sign_command(payload, KEY, TOPICS), False),
     ]
-    assert ingest.decode(messages, ts_recv=1) == []
+    assert ingest.decode(messages, ts_recv=T) == []
     assert ingest.counters["commands_unauthenticated"] == 4
     assert ingest.counters["bad_messages"] == 0
 
@@ -311,21 +316,9 @@ def test_ingest_signed_command_stale_or_future_refused_and_counted(fmt: Format) 
 def test_ingest_without_command_key_refuses_every_command() -> None:
     codec = EventCodec("json")
     ingest = _ingest("json", key=None)
-    command = Command(ts_event=1, ts_recv=0, action="kill")
-    assert ingest.decode([_command(command, codec, key=KEY)], ts_recv=1) == []
+    command = Command(ts_event=T, ts_recv=0, action="kill")
+    assert ingest.decode([_command(command, codec, key=KEY)], ts_recv=T) == []
     assert ingest.counters["commands_unauthenticated"] == 1
-
-
-def test_auth_verify_accepts_own_signature_only() -> None:
-    payload = b'{"type":"command","action":"kill"}'
-    signature = sign_command(payload, KEY)
-    assert len(signature) == 64
-    assert verify(payload, signature, KEY)
-    assert verify(payload, signature.upper(), KEY)
-    assert not verify(payload, signature, b"other")
-    assert not verify(payload + b"x", signature, KEY)
-    assert not verify(payload, None, KEY)
-    assert not verify(payload, signature, None)
 
 
 def test_status_round_trips_and_will_is_offline() -> None:

@@ -1,0 +1,232 @@
+"""What an inbound message must look like before anything of it is committed.
+
+The one validation path: every message from the bus (market data, execution reports,
+operator commands, the OMS's reconciliation answers) is decoded into its typed Struct,
+checked here, and only then committed to shared state (a batch's columns, the inbox, the
+engine). A check returns the reason of a refusal, a short name the caller counts as
+``bad_<reason>``, or None; a check never raises.
+
+Policy (the tick files' plausibility rules where they overlap, ``replay.files.plausibility``;
+a test keeps the numbers equal):
+
+- Timestamps are integers. ``ts_event`` lies from 2000-01-01 (incl.) to 2100-01-01 (excl.)
+  in ns (``ts_range``); the same range counted in seconds, milliseconds or microseconds is
+  a wrong unit (``ts_unit``). A peer's ``ts_recv`` (we stamp our own receipt) is 0 or an
+  int64 that is not negative.
+- Market data is fresh by its event time: ``ts_event`` no older than ``max_tick_age`` at
+  its receipt (``stale``), no further ahead of it than ``max_tick_future`` (``future``).
+  Arrival order stays the truth live; this only refuses what is too old or too early.
+- Prices are finite and in [1e-12, 1e12] (``price_bounds``: 1e-320, a denormal, is out);
+  sizes and quantities finite, positive and at most 1e18, and not denormal either
+  (``size_bounds``: below the smallest normal float, 2.2e-308, no lot exists). Not
+  finite: ``non_finite``; zero or negative: ``non_positive``.
+- A quote's bid is below its ask (``crossed``).
+- A fill's fee is finite and at most ``max_fee_bps`` of the fill's notional either way
+  (``fee_bounds``): a rebate is negative, and both are small next to the notional.
+- A position in a reconciliation answer is finite and at most 1e18 either way; an open
+  order in one has a positive bounded quantity, a limit price in bounds if it has one, a
+  filled quantity neither negative nor beyond 1e18, and int64 stamps.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+
+from engine.config import LiveConfig
+from engine.events import (
+    CancelRejected,
+    Command,
+    Fill,
+    OrderAccepted,
+    OrderCancelled,
+    OrderRejected,
+    OrderRequest,
+    Quote,
+    Trade,
+)
+
+__all__ = [
+    "INT64_MAX",
+    "PRICE_MAX",
+    "PRICE_MIN",
+    "SIZE_MAX",
+    "SIZE_MIN",
+    "TS_MAX_NS",
+    "TS_MIN_NS",
+    "MessageLimits",
+    "command_problem",
+    "fill_problem",
+    "order_problem",
+    "position_problem",
+    "quote_problem",
+    "report_problem",
+    "stamp_problem",
+    "tick_time_problem",
+    "timestamp_problem",
+    "trade_problem",
+]
+
+TS_MIN_NS = 946_684_800 * 10**9  # 2000-01-01T00:00:00Z
+TS_MAX_NS = 4_102_444_800 * 10**9  # 2100-01-01T00:00:00Z (excluded)
+PRICE_MIN = 1e-12
+PRICE_MAX = 1e12
+SIZE_MAX = 1e18
+SIZE_MIN = sys.float_info.min  # the smallest normal float: a denormal size is refused
+INT64_MAX = 2**63 - 1
+
+# a time in the 2000..2100 range counted in s, ms or us (the four ranges do not overlap)
+_UNITS = (10**9, 10**6, 10**3)
+_BPS = 1e-4
+
+
+@dataclass(frozen=True, slots=True)
+class MessageLimits:
+    """The configured part of the checks (``[live]``); the rest is fixed policy.
+
+    Attributes:
+        max_tick_age_ns: market data older than this at its receipt is refused.
+        max_tick_future_ns: market data ahead of its receipt by more than this is refused.
+        max_fee_bps: a fill's fee beyond this many bps of its notional is refused.
+    """
+
+    max_tick_age_ns: int = 5_000_000_000
+    max_tick_future_ns: int = 1_000_000_000
+    max_fee_bps: float = 100.0
+
+    @classmethod
+    def from_config(cls, live: LiveConfig) -> MessageLimits:
+        """The limits ``[live]`` sets (``max_tick_age``, ``max_tick_future``, ``max_fee_bps``)."""
+        return cls(
+            max_tick_age_ns=live.max_tick_age_ns,
+            max_tick_future_ns=live.max_tick_future_ns,
+            max_fee_bps=live.max_fee_bps,
+        )
+
+
+def timestamp_problem(ts: int) -> str | None:
+    """``ts_range``, ``ts_unit`` (a plausible time in s, ms or us) or None."""
+    if TS_MIN_NS <= ts < TS_MAX_NS:
+        return None
+    if ts > 0:
+        for unit in _UNITS:
+            if TS_MIN_NS <= ts * unit < TS_MAX_NS:
+                return "ts_unit"
+    return "ts_range"
+
+
+def stamp_problem(ts: int) -> str | None:
+    """A peer's ``ts_recv``: 0 (not set) or an int64 that is not negative."""
+    return None if 0 <= ts <= INT64_MAX else "ts_range"
+
+
+def tick_time_problem(ts_event: int, ts_recv: int, limits: MessageLimits) -> str | None:
+    """A market-data ``ts_event`` against its receipt: range and unit, then age and skew."""
+    problem = timestamp_problem(ts_event)
+    if problem is not None:
+        return problem
+    if ts_recv - ts_event > limits.max_tick_age_ns:
+        return "stale"
+    if ts_event - ts_recv > limits.max_tick_future_ns:
+        return "future"
+    return None
+
+
+def _prices_problem(*prices: float) -> str | None:
+    for p in prices:
+        if not math.isfinite(p):
+            return "non_finite"
+    for p in prices:
+        if p <= 0.0:
+            return "non_positive"
+    for p in prices:
+        if not PRICE_MIN <= p <= PRICE_MAX:
+            return "price_bounds"
+    return None
+
+
+def _sizes_problem(*sizes: float) -> str | None:
+    for s in sizes:
+        if not math.isfinite(s):
+            return "non_finite"
+    for s in sizes:
+        if s <= 0.0:
+            return "non_positive"
+    for s in sizes:
+        if not SIZE_MIN <= s <= SIZE_MAX:
+            return "size_bounds"
+    return None
+
+
+def quote_problem(quote: Quote, ts_recv: int, limits: MessageLimits) -> str | None:
+    """Why ``quote``, received at ``ts_recv``, is refused (its instrument aside), or None.
+
+    Its own ``ts_recv`` field is not read: market data is stamped with our receipt."""
+    q = quote
+    problem = tick_time_problem(q.ts_event, ts_recv, limits)
+    if problem is None and not all(
+        math.isfinite(v) for v in (q.bid, q.ask, q.bid_size, q.ask_size)
+    ):
+        return "non_finite"
+    problem = problem or _prices_problem(q.bid, q.ask) or _sizes_problem(q.bid_size, q.ask_size)
+    if problem is None and not q.bid < q.ask:
+        return "crossed"
+    return problem
+
+
+def trade_problem(trade: Trade, ts_recv: int, limits: MessageLimits) -> str | None:
+    """Why ``trade``, received at ``ts_recv``, is refused (its instrument aside), or None."""
+    t = trade
+    problem = tick_time_problem(t.ts_event, ts_recv, limits)
+    if problem is None and not (math.isfinite(t.price) and math.isfinite(t.size)):
+        return "non_finite"
+    return problem or _prices_problem(t.price) or _sizes_problem(t.size)
+
+
+def fill_problem(fill: Fill, limits: MessageLimits) -> str | None:
+    """Why ``fill`` is refused, or None: the one check of a fill, live or reconciled."""
+    f = fill
+    problem = timestamp_problem(f.ts_event) or stamp_problem(f.ts_recv)
+    if problem is not None:
+        return problem
+    if not (math.isfinite(f.qty) and math.isfinite(f.price) and math.isfinite(f.fee)):
+        return "non_finite"
+    problem = _sizes_problem(f.qty) or _prices_problem(f.price)
+    if problem is None and abs(f.fee) > limits.max_fee_bps * _BPS * f.qty * f.price:
+        return "fee_bounds"
+    return problem
+
+
+_Report = OrderAccepted | OrderRejected | Fill | OrderCancelled | CancelRejected
+
+
+def report_problem(report: _Report, limits: MessageLimits) -> str | None:
+    """Why an execution report is refused, or None (a late report is normal: no age)."""
+    if isinstance(report, Fill):
+        return fill_problem(report, limits)
+    return timestamp_problem(report.ts_event) or stamp_problem(report.ts_recv)
+
+
+def command_problem(command: Command) -> str | None:
+    """Why an operator command's stamps are refused, or None (its freshness against the
+    receipt is the command guard's: ``adapters.mqtt.command_guard``)."""
+    return timestamp_problem(command.ts_event) or stamp_problem(command.ts_recv)
+
+
+def order_problem(order: OrderRequest) -> str | None:
+    """Why an order the OMS says it works is refused, or None. Its stamps are its sender's
+    (another desk's, for an order we never sent): int64 and not negative is all we ask."""
+    problem = stamp_problem(order.ts_event) or stamp_problem(order.ts_recv)
+    if problem is None:
+        problem = _sizes_problem(order.qty)
+    if problem is None and order.limit_price is not None:
+        problem = _prices_problem(order.limit_price)
+    return problem
+
+
+def position_problem(qty: float) -> str | None:
+    """Why a position the OMS reports is refused, or None (0.0 is flat)."""
+    if not math.isfinite(qty):
+        return "non_finite"
+    return "size_bounds" if abs(qty) > SIZE_MAX else None
