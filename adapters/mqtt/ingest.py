@@ -343,7 +343,7 @@ class Ingest:
                     if not isinstance(event, _REPORT_TYPES):
                         self._bad(topic, payload, "wrong_type", detail=type(event).__name__)
                         continue
-                    problem = report_problem(event, limits)
+                    problem = report_problem(event, ts_recv, limits, self.instruments.index)
                     if problem is not None:
                         self._bad(topic, payload, problem, detail=_times(event, ts_recv))
                         continue

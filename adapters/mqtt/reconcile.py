@@ -40,6 +40,7 @@ from adapters.mqtt.validation import (
     position_problem,
     timestamp_problem,
 )
+from engine.clock import wall_clock_ns
 from engine.codec import Format
 from engine.errors import AdapterError, BadMessage
 from engine.events import Fill, OrderRequest
@@ -131,8 +132,20 @@ class RefusedAnswer(AdapterError):
         super().__init__(f"refused answer from the OMS: {reason}")
 
 
-def answer_refusals(answer: ReconcileResponse, limits: MessageLimits) -> list[tuple[str, str]]:
-    """``(reason, what)`` for every value of ``answer`` the checks refuse (empty: none).
+class _AnyInstrument:
+    """Reconciliation answers may name instruments this daemon does not trade (another
+    desk's on a shared account): their fills are not refused for it here; a position in
+    one is a difference (``adapters.reconciliation.position_differences``)."""
+
+    def __contains__(self, symbol: object) -> bool:
+        return True
+
+
+def answer_refusals(
+    answer: ReconcileResponse, received_ns: int, limits: MessageLimits
+) -> list[tuple[str, str]]:
+    """``(reason, what)`` for every value of ``answer``, received at ``received_ns``, the
+    checks refuse (empty: none).
 
     The fills get the one fill check of live reports (``validation.fill_problem``); an
     open order its quantity, limit price, filled quantity and stamps; a position must be
@@ -147,7 +160,7 @@ def answer_refusals(answer: ReconcileResponse, limits: MessageLimits) -> list[tu
     match answer:
         case FillsResponse():
             for fill in answer.fills:
-                problem = fill_problem(fill, limits)
+                problem = fill_problem(fill, received_ns, limits, _AnyInstrument())
                 if problem is not None:
                     out.append((problem, f"fill {fill.fill_id!r}: {_fill_text(fill)}"))
         case PositionsResponse():
@@ -255,7 +268,7 @@ class ReconcileCodec:
             why = str(exc) if not isinstance(exc, RecursionError) else "nested too deeply"
             log.error("reconcile: undecodable answer from the OMS (%s): %r", why, bytes(raw[:200]))
             raise BadMessage(bytes(raw), self.source, why) from exc
-        refusals = answer_refusals(answer, self.limits)
+        refusals = answer_refusals(answer, wall_clock_ns(), self.limits)
         if not refusals:
             return answer
         self.counters["bad_messages"] += 1

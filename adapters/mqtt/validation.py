@@ -17,10 +17,13 @@ a test keeps the numbers equal):
   its receipt (``stale``), no further ahead of it than ``max_tick_future`` (``future``).
   Arrival order stays the truth live; this only refuses what is too old or too early.
 - Prices are finite and in [1e-12, 1e12] (``price_bounds``: 1e-320, a denormal, is out);
-  sizes and quantities finite, positive and at most 1e18, and not denormal either
-  (``size_bounds``: below the smallest normal float, 2.2e-308, no lot exists). Not
-  finite: ``non_finite``; zero or negative: ``non_positive``.
+  sizes and quantities finite and in [1e-12, 1e18] (``size_bounds``: a size of 1e-300
+  is no lot of any instrument). Not finite: ``non_finite``; zero or negative:
+  ``non_positive``.
 - A quote's bid is below its ask (``crossed``).
+- An execution report is not stamped ahead of its receipt by more than
+  ``max_report_future`` (``future``; late is normal); a live fill names an instrument of
+  the daemon (``unknown_symbol``: it could not be booked, and booking it halted trading).
 - A fill's fee is finite and at most ``max_fee_bps`` of the fill's notional either way
   (``fee_bounds``): a rebate is negative, and both are small next to the notional.
 - A position in a reconciliation answer is finite and at most 1e18 either way; an open
@@ -31,7 +34,7 @@ a test keeps the numbers equal):
 from __future__ import annotations
 
 import math
-import sys
+from collections.abc import Container
 from dataclasses import dataclass
 
 from engine.config import LiveConfig
@@ -73,7 +76,7 @@ TS_MAX_NS = 4_102_444_800 * 10**9  # 2100-01-01T00:00:00Z (excluded)
 PRICE_MIN = 1e-12
 PRICE_MAX = 1e12
 SIZE_MAX = 1e18
-SIZE_MIN = sys.float_info.min  # the smallest normal float: a denormal size is refused
+SIZE_MIN = 1e-12  # as PRICE_MIN: a size of 1e-300 is no lot of any instrument
 INT64_MAX = 2**63 - 1
 
 # a time in the 2000..2100 range counted in s, ms or us (the four ranges do not overlap)
@@ -89,19 +92,25 @@ class MessageLimits:
         max_tick_age_ns: market data older than this at its receipt is refused.
         max_tick_future_ns: market data ahead of its receipt by more than this is refused.
         max_fee_bps: a fill's fee beyond this many bps of its notional is refused.
+        max_report_future_ns: an execution report stamped ahead of its receipt by more
+            than this is refused (a late report is normal, a report from the future is
+            not: a fill stamped a day ahead would be booked on a peer's bad clock).
     """
 
     max_tick_age_ns: int = 5_000_000_000
     max_tick_future_ns: int = 1_000_000_000
     max_fee_bps: float = 100.0
+    max_report_future_ns: int = 60_000_000_000
 
     @classmethod
     def from_config(cls, live: LiveConfig) -> MessageLimits:
-        """The limits ``[live]`` sets (``max_tick_age``, ``max_tick_future``, ``max_fee_bps``)."""
+        """The limits ``[live]`` sets (``max_tick_age``, ``max_tick_future``,
+        ``max_fee_bps``, ``max_report_future``)."""
         return cls(
             max_tick_age_ns=live.max_tick_age_ns,
             max_tick_future_ns=live.max_tick_future_ns,
             max_fee_bps=live.max_fee_bps,
+            max_report_future_ns=live.max_report_future_ns,
         )
 
 
@@ -184,12 +193,26 @@ def trade_problem(trade: Trade, ts_recv: int, limits: MessageLimits) -> str | No
     return problem or _prices_problem(t.price) or _sizes_problem(t.size)
 
 
-def fill_problem(fill: Fill, limits: MessageLimits) -> str | None:
-    """Why ``fill`` is refused, or None: the one check of a fill, live or reconciled."""
+def _report_time_problem(
+    ts_event: int, ts_recv: int, received_ns: int, limits: MessageLimits
+) -> str | None:
+    problem = timestamp_problem(ts_event) or stamp_problem(ts_recv)
+    if problem is None and ts_event - received_ns > limits.max_report_future_ns:
+        return "future"
+    return problem
+
+
+def fill_problem(
+    fill: Fill, received_ns: int, limits: MessageLimits, instruments: Container[str]
+) -> str | None:
+    """Why ``fill``, received at ``received_ns``, is refused, or None: the one check of a
+    fill, live or reconciled (an instrument not in ``instruments`` cannot be booked)."""
     f = fill
-    problem = timestamp_problem(f.ts_event) or stamp_problem(f.ts_recv)
+    problem = _report_time_problem(f.ts_event, f.ts_recv, received_ns, limits)
     if problem is not None:
         return problem
+    if f.instrument not in instruments:
+        return "unknown_symbol"
     if not (math.isfinite(f.qty) and math.isfinite(f.price) and math.isfinite(f.fee)):
         return "non_finite"
     problem = _sizes_problem(f.qty) or _prices_problem(f.price)
@@ -201,11 +224,14 @@ def fill_problem(fill: Fill, limits: MessageLimits) -> str | None:
 _Report = OrderAccepted | OrderRejected | Fill | OrderCancelled | CancelRejected
 
 
-def report_problem(report: _Report, limits: MessageLimits) -> str | None:
-    """Why an execution report is refused, or None (a late report is normal: no age)."""
+def report_problem(
+    report: _Report, received_ns: int, limits: MessageLimits, instruments: Container[str]
+) -> str | None:
+    """Why an execution report received at ``received_ns`` is refused, or None (a late
+    report is normal: no age; one from the future beyond ``max_report_future`` is not)."""
     if isinstance(report, Fill):
-        return fill_problem(report, limits)
-    return timestamp_problem(report.ts_event) or stamp_problem(report.ts_recv)
+        return fill_problem(report, received_ns, limits, instruments)
+    return _report_time_problem(report.ts_event, report.ts_recv, received_ns, limits)
 
 
 def command_problem(command: Command) -> str | None:

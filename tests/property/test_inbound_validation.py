@@ -350,7 +350,7 @@ def test_accepted_fills_book_finite_pnl_within_their_notional_and_fees(
         fill = Fill(ts_event=T, ts_recv=T, client_order_id="c", fill_id=f"f{k}",
                     instrument="BTC", side="buy" if buy else "sell", qty=qty, price=price,
                     fee=fee, liquidity="taker")  # fmt: skip
-        if fill_problem(fill, LIMITS) is None:
+        if fill_problem(fill, T, LIMITS, {"BTC"}) is None:
             portfolio.apply_fill(0, qty if buy else -qty, price, fee)
             notional += qty * price
     assert np.isfinite(portfolio.positions).all() and np.isfinite(portfolio.realized).all()

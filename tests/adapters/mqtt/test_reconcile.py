@@ -138,20 +138,20 @@ def test_reconcile_answer_non_finite_or_huge_position_refused(
 )
 def test_reconcile_answer_nonsense_open_order_refused(values: dict[str, Any], reason: str) -> None:
     answer = OpenOrdersResponse(as_of_ns=T, orders=[_open(), _open(**values)])
-    assert [r for r, _ in answer_refusals(answer, MessageLimits())] == [reason]
+    assert [r for r, _ in answer_refusals(answer, T, MessageLimits())] == [reason]
 
 
 @pytest.mark.parametrize("as_of_ns", [0, -1, 2**63, T // S])
 def test_reconcile_answer_as_of_out_of_range_refused(as_of_ns: int) -> None:
     answer = PositionsResponse(as_of_ns=as_of_ns, positions={})
-    assert len(answer_refusals(answer, MessageLimits())) == 1
+    assert len(answer_refusals(answer, T, MessageLimits())) == 1
 
 
 def test_reconcile_answer_fee_bound_follows_limits() -> None:
     fill = _fill(fee=0.5)  # 50 bps of a notional of 100
     answer = FillsResponse(as_of_ns=T, fills=[fill])
-    assert answer_refusals(answer, MessageLimits(max_fee_bps=50.0)) == []
-    assert [r for r, _ in answer_refusals(answer, MessageLimits(max_fee_bps=49.0))] == [
+    assert answer_refusals(answer, T, MessageLimits(max_fee_bps=50.0)) == []
+    assert [r for r, _ in answer_refusals(answer, T, MessageLimits(max_fee_bps=49.0))] == [
         "fee_bounds"
     ]
 

@@ -216,6 +216,7 @@ def test_ingest_quote_within_age_and_skew_accepted(ts_event: int) -> None:
         ({"ask": PRICE_MAX * 2}, "price_bounds"),
         ({"bid_size": SIZE_MAX * 2}, "size_bounds"),
         ({"ask_size": 1e300}, "size_bounds"),
+        ({"ask_size": 1e-300}, "size_bounds"),  # found by the live fuzz suite
         ({"bid": math.nan}, "non_finite"),
         ({"bid_size": math.inf}, "non_finite"),
         ({"bid": -1.0}, "non_positive"),
@@ -235,6 +236,7 @@ def test_ingest_quote_values_out_of_bounds_refused(values: dict[str, float], rea
     [
         ({"price": 1e-320}, "price_bounds"),
         ({"size": 2e18}, "size_bounds"),
+        ({"size": 1e-300}, "size_bounds"),  # found by the live fuzz suite
         ({"ts_event": T - 60 * S}, "stale"),
         ({"ts_event": T // 1000}, "ts_unit"),
     ],
@@ -316,11 +318,16 @@ def test_ingest_deeply_nested_msgpack_refused_as_undecodable() -> None:
         ({"ts_event": 2**63}, "ts_range"),
         ({"ts_event": T // 10**6}, "ts_unit"),
         ({"ts_recv": -5}, "ts_range"),
+        # found by the live fuzz suite: a fill stamped a day ahead was booked on a peer's
+        # clock; a fill on an instrument the daemon does not trade halted trading
+        ({"ts_event": T + 86_400 * S}, "future"),
+        ({"instrument": "DOGE"}, "unknown_symbol"),
+        ({"qty": 1e-300}, "size_bounds"),
     ],
 )
 def test_ingest_fill_out_of_bounds_refused(values: dict[str, Any], reason: str) -> None:
     fill = _fill(**values)
-    assert fill_problem(fill, LIMITS) == reason
+    assert fill_problem(fill, T, LIMITS, {"BTC-USD"}) == reason
     ingest = _ingest("msgpack")
     if values.get("ts_event", 0) < 2**63:
         payload = EventCodec("msgpack").encode(fill)
@@ -330,7 +337,7 @@ def test_ingest_fill_out_of_bounds_refused(values: dict[str, Any], reason: str) 
 
 @pytest.mark.parametrize("fee", [0.0, 0.1005, -0.1005, -0.05])
 def test_fill_fee_within_bounds_either_sign_accepted(fee: float) -> None:
-    assert fill_problem(_fill(fee=fee), LIMITS) is None
+    assert fill_problem(_fill(fee=fee), T, LIMITS, {"BTC-USD"}) is None
     ingest = _ingest()
     payload = EventCodec("json").encode(_fill(fee=fee))
     assert [type(i) for i in ingest.decode([_report(payload)], ts_recv=T)] == [ReportIn]
