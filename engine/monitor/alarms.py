@@ -1,4 +1,4 @@
-"""The low-IC and losing-streak alarms calibrated to a stated false-alarm rate, from what
+"""The low-IC, accuracy and losing-streak alarms calibrated to a stated false-alarm rate, from what
 training measured out of sample; the same functions in training (written into the
 manifest's monitor reference) and in the running monitor (for its own window and rate).
 
@@ -50,8 +50,33 @@ Assumed: a round trip wins when the model's direction is right (costs not counte
 strategy whose trips lose to costs has a larger ``q`` and alarms more often, rightly);
 trips are independent.
 
-A fixed threshold from the config (``ic_min``, ``losing_streak``) is used as given; its
-false-alarm rate on unchanged data under the same model is stated beside it.
+Accuracy. The monitor's hit ratio is the share of the window's labelled predictions (those
+outside the label's dead zone, as training's accuracy) whose direction was right. Over
+``m`` labelled predictions whose labels overlap ``L``-fold (the same ``L`` and the same
+Bartlett argument as low IC: the hit indicators of predictions sharing a label's path are
+correlated at most as their labels, ``rho <= 1 - |k| / L``), its variance is
+
+    var(hit ratio) = p (1 - p) / (m / L)
+
+with ``m / L`` the effective labels. Training's out-of-sample accuracy ``A`` over
+``m_t`` labelled predictions estimates ``p`` with variance ``A (1 - A) L / m_t``; the
+threshold at a check whose window holds ``m`` labelled predictions is
+
+    T(m) = A - z(1 - alpha) * sqrt(A (1 - A) L (1 / m + 1 / m_t))
+
+so a window of unchanged data falls below it with probability ``alpha`` whatever its
+count of labelled predictions (a quiet window with fewer labels has a wider spread and
+a lower threshold); the figure stated is ``T`` at the window's expected count, ``N``
+times training's labelled share. Assumed besides low IC's: the normal approximation
+(effective labels above 4); for Gaussian increments and persistent scores the hit
+indicators' correlation, ``(2 / pi) arcsin(1 - |k| / L)``, is below the labels' and sums
+to about ``0.74 L`` at ``L = 8``: the rate is then somewhat below the stated one. A fixed
+``accuracy_margin`` makes ``T = A - margin``; its rate, ``Phi(-margin / se)`` at the
+expected count, is stated beside it.
+
+A fixed threshold from the config (``ic_min``, ``accuracy_margin``, ``losing_streak``) is
+used as given; its false-alarm rate on unchanged data under the same model is stated
+beside it.
 """
 
 from __future__ import annotations
@@ -67,7 +92,7 @@ import numpy as np
 
 from engine.config import MonitorConfig
 from engine.monitor.stats import F64
-from engine.signals.manifest import LosingStreakReference, LowIcReference
+from engine.signals.manifest import AccuracyReference, LosingStreakReference, LowIcReference
 
 SPEARMAN_VARIANCE = 1.06
 """Fieller, Hartley & Pearson (1957): var(Spearman) ~ 1.06 / (n - 3)."""
@@ -143,6 +168,103 @@ def calibrate_low_ic(
         threshold=threshold,
         false_alarm_rate=rate,
         calibrated=fixed is None,
+    )
+
+
+def hit_ratio_variance(labelled: float, overlap: float, accuracy: float) -> float | None:
+    """``accuracy (1 - accuracy) / (labelled / overlap)``; None with 4 or fewer effective
+    labels."""
+    effective = labelled / overlap
+    if effective <= 4.0:
+        return None
+    return accuracy * (1.0 - accuracy) / effective
+
+
+@dataclass(frozen=True)
+class AccuracyCalibration:
+    """The accuracy alarm's threshold (module docstring) and its rate per window.
+    ``window_labelled``: the labelled predictions a window of ``window`` is expected to
+    hold (training's labelled share), at which ``threshold`` and ``false_alarm_rate`` are
+    stated; ``margin``: the config's fixed margin (None: calibrated)."""
+
+    expected_accuracy: float
+    training_labelled: int
+    labels_per_horizon: float
+    window: int
+    window_labelled: float
+    effective_labels: float
+    standard_error: float
+    threshold: float
+    false_alarm_rate: float
+    margin: float | None
+
+    @property
+    def calibrated(self) -> bool:
+        return self.margin is None
+
+    def threshold_at(self, labelled: int) -> float | None:
+        """The threshold for a window holding ``labelled`` labelled predictions (a fixed
+        margin's is the same for any); None (no check) with 4 or fewer effective labels."""
+        if self.margin is not None:
+            return self.expected_accuracy - self.margin
+        var_window = hit_ratio_variance(labelled, self.labels_per_horizon,
+                                        self.expected_accuracy)  # fmt: skip
+        if var_window is None:
+            return None
+        var_training = hit_ratio_variance(self.training_labelled, self.labels_per_horizon,
+                                          self.expected_accuracy)  # fmt: skip
+        assert var_training is not None  # checked when calibrated
+        z = NormalDist().inv_cdf(1.0 - self.false_alarm_rate)
+        return self.expected_accuracy - z * math.sqrt(var_window + var_training)
+
+
+def calibrate_accuracy(
+    expected_accuracy: float,
+    training_labelled: int,
+    overlap: float,
+    window: int,
+    labelled_share: float,
+    false_alarm_rate: float,
+    margin: float | None = None,
+) -> AccuracyCalibration | None:
+    """The hit-ratio threshold for windows of ``window`` predictions (``labelled_share``
+    of them labelled) at ``false_alarm_rate``, or with ``margin`` the threshold
+    ``expected_accuracy - margin`` and the rate it has. None: too few effective labels in
+    the window or in training, or an accuracy of 0 or 1 (no spread to state).
+
+    Raises:
+        ValueError: a rate outside (0, 1), an accuracy or a share outside [0, 1].
+    """
+    if not 0.0 < false_alarm_rate < 1.0:
+        raise ValueError(f"false_alarm_rate must be in (0, 1), got {false_alarm_rate}")
+    if not 0.0 <= expected_accuracy <= 1.0:
+        raise ValueError(f"accuracy must be in [0, 1], got {expected_accuracy}")
+    if not 0.0 <= labelled_share <= 1.0:
+        raise ValueError(f"labelled share must be in [0, 1], got {labelled_share}")
+    labelled = window * labelled_share
+    var_window = hit_ratio_variance(labelled, overlap, expected_accuracy)
+    var_training = hit_ratio_variance(training_labelled, overlap, expected_accuracy)
+    if var_window is None or var_training is None or var_window + var_training <= 0.0:
+        return None
+    se = math.sqrt(var_window + var_training)
+    normal = NormalDist()
+    if margin is None:
+        threshold = expected_accuracy - normal.inv_cdf(1.0 - false_alarm_rate) * se
+        rate = false_alarm_rate
+    else:
+        threshold = expected_accuracy - margin
+        rate = normal.cdf(-margin / se)
+    return AccuracyCalibration(
+        expected_accuracy=expected_accuracy,
+        training_labelled=training_labelled,
+        labels_per_horizon=overlap,
+        window=window,
+        window_labelled=labelled,
+        effective_labels=labelled / overlap,
+        standard_error=se,
+        threshold=threshold,
+        false_alarm_rate=rate,
+        margin=margin,
     )
 
 
@@ -274,6 +396,82 @@ class StreakAlarm:
     note: str
 
 
+@dataclass(frozen=True)
+class AccuracyAlarm:
+    """The accuracy alarm a monitor runs: ``expected`` (training's out-of-sample
+    accuracy; None: off), a fixed ``margin`` or none (calibrated), ``calibration`` (the
+    stated threshold and rate; None when nothing states one) and why in words."""
+
+    expected: float | None
+    margin: float | None
+    calibration: AccuracyCalibration | None
+    note: str
+
+    def threshold_at(self, labelled: int) -> float | None:
+        """The hit ratio below which a window of ``labelled`` labelled predictions alarms
+        (None: off, or too few effective labels for a calibrated threshold)."""
+        if self.expected is None:
+            return None
+        if self.margin is not None:
+            return self.expected - self.margin
+        assert self.calibration is not None
+        return self.calibration.threshold_at(labelled)
+
+
+def accuracy_alarm(
+    oos: OutOfSample, setting: float | str | None, window: int, false_alarm_rate: float
+) -> AccuracyAlarm:
+    """The accuracy alarm for a ``[monitor] accuracy_margin`` setting: ``"calibrated"``, a
+    fixed margin below training's accuracy (its rate stated when the labelled count is
+    known) or None (off)."""
+    if setting is None:
+        return AccuracyAlarm(None, None, None, "off ([monitor] accuracy_margin)")
+    margin = None if setting == "calibrated" else float(setting)
+    hit = oos.hit_ratio
+    cal = None
+    if hit is not None and oos.labelled > 0:
+        share = min(1.0, oos.labelled / oos.predictions) if oos.predictions > 0 else 1.0
+        cal = calibrate_accuracy(hit, oos.labelled, oos.overlap, window, share,
+                                 false_alarm_rate, margin)  # fmt: skip
+    if margin is not None:
+        if hit is None:
+            return AccuracyAlarm(None, margin, None, f"fixed margin {margin:g} by [monitor] "
+                                 "accuracy_margin; off: the manifest has no out-of-sample "
+                                 "accuracy")  # fmt: skip
+        if cal is None:
+            return AccuracyAlarm(hit, margin, None, f"fixed at {hit - margin:.4f} (training's "
+                                 f"out-of-sample accuracy {hit:.4f} minus {margin:g} by "
+                                 "[monitor] accuracy_margin); no labelled-row count to state "
+                                 "its false-alarm rate")  # fmt: skip
+        return AccuracyAlarm(hit, margin, cal, f"fixed at {cal.threshold:.4f} (training's "
+                             f"out-of-sample accuracy {hit:.4f} minus {margin:g} by [monitor] "
+                             f"accuracy_margin): false-alarm rate {cal.false_alarm_rate:.3g} "
+                             "per window for this model")  # fmt: skip
+    if cal is None:
+        why = ("the manifest has no out-of-sample accuracy" if hit is None or
+               oos.labelled <= 0 else f"too few effective labels or no spread (accuracy "
+               f"{hit:.3f} over {oos.labelled} labelled predictions at {oos.overlap:g} per "
+               f"horizon, window {window})")  # fmt: skip
+        return AccuracyAlarm(None, None, None, f"off: not calibrated, {why}")
+    return AccuracyAlarm(
+        hit,
+        None,
+        cal,
+        f"calibrated: training's out-of-sample accuracy {cal.expected_accuracy:.4f} minus "
+        f"{NormalDist().inv_cdf(1.0 - false_alarm_rate):.3g} x {cal.standard_error:.4f} = "
+        f"{cal.threshold:.4f} at {cal.window_labelled:.0f} labelled predictions per window of "
+        f"{window} ({cal.effective_labels:.0f} effective labels at "
+        f"{cal.labels_per_horizon:g} predictions per horizon; recomputed at each window's own "
+        f"count): false-alarm rate {cal.false_alarm_rate:g} per window"
+        + (
+            "; below chance (0.5): one window cannot tell a drop to chance from noise, a "
+            "larger [monitor] window can"
+            if cal.threshold < 0.5
+            else ""
+        ),
+    )
+
+
 def low_ic_alarm(
     oos: OutOfSample, setting: float | str | None, window: int, false_alarm_rate: float
 ) -> LowIcAlarm:
@@ -344,13 +542,37 @@ def losing_streak_alarm(
 
 
 def alarm_figures(
-    low_ic: LowIcAlarm, streak: StreakAlarm, ic_checks: int, ic_below: int
+    low_ic: LowIcAlarm,
+    streak: StreakAlarm,
+    ic_checks: int,
+    ic_below: int,
+    accuracy: AccuracyAlarm | None = None,
+    accuracy_checks: int = 0,
+    accuracy_below: int = 0,
 ) -> dict[str, Any]:
-    """The two alarms' settings and stated rates as plain values (the monitor's snapshot),
-    with the share of this run's full-window checks whose IC was below the threshold."""
+    """The alarms' settings and stated rates as plain values (the monitor's snapshot),
+    with the share of this run's full-window checks below the IC and accuracy thresholds."""
     ic = low_ic.calibration
     st = streak.calibration
-    return {
+    acc = None if accuracy is None else accuracy.calibration
+    figures: dict[str, Any] = {}
+    if accuracy is not None:
+        figures["accuracy"] = {
+            "threshold": None if acc is None else acc.threshold,
+            "calibrated": acc is not None and acc.calibrated,
+            "margin": accuracy.margin,
+            "false_alarm_rate": None if acc is None else acc.false_alarm_rate,
+            "expected_accuracy": accuracy.expected,
+            "standard_error": None if acc is None else acc.standard_error,
+            "window_labelled": None if acc is None else acc.window_labelled,
+            "effective_labels": None if acc is None else acc.effective_labels,
+            "labels_per_horizon": None if acc is None else acc.labels_per_horizon,
+            "window": None if acc is None else acc.window,
+            "checks": accuracy_checks,
+            "share_of_checks_below": accuracy_below / accuracy_checks if accuracy_checks else None,
+            "note": accuracy.note,
+        }
+    return figures | {
         "low_ic": {
             "threshold": low_ic.threshold,
             "calibrated": ic is not None and ic.calibrated,
@@ -376,11 +598,33 @@ def alarm_figures(
     }
 
 
+def accuracy_reference(oos: OutOfSample, config: MonitorConfig) -> AccuracyReference | None:
+    """The accuracy alarm as a monitor with ``config`` runs it, for the manifest's monitor
+    reference (None where nothing states a rate: off, or no figure to go on)."""
+    acc = accuracy_alarm(oos, config.accuracy_margin, config.window,
+                         config.false_alarm_rate).calibration  # fmt: skip
+    if acc is None:
+        return None
+    return AccuracyReference(
+        expected_accuracy=acc.expected_accuracy,
+        training_labelled=acc.training_labelled,
+        labels_per_horizon=acc.labels_per_horizon,
+        window=acc.window,
+        window_labelled=acc.window_labelled,
+        effective_labels=acc.effective_labels,
+        standard_error=acc.standard_error,
+        threshold=acc.threshold,
+        false_alarm_rate=acc.false_alarm_rate,
+        margin=acc.margin,
+    )
+
+
 def alarm_references(
     oos: OutOfSample, config: MonitorConfig
 ) -> tuple[LowIcReference | None, LosingStreakReference | None]:
-    """The two alarms as a monitor with ``config`` runs them, for the manifest's monitor
-    reference (None where nothing states a rate: an alarm off, or no figure to go on)."""
+    """The low-IC and losing-streak alarms as a monitor with ``config`` runs them, for the
+    manifest's monitor reference (None where nothing states a rate: an alarm off, or no
+    figure to go on); the accuracy alarm's is ``accuracy_reference``."""
     ic = low_ic_alarm(oos, config.ic_min, config.window, config.false_alarm_rate).calibration
     st = losing_streak_alarm(
         oos, config.losing_streak, config.losing_streak_window, config.false_alarm_rate

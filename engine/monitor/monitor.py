@@ -10,8 +10,8 @@ forward quote comes later than ``t + horizon + label_tolerance`` is dropped and 
 the last ``window`` (N); every ``check_every`` of them the window's Spearman IC, hit
 ratio (outside the label's dead zone, as training's accuracy), Brier score and
 expected calibration error (probability models) are taken and the alarms checked.
-``low_ic`` and ``losing_streak`` are calibrated from training's out-of-sample IC and hit
-ratio to ``false_alarm_rate`` per window (``engine.monitor.alarms``); drift samples are
+``low_ic``, ``accuracy`` and ``losing_streak`` are calibrated from training's out-of-sample
+IC and accuracy to ``false_alarm_rate`` per window (``engine.monitor.alarms``); drift samples are
 put on their scales (ticks, not the price level: ``engine.monitor.scales``) before they
 are binned, as training binned them.
 
@@ -38,7 +38,13 @@ from engine.config import Config, MonitorConfig
 from engine.engine import Engine
 from engine.errors import ModelError
 from engine.events import Alarm, Event, Fill, Severity, TradingStateName
-from engine.monitor.alarms import alarm_figures, losing_streak_alarm, low_ic_alarm, out_of_sample
+from engine.monitor.alarms import (
+    accuracy_alarm,
+    alarm_figures,
+    losing_streak_alarm,
+    low_ic_alarm,
+    out_of_sample,
+)
 from engine.monitor.drift import DriftWindow, conventional_key
 from engine.monitor.edges import alarm_edges
 from engine.monitor.round_trips import RoundTrips
@@ -163,6 +169,7 @@ class ModelMonitor:
         self.low_ic = low_ic_alarm(oos, config.ic_min, config.window, rate)
         self.streak = losing_streak_alarm(oos, config.losing_streak,
                                           config.losing_streak_window, rate)  # fmt: skip
+        self.accuracy = accuracy_alarm(oos, config.accuracy_margin, config.window, rate)
         score_ref = ref.score.edges if ref is not None else []
         if score_ref:
             self.calibration_edges = np.asarray(score_ref, np.float64)
@@ -204,6 +211,8 @@ class ModelMonitor:
         self.alarm_counts: Counter[str] = Counter()
         self._ic_checks = 0  # full-window checks with a low-IC threshold, and those below it
         self._ic_below = 0
+        self._accuracy_checks = 0  # the same for the accuracy threshold
+        self._accuracy_below = 0
         self.alarms: list[dict[str, Any]] = []
         self._queued: list[tuple[int, int, AlarmKind, str, int]] = []
         self._queued_next = 0
@@ -473,19 +482,17 @@ class ModelMonitor:
                    f"IC {ic if ic is None else round(ic, 4)} over the last {cfg.window} scored "
                    f"predictions is below {threshold if threshold is None else round(threshold, 4)} "
                    f"({self.low_ic.note})")  # fmt: skip
-        oos = self.manifest.metrics.get("oos_accuracy")
         hit = fig["hit_ratio"]
-        below = (
-            cfg.accuracy_margin is not None
-            and oos is not None
-            and hit is not None
-            and hit < oos - cfg.accuracy_margin
-        )
+        labelled = fig["labelled_rows"]
+        floor = self.accuracy.threshold_at(labelled)
+        below = floor is not None and hit is not None and hit < floor
+        if floor is not None:
+            self._accuracy_checks += 1
+            self._accuracy_below += int(below)
         self._edge("accuracy", below, index, ts, alarms,
-                   f"hit ratio {hit if hit is None else round(hit, 4)} over the last {cfg.window} "
-                   f"scored predictions is below the out-of-sample accuracy "
-                   f"{oos if oos is None else round(oos, 4)} minus "
-                   f"{cfg.accuracy_margin}")  # fmt: skip
+                   f"hit ratio {hit if hit is None else round(hit, 4)} over the window's "
+                   f"{labelled} labelled predictions is below "
+                   f"{floor if floor is None else round(floor, 4)} ({self.accuracy.note})")  # fmt: skip
 
     def _edge(
         self,
@@ -666,7 +673,13 @@ class ModelMonitor:
                 "holding": {k: v for k, v in self._holding.items() if k != "gap"},
                 "events": list(self.alarms),
                 "calibration": alarm_figures(
-                    self.low_ic, self.streak, self._ic_checks, self._ic_below
+                    self.low_ic,
+                    self.streak,
+                    self._ic_checks,
+                    self._ic_below,
+                    self.accuracy,
+                    self._accuracy_checks,
+                    self._accuracy_below,
                 ),
             },
         }

@@ -164,6 +164,30 @@ class LowIcReference(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     calibrated: bool = True
 
 
+class AccuracyReference(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The accuracy alarm for training's ``[monitor]`` window and false-alarm rate
+    (``engine.monitor.alarms``): ``threshold = expected_accuracy - z * standard_error``,
+    ``expected_accuracy`` the out-of-sample accuracy over ``training_labelled`` labelled
+    predictions, the standard error of a window's hit ratio minus training's, each
+    ``p (1 - p)`` over its effective labels (labelled predictions / ``labels_per_horizon``),
+    stated at ``window_labelled`` labelled predictions per window of ``window`` (the
+    monitor recomputes it at each window's own count); ``false_alarm_rate`` is the stated
+    chance that a window of unchanged data falls below it. ``margin`` set: a fixed
+    ``accuracy_margin`` from the config (``threshold = expected_accuracy - margin``),
+    with the rate it has."""
+
+    expected_accuracy: Fraction
+    training_labelled: Count
+    labels_per_horizon: Annotated[float, msgspec.Meta(ge=1.0, le=_MAX)]
+    window: Count
+    window_labelled: NonNegative
+    effective_labels: NonNegative
+    standard_error: NonNegative
+    threshold: Finite
+    false_alarm_rate: Fraction
+    margin: Fraction | None = None
+
+
 class LosingStreakReference(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The losing-streak alarm for training's ``[monitor]``: ``length`` losing round trips
     in a row, the shortest whose chance within ``window`` round trips (each a loss with
@@ -229,11 +253,13 @@ class MonitorReference(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     score: ReferenceBins
     # disjoint windows after the dependence correction (0: not counted, a manifest from
     # before); each instrument's tick size, for series on a tick scale; the low-IC and
-    # losing-streak alarms as calibrated (None: before calibration, or nothing to go on)
+    # losing-streak (and accuracy) alarms as calibrated (None: before calibration, or
+    # nothing to go on)
     effective_windows: Count = 0
     tick_sizes: dict[str, Annotated[float, msgspec.Meta(gt=0.0, le=_MAX)]] = {}
     low_ic: LowIcReference | None = None
     losing_streak: LosingStreakReference | None = None
+    accuracy: AccuracyReference | None = None
 
     def __post_init__(self) -> None:
         if self.calibration_method == "in_sample" and self.false_alarm_bound is not None:

@@ -44,6 +44,10 @@ DEFINITIONS = {
     "standard error of a window's IC minus training's, 1.06 (1 - IC^2)^2 / (predictions / L "
     "- 3) each, L = horizon / sample_interval predictions per label (overlapping labels "
     "counted); the rate is per window of unchanged data",
+    "accuracy_threshold": "training's out-of-sample accuracy A minus z(1 - false_alarm_rate) "
+    "x the standard error of a window's hit ratio minus training's, A (1 - A) / (labelled "
+    "predictions / L) each (overlapping labels counted as for low_ic), at each window's own "
+    "count of labelled predictions; the rate is per window of unchanged data",
     "losing_streak_length": "the shortest run of losing round trips whose chance within "
     "losing_streak_window round trips, each lost with probability 1 - the out-of-sample hit "
     "ratio (averaged over its standard error), is at most false_alarm_rate",
@@ -274,9 +278,10 @@ _KINDS = ("gap", "drift", "low_ic", "accuracy", "losing_streak")
 
 
 def alarm_rates_text(alarms: dict[str, Any]) -> list[str]:
-    """The low-IC and losing-streak alarms in words: how each threshold was set and the
-    false-alarm rate it states (``engine.monitor.alarms``), with the share of this run's
-    checks below the IC threshold; nothing for a document from before they were stated."""
+    """The low-IC, accuracy and losing-streak alarms in words: how each threshold was set
+    and the false-alarm rate it states (``engine.monitor.alarms``), with the share of this
+    run's checks below the IC and accuracy thresholds; nothing for a document from before
+    they were stated."""
     cal = alarms.get("calibration")
     if not cal:
         return ["low IC and losing streak: no stated false-alarm rate in this monitor "
@@ -288,6 +293,14 @@ def alarm_rates_text(alarms: dict[str, Any]) -> list[str]:
             f"; this run: IC below the threshold at {ic['share_of_checks_below']:.3g} of "
             f"{ic['checks']} checks (neighbouring checks share most of their window)"
         )
+    acc = cal.get("accuracy")
+    if acc is not None:
+        lines.append(f"accuracy: {acc['note']}")
+        if acc.get("share_of_checks_below") is not None:
+            lines[-1] += (
+                f"; this run: hit ratio below the threshold at "
+                f"{acc['share_of_checks_below']:.3g} of {acc['checks']} checks"
+            )
     lines.append(f"losing streak: {streak['note']}")
     return lines
 

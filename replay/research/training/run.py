@@ -54,7 +54,7 @@ from engine.config import Config
 from engine.errors import LeakageError, ModelError
 from engine.features import FeatureSet
 from engine.monitor import calibrate_drift
-from engine.monitor.alarms import alarm_references, out_of_sample
+from engine.monitor.alarms import accuracy_reference, alarm_references, out_of_sample
 from engine.monitor.drift import CALIBRATION_METHOD
 from engine.monitor.scales import apply_scales, own_quote_mids, scales_of
 from engine.monitor.stats import binning_of
@@ -348,7 +348,7 @@ def monitor_reference(
     tick-grid features in ticks at the row's own mid, price levels as their distance from
     it), one bin per value where a series takes few, with PSI thresholds calibrated on
     held-out time blocks of them (``engine.monitor.drift``: each block's windows against
-    bins of the others); and the low-IC and losing-streak alarms calibrated from the
+    bins of the others); and the low-IC, accuracy and losing-streak alarms calibrated from the
     out-of-sample figures ``oos`` (``engine.monitor.alarms``), each with its rate.
 
     ``rows`` are every usable row (all features and a label), not only the rows the
@@ -377,9 +377,8 @@ def monitor_reference(
         for j, (edges, fractions) in enumerate(refs)
     ]
     measured = {f"oos_{k}": v for k, v in (oos or {}).items()}
-    low_ic, streak = alarm_references(
-        out_of_sample(measured, cfg.train.horizon_ns, cfg.train.sample_interval_ns), m
-    )
+    oos_figures = out_of_sample(measured, cfg.train.horizon_ns, cfg.train.sample_interval_ns)
+    low_ic, streak = alarm_references(oos_figures, m)
     return MonitorReference(
         rows=int(rows.shape[0]),
         sample_interval_ns=cfg.train.sample_interval_ns,
@@ -400,6 +399,7 @@ def monitor_reference(
         tick_sizes={i.symbol: i.tick_size for i in cfg.instruments},
         low_ic=low_ic,
         losing_streak=streak,
+        accuracy=accuracy_reference(oos_figures, m),
     )
 
 
