@@ -75,6 +75,8 @@ ABSURD_FEES = (-1e6, 1e6, 1e308, -1e308, 1e300)
 BAD_TOKENS = ("NaN", "Infinity", "-Infinity", "1e999", "-1e999", "0x10", "1.", ".5", "+1")
 # wrong JSON types for a number field, and for an integer timestamp
 WRONG_TYPES: tuple[Any, ...] = ("100.5", True, None, [], {}, [100.5], {"v": 1})
+# wrong for a text field ("100.5" is text: a fill id of "100.5" is a valid fill id)
+WRONG_TEXT_TYPES: tuple[Any, ...] = tuple(v for v in WRONG_TYPES if not isinstance(v, str))
 WRONG_TS_TYPES: tuple[Any, ...] = (1.7e18, "1700000000000000000", None, True, [], 1.5)
 # what an MQTT string may hold: mosquitto drops a client that sends NUL, a control
 # character, a surrogate or a non-character in a topic or a property
@@ -895,7 +897,7 @@ def bad_reports() -> st.SearchStrategy[BadReport]:
         number_faults("qty", "price"),
         number_faults("fee", values=ABSURD_FEES),
         st.tuples(st.just("fee_bps"), st.sampled_from((101.0, 200.0, -150.0, 5_000.0, 1e6))),
-        st.tuples(st.just("wrong_type"), st.just("fill_id"), st.sampled_from(WRONG_TYPES)),
+        st.tuples(st.just("wrong_type"), st.just("fill_id"), st.sampled_from(WRONG_TEXT_TYPES)),
         st.tuples(
             st.just("missing"),
             st.sampled_from(("fill_id", "qty", "price", "fee", "side", "liquidity", "ts_event")),
