@@ -24,8 +24,14 @@ from adapters.mqtt.status import Status, decode_status
 from engine.errors import AdapterError, ConfigError
 
 _DOCS = Path(__file__).resolve().parent.parent / "docs"
-# the users of docs/mosquitto.acl, one per role
-ROLES = {"daemon": "tradeloop", "oms": "oms", "feed": "feed", "operator": "operator"}
+# the users of docs/mosquitto.acl, one per role: the daemon's is its node's name (the
+# template's [live] node), the status watcher's the read-only ``monitor`` (the broker binds
+# client ids to users: one connection per user, and the operator sends commands)
+ROLES = {"daemon": "node1", "oms": "oms", "feed": "feed", "operator": "operator",
+         "monitor": "monitor"}  # fmt: skip
+# the daemon's market-data and reconciliation connections log in as users of their own
+# (``[mqtt] bind_client_id``), with the daemon's password
+DAEMON_CONNECTIONS = ("md", "reconcile")
 
 
 def docs_file(name: str) -> Path:
@@ -100,29 +106,31 @@ class Mosquitto:
         passwd = self.directory / "passwd"
         passwd.unlink(missing_ok=True)
         logins: dict[str, Login | None] = {}
+        entries: list[tuple[str, str]] = []
         for role, user in ROLES.items():
             login = Login(user, secrets.token_urlsafe(18))
+            logins[role] = login
+            entries.append((user, login.password))
+            if role == "daemon":
+                entries += [(f"{user}-{c}", login.password) for c in DAEMON_CONNECTIONS]
+        for i, (user, password) in enumerate(entries):
             try:
                 subprocess.run(
-                    [
-                        passwd_tool,
-                        "-b",
-                        *(["-c"] if not logins else []),
-                        str(passwd),
-                        user,
-                        login.password,
-                    ],
+                    [passwd_tool, "-b", *(["-c"] if i == 0 else []), str(passwd), user, password],
                     check=True,
                     capture_output=True,
                 )
             except (OSError, subprocess.CalledProcessError) as exc:
                 raise AdapterError(f"mosquitto_passwd failed: {exc}") from exc
-            logins[role] = login
         passwd.chmod(0o600)
         acl = self.directory / "acl"
         shutil.copyfile(docs_file("mosquitto.acl"), acl)
         port = free_port()
         conf = self.directory / "mosquitto.conf"
+        # docs/mosquitto.conf's users and ACL, and the daemon logs in as its node's users with
+        # bound client ids; unlike docs/mosquitto.conf, no use_username_as_clientid (oms-sim
+        # opens two connections as its one user, which would knock each other off) and no
+        # TLS (oms-sim and publish speak none): a listener on loopback only
         # started as root, mosquitto switches to its own user unless told to stay, and could
         # not read the files here then
         conf.write_text(
@@ -162,13 +170,15 @@ class Mosquitto:
 
 
 class StatusWatcher:
-    """Subscribes to the daemon's retained status (as the operator) and keeps the newest."""
+    """Subscribes to the daemon's retained status (as ``monitor``, the operator on a
+    broker not of the demo's own) and keeps the newest."""
 
     def __init__(self, access: BrokerAccess, topic: str) -> None:
         self.access = access
         self.topic = topic
         self.latest: Status | None = None
-        self._client = paho_client("tradeloop-live-demo-status", access.logins["operator"])
+        watcher = access.logins.get("monitor", access.logins["operator"])
+        self._client = paho_client("tradeloop-live-demo-status", watcher)
         self._client.on_message = self._on_message
 
     @property

@@ -26,11 +26,21 @@ policy only decides when it also survives the machine (power loss, kernel panic)
 Delays are measured on the records' ``ts_recv``, never on a clock of the writer's own, so
 they are checked when a record is appended or ``commit()`` is called; a daemon that goes
 idle calls ``sync()`` from a timer.
+
+One writer per folder: the writer holds ``journal.lock`` (``flock``, exclusive) from open
+to close, with its pid, host, owner and session in it; a second writer is refused with
+one line naming the holder. The journal knows its end: after ``sync()`` and ``close()``
+the writer records its last durable record and the running digest of all records
+(``journal.end``, ``JournalEnd``, written atomically). ``open`` refuses a journal that
+no longer reaches it (beyond one torn last record), and snapshots or session files
+without their journal; ``accept_loss`` opens it anyway and journals the loss first
+(``JournalLossRecord``). Every file written by rename uses a temporary name of its own
+(``atomic_write``).
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import json
 import logging
 import os
 import queue
@@ -43,13 +53,34 @@ from typing import Final, Literal
 
 import msgspec
 
+from adapters.journal_folder import (
+    END_FILE,
+    GENESIS,
+    NS_PER_DAY,
+    SNAPSHOT_PREFIX,
+    SNAPSHOT_SUFFIX,
+    JournalEnd,
+    JournalLock,
+    atomic_write,
+    chain_digest,
+    day_file,
+    day_of_path,
+    first_seq_of,
+    journal_digest,
+    journal_files,
+    read_journal_end,
+    snapshot_files,
+    walk_frames,
+)
 from engine.errors import AdapterError, JournalError
 from engine.journal import (
+    FRAME_HEADER_BYTES,
     HEADER_PREFIX_BYTES,
     AnyRecord,
     ClockRecord,
     JournalDecoder,
     JournalHeader,
+    JournalLoss,
     MarketDataRecord,
     RecordBody,
     RecordEncoder,
@@ -58,19 +89,18 @@ from engine.journal import (
     header_length,
     make_record,
 )
-from engine.snapshot import SnapshotHeader, decode_snapshot, encode_snapshot
 
 log = logging.getLogger("tradeloop.journal")
 
 FsyncMode = Literal["always", "batch", "never"]
 WriterState = Literal["new", "open", "failed", "closed"]
 
-NS_PER_DAY: Final = 86_400 * 1_000_000_000
-FILE_PREFIX: Final = "journal-"
-FILE_SUFFIX: Final = ".tlj"
 _CHUNK_BYTES: Final = 1 << 20
-_EPOCH: Final = dt.date(1970, 1, 1)
 _sync = getattr(os, "fdatasync", os.fsync)  # fdatasync skips the mtime update
+ACCEPT_LOSS_HINT: Final = "start with --accept-journal-loss to accept the loss (it is journaled)"
+# the digest is chained at sync time (~0.7 us a record), not on the tick->order path;
+# bounded so a journal never synced holds at most this many heads
+_HEADS_PENDING: Final = 4096
 
 
 class JournalPosition(msgspec.Struct, frozen=True, kw_only=True):
@@ -94,27 +124,6 @@ class FsyncLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     control_delay_ns: int = 1_000_000
     market_data_records: int = 1000
     market_data_delay_ns: int = 100_000_000
-
-
-def journal_files(directory: Path) -> list[Path]:
-    """The journal files of ``directory``, oldest day first."""
-    return sorted(
-        p for p in directory.glob(f"{FILE_PREFIX}*{FILE_SUFFIX}") if _day_of_path(p) is not None
-    )
-
-
-def day_file(directory: Path, ts_ns: int) -> Path:
-    """The file that holds records received at ``ts_ns`` (UTC day)."""
-    day = _EPOCH + dt.timedelta(days=ts_ns // NS_PER_DAY)
-    return directory / f"{FILE_PREFIX}{day.isoformat()}{FILE_SUFFIX}"
-
-
-def _day_of_path(path: Path) -> int | None:
-    stem = path.name.removeprefix(FILE_PREFIX).removesuffix(FILE_SUFFIX)
-    try:
-        return (dt.date.fromisoformat(stem) - _EPOCH).days
-    except ValueError:
-        return None
 
 
 class _SyncThread:
@@ -187,6 +196,14 @@ class FileJournalWriter:
         first_seq: the sequence number of the first record of a new journal.
         background_sync: in ``"batch"``, sync market-data groups on a background thread
             (the default); False syncs them on the appending thread, as control records.
+        owner: who this writer is, for the lock file (``"node n1"``).
+        accept_loss: open a journal shorter than its recorded end (or snapshots and
+            session files without their journal) instead of refusing it; the loss is
+            journaled first (a ``JournalLossRecord``) and left in ``loss``.
+
+    The writer holds the folder's lock (``JournalLock``) from ``open`` to ``close``, and
+    records the journal's end (``JournalEnd``) whenever ``sync`` or ``close`` made records
+    durable; ``open`` refuses a journal that no longer reaches it.
 
     Counters: ``fsyncs`` counts the syncs run on the caller's thread (what the loop
     waited for); ``background_syncs_started`` the market-data syncs handed to the thread,
@@ -202,6 +219,8 @@ class FileJournalWriter:
         limits: FsyncLimits | None = None,
         first_seq: int = 1,
         background_sync: bool = True,
+        owner: str = "",
+        accept_loss: bool = False,
     ) -> None:
         if fsync not in ("always", "batch", "never"):
             raise ValueError(f"unknown fsync policy {fsync!r}")
@@ -228,6 +247,15 @@ class FileJournalWriter:
         self.background_syncs_started = 0
         self.stale_snapshots = 0  # snapshots past the journal's end, set aside at open
         self._syncer: _SyncThread | None = None
+        self.owner = owner
+        self.accept_loss = accept_loss
+        self.loss: JournalLoss | None = None
+        self._lock = JournalLock(self.directory)
+        self._first_seq = first_seq  # the journal's first (its oldest file's header)
+        self._digest = GENESIS  # running digest of the records before ``_heads``
+        self._heads: list[bytes] = []  # frame heads not chained yet (off the append path)
+        self._last_ts = 0
+        self._marked_seq = -1  # last_seq of the end marker on disk
 
     @property
     def background_fsyncs(self) -> int:
@@ -260,13 +288,136 @@ class FileJournalWriter:
             raise AdapterError(f"journal writer is {self.state}, cannot open")
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise AdapterError(f"journal {self.directory}: {exc}") from exc
+        self._lock.acquire(self.session_id, self.owner)  # before anything is read
+        try:
+            loss = self._open_locked()
+        except BaseException:
+            self._release()
+            raise
+        self.state = "open"
+        if loss is not None:
+            self._journal_loss(*loss)
+
+    def _open_locked(self) -> tuple[JournalLoss, int] | None:
+        try:
+            end = read_journal_end(self.directory)
             files = journal_files(self.directory)
             if files:
                 self._resume(files[-1])
-            self._set_aside_stale_snapshots()
+                loss = self._check_end(files, end)
+            else:
+                loss = self._check_nothing_left(end)
+            if loss is not None:
+                if not self.accept_loss:
+                    raise AdapterError(
+                        f"journal {self.directory}: {loss[0].reason}; refusing to start "
+                        f"({ACCEPT_LOSS_HINT})"
+                    )
+                log.error("journal %s: %s; accepted by the operator (--accept-journal-loss)",
+                          self.directory, loss[0].reason)  # fmt: skip
+            self._set_aside_stale_snapshots(
+                None if loss is None else (self.next_seq - 1 if files else 0)
+            )
         except OSError as exc:
             raise AdapterError(f"journal {self.directory}: {exc}") from exc
-        self.state = "open"
+        return loss
+
+    def _check_end(
+        self, files: list[Path], end: JournalEnd | None
+    ) -> tuple[JournalLoss, int] | None:
+        """After ``_resume``: the journal must reach its recorded end (but for one torn
+        last record); sets the running digest."""
+        self._first_seq = first_seq_of(files[0])
+        last = self.next_seq - 1
+        if end is not None and last >= end.last_seq:  # the newest file may hold no record
+            self._last_ts = max(self._last_ts, end.last_ts)
+        if end is None:  # a journal older than its end marker, or a fresh folder's
+            self._digest = bytes.fromhex(journal_digest(self.directory)[1])
+            return None
+        names = [p.name for p in files]
+        reason = ""
+        if self._first_seq > end.first_seq:
+            reason = (
+                f"its oldest file starts at seq {self._first_seq}, the journal started at "
+                f"seq {end.first_seq} (files deleted)"
+            )
+        elif last < end.last_seq - 1 or (last == end.last_seq - 1 and not self.torn_tails_cut):
+            reason = (
+                f"the journal ends at seq {last}, it had reached seq {end.last_seq} "
+                f"(session {end.session_id}): {end.last_seq - last} records lost"
+            )
+        elif last == end.last_seq - 1:  # one torn record: its write was cut short
+            log.warning("journal %s: the last record the end marker names (seq %d) was torn",
+                        self.directory, end.last_seq)  # fmt: skip
+            self._digest = bytes.fromhex(journal_digest(self.directory)[1])
+            return None
+        elif end.file not in names:
+            reason = f"the file {end.file} of its last recorded record (seq {end.last_seq}) is gone"
+        else:
+            digest = bytes.fromhex(end.digest)
+            walked, offset = 0, end.offset
+            for path in files[names.index(end.file) :]:
+                records, _, digest = walk_frames(path, offset, digest)
+                walked += records
+                offset = 0
+            if end.last_seq + walked != last:
+                reason = (
+                    f"the journal does not match its end marker (seq {end.last_seq} at "
+                    f"byte {end.offset} of {end.file})"
+                )
+            else:
+                self._digest = digest
+                self._marked_seq = end.last_seq
+                return None
+        # of what is left, if the loss is accepted
+        self._digest = bytes.fromhex(journal_digest(self.directory)[1])
+        return (
+            JournalLoss(expected_last_seq=end.last_seq, found_last_seq=last, reason=reason),
+            end.last_ts,
+        )
+
+    def _check_nothing_left(self, end: JournalEnd | None) -> tuple[JournalLoss, int] | None:
+        """No journal file: a fresh folder, unless an end marker, a snapshot or a session
+        file says a journal was here."""
+        snapshots = snapshot_files(self.directory)
+        own = f"session-{self.session_id}.json"  # written just before, by this session
+        sessions = sorted(p for p in self.directory.glob("session-*.json") if p.name != own)
+        if end is None and not snapshots and not sessions:
+            return None
+        if end is not None:
+            reason = (
+                f"the journal is gone, it had reached seq {end.last_seq} (session {end.session_id})"
+            )
+            expected, ts, next_seq = end.last_seq, end.last_ts, end.last_seq + 1
+        else:
+            left = [p.name for p in [*snapshots, *sessions]]
+            reason = (
+                f"no journal, but {len(left)} snapshot or session files of one are here "
+                f"({', '.join(left[:3])}{', ...' if len(left) > 3 else ''})"
+            )
+            expected, ts, next_seq = 0, 0, 1
+            for path in snapshots:
+                stem = path.name.removeprefix(SNAPSHOT_PREFIX).removesuffix(SNAPSHOT_SUFFIX)
+                expected = max(expected, int(stem))
+            for path in sessions:
+                try:
+                    data = json.loads(path.read_bytes())
+                except (OSError, ValueError):
+                    continue
+                if isinstance(data, dict):
+                    ts = max(ts, int(data.get("start_ns") or 0))
+                    expected = max(expected, int(data.get("first_seq") or 1))
+            next_seq = expected + 1  # never a sequence number an earlier session used
+        self.next_seq = self._first_seq = next_seq
+        return JournalLoss(expected_last_seq=expected, found_last_seq=0, reason=reason), ts
+
+    def _journal_loss(self, loss: JournalLoss, ts_ns: int) -> None:
+        # the loss is the first thing the journal says after it: what an audit reads
+        self.loss = loss
+        self.append(max(ts_ns, self._last_ts), loss)
+        self.sync()
 
     def append(self, ts_recv_ns: int, body: RecordBody) -> AnyRecord:
         """Journal one input under the next sequence number; returns its record.
@@ -283,6 +434,20 @@ class FileJournalWriter:
         record = ClockRecord(seq=self.next_seq, ts_recv=ts_ns)
         self._write(record)
         return record
+
+    @property
+    def digest(self) -> str:
+        """The running digest of every record appended so far (up to ``next_seq - 1``),
+        hex: what ``journal_digest(directory, next_seq - 1)`` computes from the files."""
+        self._fold()
+        return self._digest.hex()
+
+    def _fold(self) -> None:
+        digest = self._digest
+        for head in self._heads:
+            digest = chain_digest(digest, head)
+        self._digest = digest
+        self._heads.clear()
 
     def position(self) -> JournalPosition | None:
         """Where the next record will be written (None before the first file exists): a
@@ -310,6 +475,25 @@ class FileJournalWriter:
         self._wait_background()
         if self._control_pending or self._market_pending:
             self._fsync()
+        self._mark_end()
+
+    def _mark_end(self) -> None:
+        """Record the journal's end (``END_FILE``): only ever after the records it names
+        are synced, so the journal on disk reaches it."""
+        last = self.next_seq - 1
+        if self.path is None or last <= self._marked_seq:
+            return
+        end = JournalEnd(
+            session_id=self.session_id, first_seq=self._first_seq, last_seq=last,
+            last_ts=self._last_ts, file=self.path.name, offset=self._offset,
+            digest=self.digest,
+        )  # fmt: skip
+        try:
+            atomic_write(self.directory / END_FILE, msgspec.json.encode(end))
+        except OSError as exc:
+            self.state = "failed"
+            raise AdapterError(f"journal end {self.directory / END_FILE}: {exc}") from exc
+        self._marked_seq = last
 
     def wait_synced(self) -> None:
         """Return once every market-data sync handed to the background thread so far is
@@ -334,12 +518,17 @@ class FileJournalWriter:
             self._stop_syncer()
             if self.state == "open" and self.fsync != "never" and self._fd >= 0:
                 self._fsync()
+                self._mark_end()
         finally:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
             if self.state != "failed":
                 self.state = "closed"
+            self._release()
+
+    def _release(self) -> None:
+        self._lock.release()
 
     def _resume(self, path: Path) -> None:
         decoder = JournalDecoder(str(path))
@@ -351,20 +540,23 @@ class FileJournalWriter:
             self._cut(path, torn)
         assert decoder.header is not None and decoder.next_seq is not None
         self.next_seq = decoder.next_seq
+        self._last_ts = decoder.last_ts
         self._offset = decoder.good_offset
-        self._day = _day_of_path(path) or 0
+        self._day = day_of_path(path) or 0
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         self.path = path
         log.info("journal %s: resumed at seq %d", path, self.next_seq)
 
-    def _set_aside_stale_snapshots(self) -> None:
+    def _set_aside_stale_snapshots(self, kept_upto: int | None = None) -> None:
         """A snapshot of a state after a record the journal no longer holds (a machine
         crash lost the journal's tail after the snapshot reached the disk) belongs to a
         history that did not happen: renamed aside, counted and logged, before a new
-        session's records reach its seq and make it look valid again."""
+        session's records reach its seq and make it look valid again. After an accepted
+        loss, every snapshot past ``kept_upto`` (the last record left) goes aside."""
+        limit = self.next_seq if kept_upto is None else kept_upto + 1
         for path in snapshot_files(self.directory):
             stem = path.name.removeprefix(SNAPSHOT_PREFIX).removesuffix(SNAPSHOT_SUFFIX)
-            if int(stem) >= self.next_seq:
+            if int(stem) >= limit:
                 path.rename(path.with_name(path.name + ".stale"))
                 self.stale_snapshots += 1
                 log.error(
@@ -400,9 +592,15 @@ class FileJournalWriter:
                 while written < len(view):  # a regular file only writes short on error
                     written += os.write(self._fd, view[written:])
                 self._offset += written
+                head = bytes(view[:FRAME_HEADER_BYTES])
         except OSError as exc:
             self.state = "failed"
             raise AdapterError(f"journal {self.path}: append of seq {record.seq}: {exc}") from exc
+        heads = self._heads
+        heads.append(head)
+        if len(heads) >= _HEADS_PENDING:
+            self._fold()
+        self._last_ts = ts
         self.next_seq += 1
         self.records_written += 1
         if isinstance(record, MarketDataRecord):
@@ -442,22 +640,14 @@ class FileJournalWriter:
             os.close(self._fd)
             self._fd = -1
         path = day_file(self.directory, ts_ns)
+        if self.path is None:  # the journal's first file
+            self._first_seq = self.next_seq
         # Built aside and renamed into place, so a journal file always has a whole header.
-        tmp = path.with_name(f".{path.name}.tmp")
         header = JournalHeader(
             session_id=self.session_id, created_ns=ts_ns, first_seq=self.next_seq
         )
         head = encode_header(header)
-        with tmp.open("wb") as f:
-            f.write(head)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        atomic_write(path, head)
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         self._day = ts_ns // NS_PER_DAY
         self._offset = len(head)
@@ -512,7 +702,9 @@ class FileJournalReader:
 
     Iterating checks framing, CRCs and that sequence numbers run on without a gap from one
     file to the next. A torn last record of the newest file ends the iteration and is left
-    in ``torn`` (the writer cuts it on its next open); damage anywhere else raises.
+    in ``torn`` (the writer cuts it on its next open); damage anywhere else raises, and so
+    does a journal that ends before its recorded end (``JournalEnd``, read before the
+    files, so a writer appending meanwhile never makes it look short).
 
     Args:
         directory: the journal folder.
@@ -531,12 +723,14 @@ class FileJournalReader:
         """Yield every record.
 
         Raises:
-            JournalError: a file is corrupt, or the sequence has a gap between files.
+            JournalError: a file is corrupt, the sequence has a gap between files, or
+                the journal ends before its recorded end.
             AdapterError: the folder or a file cannot be read.
         """
         self.torn = None
         if not self.directory.is_dir():
             raise AdapterError(f"journal {self.directory}: not a folder")
+        end = read_journal_end(self.directory)
         files = self.files
         expected: int | None = None
         start = self.start
@@ -571,64 +765,10 @@ class FileJournalReader:
                     )
                 self.torn = torn
             expected = decoder.next_seq
-
-
-# snapshots of the engine's state (``engine.snapshot``), next to the journal
-
-SNAPSHOT_PREFIX: Final = "snapshot-"
-SNAPSHOT_SUFFIX: Final = ".tls"
-# the newest valid snapshot is used; the one before it is kept in case the newest is
-# damaged (a restart then replays a longer tail, never the whole journal)
-SNAPSHOTS_KEPT: Final = 2
-
-
-def snapshot_files(directory: Path) -> list[Path]:
-    """The snapshot files of ``directory``, newest (highest seq) first."""
-    found: list[tuple[int, Path]] = []
-    for path in directory.glob(f"{SNAPSHOT_PREFIX}*{SNAPSHOT_SUFFIX}"):
-        stem = path.name.removeprefix(SNAPSHOT_PREFIX).removesuffix(SNAPSHOT_SUFFIX)
-        if stem.isdigit():
-            found.append((int(stem), path))
-    return [path for _, path in sorted(found, reverse=True)]
-
-
-def write_snapshot(directory: Path, header: SnapshotHeader, payload: bytes) -> Path:
-    """Write a snapshot atomically (a temporary file, fsync, rename, fsync of the folder)
-    and delete all but the newest ``SNAPSHOTS_KEPT``.
-
-    Raises:
-        AdapterError: the file system refused (nothing half-written is left as a snapshot).
-    """
-    path = directory / f"{SNAPSHOT_PREFIX}{header.seq:012d}{SNAPSHOT_SUFFIX}"
-    tmp = directory / f".{path.name}.tmp"
-    try:
-        with tmp.open("wb") as f:
-            f.write(encode_snapshot(header, payload))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-        for old in snapshot_files(directory)[SNAPSHOTS_KEPT:]:
-            old.unlink(missing_ok=True)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise AdapterError(f"snapshot {path}: {exc}") from exc
-    return path
-
-
-def read_snapshot(path: Path) -> tuple[SnapshotHeader, bytes]:
-    """A snapshot file, checked (``engine.snapshot.decode_snapshot``).
-
-    Raises:
-        JournalError: torn or damaged.
-        AdapterError: unreadable.
-    """
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise AdapterError(f"snapshot {path}: {exc}") from exc
-    return decode_snapshot(data, str(path))
+        reached = 0 if expected is None else expected - 1
+        if end is not None and reached < end.last_seq - (self.torn is not None):
+            raise JournalError(
+                str(files[-1] if files else self.directory / END_FILE), 0,
+                f"the journal ends at seq {reached}, it had reached seq {end.last_seq} "
+                f"(session {end.session_id}): records lost",
+            )  # fmt: skip

@@ -314,6 +314,13 @@ def _write_config(
         text = set_toml_key(text, "mqtt", "username_env", None)
         text = set_toml_key(text, "mqtt", "password_env", None)
     text = set_toml_key(text, "live", "metrics_port", str(metrics_port))
+    text = set_toml_key(text, "live", "metrics_host", '"127.0.0.1"')
+    # the demo's own broker has the identity layout of docs/ (client ids bound to users),
+    # on a loopback listener without TLS (oms-sim and publish speak no TLS); a --broker of
+    # the user's own: one login for every role, as before
+    text = set_toml_key(text, "mqtt", "tls", "false")
+    text = set_toml_key(text, "mqtt", "ca_file", None)
+    text = set_toml_key(text, "mqtt", "bind_client_id", "true" if access.own else "false")
     text = set_toml_key(text, "journal", "dir", json.dumps(journal))
     header = "# written by `tradeloop live-demo` from docs/live.toml\n"
     path = out / "live.toml"

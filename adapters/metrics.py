@@ -236,8 +236,11 @@ class DaemonMetrics:
             self.position.labels(s).set(p)
             self.pnl.labels(s).set(q)
 
-    def serve(self, port: int, addr: str = "0.0.0.0") -> int:
+    def serve(self, port: int, addr: str = "127.0.0.1") -> int:
         """Start the HTTP endpoint (``/metrics``) on a thread; returns the bound port.
+
+        ``addr`` is ``[live] metrics_host``: this machine only by default (the endpoint
+        shows positions and PnL); a container names its compose network's address.
 
         Raises:
             OSError: the port cannot be bound.

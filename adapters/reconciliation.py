@@ -320,12 +320,14 @@ class MqttReconcileClient:
     ) -> None:
         self.topics = topics
         self._codec = ReconcileCodec(settings.format, limits=settings.limits, counters=counters)
+        username, client_id = settings.login("reconcile")
         self._client = aiomqtt.Client(
             settings.host,
             settings.port,
-            username=settings.username,
+            username=username,
             password=settings.password,
-            identifier=f"{settings.client_id}-reconcile",
+            identifier=client_id,
+            tls_context=settings.ssl_context(),
             protocol=aiomqtt.ProtocolVersion.V5,
             keepalive=settings.keepalive_s,
             timeout=5.0,

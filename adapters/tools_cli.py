@@ -1,4 +1,6 @@
-"""The live tools' subcommands: ``tradeloop publish`` and ``tradeloop oms-sim``.
+"""The live tools' subcommands: ``tradeloop publish``, ``tradeloop oms-sim``,
+``tradeloop command`` (a signed operator command to one's own daemon) and
+``tradeloop certs`` (a CA and the broker's certificate for a first deployment).
 
 ``register`` adds them to the ``tradeloop`` dispatcher. Reading tick files belongs to
 ``replay``, which ``adapters`` may not import, so the dispatcher hands in the function
@@ -13,9 +15,10 @@ import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, get_args
 
 from engine.errors import ConfigError
+from engine.events import CommandAction
 from engine.units import parse_duration_ns
 
 if TYPE_CHECKING:
@@ -98,7 +101,122 @@ def register(
         metavar="DURATION",
         help="how late reports are with --answer late, e.g. 500ms (default: %(default)s)",
     )
+    o.add_argument(
+        "--cancel-on-disconnect",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="cancel a daemon's working orders when its status goes offline (last will or "
+        "goodbye) or its heartbeat lapses (default: on)",
+    )
+    o.add_argument(
+        "--heartbeat-lapse",
+        default="5s",
+        metavar="DURATION",
+        help="no status from an online daemon for this long cancels its orders; 0: only "
+        "the last will (default: %(default)s)",
+    )
     o.set_defaults(func=cmd_oms_sim, default_config=default_config)
+    _register_operator_tools(subparsers)
+
+
+def _register_operator_tools(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    c = subparsers.add_parser(
+        "command",
+        help="send a signed operator command to your daemon; print the state it then reports",
+        description="Sign ACTION for the daemon of --config (its [mqtt] broker and TLS, "
+        "[live] node and account, the key in $[live] command_key_env), send it as the "
+        "operator's broker user, and print the trading state the daemon's retained status "
+        "shows next.",
+    )
+    c.add_argument("action", choices=get_args(CommandAction), help="the command")
+    c.add_argument("--config", required=True, help="the daemon's TOML config (live.toml)")
+    c.add_argument("--reason", default="tradeloop command", help="recorded with the command")
+    c.add_argument("--target", default="", help="promote: a version, a prefix or challenger")
+    c.add_argument("--stage", default="", help="promote: the registry stage")
+    c.add_argument(
+        "--username-env",
+        default="TRADELOOP_OPERATOR_USER",
+        metavar="VAR",
+        help="variable holding the operator's broker user (default: %(default)s)",
+    )
+    c.add_argument(
+        "--password-env",
+        default="TRADELOOP_OPERATOR_PASSWORD",
+        metavar="VAR",
+        help="variable holding its password (default: %(default)s)",
+    )
+    c.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="seconds to wait for the daemon's status (default: %(default)s)",
+    )
+    c.set_defaults(func=cmd_command)
+    k = subparsers.add_parser(
+        "certs",
+        help="make a CA and the broker's TLS certificate for a first deployment",
+        description="Write ca.crt, ca.key, broker.crt and broker.key into DIR (never "
+        "overwritten), with openssl. The broker serves broker.crt; clients check it "
+        "against ca.crt ([mqtt] ca_file). Keep ca.key elsewhere once done.",
+    )
+    k.add_argument("dir", help="folder for the files, e.g. deploy/certs")
+    k.add_argument(
+        "--host",
+        action="append",
+        dest="hosts",
+        metavar="NAME",
+        help="a name or address clients reach the broker by (repeat; default: mosquitto, "
+        "localhost, 127.0.0.1)",
+    )
+    k.add_argument("--days", type=int, default=825, help="validity (default: %(default)s)")
+    k.set_defaults(func=cmd_certs)
+
+
+def cmd_command(args: argparse.Namespace) -> int:
+    """``tradeloop command``: prints the daemon's state after the command; returns 0.
+
+    Raises:
+        ConfigError: a bad config, or the key or a login variable is not set.
+        AdapterError: the broker refused, or the daemon reported no effect in time.
+    """
+    from adapters.operator_command import describe, send_command
+    from engine.config import load_config
+
+    if args.timeout <= 0:
+        raise ConfigError("--timeout", f"must be > 0, got {args.timeout:g}")
+    config, _ = load_config(args.config)
+    result = asyncio.run(
+        send_command(
+            config,
+            args.action,
+            reason=args.reason,
+            username_env=args.username_env,
+            password_env=args.password_env,
+            target=args.target,
+            stage=args.stage,
+            timeout_s=args.timeout,
+        )
+    )
+    print(describe(result))
+    return 0
+
+
+def cmd_certs(args: argparse.Namespace) -> int:
+    """``tradeloop certs DIR``: returns 0.
+
+    Raises:
+        ConfigError: DIR already holds certificates, or a bad flag.
+        AdapterError: openssl is missing or failed.
+    """
+    from adapters.certs import DEFAULT_HOSTS, make_certificates
+
+    if args.days <= 0:
+        raise ConfigError("--days", f"must be > 0, got {args.days}")
+    files = make_certificates(Path(args.dir), tuple(args.hosts or DEFAULT_HOSTS), days=args.days)
+    print(f"CA {files.ca_cert} (keep {files.ca_key} elsewhere), broker {files.broker_cert}")
+    return 0
 
 
 def _broker_arguments(p: argparse.ArgumentParser) -> None:
@@ -165,6 +283,7 @@ def cmd_oms_sim(args: argparse.Namespace) -> int:
         AdapterError: the broker refused or dropped the connection.
     """
     from adapters.mqtt.topics import Topics
+    from adapters.oms_disconnect import CancelOnDisconnect
     from adapters.oms_sim import AnswerFault, MqttOmsSimulator
     from adapters.sim_venue import SimulatedVenue
     from adapters.simulated_oms import SimulatedOms, warm_up
@@ -180,6 +299,13 @@ def cmd_oms_sim(args: argparse.Namespace) -> int:
     if args.answer == "late" and delay_ns <= 0:
         raise ConfigError("--answer-delay", "must be > 0 with --answer late")
     fault = AnswerFault(mode=args.answer, delay_s=delay_ns / 1e9)
+    try:
+        lapse_ns = parse_duration_ns(args.heartbeat_lapse)
+    except ValueError as exc:
+        raise ConfigError("--heartbeat-lapse", str(exc)) from exc
+    on_disconnect = CancelOnDisconnect(
+        enabled=args.cancel_on_disconnect, heartbeat_lapse_s=lapse_ns / 1e9 if lapse_ns else None
+    )
     sim = config.venue.sim
     latency_ns = sim.latency_ns
     if args.latency is not None:
@@ -204,6 +330,7 @@ def cmd_oms_sim(args: argparse.Namespace) -> int:
         report_format=args.format or config.mqtt.format,
         market_data_qos=config.mqtt.market_data_qos,
         fault=fault,
+        cancel_on_disconnect=on_disconnect,
     )
     asyncio.run(_serve(simulator))
     c = oms.counters

@@ -241,8 +241,9 @@ def restart(records: int, tail: int) -> dict[str, object]:
     from adapters.daemon.assembly import build_live_engine
     from adapters.daemon.core import apply_input
     from adapters.daemon.rebuild import rebuild
-    from adapters.daemon.snapshots import snapshot_header
-    from adapters.journal_file import FileJournalWriter, write_snapshot
+    from adapters.daemon.snapshots import seal_snapshot, snapshot_header
+    from adapters.journal_file import FileJournalWriter
+    from adapters.journal_folder import write_snapshot
     from adapters.live_sender import ShadowSender
     from adapters.reconciliation import FillLedger
     from engine.config import load_config
@@ -256,6 +257,7 @@ def restart(records: int, tail: int) -> dict[str, object]:
     config_path.write_text(_RESTART_CONFIG)
     config, _ = load_config(config_path)
     digest = hashlib.sha256(_RESTART_CONFIG.encode()).hexdigest()
+    mac_key = os.urandom(32)  # the snapshots' HMAC key (a daemon's comes from the environment)
 
     def engine_and_extras() -> tuple[object, dict[str, object]]:
         engine = build_live_engine(config, SendOnly(ShadowSender()), order_id_prefix="n-s")
@@ -308,6 +310,7 @@ def restart(records: int, tail: int) -> dict[str, object]:
                                          sessions=["bench"], ts_recv=ts,
                                          config_sha256=digest)  # fmt: skip
                 assert header is not None
+                header = seal_snapshot(directory, header, payload, mac_key)
                 write_snapshot(directory, header, payload)
                 capture_s = time.perf_counter() - c0
                 payload_bytes = len(payload)
@@ -318,7 +321,7 @@ def restart(records: int, tail: int) -> dict[str, object]:
         fresh, fresh_extras = engine_and_extras()
         r0 = time.perf_counter()
         history = rebuild(fresh, directory, config_sha256=digest if snapshot else None,  # type: ignore[arg-type]
-                          extras=fresh_extras)  # fmt: skip
+                          extras=fresh_extras, snapshot_mac_key=mac_key)  # fmt: skip
         return time.perf_counter() - r0, fresh, history
 
     full_s, full, full_history = timed(False)

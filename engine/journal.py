@@ -318,6 +318,23 @@ class ClockJumpRecord(Record, frozen=True, tag="clock_jump"):
     jump: ClockJump
 
 
+class JournalLoss(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """An operator accepted that the journal lost records (``--accept-journal-loss``): it
+    had reached ``expected_last_seq``, only ``found_last_seq`` were left (0: none), for
+    ``reason``. The records after it continue the journal; applying it only moves time."""
+
+    expected_last_seq: int
+    found_last_seq: int
+    reason: str = ""
+
+
+class JournalLossRecord(Record, frozen=True, tag="journal_loss"):
+    """A journal loss accepted at this point of the stream. Added after format version 1
+    shipped, like ``AdoptRecord``: older builds refuse a journal holding one."""
+
+    loss: JournalLoss
+
+
 AnyRecord = (
     MarketDataRecord
     | ReportRecord
@@ -328,6 +345,7 @@ AnyRecord = (
     | AdoptRecord
     | ModelSwitchRecord
     | ClockJumpRecord
+    | JournalLossRecord
 )
 RECORD_TYPES: Final[tuple[type[Record], ...]] = (
     MarketDataRecord,
@@ -339,6 +357,7 @@ RECORD_TYPES: Final[tuple[type[Record], ...]] = (
     AdoptRecord,
     ModelSwitchRecord,
     ClockJumpRecord,
+    JournalLossRecord,
 )
 RecordBody = (
     TickBatch
@@ -349,6 +368,7 @@ RecordBody = (
     | ExternalOrder
     | ModelSwitch
     | ClockJump
+    | JournalLoss
 )
 
 
@@ -373,6 +393,8 @@ def make_record(seq: int, ts_recv: int, body: RecordBody) -> AnyRecord:
             return ModelSwitchRecord(seq=seq, ts_recv=ts_recv, switch=body)
         case ClockJump():
             return ClockJumpRecord(seq=seq, ts_recv=ts_recv, jump=body)
+        case JournalLoss():
+            return JournalLossRecord(seq=seq, ts_recv=ts_recv, loss=body)
         case OrderAccepted() | OrderRejected() | Fill() | OrderCancelled() | CancelRejected():
             return ReportRecord(seq=seq, ts_recv=ts_recv, report=body)
     raise TypeError(f"{type(body).__name__} is not a journaled input")
@@ -473,6 +495,7 @@ class JournalDecoder:
         self.source = source
         self.header: JournalHeader | None = None
         self.records = 0
+        self.last_ts = 0  # ts_recv of the last record decoded (0: none yet)
         self._expected_seq = expected_seq
         self._last_seq: int | None = None
         self._decoder: msgspec.msgpack.Decoder[AnyRecord] = msgspec.msgpack.Decoder(AnyRecord)
@@ -582,6 +605,7 @@ class JournalDecoder:
             else:
                 record = self._decode(payload, self._base + pos)
                 seq = record.seq
+                self.last_ts = record.ts_recv
                 out.append(record)
             self._check_seq(seq, self._base + pos)
             pos = stop
@@ -640,9 +664,11 @@ class JournalDecoder:
 
     def _decode_stamp(self, payload: memoryview, offset: int) -> int:
         try:
-            return self._stamp_decoder.decode(payload).seq
+            stamp = self._stamp_decoder.decode(payload)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise JournalError(self.source, offset, f"record passes its CRC but {exc}") from exc
+        self.last_ts = stamp.ts_recv
+        return stamp.seq
 
     def _check_seq(self, seq: int, offset: int) -> None:
         expected = self.next_seq

@@ -7,7 +7,7 @@ the risk gates first. It cannot tell whether it runs live or in replay.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar, Protocol
+from typing import ClassVar, Final, Protocol
 
 import msgspec
 
@@ -54,6 +54,10 @@ class StrategyContext(Protocol):
     def trading_state(self) -> str: ...
 
 
+# a strategy's attributes that are not its state (the config's params, the wiring)
+_NOT_STATE: Final = frozenset({"params", "_ctx"})
+
+
 class Strategy:
     """Base class of strategy plugins.
 
@@ -64,7 +68,9 @@ class Strategy:
     Hooks, all optional: ``on_start``, ``on_signal`` (the fast path), ``on_quote`` and
     ``on_trade`` (per tick: the slow path, only called when overridden), ``on_fill``,
     ``on_order`` (accepted, cancelled, rejected), ``on_reject`` (risk refusals),
-    ``on_state`` (trading state changes), ``on_timer``, ``on_stop``.
+    ``on_state`` (trading state changes), ``on_timer``, ``on_stop``; ``snapshot_state``
+    and ``restore_state`` for a snapshot of its own state (the default: its plain
+    attributes).
     """
 
     name: ClassVar[str] = "strategy"
@@ -82,6 +88,30 @@ class Strategy:
 
     def bind(self, ctx: StrategyContext) -> None:
         self._ctx = ctx
+
+    def snapshot_state(self) -> object:
+        """The strategy's own state for a snapshot (``engine.snapshot``): data only
+        (numbers, strings, bools, None, lists, tuples, dicts and sets of them, numpy
+        arrays), given back to ``restore_state`` after a restart.
+
+        The default is every attribute of the instance but ``params`` (from the config,
+        also under another name, ``self.p = params``) and the context (wiring). A
+        strategy that keeps anything else (an object, a function, a file) overrides both
+        hooks; otherwise a snapshot is refused (counted and logged; the restart then
+        replays the journal in full, never silently wrong).
+        """
+        params = self.params
+        return {k: v for k, v in vars(self).items() if k not in _NOT_STATE and v is not params}
+
+    def restore_state(self, state: object) -> None:
+        """Take back what ``snapshot_state`` returned (on a fresh instance, built from the
+        same config and bound)."""
+        if not isinstance(state, dict):
+            raise TypeError(f"{type(self).__name__}: a state of type {type(state).__name__}")
+        for key, value in state.items():
+            if not isinstance(key, str) or key in _NOT_STATE or key.startswith("__"):
+                raise TypeError(f"{type(self).__name__}: a state attribute {key!r}")
+            setattr(self, key, value)
 
     def thresholds(self) -> Sequence[float]:
         """Score levels whose crossing emits a ``Signal``; none means no signals."""

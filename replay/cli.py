@@ -216,7 +216,7 @@ def _is_journal(path: Path) -> bool:
     first without it (the patterns ``is_journal_dir`` looks for)."""
     if not path.is_dir():
         return False
-    from adapters.journal_file import journal_files
+    from adapters.journal_folder import journal_files
 
     if not journal_files(path) and not any(path.glob("session-*.json")):
         return False
@@ -586,6 +586,8 @@ _LAZY_HELP = {
     "live-demo": "the live path on one machine: broker, OMS simulator, daemon and a sample feed",
     "publish": "play tick files onto an MQTT broker as a live market-data feed",
     "oms-sim": "play the OMS on an MQTT broker: acks, fills, cancels, reconciliation",
+    "command": "send a signed operator command to your daemon; print the state it then reports",
+    "certs": "make a CA and the broker's TLS certificate for a first deployment",
     "why": "a live decision explained: orders, signal, model version, features, contributions",
 }
 _LAZY_REGISTER: dict[str, Callable[[Any], None]] = {
@@ -596,6 +598,8 @@ _LAZY_REGISTER: dict[str, Callable[[Any], None]] = {
     "live-demo": _register_daemon,
     "publish": _register_tools,
     "oms-sim": _register_tools,
+    "command": _register_tools,
+    "certs": _register_tools,
     "why": _register_why,
 }
 

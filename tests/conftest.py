@@ -24,6 +24,12 @@ def _real_data_dir() -> Path:
 
 REAL_DATA = _real_data_dir()
 
+# the snapshots' HMAC key (``[journal] snapshot_key_env``'s default): the daemons the tests
+# run (and the daemon processes they start) write and load snapshots; a test of the
+# keyless case removes it with ``monkeypatch.delenv``
+SNAPSHOT_TEST_KEY = "tests-snapshot-hmac-key-0123456789abcdef"
+os.environ.setdefault("TRADELOOP_SNAPSHOT_KEY", SNAPSHOT_TEST_KEY)
+
 BASE_CONFIG: dict[str, Any] = {
     "mode": "replay",
     "instruments": [

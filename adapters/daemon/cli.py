@@ -40,7 +40,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         TradeloopError: the config cannot run (the dispatcher prints one line).
     """
     install_json_logging(getattr(logging, str(args.log_level).upper()))
-    return _run_loop(run_daemon(args.config))
+    return _run_loop(run_daemon(args.config, accept_journal_loss=args.accept_journal_loss))
 
 
 def cmd_live_demo(args: argparse.Namespace) -> int:
@@ -87,6 +87,13 @@ def register(
         "before it is acted on. Stops cleanly on SIGTERM or SIGINT.",
     )
     r.add_argument("--config", required=True, help="TOML config with [mqtt], [live], [journal]")
+    r.add_argument(
+        "--accept-journal-loss",
+        action="store_true",
+        help="start although the journal is shorter than its recorded end (or gone while "
+        "its snapshots and session files remain); the loss is journaled. Without it such a "
+        "journal is refused",
+    )
     r.add_argument(
         "--log-level",
         default="info",

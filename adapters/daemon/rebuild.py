@@ -94,6 +94,7 @@ def rebuild(
     config_sha256: str | None = None,
     extras: dict[str, object] | None = None,
     switcher: ModelSwitcher | None = None,
+    snapshot_mac_key: bytes | None = None,
 ) -> History:
     """Apply the journal's records (those before ``before_seq``) to a fresh engine, each
     session under its own client order id prefix (``adapters.reconciliation``): what a
@@ -104,9 +105,10 @@ def rebuild(
     (``history_apply``), switched to at its first record; ``switcher`` must then know the
     versions ``engine`` was built with (``model_switcher(config, pins)``).
 
-    With ``config_sha256`` the newest valid snapshot of that config (``engine.snapshot``)
-    is loaded first, into the engine and ``extras`` (objects outside the engine that
-    follow its inputs, as when the snapshot was taken), and only the records after it
+    With ``config_sha256`` the newest valid snapshot of that config (``engine.snapshot``),
+    signed with ``snapshot_mac_key`` (without a key none is loaded), is loaded first, into
+    the engine and ``extras`` (objects outside the engine that follow its inputs, as when
+    the snapshot was taken), and only the records after it
     are applied: the same state as applying them all. A torn, damaged or foreign
     snapshot is skipped, counted (``History.snapshots_invalid``) and logged; the one
     before it, or the whole journal, is used instead.
@@ -123,7 +125,7 @@ def rebuild(
     if config_sha256 is not None:
         header, invalid = load_snapshot(
             engine, journal_dir, config_sha256=config_sha256, before_seq=before_seq,
-            extras=extras,
+            extras=extras, key=snapshot_mac_key,
         )  # fmt: skip
     start = None
     if header is not None:

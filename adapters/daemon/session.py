@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from adapters.journal_folder import atomic_write, read_journal_end
 from adapters.metrics import tradeloop_version
 from adapters.mqtt.command_guard import CommandGuard
 from adapters.mqtt.ingest import Inbound
@@ -30,7 +31,7 @@ from adapters.mqtt.settings import MqttSettings
 from adapters.mqtt.topics import Topics
 from adapters.mqtt.validation import MessageLimits
 from engine.config import Config
-from engine.errors import ConfigError
+from engine.errors import AdapterError, ConfigError, TradeloopError
 from engine.events import CancelRequest, OrderRequest
 from engine.instruments import InstrumentTable
 from engine.units import parse_duration_ns
@@ -38,18 +39,54 @@ from engine.units import parse_duration_ns
 log = logging.getLogger("tradeloop.daemon")
 
 
-def new_session_id(now_ns: int) -> str:
+_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+_RANDOM_DIGITS = 4  # hex digits after the time part
+
+
+def new_session_id(now_ns: int, journal_dir: Path | None = None) -> str:
     """A session id unique across restarts: the UTC start time in ms, base 36 (sorts by
     time while the width stays 8, until 2059), and 4 random hex digits (two daemons
-    started in the same ms)."""
+    started in the same ms).
+
+    With ``journal_dir``, the time part is never at or below that of a session already
+    there (``last_session_ms``): after the wall clock stepped back, the id is the last
+    one's ms plus one, so ids stay unique and sorted in start order.
+    """
     ms = now_ns // 1_000_000
+    if journal_dir is not None:
+        ms = max(ms, last_session_ms(journal_dir) + 1)
     digits = ""
     while True:
         ms, r = divmod(ms, 36)
-        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[r] + digits
+        digits = _BASE36[r] + digits
         if ms == 0:
             break
-    return f"{digits}{secrets.token_hex(2)}"
+    return f"{digits}{secrets.token_hex(_RANDOM_DIGITS // 2)}"
+
+
+def session_ms(session_id: str) -> int | None:
+    """The start time in ms a ``new_session_id`` encodes (None: not one of its ids)."""
+    head = session_id[:-_RANDOM_DIGITS]
+    if not head or any(c not in _BASE36 for c in head):
+        return None
+    return int(head, 36)
+
+
+def last_session_ms(journal_dir: Path) -> int:
+    """The latest start (ms) among the sessions of a journal folder, by their files
+    (``session-{id}.json``/``.toml``) and the journal's end marker; -1 when none."""
+    ids: list[str] = []
+    if journal_dir.is_dir():
+        for path in journal_dir.glob("session-*"):
+            ids.append(path.name.removeprefix("session-").split(".", 1)[0])
+    try:
+        end = read_journal_end(journal_dir)
+    except TradeloopError:
+        end = None
+    if end is not None:
+        ids.append(end.session_id)
+    found = [ms for ms in map(session_ms, ids) if ms is not None]
+    return max(found, default=-1)
 
 
 # the session the daemon talks to (``adapters.mqtt.session.MqttSession``; a fake in tests)
@@ -113,6 +150,7 @@ def mqtt_settings(config: Config) -> MqttSettings:
         username=_env(m.username_env, "mqtt.username_env"),
         password=_env(m.password_env, "mqtt.password_env"),
         client_id=m.client_id or f"tradeloop-{config.live.node}",
+        bind_client_id=m.bind_client_id,
         tls=m.tls,
         ca_file=m.ca_file,
         cert_file=m.cert_file,
@@ -127,6 +165,7 @@ def mqtt_settings(config: Config) -> MqttSettings:
         reconnect_max_s=parse_duration_ns(m.reconnect_max) / 1e9,
         command_key=key.encode() if key else None,
         limits=MessageLimits.from_config(config.live),
+        max_order_age_ns=config.live.max_order_age_ns,
     )
 
 
@@ -155,7 +194,9 @@ def write_session_files(
         manifest=directory / f"session-{session_id}.json",
         decisions=directory / f"decisions-{session_id}.jsonl",
     )
-    files.config.write_bytes(config_bytes)
+    # whole or not at all, and durable before the session acts (a torn manifest broke
+    # the rebuild's client order id prefixes and model pins)
+    _write_atomic(files.config, config_bytes)
     started = dt.datetime.fromtimestamp(start_ns / 1e9, dt.UTC)
     manifest: dict[str, object] = {
         "session_id": session_id,
@@ -173,16 +214,25 @@ def write_session_files(
     if first_seq is not None:
         manifest["first_seq"] = first_seq
     manifest.update(extra or {})
-    files.manifest.write_text(json.dumps(manifest, indent=2) + "\n")
+    _write_atomic(files.manifest, (json.dumps(manifest, indent=2) + "\n").encode())
     return files
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    try:
+        atomic_write(path, data)
+    except OSError as exc:
+        raise AdapterError(f"session file {path}: {exc}") from exc
 
 
 __all__ = [
     "LiveSession",
     "SessionFactory",
     "SessionFiles",
+    "last_session_ms",
     "mqtt_session",
     "mqtt_settings",
     "new_session_id",
+    "session_ms",
     "write_session_files",
 ]

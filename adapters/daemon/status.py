@@ -14,6 +14,7 @@ from pathlib import Path
 from adapters.daemon.core import LiveCore
 from adapters.daemon.session import LiveSession
 from adapters.explanations import ExplanationWorker
+from adapters.journal_folder import atomic_write
 from adapters.metrics import DaemonMetrics, publish_engine_monitors, publish_monitor
 from adapters.mqtt.status import ModelStatus, Status, encode_status
 from engine.assembly import ModelPins, find_challenger
@@ -182,7 +183,7 @@ def write_model_summary(
     try:
         doc = json.loads(manifest.read_text())
         doc["models"] = summary
-        manifest.write_text(json.dumps(doc, indent=2) + "\n")
+        atomic_write(manifest, (json.dumps(doc, indent=2) + "\n").encode())  # never torn
     except (OSError, ValueError) as exc:
         log.error("session file %s: model summary not written: %s", manifest, exc)
 

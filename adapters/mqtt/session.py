@@ -61,7 +61,6 @@ import contextlib
 import logging
 import random
 import socket
-import ssl
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Literal, cast
@@ -90,7 +89,7 @@ from adapters.mqtt.settings import MqttSettings
 from adapters.mqtt.topics import Topics
 from engine.codec import EventCodec
 from engine.errors import AdapterError
-from engine.events import CancelRequest, OrderRequest
+from engine.events import CancelRequest, OrderRejected, OrderRequest
 from engine.instruments import InstrumentTable
 
 __all__ = [
@@ -129,6 +128,13 @@ _FEED = "market data"
 # bad user name or password, not authorized, banned, bad authentication method.
 _REFUSALS = frozenset({0x85, 0x86, 0x87, 0x8A, 0x8C})
 
+# DISCONNECT reason code of a broker that let another connection take our client id
+SESSION_TAKEN_OVER = 0x8E
+# what paho reports for a socket the broker closed without a DISCONNECT ("unspecified")
+_CLOSED_BY_BROKER = 0x80
+# takeovers from this count on raise an alarm (one can be our own stale connection)
+_TAKEOVER_ALARM_AT = 2
+
 
 class _ReceiptQueue(asyncio.Queue[aiomqtt.Message]):
     """aiomqtt's message queue when market data has its own connection: nothing is
@@ -144,24 +150,21 @@ class _ReceiptQueue(asyncio.Queue[aiomqtt.Message]):
         self._take(item)
 
 
-def _tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
-    if not settings.tls:
-        return None
-    try:
-        context = ssl.create_default_context(cafile=settings.ca_file)
-        if settings.cert_file is not None:
-            context.load_cert_chain(settings.cert_file, settings.key_file)
-    except (OSError, ssl.SSLError) as exc:
-        raise AdapterError(f"mqtt TLS files: {exc}") from exc
-    return context
-
-
 def _signature(message: aiomqtt.Message) -> str | None:
     properties = message.properties
     pairs = getattr(properties, "UserProperty", None) if properties is not None else None
     for key, value in pairs or ():
         if key == SIGNATURE_PROPERTY:
             return str(value)
+    return None
+
+
+def _loss_code(exc: BaseException) -> int | None:
+    # aiomqtt's iterator raises a plain MqttError from the MqttCodeError holding the code
+    for candidate in (exc, exc.__cause__):
+        rc = getattr(candidate, "rc", None)
+        if isinstance(rc, (int, ReasonCode)):
+            return reason_value(rc)
     return None
 
 
@@ -195,7 +198,10 @@ class MqttSession:
             ``reconnects`` (of the session: one per ``Connection`` item),
             ``feed_connection_lost`` and ``feed_reconnects`` (of the market-data
             connection alone), ``feed_frames_malformed``, ``feed_frames_oversized``,
-            ``feed_qos_refused``, ``subscriptions_refused``,
+            ``feed_qos_refused``, ``subscriptions_refused``, ``session_taken_over``
+            (the broker closed the main connection for another one with our client id:
+            reason 0x8E, or closed it while the market-data connection stayed up) and
+            ``session_takeover_alarms`` (from the second takeover on, logged critical),
             ``published_{order,cancel,status}``, ``published`` (generic).
         state: ``new``, ``connecting``, ``connected`` (every connection up),
             ``reconnecting`` or ``closed``.
@@ -227,7 +233,7 @@ class MqttSession:
         self._clock = receive_clock
         self._last_ts = 0
         self._will = aiomqtt.Will(topics.status, will_payload, qos=1, retain=True)
-        self._tls = _tls_context(settings)
+        self._tls = settings.ssl_context()
         self._codec = EventCodec(settings.format, source="mqtt")
         self._ingest = Ingest(
             topics,
@@ -246,7 +252,10 @@ class MqttSession:
         self._raw: asyncio.Queue[aiomqtt.Message] = (
             _ReceiptQueue(self._ingest_one) if self._split_feed else asyncio.Queue()
         )
-        self._outbox = Outbox(settings.outbox_size, self.counters, lambda: self.state == "closed")
+        self._outbox = Outbox(
+            settings.outbox_size, self.counters, lambda: self.state == "closed",
+            max_age_ns=settings.max_order_age_ns, now=receive_clock, withdrawn=self._withdrawn,
+        )  # fmt: skip
         self._tasks: asyncio.TaskGroup | None = None
         self._background: list[asyncio.Task[None]] = []
         self._market_filters = [
@@ -254,6 +263,7 @@ class MqttSession:
         ]
         self._up = dict.fromkeys((_MAIN, _FEED) if self._split_feed else (_MAIN,), False)
         self._was_connected = False
+        self._loss_codes: set[int | None] = set()  # of the last loss of the main connection
 
     @property
     def max_pending_ticks(self) -> int:
@@ -336,8 +346,24 @@ class MqttSession:
         return self._outbox.send_now(self._order_publish(order))
 
     def _order_publish(self, order: OrderRequest | CancelRequest) -> Publish:
-        counter = "published_order" if isinstance(order, OrderRequest) else "published_cancel"
-        return Publish(self.topics.orders, self._codec.encode(order), 1, False, counter)
+        payload = self._codec.encode(order)
+        if isinstance(order, OrderRequest):  # withdrawn, never sent, once too old
+            return Publish(self.topics.orders, payload, 1, False, "published_order",
+                           client_order_id=order.client_order_id, decided_ns=order.ts_event,
+                           instrument=order.instrument)  # fmt: skip
+        return Publish(self.topics.orders, payload, 1, False, "published_cancel")
+
+    def _withdrawn(self, item: Publish) -> None:
+        # an order never sent is a rejection the engine applies like the OMS's own: it
+        # goes through the inbox, so the daemon journals it before acting on it
+        ts = self._stamp()
+        report = OrderRejected(ts_event=ts, ts_recv=ts, client_order_id=item.client_order_id,
+                               reason="not sent: older than max_order_age")  # fmt: skip
+        self._inbox.add(ReportIn(report=report, ts_recv=ts))
+        if item.handed:  # the broker may have forwarded it before the loss: cancel it too
+            cancel = CancelRequest(ts_event=ts, ts_recv=ts, client_order_id=item.client_order_id,
+                                   instrument=item.instrument, reason="not sent: withdrawn")  # fmt: skip
+            self._outbox.enqueue(self._order_publish(cancel))
 
     async def publish_status(self, payload: bytes) -> None:
         """Queue a status message: retained, QoS 1, on ``topics.status``.
@@ -371,12 +397,13 @@ class MqttSession:
 
     def _client(self) -> aiomqtt.Client:
         s = self.settings
+        username, client_id = s.login()
         return aiomqtt.Client(
             s.host,
             s.port,
-            username=s.username,
+            username=username,
             password=s.password,
-            identifier=s.client_id,
+            identifier=client_id,
             queue_type=cast("type[asyncio.Queue[aiomqtt.Message]]", self._raw_queue),
             protocol=aiomqtt.ProtocolVersion.V5,
             will=self._will,
@@ -441,12 +468,13 @@ class MqttSession:
 
     async def _open_feed(self) -> FeedProtocol:
         s = self.settings
+        username, client_id = s.login("md")
         protocol = await open_feed(
             host=s.host,
             port=s.port,
             tls=self._tls,
-            client_id=f"{s.client_id}-md",
-            username=s.username,
+            client_id=client_id,
+            username=username,
             password=s.password,
             keepalive_s=s.keepalive_s,
             filters=self._market_filters,
@@ -486,6 +514,23 @@ class MqttSession:
         )
         return random.uniform(0.0, bound)
 
+    def _count_takeover(self) -> None:
+        # another connection logged in with our client id: with client ids bound to users
+        # (docs/mosquitto.conf) only a holder of our own credentials can, so a repeat means
+        # a second daemon on our user or stolen credentials; the daemon raises an Alarm
+        self.counters["session_taken_over"] += 1
+        times = self.counters["session_taken_over"]
+        if times < _TAKEOVER_ALARM_AT:
+            log.error("mqtt session taken over by another connection with client id %s",
+                      self.settings.login()[1])  # fmt: skip
+            return
+        # repeated: not a network blip; someone holds our credentials (or a second daemon
+        # runs on our user); an operator must look, so it is an alarm, counted
+        self.counters["session_takeover_alarms"] += 1
+        log.critical("ALARM: mqtt session taken over %d times: another client logs in as %s "
+                     "with our client id (stolen credentials or a second daemon on this user)",
+                     times, self.settings.login()[0])  # fmt: skip
+
     def _link_up(self, link: str) -> None:
         """``link`` is up; the session is connected once every link is (one item)."""
         self._up[link] = True
@@ -513,9 +558,22 @@ class MqttSession:
 
     async def _run(self, client: aiomqtt.Client) -> None:
         while True:
+            self._loss_codes = set()
             reason = await self._serve(client)
+            feed_losses = self.counters["feed_connection_lost"]
             self._link_down(_MAIN, reason)
             client = await self._reconnect()
+            # taken over: the broker says so (0x8E), or (mosquitto 2.0.11 closes the old
+            # connection without a DISCONNECT) it closed this connection while the
+            # market-data one stayed up all along, which a broker restart or a network
+            # loss would not
+            if SESSION_TAKEN_OVER in self._loss_codes or (
+                _CLOSED_BY_BROKER in self._loss_codes
+                and self._split_feed
+                and self.counters["feed_connection_lost"] == feed_losses
+                and self._up[_FEED]
+            ):
+                self._count_takeover()
             self._link_up(_MAIN)
 
     async def _run_feed(self, protocol: FeedProtocol) -> None:
@@ -561,6 +619,7 @@ class MqttSession:
                 group.create_task(self._outbox.write(), name="mqtt-write")
         except* aiomqtt.MqttError as lost:
             reason = "; ".join(_reason(e) for e in lost.exceptions)
+            self._loss_codes = {_loss_code(e) for e in lost.exceptions}
         finally:
             # handed over and not acknowledged: first out after the reconnect, in order
             self._outbox.disconnected()

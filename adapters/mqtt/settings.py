@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass, field
 from typing import Literal
 
 from adapters.mqtt.validation import MessageLimits
-from engine.errors import ConfigError
+from engine.errors import AdapterError, ConfigError
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,14 @@ class MqttSettings:
         port: broker port.
         username: user name (None: connect without credentials).
         password: password of ``username``.
-        client_id: MQTT client identifier; unique per daemon.
+        client_id: MQTT client identifier; unique per daemon (ignored with
+            ``bind_client_id``).
+        bind_client_id: the broker binds client ids to users (mosquitto's
+            ``use_username_as_clientid``, docs/mosquitto.conf): each connection logs in as a
+            user of its own whose name is its client id, ``<username>`` (orders, reports,
+            commands, status), ``<username>-md`` (market data) and
+            ``<username>-reconcile``, with one password. No other user can then take a
+            daemon's client id, so none can knock it off the broker.
         tls: connect over TLS.
         ca_file: CA bundle that signs the broker's certificate (None: the system's).
         cert_file: client certificate, for brokers that require one.
@@ -38,6 +46,8 @@ class MqttSettings:
         reconnect_min_s: first reconnect delay bound.
         reconnect_max_s: cap of the reconnect delay bound.
         command_key: HMAC-SHA256 key of operator commands (None: every command is refused).
+        max_order_age_ns: a new order older than this since its decision is never sent
+            (withdrawn and rejected, ``[live] max_order_age``); None: no limit.
         limits: the configured bounds of inbound checks (``[live] max_tick_age``,
             ``max_tick_future``, ``max_fee_bps``), market data, reports and answers alike.
 
@@ -50,6 +60,7 @@ class MqttSettings:
     username: str | None = None
     password: str | None = None
     client_id: str = "tradeloop"
+    bind_client_id: bool = False
     tls: bool = False
     ca_file: str | None = None
     cert_file: str | None = None
@@ -63,6 +74,7 @@ class MqttSettings:
     reconnect_min_s: float = 0.1
     reconnect_max_s: float = 10.0
     command_key: bytes | None = None
+    max_order_age_ns: int | None = None
     limits: MessageLimits = field(default_factory=MessageLimits)
 
     def __post_init__(self) -> None:
@@ -83,8 +95,33 @@ class MqttSettings:
             ),
             ("cert_file", self.tls or self.cert_file is None, "needs tls = true"),
             ("key_file", self.key_file is None or self.cert_file is not None, "needs cert_file"),
+            ("bind_client_id", not self.bind_client_id or bool(self.username), "needs a user"),
             ("command_key", self.command_key is None or len(self.command_key) > 0, "is empty"),
         )
         for name, ok, reason in checks:
             if not ok:
                 raise ConfigError(f"mqtt.{name}", reason)
+
+    def login(self, role: str = "") -> tuple[str | None, str]:
+        """The user name and client id of one of the session's connections: ``role`` ""
+        (the main one), ``"md"`` (market data) or ``"reconcile"``."""
+        suffix = f"-{role}" if role else ""
+        if self.bind_client_id and self.username:
+            return self.username + suffix, self.username + suffix
+        return self.username, self.client_id + suffix
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context of every connection of the session (None without ``tls``).
+
+        Raises:
+            AdapterError: the CA, certificate or key file cannot be loaded.
+        """
+        if not self.tls:
+            return None
+        try:
+            context = ssl.create_default_context(cafile=self.ca_file)
+            if self.cert_file is not None:
+                context.load_cert_chain(self.cert_file, self.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise AdapterError(f"mqtt TLS files: {exc}") from exc
+        return context

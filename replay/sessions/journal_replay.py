@@ -32,7 +32,8 @@ from adapters.daemon.core import DECISION_TYPES, apply_record
 from adapters.daemon.rebuild import HISTORY_PER_SESSION, history_apply
 from adapters.daemon.switching import model_switcher
 from adapters.explanations import Explainers, ExplanationCollector, explain_line
-from adapters.journal_file import FileJournalReader, journal_files
+from adapters.journal_file import FileJournalReader
+from adapters.journal_folder import journal_files
 from adapters.reconciliation import apply_history, session_starts
 from engine.assembly import ModelPins
 from engine.clock import ReplayClock, TimerFired

@@ -75,7 +75,10 @@ def test_compose_acl_lets_only_the_operator_send_commands() -> None:
             users[current] = []
         elif line.startswith("topic ") and current is not None:
             users[current].append(line)
-    assert set(users) >= {"tradeloop", "operator", "oms", "feed"}
+    assert set(users) >= {"node1", "node1-reconcile", "operator", "oms", "feed"}
+    # patterns apply to every user: none may grant commands
+    patterns = [line for line in acl.splitlines() if line.startswith("pattern ")]
+    assert not [p for p in patterns if "command" in p and re.match(r"pattern (write|readwrite)", p)]
     writers = {
         u
         for u, rules in users.items()
@@ -153,3 +156,37 @@ def test_compose_live_config_is_a_live_session_on_the_compose_broker() -> None:
     assert cfg["mqtt"]["format"] in {"json", "msgpack"}
     assert cfg["mqtt"]["market_data_qos"] in {0, 1}
     assert cfg["live"]["order_timeout"] == "5s" and cfg["live"]["heartbeat"] == "1s"
+
+
+def _broker_settings() -> dict[str, str]:
+    conf = (ROOT / "docs" / "mosquitto.conf").read_text()
+    return dict(
+        line.split(None, 1) for line in conf.splitlines() if line.strip() and line[0] != "#"
+    )
+
+
+def test_compose_broker_is_tls_only_with_client_ids_bound_to_users() -> None:
+    settings = _broker_settings()
+    conf = (ROOT / "docs" / "mosquitto.conf").read_text()
+    assert [line for line in conf.splitlines() if line.startswith("listener")] == ["listener 8883"]
+    assert settings["use_username_as_clientid"] == "true"
+    mounts = _mounts(_compose()["services"]["mosquitto"])
+    for key in ("cafile", "certfile", "keyfile"):
+        source, mode = mounts[settings[key]]
+        assert source.startswith("./deploy/certs/") and mode == "ro"
+    assert _compose()["services"]["mosquitto"]["ports"] == ["8883:8883"]
+
+
+def test_compose_daemon_tls_bound_ids_metrics_on_loopback_not_root() -> None:
+    services = _compose()["services"]
+    cfg = _live_config()
+    assert cfg["mqtt"]["tls"] is True and cfg["mqtt"]["port"] == 8883
+    assert cfg["mqtt"]["bind_client_id"] is True
+    source, mode = _mounts(services["tradeloop"])[cfg["mqtt"]["ca_file"]]
+    assert source == "./deploy/certs/ca.crt" and mode == "ro"
+    # metrics: the container's compose-network name, published on the host's loopback only
+    assert cfg["live"]["metrics_host"] == services["tradeloop"]["hostname"]
+    assert services["tradeloop"]["ports"] == [f"127.0.0.1:{cfg['live']['metrics_port']}:9108"]
+    for service in services.values():
+        uid = str(service["user"]).split(":")[0]
+        assert uid.isdigit() and int(uid) != 0

@@ -13,14 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adapters.journal_file import (
-    NS_PER_DAY,
-    FileJournalReader,
-    FileJournalWriter,
-    FsyncLimits,
-    day_file,
-    journal_files,
-)
+from adapters.journal_file import FileJournalReader, FileJournalWriter, FsyncLimits
+from adapters.journal_folder import NS_PER_DAY, day_file, journal_files
 from engine.clock import TimerFired
 from engine.errors import AdapterError
 from engine.events import Command, Fill
@@ -393,12 +387,15 @@ def _snap_engine(tmp_path: Path) -> tuple[object, dict[str, object]]:
     return engine, {"ledger": ledger}
 
 
+SNAP_KEY = b"test-snapshot-key-0123456789abcdef"  # the snapshots' HMAC key
+
+
 def _session(tmp_path: Path, n: int, snapshot_every: int) -> list[int]:
     """A session journaled and applied as the daemon does, with a snapshot every
     ``snapshot_every`` records; fills answer the orders. Returns the snapshots' seqs."""
     from adapters.daemon.core import apply_input
-    from adapters.daemon.snapshots import snapshot_header
-    from adapters.journal_file import write_snapshot
+    from adapters.daemon.snapshots import seal_snapshot, snapshot_header
+    from adapters.journal_folder import write_snapshot
     from engine.events import OrderRequest
     from engine.snapshot import capture_state
 
@@ -445,6 +442,7 @@ def _session(tmp_path: Path, n: int, snapshot_every: int) -> list[int]:
                     ts_recv=ts + 2, config_sha256="cfg",
                 )  # fmt: skip
                 assert header is not None
+                header = seal_snapshot(directory, header, payload, SNAP_KEY)
                 write_snapshot(directory, header, payload)
                 seqs.append(header.seq)
     assert engine.counters["fills"] > 3  # type: ignore[attr-defined]
@@ -459,7 +457,7 @@ def _rebuilt(tmp_path: Path, *, snapshots: bool) -> tuple[object, object]:
         next_seq = writer.next_seq
     history = rebuild(
         engine, tmp_path / "journal", before_seq=next_seq,  # type: ignore[arg-type]
-        config_sha256="cfg" if snapshots else None, extras=extras,
+        config_sha256="cfg" if snapshots else None, extras=extras, snapshot_mac_key=SNAP_KEY,
     )  # fmt: skip
     return engine, history
 
@@ -467,7 +465,7 @@ def _rebuilt(tmp_path: Path, *, snapshots: bool) -> tuple[object, object]:
 def test_restart_from_snapshot_equals_full_rebuild_and_reads_only_the_tail(
     tmp_path: Path,
 ) -> None:
-    from adapters.journal_file import snapshot_files
+    from adapters.journal_folder import snapshot_files
     from tests.engine.test_snapshot import state_differences
 
     seqs = _session(tmp_path, 300, 70)
@@ -483,7 +481,7 @@ def test_restart_from_snapshot_equals_full_rebuild_and_reads_only_the_tail(
 def test_torn_or_damaged_newest_snapshot_falls_back_to_the_previous_then_full(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from adapters.journal_file import snapshot_files
+    from adapters.journal_folder import snapshot_files
     from tests.engine.test_snapshot import state_differences
 
     seqs = _session(tmp_path, 200, 60)
@@ -507,7 +505,7 @@ def test_snapshot_after_a_kill_9_torn_tail_and_a_foreign_config(tmp_path: Path) 
     """kill -9 mid-write: the journal's torn tail is cut, the snapshot (taken before it)
     still loads and the state equals a full rebuild of what is left; a snapshot of
     another config is never used."""
-    from adapters.journal_file import journal_files
+    from adapters.journal_folder import journal_files
     from tests.engine.test_snapshot import state_differences
 
     seqs = _session(tmp_path, 150, 50)
@@ -521,7 +519,8 @@ def test_snapshot_after_a_kill_9_torn_tail_and_a_foreign_config(tmp_path: Path) 
     from adapters.daemon.rebuild import rebuild
 
     engine, extras = _snap_engine(tmp_path)
-    other = rebuild(engine, tmp_path / "journal", config_sha256="another", extras=extras)  # type: ignore[arg-type]
+    other = rebuild(engine, tmp_path / "journal", config_sha256="another", extras=extras,  # type: ignore[arg-type]
+                    snapshot_mac_key=SNAP_KEY)  # fmt: skip
     assert other.snapshot_seq == 0 and other.snapshots_invalid == 2  # both kept
     assert state_differences(engine, full) == []  # type: ignore[arg-type]
 

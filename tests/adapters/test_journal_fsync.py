@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 import adapters.journal_file as journal_file
-from adapters.journal_file import NS_PER_DAY, FileJournalReader, FileJournalWriter, FsyncLimits
+from adapters.journal_file import FileJournalReader, FileJournalWriter, FsyncLimits
+from adapters.journal_folder import NS_PER_DAY, snapshot_files
 from engine.errors import AdapterError
 from tests.adapters.test_journal_file import MS, T, batch, fill
 
@@ -168,7 +169,7 @@ def test_journal_open_sets_aside_snapshots_past_the_journal_end(tmp_path: Path) 
     again.open()
     assert again.next_seq == 31 and again.stale_snapshots == 1
     assert (tmp_path / "snapshot-50.tls.stale").exists()
-    assert journal_file.snapshot_files(tmp_path) == [tmp_path / "snapshot-20.tls"]
+    assert snapshot_files(tmp_path) == [tmp_path / "snapshot-20.tls"]
     again.close()
 
 

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import pickle
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -213,18 +211,39 @@ def run(stream: list[tuple[int, Body]], engine: Engine | None = None) -> Engine:
 
 
 def _ref_loads(payload: bytes) -> Any:
-    class Loader(pickle.Unpickler):
-        def persistent_load(self, pid: Any) -> Any:
-            return ("ref", pid)
+    """A captured state as a tree of plain values (what ``engine.snapshot`` writes), its
+    objects as maps of their attributes and its arrays as arrays, to compare."""
+    state = msgspec.msgpack.decode(payload)
+    state["objects"] = {
+        name: {key: _readable(value) for key, value in pairs}
+        for name, pairs in state["objects"].items()
+    }
+    state["strategy"] = _readable(state["strategy"])
+    return state
 
-        def find_class(self, module: str, name: str) -> Any:
-            if (module, name) == ("engine.snapshot", "_method"):
-                return lambda obj, method: ("method", obj, method)
-            return super().find_class(module, name)
 
-    import io
-
-    return Loader(io.BytesIO(payload)).load()
+def _readable(value: Any) -> Any:
+    if not isinstance(value, list) or not value:
+        return value
+    tag, *rest = value
+    match tag:
+        case "o":
+            return {"class": rest[1], **{k: _readable(v) for k, v in rest[2]}}
+        case "S":
+            return {"class": rest[1], "fields": [_readable(v) for v in rest[2]]}
+        case "a":
+            return np.frombuffer(rest[3], dtype=np.dtype(rest[1])).reshape(rest[2])
+        case "l" | "s" | "fs":
+            return [_readable(v) for v in rest[1]]
+        case "q":
+            return [_readable(v) for v in rest[2]]
+        case "d" | "C" | "od":
+            return {repr(_readable(k)): _readable(v) for k, v in rest[1]}
+        case "dd":
+            return {repr(_readable(k)): _readable(v) for k, v in rest[2]}
+        case "t":
+            return tuple(_readable(v) for v in rest[0])
+    return value
 
 
 def differences(a: Any, b: Any, path: str = "state", out: list[str] | None = None) -> list[str]:
@@ -347,16 +366,21 @@ class _OtherClock(ReplayClock):
 
 def test_restore_refuses_garbage_and_forbidden_classes() -> None:
     fresh = new_engine()[0]
+    before = dict(vars(fresh))
     with pytest.raises(JournalError, match="does not load"):
-        restore_state(fresh, b"not a pickle")
-    evil = pickle.dumps({"types": {}, "x": _Boom()})
-    with pytest.raises(JournalError, match="may not name"):
-        restore_state(fresh, evil)
-
-
-class _Boom:
-    def __reduce__(self) -> tuple[Callable[..., Any], tuple[str]]:
-        return (print, ("pwned",))
+        restore_state(fresh, b"not a snapshot")
+    state = msgspec.msgpack.decode(capture_state(run(STREAM[:20])))
+    for name, forbidden in (("os", "system"), ("subprocess", "Popen"), ("builtins", "eval")):
+        evil = dict(state)
+        evil["objects"] = dict(state["objects"])
+        evil["objects"]["engine"] = [["x", ["o", 999_999, f"{name}:{forbidden}", []]]]
+        with pytest.raises(JournalError, match="may not name"):
+            restore_state(fresh, msgspec.msgpack.encode(evil))
+    # a class of tradeloop's with a constructor of its own, or a function, is refused too
+    evil["objects"]["engine"] = [["x", ["o", 999_999, "engine.snapshot:capture_state", []]]]
+    with pytest.raises(JournalError, match="only name classes"):
+        restore_state(fresh, msgspec.msgpack.encode(evil))
+    assert dict(vars(fresh)) == before
 
 
 def test_capture_of_unpicklable_strategy_state_is_a_journal_error() -> None:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from adapters.certs import make_certificates
+
 MOSQUITTO = shutil.which("mosquitto") or (
     "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
 )
@@ -126,3 +128,97 @@ def daemon_env(broker: Broker, monkeypatch: pytest.MonkeyPatch) -> Broker:
     monkeypatch.setenv("TL_TEST_MQTT_PASSWORD", broker.password)
     monkeypatch.setenv("TL_TEST_COMMAND_KEY", COMMAND_KEY)
     return broker
+
+
+# the deployment of docs/: its broker config and ACL, over TLS
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+# docs/mosquitto.acl's users (a daemon's three: node1's), and node2, a second daemon's user
+# known to the password file and to the ACL's patterns only
+DEPLOYED_USERS = ("node1", "node1-md", "node1-reconcile", "node2", "oms", "feed", "operator")
+# lines of docs/mosquitto.conf the fixture writes itself (paths and the listener)
+_LOCAL_KEYS = frozenset({
+    "user", "listener", "cafile", "certfile", "keyfile", "password_file", "acl_file",
+    "persistence", "persistence_location", "log_dest",
+})  # fmt: skip
+
+
+@dataclass(frozen=True)
+class DeployedBroker:
+    host: str
+    port: int
+    ca_file: Path  # the CA that signs the broker's certificate
+    passwords: dict[str, str]  # per user of DEPLOYED_USERS
+    log: Path
+
+
+@pytest.fixture
+def deployed_broker(tmp_path: Path) -> Iterator[DeployedBroker]:
+    """A mosquitto as docs/ ship it: docs/mosquitto.conf's settings (client ids bound to
+    users, no anonymous access), docs/mosquitto.acl, a TLS listener on a free port of
+    127.0.0.1 with certificates from ``adapters.certs``, a password per user of
+    ``DEPLOYED_USERS`` (the daemon's three users share theirs)."""
+    if MOSQUITTO is None or shutil.which("openssl") is None:
+        pytest.skip("mosquitto or openssl is not installed")
+    certs = make_certificates(tmp_path / "certs", ("127.0.0.1", "localhost"), days=1)
+    passwd = tmp_path / "passwd"
+    daemon_password = "node1-secret"
+    passwords = {
+        u: daemon_password if u.startswith("node1") else f"{u}-secret" for u in DEPLOYED_USERS
+    }
+    for i, (user, password) in enumerate(passwords.items()):
+        subprocess.run(
+            ["mosquitto_passwd", "-b", *(["-c"] if i == 0 else []), str(passwd), user, password],
+            check=True,
+            capture_output=True,
+        )
+    acl = tmp_path / "acl"
+    acl.write_text((DOCS / "mosquitto.acl").read_text())
+    shipped = [
+        line
+        for line in (DOCS / "mosquitto.conf").read_text().splitlines()
+        if line.strip() and not line.startswith("#") and line.split()[0] not in _LOCAL_KEYS
+    ]
+    log = tmp_path / "mosquitto-tls.log"
+    conf = tmp_path / "mosquitto-tls.conf"
+    for _attempt in range(5):
+        port = _free_port()
+        log.unlink(missing_ok=True)
+        conf.write_text(
+            f"user {getpass.getuser()}\nlistener {port} 127.0.0.1\ncafile {certs.ca_cert}\n"
+            f"certfile {certs.broker_cert}\nkeyfile {certs.broker_key}\n"
+            + "\n".join(shipped)
+            + f"\npassword_file {passwd}\nacl_file {acl}\npersistence false\n"
+            f"log_dest file {log}\n"
+        )
+        proc = subprocess.Popen(
+            [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        if _wait_running(port, proc, log):
+            break
+    else:
+        raise RuntimeError(f"mosquitto exited: {log.read_text(errors='replace')}")
+    try:
+        yield DeployedBroker("127.0.0.1", port, certs.ca_cert, passwords, log)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def deployed_env(
+    deployed_broker: DeployedBroker, monkeypatch: pytest.MonkeyPatch
+) -> DeployedBroker:
+    """The variables docs/live.toml names (the daemon's user node1), and the operator's
+    login for ``tradeloop command``."""
+    monkeypatch.setenv("TRADELOOP_MQTT_USER", "node1")
+    monkeypatch.setenv("TRADELOOP_MQTT_PASSWORD", deployed_broker.passwords["node1"])
+    monkeypatch.setenv("TRADELOOP_COMMAND_KEY", COMMAND_KEY)
+    monkeypatch.setenv("TRADELOOP_OPERATOR_USER", "operator")
+    monkeypatch.setenv("TRADELOOP_OPERATOR_PASSWORD", deployed_broker.passwords["operator"])
+    return deployed_broker

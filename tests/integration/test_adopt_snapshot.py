@@ -14,7 +14,8 @@ import pytest
 
 from adapters.daemon.assembly import build_live_engine
 from adapters.daemon.rebuild import rebuild
-from adapters.journal_file import snapshot_files
+from adapters.daemon.snapshots import snapshot_mac_key
+from adapters.journal_folder import snapshot_files
 from adapters.live_sender import ShadowSender
 from adapters.mqtt.command_guard import CommandGuard
 from adapters.reconciliation import FillLedger
@@ -169,7 +170,8 @@ async def test_restart_loads_the_snapshot_and_equals_a_full_rebuild(
     full, full_extras = fresh()
     rebuild(full, journal, extras=full_extras)  # type: ignore[arg-type]
     fast, fast_extras = fresh()
-    history = rebuild(fast, journal, config_sha256=digest, extras=fast_extras)  # type: ignore[arg-type]
+    history = rebuild(fast, journal, config_sha256=digest, extras=fast_extras,  # type: ignore[arg-type]
+                      snapshot_mac_key=snapshot_mac_key(loaded))  # fmt: skip
     assert history.snapshot_seq > last_seq  # the second session's own stop snapshot
     assert state_differences(fast, full) == []  # type: ignore[arg-type]
     for m in manifests(journal):

@@ -116,6 +116,7 @@ class Desk:
         history = rebuild(
             engine, self.journal_dir, before_seq=journal.next_seq,
             config_sha256=self.taker.key if from_snapshot else None, extras=extras,
+            snapshot_mac_key=self.taker.mac_key,
         )  # fmt: skip
         assert not from_snapshot or history.snapshots_invalid == 0
         self.taker.begin(history, session_id, journal.next_seq)

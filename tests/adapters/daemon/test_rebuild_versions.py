@@ -21,9 +21,10 @@ from adapters.daemon.assembly import build_live_engine
 from adapters.daemon.core import apply_record
 from adapters.daemon.rebuild import HISTORY_PER_SESSION, rebuild
 from adapters.daemon.session import write_session_files
-from adapters.daemon.snapshots import snapshot_header
+from adapters.daemon.snapshots import seal_snapshot, snapshot_header
 from adapters.daemon.switching import model_switcher
-from adapters.journal_file import FileJournalReader, FileJournalWriter, write_snapshot
+from adapters.journal_file import FileJournalReader, FileJournalWriter
+from adapters.journal_folder import write_snapshot
 from adapters.reconciliation import History
 from engine.assembly import ModelPins, ModelSwitcher
 from engine.config import Config, load_config
@@ -38,6 +39,7 @@ from tests.engine.test_snapshot import state_differences
 from tests.model_versions import Versions, make_sample, quote_batch, train_versions, write_config
 
 SNAPSHOT_KEY = "rebuild-versions-test"
+SNAP_KEY = b"rebuild-versions-test-hmac-key-0123"  # the snapshots' HMAC key
 N = 2400  # quotes of two symbols, 60 s
 # session 1: [0, 1200) with A -> B at 600; session 2: [1200, 2400) with B -> C at 1500;
 # the snapshot of session 2 is taken at 1800, after its switch
@@ -116,6 +118,7 @@ def _write(v: Versions, sample: Path, tmp: Path, *, snapshot: bool) -> Journal:
                         ts_recv=int(batch.ts_recv[-1]), config_sha256=SNAPSHOT_KEY,
                     )  # fmt: skip
                     assert header is not None
+                    header = seal_snapshot(folder, header, payload, SNAP_KEY)
                     write_snapshot(folder, header, payload)
             writer.commit()
     assert reference.model_version == v.c
@@ -178,7 +181,7 @@ def test_rebuild_from_a_snapshot_taken_after_a_switch_runs_the_switched_model(
     rebuilt, switcher = _engine(journal.config, ModelPins(v.b, "paper"), "n1-s3")
     history: History = rebuild(
         rebuilt, journal.folder, config_sha256=SNAPSHOT_KEY, extras={"models": switcher.memory},
-        switcher=switcher,
+        switcher=switcher, snapshot_mac_key=SNAP_KEY,
     )  # fmt: skip
     assert history.snapshot_seq > 0 and history.snapshots_invalid == 0
     assert rebuilt.model_version == v.c

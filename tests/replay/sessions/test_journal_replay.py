@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 
 from adapters.daemon.core import apply_input
-from adapters.journal_file import FileJournalReader, FileJournalWriter, journal_files
+from adapters.journal_file import FileJournalReader, FileJournalWriter
+from adapters.journal_folder import journal_files
 from adapters.sim_venue import SimulatedVenue
 from engine.clock import ReplayClock, TimerFired
 from engine.codec import EventCodec
