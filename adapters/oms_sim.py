@@ -13,6 +13,9 @@ report again. Payloads are decoded as JSON or MessagePack, whichever the bytes a
 payload starts with ``{``, a MessagePack event with a map marker); reports go out in the
 configured format, answers in the format of their request.
 
+When enabled, it cancels a node's working orders once the node is gone (its status
+offline, or its heartbeat lapsed): cancel-on-disconnect, ``adapters.oms_disconnect``.
+
 For fault tests of the daemon, ``AnswerFault`` makes it misbehave the way real OMSs do:
 late, twice, out of order, or never.
 """
@@ -40,6 +43,7 @@ from adapters.mqtt.feed_protocol import PINGREQ, FeedProtocol, open_feed
 from adapters.mqtt.ingest import RawMessage
 from adapters.mqtt.reconcile import ReconcileCodec, ReconcileResponse, RequestFailed
 from adapters.mqtt.topics import Topics
+from adapters.oms_disconnect import CancelOnDisconnect, NodeWatch
 from adapters.simulated_oms import SimulatedOms, TickRow, tick_batch
 from engine.clock import Clock, LiveClock
 from engine.codec import EventCodec, Format
@@ -163,6 +167,7 @@ class MqttOmsSimulator:
         market_data_qos: QoS of the market-data subscriptions.
         clock: where receive times come from (default the wall clock).
         fault: how reports are answered (default: normally).
+        cancel_on_disconnect: when a gone daemon's orders are cancelled (default: never).
     """
 
     def __init__(
@@ -179,9 +184,12 @@ class MqttOmsSimulator:
         market_data_qos: int = 0,
         clock: Clock | None = None,
         fault: AnswerFault | None = None,
+        cancel_on_disconnect: CancelOnDisconnect | None = None,
     ) -> None:
         self.oms = oms
         self.fault = fault if fault is not None else AnswerFault()
+        self.cancel_on_disconnect = cancel_on_disconnect or CancelOnDisconnect()
+        self._nodes = NodeWatch(self.cancel_on_disconnect, topics.prefix)
         self.topics = topics
         self.state: SimState = "new"
         self.bad_messages: Counter[str] = Counter()  # by source: orders, market_data, requests
@@ -267,8 +275,9 @@ class MqttOmsSimulator:
                 timer = tg.create_task(self._venue_timer(), name="oms-sim-venue-timer")
                 late = tg.create_task(self._publish_late(), name="oms-sim-late")
                 stopped = tg.create_task(stop.wait(), name="oms-sim-stop")
+                lapse = tg.create_task(self._watch_heartbeats(), name="oms-sim-heartbeats")
                 await asyncio.wait([links, stopped], return_when=asyncio.FIRST_COMPLETED)
-                for task in (timer, late, stopped):
+                for task in (timer, late, stopped, lapse):
                     task.cancel()
                 if not links.done():
                     self._flush_ticks()
@@ -297,6 +306,8 @@ class MqttOmsSimulator:
         try:
             await client.subscribe(self.topics.orders, qos=1)
             await client.subscribe(self.topics.requests, qos=1)
+            if self.cancel_on_disconnect.enabled:
+                await client.subscribe(self._nodes.topic_filter, qos=1)
             if self._market_data_qos != 0:
                 for topic in self._routes:
                     await client.subscribe(topic, qos=self._market_data_qos)
@@ -422,6 +433,8 @@ class MqttOmsSimulator:
             elif topic == self.topics.requests:
                 self._flush_ticks()
                 self._on_request(bytes(raw), message.properties, now)
+            elif self._nodes.is_status(topic):
+                self._on_status(topic, bytes(raw), now)
             else:  # market data at QoS 1 or 2 (on this connection)
                 self._on_market_data([(topic, bytes(raw), None, False)], now)
                 if self._flush_soon is None:
@@ -491,6 +504,30 @@ class MqttOmsSimulator:
                 self._refuse(raw, fmt, reason, now)
                 return
         self._wake.set()  # the venue's next event may be sooner now
+
+    def _on_status(self, topic: str, raw: bytes, now: int) -> None:
+        try:
+            gone = self._nodes.on_status(topic, raw, asyncio.get_running_loop().time())
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self._bad("status", raw, str(exc))
+            return
+        if gone is not None:
+            self.counters["nodes_offline"] += 1
+            self._cancel_node(*gone, now=now)
+
+    async def _watch_heartbeats(self) -> None:
+        lapse = self.cancel_on_disconnect.heartbeat_lapse_s
+        while self.cancel_on_disconnect.enabled and lapse is not None:
+            await asyncio.sleep(lapse / 4)
+            for node, reason in self._nodes.lapsed(asyncio.get_running_loop().time()):
+                self.counters["heartbeats_lapsed"] += 1
+                self._cancel_node(node, reason, now=self._stamp())
+
+    def _cancel_node(self, node: str, reason: str, *, now: int) -> None:
+        self._flush_ticks()
+        log.warning("oms-sim: %s: cancelling the working orders of node %s", reason, node)
+        self._emit(self.oms.cancel_orders_of(node, now, reason))
+        self._wake.set()  # the cancels reach the venue after its latency
 
     def _refuse(self, raw: bytes, fmt: Format, reason: str, now: int) -> None:
         """Count a malformed order; answer it when a client order id can be read from it

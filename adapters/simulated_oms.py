@@ -53,6 +53,7 @@ OrderState = Literal["pending", "accepted", "partially_filled", "filled", "cance
 # Quantities are sums of floats on a lot grid; 1e-12 is far below any lot and far above
 # the rounding noise of summing a few thousand fills.
 _QTY_EPS = 1e-12
+_CLOSED: frozenset[str] = frozenset({"filled", "cancelled", "rejected"})
 
 
 @dataclass(slots=True)
@@ -109,6 +110,19 @@ class SimulatedOms:
         """Take a cancel received at ``now_ns``; the venue answers it after latency."""
         self.counters["cancels"] += 1
         self.venue.cancel(msgspec.structs.replace(cancel, ts_event=now_ns, ts_recv=now_ns))
+        return self.advance_to(now_ns)
+
+    def cancel_orders_of(self, node: str, now_ns: int, reason: str) -> list[ExecutionReport]:
+        """Cancel every working order of daemon ``node`` (client order ids
+        ``{node}-...``), as if it had asked (cancel-on-disconnect: its last will fired or
+        its heartbeat lapsed); each is counted in ``cancels_on_disconnect``."""
+        prefix = f"{node}-"
+        for cid, order in self.orders.items():
+            if order.status in _CLOSED or not cid.startswith(prefix):
+                continue
+            self.counters["cancels_on_disconnect"] += 1
+            self.venue.cancel(CancelRequest(ts_event=now_ns, ts_recv=now_ns, client_order_id=cid,
+                                            instrument=order.request.instrument, reason=reason))  # fmt: skip
         return self.advance_to(now_ns)
 
     def advance_to(self, now_ns: int) -> list[ExecutionReport]:

@@ -193,6 +193,9 @@ class MqttConfig(_Strict, frozen=True):
     username_env: str | None = None
     password_env: str | None = None
     client_id: str | None = None  # default: tradeloop-{live.node}
+    # the broker binds client ids to users (mosquitto's use_username_as_clientid): the
+    # daemon logs in as <user>, <user>-md and <user>-reconcile, one password
+    bind_client_id: bool = False
     format: Literal["json", "msgpack"] = "json"
     market_data_qos: Annotated[int, msgspec.Meta(ge=0, le=1)] = 0
     max_payload_bytes: Annotated[int, msgspec.Meta(ge=64, le=16 * 2**20)] = 65_536
@@ -224,6 +227,9 @@ class LiveConfig(_Strict, frozen=True):
     # in that window (a QoS 1 redelivery, a captured message replayed) is refused
     command_max_age: Duration = "30s"
     metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65_535)] = 9108  # 0: no endpoint
+    # the metrics endpoint's address (positions and PnL: not for the world); a container
+    # sets its compose network's
+    metrics_host: str = "127.0.0.1"
     shutdown_timeout: Duration = "5s"
     # how long the OMS has to answer one reconciliation request, and how often a daemon
     # halted by reconciliation asks again
@@ -250,6 +256,9 @@ class LiveConfig(_Strict, frozen=True):
     max_tick_future: Duration = "1s"
     # a fill's fee beyond this many bps of its notional (either sign) is refused
     max_fee_bps: Annotated[float, msgspec.Meta(gt=0.0, le=10_000.0)] = 100.0
+    # an execution report stamped ahead of its receipt by more than this is refused (the
+    # OMS's clock may run a little ahead; a fill stamped a day ahead is not booked)
+    max_report_future: Duration = "1m"
     # the wall clock stepping away from the monotonic clock by more than this (either way)
     # is journaled with an Alarm; the engine's automatic claim goes to ``on_clock_jump``
     clock_jump: Duration = "2s"
@@ -258,6 +267,9 @@ class LiveConfig(_Strict, frozen=True):
     # ``cancel_retry_max``: one cancel per working order in flight
     cancel_retry: Duration = "1s"
     cancel_retry_max: Duration = "30s"
+    # a new order still unsent this long after its decision (the connection died under
+    # it) is never sent: withdrawn and journaled as rejected; cancels always go
+    max_order_age: Duration = "3s"
 
     @property
     def max_tick_age_ns(self) -> int:
@@ -266,6 +278,10 @@ class LiveConfig(_Strict, frozen=True):
     @property
     def max_tick_future_ns(self) -> int:
         return parse_duration_ns(self.max_tick_future)
+
+    @property
+    def max_report_future_ns(self) -> int:
+        return parse_duration_ns(self.max_report_future)
 
     @property
     def clock_jump_ns(self) -> int:
@@ -278,6 +294,10 @@ class LiveConfig(_Strict, frozen=True):
     @property
     def cancel_retry_max_ns(self) -> int:
         return parse_duration_ns(self.cancel_retry_max)
+
+    @property
+    def max_order_age_ns(self) -> int:
+        return parse_duration_ns(self.max_order_age)
 
     @property
     def order_timeout_ns(self) -> int:
@@ -314,6 +334,12 @@ class JournalConfig(_Strict, frozen=True):
     # whichever comes first: a restart applies only the journal after the newest snapshot
     snapshot_every_records: Annotated[int, msgspec.Meta(ge=1_000, le=100_000_000)] = 50_000
     snapshot_every: Duration = "5m"
+    # below this many bytes free on the journal's disk (checked at each heartbeat) the
+    # daemon goes REDUCE_ONLY with an Alarm, before a full disk stops the journal; 0: off
+    min_free_bytes: Annotated[int, msgspec.Meta(ge=0)] = 256 * 2**20
+    # the environment variable holding the snapshots' HMAC key: without it no snapshot is
+    # written or loaded (a restart replays the journal in full)
+    snapshot_key_env: str = "TRADELOOP_SNAPSHOT_KEY"
 
     @property
     def snapshot_every_s(self) -> float:
@@ -331,11 +357,12 @@ class MonitorConfig(_Strict, frozen=True):
     full. ``drift_window`` (M samples) and ``false_alarm_rate`` (the chance that M
     samples of unchanged data raise a drift alarm on any feature or the score) are
     calibrated by ``tradeloop train`` into the manifest; a running monitor refuses a model
-    calibrated for other values. ``ic_min`` and ``losing_streak`` are ``"calibrated"``
-    (``engine.monitor.alarms``) from the model's out-of-sample IC and hit ratio to the
-    same ``false_alarm_rate``, per window of ``window`` predictions and of
-    ``losing_streak_window`` round trips; a number fixes them (its rate is stated
-    beside it). ``None`` turns an alarm off. Each alarm's action
+    calibrated for other values. ``ic_min``, ``accuracy_margin`` and ``losing_streak``
+    are ``"calibrated"`` (``engine.monitor.alarms``) from the model's out-of-sample IC and
+    accuracy to the same ``false_alarm_rate``, per window of ``window`` predictions and of
+    ``losing_streak_window`` round trips; a number fixes them (``accuracy_margin``: the
+    hit ratio's allowed drop below the out-of-sample accuracy; its rate is stated beside
+    it). ``None`` turns an alarm off. Each alarm's action
     (``on_*``) is ``notify`` (an Alarm event and a log line), or the engine's own sticky
     claim on the trading state, ``reduce_only`` or ``halted``, which only an operator
     ``resume`` clears and which never lowers another source's claim. Every action
@@ -351,7 +378,9 @@ class MonitorConfig(_Strict, frozen=True):
     ic_min: Annotated[float, msgspec.Meta(ge=-1.0, le=1.0)] | Literal["calibrated"] | None = (
         "calibrated"
     )
-    accuracy_margin: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] | None = 0.05
+    accuracy_margin: (
+        Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] | Literal["calibrated"] | None
+    ) = "calibrated"
     losing_streak: (
         Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | Literal["calibrated"] | None
     ) = "calibrated"
@@ -430,9 +459,11 @@ def _durations(cfg: Config) -> list[tuple[str, Duration | None, bool]]:
         ("live.command_max_age", cfg.live.command_max_age, False),
         ("live.max_tick_age", cfg.live.max_tick_age, False),
         ("live.max_tick_future", cfg.live.max_tick_future, False),
+        ("live.max_report_future", cfg.live.max_report_future, False),
         ("live.clock_jump", cfg.live.clock_jump, False),
         ("live.cancel_retry", cfg.live.cancel_retry, False),
         ("live.cancel_retry_max", cfg.live.cancel_retry_max, False),
+        ("live.max_order_age", cfg.live.max_order_age, False),
         ("journal.snapshot_every", cfg.journal.snapshot_every, False),
         *(
             (f"risk.instruments.{_key(symbol)}.max_quote_age", own.max_quote_age, False)

@@ -28,6 +28,13 @@ serialized in the journal's order:
   ``reduce_only`` command from issuer ``daemon`` (sticky until an operator resumes).
 - stop (SIGTERM/SIGINT) -> a ``kill`` command from issuer ``daemon`` if
   ``live.cancel_on_stop`` (HALTED cancels every open order).
+- the journal's disk below ``[journal] min_free_bytes`` at a heartbeat -> a
+  ``reduce_only`` command from issuer ``daemon`` whose reason says so (an Alarm, the
+  state REDUCE_ONLY, sticky until an operator resumes), once per crossing.
+
+A journal that cannot be written (disk full, I/O error) raises ``JournalFailed``: nothing
+more can be acted on, since nothing more can be journaled; the daemon cancels its working
+orders without journaling them and exits (``adapters.daemon.run``).
 
 Receive times entering the engine never go backwards: the receive clock
 (``ReceiveClock``) runs on the monotonic clock, placed on the wall clock's scale at the
@@ -54,6 +61,7 @@ from typing import IO, Final, Literal, ParamSpec, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from adapters.daemon.disk_watch import DISK_LOW_REASON, DiskWatermark
 from adapters.journal_file import FileJournalWriter
 from adapters.live_sender import QueueSender
 from adapters.metrics import DaemonMetrics
@@ -64,7 +72,7 @@ from engine.clock import monotonic_clock_ns, wall_clock_ns
 from engine.codec import EventCodec
 from engine.config import LiveConfig
 from engine.engine import Engine
-from engine.errors import ConfigError
+from engine.errors import AdapterError, ConfigError, TradeloopError
 from engine.events import (
     Alarm,
     CancelRequest,
@@ -90,6 +98,7 @@ from engine.journal import (
     ExternalOrder,
     FeedRecord,
     FeedStatus,
+    JournalLossRecord,
     MarketDataRecord,
     ModelSwitch,
     ModelSwitchRecord,
@@ -122,6 +131,10 @@ DECISION_TYPES = (
     ModelSwitched,
 )
 MODEL_COMMANDS: Final = ("promote", "rollback")
+
+
+class JournalFailed(AdapterError):
+    """The journal could not be written: the daemon may act on nothing more."""
 
 
 # the receive clock
@@ -251,6 +264,9 @@ def apply_input(
         case Command():
             for alarm in alarms_of(body):  # a reconciliation kill names each difference
                 engine.emit(alarm)
+            if body.issuer == "daemon" and body.reason.startswith(DISK_LOW_REASON):
+                engine.emit(Alarm(ts_event=ts_recv, ts_recv=ts_recv, source="journal",
+                                  severity="critical", message=body.reason))  # fmt: skip
             engine.on_command(body)
         case FeedStatus(status="restored"):
             engine.market_data_restored(body.reason)
@@ -291,9 +307,10 @@ def apply_record(engine: Engine, record: AnyRecord, switcher: ModelSwitcher | No
             apply_input(engine, record.ts_recv, record.switch, switcher)
         case ClockJumpRecord():
             apply_input(engine, record.ts_recv, record.jump)
-        case ClockRecord() | TimerRecord():
+        case ClockRecord() | TimerRecord() | JournalLossRecord():
             # the daemon journals no timer firings: timers fire inside the engine as the
-            # clock moves, so a timer record only moves time
+            # clock moves, so a timer record only moves time; an accepted journal loss
+            # is an audit record (reconciliation settles what the lost records did)
             apply_input(engine, record.ts_recv, None)
 
 
@@ -386,11 +403,17 @@ class DecisionLog:
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, DECISION_TYPES):
-            self._file.write(self._codec.encode(event) + b"\n")
+            try:
+                self._file.write(self._codec.encode(event) + b"\n")
+            except OSError as exc:  # the journal's disk, full: the daemon stops the same way
+                raise JournalFailed(f"decisions log write failed: {exc}") from exc
             self.lines += 1
 
     def flush(self) -> None:
-        self._file.flush()
+        try:
+            self._file.flush()
+        except OSError as exc:
+            raise JournalFailed(f"decisions log write failed: {exc}") from exc
 
     def close(self) -> None:
         if not self._file.closed:
@@ -440,6 +463,8 @@ class LiveCore:
         self.owns: Callable[[ExecutionReport], bool] | None = None
         # the wall-clock jumps since the last heartbeat (``ReceiveClock.jumped``)
         self.clock_jumps: Callable[[], list[ClockJump]] | None = None
+        # the journal disk's watermark (``[journal] min_free_bytes``)
+        self.disk: DiskWatermark | None = None
 
     def handle(self, items: list[Inbound]) -> None:
         """One turn over inbox items: journal all, commit, apply all in order."""
@@ -468,8 +493,15 @@ class LiveCore:
         lost = self.feed.check(ts, self.engine.market.quote_ts, claim_cleared)
         if lost is not None:
             inputs.append((ts, lost, "feed"))
+        low_disk = self.disk.check(ts) if self.disk is not None else None
+        if low_disk is not None:
+            self.counters["journal_disk_low"] += 1
+            inputs.append((ts, low_disk, "command"))
         self._run(inputs)
-        self._timed(self.journal.sync)  # market data of an idle stretch is synced too
+        try:
+            self._timed(self.journal.sync)  # market data of an idle stretch is synced too
+        except (TradeloopError, OSError) as exc:
+            raise JournalFailed(f"journal write failed: {exc}") from exc
 
     def inject(self, ts_ns: int, body: InputBody, kind: str) -> None:
         """An input the daemon makes itself (stop, outbox overflow), journaled first."""
@@ -518,12 +550,15 @@ class LiveCore:
 
     def _run(self, inputs: list[tuple[int, InputBody, str]]) -> None:
         journal = self.journal
-        for ts, body, _ in inputs:
-            if body is None:
-                self._timed(journal.append_clock, ts)
-            else:
-                self._timed(journal.append, ts, body)
-        self._timed(journal.commit)
+        try:
+            for ts, body, _ in inputs:
+                if body is None:
+                    self._timed(journal.append_clock, ts)
+                else:
+                    self._timed(journal.append, ts, body)
+            self._timed(journal.commit)
+        except (TradeloopError, OSError) as exc:
+            raise JournalFailed(f"journal write failed: {exc}") from exc
         engine = self.engine
         sender = self.sender
         for ts, body, kind in inputs:
@@ -593,6 +628,7 @@ __all__ = [
     "DecisionLog",
     "FeedMonitor",
     "InputBody",
+    "JournalFailed",
     "LiveCore",
     "ReceiveClock",
     "apply_input",

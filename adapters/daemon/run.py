@@ -11,18 +11,20 @@ next heartbeat when the inbox is empty, and the background work wakes it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import signal
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
 from adapters.daemon.assembly import SwitchSender, build_live_engine, build_router, warm_up
 from adapters.daemon.background import Background
-from adapters.daemon.core import DecisionLog, FeedMonitor, LiveCore, ReceiveClock
+from adapters.daemon.core import DecisionLog, FeedMonitor, JournalFailed, LiveCore, ReceiveClock
+from adapters.daemon.disk_watch import DiskWatermark
 from adapters.daemon.explaining import ExplanationHandOff
 from adapters.daemon.own_reports import OwnReports
 from adapters.daemon.rebuild import HISTORY_PER_SESSION, rebuild
@@ -45,7 +47,7 @@ from adapters.live_sender import Outgoing, QueueSender, ShadowSender
 from adapters.metrics import DaemonMetrics
 from adapters.mqtt.command_guard import CommandGuard
 from adapters.mqtt.ingest import Inbound
-from adapters.mqtt.status import encode_status
+from adapters.mqtt.status import encode_status, offline_payload
 from adapters.mqtt.topics import Topics
 from adapters.reconciliation import (
     SHUTDOWN_REASON,
@@ -56,8 +58,8 @@ from adapters.reconciliation import (
     fetch_over_mqtt,
 )
 from engine.config import Config, load_config
-from engine.errors import ConfigError
-from engine.events import Command, OrderRequest
+from engine.errors import ConfigError, TradeloopError
+from engine.events import CancelRequest, Command, OrderRequest
 from engine.ports import SendOnly
 from engine.units import parse_duration_ns
 
@@ -97,7 +99,9 @@ class Daemon:
         self.session_factory = session_factory
         self.settings = mqtt_settings(config)  # secrets checked before anything starts
         self.start_ns = receive_clock()
-        self.session_id = new_session_id(self.start_ns)
+        # never at or below an id already in the journal folder (a clock stepped back)
+        self.session_id = new_session_id(self.start_ns, Path(config.journal.dir))
+        self.accept_journal_loss = False  # ``--accept-journal-loss``: see FileJournalWriter
         self.order_id_prefix = f"{config.live.node}-{self.session_id}"
         self.topics = Topics(config.mqtt.topic_prefix, config.live.node, config.live.account)
         self.latencies_ns: deque[int] = deque(maxlen=_LATENCY_SAMPLES)
@@ -155,6 +159,7 @@ class Daemon:
         self.metrics_port: int | None = None
         self.files: SessionFiles | None = None
         self.core: LiveCore | None = None
+        self.fatal: JournalFailed | None = None  # the journal failed: cancel, then exit
         self.session: LiveSession | None = None  # while connected
 
     @classmethod
@@ -225,8 +230,9 @@ class Daemon:
         cfg = self.config
         journal_dir = Path(cfg.journal.dir)
         journal = FileJournalWriter(
-            journal_dir, session_id=self.session_id, fsync=cfg.journal.fsync
-        )
+            journal_dir, session_id=self.session_id, fsync=cfg.journal.fsync,
+            owner=f"node {cfg.live.node}", accept_loss=self.accept_journal_loss,
+        )  # fmt: skip
         engine = self.engine
         governance = self.governance
         decisions: DecisionLog | None = None
@@ -236,7 +242,7 @@ class Daemon:
             self.history = rebuild(
                 engine, journal_dir, before_seq=journal.next_seq,
                 config_sha256=self.snapshot_key, extras=self.snapshot_taker.extras,
-                switcher=self.switcher,
+                switcher=self.switcher, snapshot_mac_key=self.snapshot_taker.mac_key,
             )  # fmt: skip
             self.rebuild_ms = round((time.perf_counter() - t0) * 1000)
             self.snapshot_taker.begin(self.history, self.session_id, journal.next_seq)
@@ -276,12 +282,15 @@ class Daemon:
             core.owns = OwnReports(cfg.live.node, engine)  # a shared account: ours only
             if isinstance(self.receive_clock, ReceiveClock):  # jumps journaled at heartbeats
                 core.clock_jumps = self.receive_clock.jumped
+            core.disk = DiskWatermark.of(journal_dir, cfg.journal.min_free_bytes)
             engine.sinks += [decisions, self.metrics.on_event, core.on_event]
             signals_at_start = engine.counters["signals"]
             self.explanations.start(core, journal_dir, self.session_id)
             self.metrics.trading_state.set(0)
             if cfg.live.metrics_port:
-                self.metrics_port = self.metrics.serve(cfg.live.metrics_port)
+                self.metrics_port = self.metrics.serve(
+                    cfg.live.metrics_port, cfg.live.metrics_host
+                )
             core.heartbeat(self.start_ns)  # the first clock reading starts the strategy
             governance.realign(core, self.start_ns)
             governance.watch_aliases()
@@ -300,6 +309,8 @@ class Daemon:
                 log.warning("session %s stopped before the broker answered", self.session_id)
             finally:
                 guard.cancel()
+            if self.fatal is not None:  # the CLI prints it as one line, exits non-zero
+                raise self.fatal
             log.info("session %s stopped", self.session_id, extra=dict(core.counters))
             self.explanations.close()
             if self.pins is not None:
@@ -311,9 +322,16 @@ class Daemon:
         finally:
             self.explanations.close()
             self.metrics.close()
-            if decisions is not None:
-                decisions.close()
-            journal.close()
+            if self.fatal is None:
+                if decisions is not None:
+                    decisions.close()
+                journal.close()
+            else:  # they fail again on a full disk: the error already said why
+                with contextlib.suppress(TradeloopError, OSError):
+                    if decisions is not None:
+                        decisions.close()
+                with contextlib.suppress(TradeloopError, OSError):
+                    journal.close()
 
     async def _connect_and_run(
         self, will: bytes, core: LiveCore, stop: asyncio.Event, decisions: DecisionLog,
@@ -325,7 +343,12 @@ class Daemon:
                                         self.command_guard) as session:  # fmt: skip
             connected.set()
             self.session = session
-            self.metrics.watch_session(lambda: session.counters)
+            # another node's reports are refused by the core, not the session's ingest:
+            # exported beside the session's refusals (reason ``other_node``)
+            self.metrics.watch_session(
+                lambda: session.counters
+                + Counter(bad_other_node=core.counters["reports_other_node"])
+            )
             await self._run_session(session, core, stop, decisions)
 
     @staticmethod
@@ -359,11 +382,44 @@ class Daemon:
                     )
                 )
             self.status_board.offer(core)
-            await self._consume(session, core, stop, decisions)
-            await self._stop(session, core)
+            try:
+                await self._consume(session, core, stop, decisions)
+                await self._stop(session, core)
+            except JournalFailed as exc:
+                self.fatal = exc
+                for task in workers:  # nothing queued behind the journal goes out now
+                    task.cancel()
+                await self._cancel_unjournaled(session, core)
             for task in workers:
                 task.cancel()
             self.reconciler.cancel()
+
+    async def _cancel_unjournaled(self, session: LiveSession, core: LiveCore) -> None:
+        """The journal failed: cancel every working order, best effort, and say goodbye.
+
+        These cancels are not journaled (nothing can be): the engine never sees them, and
+        the next start reconciles against the OMS what they did."""
+        log.critical("%s: cancelling every working order without journaling it; the next "
+                     "start reconciles them with the OMS", self.fatal)  # fmt: skip
+        if self.sender is None:  # shadow sends nothing, paper's venue is in-process
+            return
+        engine = self.engine
+        ts = self.receive_clock()
+        deadline = asyncio.get_running_loop().time() + 2.0
+        for i in range(len(engine.instruments)):
+            for order in engine.orders.open_orders(i):
+                cancel = CancelRequest(ts_event=ts, ts_recv=ts,
+                                       client_order_id=order.client_order_id,
+                                       instrument=order.request.instrument,
+                                       reason="journal failed")  # fmt: skip
+                log.critical("unjournaled cancel of %s", order.client_order_id)
+                with contextlib.suppress(TradeloopError):
+                    await session.publish_order(cancel)
+        # offline: an OMS with cancel-on-disconnect cancels what these cancels miss
+        with contextlib.suppress(TradeloopError):
+            await session.publish_status(offline_payload(self.config.live.node))
+        if not await session.flush(max(0.0, deadline - asyncio.get_running_loop().time())):
+            log.critical("journal failed: the cancels were not all acknowledged by the broker")
 
     async def _watch_stop(self, stop: asyncio.Event) -> None:
         await stop.wait()
@@ -472,6 +528,7 @@ async def run_daemon(
     on_ready: Callable[[Daemon], None] | None = None,
     reconcile_fetch: ReconcileFetch | None = None,
     explain: bool | None = None,
+    accept_journal_loss: bool = False,
 ) -> int:
     """Run the daemon of ``config_path`` on the running loop until ``stop`` is set (or,
     without ``stop``, until SIGTERM or SIGINT). Returns the exit code.
@@ -487,6 +544,9 @@ async def run_daemon(
             when ``session_factory`` is the default, else no reconciliation).
         explain: write an explanation per champion signal (TreeSHAP, off the loop); None:
             as ``[live] explain`` says (the top ``[live] explain_top`` contributions).
+        accept_journal_loss: start on a journal shorter than its recorded end (or on
+            snapshots and session files without their journal), journaling the loss;
+            without it such a journal is refused (``AdapterError``).
 
     Raises:
         ConfigError, PluginLoadError, ModelError: the config cannot run.
@@ -499,6 +559,7 @@ async def run_daemon(
         reconcile_fetch=reconcile_fetch,
         explain=explain,
     )
+    daemon.accept_journal_loss = accept_journal_loss
     if on_ready is not None:
         on_ready(daemon)
     loop = asyncio.get_running_loop()

@@ -7,7 +7,12 @@ and written to the socket before the call returns (``MqttSession.publish_order_n
 write. Otherwise it waits in the outbox, which a writer task hands over in order once the
 connection is up. An item is done when its PUBACK comes; items handed over but not
 acknowledged when the connection is lost go out again, first, after the reconnect (so the
-OMS may see one twice: it is idempotent by client order id). At most ``outbox_size`` items
+OMS may see one twice: it is idempotent by client order id). A new order is never handed
+over once it is older than ``max_order_age`` (from its decision, on the receive clock):
+orders that waited out a dead connection are withdrawn instead, each reported to the
+session (``withdrawn``), which tells the engine through the journaled input stream and,
+for an order handed over before the loss (the broker may have forwarded it), sends its
+cancel; cancels and statuses always go. At most ``outbox_size`` items
 are accepted and not yet acknowledged; beyond that ``publish_*`` waits (back-pressure) and
 ``publish_order_now`` declines. The socket has TCP_NODELAY (the session's
 ``_SOCKET_OPTIONS``): paho leaves Nagle on, which holds a small PUBLISH written while an
@@ -20,7 +25,7 @@ import asyncio
 import collections
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import aiomqtt
@@ -47,6 +52,14 @@ class Publish:
     qos: int
     retain: bool
     counter: str
+    # a new order: its client order id and its decision time (receive clock, ns); an
+    # item with a decision time is withdrawn rather than sent once older than the limit
+    client_order_id: str = ""
+    decided_ns: int | None = None
+    instrument: str = ""
+    # handed to a connection since lost without its PUBACK: the broker may have
+    # forwarded it, so a withdrawn one is cancelled too
+    handed: bool = False
 
 
 def reason_value(code: int | ReasonCode) -> int:
@@ -122,14 +135,28 @@ class Outbox:
         counters: the session's counters: ``item.counter`` per acknowledged item,
             ``publish_refused``.
         closed: whether the session is closed (nothing more is accepted).
+        max_age_ns: a new order older than this (``now() - decided_ns``) is withdrawn,
+            never sent (None: no limit).
+        now: the receive clock the decision times are on.
+        withdrawn: told of each withdrawn order (the session turns it into a rejection).
     """
 
     def __init__(
-        self, size: int, counters: collections.Counter[str], closed: Callable[[], bool]
+        self,
+        size: int,
+        counters: collections.Counter[str],
+        closed: Callable[[], bool],
+        *,
+        max_age_ns: int | None = None,
+        now: Callable[[], int] | None = None,
+        withdrawn: Callable[[Publish], None] | None = None,
     ) -> None:
         self._size = size
         self._counters = counters
         self._closed = closed
+        self._max_age_ns = max_age_ns
+        self._now = now
+        self._withdrawn = withdrawn
         # waiting (in order, first to go first), then handed to the connection's paho
         # client and waiting for the PUBACK (by message id, in publish order)
         self._waiting: collections.deque[Publish] = collections.deque()
@@ -160,11 +187,21 @@ class Outbox:
         self._accepted()
         self._ready.set()
 
+    def enqueue(self, item: Publish) -> None:
+        """Queue ``item`` behind what waits, room or not (a withdrawn order's cancel: one
+        per withdrawn order, and it must not wait for room inside the writer)."""
+        self._waiting.append(item)
+        self._accepted()
+        self._ready.set()
+
     def send_now(self, item: Publish) -> bool:
         """Hand ``item`` to the connection if it can go at once; False if nothing was done."""
         # nothing may overtake what waits in the outbox
         if self._writer is None or self._waiting or self._unsent >= self._size or self._closed():
             return False
+        if self._too_old(item):
+            self._withdraw(item)
+            return True
         try:
             self._send(item)
         except aiomqtt.MqttError:
@@ -180,7 +217,9 @@ class Outbox:
         """The connection is gone: what was handed over and not acknowledged goes out
         first after the reconnect, in order."""
         self._writer = None
-        self._waiting.extendleft(reversed(self._unacked.values()))
+        self._waiting.extendleft(
+            replace(item, handed=True) for item in reversed(self._unacked.values())
+        )
         self._unacked.clear()
 
     def close(self) -> None:
@@ -206,7 +245,13 @@ class Outbox:
         waiting = self._waiting
         while True:
             while waiting:
-                self._send(waiting[0])
+                item = waiting[0]
+                if self._too_old(item):
+                    waiting.popleft()
+                    self._withdraw(item)
+                    self._settle()
+                    continue
+                self._send(item)
                 waiting.popleft()
             self._ready.clear()
             await self._ready.wait()
@@ -221,6 +266,22 @@ class Outbox:
         mid = self._writer.publish(item)
         self._unacked[mid] = item
 
+    def _too_old(self, item: Publish) -> bool:
+        if item.decided_ns is None or self._max_age_ns is None or self._now is None:
+            return False
+        return self._now() - item.decided_ns > self._max_age_ns
+
+    def _withdraw(self, item: Publish) -> None:
+        """``item`` is never sent: counted, logged, reported (it was accepted or is being
+        accepted: ``write`` settles a waiting one, ``send_now`` never counted it)."""
+        assert self._now is not None and item.decided_ns is not None
+        age_s = (self._now() - item.decided_ns) / 1e9
+        self._counters["orders_withdrawn_stale"] += 1
+        log.error("order %s not sent: %.3f s after its decision, older than max_order_age",
+                  item.client_order_id, age_s)  # fmt: skip
+        if self._withdrawn is not None:
+            self._withdrawn(item)
+
     def _accepted(self) -> None:
         self._unsent += 1
         self._settled.clear()
@@ -234,6 +295,9 @@ class Outbox:
             log.error("broker refused a publish to %s: reason code 0x%02x", item.topic, code)
         else:
             self._counters[item.counter] += 1
+        self._settle()
+
+    def _settle(self) -> None:
         self._unsent -= 1
         self._room.set()
         if self._unsent == 0:
