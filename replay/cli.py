@@ -570,7 +570,7 @@ def _register_why(sub: Any) -> None:
 
 
 def _register_tools(sub: Any) -> None:
-    from adapters.tools_cli import register
+    from adapters.tools.cli import register
 
     register(sub, tick_files=_tick_files, default_config=_default_config_path())
 

@@ -19,7 +19,13 @@ from typing import Any, get_args
 
 from adapters.daemon.run import run_daemon
 from adapters.json_logging import install_json_logging
-from adapters.live_demo import MODES, DemoSettings, SampleData, run_live_demo, send_command
+from adapters.tools.demo.live_demo import (
+    MODES,
+    DemoSettings,
+    SampleData,
+    run_live_demo,
+    send_command,
+)
 from engine.errors import TradeloopError
 from engine.events import CommandAction
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.certs import make_certificates
+from adapters.tools.certs import make_certificates
 
 MOSQUITTO = shutil.which("mosquitto") or (
     "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
@@ -157,7 +157,7 @@ class DeployedBroker:
 def deployed_broker(tmp_path: Path) -> Iterator[DeployedBroker]:
     """A mosquitto as docs/ ship it: docs/mosquitto.conf's settings (client ids bound to
     users, no anonymous access), docs/mosquitto.acl, a TLS listener on a free port of
-    127.0.0.1 with certificates from ``adapters.certs``, a password per user of
+    127.0.0.1 with certificates from ``adapters.tools.certs``, a password per user of
     ``DEPLOYED_USERS`` (the daemon's three users share theirs)."""
     if MOSQUITTO is None or shutil.which("openssl") is None:
         pytest.skip("mosquitto or openssl is not installed")

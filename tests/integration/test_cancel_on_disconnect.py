@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from adapters.mqtt.status import decode_status
-from adapters.oms_disconnect import CancelOnDisconnect
-from adapters.oms_sim import MqttOmsSimulator
-from adapters.simulated_oms import SimulatedOms
+from adapters.tools.oms.disconnect import CancelOnDisconnect
+from adapters.tools.oms.oms_sim import MqttOmsSimulator
+from adapters.tools.oms.simulated_oms import SimulatedOms
 from tests.integration.conftest import Broker
 from tests.integration.test_reliability import (
     ROOT,

@@ -22,7 +22,7 @@ from paho.mqtt.properties import Properties
 from adapters.daemon.run import Daemon
 from adapters.journal_file import FileJournalReader
 from adapters.mqtt.auth import SIGNATURE_PROPERTY, sign_command
-from adapters.oms_sim import AnswerFault
+from adapters.tools.oms.oms_sim import AnswerFault
 from engine.events import Alarm, Command, Event, Quote, Side, TradingState
 from engine.journal import CommandRecord, MarketDataRecord
 from engine.orders import OrderStatus

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from adapters.journal_file import FileJournalReader
-from adapters.live_demo import DemoSettings, run_live_demo, set_toml_key
+from adapters.tools.demo.live_demo import DemoSettings, run_live_demo, set_toml_key
 from engine.errors import ConfigError
 from engine.events import Fill
 from engine.journal import CommandRecord, ReportRecord
@@ -125,7 +125,7 @@ def test_live_demo_short_feed_trades_and_leaves_a_session_with_parity(tmp_path: 
 def test_live_demo_without_mosquitto_or_broker_says_so_before_any_work(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("adapters.live_demo._mosquitto", lambda: None)
+    monkeypatch.setattr("adapters.tools.demo.live_demo._mosquitto", lambda: None)
 
     def no_sample(*args: object, **kwargs: object) -> tuple[Path, Path]:
         raise AssertionError("sample data written before the broker was checked")

@@ -70,9 +70,9 @@ from paho.mqtt.properties import Properties
 from adapters.daemon.run import Daemon
 from adapters.journal_file import FileJournalReader
 from adapters.mqtt.session import MqttSession
-from adapters.oms_sim import MqttOmsSimulator
 from adapters.sim_venue import SimulatedVenue
-from adapters.simulated_oms import SimulatedOms
+from adapters.tools.oms.oms_sim import MqttOmsSimulator
+from adapters.tools.oms.simulated_oms import SimulatedOms
 from engine.events import Alarm, Command, Event, Fill, TradingState
 from engine.instruments import Instrument, InstrumentTable
 from engine.journal import CommandRecord, MarketDataRecord, ReportRecord

@@ -32,10 +32,10 @@ from adapters.mqtt.reconcile import (
     response_topic,
 )
 from adapters.mqtt.topics import Topics
-from adapters.oms_sim import AnswerMode, MqttOmsSimulator
 from adapters.sim_venue import SimulatedVenue
-from adapters.simulated_oms import SimulatedOms
-from adapters.tools_cli import ANSWER_MODES
+from adapters.tools.cli import ANSWER_MODES
+from adapters.tools.oms.oms_sim import AnswerMode, MqttOmsSimulator
+from adapters.tools.oms.simulated_oms import SimulatedOms
 from engine.codec import EventCodec
 from engine.errors import AdapterError
 from engine.events import (
@@ -367,7 +367,7 @@ async def test_oms_sim_reconnects_after_a_broker_restart_with_its_state_and_unse
 _COMMAND = """
 import argparse, sys
 from pathlib import Path
-from adapters.tools_cli import register
+from adapters.tools.cli import register
 
 parser = argparse.ArgumentParser()
 register(parser.add_subparsers(), tick_files=None, default_config=Path("replay/default_config.toml"))

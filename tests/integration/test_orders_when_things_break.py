@@ -18,7 +18,7 @@ import pytest
 
 from adapters.mqtt.ingest import Connection, ReportIn
 from adapters.mqtt.status import decode_status
-from adapters.simulated_oms import SimulatedOms
+from adapters.tools.oms.simulated_oms import SimulatedOms
 from engine.events import Alarm, CancelRequest, OrderRejected, OrderRequest
 from replay.sessions.parity import parity
 from tests.integration.conftest import Broker

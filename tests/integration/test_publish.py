@@ -15,8 +15,8 @@ import msgspec
 import pytest
 
 from adapters.mqtt.topics import Topics
-from adapters.publish import MqttTickPublisher
-from adapters.tools_cli import register
+from adapters.tools.cli import register
+from adapters.tools.publish import MqttTickPublisher
 from engine.codec import EventCodec
 from engine.config import Config, load_config
 from engine.errors import AdapterError

@@ -24,9 +24,9 @@ import pytest
 from adapters.daemon.run import Daemon, run_daemon
 from adapters.mqtt.status import decode_status
 from adapters.mqtt.topics import Topics
-from adapters.oms_sim import AnswerFault, MqttOmsSimulator
 from adapters.sim_venue import SimulatedVenue
-from adapters.simulated_oms import SimulatedOms
+from adapters.tools.oms.oms_sim import AnswerFault, MqttOmsSimulator
+from adapters.tools.oms.simulated_oms import SimulatedOms
 from engine.codec import EventCodec
 from engine.events import Event, OrderRequest, Quote, Side, TradingState
 from engine.instruments import Instrument, InstrumentTable

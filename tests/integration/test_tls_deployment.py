@@ -17,9 +17,9 @@ import aiomqtt
 import pytest
 
 from adapters.daemon.run import Daemon
-from adapters.live_demo import set_toml_key
 from adapters.metrics import DaemonMetrics
 from adapters.mqtt.status import Status, decode_status
+from adapters.tools.demo.live_demo import set_toml_key
 from engine.config import LiveConfig
 from tests.integration.conftest import DOCS, DeployedBroker
 from tests.integration.test_daemon import running

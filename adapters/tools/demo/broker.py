@@ -23,7 +23,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from adapters.mqtt.status import Status, decode_status
 from engine.errors import AdapterError, ConfigError
 
-_DOCS = Path(__file__).resolve().parent.parent / "docs"
+_DOCS = Path(__file__).resolve().parents[3] / "docs"
 # the users of docs/mosquitto.acl, one per role: the daemon's is its node's name (the
 # template's [live] node), the status watcher's the read-only ``monitor`` (the broker binds
 # client ids to users: one connection per user, and the operator sends commands)

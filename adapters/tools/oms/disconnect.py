@@ -1,4 +1,4 @@
-"""Cancel-on-disconnect, the OMS's side of the contract (``adapters.oms_sim`` runs it):
+"""Cancel-on-disconnect, the OMS's side of the contract (``adapters.tools.oms.oms_sim`` runs it):
 which daemon is gone, read from the retained statuses, without I/O.
 
 A daemon is gone when its status goes ``offline`` (its last will, which the broker

@@ -1,7 +1,7 @@
 """The simulated OMS's state and rules, without I/O: orders, fills and positions, with
 matching by the simulated venue (``adapters.sim_venue``, README "Simulated venue").
 
-``adapters.oms_sim`` puts it on the broker (``tradeloop oms-sim``). Fills follow the
+``adapters.tools.oms.oms_sim`` puts it on the broker (``tradeloop oms-sim``). Fills follow the
 venue's rules, run on the OMS's own time axis: every call takes the time the OMS read the
 message, ticks and orders alike, so an order reaches the venue ``latency`` after the OMS
 received it and fills against the quotes the OMS had seen by then.

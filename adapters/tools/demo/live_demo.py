@@ -28,7 +28,7 @@ run and kept, with the broker's address and the operator's login, in
 signed operator command.
 
 The broker side (logins, the mosquitto of its own, the status watcher) is
-``adapters.demo_broker``; what the demo prints, ``adapters.demo_report``.
+``adapters.tools.demo.broker``; what the demo prints, ``adapters.tools.demo.report``.
 """
 
 from __future__ import annotations
@@ -53,7 +53,9 @@ from typing import IO, Protocol
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from adapters.demo_broker import (
+from adapters.mqtt.auth import SIGNATURE_PROPERTY, sign_command
+from adapters.mqtt.topics import Topics
+from adapters.tools.demo.broker import (
     ROLES,
     BrokerAccess,
     Login,
@@ -65,9 +67,7 @@ from adapters.demo_broker import (
     paho_connect,
     parse_broker,
 )
-from adapters.demo_report import print_summary, print_where, read_summary, scrape_filled
-from adapters.mqtt.auth import SIGNATURE_PROPERTY, sign_command
-from adapters.mqtt.topics import Topics
+from adapters.tools.demo.report import print_summary, print_where, read_summary, scrape_filled
 from engine.clock import LiveClock
 from engine.codec import EventCodec
 from engine.config import Config, load_config

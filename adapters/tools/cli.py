@@ -22,7 +22,7 @@ from engine.events import CommandAction
 from engine.units import parse_duration_ns
 
 if TYPE_CHECKING:
-    from adapters.oms_sim import MqttOmsSimulator
+    from adapters.tools.oms.oms_sim import MqttOmsSimulator
     from engine.config import Config
     from engine.ticks import TickBatch
 
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 # imported inside the command functions.
 
 # AnswerFault's modes, spelled here so building the parser imports nothing heavy
-# (tests check they match ``adapters.oms_sim.AnswerMode``)
+# (tests check they match ``adapters.tools.oms.oms_sim.AnswerMode``)
 ANSWER_MODES = ("normal", "late", "twice", "shuffled", "never")
 
 
@@ -181,7 +181,7 @@ def cmd_command(args: argparse.Namespace) -> int:
         ConfigError: a bad config, or the key or a login variable is not set.
         AdapterError: the broker refused, or the daemon reported no effect in time.
     """
-    from adapters.operator_command import describe, send_command
+    from adapters.tools.operator_command import describe, send_command
     from engine.config import load_config
 
     if args.timeout <= 0:
@@ -210,7 +210,7 @@ def cmd_certs(args: argparse.Namespace) -> int:
         ConfigError: DIR already holds certificates, or a bad flag.
         AdapterError: openssl is missing or failed.
     """
-    from adapters.certs import DEFAULT_HOSTS, make_certificates
+    from adapters.tools.certs import DEFAULT_HOSTS, make_certificates
 
     if args.days <= 0:
         raise ConfigError("--days", f"must be > 0, got {args.days}")
@@ -242,7 +242,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from adapters.mqtt.topics import Topics
-    from adapters.publish import MqttTickPublisher
+    from adapters.tools.publish import MqttTickPublisher
     from engine.codec import EventCodec
     from engine.instruments import InstrumentTable
 
@@ -283,10 +283,10 @@ def cmd_oms_sim(args: argparse.Namespace) -> int:
         AdapterError: the broker refused or dropped the connection.
     """
     from adapters.mqtt.topics import Topics
-    from adapters.oms_disconnect import CancelOnDisconnect
-    from adapters.oms_sim import AnswerFault, MqttOmsSimulator
     from adapters.sim_venue import SimulatedVenue
-    from adapters.simulated_oms import SimulatedOms, warm_up
+    from adapters.tools.oms.disconnect import CancelOnDisconnect
+    from adapters.tools.oms.oms_sim import AnswerFault, MqttOmsSimulator
+    from adapters.tools.oms.simulated_oms import SimulatedOms, warm_up
     from engine.instruments import InstrumentTable
 
     config = _config(args)

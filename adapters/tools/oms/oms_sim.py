@@ -4,7 +4,7 @@ for paper sessions, demos and tests of the daemon.
 It reads orders and cancels on ``topics.orders``, reconciliation requests on
 ``topics.requests`` and the market data of the configured instruments, and answers with
 execution reports (QoS 1) on ``topics.reports``. The state and the rules are
-``adapters.simulated_oms.SimulatedOms`` (fills by the simulated venue, on the OMS's own
+``adapters.tools.oms.simulated_oms.SimulatedOms`` (fills by the simulated venue, on the OMS's own
 time axis): every message is stamped with the time the OMS read it, ticks and orders
 alike. The senders' clocks (a tick file's ``ts_event``, the daemon's) never mix with it.
 
@@ -14,7 +14,7 @@ payload starts with ``{``, a MessagePack event with a map marker); reports go ou
 configured format, answers in the format of their request.
 
 When enabled, it cancels a node's working orders once the node is gone (its status
-offline, or its heartbeat lapsed): cancel-on-disconnect, ``adapters.oms_disconnect``.
+offline, or its heartbeat lapsed): cancel-on-disconnect, ``adapters.tools.oms.disconnect``.
 
 For fault tests of the daemon, ``AnswerFault`` makes it misbehave the way real OMSs do:
 late, twice, out of order, or never.
@@ -43,8 +43,8 @@ from adapters.mqtt.feed_protocol import PINGREQ, FeedProtocol, open_feed
 from adapters.mqtt.ingest import RawMessage
 from adapters.mqtt.reconcile import ReconcileCodec, ReconcileResponse, RequestFailed
 from adapters.mqtt.topics import Topics
-from adapters.oms_disconnect import CancelOnDisconnect, NodeWatch
-from adapters.simulated_oms import SimulatedOms, TickRow, tick_batch
+from adapters.tools.oms.disconnect import CancelOnDisconnect, NodeWatch
+from adapters.tools.oms.simulated_oms import SimulatedOms, TickRow, tick_batch
 from engine.clock import Clock, LiveClock
 from engine.codec import EventCodec, Format
 from engine.errors import AdapterError, BadMessage

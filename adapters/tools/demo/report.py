@@ -13,10 +13,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from adapters.demo_broker import BrokerAccess
 from adapters.journal_file import FileJournalReader
 from adapters.mqtt.status import Status
 from adapters.mqtt.topics import Topics
+from adapters.tools.demo.broker import BrokerAccess
 from engine.config import Config
 from engine.events import Fill
 from engine.journal import ReportRecord

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from adapters.mqtt.status import Status, encode_status, offline_payload
-from adapters.oms_disconnect import CancelOnDisconnect, NodeWatch
+from adapters.tools.oms.disconnect import CancelOnDisconnect, NodeWatch
 
 TOPIC = "tradeloop/n1/status"
 

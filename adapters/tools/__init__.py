@@ -1,0 +1,1 @@
+"""The daemon's tools, beside it on the bus: ``tradeloop publish`` (tick files as a feed), ``oms-sim`` (``oms/``: the OMS's rules and its broker side), ``live-demo`` (``demo/``), ``command`` (an operator's signed command), ``certs`` (a first deployment's TLS certificates), and their command line (``cli``)."""
