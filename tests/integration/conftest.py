@@ -6,12 +6,13 @@ Tests never use the machine's broker on 1883. Where the ``mosquitto`` binary is 
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +59,44 @@ def _wait_running(port: int, proc: subprocess.Popen[bytes], log: Path) -> bool:
     raise RuntimeError("mosquitto did not start listening within 10 s")
 
 
+def _password_file(path: Path, passwords: dict[str, str]) -> None:
+    for i, (user, password) in enumerate(passwords.items()):
+        subprocess.run(
+            ["mosquitto_passwd", "-b", *(["-c"] if i == 0 else []), str(path), user, password],
+            check=True,
+            capture_output=True,
+        )
+
+
+@contextlib.contextmanager
+def _mosquitto(conf: Path, log: Path, conf_text: Callable[[int], str]) -> Iterator[int]:
+    """A mosquitto running ``conf_text(port)`` on a free port, stopped on exit; yields the
+    port. Tests run in parallel workers: a free port can be taken by another worker's
+    broker before this one binds it, so a failed start is retried on another port."""
+    for _attempt in range(5):
+        port = _free_port()
+        log.unlink(missing_ok=True)
+        conf.write_text(conf_text(port))
+        proc = subprocess.Popen(
+            [MOSQUITTO or "mosquitto", "-c", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        if _wait_running(port, proc, log):
+            break
+    else:
+        raise RuntimeError(f"mosquitto exited: {log.read_text(errors='replace')}")
+    try:
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 # the command key every test daemon's config reads (``command_key_env``)
 COMMAND_KEY = "test-command-key"
 
@@ -71,28 +110,18 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
         pytest.skip("mosquitto is not installed (apt install mosquitto)")
     passwd = tmp_path / "passwd"
     users = {"daemon": "daemon-secret", "operator": "operator-secret"}
-    for i, (user, password) in enumerate(users.items()):
-        flags = ["-c"] if i == 0 else []
-        subprocess.run(
-            ["mosquitto_passwd", "-b", *flags, str(passwd), user, password],
-            check=True,
-            capture_output=True,
-        )
+    _password_file(passwd, users)
     acl = tmp_path / "acl"
     acl.write_text(
         "user daemon\ntopic read #\ntopic write md/#\ntopic write oms/#\n"
         "topic write tradeloop/+/status\n\nuser operator\ntopic readwrite #\n"
     )
     log = tmp_path / "mosquitto.log"
-    conf = tmp_path / "mosquitto.conf"
-    # tests run in parallel workers: a free port can be taken by another worker's broker
-    # before this one binds it, so a failed start is retried on another port
-    for _attempt in range(5):
-        port = _free_port()
-        log.unlink(missing_ok=True)
+
+    def conf_text(port: int) -> str:
         # started as root, mosquitto switches to its own user unless told to stay, and
         # could not read files in pytest's private tmp dir then
-        conf.write_text(
+        return (
             f"user {getpass.getuser()}\nlistener {port} 127.0.0.1\nallow_anonymous false\n"
             f"password_file {passwd}\nacl_file {acl}\npersistence false\nlog_dest file {log}\n"
             "max_queued_messages 100000\n"
@@ -100,24 +129,11 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
             # (the daemon) by ~10 ms once it has sent its first order
             "set_tcp_nodelay true\n"
         )
-        proc = subprocess.Popen(
-            [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        if _wait_running(port, proc, log):
-            break
-    else:
-        raise RuntimeError(f"mosquitto exited: {log.read_text(errors='replace')}")
-    try:
+
+    with _mosquitto(tmp_path / "mosquitto.conf", log, conf_text) as port:
         yield Broker(
             "127.0.0.1", port, "daemon", users["daemon"], "operator", users["operator"], log
         )
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture
@@ -167,12 +183,7 @@ def deployed_broker(tmp_path: Path) -> Iterator[DeployedBroker]:
     passwords = {
         u: daemon_password if u.startswith("node1") else f"{u}-secret" for u in DEPLOYED_USERS
     }
-    for i, (user, password) in enumerate(passwords.items()):
-        subprocess.run(
-            ["mosquitto_passwd", "-b", *(["-c"] if i == 0 else []), str(passwd), user, password],
-            check=True,
-            capture_output=True,
-        )
+    _password_file(passwd, passwords)
     acl = tmp_path / "acl"
     acl.write_text((DOCS / "mosquitto.acl").read_text())
     shipped = [
@@ -181,33 +192,18 @@ def deployed_broker(tmp_path: Path) -> Iterator[DeployedBroker]:
         if line.strip() and not line.startswith("#") and line.split()[0] not in _LOCAL_KEYS
     ]
     log = tmp_path / "mosquitto-tls.log"
-    conf = tmp_path / "mosquitto-tls.conf"
-    for _attempt in range(5):
-        port = _free_port()
-        log.unlink(missing_ok=True)
-        conf.write_text(
+
+    def conf_text(port: int) -> str:
+        return (
             f"user {getpass.getuser()}\nlistener {port} 127.0.0.1\ncafile {certs.ca_cert}\n"
             f"certfile {certs.broker_cert}\nkeyfile {certs.broker_key}\n"
             + "\n".join(shipped)
             + f"\npassword_file {passwd}\nacl_file {acl}\npersistence false\n"
             f"log_dest file {log}\n"
         )
-        proc = subprocess.Popen(
-            [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        if _wait_running(port, proc, log):
-            break
-    else:
-        raise RuntimeError(f"mosquitto exited: {log.read_text(errors='replace')}")
-    try:
+
+    with _mosquitto(tmp_path / "mosquitto-tls.conf", log, conf_text) as port:
         yield DeployedBroker("127.0.0.1", port, certs.ca_cert, passwords, log)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture
