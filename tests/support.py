@@ -1,12 +1,16 @@
-"""Small real parts for tests: a scripted strategy and tick builders."""
+"""Small real parts for tests: a scripted strategy, tick builders, and a daemon's broker
+session without a broker (``FakeSession``)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from adapters.mqtt.ingest import Inbound
+from adapters.mqtt.status import Status, decode_status
 from adapters.sim_venue import SimulatedVenue
 from engine.clock import ReplayClock, TimerFired
 from engine.engine import Engine
@@ -89,3 +93,34 @@ def make_engine(strategy: Strategy, *, risk: RiskConfig | None = None, latency: 
     return Engine(instruments=inst, clock=ReplayClock(), router=SimulatedVenue(latency, fee_bps, maker_fee_bps),
                   features=fs, model=model, strategy=strategy, risk=RiskEngine(risk or RiskConfig(), inst.symbols),
                   equity_interval_ns=0)  # fmt: skip
+
+
+class FakeSession:
+    """The session's surface, with an inbox the test fills."""
+
+    def __init__(self) -> None:
+        self.inbox: asyncio.Queue[Inbound] = asyncio.Queue()
+        self.counters: dict[str, int] = {}
+        self.orders: list[object] = []
+        self.statuses: list[Status] = []
+
+    async def __aenter__(self) -> FakeSession:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def publish_order_now(self, order: object) -> bool:
+        return False  # the fake has no socket: everything goes through publish_order
+
+    async def publish_order(self, order: object) -> None:
+        self.orders.append(order)
+
+    async def publish_status(self, payload: bytes) -> None:
+        self.statuses.append(decode_status(payload))
+
+    def outbox_empty(self) -> bool:
+        return True
+
+    async def flush(self, timeout_s: float) -> bool:
+        return True

@@ -29,7 +29,7 @@ from adapters.daemon.run import Daemon, run_daemon
 from adapters.journal_file import FileJournalReader
 from adapters.live_sender import ShadowSender
 from adapters.mqtt.auth import SIGNATURE_PROPERTY, sign_command
-from adapters.mqtt.ingest import CommandIn, Connection, Inbound, MarketData, ReportIn
+from adapters.mqtt.ingest import CommandIn, Connection, MarketData, ReportIn
 from adapters.mqtt.status import Status, decode_status
 from adapters.mqtt.topics import Topics
 from adapters.sim_venue import SimulatedVenue
@@ -47,7 +47,7 @@ from engine.journal import ClockRecord, CommandRecord, FeedRecord, MarketDataRec
 from engine.ports import OrderRouter, SendOnly
 from engine.strategy import Strategy
 from tests.integration.conftest import COMMAND_KEY, Broker
-from tests.support import quotes
+from tests.support import FakeSession, quotes
 
 ROOT = Path(__file__).resolve().parents[2]
 SYMBOL = "BTC"
@@ -541,37 +541,6 @@ def test_daemon_refuses_a_replay_config_and_a_missing_secret(
 
 
 # the loop without a broker
-
-
-class FakeSession:
-    """The session's surface, with an inbox the test fills."""
-
-    def __init__(self) -> None:
-        self.inbox: asyncio.Queue[Inbound] = asyncio.Queue()
-        self.counters: dict[str, int] = {}
-        self.orders: list[object] = []
-        self.statuses: list[Status] = []
-
-    async def __aenter__(self) -> FakeSession:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-    def publish_order_now(self, order: object) -> bool:
-        return False  # the fake has no socket: everything goes through publish_order
-
-    async def publish_order(self, order: object) -> None:
-        self.orders.append(order)
-
-    async def publish_status(self, payload: bytes) -> None:
-        self.statuses.append(decode_status(payload))
-
-    def outbox_empty(self) -> bool:
-        return True
-
-    async def flush(self, timeout_s: float) -> bool:
-        return True
 
 
 @pytest.mark.asyncio

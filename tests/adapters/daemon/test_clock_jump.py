@@ -26,13 +26,13 @@ import pytest
 from adapters.daemon.core import ReceiveClock
 from adapters.daemon.run import Daemon, run_daemon
 from adapters.journal_file import FileJournalReader
-from adapters.mqtt.ingest import CommandIn, Connection, Inbound, MarketData, ReportIn
-from adapters.mqtt.status import Status, decode_status
+from adapters.mqtt.ingest import CommandIn, Connection, MarketData, ReportIn
 from engine.clock import monotonic_clock_ns, wall_clock_ns
 from engine.events import Command, CommandAction, OrderCancelled, OrderRequest
 from engine.journal import ClockJump, ClockJumpRecord, FeedRecord
 from engine.ticks import TickBatch
 from replay.sessions.parity import parity
+from tests.support import FakeSession
 
 S = 1_000_000_000
 HOUR = 3600 * S
@@ -129,37 +129,6 @@ dir = "{(tmp / "journal").as_posix()}"
 fsync = "never"
 """)
     return path
-
-
-class FakeSession:
-    """The session's surface: an inbox the test fills, the orders it was given."""
-
-    def __init__(self) -> None:
-        self.inbox: asyncio.Queue[Inbound] = asyncio.Queue()
-        self.counters: dict[str, int] = {}
-        self.orders: list[object] = []
-        self.statuses: list[Status] = []
-
-    async def __aenter__(self) -> FakeSession:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-    def publish_order_now(self, order: object) -> bool:
-        return False
-
-    async def publish_order(self, order: object) -> None:
-        self.orders.append(order)
-
-    async def publish_status(self, payload: bytes) -> None:
-        self.statuses.append(decode_status(payload))
-
-    def outbox_empty(self) -> bool:
-        return True
-
-    async def flush(self, timeout_s: float) -> bool:
-        return True
 
 
 @contextlib.asynccontextmanager
