@@ -598,7 +598,10 @@ def restore_state(
                     raise _Refused(f"{name}: an attribute {key!r}")
                 decoded[name][key] = decoder.decode(value)
         own = _Decoder({}, set(), plain=True).decode(state.get("strategy"))
-    except (_Refused, LookupError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+    except (
+        _Refused, LookupError, TypeError, ValueError, AttributeError, RecursionError,
+        OverflowError, MemoryError,
+    ) as exc:  # fmt: skip
         raise JournalError("snapshot", 0, f"the state does not load: {exc!r}") from exc
     if not isinstance(own, dict):
         raise JournalError("snapshot", 0, "the state does not load: no strategy state")
@@ -618,7 +621,7 @@ def restore_state(
         engine.strategy.bind(engine._context)
     try:
         engine.strategy.restore_state(own)
-    except (TypeError, ValueError, AttributeError) as exc:
+    except Exception as exc:  # a plugin's own code: whatever it raises refuses the snapshot
         raise JournalError("snapshot", 0, f"the strategy's state does not load: {exc!r}") from exc
 
 

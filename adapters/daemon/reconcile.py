@@ -187,6 +187,16 @@ class Reconciler:
         adopted = adoptions(engine, snapshot, fills) if self.external_orders == "adopt" else []
         if adopted:  # before the fills: an adopted order's fills then find their order
             core.inject_all([(ts, external, "adopt") for external in adopted])
+        # the OMS answers for the whole account: as live reports, another node's fills and
+        # fills on an instrument this daemon does not trade are counted, not booked
+        # (booked, one was an unexplained fill and a sticky REDUCE_ONLY, the other a halt)
+        ours = [f for f in fills if f.instrument in engine.instruments.index]
+        self.counts["fills_unknown_instrument"] += len(fills) - len(ours)
+        if core.owns is not None:
+            kept = [f for f in ours if core.owns(f)]
+            core.counters["reports_other_node"] += len(ours) - len(kept)
+            ours = kept
+        fills = ours
         if fills:
             core.inject_all([(ts, fill, "report") for fill in fills])
         reports = order_reports(engine, snapshot, ts, asked=asked, external=self.external_orders)

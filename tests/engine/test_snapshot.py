@@ -383,6 +383,18 @@ def test_restore_refuses_garbage_and_forbidden_classes() -> None:
     assert dict(vars(fresh)) == before
 
 
+@pytest.mark.parametrize("value", [["i", math.inf], ["q", 0, 2**64 - 1, []], ["b", 2**64 - 1]])
+def test_restore_refuses_values_that_overflow_as_a_journal_error(value: list[object]) -> None:
+    # found by review: an OverflowError escaped restore_state, so the daemon failed to
+    # start instead of replaying the journal in full
+    fresh = new_engine()[0]
+    state = msgspec.msgpack.decode(capture_state(run(STREAM[:20])))
+    state["objects"] = dict(state["objects"])
+    state["objects"]["engine"] = [["x", value]]
+    with pytest.raises(JournalError, match="does not load"):
+        restore_state(fresh, msgspec.msgpack.encode(state))
+
+
 def test_capture_of_unpicklable_strategy_state_is_a_journal_error() -> None:
     engine = run(STREAM[:10])
     engine.strategy.handle = lambda: None  # type: ignore[attr-defined]
