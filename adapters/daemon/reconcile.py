@@ -187,16 +187,13 @@ class Reconciler:
         adopted = adoptions(engine, snapshot, fills) if self.external_orders == "adopt" else []
         if adopted:  # before the fills: an adopted order's fills then find their order
             core.inject_all([(ts, external, "adopt") for external in adopted])
-        # the OMS answers for the whole account: as live reports, another node's fills and
-        # fills on an instrument this daemon does not trade are counted, not booked
-        # (booked, one was an unexplained fill and a sticky REDUCE_ONLY, the other a halt)
-        ours = [f for f in fills if f.instrument in engine.instruments.index]
-        self.counts["fills_unknown_instrument"] += len(fills) - len(ours)
-        if core.owns is not None:
-            kept = [f for f in ours if core.owns(f)]
-            core.counters["reports_other_node"] += len(ours) - len(kept)
-            ours = kept
-        fills = ours
+        # a fill the OMS reports on an instrument this daemon does not trade cannot be
+        # booked (booking it halted the daemon): counted, as a live one is refused. A fill
+        # on an order we do not know is booked as before ([live] external_orders = "flag":
+        # a position the engine did not decide, so it reduces only)
+        traded = [f for f in fills if f.instrument in engine.instruments.index]
+        self.counts["fills_unknown_instrument"] += len(fills) - len(traded)
+        fills = traded
         if fills:
             core.inject_all([(ts, fill, "report") for fill in fills])
         reports = order_reports(engine, snapshot, ts, asked=asked, external=self.external_orders)

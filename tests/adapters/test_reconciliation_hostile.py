@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,6 @@ from hypothesis import strategies as st
 
 from adapters.daemon.background import Background
 from adapters.daemon.core import InputBody, apply_input
-from adapters.daemon.own_reports import OwnReports
 from adapters.daemon.reconcile import Reconciler
 from adapters.reconciliation import (
     ClaimHolder,
@@ -128,12 +126,10 @@ class _Core:
     """What the reconciler needs of ``LiveCore``: inputs journaled (here: kept) and
     applied."""
 
-    def __init__(self, engine: Engine, owns: Callable[[Any], bool] | None = None) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.last_ts = 0
         self.inputs: list[InputBody] = []
-        self.owns = owns
-        self.counters: Counter[str] = Counter()
 
     def inject(self, ts_ns: int, body: InputBody, kind: str) -> None:
         self.inject_all([(ts_ns, body, kind)])
@@ -193,24 +189,20 @@ async def test_reconciler_fill_stamped_a_day_ahead_missed_fill_still_recovered(
 
 
 @pytest.mark.asyncio
-async def test_reconciler_other_nodes_and_untraded_instruments_fills_counted_not_booked(
+async def test_reconciler_fill_on_an_untraded_instrument_counted_not_booked(
     tmp_path: Path,
 ) -> None:
-    """Found by review: the OMS answers for the whole account, and its missed fills went
-    straight to the engine, past the live filter: another node's fill was booked (an
-    unexplained fill, a sticky REDUCE_ONLY) and one on an instrument this daemon does not
-    trade halted it. They are counted, not booked, as live reports are."""
+    """Found by review: the OMS answers for the whole account, and a missed fill on an
+    instrument this daemon does not trade went to the engine, which halted on it."""
     engine, ledger, _, _ = _engine(tmp_path)
     cid = _send(engine)
     ours = _fill("f1", cid, T + S)
-    other_node = _fill("f2", "othernode-S9-00000001", T + S)
     untraded = msgspec.structs.replace(_fill("f3", cid, T + S), instrument="ETH")
-    oms = _Oms([ours, other_node, untraded], {"BTC": 1.0})
+    oms = _Oms([ours, untraded], {"BTC": 1.0})
     reconciler = _reconciler(tmp_path, "live", engine, ledger, lambda: T + 10 * S, oms.fetch)
-    core = _Core(engine, OwnReports("n", engine))
+    core = _Core(engine)
     await reconciler.at_start(core, first_session=False)  # type: ignore[arg-type]
     assert [body for body in core.inputs if isinstance(body, Fill)] == [ours]
-    assert core.counters["reports_other_node"] == 1
     assert reconciler.counts["fills_unknown_instrument"] == 1
     assert engine.portfolio.positions.tolist() == [1.0]
     assert engine.risk.state == "ACTIVE"
