@@ -8,32 +8,18 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster
+from distributed import Client
 from scipy import signal, stats
 
 from replay.backtest import metrics as fig
 from replay.research import overfitting as ov
 from replay.research.sweep import verdict as vd
 from replay.research.sweep.command import add_sweep_arguments, cmd_sweep
-from tests.replay.research.sweep.test_sweep import files  # noqa: F401  (a fixture)
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Client]:
-    # its own dashboard port (":0"): test_sweep.py's cluster may run beside it on 8787
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
-        ) as cluster,
-        Client(cluster) as c,
-    ):
-        yield c
-
+from tests.replay.research.sweep.test_sweep import client, files  # noqa: F401  (fixtures)
 
 _READ = {"rho": None, "dsr_adjusted": None, "splits": 70, "prior_trials": 0, "correlation": 0.2}
 
@@ -147,7 +133,7 @@ def test_autocorrelation_adjustment_is_the_effective_periods_psr() -> None:
 
 
 def test_cmd_sweep_prior_trials_are_counted_and_the_report_says_what_it_means(
-    client: Client,
+    client: Client,  # noqa: F811
     files: dict[str, Path],  # noqa: F811
     sample_dir: Path,
     tmp_path: Path,
