@@ -63,19 +63,40 @@ class _RecordingProxy:
         self.target = target
         self.bytes = bytearray()
         self.connections = 0
+        # what ``close`` ends: a connection outliving the test left its transports to the
+        # garbage collector, whose ResourceWarning failed a later test of the same worker
+        self.writers: list[asyncio.StreamWriter] = []
+        self.tasks: set[asyncio.Task[None]] = set()
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError):
-            while data := await reader.read(65536):
-                self.bytes += data
-                writer.write(data)
-                await writer.drain()
-        writer.close()
+        try:
+            with contextlib.suppress(ConnectionError):
+                while data := await reader.read(65536):
+                    self.bytes += data
+                    writer.write(data)
+                    await writer.drain()
+        finally:
+            writer.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.add(task)
         self.connections += 1
+        self.writers.append(writer)
         up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self.writers.append(up_writer)
         await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+    async def close(self) -> None:
+        for writer in self.writers:
+            writer.close()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for writer in self.writers:
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
 
 
 @contextlib.asynccontextmanager
@@ -86,6 +107,8 @@ async def _proxy(target: tuple[str, int]) -> AsyncIterator[tuple[_RecordingProxy
         yield proxy, int(server.sockets[0].getsockname()[1])
     finally:
         server.close()
+        await proxy.close()
+        await server.wait_closed()
 
 
 async def online_status(broker: DeployedBroker, timeout: float = 60.0) -> Status:
