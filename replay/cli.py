@@ -203,7 +203,7 @@ def _announce_compile() -> None:
     kernels before the first tick: say so, or the first run looks hung."""
     if _cold_kernels():
         print(
-            "tradeloop: compiling feature kernels (one time, tens of seconds; later runs "
+            "tradeloop: note: compiling feature kernels (one time, tens of seconds; later runs "
             "load them from the cache)...",
             file=sys.stderr,
             flush=True,
