@@ -100,6 +100,12 @@ class ReplayConfig(_Strict, frozen=True):
         return parse_duration_ns(self.equity_interval)
 
 
+# the model ladder, simplest first; "lightgbm" is "gbdt" under its earlier name
+TrainFamily = Literal[
+    "linear", "logistic", "tree", "random_forest", "gbdt", "lightgbm", "svm", "mlp"
+]
+
+
 class TrainConfig(_Strict, frozen=True):
     """``[train]``: dataset, label, walk-forward split and model for ``tradeloop train``.
 
@@ -152,7 +158,10 @@ class TrainConfig(_Strict, frozen=True):
     ``[venue.sim] fee_bps`` and the spread is negative.
     """
 
-    model: Literal["lightgbm", "logistic"] = "lightgbm"
+    model: TrainFamily = "lightgbm"
+    # the family's own hyperparameters (``replay.research.training.families``), checked
+    # by the family: an unknown key is an error naming the keys it takes
+    model_params: dict[str, Any] = {}
     features: list[str] = []
     horizon: Duration = "2s"
     label: Literal["classification", "regression"] = "classification"
@@ -270,6 +279,13 @@ class LiveConfig(_Strict, frozen=True):
     # a new order still unsent this long after its decision (the connection died under
     # it) is never sent: withdrawn and journaled as rejected; cancels always go
     max_order_age: Duration = "3s"
+    # the trader's web page (off by default; on localhost by default: it shows positions
+    # and PnL). Operator actions need the token in the environment variable named here;
+    # without it the page is read-only. Port 0: a free port, logged at start.
+    dashboard: bool = False
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: Annotated[int, msgspec.Meta(ge=0, le=65_535)] = 8780
+    dashboard_token_env: str = "TRADELOOP_DASHBOARD_TOKEN"
 
     @property
     def max_tick_age_ns(self) -> int:
@@ -418,6 +434,19 @@ class RegistryConfig(_Strict, frozen=True):
     shadow_challenger: bool = True
 
 
+class BookConfig(_Strict, frozen=True):
+    """``[book]``: the L2 order book kept per instrument where depth data exists (depth
+    files in replay, the ``depth`` topic live): ``levels`` price levels per side around
+    the touch; ``queue_model``: how a resting order's place in the queue advances with
+    cancels at its price (``trades_only``: only trades advance it; ``power``: a cancel
+    is ahead of the order with probability from the power rule of exponent
+    ``queue_power``)."""
+
+    levels: Annotated[int, msgspec.Meta(ge=1, le=1_000)] = 20
+    queue_model: Literal["trades_only", "power"] = "power"
+    queue_power: Annotated[float, msgspec.Meta(gt=0.0, le=100.0)] = 2.0
+
+
 class Config(_Strict, frozen=True):
     mode: Mode = "replay"
     instruments: list[Instrument] = []
@@ -433,6 +462,7 @@ class Config(_Strict, frozen=True):
     journal: JournalConfig = JournalConfig()
     monitor: MonitorConfig = MonitorConfig()
     registry: RegistryConfig = RegistryConfig()
+    book: BookConfig = BookConfig()
     # your column names, as ``--columns``: tradeloop name -> the name in your files
     columns: dict[str, str] = {}
 

@@ -294,6 +294,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from replay.research.training.assessment import summary_lines
     from replay.research.training.run import train
 
+    if args.ladder:
+        from replay.research.ladder.command import cmd_ladder
+
+        return cmd_ladder(args)
     _check_out(Path(args.out), args, "--out")
     cfg, _ = load_config(args.config or _ml_config_path())
     source = _source(args, cfg)
@@ -569,6 +573,20 @@ def _register_why(sub: Any) -> None:
     why.set_defaults(func=cmd_why)
 
 
+def _register_evaluate(sub: Any) -> None:
+    from replay.research.evaluate import add_evaluate_arguments, cmd_evaluate
+
+    ev = sub.add_parser("evaluate", help=_LAZY_HELP["evaluate"])
+    add_evaluate_arguments(ev)
+    ev.set_defaults(func=cmd_evaluate)
+
+
+def _register_book(sub: Any) -> None:
+    from replay.files.depth.command import add_book_commands
+
+    add_book_commands(sub)
+
+
 def _register_tools(sub: Any) -> None:
     from adapters.tools.cli import register
 
@@ -589,6 +607,8 @@ _LAZY_HELP = {
     "command": "send a signed operator command to your daemon; print the state it then reports",
     "certs": "make a CA and the broker's TLS certificate for a first deployment",
     "why": "a live decision explained: orders, signal, model version, features, contributions",
+    "evaluate": "out-of-sample figures of a model folder on data after its training range",
+    "book": "L2 order-book data: convert Binance captures and Tardis files to depth parquet",
 }
 _LAZY_REGISTER: dict[str, Callable[[Any], None]] = {
     "models": _register_models,
@@ -601,6 +621,8 @@ _LAZY_REGISTER: dict[str, Callable[[Any], None]] = {
     "command": _register_tools,
     "certs": _register_tools,
     "why": _register_why,
+    "evaluate": _register_evaluate,
+    "book": _register_book,
 }
 
 
@@ -678,6 +700,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "--scheduler",
         metavar="ADDRESS",
         help="run the walk-forward folds on the Dask cluster of this scheduler address",
+    )
+    t.add_argument(
+        "--ladder",
+        action="store_true",
+        help="fit every model family (linear to MLP) on the same folds and write one report "
+        "that recommends the simplest not significantly worse than the best",
     )
     t.set_defaults(func=cmd_train)
 
