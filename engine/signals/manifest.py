@@ -388,6 +388,25 @@ class OutOfSampleStatistics(msgspec.Struct, frozen=True, kw_only=True, forbid_un
     net_edge_note: str = ""
 
 
+class OnnxSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How an ONNX model folder is run (``[model] kind = "onnx"``).
+
+    ``input``: the graph's one input, float32 ``[rows, len(feature_names)]`` in
+    ``feature_names`` order; ``output``: the output read; ``column``: its column holding
+    the score (the class-1 probability of a ``[rows, 2]`` output), or -1 for a
+    ``[rows]`` or ``[rows, 1]`` output. ``scaling``: the standardisation applied to the
+    inputs inside the graph (``mean``, ``scale`` per feature), recorded to explain a
+    decision in the units the model saw; None when the graph takes raw features.
+    ``producer``: who wrote the graph (``skl2onnx 1.20.0``, or the importer's note).
+    """
+
+    input: Text
+    output: Text
+    column: Annotated[int, msgspec.Meta(ge=-1)] = -1
+    scaling: dict[str, list[Finite]] | None = None
+    producer: str = ""
+
+
 class Manifest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Everything needed to check that a model runs on what it was trained on.
 
@@ -397,7 +416,7 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """
 
     name: Text
-    kind: Literal["lightgbm", "linear"]
+    kind: Literal["lightgbm", "linear", "onnx"]
     model_file: FileName
     model_sha256: Sha256
     output: Literal["probability", "raw"]
@@ -415,12 +434,18 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     reference: MonitorReference | None = None  # absent in manifests from before monitoring
     leak_checks: list[LeakCheck] = []  # absent in manifests from before the leak checks
     statistics: OutOfSampleStatistics | None = None  # absent before significance testing
+    # the ladder's family (config ``[train] model``) that wrote it; None: before the ladder,
+    # or a model imported from elsewhere
+    family: str | None = None
+    onnx: OnnxSpec | None = None  # set exactly when kind is "onnx"
 
     def __post_init__(self) -> None:
         if len(set(self.feature_names)) != len(self.feature_names):
             raise ValueError("feature_names repeats a name")
         if self.model_file in (MANIFEST_FILE, MANIFEST_HASH_FILE):
             raise ValueError(f"model_file may not be {self.model_file!r}")
+        if (self.kind == "onnx") != (self.onnx is not None):
+            raise ValueError("an onnx model needs its onnx spec, and only an onnx model has one")
         if self.reference is not None and set(self.reference.features) != set(self.feature_names):
             raise ValueError("reference.features must name exactly the model's features")
 
