@@ -35,6 +35,12 @@ metric                                      type       labels, meaning
 ``tradeloop_monitor_alarms_total``          counter    ``model``, ``kind``: low_ic, drift,
                                                        accuracy, losing_streak, gap
 ``tradeloop_monitor_scored_total``          counter    ``model``: predictions scored
+``tradeloop_dashboard_requests_total``      counter    ``outcome``: ``refused_<reason>``
+                                                       (not_found, wrong_method,
+                                                       too_large, bad_body,
+                                                       unauthenticated, bad_token,
+                                                       read_only, ...) and
+                                                       ``accepted_<action>``
 ==========================================  =========  ==================================
 
 The monitor's figures are copied by :func:`publish_monitor` (the daemon calls it on its
@@ -191,6 +197,10 @@ class DaemonMetrics:
         self.monitor_scored = Counter(
             "tradeloop_monitor_scored", "predictions scored by the monitor", ["model"],
             registry=r,
+        )  # fmt: skip
+        self.dashboard_requests = Counter(
+            "tradeloop_dashboard_requests", "dashboard requests refused (by reason) and "
+            "operator actions accepted", ["outcome"], registry=r,
         )  # fmt: skip
         # what publish_monitor last copied, per label: the monitor it read and its counts;
         # counters only ever move by the difference, so they stay monotonic whatever the

@@ -1,7 +1,7 @@
 """Live daemon latency and ingest against a local mosquitto, with references in the same run.
 
 Usage: python bench/live_latency.py [--rates 1000,5000,10000] [--seconds 5] [--orders-per-second 100]
-[--loop uvloop|asyncio]
+[--loop uvloop|asyncio] [--dashboard [--pairs 3]]
 
 For each rate a fresh mosquitto (anonymous, loopback, free port) and a fresh daemon (mode
 ``live``, in this process) run; a separate process writes JSON quotes, each stamped with
@@ -32,6 +32,13 @@ Figures:
   tick->order p99 <= 0.5 x broker hop p50, journal on).
 - journal fsyncs: those the loop waited for (control records, the heartbeat's clock
   reading) and the market-data groups synced on the journal's background thread.
+
+With ``--dashboard`` each rate runs ``--pairs`` pairs of sessions with the daemon's
+dashboard on (``[live] dashboard``): one with the page closed (no client), one with it open
+(``curl -N`` reading the server-sent events in a process of its own, as a browser would:
+every document pushed is built and sent by the daemon's loop), the order alternating per
+pair. Printed: tick->order p50 / p99 / p99.9 of each (the median over the pairs of each
+run's percentile), the ratio open / closed, and the documents the page received.
 
 The machine and the load average at the start and the end are printed with the figures.
 """
@@ -185,10 +192,20 @@ def _fmt_us(values: np.ndarray) -> str:
     return " / ".join(f"{_pct(values, q) / 1e3:,.0f}" for q in (50, 99, 99.9)) + " us"
 
 
+def _with_dashboard(path: Path) -> None:
+    """The dashboard on, on a free port (a page's documents cost the loop their build)."""
+    text = path.read_text().replace("[live]\n", "[live]\ndashboard = true\ndashboard_port = 0\n", 1)
+    path.write_text(text)
+
+
 async def _run_one(
-    rate: int, seconds: float, orders_per_second: int, nagle: bool
+    rate: int, seconds: float, orders_per_second: int, nagle: bool, *, dashboard: str = "off"
 ) -> dict[str, object]:
+    """One session at ``rate``; ``dashboard``: ``off``, ``closed`` (served, no page) or
+    ``open`` (a page reading its events)."""
     tmp = Path(tempfile.mkdtemp(prefix="tl-live-bench-", dir=os.getcwd()))
+    page: subprocess.Popen[bytes] | None = None
+    page_out = tmp / "events.txt"
     port = _free_port()
     broker = _mosquitto(tmp, port, nagle)
     sub_out = tmp / "sub.txt"
@@ -203,6 +220,8 @@ async def _run_one(
             stdout=oms_out.open("wb"), stderr=subprocess.DEVNULL,
         )  # fmt: skip
         config = _config(tmp, port)
+        if dashboard != "off":
+            _with_dashboard(config)
         half = max(1, rate // orders_per_second)
         stop = asyncio.Event()
         built: list[Daemon] = []
@@ -212,6 +231,12 @@ async def _run_one(
                 task.result()
             await asyncio.sleep(0.05)
         daemon = built[0]
+        if dashboard == "open":
+            assert daemon.dashboard_url is not None
+            page = subprocess.Popen(
+                ["curl", "-sN", daemon.dashboard_url + "events"],
+                stdout=page_out.open("wb"), stderr=subprocess.DEVNULL,
+            )  # fmt: skip
         await asyncio.sleep(1.0)  # subscriptions in place (the daemon's and mosquitto_sub's)
         pacer = subprocess.Popen(
             [sys.executable, "-c", PACER, str(rate), str(seconds), SYMBOL, str(half)],
@@ -240,6 +265,19 @@ async def _run_one(
         await asyncio.sleep(0.5)  # the last orders reach the outbox
         latencies = np.array(daemon.latencies_ns, dtype=np.int64)
         counters = dict(session.counters)
+        server = daemon.dashboard.server if daemon.dashboard is not None else None
+        clients = server.clients if server is not None else 0
+        build_us = float("nan")
+        if server is not None:  # what one push costs the loop, on the state the run left
+            t0 = time.process_time()
+            for _ in range(50):
+                size = len(server.encode(server.build()))
+            build_us = (time.process_time() - t0) / 50 * 1e6
+            print(f"  (document: {size:,} bytes, build+encode {build_us:,.0f} us CPU; "
+                  f"{len(daemon.engine.orders.open_orders())} working orders)", flush=True)  # fmt: skip
+        if page is not None:
+            page.terminate()
+            page.wait()
         stop.set()
         await asyncio.wait_for(task, 30)
         assert daemon.core is not None
@@ -278,6 +316,7 @@ async def _run_one(
         for received, message in _lines(oms_out)
         if message.get("type") == "order_request"
     ]
+    pushed = page_out.read_bytes().count(b"data: ") if page_out.exists() else 0
     shutil.rmtree(tmp, ignore_errors=True)
 
     def rate_of(stamps: np.ndarray | list[int]) -> float:
@@ -298,7 +337,40 @@ async def _run_one(
         "sub_rate": rate_of(sub_recv),
         "sub_count": len(sub_recv),
         "fsyncs": fsyncs,
+        "page_documents": pushed,
+        "page_clients": clients,
     }
+
+
+def _dashboard_pairs(
+    run: Any, rate: int, seconds: float, orders_per_second: int, nagle: bool, pairs: int
+) -> None:
+    """Page closed and open, alternating, ``pairs`` times; medians and the ratio."""
+    figures: dict[str, list[tuple[float, float, float]]] = {"closed": [], "open": []}
+    documents: list[int] = []
+    orders: dict[str, int] = {"closed": 0, "open": 0}
+    for i in range(pairs):
+        for mode in ("closed", "open") if i % 2 == 0 else ("open", "closed"):
+            r = run(_run_one(rate, seconds, orders_per_second, nagle, dashboard=mode))
+            t2o = r["tick_to_order"]
+            assert isinstance(t2o, np.ndarray)
+            figures[mode].append(tuple(_pct(t2o, q) for q in (50, 99, 99.9)))  # type: ignore[arg-type]
+            orders[mode] += int(t2o.size)
+            if mode == "open":
+                assert r["page_clients"] == 1, "the page was not connected"
+                documents.append(int(r["page_documents"]))  # type: ignore[call-overload]
+            print(f"  pair {i + 1} page {mode:6}: tick->order {_fmt_us(t2o)} "
+                  f"({t2o.size} orders)", flush=True)  # fmt: skip
+    med = {m: [float(np.median([f[k] for f in v])) for k in range(3)] for m, v in figures.items()}
+    print(f"\n{rate:,} msgs/s, {pairs} pairs of {seconds:g} s; median over the pairs of each "
+          f"run's percentile, tick->order p50 / p99 / p99.9:")  # fmt: skip
+    for mode in ("closed", "open"):
+        line = " / ".join(f"{v / 1e3:,.0f}" for v in med[mode])
+        print(f"  page {mode:6}: {line} us ({orders[mode]} orders)")
+    ratio = " / ".join(f"{o / c:.2f}" if c else "n/a" for o, c in zip(med["open"], med["closed"]))
+    print(f"  ratio open / closed: {ratio}")
+    print(f"  documents the open page received per run: {documents} "
+          f"(at most one per 100 ms push interval)")  # fmt: skip
 
 
 def main() -> None:
@@ -310,6 +382,10 @@ def main() -> None:
         "--broker-nagle", action="store_true", help="leave mosquitto's set_tcp_nodelay off"
     )
     ap.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    ap.add_argument(
+        "--dashboard", action="store_true", help="page closed vs open, in pairs, per rate"
+    )
+    ap.add_argument("--pairs", type=int, default=3)
     args = ap.parse_args()
     started = begin("live latency: tick->order inside the daemon, broker hop as reference")
     print(f"quotes for {args.seconds:g} s per rate, ~{args.orders_per_second} orders/s, "
@@ -320,6 +396,12 @@ def main() -> None:
         import uvloop
 
         run = uvloop.run
+    if args.dashboard:
+        for rate in (int(r) for r in args.rates.split(",")):
+            _dashboard_pairs(run, rate, args.seconds, args.orders_per_second, args.broker_nagle,
+                             args.pairs)  # fmt: skip
+        end(started)
+        return
     for rate in (int(r) for r in args.rates.split(",")):
         r = run(_run_one(rate, args.seconds, args.orders_per_second, args.broker_nagle))
         t2o = r["tick_to_order"]

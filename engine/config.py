@@ -213,6 +213,10 @@ class MqttConfig(_Strict, frozen=True):
     keepalive: Duration = "15s"
     reconnect_min: Duration = "100ms"
     reconnect_max: Duration = "10s"
+    # the first connection is retried this long, then `run` exits with one error naming the
+    # broker and what to check; "0s": for ever (a service manager that starts the daemon
+    # before the broker). Once connected, a lost connection is retried for ever.
+    first_connect_timeout: Duration = "30s"
     tls: bool = False
     ca_file: str | None = None
     cert_file: str | None = None
@@ -480,6 +484,7 @@ def _durations(cfg: Config) -> list[tuple[str, Duration | None, bool]]:
         ("mqtt.keepalive", cfg.mqtt.keepalive, False),
         ("mqtt.reconnect_min", cfg.mqtt.reconnect_min, False),
         ("mqtt.reconnect_max", cfg.mqtt.reconnect_max, False),
+        ("mqtt.first_connect_timeout", cfg.mqtt.first_connect_timeout, True),
         ("live.order_timeout", cfg.live.order_timeout, False),
         ("live.heartbeat", cfg.live.heartbeat, False),
         ("live.shutdown_timeout", cfg.live.shutdown_timeout, False),

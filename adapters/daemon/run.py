@@ -6,6 +6,10 @@ The consumer is the one task that reaches the engine: item turns, heartbeats, an
 turns what the background work found (reconciliation, model switches); it sleeps until the
 next heartbeat when the inbox is empty, and the background work wakes it
 (``adapters.daemon.background``).
+
+With ``[live] dashboard`` the daemon serves its page on the same event loop
+(``adapters.dashboard``): the loop only flags a change after each turn and heartbeat; the
+page's actions enter through the session's command ingest like commands from the bus.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from adapters.daemon.session import (
 from adapters.daemon.snapshots import SnapshotTaker, snapshot_extras
 from adapters.daemon.status import StatusBoard, write_model_summary
 from adapters.daemon.switching import ModelGovernance, model_switcher, session_pins
+from adapters.dashboard.live import LiveDashboard
 from adapters.explanations import ExplanationWorker
 from adapters.journal_file import FileJournalWriter
 from adapters.live_sender import Outgoing, QueueSender, ShadowSender
@@ -157,6 +162,13 @@ class Daemon:
         self.metrics = DaemonMetrics(self.engine.instruments.symbols)
         self.status_board = StatusBoard(config, self.engine, self.metrics, self.pins, self.models)
         self.metrics_port: int | None = None
+        # ``[live] dashboard``: built here so a bad token fails before anything starts
+        self.dashboard = (
+            LiveDashboard(config, self.engine, self.settings, self.topics, receive_clock,
+                          self.metrics)
+            if config.live.dashboard else None
+        )  # fmt: skip
+        self.dashboard_url: str | None = None
         self.files: SessionFiles | None = None
         self.core: LiveCore | None = None
         self.fatal: JournalFailed | None = None  # the journal failed: cancel, then exit
@@ -291,6 +303,12 @@ class Daemon:
                 self.metrics_port = self.metrics.serve(
                     cfg.live.metrics_port, cfg.live.metrics_host
                 )
+            if self.dashboard is not None:
+                explainer = self.explanations.explainer
+                self.dashboard_url = await self.dashboard.open(
+                    core, self.status_board, explainer.path if explainer else None,
+                    self._session_counters,
+                )  # fmt: skip
             core.heartbeat(self.start_ns)  # the first clock reading starts the strategy
             governance.realign(core, self.start_ns)
             governance.watch_aliases()
@@ -320,6 +338,8 @@ class Daemon:
                 )  # fmt: skip
             return 0
         finally:
+            if self.dashboard is not None:
+                await self.dashboard.close()
             self.explanations.close()
             self.metrics.close()
             if self.fatal is None:
@@ -343,13 +363,23 @@ class Daemon:
                                         self.command_guard) as session:  # fmt: skip
             connected.set()
             self.session = session
+            if self.dashboard is not None:
+                self.dashboard.attach(session)
             # another node's reports are refused by the core, not the session's ingest:
             # exported beside the session's refusals (reason ``other_node``)
             self.metrics.watch_session(
                 lambda: session.counters
                 + Counter(bad_other_node=core.counters["reports_other_node"])
             )
-            await self._run_session(session, core, stop, decisions)
+            try:
+                await self._run_session(session, core, stop, decisions)
+            finally:
+                if self.dashboard is not None:
+                    self.dashboard.attach(None)  # the page's actions need a session
+
+    def _session_counters(self) -> Counter[str]:
+        session = self.session
+        return session.counters if session is not None else Counter()
 
     @staticmethod
     async def _stop_while_connecting(
@@ -474,6 +504,8 @@ class Daemon:
         self.governance.queue_commands(core)
         if core.dirty:
             self._offer_status()
+        if self.dashboard is not None:
+            self.dashboard.changed()
 
     def _heartbeat(self, core: LiveCore, decisions: DecisionLog) -> None:
         core.heartbeat(self.receive_clock())
@@ -485,6 +517,8 @@ class Daemon:
         self.governance.poll_aliases()
         decisions.flush()
         self._offer_status()
+        if self.dashboard is not None:
+            self.dashboard.changed()
 
     async def _stop(self, session: LiveSession, core: LiveCore) -> None:
         """Stop new orders, cancel open ones, flush, say goodbye."""

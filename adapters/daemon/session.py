@@ -30,7 +30,7 @@ from adapters.mqtt.session import MqttSession
 from adapters.mqtt.settings import MqttSettings
 from adapters.mqtt.topics import Topics
 from adapters.mqtt.validation import MessageLimits
-from engine.config import Config
+from engine.config import Config, MqttConfig
 from engine.errors import AdapterError, ConfigError, TradeloopError
 from engine.events import CancelRequest, OrderRequest
 from engine.instruments import InstrumentTable
@@ -166,7 +166,14 @@ def mqtt_settings(config: Config) -> MqttSettings:
         command_key=key.encode() if key else None,
         limits=MessageLimits.from_config(config.live),
         max_order_age_ns=config.live.max_order_age_ns,
+        first_connect_timeout_s=_first_connect_timeout_s(m),
     )
+
+
+def _first_connect_timeout_s(m: MqttConfig) -> float | None:
+    # ``[mqtt] first_connect_timeout``: "0s" retries the first connection for ever
+    ns = parse_duration_ns(m.first_connect_timeout)
+    return ns / 1e9 if ns > 0 else None
 
 
 # what a session leaves next to the journal

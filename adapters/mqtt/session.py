@@ -441,6 +441,7 @@ class MqttSession:
 
     async def _connect_first(self) -> aiomqtt.Client:
         attempt = 0
+        started = asyncio.get_running_loop().time()
         while True:
             try:
                 return await self._connect()
@@ -450,11 +451,27 @@ class MqttSession:
                         f"broker {self.settings.host}:{self.settings.port} refused the "
                         f"connection: {exc}"
                     ) from exc
-                log.warning("mqtt connect failed: %s", _reason(exc))
+                self._first_failure(attempt, started, _reason(exc), exc)
             except aiomqtt.MqttError as exc:
-                log.warning("mqtt connect failed: %s", _reason(exc))
+                self._first_failure(attempt, started, _reason(exc), exc)
             attempt += 1
             await asyncio.sleep(self._backoff(attempt))
+
+    def _first_failure(self, attempt: int, started: float, cause: str, exc: BaseException) -> None:
+        """A failed first connection: said once in full (where, why, what to check), then
+        one line per retry; past ``first_connect_timeout_s`` it is the session's error."""
+        settings = self.settings
+        limit = settings.first_connect_timeout_s
+        if limit is not None and asyncio.get_running_loop().time() - started >= limit:
+            raise AdapterError(
+                f"{settings.unreachable(cause)} (gave up after {limit:g} s)"
+            ) from exc
+        if attempt == 0:
+            until = f"for {limit:g} s" if limit is not None else "until it answers"
+            log.error("%s; retrying %s", settings.unreachable(cause), until)
+        else:
+            log.warning("mqtt broker %s:%s still unreachable (attempt %d): %s",
+                        settings.host, settings.port, attempt + 1, cause)  # fmt: skip
 
     async def _reconnect(self) -> aiomqtt.Client:
         attempt = 0
@@ -488,11 +505,12 @@ class MqttSession:
 
     async def _connect_feed_first(self) -> FeedProtocol:
         attempt = 0
+        started = asyncio.get_running_loop().time()
         while True:
             try:
                 return await self._open_feed()  # a refusal (AdapterError) is not retried
             except ConnectionError as exc:
-                log.warning("mqtt market-data connect failed: %s", exc)
+                self._first_failure(attempt, started, str(exc), exc)
             attempt += 1
             await asyncio.sleep(self._backoff(attempt))
 
@@ -646,6 +664,33 @@ class MqttSession:
                 if raw.empty():
                     break
             self._ingest_group(group)
+
+    def submit_command(self, payload: bytes, signature: str) -> str | None:
+        """A signed operator command that reached the daemon another way than the bus (the
+        dashboard), through the command topic's own ingest: signature, target, freshness
+        and repeats are checked as for a message on the topic, the counters count it, and
+        an accepted command enters the inbox in receipt order, to be journaled and
+        applied like any other. Returns None if it was accepted, else the reason counted
+        (``commands_unauthenticated``, ``bad_command_stale``, ...). Never raises."""
+        before = self.counters.copy()
+        try:
+            items = self._ingest.decode(
+                [(self._command_topic, payload, signature, False)], self._stamp()
+            )
+        except Exception:  # the ingest never raises; if it ever did, the loop must not see it
+            log.exception("command from the dashboard refused")
+            return "internal"
+        accepted = False
+        for item in items:
+            accepted = accepted or isinstance(item, CommandIn)
+            self._inbox.add(item)
+        if accepted:
+            return None
+        grown = [k for k, v in self.counters.items()
+                 if v > before.get(k, 0) and k not in ("bad_messages", "messages_in_command")]  # fmt: skip
+        return next(
+            (k for k in grown if k.startswith("bad_command")), grown[0] if grown else "refused"
+        )
 
     def _ingest_one(self, message: aiomqtt.Message) -> None:
         self._ingest_group([message])

@@ -50,6 +50,9 @@ class MqttSettings:
             (withdrawn and rejected, ``[live] max_order_age``); None: no limit.
         limits: the configured bounds of inbound checks (``[live] max_tick_age``,
             ``max_tick_future``, ``max_fee_bps``), market data, reports and answers alike.
+        first_connect_timeout_s: how long the first connection is retried before the
+            session gives up with one error naming the broker and what to check (None:
+            for ever). Once connected, a lost connection is retried for ever.
 
     Raises:
         ConfigError: a field is out of range.
@@ -76,6 +79,7 @@ class MqttSettings:
     command_key: bytes | None = None
     max_order_age_ns: int | None = None
     limits: MessageLimits = field(default_factory=MessageLimits)
+    first_connect_timeout_s: float | None = 30.0
 
     def __post_init__(self) -> None:
         checks = (
@@ -97,10 +101,31 @@ class MqttSettings:
             ("key_file", self.key_file is None or self.cert_file is not None, "needs cert_file"),
             ("bind_client_id", not self.bind_client_id or bool(self.username), "needs a user"),
             ("command_key", self.command_key is None or len(self.command_key) > 0, "is empty"),
+            (
+                "first_connect_timeout",
+                self.first_connect_timeout_s is None or self.first_connect_timeout_s > 0,
+                "must be > 0",
+            ),
         )
         for name, ok, reason in checks:
             if not ok:
                 raise ConfigError(f"mqtt.{name}", reason)
+
+    def unreachable(self, cause: str) -> str:
+        """One line for a broker that cannot be reached: where, why, and what to check
+        (a user's first run without mosquitto reads this, not a traceback)."""
+        transport = (
+            "this config connects with TLS: check [mqtt] tls, ca_file and that the broker's "
+            "certificate names this host"
+            if self.tls
+            else "this config connects without TLS: a broker that only listens with TLS "
+            "needs [mqtt] tls = true"
+        )
+        return (
+            f"cannot reach the MQTT broker at {self.host}:{self.port} ({cause.strip()}): is "
+            f"mosquitto running and listening there? check [mqtt] host and port in the "
+            f"config; {transport}"
+        )
 
     def login(self, role: str = "") -> tuple[str | None, str]:
         """The user name and client id of one of the session's connections: ``role`` ""

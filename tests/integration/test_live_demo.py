@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import tomllib
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,7 @@ def test_live_demo_short_feed_trades_and_leaves_a_session_with_parity(tmp_path: 
     lines = _lines(proc)
     seen: list[str] = []
     command: subprocess.CompletedProcess[str] | None = None
+    dashboard: dict[str, object] | None = None
     deadline = time.monotonic() + 90
     try:
         while True:
@@ -71,6 +73,11 @@ def test_live_demo_short_feed_trades_and_leaves_a_session_with_parity(tmp_path: 
             if line is None:
                 break
             seen.append(line)
+            if line.startswith("dashboard: http://") and dashboard is None:
+                # the daemon's page is up while the demo runs (its document, over HTTP)
+                url = line.split()[1]
+                with urllib.request.urlopen(url + "api/state", timeout=10) as r:
+                    dashboard = json.loads(r.read())
             if "daemon online" in line and command is None:
                 # resume is harmless while ACTIVE, and the journal records who sent it
                 command = subprocess.run(
@@ -92,6 +99,8 @@ def test_live_demo_short_feed_trades_and_leaves_a_session_with_parity(tmp_path: 
     assert proc.returncode == 0, text[-3000:]
     assert command is not None and command.returncode == 0, (command, text[-2000:])
     assert "sent a signed resume" in command.stdout
+    assert dashboard is not None, text[-2000:]
+    assert dashboard["node"] == "node1" and dashboard["actions"] == {"enabled": True, "why": ""}
     assert "live-demo stopped" in text and "check parity" in text
 
     journal = out / "journal"

@@ -540,7 +540,7 @@ async def test_session_bad_payloads_counted_nothing_enqueued(broker: Broker) -> 
         c["bad_crossed"],
         c["bad_wrong_type"],
         c["bad_unknown_topic"],
-    ) == (1, 1, 1, 1, 2, 2)
+    ) == (1, 1, 1, 1, 3, 1)  # a Quote on the depth topic (it carries DepthUpdate): wrong type
 
 
 @pytest.mark.asyncio
@@ -874,6 +874,62 @@ async def test_session_refused_credentials_raise_adapter_error(broker: Broker) -
         async with session:
             pass
     assert session.state == "closed"
+
+
+def _dead_port() -> int:
+    """A port nothing listens on (bound, then closed)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("tls", [False, True])
+async def test_session_no_broker_gives_up_naming_host_port_and_what_to_check(tls: bool) -> None:
+    """Issue 24: the first connection to nothing is one clear error after the timeout:
+    the broker's address, the cause, what to check (the transport's advice too), no
+    internal name."""
+    port = _dead_port()
+    settings = MqttSettings(port=port, reconnect_min_s=0.05, reconnect_max_s=0.1,
+                            first_connect_timeout_s=0.5, tls=tls)  # fmt: skip
+    session = MqttSession(settings, TOPICS, INSTRUMENTS, receive_clock=_receive_clock(),
+                          will_payload=offline_payload(TOPICS.node))  # fmt: skip
+    started = time.monotonic()
+    with pytest.raises(AdapterError) as caught:
+        async with session:
+            pass
+    assert 0.5 <= time.monotonic() - started < 5.0
+    message = str(caught.value)
+    assert message.startswith(f"cannot reach the MQTT broker at 127.0.0.1:{port} (")
+    assert "is mosquitto running" in message and "[mqtt] host and port" in message
+    assert ("[mqtt] tls, ca_file" in message) == tls
+    assert "tls = true" in message or tls
+    assert message.endswith("(gave up after 0.5 s)") and "_connect" not in message
+    assert session.state == "closed"
+
+
+def test_run_without_a_broker_is_one_error_line_without_traceback(tmp_path: Path) -> None:
+    """``tradeloop run`` through the dispatcher, in a process of its own, against a port
+    nothing listens on (``[mqtt] first_connect_timeout = "1s"``): exit 2, stderr ends with
+    one ``tradeloop: error:`` line naming host and port, no traceback."""
+    from tests.integration.test_daemon import write_config
+
+    port = _dead_port()
+    config = write_config(tmp_path, "paper", port)
+    config.write_text(
+        config.read_text().replace("[mqtt]\n", '[mqtt]\nfirst_connect_timeout = "1s"\n', 1)
+    )
+    env = dict(os.environ, TL_TEST_MQTT_USER="u", TL_TEST_MQTT_PASSWORD="p",
+               TL_TEST_COMMAND_KEY="k")  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "replay.cli", "run", "--config", str(config)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"tradeloop: error: cannot reach the MQTT broker at 127.0.0.1:{port} ")
+    assert "is mosquitto running" in last and "gave up after 1 s" in last
+    assert "Traceback" not in proc.stderr and "_connect" not in proc.stderr
 
 
 @pytest.mark.slow

@@ -162,12 +162,14 @@ def run_live_demo(settings: DemoSettings, *, sample_data: SampleData, entry: Seq
         stack.enter_context(_signals_set(stop))
         access = _broker(settings, out, stack)
         command_key = secrets.token_hex(32)
+        # the dashboard's operator token, per run like the command key (its buttons)
+        dashboard_token = secrets.token_urlsafe(24)
         config_path, config = _write_config(template, out, settings, access)
-        _write_demo_file(out, access, config, command_key)
+        _write_demo_file(out, access, config, command_key, dashboard_token)
         topics = Topics(config.mqtt.topic_prefix, config.live.node, config.live.account)
         journal = Path(config.journal.dir)
         watcher = stack.enter_context(StatusWatcher(access, topics.status))
-        env = _child_env(config, access, command_key)
+        env = _child_env(config, access, command_key, dashboard_token)
 
         def start(name: str, role: str, args: list[str], stop_signal: int) -> _Child:
             argv = [*entry, *args, "--config", str(config_path)]
@@ -196,6 +198,8 @@ def run_live_demo(settings: DemoSettings, *, sample_data: SampleData, entry: Seq
         )
         session = _new_session(journal, manifests)
         print_where(out, settings.speed, settings.minutes, access, config, topics, session)
+        print(f"dashboard: {dashboard_url(config)} (operator token for its buttons: "
+              f"{dashboard_token}; also in {out / DEMO_FILE})", flush=True)  # fmt: skip
         feed = start(
             "publish",
             "feed",
@@ -315,6 +319,10 @@ def _write_config(
         text = set_toml_key(text, "mqtt", "password_env", None)
     text = set_toml_key(text, "live", "metrics_port", str(metrics_port))
     text = set_toml_key(text, "live", "metrics_host", '"127.0.0.1"')
+    # the live dashboard, on this machine only, at a port known before the daemon starts
+    text = set_toml_key(text, "live", "dashboard", "true")
+    text = set_toml_key(text, "live", "dashboard_host", '"127.0.0.1"')
+    text = set_toml_key(text, "live", "dashboard_port", str(free_port()))
     # the demo's own broker has the identity layout of docs/ (client ids bound to users),
     # on a loopback listener without TLS (oms-sim and publish speak no TLS); a --broker of
     # the user's own: one login for every role, as before
@@ -375,7 +383,14 @@ def set_toml_key(text: str, section: str, key: str, value: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_demo_file(out: Path, access: BrokerAccess, config: Config, command_key: str) -> None:
+def dashboard_url(config: Config) -> str:
+    """The address of the daemon's dashboard (``[live] dashboard_host``/``_port``)."""
+    return f"http://{config.live.dashboard_host}:{config.live.dashboard_port}/"
+
+
+def _write_demo_file(
+    out: Path, access: BrokerAccess, config: Config, command_key: str, dashboard_token: str
+) -> None:
     operator = access.logins["operator"]
     topics = Topics(config.mqtt.topic_prefix, config.live.node, config.live.account)
     document = {
@@ -389,6 +404,8 @@ def _write_demo_file(out: Path, access: BrokerAccess, config: Config, command_ke
         "node": topics.node,
         "account": topics.account,
         "status_topic": topics.status,
+        "dashboard": dashboard_url(config),
+        "dashboard_token": dashboard_token,
     }
     path = out / DEMO_FILE
     path.unlink(missing_ok=True)
@@ -397,9 +414,11 @@ def _write_demo_file(out: Path, access: BrokerAccess, config: Config, command_ke
         json.dump(document, f, indent=2)
 
 
-def _child_env(config: Config, access: BrokerAccess, command_key: str) -> dict[str, dict[str, str]]:
+def _child_env(
+    config: Config, access: BrokerAccess, command_key: str, dashboard_token: str
+) -> dict[str, dict[str, str]]:
     """Per role: this process's environment, the role's login in the variables the config
-    names, the command key for the daemon alone."""
+    names, the command key and the dashboard's token for the daemon alone."""
     envs: dict[str, dict[str, str]] = {}
     for role in ("daemon", "oms", "feed"):
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -408,8 +427,10 @@ def _child_env(config: Config, access: BrokerAccess, command_key: str) -> dict[s
             env[config.mqtt.username_env] = login.username
             env[config.mqtt.password_env] = login.password
         env.pop(config.live.command_key_env, None)
+        env.pop(config.live.dashboard_token_env, None)
         envs[role] = env
     envs["daemon"][config.live.command_key_env] = command_key
+    envs["daemon"][config.live.dashboard_token_env] = dashboard_token
     return envs
 
 
