@@ -78,6 +78,7 @@ from engine.journal import (
     HEADER_PREFIX_BYTES,
     AnyRecord,
     ClockRecord,
+    DepthRecord,
     JournalDecoder,
     JournalHeader,
     JournalLoss,
@@ -603,7 +604,8 @@ class FileJournalWriter:
         self._last_ts = ts
         self.next_seq += 1
         self.records_written += 1
-        if isinstance(record, MarketDataRecord):
+        # depth is market data: grouped for fsync like ticks, not synced at once as controls
+        if isinstance(record, MarketDataRecord | DepthRecord):
             if not self._market_pending:
                 self._market_first_ns = ts
             self._market_pending += 1

@@ -31,10 +31,28 @@ Rules (the README's "Simulated venue" section says the same in short):
   on trades.
 - Fees: ``fee_bps`` of notional for taker fills, ``maker_fee_bps`` (default the same) for
   maker fills.
+
+Depth mode (``queue_model`` given and the first depth rows applied): the rules above give
+way to ``adapters.queue_position``'s (docs/fills.md); until depth arrives they hold unchanged.
+The venue keeps its own L2 book, fed by ``on_depth`` and applied in time order with the
+ticks (a depth row before the ticks and order arrivals of its own stamp), so what it reads
+at an arrival is the book at that time, however early the rows were handed over.
+
+- An order on an instrument whose book cannot be read (no depth yet, or out of sync) is
+  rejected: the venue does not invent fills on a book it does not know.
+- A market order, and a limit order marketable on arrival, walks the opposite side's levels
+  best-first at each level's price (taker), up to its limit; what our orders took from a level
+  is not shown again until a depth row changes that level. A market order's remainder, once
+  the known levels are walked, is cancelled (``book exhausted``).
+- A resting limit order joins the back of its level's queue and fills, maker at its limit, only
+  from trades: at its price once the size ahead is gone (trades, and cancels under the queue
+  model), or through its price. Quotes fill nothing in depth mode.
+- A snapshot (a resync) caps each resting order's size ahead by its level's new size.
 """
 
 from __future__ import annotations
 
+import collections
 import heapq
 import math
 
@@ -42,6 +60,26 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
+from adapters.queue_position import (
+    EV_LEVEL,
+    N_QFCOLS,
+    N_RCOLS,
+    QF_EVENT,
+    QF_PRICE,
+    QF_QTY,
+    QF_SLOT,
+    QUEUE_MODELS,
+    R_ACTIVE,
+    R_AHEAD,
+    R_LEVEL,
+    R_PRICE,
+    R_SIDE,
+    advance_queue,
+    enter_order,
+    walk_levels,
+)
+from engine.book.batch import F_SNAPSHOT, DepthBatch
+from engine.book.book import OrderBook
 from engine.events import (
     CancelRejected,
     CancelRequest,
@@ -73,6 +111,9 @@ F_MAKER = 3
 F_TICK = 4
 F_FROM_QUOTE = 5  # 1.0: drew on the quote's displayed size; 0.0: on a trade's size
 N_FCOLS = 6
+
+# levels per side the venue's own book exposes before a walk asks for every known one
+DEPTH_LEVELS = 20
 
 # columns of the displayed size our orders took from each instrument's current quote
 TAKEN_ASK = 0  # by buys
@@ -195,16 +236,45 @@ class SimulatedVenue:
         latency_ns: one-way delay from send to the venue, for orders and cancels.
         fee_bps: taker fee in basis points of notional.
         maker_fee_bps: fee for maker fills; defaults to ``fee_bps``.
+        queue_model: ``"trades_only"`` or ``"power"`` (``[book] queue_model``) to fill on
+            depth once a book is attached; None keeps the top-of-book rules.
+        queue_power: the power rule's exponent (``[book] queue_power``).
 
     Raises:
-        ValueError: ``latency_ns`` is negative.
+        ValueError: ``latency_ns`` is negative, or an unknown queue model or a power <= 0.
     """
 
     def __init__(
-        self, latency_ns: int = 0, fee_bps: float = 0.0, maker_fee_bps: float | None = None
+        self,
+        latency_ns: int = 0,
+        fee_bps: float = 0.0,
+        maker_fee_bps: float | None = None,
+        *,
+        queue_model: str | None = None,
+        queue_power: float = 2.0,
     ) -> None:
         if latency_ns < 0:
             raise ValueError("latency_ns must be >= 0")
+        if queue_model is not None and queue_model not in QUEUE_MODELS:
+            raise ValueError(f"unknown queue model {queue_model!r}; one of {list(QUEUE_MODELS)}")
+        if not queue_power > 0.0:
+            raise ValueError("queue_power must be > 0")
+        self._queue_model = -1 if queue_model is None else QUEUE_MODELS[queue_model]
+        self._queue_power = float(queue_power)
+        # depth mode: the venue's own L2 book, fed the depth rows in time order with the
+        # ticks (``_own_book``; ``_book`` once the first rows are applied), the rows handed
+        # over but not yet due, and each slot's place in its queue
+        self._own_book: OrderBook | None = None
+        self._book: OrderBook | None = None
+        self._depth_due: collections.deque[DepthBatch] = collections.deque()
+        self._queue = np.zeros((16, N_RCOLS))
+        self._qfills = np.zeros((16, N_QFCOLS))
+        # size our orders took from a level since it last changed: (instrument, side, price)
+        self._level_taken: dict[tuple[int, int, float], float] = {}
+        # the queue table before the last depth-mode scan, to redo an abandoned scan's prefix
+        self._queue_before: npt.NDArray[np.float64] | None = None
+        self._depth_batch: TickBatch | None = None
+        self.depth_counters = {"rejected_no_book": 0, "exhausted": 0, "rows_out_of_sync": 0}
         self.latency_ns = latency_ns
         self.fee_bps = fee_bps
         self.maker_fee_bps = fee_bps if maker_fee_bps is None else maker_fee_bps
@@ -241,6 +311,78 @@ class SimulatedVenue:
         self._taken = np.zeros((n, 2))
         self._first_quote = np.full(n, -1, np.int64)
         self._last_quote = np.full(n, -1, np.int64)
+        if self._queue_model >= 0:
+            ticks = [i.tick_size for i in instruments.instruments]
+            self._own_book = OrderBook(n, levels=DEPTH_LEVELS, ticks=ticks)
+
+    def attach_book(self, book: OrderBook) -> None:
+        """Nothing to do: the venue keeps its own book (see ``on_depth``), since the engine's
+        may already hold rows stamped after the ticks the venue is matching."""
+
+    def on_depth(self, batch: DepthBatch) -> None:
+        """Depth rows (time-ordered, whole updates), handed over no later than the first tick
+        or venue event stamped after them, and possibly earlier (a batch's rows before its
+        ticks): the venue applies each row to its own book in time order with the ticks, a
+        row before the ticks and order arrivals of its own stamp. Rows move resting orders'
+        queue positions and refresh what our orders took from a level; they never fill.
+
+        The first rows applied switch the venue to depth mode (without depth it keeps the
+        top-of-book rules); limit orders resting then join the back of their level's queue,
+        and a market order's remainder is cancelled (``book exhausted``): it has no place in
+        a queue."""
+        if self._own_book is not None and len(batch):
+            self._depth_due.append(batch)
+
+    def _apply_depth_until(self, ts_ns: int) -> None:
+        due = self._depth_due
+        while due:
+            head = due[0]
+            cut = int(np.searchsorted(head.ts_event, ts_ns, side="right"))
+            if cut == 0:
+                return
+            if cut == len(head):
+                due.popleft()
+                rows = head
+            else:
+                due[0] = head.slice(cut, len(head))
+                rows = head.slice(0, cut)
+            self._apply_depth(rows)
+
+    def _next_depth_ns(self) -> int | None:
+        return int(self._depth_due[0].ts_event[0]) if self._depth_due else None
+
+    def _apply_depth(self, batch: DepthBatch) -> None:
+        book = self._own_book
+        assert book is not None
+        book.apply(batch)
+        if self._book is None:
+            self._book = book
+            self._enter_resting(int(batch.ts_event[0]))
+            return
+        if self._level_taken:
+            # keyed by the price to 1e-9: the book's cell price and the row's may differ in
+            # the last bits
+            for i, side, price in zip(
+                batch.instrument.tolist(), batch.side.tolist(), batch.price.tolist(), strict=True
+            ):
+                self._level_taken.pop((i, side, round(price, 9)), None)
+        if self._active == 0:
+            return
+        # rows of a book that is out of sync are not to be trusted: queue positions wait
+        # for the resync (a snapshot), trades still fill at and through a price meanwhile
+        inst = batch.instrument
+        readable = np.array([book.in_sync(int(i)) for i in range(book.counts.shape[0])], bool)
+        keep = readable[inst]
+        if not bool(keep.all()):
+            self.depth_counters["rows_out_of_sync"] += int((~keep).sum())
+            batch = DepthBatch(*(getattr(batch, c)[keep] for c in DepthBatch.__slots__))
+        kind = np.full(len(batch), EV_LEVEL, np.int8)
+        advance_queue(self._queue, self._next_slot, batch.instrument, kind, batch.side,
+                      batch.price, batch.qty, 0, len(batch), self._queue_model,
+                      self._queue_power, self._qfills)  # fmt: skip
+        if bool((batch.flags & F_SNAPSHOT).any()):
+            for i in np.unique(batch.instrument[(batch.flags & F_SNAPSHOT) != 0]).tolist():
+                self._reanchor(int(i))
 
     def submit(self, order: OrderRequest) -> None:
         self._enqueue(order)
@@ -261,6 +403,8 @@ class SimulatedVenue:
             self._staged = 0  # its fills were never booked
         while self._pending and self._pending[0][0] <= ts_ns:
             arrival, _, msg = heapq.heappop(self._pending)
+            if self._depth_due:
+                self._apply_depth_until(arrival)  # the book as it is at the arrival
             if isinstance(msg, OrderRequest):
                 self._arrive(msg, arrival)
             else:
@@ -275,6 +419,15 @@ class SimulatedVenue:
             # an abandoned scan of this batch is taken up again where the market stopped
             self._settle(start if ts is batch.ts_event and scan_start <= start else end)
         self._staged = 0
+        if self._depth_due:
+            # depth rows at or before the first tick go first; the scan ends before the next
+            # row (the engine takes a scan that ends early, without fills, as done so far)
+            self._apply_depth_until(int(batch.ts_event[start]))
+            nxt = self._next_depth_ns()
+            if nxt is not None:
+                stop = start + int(np.searchsorted(batch.ts_event[start:stop], nxt, side="left"))
+        if self._book is not None:
+            return self._match_depth(batch, start, stop)
         if self._active == 0 and not self._taken_any:
             return stop  # nothing rests and no quote has size to give back
         j, n = _match(batch.instrument, batch.kind, batch.bid, batch.ask, batch.bid_size,
@@ -308,12 +461,80 @@ class SimulatedVenue:
         assert self._market is not None
         return self._market.book
 
+    def _match_depth(self, batch: TickBatch, start: int, stop: int) -> int:
+        if self._active == 0:
+            return stop
+        # the queue kernel moves positions as it scans: keep the table before it, so a scan
+        # the engine abandons is redone only up to where the market stopped (see _settle)
+        self._queue_before = self._queue[: self._next_slot].copy()
+        self._depth_batch = batch
+        j, n = advance_queue(self._queue, self._next_slot, batch.instrument, batch.kind,
+                             batch.side, batch.price, batch.size, start, stop,
+                             self._queue_model, self._queue_power, self._qfills)  # fmt: skip
+        for k in range(int(n)):
+            f = self._qfills[k]
+            self._fills[k] = (f[QF_SLOT], f[QF_QTY], f[QF_PRICE], 1.0, f[QF_EVENT], 0.0)
+        self._staged = int(n)
+        self._staged_ts = batch.ts_event
+        self._scan = (batch.ts_event, start, int(j))
+        return int(j)
+
     def _settle(self, applied: int) -> None:
         # ticks [start, applied) of the last scan reached the market: their quotes are
         # current now and bring fresh displayed size
+        if self._book is not None and self._scan is not None:
+            self._settle_depth(applied)
         self._scan = None
         if self._taken_any:
             self._taken_any = bool(_refresh(self._taken, self._first_quote, applied))
+
+    def _enter_resting(self, now: int) -> None:
+        for slot in sorted(self._request_of):
+            req = self._request_of[slot]
+            index = int(self._orders[slot, O_INST])
+            sign = int(self._orders[slot, O_SIDE])
+            limit = float(self._orders[slot, O_LIMIT])
+            if math.isnan(limit):
+                self.depth_counters["exhausted"] += 1
+                self._close(slot)
+                self._reports.append(
+                    OrderCancelled(ts_event=now, ts_recv=now, client_order_id=req.client_order_id,
+                                   reason="book exhausted")
+                )  # fmt: skip
+                continue
+            enter_order(self._queue, slot, index, sign, limit, self._orders[slot, O_REMAINING],
+                        self._level_size(index, sign, limit))  # fmt: skip
+
+    def _settle_depth(self, applied: int) -> None:
+        assert self._scan is not None
+        if self._queue_before is None:
+            return  # the scan was a top-of-book one, from before the switch to depth
+        _, start, end = self._scan
+        if applied < end and self._depth_batch is not None:
+            # abandoned before its fill tick: back to the table before the scan, then the
+            # ticks the market did apply (they fill nothing: the fill tick was not among them)
+            batch = self._depth_batch
+            self._queue[: self._queue_before.shape[0]] = self._queue_before
+            advance_queue(self._queue, self._next_slot, batch.instrument, batch.kind,
+                          batch.side, batch.price, batch.size, start, applied,
+                          self._queue_model, self._queue_power, self._qfills)  # fmt: skip
+        self._queue_before = None
+        self._depth_batch = None
+
+    def _reanchor(self, index: int) -> None:
+        # a snapshot replaced the book: no order can have more ahead than its level holds now
+        assert self._book is not None
+        for slot in range(self._next_slot):
+            row = self._queue[slot]
+            if row[R_ACTIVE] == 0.0 or int(self._orders[slot, O_INST]) != index:
+                continue
+            size = self._level_size(index, int(row[R_SIDE]), float(row[R_PRICE]))
+            row[R_AHEAD] = min(row[R_AHEAD], size)
+            row[R_LEVEL] = size
+
+    def _level_size(self, index: int, side: int, price: float) -> float:
+        assert self._book is not None
+        return self._book.size_at(index, side, price)
 
     def _take_displayed(self, slot: int, qty: float) -> None:
         index = int(self._orders[slot, O_INST])
@@ -348,6 +569,9 @@ class SimulatedVenue:
             return
         if req.client_order_id in self._slot_of or req.client_order_id in self._closed:
             self._reject(req, now, "duplicate client order id")
+            return
+        if self._book is not None:
+            self._arrive_depth(req, index, now)
             return
         book = self._market.book[index]
         if req.order_type == "market" and math.isnan(book[BID]):
@@ -391,6 +615,76 @@ class SimulatedVenue:
                     reason="ioc remainder",
                 )
             )
+
+    def _accept(self, req: OrderRequest, index: int, now: int) -> int:
+        self._reports.append(
+            OrderAccepted(
+                ts_event=now,
+                ts_recv=now,
+                client_order_id=req.client_order_id,
+                venue_order_id=f"SIM-{req.client_order_id}",
+            )
+        )
+        slot = self._take_slot()
+        limit = math.nan if req.limit_price is None else req.limit_price
+        self._orders[slot] = (index, side_sign(req.side), limit, req.qty, 1.0)
+        self._queue[slot, R_ACTIVE] = 0.0  # rests in the queue only once it has walked
+        self._slot_of[req.client_order_id] = slot
+        self._request_of[slot] = req
+        self._active += 1
+        return slot
+
+    def _arrive_depth(self, req: OrderRequest, index: int, now: int) -> None:
+        book = self._book
+        assert book is not None
+        if not book.in_sync(index):
+            self.depth_counters["rejected_no_book"] += 1
+            self._reject(req, now, f"no readable depth for the instrument ({book.status(index)})")
+            return
+        slot = self._accept(req, index, now)
+        sign = side_sign(req.side)
+        limit = math.nan if req.limit_price is None else req.limit_price
+        # the exposed levels first (reading a level costs a price conversion); all the known
+        # ones only for an order they cannot fill
+        prices, sizes = book.levels_of(index, -sign)
+        taken = self._taken_at(index, -sign, prices)
+        if float((sizes - taken).sum()) < req.qty:
+            prices, sizes = book.levels_of(index, -sign, book.known_levels(index, -sign))
+            taken = self._taken_at(index, -sign, prices)
+        n_levels = prices.shape[0]
+        out_level = np.zeros(n_levels, np.int64)
+        out_qty = np.zeros(n_levels)
+        n = walk_levels(prices, sizes, taken, n_levels, sign, req.qty, limit, out_level,
+                        out_qty)  # fmt: skip
+        for k in range(int(n)):
+            price = float(prices[out_level[k]])
+            qty = round(float(out_qty[k]), 12)
+            key = (index, -sign, round(price, 9))
+            self._level_taken[key] = self._level_taken.get(key, 0.0) + qty
+            self._book_fill(slot, qty, price, False, now)
+        if self._orders[slot, O_ACTIVE] == 0.0:
+            return  # filled in full by the walk
+        if req.time_in_force == "ioc" or req.order_type == "market":
+            if req.order_type == "market" and req.time_in_force != "ioc":
+                self.depth_counters["exhausted"] += 1
+            self._close(slot)
+            reason = "ioc remainder" if req.time_in_force == "ioc" else "book exhausted"
+            self._reports.append(
+                OrderCancelled(
+                    ts_event=now, ts_recv=now, client_order_id=req.client_order_id, reason=reason
+                )
+            )
+            return
+        enter_order(self._queue, slot, index, sign, limit, self._orders[slot, O_REMAINING],
+                    self._level_size(index, sign, limit))  # fmt: skip
+
+    def _taken_at(
+        self, index: int, side: int, prices: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float64]:
+        if not self._level_taken:
+            return np.zeros(prices.shape[0])
+        get = self._level_taken.get
+        return np.array([get((index, side, round(p, 9)), 0.0) for p in prices.tolist()])
 
     def _arrive_cancel(self, req: CancelRequest, now: int) -> None:
         slot = self._slot_of.get(req.client_order_id)
@@ -440,22 +734,27 @@ class SimulatedVenue:
         if self._next_slot == self._orders.shape[0]:
             keep = sorted(self._slot_of.items(), key=lambda kv: kv[1])
             table = np.zeros((max(16, 2 * len(keep) + 1), N_OCOLS))
+            queue = np.zeros((table.shape[0], N_RCOLS))
             requests: dict[int, OrderRequest] = {}
             for new_slot, (cid, old_slot) in enumerate(keep):
                 table[new_slot] = self._orders[old_slot]
+                queue[new_slot] = self._queue[old_slot]
                 self._slot_of[cid] = new_slot
                 requests[new_slot] = self._request_of[old_slot]
             self._orders = table
+            self._queue = queue
             self._request_of = requests
             self._next_slot = len(keep)
             if self._fills.shape[0] < table.shape[0]:
                 self._fills = np.zeros((table.shape[0], N_FCOLS))
+                self._qfills = np.zeros((table.shape[0], N_QFCOLS))
         slot = self._next_slot
         self._next_slot += 1
         return slot
 
     def _close(self, slot: int) -> None:
         self._orders[slot, O_ACTIVE] = 0.0
+        self._queue[slot, R_ACTIVE] = 0.0
         self._active -= 1
         req = self._request_of.pop(slot)
         del self._slot_of[req.client_order_id]

@@ -20,9 +20,10 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from engine.book.source import BookSource
 from engine.clock import Clock
 from engine.context import EngineContext
-from engine.errors import DataError, StrategyError
+from engine.errors import ConfigError, DataError, StrategyError
 from engine.events import (
     Alarm,
     Command,
@@ -119,6 +120,9 @@ class Engine:
         self.clock = clock
         self.router = router
         self.features = features
+        # where L2 book features come from (``engine.book.source``): set by the replay
+        # runner (depth files) or the live daemon (the depth topic) when the set has any
+        self.book_source: BookSource | None = None
         self.model = model
         self.strategy = strategy
         self.risk = risk
@@ -269,6 +273,13 @@ class Engine:
         if ts[0] < self._last_ts or (n > 1 and bool(np.any(ts[1:] < ts[:-1]))):
             raise DataError("<batch>", "timestamps go backwards inside the engine's input")
         if not self._started:
+            if self.features.book_specs and self.book_source is None:
+                # NaN book features would still be scored: refuse rather than trade on them
+                raise ConfigError(
+                    "features",
+                    f"L2 book features {[b.name for b in self.features.book_specs]} need "
+                    "depth data (depth parquet next to the tick files in replay)",
+                )
             self.clock.advance(int(ts[0]))
             self.start()
         self.counters["ticks"] += n
@@ -279,7 +290,8 @@ class Engine:
         # read is at or after its tick), a longer one keeps the values before it
         self._advance_external(int(ts[0]) - 1)
         before = self.feature_state.values.copy() if n > 1 else None
-        feats = self.features.update(batch, self.feature_state)
+        book = self.book_source.asof(batch) if self.book_source is not None else None
+        feats = self.features.update(batch, self.feature_state, book=book)
         walk = self._walk = None if before is None else _Walk(batch.instrument, feats, before)
         sig_idx = sig_zone = sig_prev = observed = _EMPTY
         scores = None

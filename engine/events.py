@@ -50,6 +50,22 @@ class Trade(Event, frozen=True, tag="trade", gc=False):
     side: Side  # aggressor side
 
 
+class DepthUpdate(Event, frozen=True, tag="depth", gc=False):
+    """One L2 diff update (or snapshot) of one instrument: ``bids``/``asks`` are
+    ``(price, absolute size)`` pairs, size 0 removing the level. The ids and the continuity
+    rules are Binance's (``U``/``u``/``pu``); ``engine/book/schema.py`` states them and the
+    parquet form. ``prev_update_id`` is -1 where the source has none."""
+
+    instrument: str
+    first_update_id: int
+    last_update_id: int
+    prev_update_id: int = -1
+    snapshot: bool = False
+    reset: bool = False
+    bids: tuple[tuple[float, float], ...] = ()
+    asks: tuple[tuple[float, float], ...] = ()
+
+
 class Bar(Event, frozen=True, tag="bar", gc=False):
     instrument: str
     interval_ns: int
@@ -203,6 +219,7 @@ class ModelSwitched(Event, frozen=True, tag="model_switched"):
 AnyEvent = (
     Quote
     | Trade
+    | DepthUpdate
     | Bar
     | Signal
     | OrderRequest
@@ -223,6 +240,7 @@ AnyEvent = (
 EVENT_TYPES: tuple[type[Event], ...] = (
     Quote,
     Trade,
+    DepthUpdate,
     Bar,
     Signal,
     OrderRequest,

@@ -1,7 +1,7 @@
 """The format of the sequenced input journal: pure bytes in and out, no file I/O.
 
-Every input that can change a decision (market-data batches, execution reports, operator
-commands, timer firings, clock readings) becomes one ``Record`` with a sequence number and is
+Every input that can change a decision (market-data batches, depth batches, execution
+reports, operator commands, timer firings, clock readings) becomes one ``Record`` with a sequence number and is
 appended before the engine acts on it; a replay of the records feeds the same engine the
 same stream. ``adapters/journal_file.py`` owns the files; this module owns the bytes.
 
@@ -39,6 +39,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from engine.book.batch import DepthBatch
 from engine.clock import TimerFired
 from engine.errors import JournalError
 from engine.events import (
@@ -191,6 +192,58 @@ _NATIVE_DTYPES: Final = tuple(np.dtype(dtype.type) for _, dtype in _COLUMN_DTYPE
 _LITTLE_ENDIAN: Final = sys.byteorder == "little"
 
 
+_DEPTH_DTYPES: Final = tuple(
+    (name, np.dtype(code))
+    for name, code in (
+        ("ts_event", "<i8"), ("ts_recv", "<i8"), ("instrument", "<i4"), ("side", "i1"),
+        ("price", "<f8"), ("qty", "<f8"), ("flags", "i1"), ("first_update_id", "<i8"),
+        ("last_update_id", "<i8"), ("prev_update_id", "<i8"),
+    )
+)  # fmt: skip
+
+
+class DepthColumns(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """A ``DepthBatch`` stored column by column, as ``TickColumns`` stores ticks: each field
+    is the column's little-endian bytes."""
+
+    count: int
+    ts_event: bytes  # <i8
+    ts_recv: bytes  # <i8
+    instrument: bytes  # <i4
+    side: bytes  # i1
+    price: bytes  # <f8
+    qty: bytes  # <f8
+    flags: bytes  # i1
+    first_update_id: bytes  # <i8
+    last_update_id: bytes  # <i8
+    prev_update_id: bytes  # <i8
+
+    @classmethod
+    def from_batch(cls, batch: DepthBatch) -> DepthColumns:
+        """Copy the columns of ``batch`` into bytes (little-endian, the dtypes
+        ``DepthBatch`` declares; another dtype is converted, not refused)."""
+        data = {n: np.ascontiguousarray(getattr(batch, n), d).tobytes() for n, d in _DEPTH_DTYPES}
+        return cls(count=len(batch), **data)
+
+    def to_batch(self) -> DepthBatch:
+        """A ``DepthBatch`` of fresh, writable, native-order arrays equal to the stored ones.
+
+        Raises:
+            ValueError: the columns do not all hold ``count`` values.
+        """
+        for name, dtype in _DEPTH_DTYPES:
+            got = len(getattr(self, name))
+            if got != self.count * dtype.itemsize:
+                raise ValueError(f"column {name!r} has {got} bytes, expected {self.count} x "
+                                 f"{dtype.itemsize}")  # fmt: skip
+        return DepthBatch(
+            *(
+                np.frombuffer(getattr(self, n), d).astype(d.newbyteorder("="))
+                for n, d in _DEPTH_DTYPES
+            )
+        )
+
+
 class Record(msgspec.Struct, frozen=True, kw_only=True, tag_field="record"):
     """Base of every journal record.
 
@@ -206,6 +259,13 @@ class MarketDataRecord(Record, frozen=True, tag="market_data", gc=False):
     """One micro-batch of market data, columnar."""
 
     ticks: TickColumns
+
+
+class DepthRecord(Record, frozen=True, tag="depth", gc=False):
+    """Consecutive depth updates (L2 diffs with update ids) as one batch of rows, columnar:
+    journaled like market data, so a replay feeds the book the same rows in the same order."""
+
+    depth: DepthColumns
 
 
 class ReportRecord(Record, frozen=True, tag="report"):
@@ -337,6 +397,7 @@ class JournalLossRecord(Record, frozen=True, tag="journal_loss"):
 
 AnyRecord = (
     MarketDataRecord
+    | DepthRecord
     | ReportRecord
     | CommandRecord
     | TimerRecord
@@ -349,6 +410,7 @@ AnyRecord = (
 )
 RECORD_TYPES: Final[tuple[type[Record], ...]] = (
     MarketDataRecord,
+    DepthRecord,
     ReportRecord,
     CommandRecord,
     TimerRecord,
@@ -361,6 +423,7 @@ RECORD_TYPES: Final[tuple[type[Record], ...]] = (
 )
 RecordBody = (
     TickBatch
+    | DepthBatch
     | ExecutionReport
     | Command
     | TimerFired
@@ -381,6 +444,8 @@ def make_record(seq: int, ts_recv: int, body: RecordBody) -> AnyRecord:
     match body:
         case TickBatch():
             return MarketDataRecord(seq=seq, ts_recv=ts_recv, ticks=TickColumns.from_batch(body))
+        case DepthBatch():
+            return DepthRecord(seq=seq, ts_recv=ts_recv, depth=DepthColumns.from_batch(body))
         case Command():
             return CommandRecord(seq=seq, ts_recv=ts_recv, command=body)
         case TimerFired():

@@ -4,8 +4,10 @@ plug in concrete adapters; the engine depends only on these protocols."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
+from engine.book.batch import DepthBatch
+from engine.book.book import OrderBook
 from engine.events import (
     CancelRejected,
     CancelRequest,
@@ -45,6 +47,16 @@ class OrderRouter(Protocol):
     def match(self, batch: TickBatch, start: int, stop: int) -> int: ...
     def commit(self) -> None: ...
     def drain_reports(self) -> list[ExecutionReport]: ...
+
+
+@runtime_checkable
+class DepthConsumer(Protocol):
+    """A router that simulates fills on L2 depth (the simulated venue in depth mode): it reads
+    the engine's book at an order's arrival and sees every depth row the book applied, in time
+    order with the ticks (rows stamped <= T before any tick or venue event after T)."""
+
+    def attach_book(self, book: OrderBook) -> None: ...
+    def on_depth(self, batch: DepthBatch) -> None: ...
 
 
 class MarketDataSource(Protocol):

@@ -14,6 +14,11 @@ serialized in the journal's order:
 
 - ``MarketData`` -> the batch (``engine.process_batch``); after it, if the feed was lost and
   every instrument has quoted since, ``FeedStatus("restored")``.
+- ``DepthData`` -> the depth rows (``engine.process_depth``: the book, the venue's queues);
+  before them, if they put an instrument's book out of sync (a gap in update ids, a reset),
+  ``FeedStatus("lost")``: an out-of-sync book is lost data, under the same claim and the
+  same precedence as a lost feed, restored once every book is back in sync (a snapshot)
+  and every instrument has quoted since.
 - ``ReportIn`` -> the report (``engine.on_report``); ``CommandIn`` -> the command
   (``engine.on_command``), each after ``engine.advance_to(ts_recv)``.
 - ``Connection(False)`` -> ``FeedStatus("lost")``; ``Connection(True)`` -> nothing (the
@@ -65,9 +70,19 @@ from adapters.daemon.disk_watch import DISK_LOW_REASON, DiskWatermark
 from adapters.journal_file import FileJournalWriter
 from adapters.live_sender import QueueSender
 from adapters.metrics import DaemonMetrics
-from adapters.mqtt.ingest import CommandIn, Connection, Inbound, MarketData, Overflow, ReportIn
+from adapters.mqtt.ingest import (
+    CommandIn,
+    Connection,
+    DepthData,
+    Inbound,
+    MarketData,
+    Overflow,
+    ReportIn,
+)
 from adapters.reconciliation import alarms_of
 from engine.assembly import ModelSwitcher
+from engine.book.batch import DepthBatch
+from engine.book.book import OrderBook
 from engine.clock import monotonic_clock_ns, wall_clock_ns
 from engine.codec import EventCodec
 from engine.config import LiveConfig
@@ -95,6 +110,7 @@ from engine.journal import (
     ClockJumpRecord,
     ClockRecord,
     CommandRecord,
+    DepthRecord,
     ExternalOrder,
     FeedRecord,
     FeedStatus,
@@ -113,8 +129,8 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 InputBody = (
-    TickBatch | ExecutionReport | Command | FeedStatus | ExternalOrder | ModelSwitch | ClockJump
-    | None
+    TickBatch | DepthBatch | ExecutionReport | Command | FeedStatus | ExternalOrder | ModelSwitch
+    | ClockJump | None
 )  # fmt: skip
 """One input of the stream: ``None`` is a clock reading."""
 ClockJumpPolicy = Literal["alarm", "reduce_only", "halt"]
@@ -257,6 +273,9 @@ def apply_input(
     if isinstance(body, TickBatch):
         engine.process_batch(body)
         return
+    if isinstance(body, DepthBatch):
+        engine.process_depth(body)
+        return
     engine.advance_to(ts_recv)
     match body:
         case None:
@@ -295,6 +314,8 @@ def apply_record(engine: Engine, record: AnyRecord, switcher: ModelSwitcher | No
     match record:
         case MarketDataRecord():
             apply_input(engine, record.ts_recv, record.ticks.to_batch())
+        case DepthRecord():
+            apply_input(engine, record.ts_recv, record.depth.to_batch())
         case ReportRecord():
             apply_input(engine, record.ts_recv, record.report)
         case CommandRecord():
@@ -336,6 +357,10 @@ class FeedMonitor:
         self.lost = False
         self.connected = True
         self._awaiting: set[int] = set()
+        # the depth stream's continuity, under the book's own rules (a book of a few cells:
+        # only its status is read), and the instruments whose book is out of sync
+        self._sync: OrderBook | None = None
+        self._out_of_sync: set[int] = set()
 
     def on_market_data(self, batch: TickBatch) -> FeedStatus | None:
         """``restored`` once every instrument quoted since a loss (nothing to do, and no
@@ -346,7 +371,27 @@ class FeedMonitor:
         if not quotes.any():
             return None
         self._awaiting.difference_update(np.unique(batch.instrument[quotes]).tolist())
-        if self._awaiting or not self.connected:
+        return self._restored()
+
+    def on_depth(self, batch: DepthBatch) -> FeedStatus | None:
+        """``lost`` when these rows put an instrument's book out of sync; ``restored`` when
+        they bring the last one back (a snapshot) and nothing else is lost."""
+        if self._sync is None:
+            self._sync = OrderBook(len(self.symbols), levels=1, grid_cells=64)
+        self._sync.apply(batch)
+        was = self._out_of_sync
+        now = {
+            i for i in np.unique(batch.instrument).tolist() if self._sync.status(i) == "out_of_sync"
+        } | {i for i in was if self._sync.status(i) == "out_of_sync"}
+        self._out_of_sync = now
+        newly = sorted(now - was)
+        if newly:
+            names = ", ".join(self.symbols[i] for i in newly)
+            return self._lose("lost", f"order book out of sync (update ids) for {names}")
+        return self._restored() if was and not now else None
+
+    def _restored(self) -> FeedStatus | None:
+        if self._awaiting or not self.connected or self._out_of_sync:
             return None
         self.lost = False
         return FeedStatus(status="restored", reason="a fresh quote for every instrument")
@@ -527,6 +572,16 @@ class LiveCore:
                 restored = self.feed.on_market_data(batch)
                 if restored is not None:
                     out.append((ts, restored, "feed"))
+            case DepthData():
+                # the loss, if these rows cause one, is journaled before them: the engine
+                # reduces before it would act on a book it no longer trusts
+                status = self.feed.on_depth(item.batch)
+                if status is not None:
+                    out.append((ts, status, "feed"))
+                rows = item.batch
+                if int(rows.ts_recv.min()) < floor:
+                    rows = replace(rows, ts_recv=np.maximum(rows.ts_recv, floor))
+                out.append((ts, rows, "depth"))
             case ReportIn():
                 # on a shared account another node's reports are counted, never journaled
                 if self.owns is None or self.owns(item.report):

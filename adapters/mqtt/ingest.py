@@ -1,9 +1,11 @@
 """Inbound MQTT messages to the items of the one ordered input stream.
 
 ``Ingest.decode`` takes every message one wake-up of the session drained, in arrival
-order, and returns the items for the inbox: consecutive market-data messages become ONE
-``TickBatch`` (a micro-batch, in arrival order); each execution report and each operator
-command is an item of its own between batches.
+order, and returns the items for the inbox: consecutive quote and trade messages become ONE
+``TickBatch`` (a micro-batch, in arrival order), consecutive depth messages one
+``DepthBatch`` (``DepthData``); each execution report and each operator command is an item
+of its own between batches. A depth message between ticks cuts the tick batch (and a tick
+the depth batch): the inbox keeps the order of receipt across the two.
 
 One validation path, one message at a time: each message is decoded into its typed
 Struct, checked (``adapters.mqtt.validation``: timestamps, age and skew of market data,
@@ -24,6 +26,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import msgspec
 import numpy as np
 
 from adapters.mqtt.auth import verify
@@ -38,15 +41,18 @@ from adapters.mqtt.validation import (
     TS_MIN_NS,
     MessageLimits,
     command_problem,
+    depth_problem,
     quote_problem,
     report_problem,
     trade_problem,
 )
+from engine.book.batch import DepthBatch
 from engine.codec import EventCodec, Format
 from engine.errors import BadMessage
 from engine.events import (
     CancelRejected,
     Command,
+    DepthUpdate,
     Fill,
     OrderAccepted,
     OrderCancelled,
@@ -69,7 +75,8 @@ _ROUTE_QUOTE = 0
 _ROUTE_TRADE = 1
 _ROUTE_REPORT = 2
 _ROUTE_COMMAND = 3
-_ROUTE_NAMES = ("quote", "trade", "report", "command")
+_ROUTE_DEPTH = 4
+_ROUTE_NAMES = ("quote", "trade", "report", "command", "depth")
 _REPORT_TYPES = (OrderAccepted, OrderRejected, Fill, OrderCancelled, CancelRejected)
 
 
@@ -78,6 +85,16 @@ class MarketData:
     """Several market-data messages merged into one micro-batch (arrival order)."""
 
     batch: TickBatch
+    ts_recv: int
+    messages: int
+
+
+@dataclass(frozen=True, slots=True)
+class DepthData:
+    """Consecutive depth messages as one batch of depth rows (arrival order), each update
+    stamped with our receipt."""
+
+    batch: DepthBatch
     ts_recv: int
     messages: int
 
@@ -115,7 +132,7 @@ class Overflow:
     ts_recv: int
 
 
-Inbound = MarketData | ReportIn | CommandIn | Connection | Overflow
+Inbound = MarketData | DepthData | ReportIn | CommandIn | Connection | Overflow
 
 RawMessage = tuple[str, bytes, str | None, bool]
 """``(topic, payload, signature, retained)``: the signature is read only on the command
@@ -256,8 +273,10 @@ class Ingest:
         for index, inst in enumerate(instruments.instruments):
             self._routes[topics.quote(inst.venue, inst.symbol)] = (_ROUTE_QUOTE, index, inst.symbol)
             self._routes[topics.trade(inst.venue, inst.symbol)] = (_ROUTE_TRADE, index, inst.symbol)
+            self._routes[topics.depth(inst.venue, inst.symbol)] = (_ROUTE_DEPTH, index, inst.symbol)
         self._in_counter = tuple(f"messages_in_{name}" for name in _ROUTE_NAMES)
         self._columns = _Columns()
+        self._depth: list[DepthUpdate] = []
         # the log's rate limit: refusals logged per reason in the current second
         self._now = 0
         self._log_second = 0
@@ -280,7 +299,7 @@ class Ingest:
         # max_tick_age at its receipt, not further ahead of it than max_tick_future
         earliest = max(TS_MIN_NS, ts_recv - limits.max_tick_age_ns)
         latest = min(TS_MAX_NS - 1, ts_recv + limits.max_tick_future_ns)
-        received = [0, 0, 0, 0]  # per route, added to the counters once per call
+        received = [0, 0, 0, 0, 0]  # per route, added to the counters once per call
         problem: str | None
         for message in messages:
             try:
@@ -299,7 +318,7 @@ class Ingest:
                 ):
                     self._unauthenticated(topic, payload, signature)
                     continue
-                if retained and kind <= _ROUTE_TRADE:
+                if retained and kind in (_ROUTE_QUOTE, _ROUTE_TRADE, _ROUTE_DEPTH):
                     # sent at subscription, of any age: never a fresh feed
                     self._bad(topic, payload, "retained")
                     continue
@@ -308,6 +327,21 @@ class Ingest:
                 except BadMessage as exc:  # deeply nested input too (RecursionError)
                     self._bad(topic, payload, "undecodable", detail=exc.reason)
                     continue
+                if kind == _ROUTE_DEPTH:
+                    if type(event) is not DepthUpdate:
+                        self._bad(topic, payload, "wrong_type", detail=type(event).__name__)
+                        continue
+                    problem = self._instrument_problem(event.instrument, symbol)
+                    problem = problem or depth_problem(event, ts_recv, limits)
+                    if problem is not None:
+                        self._bad(topic, payload, problem, detail=_times(event, ts_recv))
+                        continue
+                    if len(columns):
+                        self._take(out, ts_recv)
+                    self._depth.append(msgspec.structs.replace(event, ts_recv=ts_recv))
+                    continue
+                if self._depth:
+                    self._take_depth(out, ts_recv)
                 if kind == _ROUTE_QUOTE:
                     if type(event) is not Quote:
                         self._bad(topic, payload, "wrong_type", detail=type(event).__name__)
@@ -374,7 +408,21 @@ class Ingest:
                 counters[self._in_counter[route_kind]] += count
         if len(columns):
             self._take(out, ts_recv)
+        if self._depth:
+            self._take_depth(out, ts_recv)
         return out
+
+    def _take_depth(self, out: list[Inbound], ts_recv: int) -> None:
+        updates, self._depth = self._depth, []
+        try:
+            batch = DepthBatch.from_updates(updates, self.instruments.index)
+            out.append(DepthData(batch=batch, ts_recv=ts_recv, messages=len(updates)))
+        except Exception as exc:  # checked updates convert; if not, they go, counted
+            n = len(updates)
+            self.counters["bad_messages"] += n
+            self.counters["bad_internal"] += n
+            log.error("%d depth messages refused: their batch failed: %r", n, exc,
+                      exc_info=exc)  # fmt: skip
 
     def _take(self, out: list[Inbound], ts_recv: int) -> None:
         columns = self._columns
@@ -449,5 +497,5 @@ class Ingest:
         return False
 
 
-def _times(event: Quote | Trade | ExecutionReport | Command, ts_recv: int) -> str:
+def _times(event: Quote | Trade | DepthUpdate | ExecutionReport | Command, ts_recv: int) -> str:
     return f"ts_event {event.ts_event}, received {ts_recv}"

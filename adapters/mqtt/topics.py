@@ -5,6 +5,7 @@ topic                                  dir   payload
 =====================================  ====  ======================================
 ``{p}md/{venue}/{symbol}/quote``       in    ``Quote`` (QoS 0 by default)
 ``{p}md/{venue}/{symbol}/trade``       in    ``Trade``
+``{p}md/{venue}/{symbol}/depth``       in    ``DepthUpdate`` (L2 diff with update ids)
 ``{p}oms/{account}/orders``            out   ``OrderRequest`` / ``CancelRequest`` (QoS 1)
 ``{p}oms/{account}/reports``           in    execution reports (QoS 1)
 ``{p}oms/{account}/requests``          out   reconciliation requests (MQTT 5 request/response)
@@ -34,8 +35,11 @@ class Topics:
     def trade(self, venue: str, symbol: str) -> str:
         return f"{self.prefix}md/{venue}/{symbol}/trade"
 
+    def depth(self, venue: str, symbol: str) -> str:
+        return f"{self.prefix}md/{venue}/{symbol}/depth"
+
     def market_data(self, venue: str, symbol: str) -> str:
-        """Subscription filter for both kinds of one instrument."""
+        """Subscription filter for every kind of one instrument (quote, trade, depth)."""
         return f"{self.prefix}md/{venue}/{symbol}/+"
 
     @property
@@ -64,6 +68,6 @@ class Topics:
         if not topic.startswith(head):
             return None
         parts = topic[len(head) :].split("/")
-        if len(parts) != 3 or parts[2] not in ("quote", "trade"):
+        if len(parts) != 3 or parts[2] not in ("quote", "trade", "depth"):
             return None
         return parts[0], parts[1], parts[2]

@@ -21,6 +21,14 @@ a test keeps the numbers equal):
   is no lot of any instrument). Not finite: ``non_finite``; zero or negative:
   ``non_positive``.
 - A quote's bid is below its ask (``crossed``).
+- A depth update (``DepthUpdate``): stamps as market data; update ids int64, not negative,
+  ``first <= last`` (``depth_ids``), ``prev_update_id`` -1 (none) or not negative and at
+  most ``first`` (a snapshot carries its one id in all three; ``depth_ids``); at most ``MAX_DEPTH_LEVELS`` levels a side (``depth_levels``);
+  each level's price as a quote's and its size finite, not negative (0 removes the level)
+  and at most 1e18 (``non_finite``, ``negative_size``, ``size_bounds``); no price twice on
+  one side (``depth_duplicate``); a reset carries no levels (``depth_reset_levels``).
+  Crossed levels are not refused here: a diff may cross the book for an instant, and the
+  book's continuity rules, not a per-message check, decide what the book holds.
 - An execution report is not stamped ahead of its receipt by more than
   ``max_report_future`` (``future``; late is normal); a live fill names an instrument of
   the daemon (``unknown_symbol``: it could not be booked, and booking it halted trading).
@@ -41,6 +49,7 @@ from engine.config import LiveConfig
 from engine.events import (
     CancelRejected,
     Command,
+    DepthUpdate,
     Fill,
     OrderAccepted,
     OrderCancelled,
@@ -52,6 +61,7 @@ from engine.events import (
 
 __all__ = [
     "INT64_MAX",
+    "MAX_DEPTH_LEVELS",
     "PRICE_MAX",
     "PRICE_MIN",
     "SIZE_MAX",
@@ -60,6 +70,7 @@ __all__ = [
     "TS_MIN_NS",
     "MessageLimits",
     "command_problem",
+    "depth_problem",
     "fill_problem",
     "order_problem",
     "position_problem",
@@ -78,6 +89,8 @@ PRICE_MAX = 1e12
 SIZE_MAX = 1e18
 SIZE_MIN = 1e-12  # as PRICE_MIN: a size of 1e-300 is no lot of any instrument
 INT64_MAX = 2**63 - 1
+# levels per side in one depth message: Binance's REST snapshot goes up to 5,000
+MAX_DEPTH_LEVELS = 5_000
 
 # a time in the 2000..2100 range counted in s, ms or us (the four ranges do not overlap)
 _UNITS = (10**9, 10**6, 10**3)
@@ -191,6 +204,41 @@ def trade_problem(trade: Trade, ts_recv: int, limits: MessageLimits) -> str | No
     if problem is None and not (math.isfinite(t.price) and math.isfinite(t.size)):
         return "non_finite"
     return problem or _prices_problem(t.price) or _sizes_problem(t.size)
+
+
+def _levels_problem(levels: tuple[tuple[float, float], ...]) -> str | None:
+    if len(levels) > MAX_DEPTH_LEVELS:
+        return "depth_levels"
+    seen: set[float] = set()
+    for price, size in levels:
+        problem = _prices_problem(price)
+        if problem is not None:
+            return problem
+        if not math.isfinite(size):
+            return "non_finite"
+        if size < 0.0:
+            return "negative_size"
+        if size > SIZE_MAX or 0.0 < size < SIZE_MIN:
+            return "size_bounds"
+        if price in seen:
+            return "depth_duplicate"
+        seen.add(price)
+    return None
+
+
+def depth_problem(update: DepthUpdate, ts_recv: int, limits: MessageLimits) -> str | None:
+    """Why ``update``, received at ``ts_recv``, is refused (its instrument aside), or None."""
+    u = update
+    problem = tick_time_problem(u.ts_event, ts_recv, limits)
+    if problem is not None:
+        return problem
+    if not (0 <= u.first_update_id <= u.last_update_id <= INT64_MAX):
+        return "depth_ids"
+    if not (u.prev_update_id == -1 or 0 <= u.prev_update_id <= u.first_update_id):
+        return "depth_ids"
+    if u.reset and (u.bids or u.asks):
+        return "depth_reset_levels"
+    return _levels_problem(u.bids) or _levels_problem(u.asks)
 
 
 def _report_time_problem(

@@ -1,7 +1,9 @@
 """Tick files played onto a broker as a live feed (``tradeloop publish``).
 
-Each quote goes out as a ``Quote`` on ``topics.quote(venue, symbol)`` and each trade as a
-``Trade`` on ``topics.trade(venue, symbol)``, QoS 0, encoded with the event codec, with
+Each quote goes out as a ``Quote`` on ``topics.quote(venue, symbol)``, each trade as a
+``Trade`` on ``topics.trade(venue, symbol)`` and each depth update (the rows of a depth
+parquet file from one update to its ``end`` row, ``engine.book.schema``) as a
+``DepthUpdate`` on ``topics.depth(venue, symbol)``, QoS 0, encoded with the event codec, with
 ``ts_recv = ts_event`` (a receiver stamps its own receive time). Messages are paced by
 the file's ``ts_event / speed``; ``speed = 0`` sends as fast as the broker takes them.
 As a live feed would, the publisher stamps each message with the wall-clock time it is
@@ -24,21 +26,23 @@ import select
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import NoReturn
 
 import numpy as np
+import numpy.typing as npt
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from adapters.mqtt.topics import Topics
+from engine.book.batch import F_END, F_RESET, F_SNAPSHOT, DepthBatch
 from engine.clock import LiveClock
 from engine.codec import EventCodec
 from engine.errors import AdapterError
-from engine.events import Quote, Trade
+from engine.events import DepthUpdate, Quote, Trade
 from engine.instruments import InstrumentTable
 from engine.ticks import QUOTE, TickBatch
 
@@ -112,6 +116,9 @@ class MqttTickPublisher:
         self._trade_heads = [
             _topic_head(topics.trade(i.venue, i.symbol)) for i in instruments.instruments
         ]
+        self._depth_heads = [
+            _topic_head(topics.depth(i.venue, i.symbol)) for i in instruments.instruments
+        ]
         self._client = paho.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5
         )
@@ -167,15 +174,16 @@ class MqttTickPublisher:
 
     def publish(
         self,
-        batches: Iterable[TickBatch],
+        batches: Iterable[TickBatch | DepthBatch],
         *,
         speed: float = 1.0,
         progress: Callable[[int], None] | None = None,
     ) -> PublishResult:
-        """Send every tick of ``batches`` (time-ordered), paced by ``ts_event / speed``.
+        """Send every tick and depth update of ``batches`` (time-ordered, the two kinds
+        merged by ``merge_by_time``), paced by ``ts_event / speed``.
 
         Args:
-            batches: time-ordered tick batches.
+            batches: time-ordered tick batches and depth batches (whole updates each).
             speed: 1.0 plays in real time, 10 ten times faster, 0 as fast as possible.
             progress: called with the number of messages sent after each chunk.
 
@@ -189,14 +197,16 @@ class MqttTickPublisher:
         start = time.perf_counter_ns()
         ts0: int | None = None
         for batch in batches:
-            n = len(batch)
+            updates = _update_starts(batch) if isinstance(batch, DepthBatch) else None
+            stamps = batch.ts_event if updates is None else batch.ts_event[updates[:-1]]
+            n = len(stamps)
             if n == 0:
                 continue
             if ts0 is None:
-                ts0 = int(batch.ts_event[0])
+                ts0 = int(stamps[0])
             due = None
             if speed > 0:
-                due = ((batch.ts_event - ts0) / speed).astype(np.int64)
+                due = ((stamps - ts0) / speed).astype(np.int64)
             i = 0
             while i < n:
                 stop = min(n, i + CHUNK)
@@ -207,7 +217,12 @@ class MqttTickPublisher:
                         self._wait(min((int(due[i]) - now) / 1e9, MAX_WAIT_S))
                         continue
                     stop = min(stop, ready)
-                self._send(batch, i, stop)
+                if updates is None:
+                    assert isinstance(batch, TickBatch)
+                    self._send(batch, i, stop)
+                else:
+                    assert isinstance(batch, DepthBatch)
+                    self._send_depth(batch, updates, i, stop)
                 self._check(self._client.loop(timeout=0))  # keepalive, broker's packets
                 sent += stop - i
                 if progress is not None:
@@ -261,6 +276,38 @@ class MqttTickPublisher:
         self._drain()  # paho's own packets (a ping) go first, whole
         self._write(b"".join(parts))
 
+    def _send_depth(
+        self, batch: DepthBatch, starts: npt.NDArray[np.int64], first: int, stop: int
+    ) -> None:
+        # updates first .. stop - 1; update k is rows starts[k] .. starts[k + 1] - 1
+        encode, symbols = self.codec.encode, self._symbols
+        parts: list[bytes] = []
+        for k in range(first, stop):
+            a, b = int(starts[k]), int(starts[k + 1])
+            i = int(batch.instrument[a])
+            flags = int(batch.flags[a])
+            t = self._wall() if self._wall else int(batch.ts_event[a])
+            side = batch.side[a:b].tolist()
+            levels = list(zip(batch.price[a:b].tolist(), batch.qty[a:b].tolist(), strict=True))
+            payload = encode(
+                DepthUpdate(
+                    ts_event=t,
+                    ts_recv=t,
+                    instrument=symbols[i],
+                    first_update_id=int(batch.first_update_id[a]),
+                    last_update_id=int(batch.last_update_id[a]),
+                    prev_update_id=int(batch.prev_update_id[a]),
+                    snapshot=bool(flags & F_SNAPSHOT),
+                    reset=bool(flags & F_RESET),
+                    bids=tuple(lv for lv, s in zip(levels, side, strict=True) if s > 0),
+                    asks=tuple(lv for lv, s in zip(levels, side, strict=True) if s < 0),
+                )
+            )
+            head = self._depth_heads[i]
+            parts += (_PUBLISH_QOS0, _remaining_length(len(head) + len(payload)), head, payload)
+        self._drain()
+        self._write(b"".join(parts))
+
     def _write(self, data: bytes) -> None:
         sock = self._client.socket()
         if not isinstance(sock, socket.socket):  # None once disconnected; TLS is a subclass
@@ -298,6 +345,71 @@ class MqttTickPublisher:
         raise AdapterError(
             f"lost the connection to the broker at {self.host}:{self.port}: {paho.error_string(rc)}"
         )
+
+
+def _update_starts(batch: DepthBatch) -> npt.NDArray[np.int64]:
+    """Row index where each update starts, and the row count at the end: an update runs to
+    its ``end`` row (a batch cut inside an update ends it there)."""
+    ends = np.flatnonzero(batch.flags & F_END) + 1
+    if not ends.shape[0] or ends[-1] != len(batch):
+        ends = np.append(ends, len(batch))
+    return np.concatenate(([0], ends)).astype(np.int64)
+
+
+def _whole_updates(depth: Iterable[DepthBatch]) -> Iterator[DepthBatch]:
+    # a file read in chunks may cut an update: its rows wait for the rest of it, since a
+    # receiver drops the second half of a split update as stale (same ids)
+    tail: DepthBatch | None = None
+    for batch in depth:
+        if tail is not None:
+            batch = DepthBatch.concat([tail, batch])
+        ends = np.flatnonzero(batch.flags & F_END)
+        cut = int(ends[-1]) + 1 if ends.shape[0] else 0
+        tail = batch.slice(cut, len(batch)) if cut < len(batch) else None
+        if cut:
+            yield batch.slice(0, cut)
+    if tail is not None:
+        yield tail  # a file that ends inside an update: sent as it is
+
+
+def merge_by_time(
+    ticks: Iterable[TickBatch], depth: Iterable[DepthBatch]
+) -> Iterator[TickBatch | DepthBatch]:
+    """Two time-ordered streams as one: pieces of tick batches and of depth batches (cut
+    only between updates) in ``ts_event`` order, a depth update before ticks of its own
+    stamp (the order the engine applies them in). Memory: one batch of each at a time."""
+    tick_iter, depth_iter = iter(ticks), _whole_updates(depth)
+    tb: TickBatch | None = next(tick_iter, None)
+    db: DepthBatch | None = next(depth_iter, None)
+    ti = di = 0
+    while tb is not None or db is not None:
+        if tb is not None and ti >= len(tb):
+            tb, ti = next(tick_iter, None), 0
+            continue
+        if db is not None and di >= len(db):
+            db, di = next(depth_iter, None), 0
+            continue
+        if db is None:
+            assert tb is not None
+            yield tb.slice(ti, len(tb))
+            ti = len(tb)
+            continue
+        if tb is None:
+            yield db.slice(di, len(db))
+            di = len(db)
+            continue
+        next_tick = int(tb.ts_event[ti])
+        if int(db.ts_event[di]) <= next_tick:
+            # every whole update stamped at or before the next tick
+            starts = _update_starts(db.slice(di, len(db))) + di
+            k = int(np.searchsorted(db.ts_event[starts[:-1]], next_tick, side="right"))
+            cut = int(starts[k])
+            yield db.slice(di, cut)
+            di = cut
+        else:
+            cut = int(np.searchsorted(tb.ts_event, int(db.ts_event[di]), side="left"))
+            yield tb.slice(ti, cut)
+            ti = cut
 
 
 _PUBLISH_QOS0 = b"\x30"  # packet type 3 (PUBLISH), flags 0: QoS 0, no retain, no dup

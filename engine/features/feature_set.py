@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,13 @@ import numpy.typing as npt
 from engine.errors import ConfigError
 from engine.features import kernels as k
 from engine.features import program
+from engine.features.book_features import (
+    BOOK_KERNEL_VERSION,
+    DEFAULT_L2_LEVELS,
+    L2_KINDS,
+    L2_USES,
+    BookFeatureSpec,
+)
 from engine.ticks import QUOTE, TRADE, TickBatch
 from engine.units import parse_duration_ns
 
@@ -67,6 +75,9 @@ class FeatureSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     lag: int | str | None = None
     window: int | str | None = None
     capacity: int | None = None
+    # L2 book kinds (``engine.features.book_features``): levels per side, a band in bps
+    levels: int | None = None
+    bps: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +110,7 @@ class _Op:
         return 8 * (self.fsize(self.capmax) + self.isize(self.capmax))
 
 
-_PARAMS = ("input", "span", "half_life", "lag", "window", "capacity")
+_PARAMS = ("input", "span", "half_life", "lag", "window", "capacity", "levels", "bps")
 
 _WARMUP_NOTES = {
     "mid": "first quote", "spread_bps": "first quote", "microprice": "first quote",
@@ -174,10 +185,52 @@ def _time_ring(
     )
 
 
+def book_feature_spec(spec: FeatureSpec) -> BookFeatureSpec:
+    """The L2 feature a ``[[features]]`` entry of an L2 kind declares.
+
+    Raises:
+        ConfigError: a parameter the kind does not take, or one out of range.
+    """
+    op = L2_KINDS[spec.kind]
+    uses = set(L2_USES[op])
+    _allowed(spec, uses)
+    levels = _positive_int(spec, "levels", spec.levels) if spec.levels is not None else None
+    bps = spec.bps
+    if bps is not None and not (isinstance(bps, int | float) and bps > 0 and math.isfinite(bps)):
+        raise _bad(spec, f"bps must be > 0, got {bps!r}")
+    hl = _duration(spec, "half_life", spec.half_life) if spec.half_life is not None else None
+    return BookFeatureSpec(
+        name=spec.name,
+        kind=spec.kind,
+        levels=levels if levels is not None else DEFAULT_L2_LEVELS,
+        bps=float(bps) if bps is not None else 10.0,
+        half_life_ns=hl if hl is not None else 1_000_000_000,
+    )
+
+
+def split_features(
+    specs: list[FeatureSpec] | tuple[FeatureSpec, ...],
+) -> tuple[list[FeatureSpec], list[BookFeatureSpec]]:
+    """Tick features (for ``FeatureSet``) and L2 book features (``BookFeatureSet``), each
+    in declared order.
+
+    Raises:
+        ConfigError: a tick feature reads an L2 feature (they run on different streams),
+            or an L2 feature's parameters are bad.
+    """
+    book_names = {s.name for s in specs if s.kind in L2_KINDS}
+    for s in specs:
+        if s.input is not None and s.input in book_names:
+            raise _bad(s, f"input {s.input!r} is an L2 book feature; tick features cannot read it")
+    ticks = [s for s in specs if s.kind not in L2_KINDS]
+    book = [book_feature_spec(s) for s in specs if s.kind in L2_KINDS]
+    return ticks, book
+
+
 def _compile_op(spec: FeatureSpec, input_index: int) -> _Op:
     kind = spec.kind
     if kind not in KINDS:
-        raise _bad(spec, f"unknown kind {kind!r}; known: {', '.join(KINDS)}")
+        raise _bad(spec, f"unknown kind {kind!r}; known: {', '.join((*KINDS, *L2_KINDS))}")
     canon: dict[str, Any] = {"name": spec.name, "kind": kind}
     if kind in RAW_KINDS:
         _allowed(spec, set())
@@ -316,20 +369,30 @@ class FeatureSet:
                 raise ConfigError("features", f"bad feature name {s.name!r} (letters, digits, _)")
             if names.count(s.name) > 1:
                 raise ConfigError(f"features.{s.name}", "duplicate feature name")
-        by_name = {s.name: s for s in specs}
-        order = self._dependency_order(specs, by_name)
+        tick_specs, book_specs = split_features(specs)
+        by_name = {s.name: s for s in tick_specs}
+        order = self._dependency_order(tick_specs, by_name)
+        # L2 book features come after the program's ops (``book_specs``: their values are
+        # computed from depth data and handed to ``update``)
+        order += [b.name for b in book_specs]
         position = {name: idx for idx, name in enumerate(order)}
         self.specs: tuple[FeatureSpec, ...] = tuple(specs)
         self.names: tuple[str, ...] = tuple(names)
+        self.book_specs: tuple[BookFeatureSpec, ...] = tuple(book_specs)
         self._program_order = tuple(order)
-        ops = [_compile_op(by_name[n], position.get(by_name[n].input or "", -1)) for n in order]
+        ops = [_compile_op(by_name[n], position.get(by_name[n].input or "", -1))
+               for n in order[: len(order) - len(book_specs)]]  # fmt: skip
         self._ops = ops
         self._check_memory()
         # program order -> declared column order
         self._columns = np.array([position[n] for n in names], np.int64)
         self._identity = bool(np.array_equal(self._columns, np.arange(len(names))))
+        book_canon = [{"name": b.name, "kind": b.kind, "levels": b.levels, "bps": b.bps,
+                       "half_life_ns": b.half_life_ns} for b in book_specs]  # fmt: skip
         canonical = {"kernel_version": KERNEL_VERSION,
-                     "features": [op.canonical for op in sorted(ops, key=lambda o: names.index(o.canonical["name"]))]}  # fmt: skip
+                     "features": sorted([op.canonical for op in ops] + book_canon, key=lambda c: names.index(c["name"]))}  # fmt: skip
+        if book_specs:
+            canonical["book_kernel_version"] = BOOK_KERNEL_VERSION
         self.fingerprint: str = hashlib.sha256(
             json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()
         ).hexdigest()
@@ -401,7 +464,13 @@ class FeatureSet:
 
     def warmup(self) -> dict[str, str]:
         """Each feature's warm-up, in words; before it the value is NaN."""
-        return {op.canonical["name"]: op.warmup for op in self._ops}
+        notes = {op.canonical["name"]: op.warmup for op in self._ops}
+        for b in self.book_specs:
+            flow = "half_life" in L2_USES[L2_KINDS[b.kind]]
+            notes[b.name] = "the first depth update of a readable book" + (
+                f", then {b.half_life_ns} ns (again after the book was out of sync)" if flow else ""
+            )
+        return notes
 
     def new_state(self, n_instruments: int) -> FeatureState:
         """Fresh state for ``n_instruments`` (dense indices), every ring at its initial size."""
@@ -409,7 +478,7 @@ class FeatureSet:
         return FeatureState(
             np.zeros((n_instruments, fsize)),
             np.zeros((n_instruments, isize), np.int64),
-            np.full((n_instruments, len(self._ops)), np.nan),
+            np.full((n_instruments, len(self._ops) + len(self.book_specs)), np.nan),
             table,
         )
 
@@ -501,27 +570,47 @@ class FeatureSet:
         return {name: float(row[c]) for c, name in enumerate(self.names)}
 
     def update(
-        self, batch: TickBatch, state: FeatureState, *, parallel: bool = False
+        self,
+        batch: TickBatch,
+        state: FeatureState,
+        *,
+        parallel: bool = False,
+        book: npt.NDArray[np.float64] | None = None,
     ) -> npt.NDArray[np.float64]:
         """Advance ``state`` over ``batch``; return the feature row after each tick, [n, k].
 
         The result is a column-major view (features are computed one column at a time).
         ``parallel`` spreads instruments over all cores (same values; for batch work, not
-        for the live loop, whose other core is busy reading).
+        for the live loop, whose other core is busy reading). ``book``: the L2 features
+        (``book_specs`` order) as of each tick, [n, len(book_specs)]; without it they are
+        NaN.
         """
         n = len(batch)
-        res = np.empty((len(self._ops), n))
+        n_ops = len(self._ops)
+        res = np.empty((n_ops + len(self.book_specs), n))
+        if self.book_specs:
+            if book is None:
+                res[n_ops:] = np.nan
+            else:
+                res[n_ops:] = book.T
+                if n:
+                    # the last value per instrument, for ``current`` (the engine's
+                    # features_now between batches)
+                    last = np.unique(batch.instrument[::-1], return_index=True)
+                    rows = n - 1 - last[1]
+                    state.values[last[0], n_ops:] = book[rows]
         run = (
             program.run_program_parallel
             if parallel and n >= program.PARALLEL_MIN_TICKS and state.values.shape[0] > 1
             else program.run_program
         )
         done = 0
+        prog = res[:n_ops] if self.book_specs else res
         while True:
             done = run(
                 batch.ts_event, batch.instrument, batch.kind, batch.bid, batch.ask,
                 batch.bid_size, batch.ask_size, batch.price, batch.size, batch.side,
-                state.ops, state.fstate, state.istate, state.values, res, done,
+                state.ops, state.fstate, state.istate, state.values, prog, done,
             )  # fmt: skip
             if done == n:
                 break

@@ -20,8 +20,9 @@ from typing import Any
 from numba.core import caching
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-# the modules whose jitted code is compiled into one another
-FAMILY = ("kernels.py", "program.py")
+# the modules whose jitted code is compiled into one another; the book's kernels are
+# compiled into ``book_features.py``'s (paths relative to this folder)
+FAMILY = ("kernels.py", "program.py", "book_features.py", "../book/book.py", "../book/batch.py")
 # numba's locators of functions defined in a source file (not IPython cells, not zips)
 _FILE_BACKED = {"UserProvidedCacheLocator", "InTreeCacheLocator", "UserWideCacheLocator"}
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from engine.errors import ConfigError
 from engine.features.feature_set import FeatureSet, FeatureState
 from engine.features.program import run_one
 
@@ -20,14 +21,25 @@ class StreamingFeatures:
     """Feature state of a set, advanced one tick at a time.
 
     Args:
-        feature_set: the set to compute.
+        feature_set: the set to compute (tick features only).
         n_instruments: instruments (dense indices).
         state: existing state to continue from (e.g. warmed up by a replay).
+
+    Raises:
+        ConfigError: the set has L2 book features.
     """
 
     def __init__(
         self, feature_set: FeatureSet, n_instruments: int, state: FeatureState | None = None
     ) -> None:
+        if feature_set.book_specs:
+            # its rows would leave the L2 columns unwritten: the engine's batch path reads
+            # them from a ``BookSource``
+            raise ConfigError(
+                "features",
+                "StreamingFeatures computes tick features only; L2 book features "
+                f"{[b.name for b in feature_set.book_specs]} need the engine's book source",
+            )
         self.feature_set = feature_set
         self.state = state if state is not None else feature_set.new_state(n_instruments)
         self._scratch_i = np.zeros((4, 1), np.int64)

@@ -4,6 +4,7 @@ files as the source and the simulated venue as the router."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,8 @@ from engine.instruments import InstrumentTable
 from engine.monitor import ModelMonitor
 from engine.strategy import Strategy
 from engine.ticks import TickBatch
+from replay.backtest.mids import MidSampler
+from replay.files.depth.feed import depth_feed
 from replay.files.discovery import DataSource, as_source, discover_files
 from replay.files.raw_files import total_rows
 from replay.files.readers import BadRowCounts, TickFileReader
@@ -32,6 +35,9 @@ class Recorder:
     """Keeps the sparse events a report needs (the engine's event sink)."""
 
     fills: list[Fill] = field(default_factory=list)
+    # a live venue may report a fill twice; the engine books a fill_id once
+    # (``engine.orders``: FillOutcome.DUPLICATE), and so does the report
+    fill_ids: set[str] = field(default_factory=set)
     risk_rejections: list[RiskRejected] = field(default_factory=list)
     states: list[TradingState] = field(default_factory=list)
     alarms: list[Alarm] = field(default_factory=list)
@@ -40,7 +46,9 @@ class Recorder:
     def __call__(self, event: Event) -> None:
         match event:
             case Fill():
-                self.fills.append(event)
+                if event.fill_id not in self.fill_ids:
+                    self.fill_ids.add(event.fill_id)
+                    self.fills.append(event)
             case Signal():
                 self.signals += 1
             case RiskRejected():
@@ -62,6 +70,8 @@ class ReplayRun:
     # the registry version that ran (None: [model] path or no model); ``config`` is then
     # the resolved config: the version's folder as [model] path, max_position scaled
     model_source: RegistryModel | None = None
+    # the mid price path for the report's price panels (None: none sampled)
+    mids: MidSampler | None = None
 
 
 def build_engine(
@@ -142,20 +152,27 @@ def run_replay(
     # resolved once, here, so the run records the version and the limits that ran
     config, model_source = resolve_model_config(config)
     engine, recorder, monitor = build_engine(config, strategy=strategy)
+    if engine.features.book_specs:
+        engine.book_source = depth_feed(config, data, engine.instruments, engine.features)
+    if monitor is not None:
+        # the alarms go into the run's monitor page and metrics; -v logs them as they fire
+        monitor.alarm_log_level = logging.INFO
     bad_rows = BadRowCounts()
     batches, files = tick_batches(config, data, engine.instruments, bad_rows, batch_size)
+    mids = MidSampler(engine.instruments.symbols)
     with tqdm(total=total_rows(files), unit="tick", unit_scale=True, disable=None if progress is None else not progress,
               desc="replay", leave=False) as bar:  # fmt: skip
 
         def counted() -> Iterator[TickBatch]:
             for batch in batches:
+                mids.add_batch(batch)
                 yield batch
                 bar.update(len(batch))
 
         run_loop(engine.run(counted()))
     if monitor is not None:
         monitor.count_bad_ticks(bad_rows.total)
-    return ReplayRun(engine, recorder, bad_rows, files, config, monitor, model_source)
+    return ReplayRun(engine, recorder, bad_rows, files, config, monitor, model_source, mids)
 
 
 def run_loop(main: Coroutine[Any, Any, None]) -> None:

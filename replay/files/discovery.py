@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import DataError
+from replay.files.depth.reader import is_depth_file
 from replay.files.formats import QUOTE_COLUMNS, TRADE_COLUMNS, FileLayout, Kind, inspect_file
 from replay.files.raw_files import is_tabular
 
@@ -62,6 +63,8 @@ class Discovery:
 
     files: list[FileLayout]
     skipped: list[tuple[Path, str]]
+    # depth parquet files (``engine.book.schema``), found by their columns, in name order
+    depth: list[Path] = field(default_factory=list)
 
     @property
     def notes(self) -> list[str]:
@@ -88,7 +91,8 @@ def as_source(data: str | Path | DataSource) -> DataSource:
 
 def discover_files(data: str | Path | DataSource) -> Discovery:
     """The tick files of ``data``: files of a folder by their columns (files named with
-    their kind as such), in name order.
+    their kind as such), in name order; depth parquet files (all the columns of
+    ``engine.book.schema``) are listed apart in ``Discovery.depth``.
 
     A file of a folder that is no tick file (another suffix, or columns that make
     neither quotes nor trades) is skipped and named in ``skipped``; a file whose name
@@ -101,6 +105,7 @@ def discover_files(data: str | Path | DataSource) -> Discovery:
     source = as_source(data)
     layouts: list[FileLayout] = []
     skipped: list[tuple[Path, str]] = []
+    depth: list[Path] = []
     for kind, named in (("quotes", source.quotes), ("trades", source.trades)):
         for p in named:
             if not Path(p).is_file():
@@ -119,6 +124,9 @@ def discover_files(data: str | Path | DataSource) -> Discovery:
                 continue
             if not is_tabular(p):
                 skipped.append((p, "not a .parquet, .csv or .csv.gz file"))
+                continue
+            if is_depth_file(p):
+                depth.append(p)
                 continue
             found = inspect_file(p, columns=source.columns)
             if isinstance(found, str):
@@ -153,7 +161,7 @@ def discover_files(data: str | Path | DataSource) -> Discovery:
             "--columns/[columns]",
             f"{', '.join(unused)}: no tick file has such a column",
         )
-    return Discovery(layouts, skipped)
+    return Discovery(layouts, skipped, depth)
 
 
 def discover(data: str | Path | DataSource) -> tuple[list[Path], list[Path]]:

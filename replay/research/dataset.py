@@ -7,6 +7,10 @@ walk-forward split purges by (across a data gap it lies well past ``t + horizon`
 label whose quote comes later than ``t + horizon + label_tolerance`` measures a return
 over a different horizon and is dropped (counted in ``Dataset.late_label_rows``).
 
+L2 book features (``engine.features.book_features`` kinds in ``[[features]]``) are computed
+from the depth files next to the ticks and joined as of each row's time
+(``book_features_asof``).
+
 Extra research columns may be added as functions of the data; each is audited for
 look-ahead: recomputed on data truncated at several cut times, a causal column cannot
 change on rows before the cut.
@@ -22,13 +26,17 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
+from engine.book.batch import F_END
 from engine.config import Config
-from engine.errors import ConfigError
-from engine.features import FeatureSet
+from engine.errors import ConfigError, DataError
+from engine.features import FeatureSet, FeatureSpec
+from engine.features.book_features import BookFeatureSet, BookFeatureSpec
+from engine.features.feature_set import split_features
 from engine.instruments import InstrumentTable
 from engine.ticks import QUOTE
 from replay.backtest.runner import tick_batches
-from replay.files.discovery import DataSource
+from replay.files.depth.reader import DepthFileReader
+from replay.files.discovery import DataSource, as_source, discover_files
 from replay.files.raw_files import total_rows
 from replay.files.readers import BadRowCounts
 
@@ -158,9 +166,17 @@ def build_dataset(
     if label_tolerance_ns < 0:
         raise ConfigError("train.label_tolerance", f"must be >= 0, got {label_tolerance_ns} ns")
     instruments = InstrumentTable(list(config.instruments))
-    fs = FeatureSet(list(config.features))
-    model_features = list(config.train.features) or list(fs.names)
-    cols = [fs.names.index(n) for n in model_features]
+    tick_specs, book_specs = split_features(list(config.features))
+    # tick features need at least one; with L2 features only, the mid alone drives labels
+    fs = FeatureSet(tick_specs or [FeatureSpec(name="mid", kind="mid")])
+    declared = [s.name for s in config.features]
+    model_features = list(config.train.features) or declared
+    book_names = [b.name for b in book_specs]
+    unknown = [n for n in model_features if n not in declared]
+    if unknown:
+        raise ConfigError("train.features", f"{unknown} are not declared in [[features]]")
+    tick_model = [n for n in model_features if n not in book_names]
+    cols = [fs.names.index(n) for n in tick_model]
     interval = config.train.sample_interval_ns
     state = fs.new_state(len(instruments))
     last_bucket = np.full(len(instruments), -1, np.int64)
@@ -202,7 +218,18 @@ def build_dataset(
     quotes = QuoteHistory(np.concatenate(q_ts), np.concatenate(q_inst), np.concatenate(q_mid))
     ts = np.concatenate(ts_rows)
     inst = np.concatenate(inst_rows)
-    X = np.vstack(xs) if xs else np.empty((0, len(cols)))
+    X_tick = np.vstack(xs) if xs else np.empty((0, len(cols)))
+    if any(n in book_names for n in model_features):
+        X_book = book_features_asof(config, data, instruments, book_specs, ts, inst)
+        X = np.empty((ts.shape[0], len(model_features)))
+        for c, n in enumerate(model_features):
+            X[:, c] = (
+                X_book[:, book_names.index(n)]
+                if n in book_names
+                else X_tick[:, tick_model.index(n)]
+            )
+    else:
+        X = X_tick
     names = list(model_features)
     lookahead: list[str] = []
     for name, fn in (extra_columns or {}).items():
@@ -227,6 +254,69 @@ def build_dataset(
         bad,
         spread_bps=np.concatenate(spreads) if spreads else np.empty(0),
     )
+
+
+def book_features_asof(
+    config: Config,
+    data: str | Path | DataSource,
+    instruments: InstrumentTable,
+    specs: list[BookFeatureSpec],
+    row_ts: npt.NDArray[np.int64],
+    row_inst: npt.NDArray[np.int32],
+) -> npt.NDArray[np.float64]:
+    """L2 features of each row: the values after the last complete depth update of the
+    row's instrument at or before the row's time (NaN before the first one).
+
+    Each depth file is its own capture (``DepthFileReader`` starts the book afresh at
+    each), so the files may come in any order.
+
+    Raises:
+        DataError: no depth file in ``data``, or bad depth data under
+            ``on_bad_row="raise"``.
+    """
+    source = as_source(data)
+    found = discover_files(source)
+    if not found.depth:
+        raise DataError(
+            str(source),
+            "L2 book features need depth files (tradeloop depth parquet: "
+            "`tradeloop book convert` makes them); none found",
+        )
+    book = BookFeatureSet(
+        specs,
+        len(instruments),
+        ticks=[i.tick_size for i in instruments.instruments],
+        levels=config.book.levels,
+    )
+    e_ts: list[npt.NDArray[np.int64]] = []
+    e_inst: list[npt.NDArray[np.int32]] = []
+    e_val: list[npt.NDArray[np.float64]] = []
+    for path in found.depth:
+        reader = DepthFileReader(
+            path,
+            instruments.index,
+            on_bad_row=config.replay.on_bad_row,
+            start_ns=source.start_ns,
+            end_ns=source.end_ns,
+        )
+        for batch in reader:
+            out = book.update(batch)
+            ends = np.flatnonzero(batch.flags & F_END)
+            e_ts.append(batch.ts_event[ends])
+            e_inst.append(batch.instrument[ends])
+            e_val.append(out[ends])
+    ts = np.concatenate(e_ts) if e_ts else np.empty(0, np.int64)
+    ins = np.concatenate(e_inst) if e_inst else np.empty(0, np.int32)
+    vals = np.vstack(e_val) if e_val else np.empty((0, len(specs)))
+    X = np.full((row_ts.shape[0], len(specs)), np.nan)
+    for i in np.unique(row_inst):
+        mine = np.flatnonzero(ins == i)
+        order = mine[np.argsort(ts[mine], kind="stable")]
+        rows = np.flatnonzero(row_inst == i)
+        at = np.searchsorted(ts[order], row_ts[rows], side="right") - 1
+        ok = at >= 0
+        X[rows[ok]] = vals[order[at[ok]]]
+    return X
 
 
 def audit_lookahead(

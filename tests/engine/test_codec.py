@@ -11,6 +11,7 @@ from engine.events import (
     CancelRequest,
     ChallengerSignal,
     Command,
+    DepthUpdate,
     Fill,
     ModelSwitched,
     OrderAccepted,
@@ -30,6 +31,14 @@ EXAMPLES = [
         **T, instrument="BTCUSDT", bid=61837.63, ask=61837.64, bid_size=3.78826, ask_size=1.54698
     ),
     Trade(**T, instrument="BTCUSDT", price=61837.63, size=0.02, side="sell"),
+    DepthUpdate(
+        **T,
+        instrument="BTCUSDT",
+        first_update_id=50093239189,
+        last_update_id=50093239202,
+        bids=((61737.63, 0.0),),
+        asks=((61837.64, 1.54698), (61839.85, 0.0)),
+    ),
     Bar(
         **T,
         instrument="X",
