@@ -3,10 +3,13 @@
 For each champion ``Signal`` the daemon keeps the model's input row (``Engine.signal_inputs``)
 and the client order ids the strategy sent on that tick (``ExplanationCollector``, an engine
 sink: a copy of one row, nothing computed). Once the turn's orders are in the outbox, the
-turn's jobs go to ``ExplanationWorker``: a thread that computes exact TreeSHAP
-(``engine.signals.explain.TreeExplainer``, a nogil numba kernel) and appends one JSON line
-per signal to ``explanations-{session}.jsonl`` in the journal folder. Its queue is bounded:
-a worker that falls behind drops jobs and counts them, it never holds the loop.
+turn's jobs go to ``ExplanationWorker``: a thread that explains each with its family's
+explainer (``engine.signals.explain``: exact TreeSHAP for LightGBM trees, exact coefficient
+x input for linear and logistic models, a sampled Shapley estimate with a stated budget
+for ONNX graphs) and appends one JSON line per signal to ``explanations-{session}.jsonl``
+in the journal folder; each line names its ``method`` (and ``budget`` for an estimate).
+Its queue is bounded: a worker that falls behind drops jobs and counts them, it never
+holds the loop.
 
 A line is a function of the journal (the row, the version and the orders are all decided by
 the input stream), so a replay recomputes the same file (``replay.sessions.journal_replay.
@@ -33,7 +36,14 @@ import numpy.typing as npt
 from engine.engine import Engine
 from engine.errors import DataError, TradeloopError
 from engine.events import Event, OrderRequest, Signal
-from engine.signals.explain import TreeExplainer
+from engine.signals.explain import (
+    DEFAULT_PERMUTATIONS,
+    Explainer,
+    LinearExplainer,
+    SampledShapleyExplainer,
+    TreeExplainer,
+)
+from engine.signals.linear import LinearModel
 from engine.signals.manifest import read_manifest, read_verified_model
 
 log = logging.getLogger("tradeloop.explanations")
@@ -107,47 +117,68 @@ class ExplanationCollector:
 
 
 class Explainers:
-    """A ``TreeExplainer`` per model version, built on first use from the version's folder
-    (the bytes checked against the manifest's sha256).
+    """The explainer of each model version, built on first use from the version's folder
+    (the bytes checked against the manifest's sha256), by the folder's kind: TreeSHAP for
+    ``lightgbm``, coefficient x input for ``linear``, sampled Shapley for ``onnx`` (its
+    own ONNX Runtime session, on the worker's thread).
 
     Args:
         folder_of: the model folder of a version ("" is the config's ``[model] path``).
+        permutations: the sampled explainer's budget (``[live] explain_permutations``).
     """
 
-    def __init__(self, folder_of: Callable[[str], Path]) -> None:
+    def __init__(
+        self, folder_of: Callable[[str], Path], *, permutations: int = DEFAULT_PERMUTATIONS
+    ) -> None:
         self._folder_of = folder_of
-        self._cache: dict[str, TreeExplainer | None] = {}
+        self.permutations = permutations
+        self._cache: dict[str, Explainer | None] = {}
         self._lock = threading.Lock()
 
-    def get(self, version: str) -> TreeExplainer | None:
-        """None for a model TreeSHAP does not apply to (not LightGBM)."""
+    def get(self, version: str) -> Explainer | None:
+        """None for a folder of a kind no explainer knows."""
         with self._lock:
             if version not in self._cache:
                 self._cache[version] = self._build(version)
             return self._cache[version]
 
-    def _build(self, version: str) -> TreeExplainer | None:
+    def _build(self, version: str) -> Explainer | None:
         folder = self._folder_of(version)
         manifest = read_manifest(folder)
-        if manifest.kind != "lightgbm":
-            return None
-        path, data = read_verified_model(folder, manifest)
-        return TreeExplainer.from_text(data, str(path))
+        if manifest.kind == "lightgbm":
+            path, data = read_verified_model(folder, manifest)
+            return TreeExplainer.from_text(data, str(path))
+        if manifest.kind == "linear":
+            p = LinearModel.load(str(folder)).params
+            return LinearExplainer(p.weights, p.bias, p.link, p.features)
+        if manifest.kind == "onnx":
+            # imported here: onnxruntime loads only for a session that runs an ONNX model
+            from engine.signals.onnx_model import OnnxModel, explanation_background
+
+            model = OnnxModel.load(folder)
+            background, note = explanation_background(manifest)
+            return SampledShapleyExplainer(
+                model.predict, background, note, permutations=self.permutations
+            )
+        return None
 
 
 _encoder = msgspec.json.Encoder()
 
 
-def explain_line(job: ExplanationJob, explainer: TreeExplainer, k: int = TOP_K) -> bytes:
+def explain_line(job: ExplanationJob, explainer: Explainer, k: int = TOP_K) -> bytes:
     """The JSON line of one job: the top ``k`` contributions (largest ``|share|`` first),
-    the sum of the others (``rest``) and the expected value; with the raw score (the trees'
-    own sum, computed apart) they satisfy ``sum(top) + rest + expected_value == raw_score``
-    to rounding (TreeSHAP's additivity)."""
+    the sum of the others (``rest``) and the base (``expected_value``: TreeSHAP's expected
+    value, a linear model's intercept, a sampled explanation's background score); with the
+    raw score (the trees' sum, the logit, the graph's score, computed apart) they satisfy
+    ``sum(top) + rest + expected_value == raw_score`` to rounding, for every family.
+    ``method`` says how they were computed; ``budget`` what an estimate cost (samples,
+    evaluations, its largest standard error), absent for exact methods."""
     phi = explainer.explain(job.row)
     n = explainer.n_features
     order = sorted(range(n), key=lambda j: (-abs(phi[j]), j))
     top = order[:k]
-    raw = float(explainer.trees.predict(job.row.reshape(1, -1), raw_score=True)[0])
+    raw = explainer.raw_score(job.row)
     when = dt.datetime.fromtimestamp(job.ts_event / 1e9, dt.UTC)
     doc: dict[str, Any] = {
         "ts_ns": job.ts_event,
@@ -162,7 +193,10 @@ def explain_line(job: ExplanationJob, explainer: TreeExplainer, k: int = TOP_K) 
         "contributions": [[job.names[j], float(phi[j])] for j in top],
         "rest": float(sum(float(phi[j]) for j in order[k:])),
         "order_ids": list(job.order_ids),
+        "method": explainer.method,
     }
+    if explainer.budget:
+        doc["budget"] = dict(explainer.budget)
     return _encoder.encode(doc) + b"\n"
 
 
@@ -295,6 +329,16 @@ def describe(doc: dict[str, Any]) -> list[str]:
     lines += [f"    {name:<16} {value:+.6g}" for name, value in doc["contributions"]]
     if doc["rest"]:
         lines.append(f"    {'(the rest)':<16} {doc['rest']:+.6g}")
+    # lines from before the method was written are TreeSHAP's (the only one then)
+    lines.append(f"  method: {doc.get('method', 'TreeSHAP (exact)')}")
+    budget = doc.get("budget")
+    if budget:
+        error = budget.get("max_std_error")
+        lines.append(
+            f"  budget: {int(budget['permutations'])} permutations, "
+            f"{int(budget['evaluations'])} model evaluations"
+            + ("" if error is None else f", largest standard error {error:.3g}")
+        )
     return lines
 
 

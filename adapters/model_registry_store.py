@@ -38,6 +38,7 @@ from engine.model_registry import (
     RegistryState,
     Resolved,
     VersionInfo,
+    out_of_sample_evidence,
     read_view,
     version_id,
 )
@@ -168,10 +169,12 @@ class Registry(RegistryReader):
         self, ref: str, *, alias: Alias, who: str, reason: str, stage: Stage | None = None
     ) -> AuditEntry:
         """Point ``alias`` at the version ``ref`` names, optionally moving its stage. A stage
-        widens one step at a time (shadow -> paper -> live); it may narrow any number.
+        widens one step at a time (shadow -> paper -> live); it may narrow any number. A
+        version whose manifest states no out-of-sample figures stays at shadow.
 
         Raises:
-            RegistryError: unknown version, a skipped stage, nothing would change.
+            RegistryError: unknown version, a skipped stage, a stage above shadow for a
+                version without out-of-sample figures, nothing would change.
             AuditChainError: the chain is broken.
         """
         with self.lock(exclusive=True):
@@ -187,6 +190,13 @@ class Registry(RegistryReader):
                     f"version {version[:12]} is in {current}: stages widen one step at a time "
                     f"({' -> '.join(STAGES)}), so the next is "
                     f"{STAGES[STAGES.index(current) + 1]}, not {target}"
+                )
+            if target != "shadow" and out_of_sample_evidence(self.manifest(version)) is None:
+                raise RegistryError(
+                    f"version {version[:12]} has no out-of-sample figures (a model imported "
+                    f"from elsewhere): it stays at the shadow stage, not {target}, until "
+                    "`tradeloop evaluate MODEL DATA --out DIR` has measured it on data after "
+                    "its training range and the evaluated folder is added"
                 )
             before = state.aliases.get(alias)
             if before == version and target == current:

@@ -17,6 +17,16 @@ of a shared machine falls on all three alike, it times on the same files:
 
 The ratios (replay / reference, in rows per second over the same rows) are the figures
 to compare between machines.
+
+Usage with a model: python bench/replay_throughput.py --with-model [--hours 6]
+[--dead-band 0 0.02] [--repeat 3]
+
+The demo's model replay against the EMA baseline in one run: the sample split as the demo
+splits it (the first two thirds to train on, the last third held out), the bundled ML
+config's LightGBM model trained on the first part (``tradeloop train``, once), then
+interleaved runs on the held-out third of the EMA-cross baseline (bundled config) and of
+the model with the ML threshold strategy at each ``--dead-band``. Prints ticks/s, signals,
+orders and fills of each, and the ratio model / baseline (goal: at least 0.5).
 """
 
 from __future__ import annotations
@@ -98,12 +108,72 @@ def polars_read(folder: Path) -> int:
     return q.height + t.height
 
 
+def model_replay(hours: float, repeat: int, bands: list[float]) -> None:
+    """The demo's held-out replay with its model against the EMA baseline, in one run."""
+    import tomllib
+    from importlib import resources
+
+    from engine.config import config_from_dict
+    from replay.files.sample_data import split_by_time
+
+    started = begin(f"model replay: {hours} h sample, held-out third, {repeat} runs, "
+                    f"dead bands {bands}")  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "replay.cli", "sample-data", str(root / "data"),
+                        "--hours", str(hours)], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+        split_by_time(root / "data", root / "train", root / "holdout", 2 / 3)
+        subprocess.run([sys.executable, "-m", "replay.cli", "train", str(root / "train"), "--out",
+                        str(root / "model")], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+        print(f"sample, split and training: {time.perf_counter() - t0:.0f}s")
+        baseline, _ = load_config(_default_config_path())
+        doc = tomllib.loads((resources.files("replay") / "ml_config.toml").read_text())
+        doc["model"]["path"] = str(root / "model")
+        configs = {"ema baseline": baseline}
+        for band in bands:
+            doc["strategy"]["params"]["dead_band"] = band
+            configs[f"model, dead band {band:g}"] = config_from_dict(doc)
+        holdout = root / "holdout"
+        for cfg in configs.values():  # numba compiles and caches outside the timed runs
+            run_replay(cfg, holdout, progress=False)
+        rates: dict[str, list[float]] = {name: [] for name in configs}
+        facts: dict[str, str] = {}
+        for k in range(repeat):
+            for name, cfg in configs.items():
+                t0 = time.perf_counter()
+                run = run_replay(cfg, holdout, progress=False)
+                dt = time.perf_counter() - t0
+                c = run.engine.counters
+                rates[name].append(c["ticks"] / dt)
+                facts[name] = (f"{c['ticks']:,} ticks, {c['signals']:,} signals, "
+                               f"{c['orders_sent']:,} orders, {len(run.recorder.fills):,} fills")  # fmt: skip
+                print(
+                    f"run {k + 1}: {name}: {facts[name]} in {dt:.2f}s = {c['ticks'] / dt:,.0f} ticks/s"
+                )
+    base = median(rates["ema baseline"])
+    for name in configs:
+        print(f"{name:<24} {runs(rates[name])} ticks/s; {facts[name]}")
+    for name in list(configs)[1:]:
+        print(
+            f"ratio {name} / ema baseline (medians): {median(rates[name]) / base:.3f} (goal >= 0.5)"
+        )
+    end(started)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--hours", type=float, default=24.0)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument(
+        "--with-model", action="store_true", help="the model replay against the baseline"
+    )
+    ap.add_argument("--dead-band", type=float, nargs="+", default=[0.0, 0.02])
     args = ap.parse_args()
+    if args.with_model:
+        model_replay(args.hours, args.repeat, args.dead_band)
+        return
     started = begin(f"replay throughput: {args.hours} h sample, {args.repeat} runs")
     cfg, _ = load_config(_default_config_path())
     spans = {f.name: f.span for f in cfg.features if f.kind == "ema"}

@@ -40,7 +40,7 @@ from engine.signals import SignalModel
 from engine.signals.manifest import check_against_features
 from engine.strategy import Strategy
 
-_FILE_KINDS = ("lightgbm", "linear")  # kinds whose folder's manifest says which it is
+_FILE_KINDS = ("lightgbm", "linear", "onnx")  # kinds whose folder's manifest says which it is
 
 
 @dataclass(frozen=True)

@@ -262,6 +262,9 @@ class LiveConfig(_Strict, frozen=True):
     # decision path, dropped and counted if the worker falls behind
     explain: bool = True
     explain_top: Annotated[int, msgspec.Meta(ge=1, le=1_000)] = 5
+    # the sampled Shapley explainer of ONNX models: permutations per explanation (antithetic
+    # pairs; each costs k + 1 model rows), stated in every explanation's budget
+    explain_permutations: Annotated[int, msgspec.Meta(ge=2, le=100_000)] = 64
     # the bus is hostile: market data whose ts_event is older than ``max_tick_age`` when it
     # arrives, or ahead of its receipt by more than ``max_tick_future``, is refused and
     # counted (it never counts as a fresh feed)

@@ -26,6 +26,21 @@ class EngineContext:
     def open_qty(self, symbol: str) -> float:
         return self._e.orders.open_qty(self._e.instruments.index[symbol])
 
+    def exposure(self, symbol: str) -> float:
+        """Position plus the signed quantity still to fill on open orders: what a
+        position-targeting strategy trades to (one lookup instead of two calls)."""
+        i = self._e.instruments.index[symbol]
+        return float(self._e.portfolio.positions[i]) + self._e.orders.open_qty(i)
+
+    def mid(self, symbol: str) -> float | None:
+        """The last quote's mid, None before the first quote (sizing reads this per
+        signal: no ``Quote`` is built for it)."""
+        i = self._e.instruments.index[symbol]
+        if self._e.market.quote_ts[i] == 0:
+            return None
+        b = self._e.market.book[i]
+        return 0.5 * (float(b[BID]) + float(b[ASK]))
+
     def last_quote(self, symbol: str) -> Quote | None:
         i = self._e.instruments.index[symbol]
         ts = int(self._e.market.quote_ts[i])

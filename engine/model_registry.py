@@ -69,6 +69,27 @@ _alias_decoder = msgspec.json.Decoder(AliasRecord)
 _head_decoder = msgspec.json.Decoder(AuditHead)
 
 
+def out_of_sample_evidence(manifest: Manifest) -> str | None:
+    """What out-of-sample figures the manifest states, in words, or None when it states
+    none (a model imported from elsewhere, before ``tradeloop evaluate``): the registry
+    holds such a version at the shadow stage.
+
+    Figures count when a fold tested rows and measured something (walk-forward training,
+    or the evaluation ``tradeloop evaluate`` records as a fold after the training range),
+    or when an ``oos_`` metric is defined.
+    """
+    tested = [
+        f
+        for f in manifest.folds
+        if f.test_rows > 0 and any(v is not None for v in f.metrics.values())
+    ]
+    oos = sorted(k for k, v in manifest.metrics.items() if k.startswith("oos_") and v is not None)
+    if not tested and not oos:
+        return None
+    rows = sum(f.test_rows for f in tested)
+    return f"{len(tested)} tested fold(s), {rows} rows; {', '.join(oos) or 'no oos_ metric'}"
+
+
 def version_id(manifest: Manifest, model_bytes: bytes) -> str:
     """The content address of a model: sha256 over a domain tag, the canonical manifest's
     length and bytes, then the model file's bytes (the length keeps the two apart)."""

@@ -67,7 +67,7 @@ def load_model(config: ModelConfig) -> SignalModel:
     Raises:
         PluginLoadError: not found, bad params, or not a ``SignalModel``.
     """
-    if config.path and config.kind in ("lightgbm", "linear"):
+    if config.path and config.kind in ("lightgbm", "linear", "onnx"):
         # a trained folder says what it is: [model] kind need not repeat it
         try:
             kind = read_manifest(config.path).kind

@@ -41,6 +41,8 @@ class StrategyContext(Protocol):
     def position(self, symbol: str) -> float: ...
     def open_qty(self, symbol: str) -> float: ...
     def last_quote(self, symbol: str) -> Quote | None: ...
+    def mid(self, symbol: str) -> float | None: ...
+    def exposure(self, symbol: str) -> float: ...
     def features(self, symbol: str) -> dict[str, float]: ...
     def submit_market(
         self, symbol: str, side: Side, qty: float, *, reduce_only: bool = False
@@ -143,11 +145,13 @@ class Strategy:
         down to the lot. 0.0 when sizing by notional before the first quote."""
         if qty is not None:
             return qty
-        quote = self.ctx.last_quote(symbol)
-        if quote is None or notional is None:
+        if notional is None:
+            return 0.0
+        mid = self.ctx.mid(symbol)  # a float, not a Quote built per signal
+        if mid is None:
             return 0.0
         inst = self.ctx.instrument(symbol)
-        lots = int(notional / (0.5 * (quote.bid + quote.ask)) / inst.lot_size)
+        lots = int(notional / mid / inst.lot_size)
         return inst.round_qty(lots * inst.lot_size)
 
     def trade_to(self, symbol: str, target: float) -> str | None:
@@ -160,7 +164,7 @@ class Strategy:
         state = self.ctx.trading_state
         if state == "HALTED":
             return None
-        have = self.ctx.position(symbol) + self.ctx.open_qty(symbol)
+        have = self.ctx.exposure(symbol)
         if state == "REDUCE_ONLY":
             target = min(max(target, 0.0), have) if have >= 0 else max(min(target, 0.0), have)
         delta = round(target - have, 10)

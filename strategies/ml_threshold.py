@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import msgspec
 
 from engine.events import Signal
+from engine.signals import Thresholds
 from engine.strategy import Strategy
 
 
@@ -16,7 +17,9 @@ class MlThresholdParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     ``exit`` (optional, between them): hysteresis; a long is held until the score falls
     below ``exit`` (a short until it rises to ``exit``) instead of going flat as soon as
     the score leaves the outer zone. ``qty`` or ``notional``: position size per
-    instrument (exactly one)."""
+    instrument (exactly one). ``dead_band`` (score units, >= 0): a zone is left only once
+    the score is half of it past the threshold, so a score hovering on a threshold does
+    not flip the position at every tick (0: every crossing signals)."""
 
     upper: float = 0.55
     lower: float = 0.45
@@ -24,6 +27,7 @@ class MlThresholdParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     qty: float | None = None
     notional: float | None = None
     allow_short: bool = True
+    dead_band: float = 0.0
 
 
 class MlThreshold(Strategy):
@@ -39,24 +43,28 @@ class MlThreshold(Strategy):
             raise ValueError("give exactly one of qty or notional")
         super().__init__(params)
         self.p = params
+        self.thresholds()  # a bad dead band is refused here, at start-up
 
     def thresholds(self) -> Sequence[float]:
-        if self.p.exit is None:
-            return (self.p.lower, self.p.upper)
-        return (self.p.lower, self.p.exit, self.p.upper)
+        p = self.p
+        levels = (p.lower, p.upper) if p.exit is None else (p.lower, p.exit, p.upper)
+        return Thresholds(levels, p.dead_band)
 
     def on_signal(self, signal: Signal) -> None:
-        have = self.ctx.position(signal.instrument) + self.ctx.open_qty(signal.instrument)
-        size = self.size_for(signal.instrument, qty=self.p.qty, notional=self.p.notional)
-        top = len(self.thresholds())
-        if signal.zone == top:  # at or above upper
-            target = size
+        p = self.p
+        symbol = signal.instrument
+        # the position is read only where the target depends on it (the exit zones):
+        # a signal is the replay's hot path, and sizing needs only the mid
+        if signal.zone == (2 if p.exit is None else 3):  # at or above upper
+            target = self.size_for(symbol, qty=p.qty, notional=p.notional)
         elif signal.zone == 0:  # below lower
-            target = -size if self.p.allow_short else 0.0
-        elif self.p.exit is None:
+            target = (
+                -self.size_for(symbol, qty=p.qty, notional=p.notional) if p.allow_short else 0.0
+            )
+        elif p.exit is None:
             target = 0.0
         elif signal.zone == 1:  # between lower and exit: a long exits, a short holds
-            target = min(have, 0.0)
+            target = min(self.ctx.exposure(symbol), 0.0)
         else:  # between exit and upper: a short exits, a long holds
-            target = max(have, 0.0)
-        self.trade_to(signal.instrument, target)
+            target = max(self.ctx.exposure(symbol), 0.0)
+        self.trade_to(symbol, target)

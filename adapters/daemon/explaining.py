@@ -18,6 +18,14 @@ from engine.engine import Engine
 from engine.errors import ConfigError
 from engine.model_registry import RegistryReader
 
+# kinds whose folders every family's explainer reads (``adapters.explanations.Explainers``)
+EXPLAINED_KINDS = ("lightgbm", "linear", "onnx")
+
+
+def explain_permutations(config: Config) -> int:
+    """``[live] explain_permutations``: the sampled explainer's budget."""
+    return config.live.explain_permutations
+
 
 class ExplanationHandOff:
     """Collector and worker of a session's explanations (none when off or nothing to
@@ -44,8 +52,8 @@ class ExplanationHandOff:
         assert model_config is not None
         registry = model_config.registry
         path = model_config.path
-        if registry is None and (path is None or model_config.kind != "lightgbm"):
-            return  # TreeSHAP explains LightGBM trees; a registry's versions say their kind
+        if registry is None and (path is None or model_config.kind not in EXPLAINED_KINDS):
+            return  # a model folder's manifest says its kind; a plugin without one is not explained
 
         def folder_of(version: str) -> Path:
             if version and registry is not None:
@@ -59,7 +67,7 @@ class ExplanationHandOff:
         core.after_input = self.collector.end_input
         self.explainer = ExplanationWorker(
             explanations_path(journal_dir, session_id),
-            Explainers(folder_of),
+            Explainers(folder_of, permutations=explain_permutations(self.config)),
             top=self.config.live.explain_top,
         )
 
@@ -77,4 +85,4 @@ class ExplanationHandOff:
             self.explainer.close()
 
 
-__all__ = ["ExplanationHandOff"]
+__all__ = ["EXPLAINED_KINDS", "ExplanationHandOff", "explain_permutations"]

@@ -2,6 +2,13 @@
 
 from engine.signals.base import SignalModel, select_columns
 from engine.signals.linear import LinearModel, LinearParams
-from engine.signals.zones import ZoneTracker
+from engine.signals.zones import Thresholds, ZoneTracker
 
-__all__ = ["LinearModel", "LinearParams", "SignalModel", "ZoneTracker", "select_columns"]
+__all__ = [
+    "LinearModel",
+    "LinearParams",
+    "SignalModel",
+    "Thresholds",
+    "ZoneTracker",
+    "select_columns",
+]

@@ -1,4 +1,17 @@
-"""Per-decision explanations: exact TreeSHAP on the compiled LightGBM trees, in numba.
+"""Per-decision explanations, one per model family, each an :class:`Explainer`:
+
+- :class:`TreeExplainer`: exact TreeSHAP on the compiled LightGBM trees (gbdt, a single
+  tree, a random forest), in numba;
+- :class:`LinearExplainer`: exact for a linear or logistic model, coefficient x input,
+  summing with the intercept to the score (identity link) or the logit (logistic);
+- :class:`SampledShapleyExplainer`: any model scored as a black box (ONNX graphs: SVMs,
+  MLPs), a permutation-sampled Shapley estimate against one background row, with a fixed
+  budget of permutations that is stated in every explanation.
+
+Each returns ``k + 1`` numbers for a row: the features' contributions, then the base (the
+expected value, the intercept, the background's score); they sum to ``raw_score(row)``.
+
+TreeSHAP in detail.
 
 For one feature row, :class:`TreeExplainer` returns each feature's SHAP contribution to
 the raw score (before the objective's sigmoid/exp/square) and, last, the expected value
@@ -23,8 +36,9 @@ so the kernel compiles with ``nogil`` and can run on a worker thread next to the
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -259,6 +273,14 @@ class TreeExplainer:
         self._node_cover[:n_nodes] = cover.node
         self._leaf_cover = cover.leaf.astype(np.int64, copy=True)
         self.expected_value, self.max_depth = _expected_value_and_depth(trees, cover)
+        self.method = "TreeSHAP (exact)"
+        self.budget: dict[str, float] = {}
+
+    def raw_score(self, row: F64) -> float:
+        """The trees' own sum for ``row`` (before the objective's transform)."""
+        return float(
+            self.trees.predict(np.asarray(row, np.float64).reshape(1, -1), raw_score=True)[0]
+        )
 
     @classmethod
     def from_text(cls, text: str | bytes, source: str = "<model text>") -> TreeExplainer:
@@ -349,3 +371,146 @@ def _expected_value_and_depth(trees: CompiledTrees, cover: Cover) -> tuple[float
         expected += value
         leaf0 += leaves
     return expected, max_depth
+
+
+class Explainer(Protocol):
+    """What the explanations worker needs of a family's explainer.
+
+    Attributes:
+        n_features: k, the row's length.
+        method: how contributions are computed, in words (shown with every explanation).
+        budget: what an estimate cost and how far to trust it (empty for exact methods).
+    """
+
+    n_features: int
+    method: str
+    budget: dict[str, float]
+
+    def explain(self, row: F64) -> F64:
+        """float64[k + 1]: the contributions, then the base; they sum to ``raw_score``."""
+        ...
+
+    def raw_score(self, row: F64) -> float:
+        """The score the contributions add up to (the trees' sum, the logit, the score)."""
+        ...
+
+
+class LinearExplainer:
+    """Exact contributions of a linear score ``b + sum_j w_j x_j``: ``w_j x_j`` for each
+    feature and the intercept ``b`` as the base, summed in the scorer's order (the
+    intercept first), so the sum is the model's raw score to rounding. With a logistic
+    link the raw score is the logit, and the probability is its sigmoid.
+
+    Raises:
+        ModelError: weights and names differ in length.
+    """
+
+    def __init__(
+        self, weights: Sequence[float], bias: float, link: str, names: Sequence[str]
+    ) -> None:
+        if len(weights) != len(names):
+            raise ModelError(f"{len(weights)} weights for {len(names)} features")
+        self.weights = np.asarray(weights, np.float64)
+        self.bias = float(bias)
+        self.link = link
+        self.feature_names = tuple(names)
+        self.n_features = len(names)
+        target = "the logit" if link == "logistic" else "the score"
+        self.method = f"exact (coefficient x input; with the intercept they sum to {target})"
+        self.budget: dict[str, float] = {}
+
+    def explain(self, row: F64) -> F64:
+        row = np.asarray(row, np.float64)
+        if row.shape != (self.n_features,):
+            raise ModelError(f"expected float64[{self.n_features}] features, got shape {row.shape}")
+        return np.append(self.weights * row, self.bias)
+
+    def raw_score(self, row: F64) -> float:
+        s = self.bias
+        for w, x in zip(self.weights.tolist(), np.asarray(row, np.float64).tolist(), strict=True):
+            s += w * x  # the scorer's order: intercept first, then the features in order
+        return s
+
+
+DEFAULT_PERMUTATIONS = 64
+
+
+class SampledShapleyExplainer:
+    """Shapley contributions of a black-box score, estimated by permutation sampling.
+
+    The game is the "baseline Shapley" one: the value of a set of features is the score of
+    the row with those features taken from the row and the others from one ``background``
+    row (the training mean, i.e. zeros in the model's scaled space, when the scaling is
+    known). For each sampled permutation the features are switched from the background to
+    the row one at a time and each gets the change of the score it caused; a permutation's
+    changes sum to ``score(row) - score(background)`` exactly, so the average over any
+    number of permutations does too (additivity holds to rounding, whatever the budget).
+    Permutations come in antithetic pairs (a permutation and its reverse), which cancels
+    the order bias of a pair of features exactly and lowers the variance; the generator's
+    seed is fixed, so the same row gets the same explanation live and in a replay.
+
+    Budget: ``permutations`` (even) permutations cost ``permutations * (k + 1)`` rows,
+    scored in one call. ``budget`` after each ``explain`` states it, with the largest
+    standard error of a contribution (over the antithetic pairs).
+
+    Args:
+        score: the model's scores of float64 rows (``SignalModel.predict``).
+        background: float64[k], the reference row.
+        background_note: where the background comes from, in words.
+        permutations: the sample budget (rounded up to even, at least 2).
+        seed: the permutations' seed.
+    """
+
+    def __init__(
+        self,
+        score: Callable[[F64], F64],
+        background: F64,
+        background_note: str,
+        *,
+        permutations: int = DEFAULT_PERMUTATIONS,
+        seed: int = 0,
+    ) -> None:
+        self.background = np.asarray(background, np.float64).copy()
+        if self.background.ndim != 1 or not np.isfinite(self.background).all():
+            raise ModelError("the background must be one row of finite numbers")
+        self.n_features = int(self.background.shape[0])
+        self.permutations = max(2, permutations + permutations % 2)
+        self.background_note = background_note
+        self.method = (
+            f"sampled Shapley (permutation sampling, {self.permutations} antithetic "
+            f"permutations, background: {background_note})"
+        )
+        self.budget: dict[str, float] = {"permutations": float(self.permutations),
+                                         "evaluations": float(self.permutations * (self.n_features + 1))}  # fmt: skip
+        self._score = score
+        rng = np.random.default_rng(seed)
+        half = [rng.permutation(self.n_features) for _ in range(self.permutations // 2)]
+        self._orders = np.array([p for q in half for p in (q, q[::-1])], np.int64)
+
+    def raw_score(self, row: F64) -> float:
+        return float(self._score(np.asarray(row, np.float64).reshape(1, -1))[0])
+
+    def explain(self, row: F64) -> F64:
+        row = np.asarray(row, np.float64)
+        k = self.n_features
+        if row.shape != (k,):
+            raise ModelError(f"expected float64[{k}] features, got shape {row.shape}")
+        m = self.permutations
+        # rows[p, i]: the background with the first i features of permutation p switched
+        rows = np.broadcast_to(self.background, (m, k + 1, k)).copy()
+        for i in range(1, k + 1):
+            rows[:, i] = rows[:, i - 1]
+            cols = self._orders[:, i - 1]
+            rows[np.arange(m), i, cols] = row[cols]
+        scores = np.asarray(self._score(rows.reshape(-1, k)), np.float64).reshape(m, k + 1)
+        steps = np.diff(scores, axis=1)  # steps[p, i]: the change feature orders[p, i] made
+        phi_each = np.zeros((m, k))
+        phi_each[np.arange(m)[:, None], self._orders] = steps
+        phi = phi_each.mean(axis=0)
+        pairs = phi_each.reshape(m // 2, 2, k).mean(axis=1)
+        budget = {k_: v for k_, v in self.budget.items() if k_ != "max_std_error"}
+        if pairs.shape[0] > 1:  # one pair has no spread to measure
+            error = pairs.std(axis=0, ddof=1).max() / math.sqrt(pairs.shape[0])
+            budget["max_std_error"] = float(error)
+        self.budget = budget
+        return np.append(phi, scores[0, 0])

@@ -8,23 +8,27 @@ dispatcher prints as one line, exit 2.
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from importlib import resources
 from typing import Any
 
 import msgspec
 
 from adapters.model_registry_store import Registry
-from engine.errors import RegistryError
-from engine.model_registry import Resolved
+from engine.config import load_config
+from engine.errors import ConfigError, RegistryError
+from engine.model_registry import Resolved, out_of_sample_evidence
 from engine.registry_types import (
     ALIASES,
     STAGES,
     Alias,
     Stage,
 )
-from engine.signals.manifest import Manifest, read_verified_model
+from engine.signals.manifest import LabelSpec, Manifest, TimeRange, read_verified_model
+from engine.units import parse_duration_ns
 from replay.registry.fold_bounds import fold_problems, fold_rows
 
 SHORT = 12  # hex digits of a version shown in tables
@@ -81,12 +85,43 @@ def add_models_commands(subparsers: Any) -> None:
     v = sub.add_parser("verify", parents=[common], help="check the audit chain and versions")
     v.set_defaults(func=cmd_verify)
 
+    i = sub.add_parser(
+        "import",
+        help="write a model folder for an ONNX model trained elsewhere (held at shadow until "
+        "`tradeloop evaluate` measures it)",
+    )
+    i.add_argument("model", metavar="MODEL.onnx", help="the ONNX graph: one float32 input")
+    i.add_argument("--features", required=True, help="its input columns in order: a,b,c "
+                   "(names of the config's [[features]])")  # fmt: skip
+    i.add_argument("--label", required=True, choices=("classification", "regression"),
+                   help="classification: the score is P(up); regression: the forward return")  # fmt: skip
+    i.add_argument("--horizon", required=True, help="the label's horizon (2s, 500ms, 1m)")
+    i.add_argument("--train-end", required=True, metavar="TIME",
+                   help="the last time its training data saw (ISO, UTC unless stated); "
+                   "`tradeloop evaluate` refuses data up to it")  # fmt: skip
+    i.add_argument("--train-start", metavar="TIME", help="the first (default: not stated)")
+    i.add_argument("--config", help="config whose [[features]] the model reads (default: "
+                   "the bundled ML config)")  # fmt: skip
+    i.add_argument("--out", required=True, help="model folder to write")
+    i.add_argument("--name", help="model name (default: the folder's name)")
+    i.add_argument("--output", help="the graph output holding the score (default: the "
+                   "probabilities of a classifier, the one float output of a regressor)")  # fmt: skip
+    i.add_argument("--column", type=int, help="its column (-1: a [rows] output)")
+    i.add_argument("--force", action="store_true", help="replace --out if it exists")
+    i.set_defaults(func=cmd_import)
+
 
 def _who(args: argparse.Namespace) -> str:
+    """``--who``, else the login name ($USER, $LOGNAME, the password database), else the
+    numeric user id: a container without $USER or a passwd entry can still add a model,
+    and the audit log still says which account did."""
     who = args.who or os.environ.get("USER") or os.environ.get("LOGNAME")
-    if not who:
-        raise RegistryError("--who: no name given and $USER is not set")
-    return str(who)
+    if who:
+        return str(who)
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry for this uid (a bare container)
+        return f"uid {os.getuid()}"
 
 
 def _time(ts_ns: int) -> str:
@@ -155,6 +190,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         ("label", _label(m)),
         ("train range", _range(m)),
         ("folds", str(len(m.folds))),
+        ("out of sample", out_of_sample_evidence(m) or "none stated: held at shadow"),
+        *_onnx_rows(m),
         *((f"metric {k}", _metric(v)) for k, v in sorted(m.metrics.items())),
         *(("warning", w) for w in m.warnings),
     ]
@@ -307,3 +344,73 @@ def _params(found: Resolved) -> dict[str, str]:
             key, _, value = raw[1:-1].partition(": ")
             params[key] = value
     return params
+
+
+def _onnx_rows(m: Manifest) -> list[tuple[str, str]]:
+    if m.onnx is None:
+        return []
+    column = "" if m.onnx.column < 0 else f"[:, {m.onnx.column}]"
+    return [
+        ("onnx", f"input {m.onnx.input}, score {m.onnx.output}{column}; {m.onnx.producer}"),
+        ("scaling", "inside the graph, recorded" if m.onnx.scaling else "none recorded"),
+    ]
+
+
+def parse_time_ns(text: str, what: str) -> int:
+    """An ISO time (UTC unless it says otherwise) or integer nanoseconds since the epoch.
+
+    Raises:
+        ConfigError: neither.
+    """
+    if text.isdigit():
+        return int(text)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ConfigError(what, f"not an ISO time or epoch nanoseconds: {text!r}") from exc
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp()) * 1_000_000_000 + when.microsecond * 1000
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    # onnx and ONNX Runtime load only for this command (the registry's others need neither)
+    from replay.registry.onnx_import import import_onnx
+
+    config_path = args.config or str(resources.files("replay") / "ml_config.toml")
+    config, _ = load_config(config_path)
+    try:
+        horizon = parse_duration_ns(args.horizon)
+    except ValueError as exc:
+        raise ConfigError("--horizon", str(exc)) from exc
+    if horizon <= 0:
+        raise ConfigError("--horizon", f"must be > 0, got {args.horizon!r}")
+    end = parse_time_ns(args.train_end, "--train-end")
+    start = end if args.train_start is None else parse_time_ns(args.train_start, "--train-start")
+    if start > end:
+        raise ConfigError("--train-start", "is after --train-end")
+    features = [f.strip() for f in args.features.split(",") if f.strip()]
+    if not features:
+        raise ConfigError("--features", "name at least one feature")
+    manifest = import_onnx(
+        args.model,
+        args.out,
+        config=config,
+        features=features,
+        label=LabelSpec(kind=args.label, horizon_ns=horizon),
+        train_range=TimeRange(start_ns=start, end_ns=end),
+        name=args.name,
+        output=args.output,
+        column=args.column,
+        force=args.force,
+    )
+    spec = manifest.onnx
+    assert spec is not None  # an onnx manifest always has its spec (Manifest checks it)
+    column = "" if spec.column < 0 else f"[:, {spec.column}]"
+    print(
+        f"wrote {args.out}: {len(features)} features, score {spec.output}{column}, "
+        f"scaling {'recorded' if spec.scaling else 'none found'}; no out-of-sample figures: "
+        f"next `tradeloop evaluate {args.out} DATA --out EVALUATED` on data after "
+        f"{_time(end)} UTC"
+    )
+    return 0

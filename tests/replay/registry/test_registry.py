@@ -5,7 +5,9 @@ edit, deletion or reordering is detected and refused."""
 from __future__ import annotations
 
 import argparse
+import getpass
 import hashlib
+import os
 import re
 import shlex
 import shutil
@@ -361,10 +363,23 @@ def test_cli_who_defaults_to_user(
     monkeypatch.setenv("USER", "carol")
     cli(["models", "add", str(models[0]), "--registry", str(registry.root)], capsys)
     assert registry.state().entries[0].who == "carol"
+    # issue 24.4: without $USER (a container, cron) the add works: the password database's
+    # name, else the numeric uid, is who added it
     monkeypatch.delenv("USER")
     monkeypatch.delenv("LOGNAME", raising=False)
     code, _, err = cli(["models", "add", str(models[1]), "--registry", str(registry.root)], capsys)
-    assert (code, err) == (2, "tradeloop: error: --who: no name given and $USER is not set\n")
+    assert (code, err) == (0, "")
+    assert registry.state().entries[1].who == getpass.getuser()
+
+    def no_passwd_entry() -> str:
+        raise KeyError("getpwuid(): uid not found")
+
+    monkeypatch.setattr(getpass, "getuser", no_passwd_entry)
+    third = train_folder(registry.root.parent, "imb-v3", features=["imb", "z_mid", "spread"],
+                         seed=3, leaves=3, auc=0.6)  # fmt: skip
+    code, _, err = cli(["models", "add", str(third), "--registry", str(registry.root)], capsys)
+    assert (code, err) == (0, "")
+    assert registry.state().entries[2].who == f"uid {os.getuid()}"
 
 
 @pytest.mark.parametrize(
