@@ -145,11 +145,12 @@ def test_product_modules_have_no_import_cycle() -> None:
 # are open to all of replay; replay.cli, the dispatcher, may import every concern)
 REPLAY_LAYERS = {
     "replay.files": set(),
+    "replay.pages": set(),
     "replay.sessions": set(),
     "replay.registry": set(),
-    "replay.monitor": {"replay.sessions"},
-    "replay.backtest": {"replay.files", "replay.monitor"},
-    "replay.research": {"replay.files", "replay.backtest"},
+    "replay.monitor": {"replay.sessions", "replay.pages"},
+    "replay.backtest": {"replay.files", "replay.monitor", "replay.pages"},
+    "replay.research": {"replay.files", "replay.backtest", "replay.pages"},
 }
 
 

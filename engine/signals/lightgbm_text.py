@@ -11,8 +11,9 @@ Rules enforced (format ``version=v4``, what LightGBM >= 3 writes):
   lines follow up to the first blank line. Required keys: ``version``, ``num_class``,
   ``num_tree_per_iteration``, ``label_index``, ``max_feature_idx``, ``objective``,
   ``feature_names``, ``feature_infos``, ``tree_sizes``; ``monotone_constraints`` is
-  allowed; any other key (``average_output`` included) is refused. Only single-output
-  models (``num_class=1``, ``num_tree_per_iteration=1``).
+  allowed, and the bare line ``average_output`` (a random forest, ``boosting = "rf"``:
+  the prediction is the mean of the trees, not their sum); any other key is refused.
+  Only single-output models (``num_class=1``, ``num_tree_per_iteration=1``).
 - ``feature_names`` and ``feature_infos`` list exactly ``max_feature_idx + 1`` entries.
 - Then one section per tree, ``Tree=0``, ``Tree=1``, ... in order, each with exactly the
   keys LightGBM writes (``num_leaves``, ``num_cat``, ``split_feature``, ``split_gain``,
@@ -167,6 +168,8 @@ class TextModel:
     feature_names: tuple[str, ...]
     objective: Objective
     trees: tuple[Tree, ...]
+    # a random forest: Booster.predict divides the summed trees by their number
+    average_output: bool = False
 
 
 class _Reader:
@@ -222,7 +225,7 @@ def parse_model_text(data: bytes | str, source: str = "<model text>") -> TextMod
     r = _Reader(data.encode("utf-8") if isinstance(data, str) else data, source)
     if r.line(0) != "tree":
         r.fail(1, f"expected 'tree' (a LightGBM text model), got {_show(r.line(0))}")
-    header, index = _read_header(r)
+    header, average_output, index = _read_header(r)
     max_feature_idx = _header_int(r, header, "max_feature_idx", 0, 1 << 24)
     n_features = max_feature_idx + 1
     version_line, version = header["version"]
@@ -273,15 +276,16 @@ def parse_model_text(data: bytes | str, source: str = "<model text>") -> TextMod
         trees.append(tree)
     if len(trees) != len(sizes):
         r.fail(sizes_line, f"tree_sizes lists {len(sizes)} trees, the file holds {len(trees)}")
-    return TextModel(source, max_feature_idx, names, objective, tuple(trees))
+    return TextModel(source, max_feature_idx, names, objective, tuple(trees), average_output)
 
 
 def _show(text: str) -> str:
     return repr(text if len(text) <= 60 else text[:57] + "...")
 
 
-def _read_header(r: _Reader) -> tuple[dict[str, tuple[int, str]], int]:
+def _read_header(r: _Reader) -> tuple[dict[str, tuple[int, str]], bool, int]:
     header: dict[str, tuple[int, str]] = {}
+    average_output = False
     index = 1
     while True:
         if r.at_end(index):
@@ -291,9 +295,13 @@ def _read_header(r: _Reader) -> tuple[dict[str, tuple[int, str]], int]:
             break
         key, eq, value = text.partition("=")
         if not eq:
-            if key == "average_output":
-                r.fail(index + 1, "average_output: random-forest LightGBM models are not supported")
-            r.fail(index + 1, f"expected 'key=value' in the header, got {_show(text)}")
+            if key != "average_output":
+                r.fail(index + 1, f"expected 'key=value' in the header, got {_show(text)}")
+            if average_output:
+                r.fail(index + 1, "average_output given twice")
+            average_output = True
+            index += 1
+            continue
         if key not in _HEADER_REQUIRED and key not in _HEADER_IGNORED:
             r.fail(index + 1, f"unknown header key {key!r}")
         if key in header:
@@ -303,7 +311,7 @@ def _read_header(r: _Reader) -> tuple[dict[str, tuple[int, str]], int]:
     for key in _HEADER_REQUIRED:
         if key not in header:
             r.fail(index + 1, f"the header ends without {key!r}")
-    return header, index
+    return header, average_output, index
 
 
 def _header_int(r: _Reader, header: dict[str, tuple[int, str]], key: str, lo: int, hi: int) -> int:

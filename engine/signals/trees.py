@@ -9,7 +9,14 @@ The arrays come from :mod:`engine.signals.lightgbm_text` (validated text), never
 - ``Tree::NumericalDecision``: NaN becomes 0.0 unless the node's missing type is NaN; a
   missing value (zero for type Zero, NaN for type NaN) goes the node's default way;
   otherwise ``value <= threshold`` (in double) goes left;
-- trees are summed in file order from 0.0, then the objective's output transform.
+- trees are summed in file order from 0.0, then the objective's output transform;
+- a random forest (``average_output``, ``boosting = "rf"``) is the mean of its trees:
+  its leaf values are stored divided by the number of trees, so the sum is the mean
+  and everything that reads the leaves (TreeSHAP in ``engine.signals.explain``) sees the
+  forest's own scale. LightGBM divides the sum instead; the two differ by rounding only
+  (a few ulps, tested to 1e-12 against ``Booster.predict``). LightGBM 4.7's
+  ``raw_score=True`` and ``pred_contrib=True`` return the forest's *sum* (its
+  probabilities use the mean); ours are the mean, consistent with the probability.
 """
 
 from __future__ import annotations
@@ -111,6 +118,7 @@ class CompiledTrees:
         self.missing = np.zeros(max(n_nodes, 1), np.int8)
         self.leaf_value = np.empty(n_leaves, np.float64)
         self.roots = np.empty(len(model.trees), np.int32)
+        self.average_output = model.average_output
         node0 = leaf0 = 0
         for t, tree in enumerate(model.trees):
             m = tree.num_leaves - 1
@@ -130,6 +138,8 @@ class CompiledTrees:
             self.roots[t] = node0 if m > 0 else ~leaf0
             node0 += m
             leaf0 += tree.num_leaves
+        if model.average_output and model.trees:
+            self.leaf_value /= len(model.trees)
 
     @classmethod
     def from_text(cls, text: str | bytes, source: str = "<model text>") -> CompiledTrees:

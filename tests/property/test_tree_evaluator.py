@@ -179,8 +179,6 @@ def test_multiclass_is_refused_clearly() -> None:
     [
         ({"objective": "cross_entropy"}, r"line 7: objective 'cross_entropy' is not supported"),
         ({"objective": "binary", "linear_tree": True}, r"linear trees are not supported"),
-        ({"objective": "binary", "boosting": "rf", "bagging_freq": 1, "bagging_fraction": 0.5},
-         r"random-forest"),
     ],
 )  # fmt: skip
 def test_unsupported_models_are_refused_by_name(params: dict[str, object], match: str) -> None:

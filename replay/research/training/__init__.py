@@ -3,7 +3,12 @@
 - ``run``: ``train``, from the dataset to the model folder (model file, manifest with
   the monitor's reference and the warnings, report).
 - ``folds``: the purged, embargoed walk-forward splits.
-- ``fit``: one fit (LightGBM or the logistic baseline) and LightGBM's parameters.
+- ``families``: the ladder's seven families, their hyperparameters, what each scores.
+- ``fit``: one fit of a family (LightGBM's three, the linear and logistic models) and
+  LightGBM's parameters; ``sklearn_fit``: the SVM and the MLP; ``trained``: the fitted
+  model they return.
+- ``model_files``: the final model's file (LightGBM text, linear JSON, ONNX via
+  ``onnx_export``) and its importance.
 - ``metrics``: out-of-sample metrics (accuracy, precision, recall, AUC, IC).
 - ``walk_forward``: every fold fit and scored, here or on the sweep's executor.
 - ``worker``: one fold on a worker (its task, its outcome, ``run_fold``).

@@ -42,6 +42,7 @@ from replay.research.training.baselines import (
     signed_features,
     strategy_thresholds,
 )
+from replay.research.training.families import canonical, output_of, score_threshold
 from replay.research.training.folds import FoldSplit
 from replay.research.training.significance import (
     ALPHA,
@@ -79,19 +80,23 @@ def assess(
     fwd: F64,
     logistic_score: F64 | None,
     replicates: int = REPLICATES,
+    family: str | None = None,
 ) -> Assessment:
     """Intervals and p-values of the model's out-of-sample metrics (all folds and each),
     the baselines ranked with it, and its net edge per trade at the strategy's
     thresholds. ``score``/``fwd``: the folds' test rows in order, as ``walk_forward``
-    returns them; ``logistic_score``: the logistic model's on the same rows, if fit."""
+    returns them; ``logistic_score``: the logistic model's on the same rows, if fit;
+    ``family``: the model's (default ``[train] model``), which says whether its scores
+    are probabilities or bps."""
     t = cfg.train
+    family = canonical(family or t.model)
     rows = np.concatenate([s.test for s in splits])
     bounds = np.concatenate(([0], np.cumsum([s.test.shape[0] for s in splits]))).astype(np.int64)
     overlap = label_overlap_rows(ds.ts[rows], ds.label_end_ns[rows], bounds)
     block = block_rows(overlap, int(rows.shape[0]))
     rs = resampling(bounds, block, t.seed, replicates)
     dead_zone = t.dead_zone_bps * 1e-4
-    threshold = 0.5 if t.label == "classification" else 0.0
+    threshold = score_threshold(family, t.label)
     returns = rankings(fwd, rs)  # sorted once, for every series
     model = series_figures(score, fwd, dead_zone, threshold, rs, returns=returns)
     entries = [_Entry(t.model, "model", model.overall, [], model.ic_influence)]
@@ -114,6 +119,12 @@ def assess(
     th = strategy_thresholds(cfg)
     edge: NetEdge | None = None
     note = ""
+    if isinstance(th, Thresholds) and output_of(family, t.label) != _label_output(t.label):
+        th = (
+            f"the {family} model scores the forward return in bps while a classification "
+            "label's thresholds are probabilities: the net edge is not computed at them "
+            "(set the strategy's upper/lower in bps to trade this model)"
+        )
     if isinstance(th, Thresholds):
         spread = (
             ds.spread_bps[rows] if ds.spread_bps.shape[0] == len(ds) else np.zeros(rows.shape[0])
@@ -143,6 +154,10 @@ def assess(
         net_edge_note=note,
     )
     return Assessment(statistics, assessment_warnings(statistics))
+
+
+def _label_output(label: str) -> str:
+    return "probability" if label == "classification" else "raw"
 
 
 @dataclass(eq=False)

@@ -59,6 +59,7 @@ at the label's end: when strong, ``implausible_score`` sees it.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -290,6 +291,7 @@ def screen_leaks(
         f"{LABEL_END_MIN_Z:g}) over {test.blocks} blocks of {test.block_ns / 1e9:g}s "
         f"({test.rows:,} rows)"
     )
+    outcome: Literal["passed", "failed", "not_run"]
     if test.leak is None:
         outcome, detail = (
             "not_run",

@@ -1,10 +1,12 @@
 """The training report of a model folder: ``training_report.png`` (feature importance,
 out-of-sample forward return by score decile) and ``training_report.html`` (that image,
-the data and final fit, the warnings, every fold's metrics, the out-of-sample figures)."""
+the data and final fit in sentences, the warnings, every fold's ranges and metrics, the
+out-of-sample figures). Times are ISO-8601 UTC to the millisecond."""
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import html
 import io
 from pathlib import Path
@@ -65,7 +67,9 @@ def _write_report(folder: Path, m: Manifest, score: F64, fwd: F64) -> None:
     keys = ["accuracy", "precision", "recall", "auc", "ic"]
     counts = ["labeled_rows", "predicted_up_rows", "purged_rows", "min_data_in_leaf"]
     fold_rows = "".join(
-        f"<tr><td>{f.fold}</td><td>{f.train_rows}</td><td>{f.test_rows}</td><td>{f.best_iteration}</td>"
+        f"<tr><td>{f.fold}</td><td>{_span(f.train.start_ns, f.train.end_ns)}</td>"
+        f"<td>{_span(f.test.start_ns, f.test.end_ns)}</td>"
+        f"<td>{f.train_rows:,}</td><td>{f.test_rows:,}</td><td>{f.best_iteration}</td>"
         + "".join(f"<td>{_fmt(f.metrics.get(k))}{_fold_estimate(m, f.fold, k)}</td>" for k in keys)
         + "".join(f"<td>{_count(f.metrics.get(k))}</td>" for k in counts)
         + "</tr>"
@@ -76,18 +80,7 @@ def _write_report(folder: Path, m: Manifest, score: F64, fwd: F64) -> None:
         for k, v in m.metrics.items()
         if k.startswith(("oos_", "baseline_"))
     )
-    mx = m.metrics
-    data = (
-        f"<p>{_count(mx.get('data_rows'))} sampled rows, {_count(mx.get('data_usable_rows'))} usable "
-        f"({_count(mx.get('data_unlabeled_rows'))} with features but no label) "
-        f"(every feature and a label); {_count(mx.get('data_late_label_rows'))} dropped because the "
-        f"label's forward quote came more than {_seconds(mx.get('data_label_tolerance_ns'))} after "
-        f"t + {m.label.horizon_ns / 1e9:g}s. Final model: refit on all "
-        f"{_count(mx.get('final_fit_rows'))} fit rows from {m.train_range.start_ns} to "
-        f"{m.train_range.end_ns} ns, {_count(mx.get('final_iterations'))} iterations (median of "
-        "the folds' early-stopped best iterations; 0 for the logistic model), min_data_in_leaf "
-        f"{_count(mx.get('final_min_data_in_leaf'))}.</p>"
-    )
+    data = f"<p>{data_sentences(m)}</p>"
     warn = "".join(f"<li><b>{html.escape(w)}</b></li>" for w in m.warnings) or "<li>none</li>"
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>training report {html.escape(m.name)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse}}
@@ -100,14 +93,61 @@ model sha256 <code>{m.model_sha256[:16]}</code></p>
 <h2>Warnings</h2><ul>{warn}</ul>
 {statistics_html(m)}
 <img src="data:image/png;base64,{base64.b64encode(png).decode()}" style="width:100%">
-<h2>Walk-forward folds (purged by label end, embargoed)</h2><table><tr><th>fold</th><th>train rows</th>
-<th>test rows</th><th>best iteration</th>{"".join(f"<th>{k}</th>" for k in keys + counts)}</tr>{fold_rows}</table>
+<h2>Walk-forward folds (purged by label end, embargoed; times UTC)</h2><table><tr><th>fold</th>
+<th>trained on</th><th>tested on</th><th>train rows</th><th>test rows</th><th>best iteration</th>{"".join(f"<th>{k}</th>" for k in keys + counts)}</tr>{fold_rows}</table>
 <h2>Out-of-sample, all folds</h2><table><tr><th>metric</th><th>value</th><th>95 % interval</th>
 <th>against chance</th></tr>{overall}</table>
 <p>n/a: undefined on these rows (no labelled row, one class, no "up" prediction, or a constant score).
 Each fold's metric is shown with its 95 % interval and its p-value against chance.</p>
 </body></html>"""
     (folder / "training_report.html").write_text(page)
+
+
+def iso_utc(ns: int) -> str:
+    """ISO-8601 UTC to the millisecond (``2026-12-07T04:39:04.123Z``) of a time in ns."""
+    t = dt.datetime.fromtimestamp(ns // 1_000_000_000, tz=dt.UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ns // 1_000_000 % 1000:03d}Z"
+
+
+def _span(start_ns: int, end_ns: int) -> str:
+    return f"{iso_utc(start_ns)}<br>to {iso_utc(end_ns)}"
+
+
+def _rows(v: float | None, one: str, many: str) -> str:
+    """``1 row``, ``7,210 rows``, ``no rows`` (``n/a`` rows when unknown)."""
+    if v is None:
+        return f"n/a {many}"
+    n = int(v)
+    return f"no {many}" if n == 0 else (f"1 {one}" if n == 1 else f"{n:,} {many}")
+
+
+def data_sentences(m: Manifest) -> str:
+    """The data and the final fit in plain sentences, times in ISO-8601 UTC."""
+    mx = m.metrics
+    late = mx.get("data_late_label_rows")
+    iterations = mx.get("final_iterations")
+    family = m.family or m.kind
+    parts = [
+        f"The data gave {_rows(mx.get('data_rows'), 'sampled row', 'sampled rows')}; "
+        f"{_count(mx.get('data_usable_rows'))} of them are usable (every feature and a label)"
+        f" and {_rows(mx.get('data_unlabeled_rows'), 'row has', 'rows have')} every feature "
+        "but no label.",
+        f"{_rows(late, 'row was', 'rows were').capitalize()} dropped for a late label (the "
+        f"forward quote more than {_seconds(mx.get('data_label_tolerance_ns'))} after "
+        f"t + {m.label.horizon_ns / 1e9:g}s).",
+        f"The final {html.escape(family)} model was refit on all "
+        f"{_rows(mx.get('final_fit_rows'), 'fit row', 'fit rows')}, from "
+        f"{iso_utc(m.train_range.start_ns)} to {iso_utc(m.train_range.end_ns)} (UTC)",
+    ]
+    if iterations:
+        parts[-1] += (
+            f", with {_count(iterations)} iterations (the median of the folds' early-stopped "
+            "best, or the family's fixed count)"
+        )
+    if mx.get("final_min_data_in_leaf") is not None:
+        parts[-1] += f" and min_data_in_leaf {_count(mx.get('final_min_data_in_leaf'))}"
+    parts[-1] += "."
+    return " ".join(parts)
 
 
 def _fmt(v: float | None) -> str:

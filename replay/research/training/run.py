@@ -10,9 +10,16 @@ whose forward quote is later than ``t + horizon + label_tolerance`` are dropped 
 The folds, purged and embargoed: ``replay/research/training/folds.py``; where they run:
 ``replay/research/training/walk_forward.py``.
 
+The model is one family of the ladder (``[train] model``, ``families.py``): each fold
+fits it on its training rows (early-stopped on its validation rows where the family
+stops early), and every family but the logistic model is compared with the logistic
+model on the same folds (classification labels). ``train_family`` is the path from a
+built dataset and its folds on, shared with ``tradeloop train --ladder``.
+
 Final model: refit on every usable row (all fit rows, no validation hold-out) for the
-median of the folds' best iterations; ``train_range`` in the manifest is the first and
-last time of the rows it was fit on.
+median of the folds' best iterations (epochs for the MLP; the fixed count of the tree
+and the forest); ``train_range`` in the manifest is the first and last time of the rows
+it was fit on. Its file (``model_files.py``): LightGBM text, linear JSON, or ONNX.
 
 Degenerate folds: a metric that is undefined on a fold (no labelled rows, one class, no
 "up" prediction, a constant score) is ``None``, never NaN. A fold that cannot be fit
@@ -20,9 +27,9 @@ Degenerate folds: a metric that is undefined on a fold (no labelled rows, one cl
 manifest.
 
 Warnings a user can act on (manifest ``warnings``, printed by ``tradeloop train`` and
-listed in the report): LightGBM no better than the logistic baseline out of sample (AUC
-not above the baseline's), a degenerate fold (best iteration 1: early stopping kept only
-the first tree; or one class predicted on every test row), and a third or more of the
+listed in the report): the model no better than the logistic baseline out of sample (AUC
+not above the baseline's), a degenerate fold (gbdt's best iteration 1: early stopping kept
+only the first tree; or one class predicted on every test row), the SVM's fit capped, and a third or more of the
 rows with features unlabelled (no forward quote in time, or inside the dead zone); and
 from ``assessment.py``: the model not significantly better than chance, or than the
 best baseline (one feature alone, the logistic model), and a negative expected net edge
@@ -39,8 +46,8 @@ Counts (rows, iterations, nanoseconds) are written as JSON integers.
 
 from __future__ import annotations
 
-import json
 import platform
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,8 +78,15 @@ from engine.signals.manifest import (
 from replay.files.discovery import DataSource
 from replay.research.dataset import Dataset, ExtraColumn, build_dataset
 from replay.research.training.assessment import assess
-from replay.research.training.fit import TrainedModel, _fit, min_data_in_leaf
+from replay.research.training.families import (
+    EARLY_STOPPED,
+    canonical,
+    output_of,
+    score_threshold,
+)
+from replay.research.training.fit import _fit, min_data_in_leaf
 from replay.research.training.folds import (
+    FoldSplit,
     _fit_rows,
     _range,
     _train_problem,
@@ -81,8 +95,14 @@ from replay.research.training.folds import (
 )
 from replay.research.training.leakage import screen_leaks
 from replay.research.training.metrics import Metrics, classification_metrics
+from replay.research.training.model_files import write_model_file
 from replay.research.training.report import _count, _write_report
-from replay.research.training.walk_forward import walk_forward, walk_forward_on_executor
+from replay.research.training.trained import TrainedModel
+from replay.research.training.walk_forward import (
+    WalkForward,
+    walk_forward,
+    walk_forward_on_executor,
+)
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -100,6 +120,8 @@ class TrainResult:
     oos_score: F64
     oos_forward: F64
     baseline_metrics: Metrics
+    final_fit_seconds: float = 0.0
+    final: TrainedModel | None = None
 
 
 def final_iterations(folds: list[FoldReport]) -> int:
@@ -140,7 +162,6 @@ def train(
         ModelError: not enough data for the split, one class in all the data, or a fold
             that failed on a worker.
     """
-    t = cfg.train
     ds = build_dataset(
         cfg,
         data,
@@ -160,13 +181,57 @@ def train(
     ]
     splits, skipped = walk_forward_splits(cfg, ds)
     warnings += skipped
+    return train_family(
+        cfg,
+        ds,
+        splits,
+        out,
+        data_name=str(data),
+        warnings=warnings,
+        progress=progress,
+        workers=workers,
+        scheduler=scheduler,
+        client=client,
+    )
+
+
+def train_family(
+    cfg: Config,
+    ds: Dataset,
+    splits: list[FoldSplit],
+    out: str | Path,
+    *,
+    data_name: str,
+    warnings: list[str],
+    progress: bool | None = None,
+    workers: int = 1,
+    scheduler: str | None = None,
+    client: Any = None,
+    walked: WalkForward | None = None,
+) -> TrainResult:
+    """``train`` from a built dataset and its folds on: the ``[train] model`` family's
+    walk-forward (or ``walked``, already run on these ``splits``: the ladder's, with the
+    logistic model's scores as the baseline), the checks, the final fit and the folder.
+
+    Raises:
+        LeakageError: a leak check failed and was not allowed by name.
+        ModelError: no fold could be fit, or the final model cannot be.
+    """
+    t = cfg.train
+    warnings = list(warnings)
     dz = t.dead_zone_bps * 1e-4
-    threshold = 0.5 if t.label == "classification" else 0.0
+    family = canonical(t.model)
+    threshold = score_threshold(family, t.label)
     baseline: Metrics = {}
     baseline_score: F64 | None = None  # the logistic model's out-of-sample scores, if fit
-    if workers <= 1 and scheduler is None and client is None:
+    if walked is not None:
+        folds, oos_score, oos_fwd = walked.folds, walked.score, walked.forward
+        baseline_score = walked.baseline_score
+        if baseline_score is not None:
+            baseline = classification_metrics(baseline_score, oos_fwd, dz, 0.5)
+    elif workers <= 1 and scheduler is None and client is None:
         folds, oos_score, oos_fwd = walk_forward(cfg, ds, t.model, splits, progress)
-        if t.model == "lightgbm" and t.label == "classification":
+        if has_logistic_baseline(cfg):
             _, baseline_score, b_fwd = walk_forward(cfg, ds, "logistic", splits, progress)
             baseline = classification_metrics(baseline_score, b_fwd, dz, 0.5)
     else:
@@ -179,7 +244,7 @@ def train(
             baseline = classification_metrics(wf.baseline_score, oos_fwd, dz, 0.5)
     overall = classification_metrics(oos_score, oos_fwd, dz, threshold)
     warnings += baseline_warnings(overall, baseline)
-    warnings += fold_warnings(t.model, folds)
+    warnings += fold_warnings(family, folds)
     unlabeled, with_features = unlabeled_rows(cfg, ds)
     if with_features and unlabeled >= UNLABELED_WARN_FRACTION * with_features:
         warnings.append(
@@ -191,47 +256,28 @@ def train(
         )
     # the leak checks (replay/research/training/leakage.py): a failure not allowed by name
     # in [train] allow_failed_leak_checks stops here, before any model file is written
-    leaks = screen_leaks(cfg, ds, splits, oos_score, overall, str(data))
+    leaks = screen_leaks(cfg, ds, splits, oos_score, overall, data_name)
     warnings += leaks.warnings
     # intervals, p-values, baselines and the net edge after costs (assessment.py)
-    assessment = assess(cfg, ds, splits, oos_score, oos_fwd, baseline_score)
+    assessment = assess(cfg, ds, splits, oos_score, oos_fwd, baseline_score, family=family)
     warnings += assessment.warnings
     usable = usable_rows(ds)
     fit_rows = _fit_rows(cfg, ds, usable)
     problem = _train_problem(cfg, ds, fit_rows)
     if problem:
         raise ModelError(f"the final model cannot be fit: {problem}")
-    rounds = final_iterations(folds) if t.model == "lightgbm" else 0
+    rounds = final_iterations(folds) if family in EARLY_STOPPED else 0
+    started = time.perf_counter()
     final = _fit(cfg, ds, t.model, fit_rows, None, rounds)
+    final_fit_seconds = time.perf_counter() - started
+    warnings += list(final.notes)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     fs = FeatureSet(list(cfg.features))
-    importance: dict[str, float] = {}
-    if final.booster is not None:
-        model_file = "model.txt"
-        final.booster.save_model(str(folder / model_file), num_iteration=final.iterations)
-        gain = final.booster.feature_importance(importance_type="gain", iteration=final.iterations)
-        total = float(gain.sum()) or 1.0
-        importance = {n: float(g) / total for n, g in zip(ds.feature_names, gain, strict=True)}
-        output = "probability" if t.label == "classification" else "raw"
-    else:
-        assert final.linear is not None
-        model_file = "linear.json"
-        w, b = final.linear
-        linear = {
-            "features": ds.feature_names,
-            "weights": w.tolist(),
-            "bias": b,
-            "link": "logistic",
-        }
-        (folder / model_file).write_text(json.dumps(linear, indent=2) + "\n")
-        scale = np.nanstd(ds.X[fit_rows], axis=0)
-        contrib = np.abs(w) * scale
-        importance = {
-            n: float(c / (contrib.sum() or 1.0))
-            for n, c in zip(ds.feature_names, contrib, strict=True)
-        }
-        output = "probability"
+    written = write_model_file(
+        folder, final, ds.feature_names, ds.X[fit_rows], output_of(family, t.label)
+    )
+    model_file, importance = written.model_file, written.importance
     reference = monitor_reference(cfg, ds, usable, final, overall)
     if reference.score.drift_threshold is None:
         warnings.append(
@@ -257,13 +303,12 @@ def train(
     }
     if final.booster is not None:
         facts["final_min_data_in_leaf"] = min_data_in_leaf(cfg, int(fit_rows.shape[0]))
-    kind = "lightgbm" if final.booster is not None else "linear"
     manifest = Manifest(
         name=folder.name,
-        kind=kind,
+        kind=written.kind,
         model_file=model_file,
         model_sha256=sha256_file(folder / model_file),
-        output=output,
+        output=written.output,
         feature_names=ds.feature_names,
         feature_fingerprint=fs.fingerprint,
         feature_specs=[msgspec.to_builtins(s) for s in cfg.features],
@@ -279,20 +324,41 @@ def train(
         data_files=[
             DataFile(path=p.name, sha256=sha256_file(p), bytes=p.stat().st_size) for p in ds.files
         ],
-        library_versions={
-            "lightgbm": lgb.__version__,
-            "numpy": np.__version__,
-            "python": platform.python_version(),
-            "tradeloop": _version(),
-        },
+        library_versions=library_versions(written.onnx is not None),
         warnings=warnings,
         reference=reference,
         leak_checks=leaks.checks,
         statistics=assessment.statistics,
+        family=family,
+        onnx=written.onnx,
     )
     write_manifest(folder, manifest)
     _write_report(folder, manifest, oos_score, oos_fwd)
-    return TrainResult(manifest, folder, oos_score, oos_fwd, baseline)
+    return TrainResult(manifest, folder, oos_score, oos_fwd, baseline, final_fit_seconds, final)
+
+
+def has_logistic_baseline(cfg: Config) -> bool:
+    """Every family but the logistic model itself is compared with it on the same folds
+    (a classification label: the logistic model needs classes)."""
+    return canonical(cfg.train.model) != "logistic" and cfg.train.label == "classification"
+
+
+def library_versions(onnx: bool) -> dict[str, str]:
+    """The libraries that made the model file (and scikit-learn's and the ONNX
+    converter's for an ONNX model)."""
+    out = {
+        "lightgbm": lgb.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "tradeloop": _version(),
+    }
+    if onnx:
+        import onnx as onnx_lib
+        import skl2onnx
+        import sklearn
+
+        out.update(onnx=onnx_lib.__version__, skl2onnx=skl2onnx.__version__, sklearn=sklearn.__version__)  # fmt: skip
+    return out
 
 
 def baseline_warnings(overall: Metrics, baseline: Metrics) -> list[str]:
@@ -303,7 +369,7 @@ def baseline_warnings(overall: Metrics, baseline: Metrics) -> list[str]:
         return []
     return [
         f"out-of-sample AUC {ours:.3f} is no better than the logistic baseline's "
-        f"{theirs:.3f}: the trees add nothing the linear model lacks on this data; "
+        f"{theirs:.3f}: the model adds nothing the logistic model lacks on this data; "
         'more data, or model = "logistic"'
     ]
 
@@ -313,7 +379,7 @@ def fold_warnings(kind: str, folds: list[FoldReport]) -> list[str]:
     only the first tree: nothing learnt), or every test row scored as one class."""
     out: list[str] = []
     for f in folds:
-        if kind == "lightgbm" and f.best_iteration <= 1:
+        if canonical(kind) == "gbdt" and f.best_iteration <= 1:
             out.append(
                 f"fold {f.fold}: best iteration {f.best_iteration} of {f.train_rows:,} training "
                 f"rows (min_data_in_leaf {_count(f.metrics.get('min_data_in_leaf'))}): no tree "

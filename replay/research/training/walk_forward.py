@@ -29,7 +29,14 @@ from engine.config import Config
 from engine.errors import ModelError
 from engine.signals.manifest import FoldReport
 from replay.research.dataset import Dataset
-from replay.research.training.fit import FitSettings, _fit, lightgbm_params, min_data_in_leaf
+from replay.research.training.families import canonical, score_threshold
+from replay.research.training.fit import (
+    FitSettings,
+    _fit,
+    family_target,
+    fit_params,
+    min_data_in_leaf,
+)
 from replay.research.training.folds import FoldSplit, _range, fold_bounds
 from replay.research.training.metrics import Metrics, classification_metrics
 from replay.research.training.worker import FoldMatrix, FoldOutcome, FoldTask, run_fold
@@ -49,7 +56,7 @@ def walk_forward(
     folds: list[FoldReport] = []
     scores, forwards = [], []
     dz = t.dead_zone_bps * 1e-4
-    threshold = 0.5 if t.label == "classification" else 0.0
+    threshold = score_threshold(kind, t.label)
     disable = None if progress is None else not progress
     for s in tqdm(splits, desc=f"walk-forward {kind}", disable=disable, leave=False):
         model = _fit(cfg, ds, kind, s.train, s.validation)
@@ -73,7 +80,7 @@ def _fold_report(
 ) -> FoldReport:
     # the keys after the test metrics in this order: the manifest's bytes follow it
     metrics["purged_rows"] = s.purged_rows
-    if kind == "lightgbm":
+    if canonical(kind) == "gbdt":
         metrics["min_data_in_leaf"] = min_data_in_leaf(cfg, int(s.train.shape[0]))
     return FoldReport(
         fold=s.fold,
@@ -103,16 +110,15 @@ def _fold_task(
 ) -> FoldTask:
     t = cfg.train
     classify = t.label == "classification"
-    params: dict[str, Any] = {}
-    if kinds[0] != "logistic":
-        params = lightgbm_params(cfg, "binary" if classify else "regression", int(s.train.shape[0]))
+    rows = int(s.train.shape[0])
     return FoldTask(
         fold=s.fold,
         kinds=kinds,
         settings=FitSettings(classify, t.early_stopping_rounds, t.max_rounds, ds.feature_names),
-        params=params,
+        params=fit_params(cfg, kinds[0], rows),
+        baseline_params=fit_params(cfg, "logistic", rows) if len(kinds) > 1 else {},
         dead_zone=t.dead_zone_bps * 1e-4,
-        threshold=0.5 if classify else 0.0,
+        threshold=score_threshold(kinds[0], t.label),
         arrays=FoldMatrix(ds.X, target, ds.forward_return).rows(s.train, s.validation, s.test)
         if ship
         else None,
@@ -164,10 +170,11 @@ def walk_forward_on_executor(
     t = cfg.train
     if not splits:
         raise ModelError(NO_FOLD)
-    baseline = t.model == "lightgbm" and t.label == "classification"
+    baseline = canonical(t.model) != "logistic" and t.label == "classification"
     kinds = (t.model, "logistic") if baseline else (t.model,)
     fwd = ds.forward_return
-    target = (fwd > 0).astype(np.float64) if t.label == "classification" else fwd * 1e4
+    # the model's target; the logistic baseline's (the class) is derived on the worker
+    target = family_target(cfg, t.model, fwd)
     # the longest fits first: a fold's training rows grow with it, and a long fold started
     # last would leave the other workers idle at the end (the reports are put back in
     # fold order, so the order of running changes no byte)

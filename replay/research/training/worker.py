@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.errors import TradeloopError
+from replay.research.training.families import fits_return
 from replay.research.training.fit import FitSettings, _fit_arrays
 from replay.research.training.metrics import Metrics, classification_metrics
 
@@ -62,11 +63,12 @@ class FoldTask:
     fold: int
     kinds: tuple[str, ...]  # the model, then "logistic" when the baseline is scored
     settings: FitSettings
-    params: dict[str, Any]  # LightGBM's for this fold's training rows
+    params: dict[str, Any]  # the model family's (fit_params) for this fold's training rows
     dead_zone: float
     threshold: float
     arrays: FoldArrays | None = None
     rows: tuple[I64, I64, I64] | None = None  # train, validation, test
+    baseline_params: dict[str, Any] = field(default_factory=dict)  # the logistic model's
 
 
 @dataclass(frozen=True)
@@ -97,16 +99,23 @@ def run_fold(task: FoldTask, matrix: FoldMatrix | None = None) -> FoldOutcome:
         else:
             assert task.rows is not None and matrix is not None
             a = matrix.rows(*task.rows)
-        models = [
-            _fit_arrays(
-                task.settings,
-                kind,
-                task.params if kind != "logistic" else {},
-                (a.X_train, a.y_train),
-                (a.X_validation, a.y_validation),
+        models = []
+        for k, kind in enumerate(task.kinds):
+            y_train, y_validation = a.y_train, a.y_validation
+            if k > 0 and fits_return(task.kinds[0], "classification"):
+                # the model was fit on the return in bps (``linear``); the baseline on its class
+                y_train = (y_train > 0).astype(np.float64)
+                y_validation = (y_validation > 0).astype(np.float64)
+            params = task.params if k == 0 else task.baseline_params
+            models.append(
+                _fit_arrays(
+                    task.settings,
+                    kind,
+                    params,
+                    (a.X_train, y_train),
+                    (a.X_validation, y_validation),
+                )
             )
-            for kind in task.kinds
-        ]
         scores = [m.predict(a.X_test) for m in models]
         metrics = classification_metrics(scores[0], a.forward_test, task.dead_zone, task.threshold)
     except TradeloopError as exc:
