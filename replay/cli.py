@@ -229,9 +229,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.out:
         _check_out(Path(args.out), args, "--out")
     if args.data is not None and _is_journal(Path(args.data)):
-        from replay.sessions.journal_replay import cmd_replay_journal
+        from replay.sessions import journal_replay as jr
 
-        return cmd_replay_journal(args)
+        if not args.out:
+            return jr.cmd_replay_journal(args)
+        from replay.backtest.session_report import write_session_report
+
+        session = jr.load_session(Path(args.data), getattr(args, "session", None))
+        result, _ = write_session_report(session, jr.replay_session, Path(args.out),
+                                         jr.replay_summary)  # fmt: skip
+        print(f"{jr.replay_summary(result)}\nreport: {Path(args.out) / 'report.html'}")
+        return 0
     if not args.out:
         raise ConfigError("--out", "a tick replay needs a run folder to write (--out RUN)")
 
@@ -240,7 +248,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     source = _source(args, cfg)
     cfg, notes = _with_data(cfg, source)
     _announce_compile()
-    from replay.backtest.report import write_report
+    from replay.backtest.report import monitor_alarms_line, write_report
     from replay.backtest.runner import run_replay
 
     t0 = time.perf_counter()
@@ -261,6 +269,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         f"{metrics['num_trades']} fills, pnl {metrics['pnl']:,.2f}, {_sharpe_text(metrics)}"
     )
     print(f"report: {Path(args.out) / 'report.html'}")
+    if alarms := monitor_alarms_line(run, Path(args.out)):
+        print(alarms)
     overlap = (metrics["header"].get("model") or {}).get("in_sample")
     if overlap:
         print(f"tradeloop: warning: {overlap['text']}", file=sys.stderr)
@@ -348,46 +358,14 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
-# the sample's arrivals are random: its last tick lands within about a minute of the
-# nominal span, either side (a "24 h" sample spanned 11 s less, below the 24 h that
-# annualising asks); a 1 % longer sample covers the span it is called
-DEMO_SPAN_MARGIN = 1.01
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Sample data -> EMA-cross baseline replay -> train on the first two thirds ->
-    replay the held-out third with the model and with the baseline -> the model's monitor
-    page -> the two held-out runs compared (same data window)."""
-    from replay.files.sample_data import split_by_time
+    """The demo's pipeline (``replay.backtest.demo``), each step a command as typed."""
+    from replay.backtest.demo import run_demo
 
     out = Path(args.out)
     if out.exists() and not args.force:
         raise ConfigError("--out", f"{out} exists: pick another --out, or --force to replace it")
-    force = ["--force"] if args.force else []
-    data = out / "data"
-    cmd_sample_data(
-        argparse.Namespace(
-            out=str(data), symbols=3, hours=args.hours * DEMO_SPAN_MARGIN, quote_interval_ms=50.0,
-            seed=7,
-        )
-    )  # fmt: skip
-    _run(["replay", str(data), "--out", str(out / "replay"), *force])
-    cut = split_by_time(data, out / "train", out / "holdout", 2 / 3)
-    print(f"split at ts {cut}: {out / 'train'} for training, {out / 'holdout'} held out")
-    _run(["train", str(out / "train"), "--out", str(out / "model"), *force])
-    # the model path is read relative to the config file: the two move together
-    text = _ml_config_path().read_text()
-    ml_cfg = out / "ml_replay.toml"
-    ml_cfg.write_text(text.replace("[model]\n", '[model]\npath = "model"\n', 1))
-    _run(["replay", str(out / "holdout"), "--config", str(ml_cfg),
-          "--out", str(out / "ml_replay"), *force])  # fmt: skip
-    # the baseline on the same held-out window: a comparison over different data (the
-    # baseline over the whole sample beside the model over its last third) says nothing
-    _run(["replay", str(out / "holdout"), "--out", str(out / "baseline_holdout"), *force])
-    # the model's monitor page (IC, calibration, drift, alarms) and the two runs side by side
-    _run(["monitor-report", str(out / "ml_replay"), "--out", str(out / "ml_replay" / "monitor")])
-    return _run(["compare", str(out / "baseline_holdout"), str(out / "ml_replay"),
-                 "--out", str(out / "compare.html"), *force])  # fmt: skip
+    return run_demo(out, args.hours, _run, _ml_config_path().read_text(), force=args.force)
 
 
 def _run(argv: list[str]) -> int:
@@ -657,7 +635,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--seed", type=_bounded(int, 0, 2**32 - 1), default=7, help="random seed")
     s.set_defaults(func=cmd_sample_data)
 
-    r = add("replay", help="replay tick files through a strategy and write a report")
+    r = add("replay", help="replay tick files, or a live session's journal, and write a report")
     r.add_argument(
         "data",
         nargs="?",
@@ -671,7 +649,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    "bundled ML config)")  # fmt: skip
     r.add_argument("--model", metavar="DIR", help="model folder (tradeloop train --out) "
                    "replacing the config's [model] path")  # fmt: skip
-    r.add_argument("--out", help="run folder to write (tick replays)")
+    r.add_argument("--out", help="run folder to write: report.html, metrics.json, trades "
+                   "(a journal without --out: its summary only)")  # fmt: skip
     r.add_argument("--force", action="store_true", help="replace --out if it exists")
     r.add_argument("--session", help="journal replay: session id (default: the latest)")
     r.add_argument("--batch-size", type=_batch_size,
@@ -719,8 +698,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     i.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     i.set_defaults(func=cmd_init)
 
-    d = add("demo", help="sample data -> baseline replay -> train -> replay held-out data with "
-            "the model")  # fmt: skip
+    d = add("demo", help="sample data -> baseline replay -> train -> held-out replays with the "
+            "model and the baseline -> monitor page -> comparison (8 timed steps)")  # fmt: skip
     d.add_argument("--out", default="tradeloop-demo", help="folder for data and report")
     d.add_argument("--hours", type=_bounded(float, 0, 24 * 366, open_low=True), default=24.0,
                    help="hours of sample data")  # fmt: skip

@@ -115,6 +115,9 @@ class ModelMonitor:
         self.manifest = manifest
         self.symbols = symbols
         self.host = host
+        # live, an alarm is news for whoever watches the log; a replay puts its alarms in
+        # the report and lowers this to INFO (shown with -v), so stderr stays readable
+        self.alarm_log_level = logging.WARNING
         ref = manifest.reference
         self.horizon_ns = manifest.label.horizon_ns
         self.dead_zone = manifest.label.dead_zone_bps * 1e-4
@@ -523,7 +526,7 @@ class ModelMonitor:
         self.alarm_counts[kind] += 1
         self.alarms.append({"ts": ts, "kind": kind, "action": action, "message": message})
         text = f"model {self.manifest.name}: {message}"
-        log.warning("monitor alarm (%s, %s): %s", kind, action, text)
+        log.log(self.alarm_log_level, "monitor alarm (%s, %s): %s", kind, action, text)
         if self.host is None:
             return
         self.host.counters["monitor_alarms"] += 1

@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 
 from engine.errors import DataError
-from replay.backtest.charts import PALETTE, Panel, Series, chart
+from replay.pages.interactive import bokeh_script, embed, returns_layout
 
 # (label, how to show the run's value); fractions are shown in %
 _ROWS: tuple[tuple[str, str], ...] = (
@@ -113,25 +113,18 @@ def compare_page(runs: Sequence[Path]) -> str:
         raise DataError("RUN", "give at least one run folder")
     loaded = [read_run(r) for r in runs]
     names = _names(runs)
-    series = []
-    for k, ((metrics, equity), name) in enumerate(zip(loaded, names, strict=True)):
+    curves = {}
+    for (metrics, equity), name in zip(loaded, names, strict=True):
         if not equity.height:
             continue
         ts = equity["ts_event"].to_numpy()
         cash = float(metrics.get("initial_cash") or equity["equity"][0] or 1.0)
-        series.append(
-            Series(
-                (ts - ts[0]) / 3.6e12,
-                (equity["equity"].to_numpy().astype(np.float64) / cash - 1.0) * 100,
-                PALETTE[k % len(PALETTE)],
-                label=name,
-            )
+        curves[name] = (
+            (ts - ts[0]) / 3.6e12,
+            (equity["equity"].to_numpy().astype(np.float64) / cash - 1.0) * 100,
         )
-    svg = chart(
-        [Panel(series, "return on initial cash %", height=320)],
-        title="equity curves",
-        x_label="hours since each run's start",
-        legend=True,
+    charts = embed(
+        returns_layout(curves, "equity curves (drag to zoom, hover for values)"), "compare"
     )
     head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
     body = "".join(
@@ -161,9 +154,10 @@ def compare_page(runs: Sequence[Path]) -> str:
         window_note = ""
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>tradeloop compare</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;font-size:13px}}
-th,td{{border-bottom:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}}td{{font-variant-numeric:tabular-nums}}</style></head><body>
+th,td{{border-bottom:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}}td{{font-variant-numeric:tabular-nums}}</style>
+{bokeh_script()}</head><body>
 <h1>tradeloop: {len(runs)} runs side by side</h1><ul>{where}</ul>{window_note}
-<div>{svg}</div>
+{charts}
 <h2>Metrics</h2><p>fractions in %; Sharpe is annualised only where the run's span allowed it (see each run's report)</p>
 <table><tr><th></th>{head}</tr>{body}</table>
 </body></html>

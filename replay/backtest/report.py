@@ -23,6 +23,7 @@ import os
 import secrets
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +41,7 @@ from replay.backtest import metrics as fig
 from replay.backtest.runner import ReplayRun
 from replay.files.init_config import config_toml, effective_config_hash
 from replay.monitor.report import write_monitor_report
+from replay.pages.interactive import bokeh_script
 
 # how each figure of metrics.json counts; the HTML page shows every fraction as a percentage
 UNITS = {
@@ -318,6 +320,19 @@ def plot_svg(
     return chart(panels, title=title, x_label="hours since start", x_range=(0.0, max(t_end, 1e-9)))
 
 
+def monitor_alarms_line(run: ReplayRun, out: Path) -> str:
+    """One line for the terminal on the model monitor's alarms ("" when none): they are in
+    the run folder and on the monitor page; -v logs each as it fires."""
+    if run.monitor is None or not run.monitor.alarms:
+        return ""
+    counts = Counter(a["kind"] for a in run.monitor.alarms)
+    kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
+    return (
+        f"model monitor: {len(run.monitor.alarms)} alarms ({kinds}) in {out / 'monitor.json'}; "
+        f"its page: tradeloop monitor-report {out} --out {out / 'monitor'} (-v logs them)"
+    )
+
+
 def iso_time(ts_ns: int | None, digits: int = 3) -> str:
     """``2024-08-08T23:54:14.087Z`` (UTC); ``digits`` of the second (0, 3, 6 or 9)."""
     if ts_ns is None:
@@ -391,6 +406,9 @@ def run_header(run: ReplayRun, equity: pl.DataFrame) -> dict[str, Any]:
                 "max_position_share": source.share,
                 "audit_seq": source.audit_seq,
             }
+    symbols = list(run.engine.instruments.symbols)
+    seen = {f.instrument for f in run.recorder.fills}
+    seen |= run.mids.seen() if run.mids is not None else set(symbols)
     ts = equity["ts_event"]
     first = int(ts[0]) if equity.height else None
     last = run.engine.clock.now_ns() or None
@@ -409,7 +427,10 @@ def run_header(run: ReplayRun, equity: pl.DataFrame) -> dict[str, Any]:
         "data_from": iso_time(first, 0) if first is not None else None,
         "data_to": iso_time(last, 0) if last is not None else None,
         "data_span_hours": (last - first) / 3.6e12 if first is not None and last else 0.0,
-        "instruments": list(run.engine.instruments.symbols),
+        # the instruments of the data (a quote or a fill); configured ones the data never
+        # named are listed apart, so a header never names a market the run did not see
+        "instruments": [s for s in symbols if s in seen],
+        "instruments_without_data": [s for s in symbols if s not in seen],
         "effective_config_sha256": effective_config_hash(cfg),
         "config_file": "config.toml",
     }
@@ -470,9 +491,40 @@ def _table(frame: pl.DataFrame, empty: str) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def interactive_charts(
+    equity: pl.DataFrame,
+    fills: pl.DataFrame,
+    mids: dict[str, tuple[Any, Any]],
+    states: Sequence[tuple[int, str]],
+    end_ns: int | None,
+) -> str:
+    """The page's charts (``replay.pages.interactive``): equity, drawdown, and per
+    instrument its mid price with the fills marked and its position as a step line."""
+    from replay.pages.interactive import embed, fills_by_symbol, run_layout
+
+    by_symbol = fills_by_symbol(
+        fills["ts_event"].to_numpy(),
+        fills["instrument"].to_list(),
+        fills["side"].to_list(),
+        fills["qty"].to_numpy(),
+        fills["price"].to_numpy(),
+        fills["position_after"].to_numpy(),
+    )
+    layout = run_layout(
+        equity["ts_event"].to_numpy(),
+        equity["equity"].to_numpy().astype(np.float64),
+        equity["drawdown"].to_numpy().astype(np.float64),
+        by_symbol,
+        mids,
+        states,
+        end_ns=end_ns,
+    )
+    return embed(layout, "run")
+
+
 def _html(
     metrics: dict[str, Any],
-    svg: str,
+    charts: str,
     fills: pl.DataFrame,
     trips: pl.DataFrame,
     instruments: InstrumentTable,
@@ -505,6 +557,7 @@ def _html(
         ("model", model_text),
         *_in_sample_rows(model),
         ("data", f"{h['data_from']} to {h['data_to']} ({h['data_span_hours']:.2f} h)"),
+        ("instruments", html.escape(", ".join(h["instruments"]) or "none")),
         ("effective config sha256", f"<code>{h['effective_config_sha256']}</code> (config.toml)"),
         ("total return", _shown("total_return", metrics["total_return"]) + " of initial cash"),
         ("PnL", f"{metrics['pnl']:,.2f} (fees {metrics['fees']:,.2f})"),
@@ -563,9 +616,11 @@ def _html(
     )
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>tradeloop replay report</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;font-size:13px}}
-th,td{{border-bottom:1px solid #ddd;padding:3px 8px;text-align:left}}code{{font-size:12px}}</style></head><body>
+th,td{{border-bottom:1px solid #ddd;padding:3px 8px;text-align:left}}code{{font-size:12px}}</style>
+{bokeh_script()}</head><body>
 <h1>tradeloop replay report</h1><table>{head_rows}</table>
-<div>{svg}</div>
+<p>Charts: drag across a chart to zoom into that time range (all charts follow); the toolbar beside each chart switches to pan or wheel zoom, and reset goes back; hover for values and for each fill. Mids are sampled once a second and long lines thinned to their envelope (every min and max kept), so the page stays light; report.svg is the same run as a still image.</p>
+{charts}
 <h2>PnL per instrument</h2><p>currency; realized is net of fees, unrealized at the last mid</p>{_table(by_inst, "no fills")}
 <h2>Round trips ({trips.height:,}; first {shown_trips.height})</h2><p>flat to flat per instrument; PnL net of fees, in currency</p>{_table(shown_trips, "no round trip")}
 <h2>Trading state changes</h2><table><tr><th>time (UTC)</th><th>state</th><th>reason</th></tr>{state_rows}</table>
@@ -671,7 +726,9 @@ def _write_files(
     title = f"replay: {run.config.strategy.name}, {header['data_from']} to {header['data_to']}"
     svg = plot_svg(equity, fills, title, states)
     (out / "report.svg").write_text(svg)
-    (out / "report.html").write_text(_html(metrics, svg, fills, trips, run.engine.instruments))
+    mids = run.mids.series() if run.mids is not None else {}
+    charts = interactive_charts(equity, fills, mids, states, run.engine.clock.now_ns() or None)
+    (out / "report.html").write_text(_html(metrics, charts, fills, trips, run.engine.instruments))
     if run.monitor is not None:
         model = header["model"] or {}
         write_monitor_report(run.monitor, out, in_sample=model.get("in_sample"))

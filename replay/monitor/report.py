@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.monitor import ModelMonitor
+from replay.monitor.charts import monitor_charts
+from replay.pages.interactive import bokeh_script
 
 DEFINITIONS = {
     "sampling": "the first quote of each instrument in every sample_interval whose features "
@@ -456,9 +458,12 @@ def _page_html(
     image = base64.b64encode(png).decode()
     heading = html.escape(title or f"model monitor: {doc['model']}")
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{heading}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;margin-bottom:1em}}td,th{{border:1px solid #ccc;padding:2px 8px;font-size:13px;text-align:left}}</style></head><body>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;margin-bottom:1em}}td,th{{border:1px solid #ccc;padding:2px 8px;font-size:13px;text-align:left}}</style>
+{bokeh_script()}</head><body>
 <h1>{heading}</h1>{_in_sample_line(doc)}
 <p>model {html.escape(str(doc["model"]))} ({html.escape(str(doc["output"]))}), horizon {doc["horizon_ns"] / 1e9:g} s, window {doc["window"]} scored predictions, checked every {doc["check_every"]}</p>
+{monitor_charts(doc, states, promotions)}
+<p>The four figures as a still image (with the calibration curve):</p>
 <img alt="monitor figures" src="data:image/png;base64,{image}">
 <h2 id="performance">Rolling IC and accuracy</h2>{figures}
 <h2 id="calibration">Calibration</h2><p>realized: {html.escape(perf["calibration_realized"])}</p>{calibration}

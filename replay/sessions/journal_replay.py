@@ -532,7 +532,8 @@ def replay_summary(result: JournalReplayResult) -> str:
 
 
 def cmd_replay_journal(args: argparse.Namespace) -> int:
-    """``tradeloop replay JOURNAL_DIR [--session ID]``: replay a session, print a summary.
+    """``tradeloop replay JOURNAL_DIR [--session ID]``: replay a session, print a summary
+    (with ``--out``, the dispatcher writes its run folder: ``replay.backtest.session_report``).
 
     Raises:
         TradeloopError: as ``replay_journal``.

@@ -48,7 +48,8 @@ def test_cli_replay_writes_full_run_folder(
     svg = (out / "report.svg").read_text()
     assert svg.startswith("<svg") and "<polyline" in svg and "drawdown %" in svg
     page = (out / "report.html").read_text()
-    assert svg in page and "max_drawdown" in page
+    # the page draws the run with interactive charts (report.svg is the still image)
+    assert 'id="chart-run"' in page and "drawdown %" in page and "max_drawdown" in page
 
 
 @pytest.mark.parametrize(
@@ -121,8 +122,15 @@ def test_cli_demo_runs_end_to_end_with_a_model_that_learned_something(
     # the held-out replay starts after the training data ends
     holdout_start = pl.read_parquet(demo / "holdout" / "quotes.parquet")["ts_event"].min()
     assert manifest["train_range"]["end_ns"] < holdout_start
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "out-of-sample AUC" in out and str(demo / "ml_replay" / "report.html") in out
+    # every step announced and timed; stderr without the monitor's alarms (they are in
+    # the run folder and on the monitor page) and without matplotlib's warnings
+    for step in range(1, 9):
+        assert f"demo [{step}/8]" in out
+    assert "demo done in " in out
+    assert "monitor alarm" not in captured.err and "Warning" not in captured.err
     # the monitor page of the model's replay and both runs side by side
     assert (demo / "ml_replay" / "monitor" / "monitor.html").stat().st_size > 0
     # the two runs compared cover the same held-out window: the baseline replayed there too

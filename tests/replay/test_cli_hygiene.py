@@ -141,7 +141,10 @@ def test_compare_writes_one_page_with_runs_side_by_side(
     assert main(["compare", str(a), str(b), "--out", str(page)]) == 0
     html = page.read_text()
     assert "<th>fast</th><th>slow</th>" in html
-    assert html.count("<svg") == 1 and html.count("<polyline") >= 2  # curves in one chart
+    # both curves in one interactive chart, each named in its legend
+    assert html.count('id="chart-compare"') == 1 and html.count("Bokeh.embed.embed_item") == 1
+    chart = html.split('id="chart-compare-data">', 1)[1].split("</script>", 1)[0]
+    assert chart.count('"GlyphRenderer"') >= 2 and '"fast"' in chart and '"slow"' in chart
     for metrics_of in (a, b):
         m = json.loads((metrics_of / "metrics.json").read_text())
         assert m["header"]["effective_config_sha256"] in html

@@ -139,5 +139,6 @@ def print_summary(
         f"{summary.last_state or 'ACTIVE'} after the stop\n"
         f"{alarms}"
         f"  book      {book_line}\n"
-        f"check parity: tradeloop parity {journal}   (or replay it: tradeloop replay {journal})"
+        f"check parity: tradeloop parity {journal}   (its report: tradeloop replay {journal} "
+        f"--out {Path(journal).parent / 'report'})"
     )

@@ -14,6 +14,7 @@ import html
 import io
 import json
 import math
+import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -321,7 +322,16 @@ def summarise(
 
 
 def _short(label: str, width: int = 48) -> str:
-    return label if len(label) <= width else label[: width - 3] + "..."
+    """The whole label, wrapped at its commas (or anywhere, for a long key) into lines of
+    about ``width`` characters: a cut label hides which combination a row is."""
+    parts = [p.strip() for p in label.split(",")]
+    lines: list[str] = []
+    for part in parts:
+        if lines and len(lines[-1]) + 2 + len(part) <= width:
+            lines[-1] += ", " + part
+        else:
+            lines.extend(textwrap.wrap(part, width, break_on_hyphens=False) or [part])
+    return "\n".join(lines)
 
 
 def _grid_panel(ax: Any, plan: SweepPlan, perf: F64, best: int) -> None:
@@ -348,8 +358,8 @@ def _grid_panel(ax: Any, plan: SweepPlan, perf: F64, best: int) -> None:
     ax.figure.colorbar(image, ax=ax, fraction=0.046)
     ax.set_yticks(range(len(texts[ky])), texts[ky], fontsize=8)
     ax.set_xticks(range(len(texts[kx])), texts[kx], fontsize=8, rotation=45)
-    ax.set_ylabel(_short(ky, 30))
-    ax.set_xlabel(_short(kx, 30))
+    ax.set_ylabel(_short(ky, 30), fontsize=8)
+    ax.set_xlabel(_short(kx, 30), fontsize=8)
     chosen = plan.combinations[best].values
     ax.add_patch(
         _box(texts[kx].index(json.dumps(chosen[kx])), texts[ky].index(json.dumps(chosen[ky])))
@@ -387,7 +397,7 @@ def plot_png(
         rotation=45,
     )
     if n <= 40:
-        ax.set_yticks(range(n), [_short(matrix.combos[i].label) for i in order], fontsize=7)
+        ax.set_yticks(range(n), [_short(matrix.combos[i].label, 40) for i in order], fontsize=7)
     ax.add_patch(_box(len(blocks), int(np.flatnonzero(order == pos)[0])))
     ax.set_title("sharpe per period by block (rows: best first)", fontsize=10)
     # over the whole grid, a failed combination a blank cell

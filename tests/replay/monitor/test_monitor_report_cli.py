@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import logging
+import re
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -67,7 +69,11 @@ def test_monitor_report_run_folder_writes_html_and_png_with_sections(
         assert f'<h2 id="{section}">' in html
     # self-contained: the figure is inlined, nothing is fetched
     assert f"data:image/png;base64,{base64.b64encode(png).decode()}" in html
-    assert 'src="http' not in html and "<link" not in html
+    # (bokeh's inlined bundle names a MathJax CDN in code this page never runs: no tag
+    # loads anything; tests/replay/backtest/test_interactive_report.py shows in Chromium
+    # that nothing is fetched)
+    assert not re.search(r"<(?:script|link|img|iframe)[^>]*\s(?:src|href)=\"?https?:", html)
+    assert "<link" not in html and "Bokeh.embed.embed_item" in html
     # drift per feature against its calibrated threshold, alarms and state changes
     for name in (*FEATURES, "score"):
         assert f"<td>{name}</td>" in html
@@ -82,3 +88,26 @@ def test_monitor_report_run_folder_writes_html_and_png_with_sections(
 def test_monitor_report_neither_run_nor_journal_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(TradeloopError, match="neither a run folder"):
         cmd_monitor_report(parse(str(tmp_path), "--out", str(tmp_path / "page")))
+
+
+def test_replay_cli_puts_monitor_alarms_in_the_report_not_on_stderr(
+    run_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    # the fixture's run raises alarms (regime change); the CLI replay of the same data
+    # logs them at INFO (shown with -v), not as WARNING lines on stderr, and says where
+    # they are in one line (mutation tried: the monitor's alarm_log_level left at WARNING)
+    from replay.cli import main
+    from replay.files.init_config import config_toml
+
+    root = run_folder.parent
+    cfg = tmp_path / "ml.toml"
+    cfg.write_text(config_toml(config(root / "model")))
+    caplog.set_level(logging.INFO, logger="tradeloop.monitor")
+    assert main(["replay", str(root / "rest"), "--config", str(cfg), "--out",
+                 str(tmp_path / "run")]) == 0  # fmt: skip
+    alarms = [r for r in caplog.records if r.getMessage().startswith("monitor alarm")]
+    assert alarms and all(r.levelno == logging.INFO for r in alarms)
+    captured = capsys.readouterr()
+    assert "monitor alarm" not in captured.err
+    assert f"model monitor: {len(alarms)} alarms (" in captured.out
