@@ -26,6 +26,7 @@ from engine.errors import ConfigError, DataError, TradeloopError
 # ``bench/startup.py``). Each command imports its own modules; the subcommands defined in
 # heavy modules (daemon, MQTT tools, registry, sweep) are registered only when they run.
 if TYPE_CHECKING:
+    from engine.book.batch import DepthBatch
     from engine.ticks import TickBatch
     from replay.files.discovery import DataSource
 
@@ -304,17 +305,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     from replay.research.training.assessment import summary_lines
     from replay.research.training.run import train
 
-    if args.ladder:
-        from replay.research.ladder.command import cmd_ladder
-
-        return cmd_ladder(args)
     _check_out(Path(args.out), args, "--out")
     cfg, _ = load_config(args.config or _ml_config_path())
     source = _source(args, cfg)
     cfg, _notes = _with_data(cfg, source)
     if args.scheduler and args.workers is not None:
         raise ConfigError("--workers", "sizes the local process pool; not with --scheduler")
+    if args.ladder and (args.workers not in (None, 1) or args.scheduler):
+        raise ConfigError(
+            "--ladder",
+            "runs every fit in this process so its times compare; not with --workers or "
+            "--scheduler",
+        )
     _announce_compile()
+    if args.ladder:
+        from replay.research.ladder.command import run_ladder_command
+
+        return run_ladder_command(cfg, source, Path(args.out))
     t0 = time.perf_counter()
     result = train(
         cfg, source, args.out, workers=args.workers or 1, scheduler=args.scheduler or None
@@ -429,6 +436,14 @@ def _bounded(kind: Callable[[str], float], low: float, high: float, *, open_low:
         return value
 
     return parse
+
+
+def _depth_files(config: Config, data: str | Path) -> Iterator[DepthBatch] | None:
+    """Opens the depth files of a folder for the live tools (``publish``), with replay's
+    reader; None when it holds none."""
+    from replay.files.depth.feed import depth_files
+
+    return depth_files(config, data)
 
 
 def _tick_files(config: Config, data: str | Path) -> tuple[Iterator[TickBatch], int | None]:
@@ -568,7 +583,12 @@ def _register_book(sub: Any) -> None:
 def _register_tools(sub: Any) -> None:
     from adapters.tools.cli import register
 
-    register(sub, tick_files=_tick_files, default_config=_default_config_path())
+    register(
+        sub,
+        tick_files=_tick_files,
+        default_config=_default_config_path(),
+        depth_files=_depth_files,
+    )
 
 
 # Subcommands whose modules are heavy to import (MQTT, Dask, the registry): built only when

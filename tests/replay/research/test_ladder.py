@@ -3,7 +3,6 @@ small models), and the recommendation's rule as a property."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import tomllib
@@ -16,9 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.config import config_from_dict
-from engine.errors import ConfigError
 from engine.signals.manifest import read_manifest
-from replay.research.ladder.command import cmd_ladder
+from replay.cli import main
 from replay.research.ladder.compare import Scored, compare
 from replay.research.ladder.report import read_ladder
 from replay.research.ladder.run import run_ladder
@@ -137,19 +135,20 @@ def test_training_report_times_are_iso_utc_and_counts_are_sentences(ladder_dir: 
     assert iso_utc(1_765_082_344_123_456_789) == "2025-12-07T04:39:04.123Z"
 
 
-def test_ladder_command_refuses_workers_and_an_existing_out(tmp_path: Path) -> None:
-    (tmp_path / "data").mkdir()
-    args = argparse.Namespace(data=str(tmp_path / "data"), out=str(tmp_path / "o"), workers=2,
-                              scheduler=None, force=False, config=None)  # fmt: skip
-    with pytest.raises(ConfigError, match="not with --workers"):
-        cmd_ladder(args)
-    args.workers = None
+def test_ladder_command_refuses_workers_and_an_existing_out(
+    sample_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def error(*extra: str, out: Path) -> str:
+        code = main(["train", str(sample_dir), "--ladder", "--out", str(out), *extra])
+        assert code == 2
+        return capsys.readouterr().err
+
+    assert "not with --workers" in error("--workers", "2", out=tmp_path / "o")
+    assert "not with --workers or --scheduler" in error("--scheduler", "tcp://x:1", out=tmp_path / "o")
     (tmp_path / "o").mkdir()
-    with pytest.raises(ConfigError, match="exists"):
-        cmd_ladder(args)
-    args.out = str(tmp_path / "data" / "inside")
-    with pytest.raises(ConfigError, match="is, holds or is inside the data"):
-        cmd_ladder(args)
+    assert "exists" in error(out=tmp_path / "o")
+    assert "is, holds or is inside the data" in error(out=sample_dir / "inside")
+    assert not (sample_dir / "inside").exists()
 
 
 def test_compare_without_a_defined_ic_recommends_nothing() -> None:
