@@ -237,7 +237,7 @@ class SimulatedVenue:
         fee_bps: taker fee in basis points of notional.
         maker_fee_bps: fee for maker fills; defaults to ``fee_bps``.
         queue_model: ``"trades_only"`` or ``"power"`` (``[book] queue_model``) to fill on
-            depth once a book is attached; None keeps the top-of-book rules.
+            depth once depth rows arrive (``on_depth``); None keeps the top-of-book rules.
         queue_power: the power rule's exponent (``[book] queue_power``).
 
     Raises:
@@ -314,10 +314,6 @@ class SimulatedVenue:
         if self._queue_model >= 0:
             ticks = [i.tick_size for i in instruments.instruments]
             self._own_book = OrderBook(n, levels=DEPTH_LEVELS, ticks=ticks)
-
-    def attach_book(self, book: OrderBook) -> None:
-        """Nothing to do: the venue keeps its own book (see ``on_depth``), since the engine's
-        may already hold rows stamped after the ticks the venue is matching."""
 
     def on_depth(self, batch: DepthBatch) -> None:
         """Depth rows (time-ordered, whole updates), handed over no later than the first tick

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from engine.book.batch import DepthBatch
 from engine.book.source import BookSource
 from engine.clock import Clock
 from engine.context import EngineContext
@@ -41,7 +42,7 @@ from engine.market import L_BREACH, MarketState
 from engine.order_desk import OrderDesk
 from engine.orders import OrderBook
 from engine.portfolio import Portfolio
-from engine.ports import ExecutionReport, OrderRouter
+from engine.ports import DepthConsumer, ExecutionReport, OrderRouter
 from engine.risk import RiskConfig, RiskEngine
 from engine.signals import SignalModel, ZoneTracker, select_columns
 from engine.signals.manifest import check_against_features
@@ -120,8 +121,9 @@ class Engine:
         self.clock = clock
         self.router = router
         self.features = features
-        # where L2 book features come from (``engine.book.source``): set by the replay
-        # runner (depth files) or the live daemon (the depth topic) when the set has any
+        # where depth rows come from (``engine.book.source``): set by the replay runner
+        # (depth files) or the live daemon (the depth topic) when the set has L2 features
+        # or the router fills on depth; the rows go on to a router that is a DepthConsumer
         self.book_source: BookSource | None = None
         self.model = model
         self.strategy = strategy
@@ -284,13 +286,26 @@ class Engine:
             self.start()
         self.counters["ticks"] += n
         self.market.begin_batch(n)
+        book = None
+        if self.book_source is not None:
+            # the depth rows up to the batch's last tick go to a router filling on depth
+            # before anything else (an order reaching it before the first tick must see the
+            # rows stamped before it); it applies them in time order with the ticks itself.
+            # Only the book source's own state moves here: the hooks below still read the
+            # features as they were before the batch.
+            book = self.book_source.asof(batch)
+            rows = self.book_source.last_rows
+            # checked where rows exist, not kept: no engine attribute a snapshot lacks
+            if rows is not None and isinstance(self.router, DepthConsumer):
+                self.router.on_depth(rows)
+            if not self.features.book_specs:
+                book = None
         # what is due before the batch's first tick (timers, orders reaching the venue)
         # runs before the batch's features are computed, so its hooks read the state
         # before the batch; a one-tick batch then needs no record of the walk (every later
         # read is at or after its tick), a longer one keeps the values before it
         self._advance_external(int(ts[0]) - 1)
         before = self.feature_state.values.copy() if n > 1 else None
-        book = self.book_source.asof(batch) if self.book_source is not None else None
         feats = self.features.update(batch, self.feature_state, book=book)
         walk = self._walk = None if before is None else _Walk(batch.instrument, feats, before)
         sig_idx = sig_zone = sig_prev = observed = _EMPTY
@@ -383,6 +398,40 @@ class Engine:
         self.market.end_batch()
         if self.desk.flattening:
             self.desk.flatten_step()
+
+    def process_depth(self, batch: DepthBatch) -> None:
+        """Apply depth rows received live (the daemon, and the replay of its journal): what
+        is due before them runs first, then the book source (L2 features of the ticks that
+        follow) and a router filling on depth take them, and the clock moves to the last.
+
+        Rows, like ticks live, are placed on the receive-time axis under ``arrival_order``.
+        An out-of-sync book is not the engine's to judge: the daemon journals it as lost
+        data before the rows (``FeedMonitor.on_depth``).
+
+        Raises:
+            DataError: the rows' times go backwards (the daemon clamps receive times).
+        """
+        n = len(batch)
+        if n == 0:
+            return
+        if self.arrival_order:
+            b = batch
+            batch = DepthBatch(b.ts_recv, b.ts_recv, b.instrument, b.side, b.price, b.qty,
+                               b.flags, b.first_update_id, b.last_update_id,
+                               b.prev_update_id)  # fmt: skip
+        ts = batch.ts_event
+        if int(ts[0]) < self._last_ts or (n > 1 and bool(np.any(ts[1:] < ts[:-1]))):
+            raise DataError("<depth>", "timestamps go backwards inside the engine's input")
+        if self._started:
+            self._advance_external(int(ts[0]) - 1)
+        self.counters["depth_rows"] += n
+        if self.book_source is not None:
+            self.book_source.push(batch)
+        if isinstance(self.router, DepthConsumer):
+            self.router.on_depth(batch)
+        last = int(ts[-1])
+        self.clock.advance(max(last, self.clock.now_ns()))
+        self._last_ts = max(self._last_ts, last)
 
     def _on_receive_time(self, batch: TickBatch) -> TickBatch:
         event = batch.ts_event

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
 from engine.book.batch import DepthBatch
-from engine.book.book import OrderBook
 from engine.events import (
     CancelRejected,
     CancelRequest,
@@ -51,11 +50,11 @@ class OrderRouter(Protocol):
 
 @runtime_checkable
 class DepthConsumer(Protocol):
-    """A router that simulates fills on L2 depth (the simulated venue in depth mode): it reads
-    the engine's book at an order's arrival and sees every depth row the book applied, in time
-    order with the ticks (rows stamped <= T before any tick or venue event after T)."""
+    """A router that simulates fills on L2 depth (the simulated venue in depth mode): it is
+    handed every depth row, no later than the first tick or venue event stamped after it
+    (possibly earlier: a batch's rows before its ticks), and applies them in time order
+    itself."""
 
-    def attach_book(self, book: OrderBook) -> None: ...
     def on_depth(self, batch: DepthBatch) -> None: ...
 
 

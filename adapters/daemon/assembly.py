@@ -15,10 +15,13 @@ import numpy as np
 from adapters.live_sender import QueueSender, ShadowSender
 from adapters.sim_venue import SimulatedVenue
 from engine.assembly import ModelPins, attach_challenger, build_engine
+from engine.book.batch import DepthBatch
+from engine.book.source import DepthAsOf
 from engine.config import Config
 from engine.engine import Engine
 from engine.errors import TradeloopError
-from engine.events import CancelRequest, OrderRequest
+from engine.events import CancelRequest, DepthUpdate, OrderRequest
+from engine.features.book_features import BookFeatureSet
 from engine.model_registry import resolve_version
 from engine.ports import OrderRouter, OrderSender, SendOnly
 from engine.strategy import NoParams, Strategy
@@ -47,10 +50,14 @@ class SwitchSender:
 
 
 def build_router(config: Config, sender: QueueSender | None) -> OrderRouter:
-    """The router of the config's mode (``sender`` is the live mode's queue)."""
+    """The router of the config's mode (``sender`` is the live mode's queue). Paper fills on
+    the book under ``[book] queue_model`` once depth arrives (the depth topic), and on the
+    top of book while none has (docs/fills.md)."""
     if config.mode == "paper":
         sim = config.venue.sim
-        return SimulatedVenue(sim.latency_ns, sim.fee_bps, sim.maker_fee_bps)
+        return SimulatedVenue(sim.latency_ns, sim.fee_bps, sim.maker_fee_bps,
+                              queue_model=config.book.queue_model,
+                              queue_power=config.book.queue_power)  # fmt: skip
     if config.mode == "live":
         assert sender is not None
         return SendOnly(sender)
@@ -69,7 +76,8 @@ def build_live_engine(
     receive time as the time axis, not strict, order timeouts and the cancels' back-off
     (``[live] cancel_retry``, ``cancel_retry_max``) in ``live`` mode, the model monitor
     attached and, for a registry model with ``[registry] shadow_challenger``, the
-    challenger scored in shadow beside it, so the replay of a journal builds exactly the
+    challenger scored in shadow beside it, and for L2 features a book source fed by the
+    depth topic (``Engine.process_depth``), so the replay of a journal builds exactly the
     same engine.
 
     Args:
@@ -82,6 +90,14 @@ def build_live_engine(
     engine, _monitor = build_engine(
         config, router, live=True, order_id_prefix=order_id_prefix, strategy=strategy, pins=pins
     )
+    if engine.features.book_specs:
+        book = BookFeatureSet(
+            list(engine.features.book_specs),
+            len(engine.instruments),
+            ticks=[i.tick_size for i in engine.instruments.instruments],
+            levels=config.book.levels,
+        )
+        engine.book_source = DepthAsOf(book)  # rows come by push, as they are received
     challenger = pins.challenger if pins is not None else challenger_version(config)
     if challenger and config.registry.shadow_challenger:
         attach_challenger(engine, config, challenger)
@@ -131,6 +147,14 @@ def warm_up(config: Config, thresholds: Sequence[float]) -> None:
     engine = build_live_engine(
         config, router, order_id_prefix="warm-up", strategy=_WarmUpStrategy(thresholds)
     )
+    # a snapshot per instrument before the ticks: the book's kernels compile too
+    updates = [
+        DepthUpdate(ts_event=0, ts_recv=0, instrument=i.symbol, first_update_id=1,
+                    last_update_id=1, prev_update_id=1, snapshot=True, bids=((100.0, 1.0),),
+                    asks=((101.0, 1.0),))
+        for i in engine.instruments.instruments
+    ]  # fmt: skip
+    engine.process_depth(DepthBatch.from_updates(updates, engine.instruments.index))
     engine.process_batch(batch)
     engine.advance_to(int(ts[-1]) + 1)
 

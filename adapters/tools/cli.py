@@ -2,9 +2,10 @@
 ``tradeloop command`` (a signed operator command to one's own daemon) and
 ``tradeloop certs`` (a CA and the broker's certificate for a first deployment).
 
-``register`` adds them to the ``tradeloop`` dispatcher. Reading tick files belongs to
-``replay``, which ``adapters`` may not import, so the dispatcher hands in the function
-that opens a tick folder (``TickFiles``) along with the path of the bundled config.
+``register`` adds them to the ``tradeloop`` dispatcher. Reading tick and depth files
+belongs to ``replay``, which ``adapters`` may not import, so the dispatcher hands in the
+functions that open a tick folder (``TickFiles``) and its depth files (``DepthFiles``)
+along with the path of the bundled config.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from engine.units import parse_duration_ns
 
 if TYPE_CHECKING:
     from adapters.tools.oms.oms_sim import MqttOmsSimulator
+    from engine.book.batch import DepthBatch
     from engine.config import Config
     from engine.ticks import TickBatch
 
@@ -43,23 +45,35 @@ class TickFiles(Protocol):
     def __call__(self, config: Config, data: str) -> tuple[Iterator[TickBatch], int | None]: ...
 
 
+class DepthFiles(Protocol):
+    """Opens the depth files of a folder (or a file): the time-ordered depth batches with
+    ``instrument`` indices in the order of ``config.instruments``, or None when it has none."""
+
+    def __call__(self, config: Config, data: str) -> Iterator[DepthBatch] | None: ...
+
+
 def register(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
     *,
     tick_files: TickFiles,
     default_config: Path,
+    depth_files: DepthFiles | None = None,
 ) -> None:
     """Add ``publish`` and ``oms-sim`` to the dispatcher's subcommands.
 
     Args:
         subparsers: the dispatcher's ``add_subparsers()`` result.
         tick_files: opens a tick folder (``replay``'s readers, wired by the dispatcher).
+        depth_files: opens its depth files, played beside the ticks (None: ticks only).
         default_config: the config used when ``--config`` is not given.
     """
     p = subparsers.add_parser(
         "publish", help="play tick files onto an MQTT broker as a live market-data feed"
     )
-    p.add_argument("data", help="folder of *quotes*/*trades* parquet|csv files, or one file")
+    p.add_argument(
+        "data",
+        help="folder of *quotes*/*trades* (and depth) parquet|csv files, or one file",
+    )
     p.add_argument(
         "--speed", type=float, default=1.0, help="1 = real time, 10 = ten times faster, 0 = max"
     )
@@ -71,7 +85,12 @@ def register(
     )
     _broker_arguments(p)
     p.add_argument("--format", choices=("json", "msgpack"), help="payload format ([mqtt] format)")
-    p.set_defaults(func=cmd_publish, tick_files=tick_files, default_config=default_config)
+    p.set_defaults(
+        func=cmd_publish,
+        tick_files=tick_files,
+        depth_files=depth_files,
+        default_config=default_config,
+    )
 
     o = subparsers.add_parser(
         "oms-sim", help="play the OMS on an MQTT broker: acks, fills, cancels, reconciliation"
@@ -236,13 +255,13 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
     Raises:
         ConfigError: a bad flag or config value.
-        DataError: a bad tick file.
+        DataError: a bad tick or depth file.
         AdapterError: the broker refused or dropped the connection.
     """
     from tqdm import tqdm
 
     from adapters.mqtt.topics import Topics
-    from adapters.tools.publish import MqttTickPublisher
+    from adapters.tools.publish import MqttTickPublisher, merge_by_time
     from engine.codec import EventCodec
     from engine.instruments import InstrumentTable
 
@@ -252,7 +271,12 @@ def cmd_publish(args: argparse.Namespace) -> int:
     host, port = _broker(args, config)
     username, password = _credentials(args, config)
     instruments = InstrumentTable(list(config.instruments))
-    batches, total = args.tick_files(config, args.data)
+    ticks, total = args.tick_files(config, args.data)
+    opener = getattr(args, "depth_files", None)
+    depth = opener(config, args.data) if opener is not None else None
+    # depth updates go out between the ticks, in time order (the bar's total counts ticks
+    # only: the number of updates is not known before the files are read)
+    batches = ticks if depth is None else merge_by_time(ticks, depth)
     publisher = MqttTickPublisher(
         host,
         port,

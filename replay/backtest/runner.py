@@ -23,7 +23,7 @@ from engine.monitor import ModelMonitor
 from engine.strategy import Strategy
 from engine.ticks import TickBatch
 from replay.backtest.mids import MidSampler
-from replay.files.depth.feed import depth_feed
+from replay.files.depth.feed import depth_feed, has_depth
 from replay.files.discovery import DataSource, as_source, discover_files
 from replay.files.raw_files import total_rows
 from replay.files.readers import BadRowCounts, TickFileReader
@@ -75,17 +75,24 @@ class ReplayRun:
 
 
 def build_engine(
-    config: Config, *, strategy: Strategy | None = None
+    config: Config, *, strategy: Strategy | None = None, depth: bool = False
 ) -> tuple[Engine, Recorder, ModelMonitor | None]:
     """Build the engine a config describes, for replay (simulated venue, replay clock).
 
     ``strategy`` replaces the configured one with an instance (notebooks, tests).
+    ``depth``: the data has depth, so the venue fills on the book under ``[book]
+    queue_model`` (docs/fills.md); else on the top of book.
 
     Raises:
         ConfigError, PluginLoadError: before any data is read.
     """
     sim = config.venue.sim
-    venue = SimulatedVenue(sim.latency_ns, sim.fee_bps, sim.maker_fee_bps)
+    if depth:
+        venue = SimulatedVenue(sim.latency_ns, sim.fee_bps, sim.maker_fee_bps,
+                               queue_model=config.book.queue_model,
+                               queue_power=config.book.queue_power)  # fmt: skip
+    else:
+        venue = SimulatedVenue(sim.latency_ns, sim.fee_bps, sim.maker_fee_bps)
     engine, monitor = assemble(config, venue, strategy=strategy)
     recorder = Recorder()
     engine.sinks.append(recorder)
@@ -138,7 +145,7 @@ def run_replay(
         config: validated config (``replay.files.init_config.with_data_instruments`` adds the
             data's symbols that it lacks).
         data: folder of tick files, one file, or a ``DataSource`` (named files, column
-            mapping, time range).
+            mapping, time range); depth files among them make the venue fill on the book.
         batch_size: micro-batch size (default ``config.replay.batch_size``); any size gives
             the same result.
         progress: show a progress bar (None: only on a terminal).
@@ -151,8 +158,10 @@ def run_replay(
     """
     # resolved once, here, so the run records the version and the limits that ran
     config, model_source = resolve_model_config(config)
-    engine, recorder, monitor = build_engine(config, strategy=strategy)
-    if engine.features.book_specs:
+    depth = has_depth(data)
+    engine, recorder, monitor = build_engine(config, strategy=strategy, depth=depth)
+    # depth rows reach the venue even when no L2 feature reads them: its fills need the book
+    if engine.features.book_specs or depth:
         engine.book_source = depth_feed(config, data, engine.instruments, engine.features)
     if monitor is not None:
         # the alarms go into the run's monitor page and metrics; -v logs them as they fire

@@ -44,7 +44,6 @@ def _run(evs: list[tuple[object, ...]], cut: str, model: str) -> list[str]:
     venue = SimulatedVenue(0, 1.0, queue_model=model, queue_power=2.0)
     venue.bind(MarketState(1), InstrumentTable([Instrument(symbol=SYM)]))
     book = OrderBook(1, levels=5, ticks=[0.5])
-    venue.attach_book(book)
     uid = 0
 
     def depth(ts: int, levels: list[tuple[int, float, float]], snapshot: bool = False) -> None:

@@ -144,14 +144,14 @@ class DepthFileReader:
             ("qty", level & ~(np.isfinite(qty) & (qty >= 0.0)), "qty not finite >= 0"),
         )
         for column, mask, reason in checks:
-            for k in np.flatnonzero(mask & ~bad):
-                self._bad(first_row + int(k), column, reason)
+            for at in np.flatnonzero(mask & ~bad).tolist():
+                self._bad(first_row + at, column, reason)
             bad |= mask
         running = np.maximum.accumulate(np.concatenate([[last_ts], ts]))
         back = np.flatnonzero(ts < running[:-1])
-        for k in back:
-            self._bad(first_row + int(k), "ts_event", "ts_event goes backwards")
-            bad[k] = True
+        for at in back.tolist():
+            self._bad(first_row + at, "ts_event", "ts_event goes backwards")
+            bad[at] = True
         keep = inst >= 0
         unknown = int((~keep).sum())
         if unknown:

@@ -2,8 +2,9 @@
 lost data (the engine's ``data_loss`` claim) before the rows that caused it, and the journal
 replayed into a fresh engine reaching the same state (parity).
 
-Needs ``Engine.process_depth`` (engine/engine.py, the book helper's; requested in the merge
-notes): the module skips, saying so, while the engine has none.
+And a paper engine with L2 features and queue fills (the daemon's ``build_live_engine``):
+a snapshot of it restores the book source's and the venue's books, so a restart from a
+snapshot continues exactly as the engine that ran through.
 """
 
 from __future__ import annotations
@@ -21,13 +22,9 @@ from engine.book.batch import DepthBatch
 from engine.engine import Engine
 from engine.events import DepthUpdate
 from engine.journal import DepthRecord, FeedRecord, MarketDataRecord
+from engine.strategy import NoParams
 from engine.ticks import TickBatch
 from tests.support import Scripted, make_engine
-
-pytestmark = pytest.mark.skipif(
-    not hasattr(Engine, "process_depth"),
-    reason="engine/engine.py has no Engine.process_depth yet (the book helper's part)",
-)
 
 S = 1_000_000_000
 T = 1_700_000_000 * S
@@ -72,3 +69,64 @@ def test_depth_journaled_gap_is_data_loss_and_replay_matches(tmp_path: Path) -> 
         states.append(replayed.risk.trading.claim("data_loss"))
     assert states[3] != "ACTIVE" and states[-1] == "ACTIVE"
     assert replayed.risk.trading.claims() == engine.risk.trading.claims()
+
+
+def _paper_l2_engine() -> Engine:
+    from adapters.daemon.assembly import build_live_engine, build_router
+    from engine.config import config_from_dict
+    from tests.integration.test_depth_parity import L2Quoter
+
+    config = config_from_dict(
+        {
+            "mode": "paper",
+            "instruments": [{"symbol": "BTC", "venue": "SIM", "tick_size": 1.0, "lot_size": 0.001}],
+            "features": [
+                {"name": "mid", "kind": "mid"},
+                {"name": "l2_imb", "kind": "l2_imbalance", "levels": 3},
+            ],
+            "strategy": {"name": "ema_cross", "params": {"qty": 1.0}},
+            "book": {"queue_model": "power"},
+        }
+    )
+    router = build_router(config, None)
+    return build_live_engine(config, router, order_id_prefix="p", strategy=L2Quoter(NoParams()))
+
+
+@pytest.mark.parametrize("cut", [0.3, 0.5, 0.7])
+def test_paper_engine_with_depth_restores_from_a_snapshot_to_the_same_state(cut: float) -> None:
+    """A snapshot of a paper engine with L2 features and queue fills, taken half-way and
+    restored into a fresh engine, continues exactly as the engine that ran through: the
+    book source's and the venue's books are state, captured and restored."""
+    from adapters.tools.publish import merge_by_time
+    from engine.snapshot import capture_state, restore_state
+    from tests.integration.test_depth_parity import _market
+
+    ticks, depth = _market(seed=11, steps=120, t0=T)
+    stream = list(merge_by_time(ticks, iter(depth)))
+
+    def feed(engine: Engine, items: list[TickBatch | DepthBatch]) -> None:
+        for item in items:
+            if isinstance(item, DepthBatch):
+                engine.process_depth(item)
+            else:
+                engine.process_batch(item)
+
+    def decisions(engine: Engine) -> list[object]:
+        seen: list[object] = []
+        engine.sinks.append(seen.append)
+        return seen
+
+    half = int(len(stream) * cut)
+    through = _paper_l2_engine()
+    feed(through, stream[:half])
+    payload = capture_state(through)
+    restored = _paper_l2_engine()
+    restore_state(restored, payload)
+    want, got = decisions(through), decisions(restored)
+    feed(through, stream[half:])
+    feed(restored, stream[half:])
+    assert through.counters["fills"] > 2 and through.counters["orders_sent"] > 4
+    assert got == want and len(want) > 3
+    assert restored.counters == through.counters
+    assert restored.features_now(0) == through.features_now(0)
+    assert restored.portfolio.positions.tolist() == through.portfolio.positions.tolist()
