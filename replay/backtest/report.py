@@ -392,9 +392,13 @@ def run_header(run: ReplayRun, equity: pl.DataFrame) -> dict[str, Any]:
     params = msgspec.to_builtins(getattr(strategy, "params", None)) or dict(cfg.strategy.params)
     model: dict[str, Any] | None = None
     if cfg.model is not None:
-        model = {"kind": cfg.model.kind, "name": cfg.model.name, "path": cfg.model.path}
-        model["manifest_sha256"] = _manifest_sha(cfg.model.path)
         manifest = getattr(run.engine.model, "manifest", None)
+        # a trained folder says what it is (engine.plugins.load_model): report that, not
+        # the config's [model] kind and name, which --model does not replace
+        kind = getattr(manifest, "kind", None) or cfg.model.kind
+        name = getattr(run.engine.model, "name", None) or cfg.model.name
+        model = {"kind": kind, "name": name, "path": cfg.model.path}
+        model["manifest_sha256"] = _manifest_sha(cfg.model.path)
         model["model_sha256"] = getattr(manifest, "model_sha256", None)
         source = run.model_source
         if source is not None:

@@ -64,6 +64,13 @@ DEFINITIONS = {
 }
 
 
+
+def _legend(ax: Any) -> None:
+    """A legend only where something is labelled: before the first full window a panel
+    has nothing to name, and matplotlib warns on an empty legend."""
+    if ax.get_legend_handles_labels()[1]:
+        ax.legend(fontsize=7)
+
 def monitor_document(
     monitor: ModelMonitor, in_sample: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -119,7 +126,7 @@ def _plot(doc: dict[str, Any]) -> bytes:
     ax.axhline(0.0, color="#888", lw=0.5)
     ax.set_title(f"rolling figures over the last {doc['window']} scored predictions")
     ax.set_xlabel("minutes")
-    ax.legend(fontsize=7)
+    _legend(ax)
     ax = axes[1]
     drift = doc["history"]["drift"]
     series = doc["drift"].get("series", {})
@@ -137,7 +144,7 @@ def _plot(doc: dict[str, Any]) -> bytes:
         ax.axhline(1.0, color="#c0392b", ls="--", label="calibrated threshold")
     ax.set_title("PSI / calibrated threshold, per series")
     ax.set_xlabel("minutes")
-    ax.legend(fontsize=7)
+    _legend(ax)
     ax = axes[2]
     buckets = [b for b in doc["performance"]["calibration"] if b["rows"]]
     if buckets:
@@ -147,7 +154,7 @@ def _plot(doc: dict[str, Any]) -> bytes:
             lo = min(b["mean_score"] for b in buckets)
             hi = max(b["mean_score"] for b in buckets)
             ax.plot([lo, hi], [lo, hi], color="#888", ls=":", label="perfect calibration")
-            ax.legend(fontsize=7)
+            _legend(ax)
     ax.set_title(f"calibration ({doc['performance']['calibration_realized']})")
     ax.set_xlabel("mean score in bucket")
     fig.tight_layout()
@@ -225,7 +232,7 @@ def _plot_page(
     ax.axhline(0.0, color="#888", lw=0.5)
     ax.set_title(f"rolling IC and hit ratio (last {doc['window']} scored predictions)")
     ax.set_xlabel("minutes")
-    ax.legend(fontsize=7)
+    _legend(ax)
     ax = axes[0][1]
     buckets = [b for b in doc["performance"]["calibration"] if b["rows"]]
     if buckets:
@@ -235,7 +242,7 @@ def _plot_page(
             lo = min(b["mean_score"] for b in buckets)
             hi = max(b["mean_score"] for b in buckets)
             ax.plot([lo, hi], [lo, hi], color="#888", ls=":", label="perfect calibration")
-        ax.legend(fontsize=7)
+        _legend(ax)
     ax.set_title(f"calibration ({doc['performance']['calibration_realized']})")
     ax.set_xlabel("mean score in bucket")
     ax = axes[1][0]
@@ -250,7 +257,7 @@ def _plot_page(
         ax.axhline(1.0, color="#c0392b", ls="--", label="calibrated threshold")
     ax.set_title("drift: PSI / calibrated threshold, per series")
     ax.set_xlabel("minutes")
-    ax.legend(fontsize=7)
+    _legend(ax)
     ax = axes[1][1]
     rows = ["promotions", "trading state", *_KINDS]
     for a in doc["alarms"]["events"]:
