@@ -455,7 +455,7 @@ class BadMarketData:
 @dataclass(frozen=True)
 class RawJunk:
     """Bytes that are not a message: on a market-data, report or command topic, or on a
-    market-data topic of an unknown kind (``md/SIM/BTC/depth``: delivered, refused)."""
+    market-data topic of an unknown kind (``md/SIM/BTC/l3``: delivered, refused)."""
 
     target: str  # quote, trade, report, command, md_unknown
     kind: str
@@ -878,7 +878,7 @@ def raw_junk() -> st.SearchStrategy[RawJunk]:
         st.tuples(st.just("scalar"), st.just(0), scalars),
         st.tuples(st.just("truncated"), st.integers(0, 200), st.just(b"")),
     )
-    unknown_kinds = st.sampled_from((b"depth", b"QUOTE", b"quotes", b"", b"book", b"trade2"))
+    unknown_kinds = st.sampled_from((b"l3", b"QUOTE", b"quotes", b"", b"book", b"trade2"))
 
     @st.composite
     def build(draw: st.DrawFn) -> RawJunk:
@@ -985,7 +985,7 @@ def junk_topics() -> st.SearchStrategy[JunkTopic]:
     # the first four reach the daemon's market-data subscriptions, the rest nobody's
     topics = st.sampled_from(
         [
-            "md/SIM/BTC/depth",
+            "md/SIM/BTC/l3",
             "md/SIM/ETH/book",
             "md/SIM/BTC/",
             "md/SIM/ETH/QUOTE",
