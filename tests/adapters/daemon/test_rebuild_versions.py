@@ -135,7 +135,7 @@ def _differences(rebuilt: Engine, journal: Journal) -> list[str]:
     finally:
         rebuilt.counters["model_switches"] += extra
     # the market's scratch buffers (``np.empty``, filled per batch): their tail is garbage
-    return [d for d in found if "__dict__['_buf_" not in d]
+    return [d for d in found if "['_buf_" not in d]
 
 
 def _orders(engine: Engine) -> list[tuple[str, str, str, float, str]]:
